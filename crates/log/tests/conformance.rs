@@ -1,0 +1,3 @@
+//! `LogStore` against the storage conformance suite.
+
+sqlraft_log::conformance_tests!(sqlraft_log::LogStore);
