@@ -44,8 +44,10 @@ pub fn check(file: &str, text: &str) -> Checked {
     }
     let inventory = match yaml::parse(text) {
         Ok(root) => {
-            let inventory = load::load(file, root.as_ref(), &mut sink);
-            validate::validate(&inventory, &mut sink);
+            let (inventory, readable) = load::load(file, root.as_ref(), &mut sink);
+            if readable {
+                validate::validate(&inventory, &mut sink);
+            }
             inventory
         }
         Err(e) => {

@@ -10,7 +10,9 @@ use crate::yaml::{Kind, Node};
 
 const GROUP_KEYS: &str = "expected `hosts`, `vars` or `children`";
 
-pub(crate) fn load(file: &str, root: Option<&Node>, sink: &mut Sink) -> Inventory {
+/// Returns the model and whether the top level could be read at all (if not, the
+/// semantic rules would only repeat the same problem).
+pub(crate) fn load(file: &str, root: Option<&Node>, sink: &mut Sink) -> (Inventory, bool) {
     let mut loader = Loader {
         inv: Inventory {
             file: file.to_string(),
@@ -32,7 +34,8 @@ pub(crate) fn load(file: &str, root: Option<&Node>, sink: &mut Sink) -> Inventor
         ),
         Some(node) => loader.top_level(node),
     }
-    loader.inv
+    let readable = root.is_some_and(|r| matches!(r.kind, Kind::Map(_)));
+    (loader.inv, readable)
 }
 
 struct Loader<'s> {

@@ -137,6 +137,17 @@ impl Inventory {
             .collect()
     }
 
+    /// Distinct host names in `group` and the groups nested in it, in file order.
+    pub fn hosts_under(&self, group: &str) -> Vec<&str> {
+        let mut seen = BTreeSet::new();
+        self.hosts
+            .iter()
+            .filter(|h| h.group == group || self.ancestors(&h.group).contains(group))
+            .map(|h| h.name.as_str())
+            .filter(|n| seen.insert(*n))
+            .collect()
+    }
+
     /// Whether sqlraft acts on `group`: `all`, the core groups and the groups holding them.
     pub fn is_known_group(&self, group: &str) -> bool {
         [ALL_GROUP, CORE_GROUP, PEERS_GROUP].contains(&group)

@@ -251,7 +251,7 @@ fn variable(v: &Var, host: Option<&str>, sink: &mut Sink) {
 
 fn other_groups(inv: &Inventory, sink: &mut Sink) {
     for g in inv.other_groups() {
-        let n = inv.host_names(&g.name).len();
+        let n = inv.hosts_under(&g.name).len();
         sink.info(
             Code::OtherGroup,
             g.line,
