@@ -182,10 +182,11 @@ impl Inventory {
     /// Depth of each group below `all` (longest path), and whether it is well defined
     /// (false when groups contain each other in a cycle).
     pub(crate) fn depths(&self) -> (HashMap<&str, usize>, bool) {
+        // Acyclic longest paths are shorter than the group count; a cycle climbs to the cap.
+        let cap = self.groups.len();
         let mut depth: HashMap<&str, usize> =
             self.groups.iter().map(|g| (g.name.as_str(), 0)).collect();
-        // Longest paths settle within one pass per group unless there is a cycle.
-        for _ in 0..=self.groups.len() {
+        for _ in 0..=cap {
             let mut changed = false;
             for g in &self.groups {
                 let d = g
@@ -194,17 +195,18 @@ impl Inventory {
                     .map(|p| depth.get(p.as_str()).copied().unwrap_or(0) + 1)
                     .max()
                     .unwrap_or(0)
-                    .min(self.groups.len());
+                    .min(cap);
                 if depth.get(g.name.as_str()) != Some(&d) {
                     depth.insert(&g.name, d);
                     changed = true;
                 }
             }
             if !changed {
-                return (depth, true);
+                break;
             }
         }
-        (depth, false)
+        let acyclic = depth.values().all(|d| *d < cap);
+        (depth, acyclic)
     }
 
     /// The variables that apply to `host`, lowest precedence first: `all.vars`, then the
