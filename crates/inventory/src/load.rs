@@ -53,7 +53,9 @@ impl Loader<'_> {
         };
         for (key, body) in self.unique_keys(entries, "at the top level") {
             if key.0 == ALL_GROUP {
-                self.inv.groups[0].line = Some(key.1);
+                if let Some(all) = self.inv.groups.iter_mut().find(|g| g.name == ALL_GROUP) {
+                    all.line = Some(key.1);
+                }
                 self.group_body(ALL_GROUP, body);
             } else {
                 self.group(key.0, key.1, ALL_GROUP, body);
@@ -63,12 +65,12 @@ impl Loader<'_> {
 
     fn group(&mut self, name: &str, line: usize, parent: &str, body: &Node) {
         if name == ALL_GROUP || self.path.iter().any(|p| p == name) {
-            self.sink.error(
-                Code::GroupCycle,
-                Some(line),
-                None,
-                format!("group `{name}` is nested in itself"),
-            );
+            let message = if name == ALL_GROUP {
+                format!("`all` holds every group; it cannot be nested in `{parent}`")
+            } else {
+                format!("group `{name}` is nested in itself")
+            };
+            self.sink.error(Code::GroupCycle, Some(line), None, message);
             return;
         }
         let index = match self.inv.groups.iter().position(|g| g.name == name) {

@@ -64,7 +64,7 @@ fn core_group(inv: &Inventory, sink: &mut Sink) {
         n => {
             let second = inv
                 .listed_in(CORE_GROUP)
-                .find(|h| h.name == hosts[1])
+                .find(|h| hosts.get(1) == Some(&h.name.as_str()))
                 .map(|h| h.line);
             sink.error(
                 Code::CoreHostCount,
@@ -87,7 +87,7 @@ fn core_count(inv: &Inventory, sink: &mut Sink) {
     let peers = inv.host_names(PEERS_GROUP).len();
     // The core group always contributes exactly one service (its own rule checks that).
     let total = 1 + peers;
-    if total % 2 == 0 {
+    if total.is_multiple_of(2) {
         let (hosts, make) = if peers == 1 {
             ("host", "makes")
         } else {

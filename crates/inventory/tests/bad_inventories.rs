@@ -8,16 +8,25 @@ use sqlraft_inventory::{Code, InventoryError, check};
 #[track_caller]
 fn assert_errors(name: &str, expected: &[&str]) {
     let checked = fixture(name);
-    assert_eq!(errors(&checked), expected, "{name}:\n{}", checked.diagnostics);
+    assert_eq!(
+        errors(&checked),
+        expected,
+        "{name}:\n{}",
+        checked.diagnostics
+    );
     assert!(!checked.is_valid());
-    assert!(matches!(checked.valid(), Err(InventoryError::Invalid { errors, .. }) if errors == expected.len()));
+    assert!(
+        matches!(checked.valid(), Err(InventoryError::Invalid { errors, .. }) if errors == expected.len())
+    );
 }
 
 #[test]
 fn even_total_spells_out_the_fix() {
     assert_errors(
         "bad_even_total.yml",
-        &["bad_even_total.yml:8: error: 3 hosts in `kuma_core_peers` make 4 core services; add one peer or remove one so the total is odd"],
+        &[
+            "bad_even_total.yml:8: error: 3 hosts in `kuma_core_peers` make 4 core services; add one peer or remove one so the total is odd",
+        ],
     );
 }
 
@@ -25,7 +34,9 @@ fn even_total_spells_out_the_fix() {
 fn several_core_hosts() {
     assert_errors(
         "bad_two_core_hosts.yml",
-        &["bad_two_core_hosts.yml:6: error: `kuma_core` has 2 hosts (core-a.example.com, core-b.example.com); it must have exactly one: keep one and move the others to `kuma_core_peers`, keeping the total odd"],
+        &[
+            "bad_two_core_hosts.yml:6: error: `kuma_core` has 2 hosts (core-a.example.com, core-b.example.com); it must have exactly one: keep one and move the others to `kuma_core_peers`, keeping the total odd",
+        ],
     );
 }
 
@@ -45,7 +56,9 @@ fn empty_core_group_and_other_groups_as_info() {
 fn missing_core_group() {
     assert_errors(
         "bad_no_core.yml",
-        &["bad_no_core.yml: error: no `kuma_core` group; add it with exactly one host for the first core service"],
+        &[
+            "bad_no_core.yml: error: no `kuma_core` group; add it with exactly one host for the first core service",
+        ],
     );
 }
 
@@ -81,7 +94,9 @@ fn host_names_must_be_fqdns() {
 fn raft_node_addr_without_port() {
     assert_errors(
         "bad_raft_addr_no_port.yml",
-        &["bad_raft_addr_no_port.yml:6: error: host core.example.com: `raft_node_addr` `core.example.com` has no port; write it as <fqdn>:<port>, e.g. core.example.com:7209"],
+        &[
+            "bad_raft_addr_no_port.yml:6: error: host core.example.com: `raft_node_addr` `core.example.com` has no port; write it as <fqdn>:<port>, e.g. core.example.com:7209",
+        ],
     );
 }
 
@@ -102,7 +117,9 @@ fn raft_node_addr_bad_ports_and_peer_addresses() {
 fn raft_node_addr_naming_another_host_points_at_all_vars() {
     assert_errors(
         "bad_raft_addr_other_host.yml",
-        &["bad_raft_addr_other_host.yml:3: error: host core.example.com: `raft_node_addr` `old-core.example.com:7209` names old-core.example.com, not the `kuma_core` host core.example.com; use core.example.com:7209"],
+        &[
+            "bad_raft_addr_other_host.yml:3: error: host core.example.com: `raft_node_addr` `old-core.example.com:7209` names old-core.example.com, not the `kuma_core` host core.example.com; use core.example.com:7209",
+        ],
     );
 }
 
@@ -110,7 +127,9 @@ fn raft_node_addr_naming_another_host_points_at_all_vars() {
 fn malformed_yaml_gives_line_and_column() {
     assert_errors(
         "bad_yaml.yml",
-        &["bad_yaml.yml:6: error: malformed YAML at line 6, column 21: while parsing a block mapping, did not find expected key"],
+        &[
+            "bad_yaml.yml:6: error: malformed YAML at line 6, column 21: while parsing a block mapping, did not find expected key",
+        ],
     );
     assert_eq!(codes(&fixture("bad_yaml.yml")), [(Code::Yaml, Some(6))]);
 }
@@ -128,7 +147,11 @@ fn wrong_shapes_are_all_reported() {
             "bad_shapes.yml:16: error: group `kuma_correlator` is a single value; expected `hosts`, `vars` or `children`",
         ],
     );
-    assert!(codes(&fixture("bad_shapes.yml")).iter().all(|(c, _)| *c == Code::Shape));
+    assert!(
+        codes(&fixture("bad_shapes.yml"))
+            .iter()
+            .all(|(c, _)| *c == Code::Shape)
+    );
 }
 
 #[test]
@@ -158,20 +181,30 @@ fn every_problem_at_once_not_only_the_first() {
             "bad_many.yml:19: info: group `kuma_storage` (1 host) is kept as is; the core install does not act on it",
         ]
     );
-    assert!(checked.diagnostics.to_string().ends_with("3 errors, 2 infos\n"));
+    assert!(
+        checked
+            .diagnostics
+            .to_string()
+            .ends_with("3 errors, 2 infos\n")
+    );
 }
 
 #[test]
 fn empty_file() {
     assert_errors(
         "bad_empty.yml",
-        &["bad_empty.yml: error: the inventory is empty; it needs `all:` with `children:` holding `kuma_core`"],
+        &[
+            "bad_empty.yml: error: the inventory is empty; it needs `all:` with `children:` holding `kuma_core`",
+        ],
     );
 }
 
 #[test]
 fn top_level_list() {
-    assert_errors("bad_top_level_list.yml", &["bad_top_level_list.yml:1: error: the inventory is a list; expected a mapping"]);
+    assert_errors(
+        "bad_top_level_list.yml",
+        &["bad_top_level_list.yml:1: error: the inventory is a list; expected a mapping"],
+    );
 }
 
 #[test]
@@ -191,7 +224,9 @@ fn an_even_total_of_two_uses_the_singular() {
     let checked = check("inv.yml", text);
     assert_eq!(
         errors(&checked),
-        ["inv.yml:6: error: 1 host in `kuma_core_peers` makes 2 core services; add one peer or remove one so the total is odd"]
+        [
+            "inv.yml:6: error: 1 host in `kuma_core_peers` makes 2 core services; add one peer or remove one so the total is odd"
+        ]
     );
 }
 
@@ -199,16 +234,40 @@ fn an_even_total_of_two_uses_the_singular() {
 fn group_cycles_are_reported_not_followed() {
     let text = "all:\n  children:\n    a:\n      children:\n        b:\n          children:\n            a:\n    kuma_core:\n      hosts:\n        core.example.com:\n";
     let checked = check("cycle.yml", text);
-    assert_eq!(errors(&checked), ["cycle.yml:7: error: group `a` is nested in itself"]);
+    assert_eq!(
+        errors(&checked),
+        ["cycle.yml:7: error: group `a` is nested in itself"]
+    );
     let text = "a:\n  children:\n    b:\nb:\n  children:\n    a:\nkuma_core:\n  hosts:\n    core.example.com:\n";
     let checked = check("cycle2.yml", text);
-    assert_eq!(codes(&checked), [(Code::GroupCycle, None)], "{}", checked.diagnostics);
+    assert_eq!(
+        codes(&checked),
+        [(Code::GroupCycle, None)],
+        "{}",
+        checked.diagnostics
+    );
     let _ = checked.inventory.effective_vars("core.example.com");
 }
 
 #[test]
 fn check_file_reports_unreadable_files() {
-    let err = sqlraft_inventory::check_file(std::path::Path::new("/nonexistent/inventory.yml")).unwrap_err();
+    let err = sqlraft_inventory::check_file(std::path::Path::new("/nonexistent/inventory.yml"))
+        .unwrap_err();
     assert!(matches!(err, InventoryError::Read { .. }));
-    assert!(err.to_string().starts_with("cannot read /nonexistent/inventory.yml: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read /nonexistent/inventory.yml: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_cannot_be_nested() {
+    let text =
+        "kuma:\n  children:\n    all:\n    kuma_core:\n      hosts:\n        core.example.com:\n";
+    let checked = check("nested_all.yml", text);
+    assert_eq!(
+        errors(&checked),
+        ["nested_all.yml:3: error: `all` holds every group; it cannot be nested in `kuma`"]
+    );
 }

@@ -43,7 +43,13 @@ fn other_groups_are_kept_and_reported_as_information() {
             ("group `kuma_storage` (3 hosts) is kept as is; the core install does not act on it".to_string(), Some(34)),
         ]
     );
-    assert!(checked.diagnostics.all().iter().all(|d| d.code == Code::OtherGroup && d.severity == Severity::Info));
+    assert!(
+        checked
+            .diagnostics
+            .all()
+            .iter()
+            .all(|d| d.code == Code::OtherGroup && d.severity == Severity::Info)
+    );
     let model = &checked.inventory;
     let storage = model.group("kuma_storage").expect("kept");
     assert_eq!(storage.parents, ["kuma"]);
@@ -54,9 +60,15 @@ fn other_groups_are_kept_and_reported_as_information() {
         .and_then(|h| h.vars.text("replica"));
     assert_eq!(replica, Some("2"));
     assert_eq!(model.group("kuma").map(|g| g.children.len()), Some(5));
-    assert!(model.is_known_group("kuma"), "a block holding kuma_core is not 'other'");
+    assert!(
+        model.is_known_group("kuma"),
+        "a block holding kuma_core is not 'other'"
+    );
     assert_eq!(
-        model.settings("kuma-collector-1.siem.example.com").address.as_deref(),
+        model
+            .settings("kuma-collector-1.siem.example.com")
+            .address
+            .as_deref(),
         Some("10.0.0.21"),
         "ip is the address when ansible_host is absent"
     );
@@ -70,10 +82,19 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
     let hosts: Vec<_> = plan.host_steps.iter().map(|s| s.host.as_str()).collect();
     assert_eq!(
         hosts,
-        ["kuma-core-1.siem.example.com", "kuma-core-2.siem.example.com", "kuma-core-3.siem.example.com"]
+        [
+            "kuma-core-1.siem.example.com",
+            "kuma-core-2.siem.example.com",
+            "kuma-core-3.siem.example.com"
+        ]
     );
     match &plan.host_steps[0].action {
-        HostAction::InstallFirstService { id, name, raft_addr, command } => {
+        HostAction::InstallFirstService {
+            id,
+            name,
+            raft_addr,
+            command,
+        } => {
             assert_eq!(id, FIRST_SERVICE_ID);
             assert_eq!(name, "core-1");
             assert_eq!(raft_addr.to_string(), "kuma-core-1.siem.example.com:7209");
@@ -85,15 +106,28 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
         }
         other => panic!("first step: {other:?}"),
     }
-    assert!(plan.host_steps[1..].iter().all(|s| s.action == HostAction::Prepare));
-    assert_eq!(plan.host_steps[1].settings.address.as_deref(), Some("10.0.0.12"));
-    assert_eq!(plan.operator_steps.len(), 3, "create, then install each peer");
+    assert!(
+        plan.host_steps[1..]
+            .iter()
+            .all(|s| s.action == HostAction::Prepare)
+    );
+    assert_eq!(
+        plan.host_steps[1].settings.address.as_deref(),
+        Some("10.0.0.12")
+    );
+    assert_eq!(
+        plan.operator_steps.len(),
+        3,
+        "create, then install each peer"
+    );
     let OperatorStep::CreateServices { web_url, services } = &plan.operator_steps[0] else {
         panic!("creation comes first")
     };
     assert_eq!(web_url, "http://kuma-core-1.siem.example.com:7220/");
     assert_eq!(services.len(), 2);
-    let OperatorStep::InstallPeer { command, .. } = &plan.operator_steps[2] else { panic!() };
+    let OperatorStep::InstallPeer { command, .. } = &plan.operator_steps[2] else {
+        panic!()
+    };
     assert_eq!(
         command,
         "sqlraft-core run --id <id of core-kuma-core-3.siem.example.com> --root /opt/sqlraft \
@@ -101,9 +135,20 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
          --raft.join kuma-core-1.siem.example.com:7209 --install"
     );
     let text = plan.to_string();
-    assert!(text.contains("Plan for good_distributed.yml (distributed installation, install.sh)"), "{text}");
-    assert!(text.contains("  2. kuma-core-2.siem.example.com (ssh as root, via 10.0.0.12): prepared only"), "{text}");
-    assert!(text.contains("create 2 core services, one per peer"), "{text}");
+    assert!(
+        text.contains("Plan for good_distributed.yml (distributed installation, install.sh)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  2. kuma-core-2.siem.example.com (ssh as root, via 10.0.0.12): prepared only"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("create 2 core services, one per peer"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -112,7 +157,10 @@ fn groups_under_another_top_level_block() {
     assert_eq!(inv.core().host, "core.corp.example");
     let peers: Vec<_> = inv.peers().iter().map(|p| p.host.as_str()).collect();
     assert_eq!(peers, ["peer-a.corp.example", "peer-b.corp.example"]);
-    assert_eq!(inv.inventory().group("kuma").map(|g| g.parents.clone()), Some(vec!["all".to_string()]));
+    assert_eq!(
+        inv.inventory().group("kuma").map(|g| g.parents.clone()),
+        Some(vec!["all".to_string()])
+    );
     // all.vars reach groups of the other block; group vars and host vars override them.
     let core = &inv.core().settings;
     assert_eq!(core.user.as_deref(), Some("kuma-admin"));
@@ -129,20 +177,30 @@ fn precedence_host_over_nested_group_over_parent_over_all() {
     assert_eq!(core.settings.address.as_deref(), Some("192.0.2.10"));
     assert!(core.settings.become_root, "site (parent) beats all.vars");
     assert!(core.settings.generate_etc_hosts, "\"ON\" is truthy");
-    assert_eq!(core.raft_addr.to_string(), "core.dc1.example.org:7300", "group var");
+    assert_eq!(
+        core.raft_addr.to_string(),
+        "core.dc1.example.org:7300",
+        "group var"
+    );
     let model = inv.inventory();
     let user = model.effective_vars("peer1.dc1.example.org");
     assert_eq!(user.text("ansible_user"), Some("from-site"));
     assert_eq!(user.get("ansible_user").map(|v| v.line), Some(11));
     let peer1 = &inv.peers()[0].settings;
     assert!(peer1.no_firewall_actions, "host's True beats all's \"off\"");
-    assert_eq!(inv.peers()[0].raft_addr.to_string(), "peer1.dc1.example.org:7209", "core's group var does not leak to peers");
+    assert_eq!(
+        inv.peers()[0].raft_addr.to_string(),
+        "peer1.dc1.example.org:7209",
+        "core's group var does not leak to peers"
+    );
     let peer2 = &inv.peers()[1];
     assert_eq!(peer2.settings.connection, Connection::Local);
     assert_eq!(peer2.raft_addr.to_string(), "peer2.dc1.example.org:7301");
 
     let plan = InstallPlan::new(&inv, Mode::Distributed);
-    let OperatorStep::InstallPeer { command, .. } = &plan.operator_steps[2] else { panic!() };
+    let OperatorStep::InstallPeer { command, .. } = &plan.operator_steps[2] else {
+        panic!()
+    };
     assert_eq!(
         command,
         "sqlraft-core run --id <id of core-peer2.dc1.example.org> --root /opt/sqlraft \
@@ -158,16 +216,31 @@ fn expand_plan_leaves_the_running_cluster_alone() {
     let plan = InstallPlan::new(&inv, Mode::Expand);
     assert_eq!(
         plan.host_steps[0].action,
-        HostAction::LeaveRunning { raft_addr: inv.core().raft_addr.clone() }
+        HostAction::LeaveRunning {
+            raft_addr: inv.core().raft_addr.clone()
+        }
     );
     assert_eq!(plan.host_steps.len(), 5);
-    assert!(plan.host_steps[1..].iter().all(|s| s.action == HostAction::Prepare));
+    assert!(
+        plan.host_steps[1..]
+            .iter()
+            .all(|s| s.action == HostAction::Prepare)
+    );
     let text = plan.to_string();
-    assert!(text.contains("(expansion of a running cluster, expand.sh)"), "{text}");
+    assert!(
+        text.contains("(expansion of a running cluster, expand.sh)"),
+        "{text}"
+    );
     assert!(text.contains("left alone: the running cluster (raft address kuma-core.example.net:7209) is not touched"), "{text}");
-    assert!(!text.contains(FIRST_SERVICE_ID), "expand installs no first service: {text}");
+    assert!(
+        !text.contains(FIRST_SERVICE_ID),
+        "expand installs no first service: {text}"
+    );
     assert!(text.contains("create 4 core services"), "{text}");
-    assert!(text.contains("--raft.join kuma-core.example.net:7209"), "{text}");
+    assert!(
+        text.contains("--raft.join kuma-core.example.net:7209"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -175,10 +248,17 @@ fn nested_other_groups_count_hosts_of_their_children() {
     let checked = fixture("good_expand.yml");
     assert_eq!(
         infos(&checked)[1],
-        ("group `kuma_storage` (1 host) is kept as is; the core install does not act on it".to_string(), Some(20))
+        (
+            "group `kuma_storage` (1 host) is kept as is; the core install does not act on it"
+                .to_string(),
+            Some(20)
+        )
     );
     assert_eq!(
-        checked.inventory.group("kuma_storage_shard_2").map(|g| g.parents.clone()),
+        checked
+            .inventory
+            .group("kuma_storage_shard_2")
+            .map(|g| g.parents.clone()),
         Some(vec!["kuma_storage".to_string()])
     );
 }
@@ -197,6 +277,9 @@ fn empty_groups_and_empty_hosts_are_fine() {
 fn diagnostics_summary_is_printed_last() {
     let checked = fixture("good_distributed.yml");
     let text = checked.diagnostics.to_string();
-    assert!(text.starts_with("good_distributed.yml:25: info: group `kuma_collector`"), "{text}");
+    assert!(
+        text.starts_with("good_distributed.yml:25: info: group `kuma_collector`"),
+        "{text}"
+    );
     assert!(text.ends_with("0 errors, 3 infos\n"), "{text}");
 }

@@ -29,7 +29,10 @@ fn exercise(text: &str) -> bool {
             true
         }
         Err(_) => {
-            assert!(checked.diagnostics.has_errors(), "invalid without an error:\n{text}");
+            assert!(
+                checked.diagnostics.has_errors(),
+                "invalid without an error:\n{text}"
+            );
             false
         }
     }
@@ -47,11 +50,16 @@ fn truncated_fixtures_never_panic() {
 
 #[test]
 fn garbled_fixtures_get_errors_not_panics() {
-    const JUNK: &[&str] = &["\t", ":", "- ", "[", "{", "\"", "'", "&a ", "*a", "!!map ", "? ", "|", "%", "\u{0}", "#", "\n  ", "ядро"];
+    const JUNK: &[&str] = &[
+        "\t", ":", "- ", "[", "{", "\"", "'", "&a ", "*a", "!!map ", "? ", "|", "%", "\u{0}", "#",
+        "\n  ", "ядро",
+    ];
     // Deterministic pseudo-random positions: a small LCG keeps the test reproducible.
     let mut seed: u64 = 0x5eed;
     let mut next = |bound: usize| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         usize::try_from(seed >> 33).unwrap_or(0) % bound.max(1)
     };
     let mut rejected = 0;
@@ -73,26 +81,49 @@ fn garbled_fixtures_get_errors_not_panics() {
             }
         }
     }
-    assert!(rejected * 2 > runs, "most garbled inventories are rejected ({rejected}/{runs})");
+    assert!(
+        rejected * 2 > runs,
+        "most garbled inventories are rejected ({rejected}/{runs})"
+    );
 }
 
 #[test]
 fn hostile_inputs_are_bounded() {
     let deep = "[".repeat(10_000);
     assert!(check("deep.yml", &deep).diagnostics.has_errors());
-    let deep_map = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect::<String>();
+    let deep_map = (0..200)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+        .collect::<String>();
     assert!(check("deep_map.yml", &deep_map).diagnostics.has_errors());
     // An alias bomb expands past the node limit and is refused, not expanded.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..9 {
         let prev = format!("*a{}", i - 1);
-        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 10].join(", ")));
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            [prev.as_str(); 10].join(", ")
+        ));
     }
     let checked = check("bomb.yml", &bomb);
-    assert!(checked.diagnostics.all().iter().any(|d| d.message.contains("too large")), "{}", checked.diagnostics);
+    assert!(
+        checked
+            .diagnostics
+            .all()
+            .iter()
+            .any(|d| d.message.contains("too large")),
+        "{}",
+        checked.diagnostics
+    );
     let huge = "#".repeat(sqlraft_inventory::MAX_INVENTORY_BYTES + 1);
     assert!(check("huge.yml", &huge).diagnostics.has_errors());
-    for text in ["---\n...\n---\n", "all: !!binary aGVsbG8=\n", "? [a, b]\n: c\n", "all:\n  children:\n    kuma_core:\n      hosts:\n        ? {a: b}\n", "\u{feff}all:\n", "all: &x\n  children: *x\n"] {
+    for text in [
+        "---\n...\n---\n",
+        "all: !!binary aGVsbG8=\n",
+        "? [a, b]\n: c\n",
+        "all:\n  children:\n    kuma_core:\n      hosts:\n        ? {a: b}\n",
+        "\u{feff}all:\n",
+        "all: &x\n  children: *x\n",
+    ] {
         exercise(text);
     }
 }

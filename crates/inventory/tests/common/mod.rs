@@ -14,12 +14,21 @@ pub fn fixture(name: &str) -> Checked {
 
 /// Every diagnostic as the CLI prints it.
 pub fn rendered(checked: &Checked) -> Vec<String> {
-    checked.diagnostics.all().iter().map(ToString::to_string).collect()
+    checked
+        .diagnostics
+        .all()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Only the errors, as printed.
 pub fn errors(checked: &Checked) -> Vec<String> {
-    checked.diagnostics.errors().map(ToString::to_string).collect()
+    checked
+        .diagnostics
+        .errors()
+        .map(ToString::to_string)
+        .collect()
 }
 
 pub fn codes(checked: &Checked) -> Vec<(Code, Option<usize>)> {
