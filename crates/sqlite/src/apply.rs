@@ -1,0 +1,424 @@
+//! The write side: one connection that applies committed entries.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, TransactionBehavior};
+
+use crate::error::{Result, SqliteError};
+use crate::guard::Guard;
+use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _sqlraft_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _sqlraft_members (
+    raft_id INTEGER PRIMARY KEY,
+    service_id TEXT NOT NULL UNIQUE,
+    raft_addr TEXT NOT NULL
+);
+";
+
+/// The SQLite state machine: applies committed raft entries to the state database.
+///
+/// The effects of a batch of entries and the index of the last one (`applied_index`)
+/// commit in one SQLite transaction ([`ApplyTxn::commit`]), so after a crash the
+/// database is exactly at some applied index and replay resumes right after it. The
+/// database does not fsync per commit (WAL, `synchronous=NORMAL`): the raft log is the
+/// durable record, and a commit lost in a crash is applied again from the log.
+pub struct StateMachine {
+    path: PathBuf,
+    conn: Connection,
+    guard: Guard,
+    /// State of the deterministic `random()`, reseeded for every request.
+    rng: Arc<Mutex<u64>>,
+    applied: u64,
+}
+
+impl StateMachine {
+    /// Opens (or creates) the state database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| SqliteError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteError::Inconsistent(format!(
+                "{} cannot use WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+
+        let guard = Guard::default();
+        guard.install(&conn).map_err(open_err)?;
+        let rng = Arc::new(Mutex::new(0u64));
+        install_deterministic_random(&conn, &rng).map_err(open_err)?;
+
+        let applied: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
+        let applied = u64::try_from(applied.unwrap_or(0))
+            .map_err(|_| SqliteError::Inconsistent("negative applied_index".into()))?;
+        Ok(StateMachine {
+            path: path.to_path_buf(),
+            conn,
+            guard,
+            rng,
+            applied,
+        })
+    }
+
+    /// Path of the state database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Index of the last entry whose effects are in the database.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// The conf state stored with the applied index (opaque bytes), if any.
+    pub fn conf_state(&self) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'conf_state'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(SqliteError::Apply)
+    }
+
+    /// Members recorded in the replicated state, by raft id.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT raft_id, service_id, raft_addr FROM _sqlraft_members ORDER BY raft_id")
+            .map_err(SqliteError::Apply)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Member {
+                    raft_id: r.get::<_, i64>(0)? as u64,
+                    service_id: r.get(1)?,
+                    raft_addr: r.get(2)?,
+                })
+            })
+            .map_err(SqliteError::Apply)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(SqliteError::Apply)
+    }
+
+    /// Starts applying a batch of committed entries.
+    pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(SqliteError::Apply)?;
+        Ok(ApplyTxn {
+            tx,
+            guard: &self.guard,
+            rng: &self.rng,
+            applied: &mut self.applied,
+            last_index: None,
+        })
+    }
+}
+
+/// One SQLite transaction applying consecutive committed entries.
+///
+/// Dropping it without [`ApplyTxn::commit`] rolls everything back.
+pub struct ApplyTxn<'a> {
+    tx: rusqlite::Transaction<'a>,
+    guard: &'a Guard,
+    rng: &'a Arc<Mutex<u64>>,
+    applied: &'a mut u64,
+    last_index: Option<u64>,
+}
+
+impl ApplyTxn<'_> {
+    /// Records that entry `index` is part of this batch; indexes must follow
+    /// `applied_index` without gaps.
+    pub fn entry(&mut self, index: u64) -> Result<()> {
+        let expected = self.last_index.unwrap_or(*self.applied) + 1;
+        if index != expected {
+            return Err(SqliteError::Inconsistent(format!(
+                "entry {index} applied out of order: expected {expected}"
+            )));
+        }
+        self.last_index = Some(index);
+        Ok(())
+    }
+
+    /// Runs the statements of a write request (entry `index`) and returns one result
+    /// per statement run. Statement errors are results, not errors; `Err` means the
+    /// database itself failed.
+    pub fn write(&mut self, index: u64, request: &WriteRequest) -> Result<Vec<StatementResult>> {
+        self.entry(index)?;
+        *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = index;
+        self.control("SAVEPOINT sqlraft_request")?;
+        let mut results = Vec::with_capacity(request.statements.len());
+        for statement in &request.statements {
+            if !request.transaction {
+                self.control("SAVEPOINT sqlraft_statement")?;
+            }
+            match self.run(statement)? {
+                Ok(result) => {
+                    if !request.transaction {
+                        self.control("RELEASE sqlraft_statement")?;
+                    }
+                    results.push(result);
+                }
+                Err(message) => {
+                    let scope = if request.transaction {
+                        "sqlraft_request"
+                    } else {
+                        "sqlraft_statement"
+                    };
+                    self.control(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))?;
+                    results.push(StatementResult {
+                        error: Some(message),
+                        ..Default::default()
+                    });
+                    if request.transaction {
+                        return Ok(results);
+                    }
+                }
+            }
+        }
+        self.control("RELEASE sqlraft_request")?;
+        Ok(results)
+    }
+
+    /// Runs one client statement. The outer `Err` is a failure of the database; the
+    /// inner one a deterministic statement error.
+    fn run(&self, statement: &Statement) -> Result<Result<StatementResult, String>> {
+        let outcome = self.guard.client(|| self.run_client(statement));
+        match outcome {
+            Ok(result) => Ok(Ok(result)),
+            Err(e) if is_environmental(&e) => Err(SqliteError::Apply(e)),
+            Err(e) => {
+                let message = match (self.guard.take_refusal(), e) {
+                    (Some(reason), _) => reason,
+                    (None, rusqlite::Error::MultipleStatement) => {
+                        "one statement per item: split the SQL into several statements".into()
+                    }
+                    (None, e) => statement_error_message(e),
+                };
+                Ok(Err(message))
+            }
+        }
+    }
+
+    fn run_client(&self, statement: &Statement) -> rusqlite::Result<StatementResult> {
+        if statement.sql.trim().is_empty() {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        let mut stmt = self.tx.prepare(&statement.sql)?;
+        bind(&mut stmt, &statement.params)?;
+        let readonly = stmt.readonly();
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
+        drop(rows);
+        Ok(StatementResult {
+            rows_affected: if readonly { 0 } else { self.tx.changes() },
+            last_insert_id: self.tx.last_insert_rowid(),
+            error: None,
+        })
+    }
+
+    fn control(&self, sql: &str) -> Result<()> {
+        self.tx.execute_batch(sql).map_err(SqliteError::Apply)
+    }
+
+    /// Records an entry that changes nothing in the database (a no-op or a
+    /// configuration change) so that it counts as applied.
+    pub fn skip(&mut self, index: u64) -> Result<()> {
+        self.entry(index)
+    }
+
+    /// Adds or updates a member.
+    pub fn put_member(&mut self, member: &Member) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO _sqlraft_members (raft_id, service_id, raft_addr) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (raft_id) DO UPDATE SET service_id = excluded.service_id,
+                                                     raft_addr = excluded.raft_addr",
+                rusqlite::params![member.raft_id as i64, member.service_id, member.raft_addr],
+            )
+            .map_err(SqliteError::Apply)?;
+        Ok(())
+    }
+
+    /// Removes a member.
+    pub fn remove_member(&mut self, raft_id: u64) -> Result<()> {
+        self.tx
+            .execute(
+                "DELETE FROM _sqlraft_members WHERE raft_id = ?1",
+                [raft_id as i64],
+            )
+            .map_err(SqliteError::Apply)?;
+        Ok(())
+    }
+
+    /// Stores the conf state (opaque bytes) that holds once this batch is applied.
+    pub fn set_conf_state(&mut self, conf_state: &[u8]) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('conf_state', ?1)",
+                [conf_state],
+            )
+            .map_err(SqliteError::Apply)?;
+        Ok(())
+    }
+
+    /// Commits the batch together with its applied index.
+    pub fn commit(self) -> Result<u64> {
+        let Some(last) = self.last_index else {
+            return Ok(*self.applied);
+        };
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_index', ?1)",
+                [last as i64],
+            )
+            .map_err(SqliteError::Apply)?;
+        self.tx.commit().map_err(SqliteError::Apply)?;
+        *self.applied = last;
+        Ok(last)
+    }
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
+    let expected = stmt.parameter_count();
+    let count_error = |given: usize| {
+        rusqlite::Error::InvalidParameterCount(given, expected)
+    };
+    match params {
+        Params::None if expected > 0 => return Err(count_error(0)),
+        Params::None => {}
+        Params::Positional(values) => {
+            if values.len() != expected {
+                return Err(count_error(values.len()));
+            }
+            for (i, value) in values.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, value)?;
+            }
+        }
+        Params::Named(values) => {
+            if values.len() != expected {
+                return Err(count_error(values.len()));
+            }
+            for (name, value) in values {
+                let index = named_index(stmt, name)?
+                    .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.clone()))?;
+                stmt.raw_bind_parameter(index, value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> rusqlite::Result<Option<usize>> {
+    if name.starts_with([':', '@', '$']) {
+        return stmt.parameter_index(name);
+    }
+    for prefix in [':', '@', '$'] {
+        if let Some(i) = stmt.parameter_index(&format!("{prefix}{name}"))? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// Errors that depend on this node's disk or memory rather than on the statement and
+/// the replicated state: another node would not see them, so they cannot become a
+/// statement's result.
+fn is_environmental(e: &rusqlite::Error) -> bool {
+    match e.sqlite_error_code() {
+        Some(code) => matches!(
+            code,
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        ),
+        None => false,
+    }
+}
+
+fn statement_error_message(e: rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::InvalidParameterCount(given, expected) => {
+            format!("statement takes {expected} parameters, {given} given")
+        }
+        rusqlite::Error::InvalidParameterName(name) => format!("no parameter named {name}"),
+        rusqlite::Error::InvalidQuery => "empty statement".into(),
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message,
+        other => other.to_string(),
+    }
+}
+
+/// `random()` and `randomblob(n)` seeded from the entry index, so that a request that
+/// uses them writes the same values on every node.
+fn install_deterministic_random(conn: &Connection, rng: &Arc<Mutex<u64>>) -> rusqlite::Result<()> {
+    let state = Arc::clone(rng);
+    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(splitmix64(&mut s) as i64)
+    })?;
+    let state = Arc::clone(rng);
+    conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let n = ctx.get::<i64>(0)?.clamp(1, 1 << 20) as usize;
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&splitmix64(&mut s).to_le_bytes());
+        }
+        out.truncate(n);
+        Ok(out)
+    })
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

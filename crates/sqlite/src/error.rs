@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+/// Errors of the SQLite state machine and read pool.
+///
+/// Statement errors of a write are not errors here: they are deterministic outcomes,
+/// recorded in [`crate::StatementResult::error`] the same way on every node. What is
+/// here is either the caller's fault on a read ([`SqliteError::is_fatal`] false) or a
+/// broken database, which must stop the node.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    /// The state database could not be opened or prepared.
+    #[error("cannot open state database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// SQLite failed on sqlraft's own statements or with a disk-level error while
+    /// applying: the state on this node can no longer be trusted.
+    #[error("state database failure while applying: {0}")]
+    Apply(#[source] rusqlite::Error),
+    /// The state database holds something sqlraft did not write.
+    #[error("state database is inconsistent: {0}")]
+    Inconsistent(String),
+    /// The read pool could not be created.
+    #[error("cannot open read pool on {path}: {source}")]
+    Pool {
+        /// The database file.
+        path: PathBuf,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
+    /// A read failed: bad SQL, bad parameters, unknown table.
+    #[error("{0}")]
+    Query(String),
+    /// A statement that writes was sent as a read.
+    #[error("a read cannot change the database: send writes to execute ({0})")]
+    WriteInRead(String),
+    /// The read returned more rows than allowed.
+    #[error("result has more than {limit} rows")]
+    TooManyRows {
+        /// The limit.
+        limit: usize,
+    },
+    /// A connection from the read pool could not be had.
+    #[error("read pool unavailable: {0}")]
+    PoolUnavailable(String),
+}
+
+impl SqliteError {
+    /// True when the node must stop: its state database is broken.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SqliteError::Open { .. } | SqliteError::Apply(_) | SqliteError::Inconsistent(_)
+        )
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = SqliteError> = std::result::Result<T, E>;

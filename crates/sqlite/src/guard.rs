@@ -1,0 +1,113 @@
+//! What a client's SQL may do to the state database, enforced with SQLite's authorizer
+//! while a statement is prepared.
+//!
+//! Transactions belong to the state machine (one per batch of entries, a savepoint per
+//! request), so client transaction control is refused; so are `ATTACH` (other files),
+//! `PRAGMA` (connection and file settings outside the replicated state), temporary
+//! objects (they would live on one node's connection only) and any change to sqlraft's
+//! own `_sqlraft_*` tables. Every refusal is deterministic: the same on every node.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+
+/// Prefix of the tables sqlraft keeps in the state database.
+pub const INTERNAL_PREFIX: &str = "_sqlraft_";
+
+/// Shared between the authorizer callback and the code preparing statements.
+#[derive(Clone, Default)]
+pub(crate) struct Guard {
+    inner: Arc<Mutex<GuardState>>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    /// While false (sqlraft's own statements) everything is allowed.
+    client_sql: bool,
+    /// Why the last refused action was refused.
+    refusal: Option<String>,
+}
+
+impl Guard {
+    pub(crate) fn install(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let guard = self.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))
+    }
+
+    /// Runs `f` with client SQL restrictions on.
+    pub(crate) fn client<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.with(|s| {
+            s.client_sql = true;
+            s.refusal = None;
+        });
+        let out = f();
+        self.with(|s| s.client_sql = false);
+        out
+    }
+
+    /// Why the last statement was refused, if it was.
+    pub(crate) fn take_refusal(&self) -> Option<String> {
+        self.with(|s| s.refusal.take())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut GuardState) -> T) -> T {
+        let mut state = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut state)
+    }
+
+    fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
+        self.with(|state| {
+            if !state.client_sql {
+                return Authorization::Allow;
+            }
+            match refusal(&ctx.action) {
+                None => Authorization::Allow,
+                Some(reason) => {
+                    state.refusal = Some(reason);
+                    Authorization::Deny
+                }
+            }
+        })
+    }
+}
+
+fn internal(name: &str) -> bool {
+    name.len() >= INTERNAL_PREFIX.len()
+        && name[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
+}
+
+fn refusal(action: &AuthAction<'_>) -> Option<String> {
+    use AuthAction::*;
+    match *action {
+        Transaction { .. } | Savepoint { .. } => Some(
+            "transaction control is not allowed: each request already runs as one transaction"
+                .into(),
+        ),
+        Attach { .. } | Detach { .. } => Some("ATTACH and DETACH are not allowed".into()),
+        Pragma { pragma_name, .. } => Some(format!("PRAGMA {pragma_name} is not allowed")),
+        CreateTempIndex { .. }
+        | CreateTempTable { .. }
+        | CreateTempTrigger { .. }
+        | CreateTempView { .. } => {
+            Some("temporary objects are not allowed: they would exist on one node only".into())
+        }
+        Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Some("load_extension is not allowed".into())
+        }
+        CreateTable { table_name }
+        | CreateIndex { table_name, .. }
+        | CreateTrigger { table_name, .. }
+        | Insert { table_name }
+        | Update { table_name, .. }
+        | Delete { table_name }
+        | DropTable { table_name }
+        | DropIndex { table_name, .. }
+        | DropTrigger { table_name, .. }
+        | AlterTable { table_name, .. }
+            if internal(table_name) =>
+        {
+            Some(format!("table {table_name} belongs to sqlraft and cannot be changed"))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,291 @@
+//! The read side: a pool of read-only sqlx connections to the state database.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Column, Executor, Row, SqlSafeStr, Statement as _, TypeInfo, ValueRef};
+
+use crate::error::{Result, SqliteError};
+use crate::types::{Params, Rows, Statement, Value};
+
+/// Limits of a [`ReadPool`].
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Rows one read may return; more is an error rather than unbounded memory.
+    pub max_rows: usize,
+    /// How long a read waits for a free connection.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_connections: 8,
+            max_rows: 1_000_000,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Read-only connections to the state database. Connections are opened with
+/// `SQLITE_OPEN_READONLY`, so no statement sent through them can change the database.
+#[derive(Clone)]
+pub struct ReadPool {
+    pool: SqlitePool,
+    max_rows: usize,
+}
+
+impl ReadPool {
+    /// Opens a pool on the state database at `path`, which must exist (the
+    /// [`crate::StateMachine`] creates it).
+    pub async fn open(path: &Path, options: &ReadOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .pragma("foreign_keys", "OFF")
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
+            .connect_with(connect)
+            .await
+            .map_err(|source| SqliteError::Pool {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(ReadPool {
+            pool,
+            max_rows: options.max_rows,
+        })
+    }
+
+    /// The sqlx pool itself, for typed queries of an embedding service.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Runs one read statement.
+    pub async fn query(&self, statement: &Statement) -> Result<Rows> {
+        let (sql, values) = positional(statement)?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| SqliteError::PoolUnavailable(e.to_string()))?;
+        // Running client SQL is the point of this API; the connection is read-only.
+        let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
+        let prepared = conn.prepare(sql).await.map_err(read_error)?;
+        let expected = match prepared.parameters() {
+            Some(sqlx::Either::Left(types)) => types.len(),
+            Some(sqlx::Either::Right(n)) => n,
+            None => 0,
+        };
+        if expected != values.len() {
+            return Err(SqliteError::Query(format!(
+                "statement takes {expected} parameters, {} given",
+                values.len()
+            )));
+        }
+        let columns: Vec<String> = prepared.columns().iter().map(|c| c.name().to_string()).collect();
+        let types = prepared
+            .columns()
+            .iter()
+            .map(|c| declared_type(c.type_info().name()))
+            .collect();
+
+        let mut query = prepared.query();
+        for value in values {
+            query = match value {
+                Value::Null => query.bind(None::<i64>),
+                Value::Integer(i) => query.bind(i),
+                Value::Real(r) => query.bind(r),
+                Value::Text(t) => query.bind(t),
+                Value::Blob(b) => query.bind(b),
+            };
+        }
+        let mut stream = query.fetch(&mut *conn);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(read_error)? {
+            if rows.len() == self.max_rows {
+                return Err(SqliteError::TooManyRows {
+                    limit: self.max_rows,
+                });
+            }
+            rows.push(row_values(&row)?);
+        }
+        Ok(Rows {
+            columns,
+            types,
+            values: rows,
+        })
+    }
+}
+
+fn declared_type(name: &str) -> String {
+    if name.eq_ignore_ascii_case("NULL") {
+        String::new()
+    } else {
+        name.to_ascii_lowercase()
+    }
+}
+
+fn row_values(row: &SqliteRow) -> Result<Vec<Value>> {
+    let decode_err = |e: sqlx::Error| SqliteError::Query(format!("cannot decode value: {e}"));
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i).map_err(decode_err)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let kind = raw.type_info().name().to_string();
+            Ok(match kind.as_str() {
+                "INTEGER" => Value::Integer(row.try_get_unchecked(i).map_err(decode_err)?),
+                "REAL" => Value::Real(row.try_get_unchecked(i).map_err(decode_err)?),
+                "BLOB" => Value::Blob(row.try_get_unchecked(i).map_err(decode_err)?),
+                _ => Value::Text(row.try_get_unchecked(i).map_err(decode_err)?),
+            })
+        })
+        .collect()
+}
+
+fn read_error(e: sqlx::Error) -> SqliteError {
+    if let sqlx::Error::Database(db) = &e {
+        // SQLITE_READONLY (8) and its extended codes: the statement tried to write.
+        let readonly = db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 8);
+        if readonly {
+            return SqliteError::WriteInRead(db.message().to_string());
+        }
+        return SqliteError::Query(db.message().to_string());
+    }
+    SqliteError::Query(e.to_string())
+}
+
+/// sqlx binds SQLite parameters by position only; named parameters are rewritten to
+/// `?N` here, outside string literals, quoted identifiers and comments.
+fn positional(statement: &Statement) -> Result<(String, Vec<Value>)> {
+    let named = match &statement.params {
+        Params::None => return Ok((statement.sql.clone(), Vec::new())),
+        Params::Positional(values) => return Ok((statement.sql.clone(), values.clone())),
+        Params::Named(named) => named,
+    };
+    let sql = &statement.sql;
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut used: Vec<Option<usize>> = vec![None; named.len()];
+    let mut values = Vec::new();
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' | b'`' => i = skip_quoted(bytes, i, bytes[i]),
+            b'[' => i = skip_quoted(bytes, i, b']'),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p)
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(bytes.len(), |p| i + 2 + p + 2)
+            }
+            b':' | b'@' | b'$' => {
+                let start = i + 1;
+                let end = start
+                    + bytes[start..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                        .count();
+                if end == start {
+                    i += 1;
+                    continue;
+                }
+                let name = &sql[start..end];
+                let full = &sql[i..end];
+                let slot = named
+                    .iter()
+                    .position(|(n, _)| n == full || n == name)
+                    .ok_or_else(|| SqliteError::Query(format!("no value for parameter {full}")))?;
+                let position = *used[slot].get_or_insert_with(|| {
+                    values.push(named[slot].1.clone());
+                    values.len()
+                });
+                out.push_str(&sql[copied..i]);
+                out.push_str(&format!("?{position}"));
+                copied = end;
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[copied..]);
+    if let Some(slot) = used.iter().position(Option::is_none) {
+        return Err(SqliteError::Query(format!(
+            "no parameter named {} in the statement",
+            named[slot].0
+        )));
+    }
+    Ok((out, values))
+}
+
+fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        if bytes[i] == close {
+            // A doubled quote is an escaped quote inside the literal.
+            if close != b']' && bytes.get(i + 1) == Some(&close) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(sql: &str, params: &[(&str, i64)]) -> Result<(String, Vec<Value>)> {
+        positional(&Statement {
+            sql: sql.into(),
+            params: Params::Named(
+                params
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), Value::Integer(*v)))
+                    .collect(),
+            ),
+        })
+    }
+
+    #[test]
+    fn named_parameters_become_positional() {
+        let (sql, values) = named(
+            "SELECT * FROM t WHERE a = :a AND b = @b OR a = :a AND c = ':a' -- :a\n",
+            &[("b", 2), (":a", 1)],
+        )
+        .expect("rewrite");
+        assert_eq!(
+            sql,
+            "SELECT * FROM t WHERE a = ?1 AND b = ?2 OR a = ?1 AND c = ':a' -- :a\n"
+        );
+        assert_eq!(values, vec![Value::Integer(1), Value::Integer(2)]);
+    }
+
+    #[test]
+    fn missing_and_unused_names_are_errors() {
+        assert!(named("SELECT :x", &[]).is_err());
+        assert!(named("SELECT :x", &[("x", 1), ("y", 2)]).is_err());
+        assert!(named("SELECT [:x], \":y\", 'it''s :z'", &[]).is_ok());
+    }
+}

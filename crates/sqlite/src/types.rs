@@ -1,0 +1,148 @@
+//! Requests and results as the library's callers see them.
+
+use serde::{Deserialize, Serialize};
+
+/// One SQLite value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Integer(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Parameters of a statement: positional (`?`, `?NNN`) or named (`:name`, `@name`,
+/// `$name`; a name given without its prefix matches any of them).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum Params {
+    /// No parameters.
+    #[default]
+    None,
+    /// Bound to `?1`, `?2`, ... in order.
+    Positional(Vec<Value>),
+    /// Bound by name.
+    Named(Vec<(String, Value)>),
+}
+
+/// One SQL statement with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    /// Exactly one SQL statement.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Params,
+}
+
+impl Statement {
+    /// A statement without parameters.
+    pub fn new(sql: impl Into<String>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params: Params::None,
+        }
+    }
+
+    /// A statement with positional parameters.
+    pub fn with_params(sql: impl Into<String>, params: Vec<Value>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params: Params::Positional(params),
+        }
+    }
+}
+
+impl From<&str> for Statement {
+    fn from(sql: &str) -> Self {
+        Statement::new(sql)
+    }
+}
+
+/// A batch of statements applied as one raft entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Run in order.
+    pub statements: Vec<Statement>,
+    /// `true`: the first failing statement rolls back the whole request and the rest
+    /// are not run. `false`: a failing statement is rolled back alone and the rest run.
+    pub transaction: bool,
+}
+
+impl WriteRequest {
+    /// A request run as one transaction.
+    pub fn transaction(statements: Vec<Statement>) -> Self {
+        WriteRequest {
+            statements,
+            transaction: true,
+        }
+    }
+}
+
+/// The outcome of one statement of a write. The same on every node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatementResult {
+    /// Rows changed by the statement.
+    pub rows_affected: u64,
+    /// Rowid of the last inserted row on the connection.
+    pub last_insert_id: i64,
+    /// Set when the statement failed; it was rolled back.
+    pub error: Option<String>,
+}
+
+/// Rows returned by a read.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Declared column types, lower case; empty for expressions.
+    pub types: Vec<String>,
+    /// The rows, each with one value per column.
+    pub values: Vec<Vec<Value>>,
+}
+
+/// A member of the cluster as kept in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Raft's numeric id.
+    pub raft_id: u64,
+    /// The service id (UUID text).
+    pub service_id: String,
+    /// Address other nodes reach its raft transport at.
+    pub raft_addr: String,
+}

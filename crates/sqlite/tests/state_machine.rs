@@ -1,0 +1,263 @@
+//! The state machine's apply semantics and the read pool, by property.
+
+use sqlraft_sqlite::{
+    Member, Params, ReadOptions, ReadPool, SqliteError, StateMachine, Statement, StatementResult,
+    Value, WriteRequest,
+};
+
+fn sm(dir: &tempfile::TempDir) -> StateMachine {
+    StateMachine::open(&dir.path().join("state.db")).expect("open state machine")
+}
+
+fn apply(sm: &mut StateMachine, index: u64, request: WriteRequest) -> Vec<StatementResult> {
+    let mut txn = sm.begin().expect("begin");
+    let results = txn.write(index, &request).expect("write");
+    txn.commit().expect("commit");
+    results
+}
+
+fn tx(sqls: &[&str]) -> WriteRequest {
+    WriteRequest::transaction(sqls.iter().map(|s| Statement::new(*s)).collect())
+}
+
+fn count(sm_dir: &tempfile::TempDir, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(sm_dir.path().join("state.db")).expect("open");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+#[test]
+fn failing_statement_rolls_back_its_request_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"]));
+    let results = apply(
+        &mut sm,
+        2,
+        tx(&[
+            "INSERT INTO t (v) VALUES ('a')",
+            "INSERT INTO t (v) VALUES (NULL)",
+            "INSERT INTO t (v) VALUES ('c')",
+        ]),
+    );
+    assert_eq!(results.len(), 2, "statements after the failing one do not run");
+    assert!(results[0].error.is_none());
+    let error = results[1].error.as_deref().expect("second statement fails");
+    assert!(error.contains("NOT NULL"), "{error}");
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 0, "whole request rolled back");
+    assert_eq!(sm.applied_index(), 2, "a failed request still counts as applied");
+
+    let results = apply(&mut sm, 3, tx(&["INSERT INTO t (v) VALUES ('ok')"]));
+    assert_eq!(results[0].rows_affected, 1);
+    assert_eq!(results[0].last_insert_id, 1);
+}
+
+#[test]
+fn without_transaction_each_statement_stands_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let mut request = tx(&[
+        "CREATE TABLE t (v TEXT NOT NULL)",
+        "INSERT INTO t VALUES (NULL)",
+        "INSERT INTO t VALUES ('kept')",
+    ]);
+    request.transaction = false;
+    let results = apply(&mut sm, 1, request);
+    assert_eq!(results.len(), 3);
+    assert!(results[1].error.is_some());
+    assert!(results[2].error.is_none());
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 1);
+}
+
+#[test]
+fn applied_index_commits_with_the_effects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut sm = sm(&dir);
+        apply(&mut sm, 1, tx(&["CREATE TABLE t (v)"]));
+        let mut txn = sm.begin().expect("begin");
+        txn.write(2, &tx(&["INSERT INTO t VALUES (1)"])).expect("write");
+        drop(txn); // not committed: neither the row nor the index
+        assert_eq!(sm.applied_index(), 1);
+    }
+    let sm = sm(&dir);
+    assert_eq!(sm.applied_index(), 1);
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 0);
+}
+
+#[test]
+fn entries_must_be_applied_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE t (v)"]));
+    let mut txn = sm.begin().expect("begin");
+    let err = txn.write(3, &tx(&["INSERT INTO t VALUES (1)"])).unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    drop(txn);
+    let mut txn = sm.begin().expect("begin");
+    let err = txn.skip(1).unwrap_err();
+    assert!(matches!(err, SqliteError::Inconsistent(_)), "{err}");
+}
+
+#[test]
+fn client_sql_cannot_escape_the_replicated_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let refused = [
+        ("BEGIN", "transaction control"),
+        ("COMMIT", "transaction control"),
+        ("SAVEPOINT x", "transaction control"),
+        ("ATTACH DATABASE 'other.db' AS other", "ATTACH"),
+        ("PRAGMA journal_mode=DELETE", "PRAGMA"),
+        ("CREATE TEMP TABLE tmp (v)", "temporary"),
+        ("DELETE FROM _sqlraft_meta", "belongs to sqlraft"),
+        ("UPDATE _sqlraft_members SET raft_addr = 'x'", "belongs to sqlraft"),
+        ("DROP TABLE _sqlraft_members", "belongs to sqlraft"),
+        ("CREATE TABLE _SQLRAFT_mine (v)", "belongs to sqlraft"),
+        ("CREATE TABLE a (v); CREATE TABLE b (v)", "one statement per item"),
+        ("   ", "empty statement"),
+        ("SELEC 1", "syntax error"),
+    ];
+    for (index, (sql, expected)) in refused.iter().enumerate() {
+        let results = apply(&mut sm, index as u64 + 1, tx(&[sql]));
+        let error = results[0].error.as_deref().unwrap_or_else(|| panic!("{sql} was allowed"));
+        assert!(error.contains(expected), "{sql}: {error}");
+    }
+    assert_eq!(sm.applied_index(), refused.len() as u64);
+    // sqlraft's own bookkeeping still works after the refusals.
+    let mut txn = sm.begin().expect("begin");
+    txn.skip(refused.len() as u64 + 1).expect("skip");
+    txn.put_member(&Member {
+        raft_id: 1,
+        service_id: "s".into(),
+        raft_addr: "a:1".into(),
+    })
+    .expect("member");
+    txn.commit().expect("commit");
+    assert_eq!(sm.members().expect("members").len(), 1);
+}
+
+#[test]
+fn parameters_bind_by_position_and_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let named = Statement {
+        sql: "INSERT INTO t (a, b) VALUES (:a, @b)".into(),
+        params: Params::Named(vec![
+            ("a".into(), Value::Integer(2)),
+            ("@b".into(), Value::Blob(vec![1, 2])),
+        ]),
+    };
+    let results = apply(
+        &mut sm,
+        1,
+        WriteRequest::transaction(vec![
+            Statement::new("CREATE TABLE t (a, b)"),
+            Statement::with_params("INSERT INTO t VALUES (?, ?)", vec![1.into(), "x".into()]),
+            named,
+        ]),
+    );
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    let wrong_count = apply(
+        &mut sm,
+        2,
+        WriteRequest::transaction(vec![Statement::with_params(
+            "INSERT INTO t VALUES (?, ?)",
+            vec![1.into()],
+        )]),
+    );
+    assert_eq!(
+        wrong_count[0].error.as_deref(),
+        Some("statement takes 2 parameters, 1 given")
+    );
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 2);
+}
+
+#[test]
+fn random_is_the_same_on_every_node() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let request = tx(&[
+        "CREATE TABLE r (v, w)",
+        "INSERT INTO r VALUES (random(), randomblob(16))",
+        "INSERT INTO r VALUES (random(), randomblob(16))",
+    ]);
+    for dir in [&a, &b] {
+        apply(&mut sm(dir), 1, request.clone());
+    }
+    let dump = |dir: &tempfile::TempDir| {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).expect("open");
+        let mut stmt = conn.prepare("SELECT v, hex(w) FROM r").expect("prepare");
+        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("rows")
+    };
+    let rows = dump(&a);
+    assert_eq!(rows, dump(&b));
+    assert_ne!(rows[0], rows[1], "two calls give two values");
+}
+
+#[tokio::test]
+async fn read_pool_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, raw BLOB)",
+            "INSERT INTO t VALUES (1, 'ann', 1.5, x'00ff')",
+            "INSERT INTO t VALUES (2, NULL, NULL, NULL)",
+        ]),
+    );
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    let rows = pool
+        .query(&Statement::with_params(
+            "SELECT id, name, score, raw, id * 2 AS twice FROM t WHERE id >= ? ORDER BY id",
+            vec![1.into()],
+        ))
+        .await
+        .expect("query");
+    assert_eq!(rows.columns, ["id", "name", "score", "raw", "twice"]);
+    assert_eq!(rows.types[..4], ["integer", "text", "real", "blob"]);
+    assert_eq!(
+        rows.values[0],
+        vec![
+            Value::Integer(1),
+            Value::Text("ann".into()),
+            Value::Real(1.5),
+            Value::Blob(vec![0, 255]),
+            Value::Integer(2)
+        ]
+    );
+    assert_eq!(rows.values[1][1], Value::Null);
+
+    let named = pool
+        .query(&Statement {
+            sql: "SELECT name FROM t WHERE id = :id".into(),
+            params: Params::Named(vec![("id".into(), Value::Integer(1))]),
+        })
+        .await
+        .expect("named query");
+    assert_eq!(named.values, vec![vec![Value::Text("ann".into())]]);
+
+    let err = pool
+        .query(&Statement::new("DELETE FROM t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SqliteError::WriteInRead(_)), "{err}");
+    let err = pool
+        .query(&Statement::new("SELECT * FROM missing"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no such table"), "{err}");
+    assert!(!err.is_fatal());
+    let err = pool
+        .query(&Statement::new("SELECT ?"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 parameters, 0 given"), "{err}");
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 2);
+}
