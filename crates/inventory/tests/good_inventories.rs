@@ -283,3 +283,15 @@ fn diagnostics_summary_is_printed_last() {
     );
     assert!(text.ends_with("0 errors, 3 infos\n"), "{text}");
 }
+
+#[test]
+fn windows_line_endings_keep_line_numbers() {
+    let text = common::fixture_text("bad_even_total.yml").replace('\n', "\r\n");
+    let checked = sqlraft_inventory::check("crlf.yml", &text);
+    assert_eq!(
+        common::errors(&checked),
+        [
+            "crlf.yml:8: error: 3 hosts in `kuma_core_peers` make 4 core services; add one peer or remove one so the total is odd"
+        ]
+    );
+}
