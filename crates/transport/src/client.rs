@@ -1,0 +1,330 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost_011::Message as _;
+use raft::eraftpb::Message;
+use sqlraft_proto::v1 as pb;
+use sqlraft_proto::v1::raft_transport_client::RaftTransportClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::TransportError;
+
+/// Limits and timings of the transport.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Messages queued per peer; beyond it messages are dropped (raft resends).
+    pub queue_len: usize,
+    /// Bytes of raft messages sent in one RPC.
+    pub max_batch_bytes: usize,
+    /// Largest message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Time to establish a connection.
+    pub connect_timeout_ms: u64,
+    /// Time for one raft batch RPC.
+    pub send_timeout_ms: u64,
+    /// Time for a forwarded write or a join to be answered.
+    pub request_timeout_ms: u64,
+    /// First and largest pause before retrying an unreachable peer.
+    pub backoff_min_ms: u64,
+    /// See `backoff_min_ms`.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            queue_len: 4096,
+            max_batch_bytes: 4 << 20,
+            max_message_bytes: 64 << 20,
+            connect_timeout_ms: 1_000,
+            send_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            backoff_min_ms: 50,
+            backoff_max_ms: 2_000,
+        }
+    }
+}
+
+struct Peer {
+    addr: String,
+    queue: mpsc::Sender<Bytes>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends raft messages to peers and makes request RPCs to them. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: TransportOptions,
+    peers: Mutex<HashMap<u64, Peer>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    blocked: Arc<RwLock<HashSet<u64>>>,
+    unreachable: mpsc::Sender<u64>,
+}
+
+impl Transport {
+    /// A transport with no peers. Peers that cannot be reached are reported on the
+    /// returned receiver (feed them to `RawNode::report_unreachable`). Must be created
+    /// inside a tokio runtime.
+    pub fn new(options: TransportOptions) -> (Transport, mpsc::Receiver<u64>) {
+        let (unreachable, reports) = mpsc::channel(1024);
+        let transport = Transport {
+            inner: Arc::new(Inner {
+                options,
+                peers: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
+                blocked: Arc::new(RwLock::new(HashSet::new())),
+                unreachable,
+            }),
+        };
+        (transport, reports)
+    }
+
+    /// The transport's options.
+    pub fn options(&self) -> &TransportOptions {
+        &self.inner.options
+    }
+
+    /// Adds a peer or changes its address.
+    pub fn set_peer(&self, id: u64, addr: &str) -> Result<(), TransportError> {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return Ok(());
+        }
+        let channel = self.channel(addr)?;
+        let (queue, rx) = mpsc::channel(self.inner.options.queue_len);
+        let task = tokio::spawn(send_loop(
+            id,
+            addr.to_string(),
+            channel,
+            rx,
+            self.inner.options.clone(),
+            self.inner.unreachable.clone(),
+        ));
+        peers.insert(
+            id,
+            Peer {
+                addr: addr.to_string(),
+                queue,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets a peer and stops its sender.
+    pub fn remove_peer(&self, id: u64) {
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Address of a known peer.
+    pub fn peer_addr(&self, id: u64) -> Option<String> {
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|p| p.addr.clone())
+    }
+
+    /// Queues raft messages for their peers without waiting. A message to an unknown
+    /// or blocked peer, or to one whose queue is full, is dropped: raft tolerates lost
+    /// messages and resends.
+    pub fn send(&self, messages: Vec<Message>) {
+        let blocked = self.blocked_now();
+        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        for message in messages {
+            if blocked.contains(&message.to) {
+                continue;
+            }
+            let Some(peer) = peers.get(&message.to) else {
+                tracing::debug!(to = message.to, "dropping message to unknown peer");
+                continue;
+            };
+            let bytes = Bytes::from(message.encode_to_vec());
+            if bytes.len() > self.inner.options.max_message_bytes {
+                tracing::warn!(to = message.to, bytes = bytes.len(), "dropping oversized raft message");
+                continue;
+            }
+            if peer.queue.try_send(bytes).is_err() {
+                tracing::debug!(to = message.to, "peer queue full, dropping message");
+                let _ = self.inner.unreachable.try_send(message.to);
+            }
+        }
+    }
+
+    /// Sends a write to the leader at `addr` and waits for its outcome.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        leader_id: u64,
+        request: pb::WriteRequest,
+    ) -> Result<pb::ForwardResponse, TransportError> {
+        if self.blocked_now().contains(&leader_id) {
+            return Err(TransportError::Blocked(addr.to_string()));
+        }
+        let mut client = self.client(addr)?;
+        let mut rpc = tonic::Request::new(pb::ForwardRequest {
+            request: Some(request),
+        });
+        rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
+        client
+            .forward(rpc)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| status_error(addr, status))
+    }
+
+    /// Asks the member at `addr` to admit a service.
+    pub async fn join(
+        &self,
+        addr: &str,
+        request: pb::JoinRequest,
+    ) -> Result<pb::JoinResponse, TransportError> {
+        let mut client = self.client(addr)?;
+        let mut rpc = tonic::Request::new(request);
+        rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
+        client
+            .join(rpc)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| status_error(addr, status))
+    }
+
+    /// The set of blocked peers, shared with [`crate::serve`] so that messages from
+    /// them are dropped on arrival too.
+    pub fn blocked_set(&self) -> Arc<RwLock<HashSet<u64>>> {
+        Arc::clone(&self.inner.blocked)
+    }
+
+    /// Drops all traffic to and from `peer` on this node (tests: partitions).
+    pub fn block(&self, peer: u64) {
+        if let Ok(mut b) = self.inner.blocked.write() {
+            b.insert(peer);
+        }
+    }
+
+    /// Undoes [`Transport::block`].
+    pub fn unblock(&self, peer: u64) {
+        if let Ok(mut b) = self.inner.blocked.write() {
+            b.remove(&peer);
+        }
+    }
+
+    fn blocked_now(&self) -> HashSet<u64> {
+        self.inner
+            .blocked
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_default()
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, TransportError> {
+        let limit = self.inner.options.max_message_bytes;
+        Ok(RaftTransportClient::new(self.channel(addr)?)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit))
+    }
+
+    /// One HTTP/2 channel per address, connected lazily and reconnected by tonic.
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let invalid = |reason: String| TransportError::InvalidAddress {
+            addr: addr.to_string(),
+            reason,
+        };
+        if addr.contains("://") || !addr.contains(':') {
+            return Err(invalid("expected host:port".into()));
+        }
+        let options = &self.inner.options;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(Duration::from_millis(options.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+fn status_error(addr: &str, status: tonic::Status) -> TransportError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            TransportError::Unreachable {
+                addr: addr.to_string(),
+                message: status.message().to_string(),
+            }
+        }
+        code => TransportError::Refused {
+            addr: addr.to_string(),
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// Drains one peer's queue: everything queued goes out in one RPC, up to
+/// `max_batch_bytes`. A failed RPC drops its batch, reports the peer unreachable and
+/// backs off before the next attempt.
+async fn send_loop(
+    id: u64,
+    addr: String,
+    channel: Channel,
+    mut queue: mpsc::Receiver<Bytes>,
+    options: TransportOptions,
+    unreachable: mpsc::Sender<u64>,
+) {
+    let mut client = RaftTransportClient::new(channel)
+        .max_encoding_message_size(options.max_message_bytes)
+        .max_decoding_message_size(options.max_message_bytes);
+    let mut backoff = Duration::from_millis(options.backoff_min_ms);
+    let max_backoff = Duration::from_millis(options.backoff_max_ms);
+    while let Some(first) = queue.recv().await {
+        let mut size = first.len();
+        let mut messages = vec![first];
+        while size < options.max_batch_bytes {
+            match queue.try_recv() {
+                Ok(bytes) => {
+                    size += bytes.len();
+                    messages.push(bytes);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut rpc = tonic::Request::new(pb::RaftBatch { messages });
+        rpc.set_timeout(Duration::from_millis(options.send_timeout_ms));
+        match client.send(rpc).await {
+            Ok(_) => backoff = Duration::from_millis(options.backoff_min_ms),
+            Err(status) => {
+                tracing::debug!(peer = id, %addr, error = %status.message(), "raft send failed");
+                let _ = unreachable.try_send(id);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+                // What queued up meanwhile is stale; raft will resend what matters.
+                while queue.try_recv().is_ok() {}
+            }
+        }
+    }
+}

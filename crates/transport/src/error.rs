@@ -1,0 +1,36 @@
+/// Errors of the peer transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer address is not a valid `host:port`.
+    #[error("invalid peer address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The peer could not be reached or did not answer in time.
+    #[error("peer {addr} unreachable: {message}")]
+    Unreachable {
+        /// The peer's address.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// The peer answered with an error status.
+    #[error("peer {addr} refused: {message}")]
+    Refused {
+        /// The peer's address.
+        addr: String,
+        /// gRPC status code.
+        code: tonic::Code,
+        /// The peer's message.
+        message: String,
+    },
+    /// Traffic to the peer is blocked on this node (tests).
+    #[error("link to {0} is blocked")]
+    Blocked(String),
+    /// The listener could not serve.
+    #[error("raft listener failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
