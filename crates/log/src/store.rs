@@ -71,6 +71,8 @@ pub struct LogStore {
     cached_bytes: usize,
     hard_state: HardState,
     conf_state: ConfState,
+    /// The commit index moved since the hard state was last written.
+    commit_dirty: bool,
     poisoned: bool,
     options: LogOptions,
     report: LoadReport,
@@ -106,6 +108,7 @@ impl LogStore {
             cached_bytes: 0,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
+            commit_dirty: false,
             poisoned: false,
             options,
             report: LoadReport::default(),
@@ -288,6 +291,9 @@ impl LogStore {
             return Ok(());
         }
         self.check_entries(entries, hard_state)?;
+        // A commit index noted since the last write rides along with this one.
+        let lazy_hs = (hard_state.is_none() && self.commit_dirty).then(|| self.hard_state.clone());
+        let hard_state = hard_state.or(lazy_hs.as_ref());
 
         let mut record = RecordBuilder::new();
         let spans: Vec<(u64, u32)> = entries.iter().map(|e| record.entry(e)).collect();
@@ -331,11 +337,23 @@ impl LogStore {
         }
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
+            self.commit_dirty = false;
         }
         if let Some(cs) = conf_state {
             self.conf_state = cs.clone();
         }
         Ok(())
+    }
+
+    /// Notes a new commit index without a write of its own: it is written with the
+    /// next [`LogStore::write`]. Losing it in a crash is harmless: raft learns the
+    /// commit index again from the leader, and the state machine's applied index is
+    /// used as a floor at start ([`LogStore::raise_commit_unpersisted`]).
+    pub fn note_commit(&mut self, commit: u64) {
+        if commit > self.hard_state.commit {
+            self.hard_state.commit = commit;
+            self.commit_dirty = true;
+        }
     }
 
     fn check_entries(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<()> {

@@ -73,12 +73,17 @@ struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     blocked: Arc<RwLock<HashSet<u64>>>,
     unreachable: mpsc::Sender<u64>,
+    /// Sender tasks run here, whichever thread adds a peer (the raft loop has no runtime).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
     /// A transport with no peers. Peers that cannot be reached are reported on the
-    /// returned receiver (feed them to `RawNode::report_unreachable`). Must be created
-    /// inside a tokio runtime.
+    /// returned receiver (feed them to `RawNode::report_unreachable`).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
     pub fn new(options: TransportOptions) -> (Transport, mpsc::Receiver<u64>) {
         let (unreachable, reports) = mpsc::channel(1024);
         let transport = Transport {
@@ -88,6 +93,7 @@ impl Transport {
                 channels: Mutex::new(HashMap::new()),
                 blocked: Arc::new(RwLock::new(HashSet::new())),
                 unreachable,
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         (transport, reports)
@@ -106,7 +112,7 @@ impl Transport {
         }
         let channel = self.channel(addr)?;
         let (queue, rx) = mpsc::channel(self.inner.options.queue_len);
-        let task = tokio::spawn(send_loop(
+        let task = self.inner.runtime.spawn(send_loop(
             id,
             addr.to_string(),
             channel,
@@ -257,6 +263,7 @@ impl Transport {
             return Err(invalid("expected host:port".into()));
         }
         let options = &self.inner.options;
+        let _runtime = self.inner.runtime.enter();
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(Duration::from_millis(options.connect_timeout_ms))

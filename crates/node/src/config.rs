@@ -1,0 +1,113 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sqlraft_log::LogOptions;
+use sqlraft_sqlite::ReadOptions;
+use sqlraft_transport::TransportOptions;
+
+/// How to start a [`crate::Node`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The service id (UUID text). The first service of a cluster is
+    /// [`crate::FIRST_SERVICE_ID`] by convention.
+    pub service_id: String,
+    /// The service's directory: `raft/` (log, identity) and `db/` (state database).
+    pub dir: PathBuf,
+    /// Where the raft transport listens. Port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The address peers reach this node at (`host:port`). `None`: the bound
+    /// listen address.
+    pub advertise_addr: Option<String>,
+    /// Any member's raft address, to join an existing cluster. Ignored when the
+    /// directory already holds a node (restart).
+    pub join: Option<String>,
+    /// Raft timings and limits.
+    pub raft: RaftTimings,
+    /// Limits of the raft log.
+    pub log: LogOptions,
+    /// Limits of the read pool.
+    pub read: ReadOptions,
+    /// Limits and timings of the transport.
+    pub transport: TransportOptions,
+    /// Limits of the node's queues and waits.
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    /// A configuration with default timings and limits.
+    pub fn new(service_id: impl Into<String>, dir: impl Into<PathBuf>, listen_addr: SocketAddr) -> Self {
+        NodeConfig {
+            service_id: service_id.into(),
+            dir: dir.into(),
+            listen_addr,
+            advertise_addr: None,
+            join: None,
+            raft: RaftTimings::default(),
+            log: LogOptions::default(),
+            read: ReadOptions::default(),
+            transport: TransportOptions::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Raft timings: an election timeout of `election_ticks * tick_ms` (randomized up to
+/// twice that by raft), heartbeats every `heartbeat_ticks * tick_ms`.
+#[derive(Debug, Clone)]
+pub struct RaftTimings {
+    /// Length of one raft tick.
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Bytes of entries in one append message.
+    pub max_append_bytes: u64,
+    /// Append messages in flight to one follower.
+    pub max_inflight_appends: usize,
+    /// A learner within this many entries of the leader's commit index is caught up.
+    pub learner_catch_up_entries: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_append_bytes: 1 << 20,
+            max_inflight_appends: 256,
+            learner_catch_up_entries: 100,
+        }
+    }
+}
+
+/// Bounds on what a node queues and how long it waits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests queued for the raft loop; more are refused with `Busy`.
+    pub loop_queue_len: usize,
+    /// Statements in one write request.
+    pub max_statements: usize,
+    /// Bytes of one encoded write request.
+    pub max_request_bytes: usize,
+    /// How long a write waits to be applied.
+    pub write_timeout_ms: u64,
+    /// How long a read waits for a read index or for `min_index` to be applied.
+    pub read_timeout_ms: u64,
+    /// How long joining waits for the cluster to admit this node.
+    pub join_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            loop_queue_len: 16_384,
+            max_statements: 10_000,
+            max_request_bytes: 16 << 20,
+            write_timeout_ms: 10_000,
+            read_timeout_ms: 5_000,
+            join_timeout_ms: 60_000,
+        }
+    }
+}

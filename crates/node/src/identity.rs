@@ -1,0 +1,57 @@
+//! `raft/identity`: which service a directory belongs to and its raft id.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{NodeError, Result};
+
+pub(crate) const IDENTITY_FILE: &str = "identity";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub service_id: String,
+    pub raft_id: u64,
+}
+
+pub(crate) fn load(raft_dir: &Path) -> Result<Option<Identity>> {
+    let path = raft_dir.join(IDENTITY_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(NodeError::Fatal(format!("cannot read {}: {e}", path.display())));
+        }
+    };
+    let bad = || NodeError::Fatal(format!("{} is damaged", path.display()));
+    let mut service_id = None;
+    let mut raft_id = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("service_id", v)) => service_id = Some(v.trim().to_string()),
+            Some(("raft_id", v)) => raft_id = Some(v.trim().parse::<u64>().map_err(|_| bad())?),
+            _ => {}
+        }
+    }
+    match (service_id, raft_id) {
+        (Some(service_id), Some(raft_id)) if raft_id > 0 => Ok(Some(Identity { service_id, raft_id })),
+        _ => Err(bad()),
+    }
+}
+
+/// Writes the identity atomically (temporary file, fsync, rename, fsync directory).
+pub(crate) fn store(raft_dir: &Path, identity: &Identity) -> Result<()> {
+    let io = |e: std::io::Error| NodeError::Fatal(format!("cannot write identity in {}: {e}", raft_dir.display()));
+    let tmp = raft_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    write!(
+        file,
+        "service_id={}\nraft_id={}\n",
+        identity.service_id, identity.raft_id
+    )
+    .map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, raft_dir.join(IDENTITY_FILE)).map_err(io)?;
+    fs::File::open(raft_dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! When the leader promotes learners: only so that the number of voters stays odd.
+
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+
+/// What the leader knows when it considers a promotion.
+pub(crate) struct PromotionInput<'a> {
+    pub voters: &'a [u64],
+    pub learners: &'a [u64],
+    /// `(id, matched index)` of every learner.
+    pub matched: &'a [(u64, u64)],
+    pub commit_index: u64,
+    pub catch_up_entries: u64,
+}
+
+/// The learners to promote now, if any. Voters stay odd: with an odd count, two
+/// caught-up learners are promoted together (one joint-consensus change); an even count
+/// (only after a manual change) is fixed by promoting one.
+pub(crate) fn learners_to_promote(input: &PromotionInput<'_>) -> Vec<u64> {
+    let mut caught_up: Vec<u64> = input
+        .learners
+        .iter()
+        .copied()
+        .filter(|id| {
+            input.matched.iter().any(|&(learner, matched)| {
+                learner == *id && matched + input.catch_up_entries >= input.commit_index
+            })
+        })
+        .collect();
+    caught_up.sort_unstable();
+    let wanted = if input.voters.len() % 2 == 1 { 2 } else { 1 };
+    if caught_up.len() < wanted {
+        return Vec::new();
+    }
+    caught_up.truncate(wanted);
+    caught_up
+}
+
+/// A conf change that makes `ids` voters; several at once go through joint consensus
+/// and leave it automatically.
+pub(crate) fn promote(ids: &[u64]) -> ConfChangeV2 {
+    let changes = ids
+        .iter()
+        .map(|&id| ConfChangeSingle {
+            change_type: ConfChangeType::AddNode as i32,
+            node_id: id,
+        })
+        .collect();
+    ConfChangeV2 {
+        transition: ConfChangeTransition::Auto as i32,
+        changes,
+        context: Vec::new(),
+    }
+}
+
+/// A conf change that adds `id` as a learner.
+pub(crate) fn add_learner(id: u64, context: Vec<u8>) -> ConfChangeV2 {
+    ConfChangeV2 {
+        transition: ConfChangeTransition::Auto as i32,
+        changes: vec![ConfChangeSingle {
+            change_type: ConfChangeType::AddLearnerNode as i32,
+            node_id: id,
+        }],
+        context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promote_now(voters: &[u64], learners: &[u64], matched: &[(u64, u64)]) -> Vec<u64> {
+        learners_to_promote(&PromotionInput {
+            voters,
+            learners,
+            matched,
+            commit_index: 1000,
+            catch_up_entries: 10,
+        })
+    }
+
+    #[test]
+    fn one_learner_waits_for_a_second() {
+        assert!(promote_now(&[1], &[2], &[(2, 1000)]).is_empty());
+        assert!(promote_now(&[1, 2, 3], &[4], &[(4, 1000)]).is_empty());
+    }
+
+    #[test]
+    fn two_caught_up_learners_are_promoted_together() {
+        assert_eq!(promote_now(&[1], &[2, 3], &[(2, 995), (3, 1000)]), vec![2, 3]);
+        assert_eq!(
+            promote_now(&[1, 2, 3], &[6, 4, 5], &[(4, 1000), (5, 1000), (6, 1000)]),
+            vec![4, 5]
+        );
+    }
+
+    #[test]
+    fn lagging_learners_are_not_promoted() {
+        assert!(promote_now(&[1], &[2, 3], &[(2, 1000), (3, 500)]).is_empty());
+        assert!(promote_now(&[1], &[2, 3], &[(2, 1000)]).is_empty());
+    }
+
+    #[test]
+    fn an_even_voter_count_is_fixed_with_one_learner() {
+        assert_eq!(promote_now(&[1, 2], &[3], &[(3, 1000)]), vec![3]);
+    }
+
+    #[test]
+    fn promotion_change_is_joint_for_two() {
+        let cc = promote(&[2, 3]);
+        assert_eq!(cc.changes.len(), 2);
+        assert_eq!(cc.transition, ConfChangeTransition::Auto as i32);
+    }
+}

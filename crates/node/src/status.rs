@@ -1,0 +1,79 @@
+use serde::Serialize;
+
+/// The role of a node in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes and replicates them.
+    Leader,
+    /// A voter following a leader (or waiting for one).
+    Follower,
+    /// A voter asking for votes.
+    Candidate,
+    /// Receives the log and serves local reads, but does not vote.
+    Learner,
+    /// Not (yet) part of the configuration it knows of.
+    Joining,
+}
+
+impl Role {
+    /// Lower-case name, as in `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Joining => "joining",
+        }
+    }
+}
+
+/// A member of the cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// Raft id.
+    pub raft_id: u64,
+    /// Service id.
+    pub service_id: String,
+    /// Raft address.
+    pub raft_addr: String,
+    /// Voter or learner.
+    pub voter: bool,
+    /// On the leader: the highest log index known to be on that member.
+    pub matched: Option<u64>,
+}
+
+/// A snapshot of a node's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// This node's raft id.
+    pub raft_id: u64,
+    /// This node's service id.
+    pub service_id: String,
+    /// Its role.
+    pub role: Role,
+    /// Raft id of the leader it knows of; 0 for none.
+    pub leader_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Highest index known to be committed.
+    pub commit_index: u64,
+    /// Highest index applied to the local SQLite database.
+    pub applied_index: u64,
+    /// Last index in the local log.
+    pub last_index: u64,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Learners.
+    pub learners: Vec<u64>,
+    /// Every member with its address.
+    pub members: Vec<MemberStatus>,
+}
+
+impl Status {
+    /// The member entry of the leader, if a leader is known.
+    pub fn leader(&self) -> Option<&MemberStatus> {
+        self.members.iter().find(|m| m.raft_id == self.leader_id)
+    }
+}

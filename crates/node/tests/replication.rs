@@ -1,0 +1,151 @@
+//! Writes, reads and membership on healthy clusters.
+
+mod common;
+
+use common::*;
+use sqlraft::{Consistency, Role, Statement, Value, WriteRequest};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_bootstraps_writes_and_reads() {
+    let cluster = Cluster::new(1).await;
+    let node = cluster.node(0);
+    assert_eq!(node.status().role, Role::Leader);
+    write_ok(node, "CREATE TABLE t (v TEXT)").await;
+    let outcome = node
+        .execute(WriteRequest::transaction(vec![Statement::with_params(
+            "INSERT INTO t VALUES (?)",
+            vec!["hello".into()],
+        )]))
+        .await
+        .expect("insert");
+    assert_eq!(outcome.results[0].rows_affected, 1);
+    for consistency in [
+        Consistency::Local { min_index: Some(outcome.raft_index) },
+        Consistency::Linearizable,
+        Consistency::Strong,
+    ] {
+        let rows = node
+            .query(&Statement::new("SELECT v FROM t"), consistency)
+            .await
+            .expect("query");
+        assert_eq!(rows.values, vec![vec![Value::Text("hello".into())]], "{consistency:?}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_follower_is_visible_on_every_node() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    write_ok(cluster.node(follower), "CREATE TABLE t (v INTEGER)").await;
+    let outcome = write_ok(cluster.node(follower), "INSERT INTO t VALUES (42)").await;
+    for node in cluster.live() {
+        let rows = node
+            .query(
+                &Statement::new("SELECT v FROM t"),
+                Consistency::Local { min_index: Some(outcome.raft_index) },
+            )
+            .await
+            .expect("read own file");
+        assert_eq!(rows.values, vec![vec![Value::Integer(42)]], "node {}", node.raft_id());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_one_by_one_keeps_the_voter_count_odd() {
+    init_logging();
+    let mut cluster = Cluster::new(1).await;
+    let voters = |c: &Cluster| c.node(0).status().voters.len();
+    let learners = |c: &Cluster| c.node(0).status().learners.len();
+    assert_eq!((voters(&cluster), learners(&cluster)), (1, 0));
+
+    cluster.add_node().await;
+    cluster.wait("second node is a learner", |c| learners(c) == 1).await;
+    // A lone learner is never promoted: two voters would be even.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!((voters(&cluster), learners(&cluster)), (1, 1));
+    assert_eq!(cluster.node(1).status().role, Role::Learner);
+
+    cluster.add_node().await;
+    cluster
+        .wait("two learners promoted together", |c| voters(c) == 3 && learners(c) == 0)
+        .await;
+
+    cluster.add_node().await;
+    cluster.wait("fourth node is a learner", |c| learners(c) == 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!((voters(&cluster), learners(&cluster)), (3, 1));
+
+    cluster.add_node().await;
+    cluster
+        .wait("five voters", |c| voters(c) == 5 && learners(c) == 0)
+        .await;
+    for node in cluster.live() {
+        cluster
+            .wait("every node knows five voters", |_| node.status().voters.len() == 5)
+            .await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_serves_local_reads() {
+    let mut cluster = Cluster::new(1).await;
+    write_ok(cluster.node(0), "CREATE TABLE t (v)").await;
+    let outcome = write_ok(cluster.node(0), "INSERT INTO t VALUES (1)").await;
+    cluster.add_node().await;
+    cluster
+        .wait("learner", |c| c.node(1).status().role == Role::Learner)
+        .await;
+    let rows = cluster
+        .node(1)
+        .query(
+            &Statement::new("SELECT count(*) FROM t"),
+            Consistency::Local { min_index: Some(outcome.raft_index) },
+        )
+        .await
+        .expect("learner read");
+    assert_eq!(rows.values, vec![vec![Value::Integer(1)]]);
+    // A write sent to the learner is forwarded to the leader.
+    write_ok(cluster.node(1), "INSERT INTO t VALUES (2)").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sql_is_an_error_result_and_the_cluster_keeps_working() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    write_ok(cluster.node(leader), "CREATE TABLE t (v INTEGER NOT NULL)").await;
+    let outcome = write(cluster.node(follower), "INSERT INTO nowhere VALUES (1)")
+        .await
+        .expect("bad SQL is a result, not a failure");
+    let error = outcome.results[0].error.as_deref().expect("an error result");
+    assert!(error.contains("no such table"), "{error}");
+    let outcome = write(cluster.node(leader), "INSERT INTO t VALUES (NULL)")
+        .await
+        .expect("constraint failure is a result");
+    assert!(outcome.results[0].error.is_some());
+    let err = cluster
+        .node(follower)
+        .query(&Statement::new("SELEC 1"), Consistency::Local { min_index: None })
+        .await
+        .unwrap_err();
+    assert!(!err.is_fatal(), "{err}");
+    let err = cluster
+        .node(follower)
+        .query(&Statement::new("DELETE FROM t"), Consistency::Local { min_index: None })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read cannot change"), "{err}");
+
+    let ok = write_ok(cluster.node(follower), "INSERT INTO t VALUES (7)").await;
+    for node in cluster.live() {
+        node.wait_applied(ok.raft_index).await.expect("applied");
+        assert_eq!(dump(node, "SELECT v FROM t").await, vec![vec![Value::Integer(7)]]);
+        assert!(node.failure().is_none());
+    }
+    cluster.shutdown().await;
+}
