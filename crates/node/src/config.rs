@@ -18,6 +18,9 @@ pub struct NodeConfig {
     /// The address peers reach this node at (`host:port`). `None`: the bound
     /// listen address.
     pub advertise_addr: Option<String>,
+    /// Where this service's HTTP API answers, recorded with its membership so that
+    /// other nodes and clients can find it. Not used by the library itself.
+    pub http_addr: Option<String>,
     /// Any member's raft address, to join an existing cluster. Ignored when the
     /// directory already holds a node (restart).
     pub join: Option<String>,
@@ -41,6 +44,7 @@ impl NodeConfig {
             dir: dir.into(),
             listen_addr,
             advertise_addr: None,
+            http_addr: None,
             join: None,
             raft: RaftTimings::default(),
             log: LogOptions::default(),

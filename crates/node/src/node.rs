@@ -115,7 +115,8 @@ impl Node {
                 let raft_id = match &config.join {
                     Some(addr) => join_cluster(&transport, addr, &config, &raft_addr).await?,
                     None => {
-                        bootstrap(&mut log, &config.service_id, &raft_addr)?;
+                        let http_addr = config.http_addr.clone().unwrap_or_default();
+                        bootstrap(&mut log, &config.service_id, &raft_addr, &http_addr)?;
                         1
                     }
                 };
@@ -565,6 +566,7 @@ async fn join_cluster(transport: &Transport, addr: &str, config: &NodeConfig, ra
     let request = pb::JoinRequest {
         service_id: config.service_id.clone(),
         raft_addr: raft_addr.to_string(),
+        http_addr: config.http_addr.clone().unwrap_or_default(),
     };
     let mut pause = Duration::from_millis(100);
     loop {
@@ -598,11 +600,12 @@ async fn join_cluster(transport: &Transport, addr: &str, config: &NodeConfig, ra
 
 /// A new cluster's first entry adds the first node as a voter and records who it is,
 /// so every node that replays the log learns the first member like any other.
-fn bootstrap(log: &mut LogStore, service_id: &str, raft_addr: &str) -> Result<()> {
+fn bootstrap(log: &mut LogStore, service_id: &str, raft_addr: &str, http_addr: &str) -> Result<()> {
     let member = pb::Member {
         raft_id: 1,
         service_id: service_id.to_string(),
         raft_addr: raft_addr.to_string(),
+        http_addr: http_addr.to_string(),
     };
     let cc = ConfChangeV2 {
         changes: vec![ConfChangeSingle {

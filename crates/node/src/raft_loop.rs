@@ -324,6 +324,7 @@ impl RaftLoop {
             raft_id,
             service_id: request.service_id.clone(),
             raft_addr: request.raft_addr.clone(),
+            http_addr: request.http_addr.clone(),
         };
         let cc = membership::add_learner(raft_id, member.encode_to_vec());
         self.raw
@@ -589,9 +590,15 @@ impl RaftLoop {
                 raft_id: m.raft_id,
                 service_id: m.service_id.clone(),
                 raft_addr: m.raft_addr.clone(),
+                http_addr: m.http_addr.clone(),
                 voter: conf.voters.contains(&m.raft_id) || conf.voters_outgoing.contains(&m.raft_id),
                 matched: if leader {
                     raft.prs().get(m.raft_id).map(|p| p.matched)
+                } else {
+                    None
+                },
+                reachable: if leader {
+                    Some(m.raft_id == me || raft.prs().get(m.raft_id).is_some_and(|p| p.recent_active))
                 } else {
                     None
                 },

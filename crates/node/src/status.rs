@@ -38,10 +38,14 @@ pub struct MemberStatus {
     pub service_id: String,
     /// Raft address.
     pub raft_addr: String,
+    /// HTTP address; empty when unknown.
+    pub http_addr: String,
     /// Voter or learner.
     pub voter: bool,
     /// On the leader: the highest log index known to be on that member.
     pub matched: Option<u64>,
+    /// On the leader: whether the member answered within the last election timeout.
+    pub reachable: Option<bool>,
 }
 
 /// A snapshot of a node's state.

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS _sqlraft_meta (key TEXT PRIMARY KEY, value) WITHOUT R
 CREATE TABLE IF NOT EXISTS _sqlraft_members (
     raft_id INTEGER PRIMARY KEY,
     service_id TEXT NOT NULL UNIQUE,
-    raft_addr TEXT NOT NULL
+    raft_addr TEXT NOT NULL,
+    http_addr TEXT NOT NULL DEFAULT ''
 );
 ";
 
@@ -110,7 +111,7 @@ impl StateMachine {
     pub fn members(&self) -> Result<Vec<Member>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT raft_id, service_id, raft_addr FROM _sqlraft_members ORDER BY raft_id")
+            .prepare("SELECT raft_id, service_id, raft_addr, http_addr FROM _sqlraft_members ORDER BY raft_id")
             .map_err(SqliteError::Apply)?;
         let rows = stmt
             .query_map([], |r| {
@@ -118,6 +119,7 @@ impl StateMachine {
                     raft_id: r.get::<_, i64>(0)? as u64,
                     service_id: r.get(1)?,
                     raft_addr: r.get(2)?,
+                    http_addr: r.get(3)?,
                 })
             })
             .map_err(SqliteError::Apply)?;
@@ -257,10 +259,16 @@ impl ApplyTxn<'_> {
     pub fn put_member(&mut self, member: &Member) -> Result<()> {
         self.tx
             .execute(
-                "INSERT INTO _sqlraft_members (raft_id, service_id, raft_addr) VALUES (?1, ?2, ?3)
+                "INSERT INTO _sqlraft_members (raft_id, service_id, raft_addr, http_addr)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (raft_id) DO UPDATE SET service_id = excluded.service_id,
-                                                     raft_addr = excluded.raft_addr",
-                rusqlite::params![member.raft_id as i64, member.service_id, member.raft_addr],
+                    raft_addr = excluded.raft_addr, http_addr = excluded.http_addr",
+                rusqlite::params![
+                    member.raft_id as i64,
+                    member.service_id,
+                    member.raft_addr,
+                    member.http_addr
+                ],
             )
             .map_err(SqliteError::Apply)?;
         Ok(())

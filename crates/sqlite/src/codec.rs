@@ -117,6 +117,7 @@ impl From<&Member> for pb::Member {
             raft_id: m.raft_id,
             service_id: m.service_id.clone(),
             raft_addr: m.raft_addr.clone(),
+            http_addr: m.http_addr.clone(),
         }
     }
 }
@@ -127,6 +128,7 @@ impl From<pb::Member> for Member {
             raft_id: m.raft_id,
             service_id: m.service_id,
             raft_addr: m.raft_addr,
+            http_addr: m.http_addr,
         }
     }
 }

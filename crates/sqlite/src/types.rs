@@ -145,4 +145,6 @@ pub struct Member {
     pub service_id: String,
     /// Address other nodes reach its raft transport at.
     pub raft_addr: String,
+    /// Address its HTTP API answers at; empty when it has none.
+    pub http_addr: String,
 }

@@ -130,6 +130,7 @@ fn client_sql_cannot_escape_the_replicated_state() {
         raft_id: 1,
         service_id: "s".into(),
         raft_addr: "a:1".into(),
+        http_addr: String::new(),
     })
     .expect("member");
     txn.commit().expect("commit");
