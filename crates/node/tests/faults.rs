@@ -1,0 +1,230 @@
+//! Leader loss, partitions, restarts and damaged storage.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use sqlraft::{Consistency, NodeError, Role, Statement, Value};
+
+const COUNTER: &str = "CREATE TABLE entries (n INTEGER PRIMARY KEY)";
+
+/// Writes `from..to` as one row each; returns what was acknowledged.
+async fn write_rows(node: &sqlraft::Node, range: std::ops::Range<i64>) -> Vec<i64> {
+    let mut acked = Vec::new();
+    for n in range {
+        if let Ok(outcome) = write(node, &format!("INSERT INTO entries VALUES ({n})")).await
+            && outcome.results[0].error.is_none()
+        {
+            acked.push(n);
+        }
+    }
+    acked
+}
+
+async fn rows(node: &sqlraft::Node) -> Vec<i64> {
+    dump(node, "SELECT n FROM entries ORDER BY n")
+        .await
+        .into_iter()
+        .map(|r| match r[0] {
+            Value::Integer(n) => n,
+            ref other => panic!("unexpected value {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
+    let mut cluster = Cluster::new(3).await;
+    let old_leader = cluster.leader().await;
+    write_ok(cluster.node(old_leader), COUNTER).await;
+    let mut acked = write_rows(cluster.node(old_leader), 0..20).await;
+    assert_eq!(acked.len(), 20, "a healthy cluster acknowledges every write");
+
+    cluster.stop(old_leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader);
+    let follower = cluster.followers(new_leader)[0];
+    acked.extend(eventually("write after failover", || async {
+        Ok::<_, NodeError>(write_rows(cluster.node(follower), 20..21).await)
+            .and_then(|a| if a.is_empty() { Err(NodeError::NoLeader) } else { Ok(a) })
+    })
+    .await);
+    acked.extend(write_rows(cluster.node(follower), 21..40).await);
+
+    cluster.restart(old_leader).await;
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(rows(node).await, acked, "node {}", node.raft_id());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_cannot_commit_and_everyone_converges_after_healing() {
+    let cluster = Cluster::new(3).await;
+    let old_leader = cluster.leader().await;
+    write_ok(cluster.node(old_leader), COUNTER).await;
+    write_rows(cluster.node(old_leader), 0..5).await;
+    cluster.converge().await;
+
+    cluster.isolate(old_leader);
+    // The isolated leader may still believe it leads for a while, but nothing it is
+    // given can commit: no majority acknowledges it.
+    let stranded = write(cluster.node(old_leader), "INSERT INTO entries VALUES (1000)").await;
+    assert!(
+        matches!(
+            stranded,
+            Err(NodeError::UnknownOutcome(_) | NodeError::NoLeader | NodeError::Dropped)
+        ),
+        "isolated leader acknowledged a write: {stranded:?}"
+    );
+
+    let majority = cluster.followers(old_leader);
+    cluster
+        .wait("the majority elects a new leader", |c| {
+            majority.iter().any(|&i| c.node(i).status().role == Role::Leader)
+        })
+        .await;
+    let acked = eventually("write on the majority side", || async {
+        write(cluster.node(majority[0]), "INSERT INTO entries VALUES (100)").await
+    })
+    .await;
+    assert!(acked.results[0].error.is_none());
+    cluster
+        .wait("the old leader steps down", |c| c.node(old_leader).status().role != Role::Leader)
+        .await;
+
+    cluster.heal();
+    cluster.converge().await;
+    let expected = vec![0, 1, 2, 3, 4, 100];
+    for node in cluster.live() {
+        assert_eq!(rows(node).await, expected, "node {}", node.raft_id());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_does_not_reapply_or_skip_entries() {
+    let mut cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), COUNTER).await;
+    write_ok(cluster.node(leader), "CREATE TABLE applied (k INTEGER PRIMARY KEY, times INTEGER)").await;
+    write_ok(cluster.node(leader), "INSERT INTO applied VALUES (1, 0)").await;
+    let mut expected = Vec::new();
+    for round in 0..3usize {
+        // Each entry adds a row and bumps a counter: applying one twice (or skipping
+        // one) shows as a mismatch between the two.
+        for n in 0..10i64 {
+            let n = round as i64 * 10 + n;
+            let outcome = cluster
+                .live()
+                .next()
+                .expect("a live node")
+                .execute(sqlraft::WriteRequest::transaction(vec![
+                    Statement::new(format!("INSERT INTO entries VALUES ({n})")),
+                    Statement::new("UPDATE applied SET times = times + 1 WHERE k = 1"),
+                ]))
+                .await
+                .expect("write");
+            assert!(outcome.results.iter().all(|r| r.error.is_none()));
+            expected.push(n);
+        }
+        let victim = round % 3;
+        cluster.stop(victim).await;
+        cluster.restart(victim).await;
+        cluster.converge().await;
+    }
+    for node in cluster.live() {
+        assert_eq!(rows(node).await, expected, "node {}", node.raft_id());
+        assert_eq!(
+            dump(node, "SELECT times FROM applied").await,
+            vec![vec![Value::Integer(expected.len() as i64)]],
+            "node {}",
+            node.raft_id()
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_linearizable_read_sees_a_write_acknowledged_before_it() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), "CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)").await;
+    write_ok(cluster.node(leader), "INSERT INTO kv VALUES ('x', 0)").await;
+    for follower in cluster.followers(leader) {
+        for v in 1..=20 {
+            write_ok(cluster.node(leader), &format!("UPDATE kv SET v = {v} WHERE k = 'x'")).await;
+            let rows = cluster
+                .node(follower)
+                .query(&Statement::new("SELECT v FROM kv WHERE k = 'x'"), Consistency::Linearizable)
+                .await
+                .expect("linearizable read on a follower");
+            assert_eq!(rows.values, vec![vec![Value::Integer(v)]], "follower {follower}, write {v}");
+        }
+        write_ok(cluster.node(leader), "UPDATE kv SET v = 0 WHERE k = 'x'").await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_node_refuses_linearizable_reads_but_serves_local_ones() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), "CREATE TABLE t (v)").await;
+    cluster.converge().await;
+    let follower = cluster.followers(leader)[0];
+    cluster.isolate(follower);
+    write_ok(cluster.node(leader), "INSERT INTO t VALUES (1)").await;
+    let err = cluster
+        .node(follower)
+        .query(&Statement::new("SELECT count(*) FROM t"), Consistency::Linearizable)
+        .await
+        .expect_err("a cut-off follower cannot prove a linearizable read");
+    assert!(matches!(err, NodeError::Timeout(_) | NodeError::NoLeader), "{err}");
+    // Its own file is still there for `none` reads (possibly stale: that is the level).
+    let local = dump(cluster.node(follower), "SELECT count(*) FROM t").await;
+    assert_eq!(local, vec![vec![Value::Integer(0)]]);
+    cluster.heal();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_leader_per_term_through_elections() {
+    let mut cluster = Cluster::new(3).await;
+    let mut leaders: HashMap<u64, u64> = HashMap::new();
+    let mut observe = |c: &Cluster| {
+        for node in c.live() {
+            let s = node.status();
+            if s.role == Role::Leader {
+                let first = *leaders.entry(s.term).or_insert(s.raft_id);
+                assert_eq!(first, s.raft_id, "two leaders in term {}", s.term);
+            }
+        }
+    };
+    for round in 0..3 {
+        let leader = cluster.leader().await;
+        observe(&cluster);
+        if round % 2 == 0 {
+            cluster.stop(leader).await;
+            for _ in 0..40 {
+                observe(&cluster);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cluster.restart(leader).await;
+        } else {
+            cluster.isolate(leader);
+            for _ in 0..80 {
+                observe(&cluster);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cluster.heal();
+        }
+        cluster.converge().await;
+        observe(&cluster);
+    }
+    assert!(leaders.len() >= 3, "elections happened: {leaders:?}");
+    cluster.shutdown().await;
+}
