@@ -130,7 +130,12 @@ pub fn append_then_read_back<L: DurableLog>(dir: &Path) {
     assert_eq!(read(&log, 1, 10), all);
     assert_eq!(read(&log, 3, 6), all[2..5].to_vec());
     for e in &all {
-        assert_eq!(log.term(e.index).expect("term"), e.term, "term of {}", e.index);
+        assert_eq!(
+            log.term(e.index).expect("term"),
+            e.term,
+            "term of {}",
+            e.index
+        );
     }
 }
 

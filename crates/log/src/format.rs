@@ -147,12 +147,12 @@ pub(crate) fn decode_items(payload: &[u8], payload_pos: u64) -> Result<Vec<Item>
                 pos: payload_pos + at as u64,
                 len: len as u32,
             },
-            KIND_HARD_STATE => {
-                Item::HardState(HardState::decode(bytes).map_err(|e| format!("bad hard state: {e}"))?)
-            }
-            KIND_CONF_STATE => {
-                Item::ConfState(ConfState::decode(bytes).map_err(|e| format!("bad conf state: {e}"))?)
-            }
+            KIND_HARD_STATE => Item::HardState(
+                HardState::decode(bytes).map_err(|e| format!("bad hard state: {e}"))?,
+            ),
+            KIND_CONF_STATE => Item::ConfState(
+                ConfState::decode(bytes).map_err(|e| format!("bad conf state: {e}"))?,
+            ),
             other => return Err(format!("unknown item kind {other}")),
         };
         items.push(item);

@@ -246,7 +246,8 @@ impl LogStore {
                         entry.index, self.first_index, last
                     ));
                 }
-                self.locs.truncate((entry.index - self.first_index) as usize);
+                self.locs
+                    .truncate((entry.index - self.first_index) as usize);
                 self.locs.push(EntryLoc {
                     pos,
                     len,
@@ -461,7 +462,10 @@ impl LogStore {
         let entry = format::decode_entry(&buf)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
         if entry.index != index {
-            let err = self.corrupt(loc.pos, &format!("expected entry {index}, found {}", entry.index));
+            let err = self.corrupt(
+                loc.pos,
+                &format!("expected entry {index}, found {}", entry.index),
+            );
             return Err(raft::Error::Store(StorageError::Other(Box::new(err))));
         }
         Ok(entry)

@@ -38,7 +38,11 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with default timings and limits.
-    pub fn new(service_id: impl Into<String>, dir: impl Into<PathBuf>, listen_addr: SocketAddr) -> Self {
+    pub fn new(
+        service_id: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        listen_addr: SocketAddr,
+    ) -> Self {
         NodeConfig {
             service_id: service_id.into(),
             dir: dir.into(),

@@ -20,7 +20,10 @@ pub(crate) fn load(raft_dir: &Path) -> Result<Option<Identity>> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(NodeError::Fatal(format!("cannot read {}: {e}", path.display())));
+            return Err(NodeError::Fatal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
         }
     };
     let bad = || NodeError::Fatal(format!("{} is damaged", path.display()));
@@ -34,14 +37,22 @@ pub(crate) fn load(raft_dir: &Path) -> Result<Option<Identity>> {
         }
     }
     match (service_id, raft_id) {
-        (Some(service_id), Some(raft_id)) if raft_id > 0 => Ok(Some(Identity { service_id, raft_id })),
+        (Some(service_id), Some(raft_id)) if raft_id > 0 => Ok(Some(Identity {
+            service_id,
+            raft_id,
+        })),
         _ => Err(bad()),
     }
 }
 
 /// Writes the identity atomically (temporary file, fsync, rename, fsync directory).
 pub(crate) fn store(raft_dir: &Path, identity: &Identity) -> Result<()> {
-    let io = |e: std::io::Error| NodeError::Fatal(format!("cannot write identity in {}: {e}", raft_dir.display()));
+    let io = |e: std::io::Error| {
+        NodeError::Fatal(format!(
+            "cannot write identity in {}: {e}",
+            raft_dir.display()
+        ))
+    };
     let tmp = raft_dir.join(format!("{IDENTITY_FILE}.tmp"));
     let mut file = fs::File::create(&tmp).map_err(io)?;
     write!(
@@ -52,6 +63,8 @@ pub(crate) fn store(raft_dir: &Path, identity: &Identity) -> Result<()> {
     .map_err(io)?;
     file.sync_all().map_err(io)?;
     fs::rename(&tmp, raft_dir.join(IDENTITY_FILE)).map_err(io)?;
-    fs::File::open(raft_dir).and_then(|d| d.sync_all()).map_err(io)?;
+    fs::File::open(raft_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }

@@ -44,11 +44,11 @@ struct Fields {
 
 impl Serializer for Fields {
     fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
-        if key == "raft_id" {
-            if let Ok(id) = value.to_string().parse() {
-                self.raft_id = id;
-                return Ok(());
-            }
+        if key == "raft_id"
+            && let Ok(id) = value.to_string().parse()
+        {
+            self.raft_id = id;
+            return Ok(());
         }
         let _ = write!(self.rest, ", {key}: {value}");
         Ok(())

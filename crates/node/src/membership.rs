@@ -27,7 +27,7 @@ pub(crate) fn learners_to_promote(input: &PromotionInput<'_>) -> Vec<u64> {
         })
         .collect();
     caught_up.sort_unstable();
-    let wanted = if input.voters.len() % 2 == 1 { 2 } else { 1 };
+    let wanted = if input.voters.len().is_multiple_of(2) { 1 } else { 2 };
     if caught_up.len() < wanted {
         return Vec::new();
     }
@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn two_caught_up_learners_are_promoted_together() {
-        assert_eq!(promote_now(&[1], &[2, 3], &[(2, 995), (3, 1000)]), vec![2, 3]);
+        assert_eq!(
+            promote_now(&[1], &[2, 3], &[(2, 995), (3, 1000)]),
+            vec![2, 3]
+        );
         assert_eq!(
             promote_now(&[1, 2, 3], &[6, 4, 5], &[(4, 1000), (5, 1000), (6, 1000)]),
             vec![4, 5]

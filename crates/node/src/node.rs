@@ -4,11 +4,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
+};
 use raft::{RawNode, ReadOnlyOption, Storage};
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
-use sqlraft_sqlite::{Member, ReadPool, Rows, StateMachine, Statement, StatementResult, WriteRequest};
+use sqlraft_sqlite::{
+    Member, ReadPool, Rows, StateMachine, Statement, StatementResult, WriteRequest,
+};
 use sqlraft_transport::{Handler, Transport, TransportError};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -81,13 +85,16 @@ impl Node {
             std::fs::create_dir_all(dir)
                 .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|e| NodeError::Config(format!("cannot listen on {}: {e}", config.listen_addr)))?;
+        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
+            NodeError::Config(format!("cannot listen on {}: {e}", config.listen_addr))
+        })?;
         let bound = listener
             .local_addr()
             .map_err(|e| NodeError::Config(format!("listener has no address: {e}")))?;
-        let raft_addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
+        let raft_addr = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
 
         let mut log = LogStore::open(&raft_dir, config.log.clone())?;
         let sm = StateMachine::open(&db_dir.join("state.db"))?;
@@ -130,11 +137,8 @@ impl Node {
         };
 
         let raw = restore_raft(&config, identity.raft_id, log, &sm)?;
-        let members: BTreeMap<u64, Member> = sm
-            .members()?
-            .into_iter()
-            .map(|m| (m.raft_id, m))
-            .collect();
+        let members: BTreeMap<u64, Member> =
+            sm.members()?.into_iter().map(|m| (m.raft_id, m)).collect();
         for m in members.values() {
             if m.raft_id != identity.raft_id {
                 transport.set_peer(m.raft_id, &m.raft_addr)?;
@@ -256,14 +260,17 @@ impl Node {
             let attempt = if status.role == Role::Leader {
                 inner.propose(&wire, deadline).await
             } else if let Some(leader) = status.leader() {
-                inner.forward(&leader.raft_addr, leader.raft_id, wire.clone()).await
+                inner
+                    .forward(&leader.raft_addr, leader.raft_id, wire.clone())
+                    .await
             } else {
                 Err(NodeError::NoLeader)
             };
             match attempt {
                 // Nothing was proposed: safe to try again while time is left.
                 Err(NodeError::NoLeader | NodeError::Busy(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(inner.config.raft.tick_ms / 2 + 1)).await;
+                    tokio::time::sleep(Duration::from_millis(inner.config.raft.tick_ms / 2 + 1))
+                        .await;
                 }
                 Err(NodeError::NoLeader) => return Err(NodeError::NoLeader),
                 other => return other,
@@ -302,7 +309,11 @@ impl Node {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let _ = inner.requests.try_send(Request::Shutdown);
-        let thread = inner.raft_thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = inner
+            .raft_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(thread) = thread {
             // The queue may be full; keep asking until the loop takes the request.
             let requests = inner.requests.clone();
@@ -312,7 +323,11 @@ impl Node {
             })
             .await;
         }
-        let server = inner.server.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let server = inner
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some((stop, task)) = server {
             let _ = stop.send(());
             let _ = task.await;
@@ -369,7 +384,12 @@ impl Inner {
         }
     }
 
-    async fn forward(&self, addr: &str, leader_id: u64, write: pb::WriteRequest) -> Result<WriteOutcome> {
+    async fn forward(
+        &self,
+        addr: &str,
+        leader_id: u64,
+        write: pb::WriteRequest,
+    ) -> Result<WriteOutcome> {
         let response = match self.transport.forward(addr, leader_id, write).await {
             Ok(response) => response,
             // The request never left this node.
@@ -394,7 +414,9 @@ impl Inner {
                 Kind::Unavailable => NodeError::Busy("leader unavailable"),
                 Kind::UnknownOutcome | Kind::Unspecified => NodeError::UnknownOutcome(e.message),
             }),
-            None => Err(NodeError::UnknownOutcome("empty answer from the leader".into())),
+            None => Err(NodeError::UnknownOutcome(
+                "empty answer from the leader".into(),
+            )),
         }
     }
 
@@ -507,7 +529,9 @@ impl Handler for PeerHandler {
             Err(NodeError::NoLeader) => error(Kind::NotLeader, "not the leader".into()),
             Err(NodeError::Dropped) => error(Kind::Dropped, NodeError::Dropped.to_string()),
             Err(e @ NodeError::Invalid(_)) => error(Kind::Invalid, e.to_string()),
-            Err(e @ (NodeError::Busy(_) | NodeError::Stopped)) => error(Kind::Unavailable, e.to_string()),
+            Err(e @ (NodeError::Busy(_) | NodeError::Stopped)) => {
+                error(Kind::Unavailable, e.to_string())
+            }
             Err(e) => error(Kind::UnknownOutcome, e.to_string()),
         }
     }
@@ -561,7 +585,12 @@ fn validate(config: &NodeConfig) -> Result<()> {
 
 /// Asks the cluster to admit this service, retrying while the cluster is busy or
 /// unreachable; a refusal is final.
-async fn join_cluster(transport: &Transport, addr: &str, config: &NodeConfig, raft_addr: &str) -> Result<u64> {
+async fn join_cluster(
+    transport: &Transport,
+    addr: &str,
+    config: &NodeConfig,
+    raft_addr: &str,
+) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_millis(config.limits.join_timeout_ms);
     let request = pb::JoinRequest {
         service_id: config.service_id.clone(),
@@ -572,7 +601,11 @@ async fn join_cluster(transport: &Transport, addr: &str, config: &NodeConfig, ra
     loop {
         let error = match transport.join(addr, request.clone()).await {
             Ok(response) if response.raft_id > 0 => {
-                tracing::info!(raft_id = response.raft_id, via = addr, "admitted to the cluster");
+                tracing::info!(
+                    raft_id = response.raft_id,
+                    via = addr,
+                    "admitted to the cluster"
+                );
                 for m in &response.members {
                     if m.raft_id != response.raft_id {
                         transport.set_peer(m.raft_id, &m.raft_addr)?;
@@ -586,11 +619,16 @@ async fn join_cluster(transport: &Transport, addr: &str, config: &NodeConfig, ra
                 message,
                 ..
             }) => return Err(NodeError::Join(message)),
-            Err(e @ TransportError::InvalidAddress { .. }) => return Err(NodeError::Join(e.to_string())),
+            Err(e @ TransportError::InvalidAddress { .. }) => {
+                return Err(NodeError::Join(e.to_string()));
+            }
             Err(e) => e.to_string(),
         };
         if Instant::now() + pause > deadline {
-            return Err(NodeError::Join(format!("gave up after {} ms: {error}", config.limits.join_timeout_ms)));
+            return Err(NodeError::Join(format!(
+                "gave up after {} ms: {error}",
+                config.limits.join_timeout_ms
+            )));
         }
         tracing::info!(via = addr, %error, "join not possible yet, retrying");
         tokio::time::sleep(pause).await;
@@ -636,7 +674,12 @@ fn bootstrap(log: &mut LogStore, service_id: &str, raft_addr: &str, http_addr: &
     Ok(())
 }
 
-fn restore_raft(config: &NodeConfig, raft_id: u64, mut log: LogStore, sm: &StateMachine) -> Result<RawNode<LogStore>> {
+fn restore_raft(
+    config: &NodeConfig,
+    raft_id: u64,
+    mut log: LogStore,
+    sm: &StateMachine,
+) -> Result<RawNode<LogStore>> {
     let applied = sm.applied_index();
     let last = log.last_index().unwrap_or(0);
     if applied > last {
@@ -650,8 +693,9 @@ fn restore_raft(config: &NodeConfig, raft_id: u64, mut log: LogStore, sm: &State
         let bytes = sm.conf_state()?.ok_or_else(|| {
             NodeError::Fatal("state database has applied entries but no configuration".into())
         })?;
-        let cs = <ConfState as prost_011::Message>::decode(bytes.as_slice())
-            .map_err(|e| NodeError::Fatal(format!("undecodable configuration in state database: {e}")))?;
+        let cs = <ConfState as prost_011::Message>::decode(bytes.as_slice()).map_err(|e| {
+            NodeError::Fatal(format!("undecodable configuration in state database: {e}"))
+        })?;
         log.set_conf_state_unpersisted(cs);
         log.raise_commit_unpersisted(applied);
     }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use prost_011::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+};
 use raft::{RawNode, StateRole};
 use raft_proto::ConfChangeI;
 use sqlraft_log::LogStore;
@@ -236,7 +238,8 @@ impl RaftLoop {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
-                self.pending_writes.insert(index, PendingWrite { term, reply });
+                self.pending_writes
+                    .insert(index, PendingWrite { term, reply });
             }
             Err(e) => {
                 tracing::debug!(error = %e, "proposal refused");
@@ -254,7 +257,8 @@ impl RaftLoop {
         self.next_read_id += 1;
         self.raw.read_index(id.to_le_bytes().to_vec());
         let deadline = Instant::now() + Duration::from_millis(self.limits.read_timeout_ms);
-        self.pending_reads.insert(id, PendingRead { deadline, reply });
+        self.pending_reads
+            .insert(id, PendingRead { deadline, reply });
     }
 
     fn join(&mut self, request: pb::JoinRequest, reply: oneshot::Sender<Result<pb::JoinResponse>>) {
@@ -292,7 +296,11 @@ impl RaftLoop {
         if self.raw.raft.state != StateRole::Leader {
             return Err(NodeError::NoLeader);
         }
-        if let Some(m) = self.members.values().find(|m| m.service_id == request.service_id) {
+        if let Some(m) = self
+            .members
+            .values()
+            .find(|m| m.service_id == request.service_id)
+        {
             if m.raft_addr == request.raft_addr {
                 return Ok(None);
             }
@@ -301,7 +309,11 @@ impl RaftLoop {
                 m.service_id, m.raft_addr
             )));
         }
-        if let Some(m) = self.members.values().find(|m| m.raft_addr == request.raft_addr) {
+        if let Some(m) = self
+            .members
+            .values()
+            .find(|m| m.raft_addr == request.raft_addr)
+        {
             return Err(NodeError::Join(format!(
                 "raft address {} is already used by service {}",
                 m.raft_addr, m.service_id
@@ -352,7 +364,9 @@ impl RaftLoop {
             .collect();
         for id in expired {
             if let Some(read) = self.pending_reads.remove(&id) {
-                let _ = read.reply.send(Err(NodeError::Timeout(self.limits.read_timeout_ms)));
+                let _ = read
+                    .reply
+                    .send(Err(NodeError::Timeout(self.limits.read_timeout_ms)));
             }
         }
         if self.raw.raft.state == StateRole::Leader {
@@ -371,7 +385,10 @@ impl RaftLoop {
         if !conf.voters_outgoing.is_empty() {
             // raft-rs leaves a joint config automatically only if the leader that
             // entered it stays leader until it is applied.
-            if let Err(e) = self.raw.propose_conf_change(Vec::new(), ConfChangeV2::default()) {
+            if let Err(e) = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
                 tracing::warn!(error = %e, "could not propose leaving the joint configuration");
             }
             return;
@@ -577,7 +594,9 @@ impl RaftLoop {
             StateRole::Leader => Role::Leader,
             StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
             StateRole::Follower if conf.learners.contains(&me) => Role::Learner,
-            StateRole::Follower if conf.voters.contains(&me) || conf.voters_outgoing.contains(&me) => {
+            StateRole::Follower
+                if conf.voters.contains(&me) || conf.voters_outgoing.contains(&me) =>
+            {
                 Role::Follower
             }
             StateRole::Follower => Role::Joining,
@@ -591,14 +610,18 @@ impl RaftLoop {
                 service_id: m.service_id.clone(),
                 raft_addr: m.raft_addr.clone(),
                 http_addr: m.http_addr.clone(),
-                voter: conf.voters.contains(&m.raft_id) || conf.voters_outgoing.contains(&m.raft_id),
+                voter: conf.voters.contains(&m.raft_id)
+                    || conf.voters_outgoing.contains(&m.raft_id),
                 matched: if leader {
                     raft.prs().get(m.raft_id).map(|p| p.matched)
                 } else {
                     None
                 },
                 reachable: if leader {
-                    Some(m.raft_id == me || raft.prs().get(m.raft_id).is_some_and(|p| p.recent_active))
+                    Some(
+                        m.raft_id == me
+                            || raft.prs().get(m.raft_id).is_some_and(|p| p.recent_active),
+                    )
                 } else {
                     None
                 },
@@ -626,7 +649,9 @@ impl RaftLoop {
 
     fn fail_pending(&mut self) {
         for (_, p) in std::mem::take(&mut self.pending_writes) {
-            let _ = p.reply.send(Err(NodeError::UnknownOutcome("node stopped".into())));
+            let _ = p
+                .reply
+                .send(Err(NodeError::UnknownOutcome("node stopped".into())));
         }
         for (_, p) in std::mem::take(&mut self.pending_joins) {
             let _ = p.reply.send(Err(NodeError::Stopped));
@@ -647,7 +672,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2> {
     let fatal = |e: prost_011::DecodeError| {
-        NodeError::Fatal(format!("undecodable conf change at index {}: {e}", entry.index))
+        NodeError::Fatal(format!(
+            "undecodable conf change at index {}: {e}",
+            entry.index
+        ))
     };
     if entry.get_entry_type() == EntryType::EntryConfChange {
         Ok(ConfChange::decode(entry.data.as_slice())

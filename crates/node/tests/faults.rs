@@ -40,17 +40,28 @@ async fn leader_loss_elects_a_new_leader_and_keeps_acknowledged_writes() {
     let old_leader = cluster.leader().await;
     write_ok(cluster.node(old_leader), COUNTER).await;
     let mut acked = write_rows(cluster.node(old_leader), 0..20).await;
-    assert_eq!(acked.len(), 20, "a healthy cluster acknowledges every write");
+    assert_eq!(
+        acked.len(),
+        20,
+        "a healthy cluster acknowledges every write"
+    );
 
     cluster.stop(old_leader).await;
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, old_leader);
     let follower = cluster.followers(new_leader)[0];
-    acked.extend(eventually("write after failover", || async {
-        Ok::<_, NodeError>(write_rows(cluster.node(follower), 20..21).await)
-            .and_then(|a| if a.is_empty() { Err(NodeError::NoLeader) } else { Ok(a) })
-    })
-    .await);
+    acked.extend(
+        eventually("write after failover", || async {
+            Ok::<_, NodeError>(write_rows(cluster.node(follower), 20..21).await).and_then(|a| {
+                if a.is_empty() {
+                    Err(NodeError::NoLeader)
+                } else {
+                    Ok(a)
+                }
+            })
+        })
+        .await,
+    );
     acked.extend(write_rows(cluster.node(follower), 21..40).await);
 
     cluster.restart(old_leader).await;
@@ -72,7 +83,11 @@ async fn isolated_leader_cannot_commit_and_everyone_converges_after_healing() {
     cluster.isolate(old_leader);
     // The isolated leader may still believe it leads for a while, but nothing it is
     // given can commit: no majority acknowledges it.
-    let stranded = write(cluster.node(old_leader), "INSERT INTO entries VALUES (1000)").await;
+    let stranded = write(
+        cluster.node(old_leader),
+        "INSERT INTO entries VALUES (1000)",
+    )
+    .await;
     assert!(
         matches!(
             stranded,
@@ -84,16 +99,24 @@ async fn isolated_leader_cannot_commit_and_everyone_converges_after_healing() {
     let majority = cluster.followers(old_leader);
     cluster
         .wait("the majority elects a new leader", |c| {
-            majority.iter().any(|&i| c.node(i).status().role == Role::Leader)
+            majority
+                .iter()
+                .any(|&i| c.node(i).status().role == Role::Leader)
         })
         .await;
     let acked = eventually("write on the majority side", || async {
-        write(cluster.node(majority[0]), "INSERT INTO entries VALUES (100)").await
+        write(
+            cluster.node(majority[0]),
+            "INSERT INTO entries VALUES (100)",
+        )
+        .await
     })
     .await;
     assert!(acked.results[0].error.is_none());
     cluster
-        .wait("the old leader steps down", |c| c.node(old_leader).status().role != Role::Leader)
+        .wait("the old leader steps down", |c| {
+            c.node(old_leader).status().role != Role::Leader
+        })
         .await;
 
     cluster.heal();
@@ -110,7 +133,11 @@ async fn restart_does_not_reapply_or_skip_entries() {
     let mut cluster = Cluster::new(3).await;
     let leader = cluster.leader().await;
     write_ok(cluster.node(leader), COUNTER).await;
-    write_ok(cluster.node(leader), "CREATE TABLE applied (k INTEGER PRIMARY KEY, times INTEGER)").await;
+    write_ok(
+        cluster.node(leader),
+        "CREATE TABLE applied (k INTEGER PRIMARY KEY, times INTEGER)",
+    )
+    .await;
     write_ok(cluster.node(leader), "INSERT INTO applied VALUES (1, 0)").await;
     let mut expected = Vec::new();
     for round in 0..3usize {
@@ -152,17 +179,32 @@ async fn restart_does_not_reapply_or_skip_entries() {
 async fn follower_linearizable_read_sees_a_write_acknowledged_before_it() {
     let cluster = Cluster::new(3).await;
     let leader = cluster.leader().await;
-    write_ok(cluster.node(leader), "CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)").await;
+    write_ok(
+        cluster.node(leader),
+        "CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)",
+    )
+    .await;
     write_ok(cluster.node(leader), "INSERT INTO kv VALUES ('x', 0)").await;
     for follower in cluster.followers(leader) {
         for v in 1..=20 {
-            write_ok(cluster.node(leader), &format!("UPDATE kv SET v = {v} WHERE k = 'x'")).await;
+            write_ok(
+                cluster.node(leader),
+                &format!("UPDATE kv SET v = {v} WHERE k = 'x'"),
+            )
+            .await;
             let rows = cluster
                 .node(follower)
-                .query(&Statement::new("SELECT v FROM kv WHERE k = 'x'"), Consistency::Linearizable)
+                .query(
+                    &Statement::new("SELECT v FROM kv WHERE k = 'x'"),
+                    Consistency::Linearizable,
+                )
                 .await
                 .expect("linearizable read on a follower");
-            assert_eq!(rows.values, vec![vec![Value::Integer(v)]], "follower {follower}, write {v}");
+            assert_eq!(
+                rows.values,
+                vec![vec![Value::Integer(v)]],
+                "follower {follower}, write {v}"
+            );
         }
         write_ok(cluster.node(leader), "UPDATE kv SET v = 0 WHERE k = 'x'").await;
     }
@@ -180,10 +222,16 @@ async fn isolated_node_refuses_linearizable_reads_but_serves_local_ones() {
     write_ok(cluster.node(leader), "INSERT INTO t VALUES (1)").await;
     let err = cluster
         .node(follower)
-        .query(&Statement::new("SELECT count(*) FROM t"), Consistency::Linearizable)
+        .query(
+            &Statement::new("SELECT count(*) FROM t"),
+            Consistency::Linearizable,
+        )
         .await
         .expect_err("a cut-off follower cannot prove a linearizable read");
-    assert!(matches!(err, NodeError::Timeout(_) | NodeError::NoLeader), "{err}");
+    assert!(
+        matches!(err, NodeError::Timeout(_) | NodeError::NoLeader),
+        "{err}"
+    );
     // Its own file is still there for `none` reads (possibly stale: that is the level).
     let local = dump(cluster.node(follower), "SELECT count(*) FROM t").await;
     assert_eq!(local, vec![vec![Value::Integer(0)]]);

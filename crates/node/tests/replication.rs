@@ -20,7 +20,9 @@ async fn single_node_bootstraps_writes_and_reads() {
         .expect("insert");
     assert_eq!(outcome.results[0].rows_affected, 1);
     for consistency in [
-        Consistency::Local { min_index: Some(outcome.raft_index) },
+        Consistency::Local {
+            min_index: Some(outcome.raft_index),
+        },
         Consistency::Linearizable,
         Consistency::Strong,
     ] {
@@ -28,7 +30,11 @@ async fn single_node_bootstraps_writes_and_reads() {
             .query(&Statement::new("SELECT v FROM t"), consistency)
             .await
             .expect("query");
-        assert_eq!(rows.values, vec![vec![Value::Text("hello".into())]], "{consistency:?}");
+        assert_eq!(
+            rows.values,
+            vec![vec![Value::Text("hello".into())]],
+            "{consistency:?}"
+        );
     }
     cluster.shutdown().await;
 }
@@ -44,11 +50,18 @@ async fn write_through_follower_is_visible_on_every_node() {
         let rows = node
             .query(
                 &Statement::new("SELECT v FROM t"),
-                Consistency::Local { min_index: Some(outcome.raft_index) },
+                Consistency::Local {
+                    min_index: Some(outcome.raft_index),
+                },
             )
             .await
             .expect("read own file");
-        assert_eq!(rows.values, vec![vec![Value::Integer(42)]], "node {}", node.raft_id());
+        assert_eq!(
+            rows.values,
+            vec![vec![Value::Integer(42)]],
+            "node {}",
+            node.raft_id()
+        );
     }
     cluster.shutdown().await;
 }
@@ -62,7 +75,9 @@ async fn joining_one_by_one_keeps_the_voter_count_odd() {
     assert_eq!((voters(&cluster), learners(&cluster)), (1, 0));
 
     cluster.add_node().await;
-    cluster.wait("second node is a learner", |c| learners(c) == 1).await;
+    cluster
+        .wait("second node is a learner", |c| learners(c) == 1)
+        .await;
     // A lone learner is never promoted: two voters would be even.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!((voters(&cluster), learners(&cluster)), (1, 1));
@@ -70,11 +85,15 @@ async fn joining_one_by_one_keeps_the_voter_count_odd() {
 
     cluster.add_node().await;
     cluster
-        .wait("two learners promoted together", |c| voters(c) == 3 && learners(c) == 0)
+        .wait("two learners promoted together", |c| {
+            voters(c) == 3 && learners(c) == 0
+        })
         .await;
 
     cluster.add_node().await;
-    cluster.wait("fourth node is a learner", |c| learners(c) == 1).await;
+    cluster
+        .wait("fourth node is a learner", |c| learners(c) == 1)
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!((voters(&cluster), learners(&cluster)), (3, 1));
 
@@ -84,7 +103,9 @@ async fn joining_one_by_one_keeps_the_voter_count_odd() {
         .await;
     for node in cluster.live() {
         cluster
-            .wait("every node knows five voters", |_| node.status().voters.len() == 5)
+            .wait("every node knows five voters", |_| {
+                node.status().voters.len() == 5
+            })
             .await;
     }
     cluster.shutdown().await;
@@ -103,7 +124,9 @@ async fn learner_serves_local_reads() {
         .node(1)
         .query(
             &Statement::new("SELECT count(*) FROM t"),
-            Consistency::Local { min_index: Some(outcome.raft_index) },
+            Consistency::Local {
+                min_index: Some(outcome.raft_index),
+            },
         )
         .await
         .expect("learner read");
@@ -122,7 +145,10 @@ async fn bad_sql_is_an_error_result_and_the_cluster_keeps_working() {
     let outcome = write(cluster.node(follower), "INSERT INTO nowhere VALUES (1)")
         .await
         .expect("bad SQL is a result, not a failure");
-    let error = outcome.results[0].error.as_deref().expect("an error result");
+    let error = outcome.results[0]
+        .error
+        .as_deref()
+        .expect("an error result");
     assert!(error.contains("no such table"), "{error}");
     let outcome = write(cluster.node(leader), "INSERT INTO t VALUES (NULL)")
         .await
@@ -130,13 +156,19 @@ async fn bad_sql_is_an_error_result_and_the_cluster_keeps_working() {
     assert!(outcome.results[0].error.is_some());
     let err = cluster
         .node(follower)
-        .query(&Statement::new("SELEC 1"), Consistency::Local { min_index: None })
+        .query(
+            &Statement::new("SELEC 1"),
+            Consistency::Local { min_index: None },
+        )
         .await
         .unwrap_err();
     assert!(!err.is_fatal(), "{err}");
     let err = cluster
         .node(follower)
-        .query(&Statement::new("DELETE FROM t"), Consistency::Local { min_index: None })
+        .query(
+            &Statement::new("DELETE FROM t"),
+            Consistency::Local { min_index: None },
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("read cannot change"), "{err}");
@@ -144,7 +176,10 @@ async fn bad_sql_is_an_error_result_and_the_cluster_keeps_working() {
     let ok = write_ok(cluster.node(follower), "INSERT INTO t VALUES (7)").await;
     for node in cluster.live() {
         node.wait_applied(ok.raft_index).await.expect("applied");
-        assert_eq!(dump(node, "SELECT v FROM t").await, vec![vec![Value::Integer(7)]]);
+        assert_eq!(
+            dump(node, "SELECT v FROM t").await,
+            vec![vec![Value::Integer(7)]]
+        );
         assert!(node.failure().is_none());
     }
     cluster.shutdown().await;

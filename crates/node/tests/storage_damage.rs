@@ -9,9 +9,13 @@ async fn node_with_data() -> (tempfile::TempDir, std::path::PathBuf) {
     init_logging();
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("node");
-    let node = Node::start(fast_config(sqlraft::FIRST_SERVICE_ID, dir.clone(), "127.0.0.1:0"))
-        .await
-        .expect("start");
+    let node = Node::start(fast_config(
+        sqlraft::FIRST_SERVICE_ID,
+        dir.clone(),
+        "127.0.0.1:0",
+    ))
+    .await
+    .expect("start");
     write_ok(&node, "CREATE TABLE t (v)").await;
     for i in 0..20 {
         write_ok(&node, &format!("INSERT INTO t VALUES ({i})")).await;
@@ -21,7 +25,13 @@ async fn node_with_data() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 async fn start_error(dir: &std::path::Path) -> NodeError {
-    match Node::start(fast_config(sqlraft::FIRST_SERVICE_ID, dir.to_path_buf(), "127.0.0.1:0")).await {
+    match Node::start(fast_config(
+        sqlraft::FIRST_SERVICE_ID,
+        dir.to_path_buf(),
+        "127.0.0.1:0",
+    ))
+    .await
+    {
         Ok(node) => {
             node.shutdown().await;
             panic!("a node with damaged files started");

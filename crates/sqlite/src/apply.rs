@@ -315,9 +315,7 @@ impl ApplyTxn<'_> {
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
     let expected = stmt.parameter_count();
-    let count_error = |given: usize| {
-        rusqlite::Error::InvalidParameterCount(given, expected)
-    };
+    let count_error = |given: usize| rusqlite::Error::InvalidParameterCount(given, expected);
     match params {
         Params::None if expected > 0 => return Err(count_error(0)),
         Params::None => {}

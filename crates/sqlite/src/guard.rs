@@ -106,7 +106,9 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | AlterTable { table_name, .. }
             if internal(table_name) =>
         {
-            Some(format!("table {table_name} belongs to sqlraft and cannot be changed"))
+            Some(format!(
+                "table {table_name} belongs to sqlraft and cannot be changed"
+            ))
         }
         _ => None,
     }

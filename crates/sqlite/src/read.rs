@@ -92,7 +92,11 @@ impl ReadPool {
                 values.len()
             )));
         }
-        let columns: Vec<String> = prepared.columns().iter().map(|c| c.name().to_string()).collect();
+        let columns: Vec<String> = prepared
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
         let types = prepared
             .columns()
             .iter()
@@ -195,7 +199,9 @@ fn positional(statement: &Statement) -> Result<(String, Vec<Value>)> {
                     .map_or(bytes.len(), |p| i + p)
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..].find("*/").map_or(bytes.len(), |p| i + 2 + p + 2)
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |p| i + 2 + p + 2)
             }
             b':' | b'@' | b'$' => {
                 let start = i + 1;

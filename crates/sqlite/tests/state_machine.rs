@@ -29,7 +29,11 @@ fn count(sm_dir: &tempfile::TempDir, sql: &str) -> i64 {
 fn failing_statement_rolls_back_its_request_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = sm(&dir);
-    apply(&mut sm, 1, tx(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"]));
+    apply(
+        &mut sm,
+        1,
+        tx(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"]),
+    );
     let results = apply(
         &mut sm,
         2,
@@ -39,12 +43,24 @@ fn failing_statement_rolls_back_its_request_only() {
             "INSERT INTO t (v) VALUES ('c')",
         ]),
     );
-    assert_eq!(results.len(), 2, "statements after the failing one do not run");
+    assert_eq!(
+        results.len(),
+        2,
+        "statements after the failing one do not run"
+    );
     assert!(results[0].error.is_none());
     let error = results[1].error.as_deref().expect("second statement fails");
     assert!(error.contains("NOT NULL"), "{error}");
-    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 0, "whole request rolled back");
-    assert_eq!(sm.applied_index(), 2, "a failed request still counts as applied");
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM t"),
+        0,
+        "whole request rolled back"
+    );
+    assert_eq!(
+        sm.applied_index(),
+        2,
+        "a failed request still counts as applied"
+    );
 
     let results = apply(&mut sm, 3, tx(&["INSERT INTO t (v) VALUES ('ok')"]));
     assert_eq!(results[0].rows_affected, 1);
@@ -75,7 +91,8 @@ fn applied_index_commits_with_the_effects() {
         let mut sm = sm(&dir);
         apply(&mut sm, 1, tx(&["CREATE TABLE t (v)"]));
         let mut txn = sm.begin().expect("begin");
-        txn.write(2, &tx(&["INSERT INTO t VALUES (1)"])).expect("write");
+        txn.write(2, &tx(&["INSERT INTO t VALUES (1)"]))
+            .expect("write");
         drop(txn); // not committed: neither the row nor the index
         assert_eq!(sm.applied_index(), 1);
     }
@@ -90,7 +107,9 @@ fn entries_must_be_applied_in_order() {
     let mut sm = sm(&dir);
     apply(&mut sm, 1, tx(&["CREATE TABLE t (v)"]));
     let mut txn = sm.begin().expect("begin");
-    let err = txn.write(3, &tx(&["INSERT INTO t VALUES (1)"])).unwrap_err();
+    let err = txn
+        .write(3, &tx(&["INSERT INTO t VALUES (1)"]))
+        .unwrap_err();
     assert!(err.is_fatal(), "{err}");
     drop(txn);
     let mut txn = sm.begin().expect("begin");
@@ -110,16 +129,25 @@ fn client_sql_cannot_escape_the_replicated_state() {
         ("PRAGMA journal_mode=DELETE", "PRAGMA"),
         ("CREATE TEMP TABLE tmp (v)", "temporary"),
         ("DELETE FROM _sqlraft_meta", "belongs to sqlraft"),
-        ("UPDATE _sqlraft_members SET raft_addr = 'x'", "belongs to sqlraft"),
+        (
+            "UPDATE _sqlraft_members SET raft_addr = 'x'",
+            "belongs to sqlraft",
+        ),
         ("DROP TABLE _sqlraft_members", "belongs to sqlraft"),
         ("CREATE TABLE _SQLRAFT_mine (v)", "belongs to sqlraft"),
-        ("CREATE TABLE a (v); CREATE TABLE b (v)", "one statement per item"),
+        (
+            "CREATE TABLE a (v); CREATE TABLE b (v)",
+            "one statement per item",
+        ),
         ("   ", "empty statement"),
         ("SELEC 1", "syntax error"),
     ];
     for (index, (sql, expected)) in refused.iter().enumerate() {
         let results = apply(&mut sm, index as u64 + 1, tx(&[sql]));
-        let error = results[0].error.as_deref().unwrap_or_else(|| panic!("{sql} was allowed"));
+        let error = results[0]
+            .error
+            .as_deref()
+            .unwrap_or_else(|| panic!("{sql} was allowed"));
         assert!(error.contains(expected), "{sql}: {error}");
     }
     assert_eq!(sm.applied_index(), refused.len() as u64);
@@ -255,10 +283,7 @@ async fn read_pool_reads_and_refuses_writes() {
         .unwrap_err();
     assert!(err.to_string().contains("no such table"), "{err}");
     assert!(!err.is_fatal());
-    let err = pool
-        .query(&Statement::new("SELECT ?"))
-        .await
-        .unwrap_err();
+    let err = pool.query(&Statement::new("SELECT ?")).await.unwrap_err();
     assert!(err.to_string().contains("1 parameters, 0 given"), "{err}");
     assert_eq!(count(&dir, "SELECT count(*) FROM t"), 2);
 }

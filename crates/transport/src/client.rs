@@ -106,7 +106,11 @@ impl Transport {
 
     /// Adds a peer or changes its address.
     pub fn set_peer(&self, id: u64, addr: &str) -> Result<(), TransportError> {
-        let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if peers.get(&id).is_some_and(|p| p.addr == addr) {
             return Ok(());
         }
@@ -155,7 +159,11 @@ impl Transport {
     /// messages and resends.
     pub fn send(&self, messages: Vec<Message>) {
         let blocked = self.blocked_now();
-        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for message in messages {
             if blocked.contains(&message.to) {
                 continue;
@@ -166,7 +174,11 @@ impl Transport {
             };
             let bytes = Bytes::from(message.encode_to_vec());
             if bytes.len() > self.inner.options.max_message_bytes {
-                tracing::warn!(to = message.to, bytes = bytes.len(), "dropping oversized raft message");
+                tracing::warn!(
+                    to = message.to,
+                    bytes = bytes.len(),
+                    "dropping oversized raft message"
+                );
                 continue;
             }
             if peer.queue.try_send(bytes).is_err() {
@@ -251,7 +263,11 @@ impl Transport {
 
     /// One HTTP/2 channel per address, connected lazily and reconnected by tonic.
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlraft::{
-    Consistency, Node, NodeConfig, NodeError, Role, Statement, Value, WriteOutcome, WriteRequest,
-    FIRST_SERVICE_ID,
+    Consistency, FIRST_SERVICE_ID, Node, NodeConfig, NodeError, Role, Statement, Value,
+    WriteOutcome, WriteRequest,
 };
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -58,7 +58,7 @@ impl Cluster {
         for _ in 1..size {
             cluster.add_node().await;
         }
-        let expected_voters = if size % 2 == 0 { size - 1 } else { size };
+        let expected_voters = if size.is_multiple_of(2) { size - 1 } else { size };
         cluster
             .wait("voters settle", |c| {
                 c.live().all(|n| {
@@ -82,7 +82,12 @@ impl Cluster {
         let dir = self.root.path().join(format!("node-{i}"));
         let mut config = fast_config(&service_id, dir.clone(), "127.0.0.1:0");
         if i > 0 {
-            let via = self.live().next().expect("a live node to join").raft_addr().to_string();
+            let via = self
+                .live()
+                .next()
+                .expect("a live node to join")
+                .raft_addr()
+                .to_string();
             config.join = Some(via);
         }
         let node = Node::start(config).await.expect("start node");
@@ -106,7 +111,11 @@ impl Cluster {
     pub fn index_of(&self, raft_id: u64) -> usize {
         self.nodes
             .iter()
-            .position(|n| n.node.as_ref().is_some_and(|node| node.raft_id() == raft_id))
+            .position(|n| {
+                n.node
+                    .as_ref()
+                    .is_some_and(|node| node.raft_id() == raft_id)
+            })
             .expect("a node with that raft id")
     }
 
@@ -114,7 +123,10 @@ impl Cluster {
     pub async fn leader(&self) -> usize {
         let mut found = None;
         self.wait("a leader", |c| {
-            found = c.live().find(|n| n.status().role == Role::Leader).map(|n| n.raft_id());
+            found = c
+                .live()
+                .find(|n| n.status().role == Role::Leader)
+                .map(|n| n.raft_id());
             found.is_some()
         })
         .await;
@@ -188,11 +200,14 @@ impl Cluster {
 }
 
 pub async fn write(node: &Node, sql: &str) -> Result<WriteOutcome, NodeError> {
-    node.execute(WriteRequest::transaction(vec![Statement::new(sql)])).await
+    node.execute(WriteRequest::transaction(vec![Statement::new(sql)]))
+        .await
 }
 
 pub async fn write_ok(node: &Node, sql: &str) -> WriteOutcome {
-    let outcome = write(node, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let outcome = write(node, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     assert!(
         outcome.results.iter().all(|r| r.error.is_none()),
         "{sql}: {:?}",
