@@ -1,0 +1,775 @@
+//! The HTTP API: rqlite's data API (`/db/execute`, `/db/query`, `/db/request`) and the
+//! cluster endpoints (`/status`, `/nodes`, `/readyz`, `/metrics`). `docs/API.md`
+//! describes every endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value as Json, json};
+use sqlraft::{
+    Consistency, Node, NodeError, Role, Rows, Statement, StatementResult, Status, WriteRequest,
+};
+use sqlraft_sqlite::SqliteError;
+
+use crate::client;
+use crate::statements::{self, BodyError};
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Statements in one request; more get 400.
+    pub max_statements: usize,
+    /// How long `/nodes` waits for another member's `/status`.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            max_body_bytes: 16 << 20,
+            max_statements: 10_000,
+            probe_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Counters shown by `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    write_requests: AtomicU64,
+    write_statements: AtomicU64,
+    read_requests: AtomicU64,
+    read_statements: AtomicU64,
+    statement_errors: AtomicU64,
+    http_errors: AtomicU64,
+}
+
+struct Shared {
+    node: Node,
+    options: ApiOptions,
+    counters: Counters,
+}
+
+type AppState = Arc<Shared>;
+
+/// The router for a running node.
+pub fn router(node: Node, options: ApiOptions) -> Router {
+    let limit = options.max_body_bytes;
+    let state = Arc::new(Shared {
+        node,
+        options,
+        counters: Counters::default(),
+    });
+    Router::new()
+        .route("/db/execute", post(execute))
+        .route("/db/query", get(query_get).post(query_post))
+        .route("/db/request", post(request))
+        .route("/status", get(status))
+        .route("/nodes", get(nodes))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_errors,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        state.counters.http_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// An answer other than 200, with `{"error": message}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &json!({ "error": self.message }), false)
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is too large".to_string()
+        } else {
+            format!("cannot read the request body: {}", e.body_text())
+        };
+        ApiError { status, message }
+    }
+}
+
+/// Node errors that fail a whole request. Retrying is safe after a 503; after a 500 the
+/// write may or may not have been applied.
+fn node_error(e: NodeError) -> ApiError {
+    let status = match &e {
+        NodeError::NoLeader
+        | NodeError::Dropped
+        | NodeError::Busy(_)
+        | NodeError::Stopped
+        | NodeError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Invalid(_) | NodeError::Query(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError {
+        status,
+        message: e.to_string(),
+    }
+}
+
+fn json_response(status: StatusCode, body: &Json, pretty: bool) -> Response {
+    let text = if pretty {
+        serde_json::to_string_pretty(body)
+    } else {
+        serde_json::to_string(body)
+    }
+    .unwrap_or_else(|_| "{}".into());
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// Read consistency, rqlite's `level=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    None,
+    Weak,
+    Linearizable,
+    Strong,
+}
+
+/// Query-string options shared by the data endpoints.
+#[derive(Debug, Default)]
+struct Flags {
+    transaction: bool,
+    timings: bool,
+    pretty: bool,
+    associative: bool,
+    blob_array: bool,
+    level: Option<Level>,
+    min_index: Option<u64>,
+    q: Option<String>,
+}
+
+impl Flags {
+    /// rqlite's flags are switched on by their presence (`?pretty`); `=false` or `=0`
+    /// switches them off.
+    fn parse(pairs: &[(String, String)]) -> Result<Flags, ApiError> {
+        let mut flags = Flags::default();
+        for (key, value) in pairs {
+            let on = !matches!(value.as_str(), "false" | "0");
+            match key.as_str() {
+                "transaction" => flags.transaction = on,
+                "timings" => flags.timings = on,
+                "pretty" => flags.pretty = on,
+                "associative" => flags.associative = on,
+                "blob_array" => flags.blob_array = on,
+                "level" => {
+                    flags.level = Some(match value.to_ascii_lowercase().as_str() {
+                        "none" => Level::None,
+                        "weak" => Level::Weak,
+                        "linearizable" => Level::Linearizable,
+                        "strong" => Level::Strong,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "unknown level {other:?}: use none, weak, linearizable or strong"
+                            )));
+                        }
+                    })
+                }
+                "min_index" => {
+                    flags.min_index = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "min_index {value:?} is not a non-negative integer"
+                        ))
+                    })?)
+                }
+                "q" => flags.q = Some(value.clone()),
+                // Accepted for compatibility with rqlite clients, without effect here.
+                _ => {}
+            }
+        }
+        Ok(flags)
+    }
+
+    /// The consistency of the first read; `weak` is served like `linearizable`
+    /// (ReadIndex) since this node may be a follower.
+    fn consistency(&self) -> Consistency {
+        match self.level.unwrap_or(Level::None) {
+            Level::None => Consistency::Local {
+                min_index: self.min_index,
+            },
+            Level::Weak | Level::Linearizable => Consistency::Linearizable,
+            Level::Strong => Consistency::Strong,
+        }
+    }
+}
+
+/// Builds `{"results": [...], "time"?, "raft_index"?}`.
+fn finish(
+    flags: &Flags,
+    results: Vec<Json>,
+    raft_index: Option<u64>,
+    started: Instant,
+) -> Response {
+    let mut body = Map::new();
+    body.insert("results".into(), Json::Array(results));
+    if let Some(index) = raft_index {
+        body.insert("raft_index".into(), json!(index));
+    }
+    if flags.timings {
+        body.insert("time".into(), json!(started.elapsed().as_secs_f64()));
+    }
+    json_response(StatusCode::OK, &Json::Object(body), flags.pretty)
+}
+
+fn write_result(result: &StatementResult) -> Json {
+    match &result.error {
+        Some(error) => json!({ "error": error }),
+        None => json!({
+            "last_insert_id": result.last_insert_id,
+            "rows_affected": result.rows_affected,
+        }),
+    }
+}
+
+fn rows_result(rows: &Rows, flags: &Flags, elapsed: Option<Duration>) -> Json {
+    let convert = |row: &Vec<sqlraft::Value>| -> Vec<Json> {
+        row.iter()
+            .map(|v| statements::to_json(v, flags.blob_array))
+            .collect()
+    };
+    let mut out = Map::new();
+    if flags.associative {
+        let types: Map<String, Json> = rows
+            .columns
+            .iter()
+            .zip(&rows.types)
+            .map(|(c, t)| (c.clone(), json!(t)))
+            .collect();
+        let objects: Vec<Json> = rows
+            .values
+            .iter()
+            .map(|row| {
+                Json::Object(
+                    rows.columns
+                        .iter()
+                        .cloned()
+                        .zip(convert(row))
+                        .collect::<Map<String, Json>>(),
+                )
+            })
+            .collect();
+        out.insert("types".into(), Json::Object(types));
+        out.insert("rows".into(), Json::Array(objects));
+    } else {
+        out.insert("columns".into(), json!(rows.columns));
+        out.insert("types".into(), json!(rows.types));
+        out.insert(
+            "values".into(),
+            Json::Array(
+                rows.values
+                    .iter()
+                    .map(|r| Json::Array(convert(r)))
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(elapsed) = elapsed {
+        out.insert("time".into(), json!(elapsed.as_secs_f64()));
+    }
+    Json::Object(out)
+}
+
+async fn execute(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    if statements.is_empty() {
+        return Ok(finish(&flags, Vec::new(), None, started));
+    }
+    let (results, index) = state.write(statements, flags.transaction).await?;
+    Ok(finish(&flags, results, Some(index), started))
+}
+
+async fn query_get(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let Some(q) = flags.q.clone() else {
+        return Err(ApiError::bad_request("missing query parameter q"));
+    };
+    let results = state.read(vec![Statement::new(q)], &flags).await?;
+    Ok(finish(&flags, results, None, started))
+}
+
+async fn query_post(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let body = body?;
+    let statements = match (&flags.q, body.iter().all(u8::is_ascii_whitespace)) {
+        (Some(q), true) => vec![Statement::new(q.clone())],
+        _ => statements::parse_body(&body, state.options.max_statements)?,
+    };
+    let results = state.read(statements, &flags).await?;
+    Ok(finish(&flags, results, None, started))
+}
+
+async fn request(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    let (results, index) = state.mixed(statements, &flags).await?;
+    Ok(finish(&flags, results, index, started))
+}
+
+impl Shared {
+    async fn write(
+        &self,
+        statements: Vec<Statement>,
+        transaction: bool,
+    ) -> Result<(Vec<Json>, u64), ApiError> {
+        let c = &self.counters;
+        c.write_requests.fetch_add(1, Ordering::Relaxed);
+        c.write_statements
+            .fetch_add(statements.len() as u64, Ordering::Relaxed);
+        let outcome = self
+            .node
+            .execute(WriteRequest {
+                statements,
+                transaction,
+            })
+            .await
+            .map_err(node_error)?;
+        let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
+        c.statement_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        Ok((
+            outcome.results.iter().map(write_result).collect(),
+            outcome.raft_index,
+        ))
+    }
+
+    /// Runs reads in order. The first one carries the requested consistency; once it
+    /// has passed, the rest read the same node's file, which is at least as fresh.
+    async fn read(&self, statements: Vec<Statement>, flags: &Flags) -> Result<Vec<Json>, ApiError> {
+        self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
+        let mut consistency = self.first_consistency(flags).await?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            results.push(self.read_one(statement, consistency, flags).await?.0);
+            consistency = Consistency::Local { min_index: None };
+        }
+        Ok(results)
+    }
+
+    async fn first_consistency(&self, flags: &Flags) -> Result<Consistency, ApiError> {
+        let consistency = flags.consistency();
+        if let (Some(index), false) = (
+            flags.min_index,
+            matches!(consistency, Consistency::Local { .. }),
+        ) {
+            self.node.wait_applied(index).await.map_err(node_error)?;
+        }
+        Ok(consistency)
+    }
+
+    /// One read; a statement error is a result. The flag says the read was refused
+    /// because the statement writes.
+    async fn read_one(
+        &self,
+        statement: &Statement,
+        consistency: Consistency,
+        flags: &Flags,
+    ) -> Result<(Json, bool), ApiError> {
+        self.counters
+            .read_statements
+            .fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match self.node.query(statement, consistency).await {
+            Ok(rows) => Ok((
+                rows_result(&rows, flags, flags.timings.then(|| started.elapsed())),
+                false,
+            )),
+            Err(NodeError::Query(e)) => {
+                self.counters
+                    .statement_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let writes = matches!(e, SqliteError::WriteInRead(_));
+                Ok((json!({ "error": e.to_string() }), writes))
+            }
+            Err(e) => Err(node_error(e)),
+        }
+    }
+
+    /// `/db/request`: runs of consecutive writes go to the log as one request each;
+    /// reads run here at the requested level, and after a write they wait for it.
+    async fn mixed(
+        &self,
+        statements: Vec<Statement>,
+        flags: &Flags,
+    ) -> Result<(Vec<Json>, Option<u64>), ApiError> {
+        let mut results = Vec::with_capacity(statements.len());
+        let mut raft_index = None;
+        let mut consistency = None;
+        let mut pending: Vec<Statement> = Vec::new();
+        for statement in statements {
+            if !statements::is_read(&statement.sql) {
+                pending.push(statement);
+                continue;
+            }
+            if !pending.is_empty() {
+                let (written, index) = self
+                    .write(std::mem::take(&mut pending), flags.transaction)
+                    .await?;
+                results.extend(written);
+                raft_index = Some(index);
+                consistency = Some(Consistency::Local {
+                    min_index: Some(index),
+                });
+            }
+            let level = match consistency {
+                Some(c) => c,
+                None => {
+                    self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
+                    self.first_consistency(flags).await?
+                }
+            };
+            let (result, writes) = self.read_one(&statement, level, flags).await?;
+            consistency = Some(Consistency::Local {
+                min_index: raft_index,
+            });
+            if writes {
+                // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
+                let (written, index) = self.write(vec![statement], flags.transaction).await?;
+                results.extend(written);
+                raft_index = Some(index);
+                consistency = Some(Consistency::Local {
+                    min_index: Some(index),
+                });
+            } else {
+                results.push(result);
+            }
+        }
+        if !pending.is_empty() {
+            let (written, index) = self.write(pending, flags.transaction).await?;
+            results.extend(written);
+            raft_index = Some(index);
+        }
+        Ok((results, raft_index))
+    }
+}
+
+/// The role name shown by the API. A node not yet in the configuration it knows of
+/// (just admitted, catching up) is shown as a learner.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Joining => "learner",
+        other => other.as_str(),
+    }
+}
+
+/// Ready: a leader is known and this node has applied what it knows to be committed.
+pub fn readiness(status: &Status) -> Result<(), String> {
+    if status.leader_id == 0 {
+        return Err("no leader known".into());
+    }
+    if status.applied_index < status.commit_index {
+        return Err(format!(
+            "applied index {} is behind commit index {}",
+            status.applied_index, status.commit_index
+        ));
+    }
+    Ok(())
+}
+
+/// The display name of a service: `core-1` for the first, `core-<fqdn>` for the others.
+pub fn service_name(service_id: &str, raft_addr: &str) -> String {
+    if service_id == sqlraft::FIRST_SERVICE_ID {
+        return "core-1".into();
+    }
+    let host = raft_addr.rsplit_once(':').map_or(raft_addr, |(h, _)| h);
+    format!(
+        "core-{}",
+        host.trim_start_matches('[').trim_end_matches(']')
+    )
+}
+
+fn status_json(node: &Node) -> Json {
+    let s = node.status();
+    let leader = s.leader();
+    let own = s.members.iter().find(|m| m.raft_id == s.raft_id);
+    json!({
+        "id": s.service_id,
+        "raft_id": s.raft_id,
+        "name": service_name(&s.service_id, node.raft_addr()),
+        "role": role_name(s.role),
+        "leader_id": leader.map_or("", |l| l.service_id.as_str()),
+        "leader_raft_id": s.leader_id,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "last_index": s.last_index,
+        "raft_addr": node.raft_addr(),
+        "http_addr": own.map_or("", |m| m.http_addr.as_str()),
+        "voters": s.voters,
+        "learners": s.learners,
+        "ready": readiness(&s).is_ok(),
+    })
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &status_json(&state.node), false)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match readiness(&state.node.status()) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// What a probe of another member's `/status` found.
+struct Probe {
+    role: Option<String>,
+    applied_index: Option<u64>,
+}
+
+async fn probe(http_addr: String, timeout: Duration) -> Option<Probe> {
+    let response = client::get(&http_addr, "/status", timeout).await.ok()?;
+    if response.status != 200 {
+        return None;
+    }
+    let body = response.json().ok()?;
+    Some(Probe {
+        role: body["role"].as_str().map(str::to_string),
+        applied_index: body["applied_index"].as_u64(),
+    })
+}
+
+async fn nodes(State(state): State<AppState>) -> Response {
+    let s = state.node.status();
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let mut probes = tokio::task::JoinSet::new();
+    for m in &s.members {
+        if m.raft_id != s.raft_id && !m.http_addr.is_empty() {
+            let (id, addr) = (m.raft_id, m.http_addr.clone());
+            probes.spawn(async move { (id, probe(addr, timeout).await) });
+        }
+    }
+    let mut found = std::collections::HashMap::new();
+    while let Some(joined) = probes.join_next().await {
+        if let Ok((id, Some(p))) = joined {
+            found.insert(id, p);
+        }
+    }
+    let leader = s.role == Role::Leader;
+    let nodes: Vec<Json> = s
+        .members
+        .iter()
+        .map(|m| {
+            let me = m.raft_id == s.raft_id;
+            let probed = found.get(&m.raft_id);
+            let configured = if m.raft_id == s.leader_id {
+                "leader"
+            } else if m.voter {
+                "follower"
+            } else {
+                "learner"
+            };
+            let role = if me {
+                role_name(s.role).to_string()
+            } else {
+                probed
+                    .and_then(|p| p.role.clone())
+                    .unwrap_or_else(|| configured.into())
+            };
+            let reachable = if me {
+                true
+            } else if leader {
+                m.reachable.unwrap_or(false)
+            } else {
+                probed.is_some()
+            };
+            let applied = if me {
+                Some(s.applied_index)
+            } else {
+                probed.and_then(|p| p.applied_index)
+            };
+            json!({
+                "id": m.service_id,
+                "raft_id": m.raft_id,
+                "name": service_name(&m.service_id, &m.raft_addr),
+                "raft_addr": m.raft_addr,
+                "http_addr": m.http_addr,
+                "role": role,
+                "voter": m.voter,
+                "reachable": reachable,
+                "applied_index": applied,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "nodes": nodes }), false)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let s = state.node.status();
+    let c = &state.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let roles = ["leader", "follower", "candidate", "learner"];
+    let role = role_name(s.role);
+    let role_samples: Vec<(String, u64)> = roles
+        .iter()
+        .map(|r| (format!("{{role=\"{r}\"}}"), u64::from(*r == role)))
+        .collect();
+    metric(
+        "sqlraft_role",
+        "gauge",
+        "1 for the node's current role.",
+        &role_samples,
+    );
+    let plain = |v: u64| [(String::new(), v)];
+    metric(
+        "sqlraft_term",
+        "gauge",
+        "Current raft term.",
+        &plain(s.term),
+    );
+    metric(
+        "sqlraft_commit_index",
+        "gauge",
+        "Highest log index known to be committed.",
+        &plain(s.commit_index),
+    );
+    metric(
+        "sqlraft_applied_index",
+        "gauge",
+        "Highest log index applied to the local SQLite file.",
+        &plain(s.applied_index),
+    );
+    metric(
+        "sqlraft_last_index",
+        "gauge",
+        "Last index in the local raft log.",
+        &plain(s.last_index),
+    );
+    metric(
+        "sqlraft_leader_known",
+        "gauge",
+        "1 when a leader is known.",
+        &plain(u64::from(s.leader_id != 0)),
+    );
+    metric(
+        "sqlraft_voters",
+        "gauge",
+        "Voting members.",
+        &plain(s.voters.len() as u64),
+    );
+    metric(
+        "sqlraft_learners",
+        "gauge",
+        "Learners.",
+        &plain(s.learners.len() as u64),
+    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        "sqlraft_write_requests_total",
+        "counter",
+        "Write requests received over HTTP.",
+        &plain(load(&c.write_requests)),
+    );
+    metric(
+        "sqlraft_write_statements_total",
+        "counter",
+        "Statements in write requests.",
+        &plain(load(&c.write_statements)),
+    );
+    metric(
+        "sqlraft_read_requests_total",
+        "counter",
+        "Read requests received over HTTP.",
+        &plain(load(&c.read_requests)),
+    );
+    metric(
+        "sqlraft_read_statements_total",
+        "counter",
+        "Read statements run.",
+        &plain(load(&c.read_statements)),
+    );
+    metric(
+        "sqlraft_statement_errors_total",
+        "counter",
+        "Statements answered with an error result.",
+        &plain(load(&c.statement_errors)),
+    );
+    metric(
+        "sqlraft_http_errors_total",
+        "counter",
+        "HTTP answers with a 4xx or 5xx status.",
+        &plain(load(&c.http_errors)),
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

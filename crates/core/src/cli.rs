@@ -1,0 +1,294 @@
+//! Command-line flags (the outside contract in DESIGN.md) and their validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::CoreError;
+
+/// The sqlraft core service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sqlraft-core",
+    version,
+    about = "Raft-replicated SQLite core service"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one core service.
+    Run(RunArgs),
+    /// Start a local cluster on 127.0.0.1 (child processes) until Ctrl-C.
+    Demo(DemoArgs),
+    /// Check an inventory or print its install plan.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+/// `sqlraft-core run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Service id (UUID text, 8-4-4-4-12 hex digits).
+    #[arg(long = "id", value_name = "SERVICE-ID")]
+    pub id: String,
+    /// Root directory; the service lives in <root>/core/<id>/.
+    #[arg(long = "root", value_name = "DIR", default_value = "/opt/sqlraft")]
+    pub root: PathBuf,
+    /// Where the raft transport listens.
+    #[arg(
+        long = "raft.node.listen",
+        value_name = "IP:PORT",
+        default_value = "0.0.0.0:7209"
+    )]
+    pub listen: String,
+    /// The address other nodes reach this one at [default: <hostname -f>:<listen port>].
+    #[arg(long = "raft.node.addr", value_name = "FQDN:PORT")]
+    pub addr: Option<String>,
+    /// Any member's raft address, to join an existing cluster (first start only).
+    #[arg(long = "raft.join", value_name = "FQDN:PORT")]
+    pub join: Option<String>,
+    /// Where the HTTP API listens.
+    #[arg(long = "http", value_name = "IP:PORT", default_value = "0.0.0.0:7220")]
+    pub http: String,
+    /// How long joining may take before giving up, in milliseconds.
+    #[arg(
+        long = "raft.join.timeout-ms",
+        value_name = "MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
+    pub join_timeout_ms: u64,
+}
+
+/// `sqlraft-core demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of core services (odd, at least 1).
+    #[arg(long = "nodes", value_name = "N", default_value_t = 3)]
+    pub nodes: usize,
+    /// Root directory for the services [default: a temporary directory, removed at exit].
+    #[arg(long = "root", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// `sqlraft-core inventory`.
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Validate an inventory: exit 0 when valid, 1 with the problems on stderr.
+    Check {
+        /// The inventory file.
+        file: PathBuf,
+    },
+    /// Print the install plan of a valid inventory.
+    Plan {
+        /// The inventory file.
+        file: PathBuf,
+        /// Plan an expansion (expand.sh) instead of a new installation (install.sh).
+        #[arg(long)]
+        expand: bool,
+    },
+}
+
+/// Validated `run` flags.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Service id, lower case.
+    pub id: String,
+    /// Root directory.
+    pub root: PathBuf,
+    /// Raft listen address.
+    pub listen: SocketAddr,
+    /// Advertised raft address (`host:port`).
+    pub advertise: String,
+    /// A member to join.
+    pub join: Option<String>,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Join timeout.
+    pub join_timeout_ms: u64,
+}
+
+impl RunConfig {
+    /// The service directory `<root>/core/<id>`.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("core").join(&self.id)
+    }
+
+    /// The advertised HTTP address: the advertised raft host with the HTTP port.
+    pub fn http_addr(&self, http_port: u16) -> String {
+        let (host, _) = split_host_port(&self.advertise).unwrap_or((self.advertise.as_str(), 0));
+        format!("{host}:{http_port}")
+    }
+}
+
+/// Checks the flags of `run` against each other.
+pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
+    let id = parse_service_id(&args.id)?;
+    if args.root.as_os_str().is_empty() {
+        return Err(CoreError::Usage("--root must not be empty".into()));
+    }
+    let listen = parse_socket(&args.listen, "--raft.node.listen")?;
+    let http = parse_socket(&args.http, "--http")?;
+    let advertise = match &args.addr {
+        Some(addr) => {
+            check_host_port(addr, "--raft.node.addr")?;
+            addr.clone()
+        }
+        None if listen.port() == 0 => listen.to_string(),
+        None => format!("{}:{}", local_fqdn(), listen.port()),
+    };
+    if listen.port() != 0 && listen.port() == http.port() && overlaps(listen, http) {
+        return Err(CoreError::Usage(format!(
+            "--raft.node.listen and --http both use {}: give them different ports",
+            listen
+        )));
+    }
+    if let Some(join) = &args.join {
+        check_host_port(join, "--raft.join")?;
+        if join.eq_ignore_ascii_case(&advertise) {
+            return Err(CoreError::Usage(format!(
+                "--raft.join {join} is this node's own address: join another member"
+            )));
+        }
+    }
+    Ok(RunConfig {
+        id,
+        root: args.root.clone(),
+        listen,
+        advertise,
+        join: args.join.clone(),
+        http,
+        join_timeout_ms: args.join_timeout_ms,
+    })
+}
+
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}
+
+/// A service id is UUID text: 8-4-4-4-12 hex digits. Returned in lower case so that one
+/// service never gets two directories.
+pub fn parse_service_id(text: &str) -> Result<String, CoreError> {
+    let valid = text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(CoreError::Usage(format!(
+            "--id {text:?} is not a service id: expected UUID text like 00000000-0000-0000-0000-000000000000"
+        )))
+    }
+}
+
+fn parse_socket(text: &str, flag: &str) -> Result<SocketAddr, CoreError> {
+    text.parse()
+        .map_err(|_| CoreError::Usage(format!("{flag} {text:?} is not an ip:port address")))
+}
+
+/// Splits `host:port` (`[v6]:port` too).
+pub fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((host, port))
+}
+
+fn check_host_port(text: &str, flag: &str) -> Result<(), CoreError> {
+    let bad = || CoreError::Usage(format!("{flag} {text:?} is not a host:port address"));
+    let (host, port) = split_host_port(text).ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+    if !host_ok || port == 0 {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// `hostname -f`, else the plain host name, else `localhost`.
+pub fn local_fqdn() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("hostname")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+    };
+    run(&["-f"])
+        .or_else(|| run(&[]))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<RunConfig, CoreError> {
+        let mut argv = vec![
+            "sqlraft-core",
+            "run",
+            "--id",
+            sqlraft::FIRST_SERVICE_ID,
+            "--root",
+            "/tmp/x",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(run) = Cli::try_parse_from(argv).expect("parse").command else {
+            panic!("not run");
+        };
+        validate_run(&run)
+    }
+
+    #[test]
+    fn service_ids_must_be_uuid_text() {
+        assert!(parse_service_id("00000000-0000-0000-0000-000000000000").is_ok());
+        assert_eq!(
+            parse_service_id("6F1C0A3E-1234-4ABC-9DEF-0123456789AB").expect("valid"),
+            "6f1c0a3e-1234-4abc-9def-0123456789ab"
+        );
+        for bad in [
+            "",
+            "1",
+            "6f1c0a3e12344abc9def0123456789ab",
+            "6f1c0a3e-1234-4abc-9def-0123456789ag",
+            "../etc/passwd",
+        ] {
+            assert!(parse_service_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_are_checked_against_each_other() {
+        let ok = args(&["--raft.node.addr", "core-1.example.com:7209"]).expect("valid");
+        assert_eq!(ok.http_addr(7220), "core-1.example.com:7220");
+        assert!(args(&["--http", "0.0.0.0:7209"]).is_err());
+        assert!(args(&["--http", "nonsense"]).is_err());
+        assert!(args(&["--raft.node.addr", "nohost"]).is_err());
+        assert!(args(&["--raft.node.addr", "a:1", "--raft.join", "a:1"]).is_err());
+        assert!(args(&["--raft.join", "b:0"]).is_err());
+        let default = args(&[]).expect("valid");
+        assert!(
+            default.advertise.ends_with(":7209"),
+            "{}",
+            default.advertise
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! The sqlraft core service: the `sqlraft-core` binary's parts.
+//!
+//! - [`api`]: the HTTP API, rqlite's data API (`/db/execute`, `/db/query`,
+//!   `/db/request`) plus `/status`, `/nodes`, `/readyz` and `/metrics`, over a running
+//!   [`sqlraft::Node`]. `docs/API.md` describes it.
+//! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation.
+//! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log.
+//! - [`demo`]: a local cluster of child processes.
+//! - [`client`]: a minimal HTTP client for probing other services.
+//!
+//! Serve the API of a node in process:
+//!
+//! ```no_run
+//! # async fn demo(node: sqlraft::Node) -> std::io::Result<()> {
+//! let router = sqlraft_core::api::router(node, sqlraft_core::api::ApiOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7220").await?;
+//! axum::serve(listener, router).await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod demo;
+pub mod error;
+pub mod inventory;
+pub mod logfile;
+pub mod run;
+pub mod statements;
+
+pub use error::CoreError;

@@ -1,0 +1,60 @@
+//! `sqlraft-core`: see `sqlraft-core --help` and docs/API.md.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sqlraft_core::CoreError;
+use sqlraft_core::cli::{Cli, Command, InventoryCommand, validate_run};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's first line names the problem; the usage block after it is noise
+            // for scripts that read one line.
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("sqlraft-core: error: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sqlraft-core: error: {}", e.one_line());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), CoreError> {
+    match command {
+        Command::Run(args) => {
+            let config = validate_run(&args)?;
+            runtime()?.block_on(sqlraft_core::run::run(config))
+        }
+        Command::Demo(args) => runtime()?.block_on(sqlraft_core::demo::demo(args)),
+        Command::Inventory(InventoryCommand::Check { file }) => {
+            sqlraft_core::inventory::check(&file)
+        }
+        Command::Inventory(InventoryCommand::Plan { file, expand }) => {
+            sqlraft_core::inventory::plan(&file, expand)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CoreError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CoreError::Io(format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,136 @@
+//! `sqlraft-core run`: one core service with its HTTP API, until SIGTERM/SIGINT or a
+//! fatal node error.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use sqlraft::{FIRST_SERVICE_ID, Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+use crate::api::{self, ApiOptions};
+use crate::cli::RunConfig;
+use crate::error::CoreError;
+use crate::logfile::{DEFAULT_KEEP_FILES, DEFAULT_MAX_BYTES, RotatingFile};
+
+/// How often the node's health is checked.
+const FAILURE_POLL_MS: u64 = 500;
+/// How long open HTTP requests get to finish at shutdown.
+const HTTP_DRAIN_MS: u64 = 5_000;
+
+/// Creates `<root>/core/<id>/log` and sends the log to `log/core` (and to stderr when
+/// it is a terminal). Call once per process.
+pub fn init_logging(config: &RunConfig) -> Result<(), CoreError> {
+    let log_dir = config.dir().join("log");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| CoreError::Io(format!("cannot create {}: {e}", log_dir.display())))?;
+    let path = log_dir.join("core");
+    let file = RotatingFile::open(&path, DEFAULT_MAX_BYTES, DEFAULT_KEEP_FILES)
+        .map_err(|e| CoreError::Io(format!("cannot open log file {}: {e}", path.display())))?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    let installed = if std::io::stderr().is_terminal() {
+        builder.with_writer(file.and(std::io::stderr)).try_init()
+    } else {
+        builder.with_writer(file).try_init()
+    };
+    // Already installed (a test harness): keep the existing subscriber.
+    let _ = installed;
+    Ok(())
+}
+
+/// Why the service stopped.
+enum Stop {
+    Signal(&'static str),
+    Failed(String),
+}
+
+/// Runs the service until a signal (Ok) or a fatal error (Err).
+pub async fn run(config: RunConfig) -> Result<(), CoreError> {
+    let dir = config.dir();
+    let fresh = !dir.join("raft").join("identity").exists();
+    if fresh && config.join.is_none() && config.id != FIRST_SERVICE_ID {
+        return Err(CoreError::Usage(format!(
+            "{} holds no service yet: a new service {} needs --raft.join <member>; only {FIRST_SERVICE_ID} bootstraps a new cluster",
+            dir.display(),
+            config.id
+        )));
+    }
+    init_logging(&config)?;
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
+
+    let http = TcpListener::bind(config.http)
+        .await
+        .map_err(|e| CoreError::Io(format!("cannot listen on --http {}: {e}", config.http)))?;
+    let http_port = http
+        .local_addr()
+        .map_err(|e| CoreError::Io(format!("HTTP listener has no address: {e}")))?
+        .port();
+
+    let mut node_config = NodeConfig::new(config.id.clone(), dir.clone(), config.listen);
+    node_config.advertise_addr = Some(config.advertise.clone());
+    node_config.http_addr = Some(config.http_addr(http_port));
+    node_config.join = config.join.clone();
+    node_config.limits.join_timeout_ms = config.join_timeout_ms;
+    tracing::info!(service_id = %config.id, dir = %dir.display(), raft_addr = %config.advertise,
+        http = %config.http, join = ?config.join, "starting core service");
+
+    let node = tokio::select! {
+        started = Node::start(node_config) => started?,
+        _ = sigterm.recv() => return Ok(()),
+        _ = sigint.recv() => return Ok(()),
+    };
+
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = api::router(node.clone(), ApiOptions::default());
+    let mut server = tokio::spawn(async move {
+        axum::serve(http, router)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+
+    let mut poll = tokio::time::interval(Duration::from_millis(FAILURE_POLL_MS));
+    let mut server_done = false;
+    let stop = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            served = &mut server => {
+                server_done = true;
+                break Stop::Failed(match served {
+                    Ok(Ok(())) => "HTTP server stopped".into(),
+                    Ok(Err(e)) => format!("HTTP server failed: {e}"),
+                    Err(e) => format!("HTTP server task failed: {e}"),
+                });
+            }
+            _ = poll.tick() => {
+                if let Some(failure) = node.failure() {
+                    break Stop::Failed(format!("node failed: {failure}"));
+                }
+            }
+        }
+    };
+    match &stop {
+        Stop::Signal(name) => tracing::info!(signal = name, "shutting down"),
+        Stop::Failed(reason) => tracing::error!(%reason, "stopping"),
+    }
+    let _ = stop_http.send(());
+    if !server_done {
+        let _ = tokio::time::timeout(Duration::from_millis(HTTP_DRAIN_MS), server).await;
+    }
+    node.shutdown().await;
+    tracing::info!("core service stopped");
+    match stop {
+        Stop::Signal(_) => Ok(()),
+        Stop::Failed(reason) => Err(CoreError::Failed(reason)),
+    }
+}

@@ -1,0 +1,215 @@
+//! rqlite's request shapes: a JSON array whose items are a SQL string, `[sql, p1, p2,
+//! ...]` (positional parameters) or `[sql, {"name": value}]` (named parameters); and
+//! the mapping between JSON and SQLite values.
+
+use base64::Engine as _;
+use serde_json::Value as Json;
+use sqlraft::{Params, Statement, Value};
+
+/// Why a request body was refused (answered with 400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON at all.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// JSON, but not an array of statements.
+    #[error("{0}")]
+    Shape(String),
+    /// More statements than allowed.
+    #[error("{count} statements in one request; at most {max}")]
+    TooMany {
+        /// Statements sent.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Parses a request body into statements.
+pub fn parse_body(body: &[u8], max_statements: usize) -> Result<Vec<Statement>, BodyError> {
+    let json: Json = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    let Json::Array(items) = json else {
+        return Err(BodyError::Shape(
+            "the body must be a JSON array of statements, e.g. [\"SELECT 1\"]".into(),
+        ));
+    };
+    if items.len() > max_statements {
+        return Err(BodyError::TooMany {
+            count: items.len(),
+            max: max_statements,
+        });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            statement(item).map_err(|m| BodyError::Shape(format!("statement {i}: {m}")))
+        })
+        .collect()
+}
+
+fn statement(item: Json) -> Result<Statement, String> {
+    match item {
+        Json::String(sql) => Ok(Statement::new(sql)),
+        Json::Array(parts) => {
+            let mut parts = parts.into_iter();
+            let Some(Json::String(sql)) = parts.next() else {
+                return Err(
+                    "a parameterized statement is [\"SQL\", params...] with the SQL first".into(),
+                );
+            };
+            let rest: Vec<Json> = parts.collect();
+            let params = match rest.as_slice() {
+                [] => Params::None,
+                [Json::Object(named)] => Params::Named(
+                    named
+                        .iter()
+                        .map(|(name, v)| Ok((name.clone(), value(v)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+                _ => Params::Positional(rest.iter().map(value).collect::<Result<_, String>>()?),
+            };
+            Ok(Statement { sql, params })
+        }
+        other => Err(format!(
+            "expected a SQL string or an array, got {}",
+            kind(&other)
+        )),
+    }
+}
+
+/// JSON to SQLite: integers stay integers, other numbers are reals, `true`/`false` are
+/// 1/0, an array of bytes (0..=255) is a BLOB.
+pub fn value(json: &Json) -> Result<Value, String> {
+    match json {
+        Json::Null => Ok(Value::Null),
+        Json::Bool(b) => Ok(Value::Integer(i64::from(*b))),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Value::Integer(i))
+            } else if n.is_u64() {
+                Err(format!("integer {n} does not fit in 64 signed bits"))
+            } else {
+                n.as_f64()
+                    .map(Value::Real)
+                    .ok_or_else(|| format!("number {n} is not representable"))
+            }
+        }
+        Json::String(s) => Ok(Value::Text(s.clone())),
+        Json::Array(items) => items
+            .iter()
+            .map(|b| {
+                b.as_u64()
+                    .and_then(|b| u8::try_from(b).ok())
+                    .ok_or_else(|| {
+                        "an array parameter is a BLOB and holds bytes 0..=255".to_string()
+                    })
+            })
+            .collect::<Result<Vec<u8>, String>>()
+            .map(Value::Blob),
+        Json::Object(_) => {
+            Err("an object is only allowed as the single named-parameter set".into())
+        }
+    }
+}
+
+fn kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// SQLite to JSON. BLOBs come back as base64 text like rqlite's, or as arrays of bytes
+/// with `blob_array`. Non-finite reals have no JSON form and become null.
+pub fn to_json(value: &Value, blob_array: bool) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Integer(i) => Json::from(*i),
+        Value::Real(r) => serde_json::Number::from_f64(*r).map_or(Json::Null, Json::Number),
+        Value::Text(t) => Json::String(t.clone()),
+        Value::Blob(b) if blob_array => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
+        Value::Blob(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+}
+
+/// Whether `/db/request` sends a statement to the read path: its first keyword (after
+/// whitespace, comments and opening parentheses) is `SELECT`, `WITH`, `EXPLAIN`,
+/// `PRAGMA` or `VALUES`. A statement classified as a read that turns out to write
+/// (`WITH ... INSERT`) is refused by the read-only connection and re-sent as a write.
+pub fn is_read(sql: &str) -> bool {
+    const READS: [&str; 5] = ["SELECT", "WITH", "EXPLAIN", "PRAGMA", "VALUES"];
+    let word = first_keyword(sql);
+    READS.iter().any(|r| r.eq_ignore_ascii_case(word))
+}
+
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(after) = trimmed.strip_prefix("--") {
+            rest = after.find('\n').map_or("", |p| &after[p + 1..]);
+        } else if let Some(after) = trimmed.strip_prefix("/*") {
+            rest = after.find("*/").map_or("", |p| &after[p + 2..]);
+        } else {
+            let end = trimmed
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(trimmed.len());
+            return &trimmed[..end];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_recognised_after_comments_and_parentheses() {
+        assert!(is_read("select 1"));
+        assert!(is_read("  -- c\n /* x */ (SELECT 1)"));
+        assert!(is_read("WITH t AS (SELECT 1) SELECT * FROM t"));
+        assert!(is_read("pragma table_info(foo)"));
+        assert!(!is_read("INSERT INTO t VALUES (1)"));
+        assert!(!is_read("CREATE TABLE selected (x)"));
+        assert!(!is_read(""));
+    }
+
+    #[test]
+    fn body_shapes() {
+        let s = parse_body(
+            br#"["SELECT 1", ["SELECT ?", 1, 2.5, "x", null, [1, 2]], ["SELECT :a", {"a": true}]]"#,
+            10,
+        )
+        .expect("valid");
+        assert_eq!(s[0], Statement::new("SELECT 1"));
+        assert_eq!(
+            s[1].params,
+            Params::Positional(vec![
+                Value::Integer(1),
+                Value::Real(2.5),
+                Value::Text("x".into()),
+                Value::Null,
+                Value::Blob(vec![1, 2])
+            ])
+        );
+        assert_eq!(
+            s[2].params,
+            Params::Named(vec![("a".into(), Value::Integer(1))])
+        );
+        assert!(matches!(parse_body(b"[1]", 10), Err(BodyError::Shape(_))));
+        assert!(matches!(parse_body(b"{", 10), Err(BodyError::Json(_))));
+        assert!(matches!(
+            parse_body(b"[\"a\",\"b\"]", 1),
+            Err(BodyError::TooMany { .. })
+        ));
+        assert!(matches!(
+            parse_body(b"[[\"a\", [300]]]", 10),
+            Err(BodyError::Shape(_))
+        ));
+    }
+}
