@@ -75,14 +75,15 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .route("/db/execute", post(execute))
         .route("/db/query", get(query_get).post(query_post))
         .route("/db/request", post(request))
-        .route("/status", get(status))
-        .route("/nodes", get(nodes))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        // Counts errors of the data API only: the routes above.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             count_errors,
         ))
+        .route("/status", get(status))
+        .route("/nodes", get(nodes))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -763,7 +764,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metric(
         "sqlraft_http_errors_total",
         "counter",
-        "HTTP answers with a 4xx or 5xx status.",
+        "Data API answers with a 4xx or 5xx status.",
         &plain(load(&c.http_errors)),
     );
     (

@@ -18,10 +18,13 @@ fn main() -> ExitCode {
             // clap's first line names the problem; the usage block after it is noise
             // for scripts that read one line.
             let rendered = e.render().to_string();
-            let first = rendered
+            let first: Vec<&str> = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
             let first = first.trim_start_matches("error: ");
             eprintln!("sqlraft-core: error: {first} (see --help)");
             return ExitCode::from(2);

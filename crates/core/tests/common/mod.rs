@@ -1,0 +1,160 @@
+//! Shared by the tests: a one-node cluster with the HTTP API in process, child
+//! processes that are killed on drop, free ports.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use sqlraft::{FIRST_SERVICE_ID, Node, NodeConfig};
+use sqlraft_core::api::{self, ApiOptions};
+use sqlraft_core::client;
+
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A one-node cluster on loopback, its API served on 127.0.0.1:0.
+pub struct Harness {
+    pub node: Node,
+    pub http: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::with_options(ApiOptions::default()).await
+    }
+
+    pub async fn with_options(options: ApiOptions) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        let http: SocketAddr = listener.local_addr().expect("http addr");
+        let mut config = NodeConfig::new(
+            FIRST_SERVICE_ID,
+            dir.path().join("core").join(FIRST_SERVICE_ID),
+            "127.0.0.1:0".parse().expect("addr"),
+        );
+        config.http_addr = Some(http.to_string());
+        config.raft.tick_ms = 20;
+        config.limits.read_timeout_ms = 500;
+        let node = Node::start(config).await.expect("node starts");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = api::router(node.clone(), options);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let harness = Harness {
+            node,
+            http: http.to_string(),
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        };
+        harness.wait_ready().await;
+        harness
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(r) = client::get(&self.http, "/readyz", Duration::from_secs(1)).await
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node not ready in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> client::Response {
+        client::get(&self.http, path, TIMEOUT)
+            .await
+            .expect("GET answered")
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> client::Response {
+        client::post(&self.http, path, body.as_bytes(), TIMEOUT)
+            .await
+            .expect("POST answered")
+    }
+
+    /// POST expecting 200 and a JSON body.
+    pub async fn post_json(&self, path: &str, body: &str) -> Json {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json().expect("JSON body")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Json {
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json().expect("JSON body")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// A child process that is killed (and reaped) when dropped.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child running")
+    }
+
+    pub fn sigterm(&mut self) {
+        let pid = i32::try_from(self.child().id()).expect("pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM sent");
+    }
+
+    /// Waits for the exit within `timeout`; panics (and kills) otherwise.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                self.0 = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
