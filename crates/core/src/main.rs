@@ -14,6 +14,12 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!(
+                "sqlraft-core: error: missing subcommand: run, demo or inventory (see --help)"
+            );
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // clap's first line names the problem; the usage block after it is noise
             // for scripts that read one line.

@@ -1,0 +1,391 @@
+//! The real `sqlraft-core` binary: flag errors, the service directory and log, SIGTERM,
+//! restart, refusals, the demo and the inventory commands.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, TIMEOUT, free_port};
+use sqlraft::FIRST_SERVICE_ID;
+use sqlraft_core::client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sqlraft-core");
+const OTHER_ID: &str = "6f1c0a3e-1234-4abc-9def-0123456789ab";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory/tests/fixtures")
+}
+
+fn run_to_end(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary runs")
+}
+
+/// A non-zero exit with exactly one line on stderr.
+fn assert_one_line_failure(args: &[&str], expect: &str) {
+    let out = run_to_end(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("sqlraft-core: error: "),
+        "{args:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains(expect),
+        "{args:?}: {stderr:?} lacks {expect:?}"
+    );
+}
+
+#[test]
+fn bad_flags_fail_with_one_line() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let root = root.path().to_str().expect("utf-8 path");
+    assert_one_line_failure(&[], "subcommand");
+    assert_one_line_failure(&["run", "--root", root], "--id");
+    assert_one_line_failure(
+        &["run", "--id", "core-1", "--root", root],
+        "not a service id",
+    );
+    assert_one_line_failure(
+        &["run", "--id", FIRST_SERVICE_ID, "--root", root, "--bogus"],
+        "--bogus",
+    );
+    assert_one_line_failure(
+        &[
+            "run",
+            "--id",
+            FIRST_SERVICE_ID,
+            "--root",
+            root,
+            "--http",
+            "localhost",
+        ],
+        "--http",
+    );
+    assert_one_line_failure(
+        &[
+            "run",
+            "--id",
+            FIRST_SERVICE_ID,
+            "--root",
+            root,
+            "--raft.node.addr",
+            "no-port",
+        ],
+        "--raft.node.addr",
+    );
+    assert_one_line_failure(
+        &[
+            "run",
+            "--id",
+            FIRST_SERVICE_ID,
+            "--root",
+            root,
+            "--raft.node.listen",
+            "127.0.0.1:7300",
+            "--http",
+            "127.0.0.1:7300",
+        ],
+        "different ports",
+    );
+    assert_one_line_failure(
+        &[
+            "run",
+            "--id",
+            FIRST_SERVICE_ID,
+            "--root",
+            root,
+            "--raft.node.addr",
+            "a.example:7209",
+            "--raft.join",
+            "a.example:7209",
+        ],
+        "own address",
+    );
+    // A new peer without --raft.join would found a second cluster.
+    assert_one_line_failure(&["run", "--id", OTHER_ID, "--root", root], "--raft.join");
+    assert_one_line_failure(&["demo", "--nodes", "2"], "odd");
+    assert_one_line_failure(&["demo", "--nodes", "0"], "odd");
+}
+
+/// A `run` child with free ports in `root`.
+struct Service {
+    guard: ChildGuard,
+    http: String,
+    raft: String,
+}
+
+fn spawn(id: &str, root: &Path, join: Option<&str>, extra: &[&str]) -> Service {
+    let raft = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(BIN);
+    command
+        .args(["run", "--id", id, "--root"])
+        .arg(root)
+        .args([
+            "--raft.node.listen",
+            &raft,
+            "--raft.node.addr",
+            &raft,
+            "--http",
+            &http,
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(join) = join {
+        command.args(["--raft.join", join]);
+    }
+    let child = command.spawn().expect("spawn sqlraft-core run");
+    Service {
+        guard: ChildGuard(Some(child)),
+        http,
+        raft,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+impl Service {
+    fn wait_ready(&mut self) {
+        let rt = runtime();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.guard.child().try_wait().expect("try_wait") {
+                panic!("service exited early with {status}: {}", self.stderr());
+            }
+            let answer = rt.block_on(client::get(&self.http, "/readyz", Duration::from_secs(1)));
+            if answer.is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "service not ready in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn post(&self, path: &str, body: &str) -> serde_json::Value {
+        let r = runtime()
+            .block_on(client::post(&self.http, path, body.as_bytes(), TIMEOUT))
+            .expect("answer");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json().expect("JSON")
+    }
+
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut err) = self.guard.child().stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits for the exit and returns (success, stderr).
+    fn finish(mut self, timeout: Duration) -> (bool, String) {
+        let status = {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = self.guard.child().try_wait().expect("try_wait") {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "process did not exit in time");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let stderr = self.stderr();
+        self.guard.0 = None;
+        (status.success(), stderr)
+    }
+}
+
+#[test]
+fn run_lays_out_its_directory_stops_on_sigterm_and_restarts() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("core").join(FIRST_SERVICE_ID);
+
+    let mut first = spawn(FIRST_SERVICE_ID, root.path(), None, &[]);
+    first.wait_ready();
+    for sub in ["raft", "db", "log"] {
+        assert!(dir.join(sub).is_dir(), "{sub}/ missing");
+    }
+    let written = first.post(
+        "/db/execute",
+        r#"["CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)", "INSERT INTO kv VALUES ('a', 'one')"]"#,
+    );
+    assert!(written["raft_index"].as_u64().is_some());
+    first.guard.sigterm();
+    let (ok, stderr) = first.finish(TIMEOUT);
+    assert!(ok, "SIGTERM exit was not 0: {stderr}");
+    let log = std::fs::read_to_string(dir.join("log").join("core")).expect("log file");
+    assert!(log.contains("core service stopped"), "{log}");
+
+    // Same directory, no --raft.join: a restart with the data kept.
+    let mut again = spawn(FIRST_SERVICE_ID, root.path(), None, &[]);
+    again.wait_ready();
+    let read = again.post(
+        "/db/query?level=linearizable",
+        r#"["SELECT v FROM kv WHERE k = 'a'"]"#,
+    );
+    assert_eq!(read["results"][0]["values"], serde_json::json!([["one"]]));
+    again.guard.sigterm();
+    let (ok, stderr) = again.finish(TIMEOUT);
+    assert!(ok, "{stderr}");
+
+    // The directory now belongs to the first service; another id is refused.
+    let moved = root.path().join("core").join(OTHER_ID);
+    std::fs::rename(&dir, &moved).expect("rename");
+    let refused = spawn(OTHER_ID, root.path(), None, &[]);
+    let (ok, stderr) = refused.finish(TIMEOUT);
+    assert!(!ok);
+    assert_eq!(
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .map(|l| l.starts_with("sqlraft-core: error: ")),
+        Some(true),
+        "{stderr}"
+    );
+    assert!(stderr.contains("belongs to service"), "{stderr}");
+}
+
+#[test]
+fn joining_fails_cleanly_when_unreachable_or_the_id_is_taken() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let lost = spawn(
+        OTHER_ID,
+        root.path(),
+        Some(&nobody),
+        &["--raft.join.timeout-ms", "1500"],
+    );
+    let (ok, stderr) = lost.finish(TIMEOUT);
+    assert!(!ok);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("join"), "{stderr}");
+
+    let mut first = spawn(FIRST_SERVICE_ID, &root.path().join("a"), None, &[]);
+    first.wait_ready();
+    // The first service's id, from another directory and address: already a member.
+    let twin = spawn(
+        FIRST_SERVICE_ID,
+        &root.path().join("b"),
+        Some(&first.raft),
+        &[],
+    );
+    let (ok, stderr) = twin.finish(TIMEOUT);
+    assert!(!ok);
+    assert!(stderr.contains("already a member"), "{stderr}");
+    first.guard.sigterm();
+    assert!(first.finish(TIMEOUT).0);
+}
+
+#[test]
+fn demo_starts_a_cluster_and_cleans_up_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let child = Command::new(BIN)
+        .args(["demo", "--nodes", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let mut guard = ChildGuard(Some(child));
+    let stdout = guard.child().stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut root = None;
+    let mut http = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("demo became ready");
+        if let Some(at) = line.find(", root ") {
+            root = Some(PathBuf::from(&line[at + 7..]));
+        }
+        if line.trim_start().starts_with("node 1 ") && line.contains("raft") {
+            http = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_string);
+        }
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    let root = root.expect("root printed");
+    let http = http.expect("URL printed");
+    let addr = http.trim_start_matches("http://");
+    let status = runtime()
+        .block_on(client::get(addr, "/status", TIMEOUT))
+        .expect("status");
+    assert_eq!(status.json().expect("JSON")["role"], "leader");
+
+    guard.sigterm();
+    let exit = guard.wait_exit(Duration::from_secs(30));
+    assert!(exit.success());
+    assert!(!root.exists(), "{} left behind", root.display());
+}
+
+#[test]
+fn inventory_check_and_plan() {
+    let good = fixtures().join("good_distributed.yml");
+    let bad = fixtures().join("bad_even_total.yml");
+    let good = good.to_str().expect("utf-8");
+    let bad = bad.to_str().expect("utf-8");
+
+    let out = run_to_end(&["inventory", "check", good]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid, 3 core service(s)"));
+
+    let out = run_to_end(&["inventory", "check", bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad_even_total.yml:8: error:"), "{stderr}");
+
+    let out = run_to_end(&["inventory", "plan", good]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("install.sh"));
+
+    let expand = fixtures().join("good_expand.yml");
+    let out = run_to_end(&[
+        "inventory",
+        "plan",
+        "--expand",
+        expand.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("expand.sh"));
+
+    let out = run_to_end(&["inventory", "plan", bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_to_end(&["inventory", "check", "/nonexistent/inventory.yml"]);
+    assert_eq!(out.status.code(), Some(1));
+}
