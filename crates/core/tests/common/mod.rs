@@ -28,19 +28,31 @@ impl Harness {
     }
 
     pub async fn with_options(options: ApiOptions) -> Harness {
+        Self::node(FIRST_SERVICE_ID, None, options).await
+    }
+
+    /// Another service that joins the cluster of `member`.
+    pub async fn join(service_id: &str, member: &Harness) -> Harness {
+        let join = Some(member.node.raft_addr().to_string());
+        Self::node(service_id, join, ApiOptions::default()).await
+    }
+
+    async fn node(service_id: &str, join: Option<String>, options: ApiOptions) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind http");
         let http: SocketAddr = listener.local_addr().expect("http addr");
         let mut config = NodeConfig::new(
-            FIRST_SERVICE_ID,
-            dir.path().join("core").join(FIRST_SERVICE_ID),
+            service_id,
+            dir.path().join("core").join(service_id),
             "127.0.0.1:0".parse().expect("addr"),
         );
+        config.join = join;
         config.http_addr = Some(http.to_string());
         config.raft.tick_ms = 20;
         config.limits.read_timeout_ms = 500;
+        config.limits.write_timeout_ms = 2_000;
         let node = Node::start(config).await.expect("node starts");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(node.clone(), options);
