@@ -15,10 +15,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value as Json, json};
+use sqlraft::SqliteError;
 use sqlraft::{
     Consistency, Node, NodeError, Role, Rows, Statement, StatementResult, Status, WriteRequest,
 };
-use sqlraft_sqlite::SqliteError;
 
 use crate::client;
 use crate::statements::{self, BodyError};
@@ -413,19 +413,7 @@ impl Shared {
     }
 
     async fn first_consistency(&self, flags: &Flags) -> Result<Consistency, ApiError> {
-        let mut consistency = flags.consistency();
-        if consistency == Consistency::Linearizable {
-            // The sole voter is the only node that can acknowledge a write, and it
-            // acknowledges only what it has applied: its own file, once it has applied
-            // its commit index, is linearizable. (Works around ReadIndex on a restarted
-            // one-voter leader waiting forever for its first commit in the new term.)
-            let s = self.node.status();
-            if s.role == Role::Leader && s.voters == [s.raft_id] {
-                consistency = Consistency::Local {
-                    min_index: Some(s.commit_index.max(flags.min_index.unwrap_or(0))),
-                };
-            }
-        }
+        let consistency = flags.consistency();
         if let (Some(index), false) = (
             flags.min_index,
             matches!(consistency, Consistency::Local { .. }),

@@ -15,7 +15,7 @@ pub use error::{NodeError, Result};
 pub use node::{Consistency, FIRST_SERVICE_ID, Node, WriteOutcome};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    Member, Params, ReadOptions, Rows, Statement, StatementResult, Value, WriteRequest,
+    Member, Params, ReadOptions, Rows, SqliteError, Statement, StatementResult, Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
 pub use status::{MemberStatus, Role, Status};

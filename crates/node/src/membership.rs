@@ -27,7 +27,11 @@ pub(crate) fn learners_to_promote(input: &PromotionInput<'_>) -> Vec<u64> {
         })
         .collect();
     caught_up.sort_unstable();
-    let wanted = if input.voters.len().is_multiple_of(2) { 1 } else { 2 };
+    let wanted = if input.voters.len().is_multiple_of(2) {
+        1
+    } else {
+        2
+    };
     if caught_up.len() < wanted {
         return Vec::new();
     }

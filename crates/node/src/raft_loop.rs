@@ -98,6 +98,8 @@ struct PendingJoin {
 
 struct PendingRead {
     deadline: Instant,
+    /// When the read index was last requested from raft.
+    asked: Instant,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -257,8 +259,14 @@ impl RaftLoop {
         self.next_read_id += 1;
         self.raw.read_index(id.to_le_bytes().to_vec());
         let deadline = Instant::now() + Duration::from_millis(self.limits.read_timeout_ms);
-        self.pending_reads
-            .insert(id, PendingRead { deadline, reply });
+        self.pending_reads.insert(
+            id,
+            PendingRead {
+                deadline,
+                asked: Instant::now(),
+                reply,
+            },
+        );
     }
 
     fn join(&mut self, request: pb::JoinRequest, reply: oneshot::Sender<Result<pb::JoinResponse>>) {
@@ -367,6 +375,17 @@ impl RaftLoop {
                 let _ = read
                     .reply
                     .send(Err(NodeError::Timeout(self.limits.read_timeout_ms)));
+            }
+        }
+        // raft-rs drops a read-index request silently when the leader has not yet
+        // committed an entry in its term (or the request was lost on the way); ask
+        // again, a duplicate answer is harmless.
+        let again =
+            Duration::from_millis(self.timings.tick_ms * self.timings.heartbeat_ticks as u64 * 2);
+        for (id, read) in self.pending_reads.iter_mut() {
+            if now.duration_since(read.asked) >= again {
+                read.asked = now;
+                self.raw.read_index(id.to_le_bytes().to_vec());
             }
         }
         if self.raw.raft.state == StateRole::Leader {
@@ -525,7 +544,14 @@ impl RaftLoop {
             outcomes.push((entry.index, entry.term, results));
         }
         txn.commit()?;
+        // Published before any waiter is answered: once a write is acknowledged, this
+        // node's status shows it applied.
         self.shared.applied.send_replace(last_index);
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .applied_index = last_index;
         if conf_changed {
             self.reload_members()?;
         }

@@ -276,3 +276,26 @@ async fn at_most_one_leader_per_term_through_elections() {
     assert!(leaders.len() >= 3, "elections happened: {leaders:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_read_right_after_a_restart_completes() {
+    let mut cluster = Cluster::new(1).await;
+    write_ok(cluster.node(0), "CREATE TABLE t (v)").await;
+    write_ok(cluster.node(0), "INSERT INTO t VALUES (1)").await;
+    for _ in 0..3 {
+        cluster.stop(0).await;
+        cluster.restart(0).await;
+        // Asked before the new leader has committed anything in its term: raft-rs
+        // drops such a request, so the node must ask again rather than time out.
+        let rows = cluster
+            .node(0)
+            .query(
+                &Statement::new("SELECT count(*) FROM t"),
+                Consistency::Linearizable,
+            )
+            .await
+            .expect("linearizable read after restart");
+        assert_eq!(rows.values, vec![vec![Value::Integer(1)]]);
+    }
+    cluster.shutdown().await;
+}

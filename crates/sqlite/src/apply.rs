@@ -234,13 +234,22 @@ impl ApplyTxn<'_> {
         }
         let mut stmt = self.tx.prepare(&statement.sql)?;
         bind(&mut stmt, &statement.params)?;
-        let readonly = stmt.readonly();
+        let before = self.tx.total_changes();
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
         drop(rows);
+        // SQLite's changes() and last_insert_rowid() keep their values across
+        // statements that change nothing (DDL, a SELECT) and over a connection's
+        // lifetime; report them only for what this statement did, so that the result
+        // is the same on every node and after restarts.
+        let changed = self.tx.total_changes() > before;
         Ok(StatementResult {
-            rows_affected: if readonly { 0 } else { self.tx.changes() },
-            last_insert_id: self.tx.last_insert_rowid(),
+            rows_affected: if changed { self.tx.changes() } else { 0 },
+            last_insert_id: if changed && self.guard.inserts() {
+                self.tx.last_insert_rowid()
+            } else {
+                0
+            },
             error: None,
         })
     }

@@ -26,6 +26,8 @@ struct GuardState {
     client_sql: bool,
     /// Why the last refused action was refused.
     refusal: Option<String>,
+    /// The client statement being prepared inserts rows (its rowid is then reported).
+    inserts: bool,
 }
 
 impl Guard {
@@ -39,10 +41,16 @@ impl Guard {
         self.with(|s| {
             s.client_sql = true;
             s.refusal = None;
+            s.inserts = false;
         });
         let out = f();
         self.with(|s| s.client_sql = false);
         out
+    }
+
+    /// Whether the last client statement inserts rows.
+    pub(crate) fn inserts(&self) -> bool {
+        self.with(|s| s.inserts)
     }
 
     /// Why the last statement was refused, if it was.
@@ -59,6 +67,9 @@ impl Guard {
         self.with(|state| {
             if !state.client_sql {
                 return Authorization::Allow;
+            }
+            if matches!(ctx.action, AuthAction::Insert { .. }) {
+                state.inserts = true;
             }
             match refusal(&ctx.action) {
                 None => Authorization::Allow,

@@ -287,3 +287,52 @@ async fn read_pool_reads_and_refuses_writes() {
     assert!(err.to_string().contains("1 parameters, 0 given"), "{err}");
     assert_eq!(count(&dir, "SELECT count(*) FROM t"), 2);
 }
+
+#[tokio::test]
+async fn read_pool_sees_tables_created_after_it_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    let err = pool
+        .query(&Statement::new("SELECT count(*) FROM later"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no such table"), "{err}");
+    apply(
+        &mut sm,
+        1,
+        tx(&["CREATE TABLE later (v)", "INSERT INTO later VALUES (1)"]),
+    );
+    for _ in 0..20 {
+        let rows = pool
+            .query(&Statement::new("SELECT count(*) FROM later"))
+            .await
+            .expect("table created after the pool opened is visible");
+        assert_eq!(rows.values, vec![vec![Value::Integer(1)]]);
+    }
+}
+
+#[test]
+fn results_report_only_what_the_statement_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let results = apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v)",
+            "INSERT INTO t (v) VALUES ('a'), ('b')",
+            "CREATE INDEX t_v ON t (v)",
+            "UPDATE t SET v = 'c' WHERE id = 1",
+            "SELECT * FROM t",
+            "DELETE FROM t WHERE id = 99",
+        ]),
+    );
+    let pairs: Vec<(u64, i64)> = results
+        .iter()
+        .map(|r| (r.rows_affected, r.last_insert_id))
+        .collect();
+    assert_eq!(pairs, vec![(0, 0), (2, 2), (0, 0), (1, 0), (0, 0), (0, 0)]);
+}

@@ -58,7 +58,11 @@ impl Cluster {
         for _ in 1..size {
             cluster.add_node().await;
         }
-        let expected_voters = if size.is_multiple_of(2) { size - 1 } else { size };
+        let expected_voters = if size.is_multiple_of(2) {
+            size - 1
+        } else {
+            size
+        };
         cluster
             .wait("voters settle", |c| {
                 c.live().all(|n| {
@@ -188,6 +192,14 @@ impl Cluster {
         let target = self.node(leader).status().applied_index;
         self.wait("all nodes apply the leader's log", |c| {
             c.live().all(|n| n.status().applied_index >= target)
+        })
+        .await;
+    }
+
+    /// Waits until every live node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        self.wait(&format!("all nodes apply index {index}"), |c| {
+            c.live().all(|n| n.status().applied_index >= index)
         })
         .await;
     }
