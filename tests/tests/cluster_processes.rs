@@ -1,0 +1,224 @@
+//! Real `sqlraft-core` processes on 127.0.0.1: leader loss under writes, rolling
+//! restarts, linearizable reads on a restarted node, forwarding. See tests/README.md.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlraft_tests::cluster::{Cluster, raft_index, statement};
+use sqlraft_tests::workload::{CREATE_TABLE, Workload, verify};
+use sqlraft_tests::{POLL, WAIT, http, serial};
+
+/// Writes acknowledged between two steps of a test: enough to be "in the middle".
+const WRITES_PER_STEP: usize = 30;
+
+#[test]
+fn leader_kill_during_writes_loses_no_acknowledged_write() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(None);
+    cluster.execute(leader, &json!([CREATE_TABLE]));
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let workload = Workload::start(
+        followers
+            .iter()
+            .map(|&i| cluster.nodes[i].http.clone())
+            .collect(),
+        2,
+    );
+    workload.wait_for_more(WRITES_PER_STEP, "before the leader is killed");
+
+    let killed_id = cluster.nodes[leader].id.clone();
+    cluster.nodes[leader].kill9();
+    let new_leader = cluster.leader(Some(&killed_id));
+    assert!(followers.contains(&new_leader));
+    workload.wait_for_more(WRITES_PER_STEP, "after the leader was killed");
+
+    cluster.nodes[leader].restart();
+    workload.wait_for_more(WRITES_PER_STEP, "after the old leader restarted");
+    let outcomes = workload.stop();
+    cluster.wait_voters(3);
+    let verified = verify(&cluster, leader, &outcomes);
+    eprintln!("leader kill: {verified:?}");
+}
+
+#[test]
+fn rolling_restart_with_sigterm_loses_nothing() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    cluster.execute(0, &json!([CREATE_TABLE]));
+    let workload = Workload::start(cluster.nodes.iter().map(|n| n.http.clone()).collect(), 2);
+    workload.wait_for_more(WRITES_PER_STEP, "before the first restart");
+    for i in 0..cluster.nodes.len() {
+        let status = cluster.nodes[i].sigterm();
+        assert!(
+            status.success(),
+            "{} exited with {status} on SIGTERM\n{}",
+            cluster.nodes[i].name,
+            cluster.nodes[i].log_tail(40)
+        );
+        workload.wait_for_more(
+            WRITES_PER_STEP / 2,
+            &format!("while {} is down", cluster.nodes[i].name),
+        );
+        cluster.nodes[i].restart();
+        cluster.wait_voters(3);
+        workload.wait_for_more(
+            WRITES_PER_STEP / 2,
+            &format!("after {} restarted", cluster.nodes[i].name),
+        );
+    }
+    let outcomes = workload.stop();
+    let verified = verify(&cluster, 0, &outcomes);
+    eprintln!("rolling restart: {verified:?}");
+}
+
+#[test]
+fn restarted_node_does_not_serve_linearizable_reads_it_cannot_prove() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    let paused = cluster.leader(None);
+    let (restarted, third) = match paused {
+        0 => (1, 2),
+        1 => (2, 0),
+        _ => (0, 1),
+    };
+    cluster.execute(
+        paused,
+        &json!(["CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)"]),
+    );
+    let set = |v: &str| {
+        statement(
+            "INSERT INTO kv(k, v) VALUES ('x', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            &[json!(v)],
+        )
+    };
+    let read = json!(["SELECT v FROM kv WHERE k = 'x'"]);
+    cluster.execute(third, &set("v1"));
+
+    // The restarted node misses v2: it is down while the other two acknowledge it.
+    cluster.nodes[restarted].kill9();
+    let v2 = raft_index(&cluster.execute(third, &set("v2")));
+
+    // The leader freezes; the restarted node and the third one are a majority.
+    let frozen_leader = cluster.nodes[paused].pause();
+    cluster.nodes[restarted].restart();
+    let linearizable_value = |cluster: &Cluster| -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match cluster.query(restarted, "level=linearizable", &read) {
+                Ok(r) if r.status == 200 => {
+                    return r.json()["results"][0]["values"][0][0]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no value: {}", r.text()))
+                        .to_string();
+                }
+                Ok(r) if r.status == 503 => {}
+                Ok(r) => panic!("linearizable read: {} {}", r.status, r.text()),
+                Err(e) => panic!("linearizable read: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no linearizable read within {WAIT:?}"
+            );
+            std::thread::sleep(POLL);
+        }
+    };
+    assert_eq!(
+        linearizable_value(&cluster),
+        "v2",
+        "a linearizable read on the restarted node missed v2 (raft index {v2})"
+    );
+    cluster.execute(third, &set("v3"));
+    assert_eq!(linearizable_value(&cluster), "v3");
+
+    // Alone, it cannot prove that v3 is still the latest value.
+    let frozen_third = cluster.nodes[third].pause();
+    for _ in 0..2 {
+        let answer = cluster
+            .query(restarted, "level=linearizable", &read)
+            .expect("an answer");
+        assert_eq!(
+            answer.status,
+            503,
+            "a node without a majority answered a linearizable read: {}",
+            answer.text()
+        );
+    }
+    let local = cluster
+        .query(restarted, "level=none", &read)
+        .expect("an answer");
+    assert_eq!(local.status, 200, "{}", local.text());
+    assert_eq!(local.json()["results"][0]["values"], json!([["v3"]]));
+
+    frozen_third.resume();
+    frozen_leader.resume();
+    cluster.wait_voters(3);
+    let (_, dumps) = cluster.converged_dumps(0, &json!(["SELECT k, v FROM kv ORDER BY k"]));
+    for dump in &dumps {
+        assert_eq!(dump[0]["values"], json!([["x", "v3"]]));
+    }
+}
+
+#[test]
+fn follower_forwards_writes_and_answers_itself() {
+    let _serial = serial();
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(None);
+    let follower = (leader + 1) % 3;
+    cluster.execute(leader, &json!(["CREATE TABLE f (v TEXT)"]));
+    let before = metric(
+        &cluster.nodes[follower].http,
+        "sqlraft_write_requests_total",
+    );
+
+    let answer = http::post(
+        &cluster.nodes[follower].http,
+        "/db/execute",
+        &statement(
+            "INSERT INTO f(v) VALUES (?)",
+            &[json!("through a follower")],
+        ),
+        WAIT,
+    )
+    .expect("the follower answers");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = answer.json();
+    let index = raft_index(&body);
+    assert_eq!(body["results"][0]["rows_affected"], 1, "{body}");
+    assert_eq!(
+        metric(
+            &cluster.nodes[follower].http,
+            "sqlraft_write_requests_total"
+        ),
+        before + 1.0,
+        "the follower did not count the write it answered"
+    );
+    let status = cluster.nodes[follower].status().expect("status");
+    assert_eq!(status["role"], "follower", "{status}");
+
+    for node in &cluster.nodes {
+        let r = http::post(
+            &node.http,
+            &format!("/db/query?level=none&min_index={index}"),
+            &json!(["SELECT v FROM f"]),
+            WAIT,
+        )
+        .expect("answer");
+        assert_eq!(r.status, 200, "{}: {}", node.name, r.text());
+        assert_eq!(
+            r.json()["results"][0]["values"],
+            json!([["through a follower"]]),
+            "{}",
+            node.name
+        );
+    }
+}
+
+/// A counter or gauge from `/metrics` (0 when absent).
+fn metric(addr: &str, name: &str) -> f64 {
+    let r = http::get(addr, "/metrics", Duration::from_secs(10)).expect("metrics");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
