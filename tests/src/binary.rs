@@ -9,13 +9,20 @@
 //! `cargo build -p sqlraft-core`. `SQLRAFT_CORE_BIN` overrides the path.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 /// The environment variable that names the binary explicitly.
 pub const BIN_ENV: &str = "SQLRAFT_CORE_BIN";
 
 /// The path of the `sqlraft-core` binary; panics with what to do when it is missing.
+/// Looked up (and checked for staleness) once per test executable.
 pub fn sqlraft_core_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(locate).clone()
+}
+
+fn locate() -> PathBuf {
     if let Some(path) = std::env::var_os(BIN_ENV) {
         let path = PathBuf::from(path);
         assert!(path.is_file(), "{BIN_ENV}={} is not a file", path.display());

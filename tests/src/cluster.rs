@@ -183,6 +183,12 @@ impl Cluster {
                 if self.common_applied_index() == Some(applied)
                     && let Some(dumps) = dumps.into_iter().collect::<Option<Vec<Json>>>()
                 {
+                    for result in dumps
+                        .iter()
+                        .flat_map(|d| d.as_array().into_iter().flatten())
+                    {
+                        assert!(result.get("values").is_some(), "dump failed: {result}");
+                    }
                     return (applied, dumps);
                 }
             }

@@ -38,7 +38,10 @@ fn leader_kill_during_writes_loses_no_acknowledged_write() {
     let outcomes = workload.stop();
     cluster.wait_voters(3);
     let verified = verify(&cluster, leader, &outcomes);
-    eprintln!("leader kill: {verified:?}");
+    eprintln!(
+        "leader kill: {verified:?}, unknown outcomes: {:?}",
+        outcomes.unknown
+    );
 }
 
 #[test]
@@ -69,7 +72,10 @@ fn rolling_restart_with_sigterm_loses_nothing() {
     }
     let outcomes = workload.stop();
     let verified = verify(&cluster, 0, &outcomes);
-    eprintln!("rolling restart: {verified:?}");
+    eprintln!(
+        "rolling restart: {verified:?}, unknown outcomes: {:?}",
+        outcomes.unknown
+    );
 }
 
 #[test]
