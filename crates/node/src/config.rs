@@ -21,6 +21,8 @@ pub struct NodeConfig {
     /// Where this service's HTTP API answers, recorded with its membership so that
     /// other nodes and clients can find it. Not used by the library itself.
     pub http_addr: Option<String>,
+    /// Which services the leader admits when they join.
+    pub admission: Admission,
     /// Any member's raft address, to join an existing cluster. Ignored when the
     /// directory already holds a node (restart).
     pub join: Option<String>,
@@ -49,6 +51,7 @@ impl NodeConfig {
             listen_addr,
             advertise_addr: None,
             http_addr: None,
+            admission: Admission::default(),
             join: None,
             raft: RaftTimings::default(),
             log: LogOptions::default(),
@@ -57,6 +60,18 @@ impl NodeConfig {
             limits: Limits::default(),
         }
     }
+}
+
+/// Which services may join the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Only services created in the registry first ([`crate::Node::create_service`]),
+    /// joining with the raft address they were created with, and never removed.
+    #[default]
+    Registered,
+    /// Any service id not removed before (for embedders that manage membership
+    /// themselves, and tests).
+    Open,
 }
 
 /// Raft timings: an election timeout of `election_ticks * tick_ms` (randomized up to

@@ -31,6 +31,19 @@ pub enum NodeError {
     /// The node is shutting down or has stopped.
     #[error("node is stopped")]
     Stopped,
+    /// The request conflicts with the cluster's state (a duplicate address, a service
+    /// already removed); nothing changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such service.
+    #[error("{0}")]
+    NotFound(String),
+    /// The leader is handing leadership over; retry with the new leader.
+    #[error("leadership is being handed over; retry")]
+    LeaderChanging,
+    /// This node was removed from the cluster and has stopped.
+    #[error("this node was removed from the cluster")]
+    Removed,
     /// The request is invalid (and was not executed).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -62,6 +75,17 @@ impl NodeError {
             NodeError::State(e) => e.is_fatal(),
             NodeError::Fatal(_) => true,
             _ => false,
+        }
+    }
+}
+
+impl From<sqlraft_sqlite::RegistryError> for NodeError {
+    fn from(e: sqlraft_sqlite::RegistryError) -> Self {
+        use sqlraft_sqlite::RegistryError;
+        match e {
+            RegistryError::Conflict(m) => NodeError::Conflict(m),
+            RegistryError::NotFound(id) => NodeError::NotFound(format!("no service with id {id}")),
+            RegistryError::InvalidState(m) => NodeError::Conflict(m),
         }
     }
 }

@@ -7,15 +7,18 @@ mod identity;
 mod logger;
 mod membership;
 mod node;
+mod peer;
 mod raft_loop;
+mod startup;
 mod status;
 
-pub use config::{Limits, NodeConfig, RaftTimings};
+pub use config::{Admission, Limits, NodeConfig, RaftTimings};
 pub use error::{NodeError, Result};
 pub use node::{Consistency, FIRST_SERVICE_ID, Node, WriteOutcome};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    Member, Params, ReadOptions, Rows, SqliteError, Statement, StatementResult, Value, WriteRequest,
+    Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError, Statement,
+    StatementResult, Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
 pub use status::{MemberStatus, Role, Status};

@@ -56,6 +56,26 @@ pub(crate) fn promote(ids: &[u64]) -> ConfChangeV2 {
     }
 }
 
+/// A conf change that removes `id` and, when given, demotes `demote` to learner in the
+/// same (joint) change so that the number of voters stays odd.
+pub(crate) fn remove(id: u64, demote: Option<u64>) -> ConfChangeV2 {
+    let mut changes = vec![ConfChangeSingle {
+        change_type: ConfChangeType::RemoveNode as i32,
+        node_id: id,
+    }];
+    if let Some(other) = demote {
+        changes.push(ConfChangeSingle {
+            change_type: ConfChangeType::AddLearnerNode as i32,
+            node_id: other,
+        });
+    }
+    ConfChangeV2 {
+        transition: ConfChangeTransition::Auto as i32,
+        changes,
+        context: Vec::new(),
+    }
+}
+
 /// A conf change that adds `id` as a learner.
 pub(crate) fn add_learner(id: u64, context: Vec<u8>) -> ConfChangeV2 {
     ConfChangeV2 {

@@ -1,19 +1,16 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
-};
-use raft::{RawNode, ReadOnlyOption, Storage};
+use raft::Storage;
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
 use sqlraft_sqlite::{
-    Member, ReadPool, Rows, StateMachine, Statement, StatementResult, WriteRequest,
+    Member, ReadPool, Rows, Service, StateMachine, Statement, StatementResult, WriteRequest,
 };
-use sqlraft_transport::{Handler, Transport, TransportError};
+use sqlraft_transport::{Transport, TransportError};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -21,12 +18,14 @@ use tokio::task::JoinHandle;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::identity::{self, Identity};
-use crate::logger::raft_logger;
-use crate::raft_loop::{Applied, RaftLoop, Request, Shared};
+use crate::peer::{PeerHandler, send_to_leader, serve_peers};
+use crate::raft_loop::{AdminOutcome, Applied, LoopParts, RaftLoop, Request, Shared, Stop};
+use crate::startup::{
+    RESET_FILE, bootstrap, initial_status, join_cluster, reset_membership, restore_raft, validate,
+};
 use crate::status::{Role, Status};
 
-/// The service id of the first core service of a cluster.
-pub const FIRST_SERVICE_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub use sqlraft_sqlite::FIRST_SERVICE_ID;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,13 +59,13 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     raft_id: u64,
     service_id: String,
     raft_addr: String,
-    config: NodeConfig,
-    requests: SyncSender<Request>,
-    shared: Arc<Shared>,
+    pub(crate) config: NodeConfig,
+    pub(crate) requests: SyncSender<Request>,
+    pub(crate) shared: Arc<Shared>,
     applied: watch::Receiver<u64>,
     transport: Transport,
     reads: ReadPool,
@@ -98,7 +97,7 @@ impl Node {
 
         let mut log = LogStore::open(&raft_dir, config.log.clone())?;
         let sm = StateMachine::open(&db_dir.join("state.db"))?;
-        let (transport, unreachable) = Transport::new(config.transport.clone());
+        let (transport, peer_events) = Transport::new(config.transport.clone());
 
         let identity = match identity::load(&raft_dir)? {
             Some(identity) => {
@@ -136,6 +135,10 @@ impl Node {
             }
         };
 
+        let reset_file = raft_dir.join(RESET_FILE);
+        if reset_file.exists() {
+            reset_membership(&mut log, &sm, identity.raft_id, &reset_file)?;
+        }
         let raw = restore_raft(&config, identity.raft_id, log, &sm)?;
         let members: BTreeMap<u64, Member> =
             sm.members()?.into_iter().map(|m| (m.raft_id, m)).collect();
@@ -147,24 +150,32 @@ impl Node {
         let reads = ReadPool::open(&db_dir.join("state.db"), &config.read).await?;
 
         let (applied_tx, applied) = watch::channel(sm.applied_index());
+        let removed: HashSet<u64> = sm
+            .services()?
+            .iter()
+            .filter(|s| s.state == sqlraft_sqlite::ServiceState::Removed)
+            .filter_map(|s| s.raft_id)
+            .collect();
         let shared = Arc::new(Shared {
             status: Mutex::new(initial_status(&identity, sm.applied_index())),
             applied: applied_tx,
-            failure: Mutex::new(None),
+            stop: Mutex::new(None),
+            removed: RwLock::new(removed),
         });
         let (requests, queue) = std::sync::mpsc::sync_channel(config.limits.loop_queue_len);
-        let raft_loop = RaftLoop::new(
+        let raft_loop = RaftLoop::new(LoopParts {
             raw,
             sm,
-            transport.clone(),
-            queue,
-            unreachable,
-            Arc::clone(&shared),
-            identity.service_id.clone(),
+            transport: transport.clone(),
+            requests: queue,
+            peer_events,
+            shared: Arc::clone(&shared),
+            service_id: identity.service_id.clone(),
             members,
-            config.raft.clone(),
-            config.limits.clone(),
-        );
+            timings: config.raft.clone(),
+            limits: config.limits.clone(),
+            admission: config.admission,
+        });
         let raft_thread = std::thread::Builder::new()
             .name(format!("raft-{}", identity.raft_id))
             .spawn(move || raft_loop.run())
@@ -219,7 +230,16 @@ impl Node {
 
     /// The error that stopped the node, if one did.
     pub fn failure(&self) -> Option<String> {
-        self.inner.shared.failure()
+        match self.inner.shared.stop() {
+            Some(Stop::Failed(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True once this node learned that it was removed from the cluster; it has
+    /// stopped taking part and should be shut down.
+    pub fn is_removed(&self) -> bool {
+        self.inner.shared.stop() == Some(Stop::Removed)
     }
 
     /// Read-only sqlx pool on this node's SQLite file, for an embedding service's own
@@ -261,7 +281,7 @@ impl Node {
                 inner.propose(&wire, deadline).await
             } else if let Some(leader) = status.leader() {
                 inner
-                    .forward(&leader.raft_addr, leader.raft_id, wire.clone())
+                    .forward_write(&leader.raft_addr, leader.raft_id, &wire)
                     .await
             } else {
                 Err(NodeError::NoLeader)
@@ -297,6 +317,45 @@ impl Node {
             }
         }
         Ok(inner.reads.query(statement).await?)
+    }
+
+    /// Registers a core service that may then join with the returned id and the given
+    /// raft address ([`crate::Admission::Registered`]). Sent to the leader from any node.
+    pub async fn create_service(&self, fqdn: &str, raft_addr: &str) -> Result<Service> {
+        check_service_address(fqdn, raft_addr)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let request = pb::admin_request::Kind::CreateService(pb::CreateService {
+            id: id.clone(),
+            name: String::new(),
+            fqdn: fqdn.to_string(),
+            raft_addr: raft_addr.to_string(),
+            at_unix_ms: crate::raft_loop::now_unix_ms(),
+        });
+        let index = self.inner.admin(request).await?;
+        self.inner.wait_applied(index).await?;
+        self.services()
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| {
+                NodeError::UnknownOutcome(format!("service {id} not found after creation"))
+            })
+    }
+
+    /// Removes a core service: one that never joined is marked removed; a member leaves
+    /// the configuration through a joint-consensus change that keeps the number of
+    /// voters odd (demoting another voter to learner when needed). Removing the leader
+    /// hands leadership over first. A removed service can never join again.
+    pub async fn remove_service(&self, service_id: &str) -> Result<u64> {
+        let request = pb::admin_request::Kind::RemoveService(service_id.to_string());
+        self.inner.admin(request).await
+    }
+
+    /// The services registry as this node has applied it.
+    pub async fn services(&self) -> Result<Vec<Service>> {
+        let (reply, services) = oneshot::channel();
+        self.inner.submit(Request::Services { reply })?;
+        services.await.map_err(|_| self.inner.stopped())?
     }
 
     /// Waits until this node has applied `index` (bounded by the read timeout).
@@ -339,10 +398,10 @@ impl Node {
 
 impl Inner {
     fn check_running(&self) -> Result<()> {
-        if let Some(failure) = self.shared.failure() {
-            return Err(NodeError::Fatal(failure));
+        match self.shared.stop() {
+            Some(_) => Err(self.stopped()),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn submit(&self, request: Request) -> Result<()> {
@@ -353,14 +412,19 @@ impl Inner {
     }
 
     fn stopped(&self) -> NodeError {
-        match self.shared.failure() {
-            Some(failure) => NodeError::Fatal(failure),
+        match self.shared.stop() {
+            Some(Stop::Failed(failure)) => NodeError::Fatal(failure),
+            Some(Stop::Removed) => NodeError::Removed,
             None => NodeError::Stopped,
         }
     }
 
     /// Proposes on this node, which believes it is the leader.
-    async fn propose(&self, write: &pb::WriteRequest, deadline: Instant) -> Result<WriteOutcome> {
+    pub(crate) async fn propose(
+        &self,
+        write: &pb::WriteRequest,
+        deadline: Instant,
+    ) -> Result<WriteOutcome> {
         let command = pb::Command {
             kind: Some(pb::command::Kind::Write(write.clone())),
         };
@@ -384,39 +448,79 @@ impl Inner {
         }
     }
 
-    async fn forward(
+    async fn forward_write(
         &self,
         addr: &str,
         leader_id: u64,
-        write: pb::WriteRequest,
+        write: &pb::WriteRequest,
     ) -> Result<WriteOutcome> {
-        let response = match self.transport.forward(addr, leader_id, write).await {
-            Ok(response) => response,
-            // The request never left this node.
-            Err(TransportError::Blocked(_) | TransportError::InvalidAddress { .. }) => {
-                return Err(NodeError::NoLeader);
-            }
-            Err(e @ TransportError::Unreachable { .. }) if was_never_sent(&e) => {
-                return Err(NodeError::NoLeader);
-            }
-            Err(e) => return Err(NodeError::UnknownOutcome(e.to_string())),
+        let request = pb::ForwardRequest {
+            request: Some(write.clone()),
+            admin: None,
         };
-        use pb::forward_error::Kind;
-        match response.outcome {
-            Some(pb::forward_response::Outcome::Response(r)) => Ok(WriteOutcome {
+        match send_to_leader(&self.transport, addr, leader_id, request).await? {
+            pb::forward_response::Outcome::Response(r) => Ok(WriteOutcome {
                 results: r.results.into_iter().map(Into::into).collect(),
                 raft_index: r.raft_index,
             }),
-            Some(pb::forward_response::Outcome::Error(e)) => Err(match e.kind() {
-                Kind::NotLeader => NodeError::NoLeader,
-                Kind::Dropped => NodeError::Dropped,
-                Kind::Invalid => NodeError::Invalid(e.message),
-                Kind::Unavailable => NodeError::Busy("leader unavailable"),
-                Kind::UnknownOutcome | Kind::Unspecified => NodeError::UnknownOutcome(e.message),
-            }),
-            None => Err(NodeError::UnknownOutcome(
-                "empty answer from the leader".into(),
+            _ => Err(NodeError::UnknownOutcome(
+                "unexpected answer from the leader".into(),
             )),
+        }
+    }
+
+    /// Carries out an administrative request on the leader, wherever it is; returns
+    /// the index of the entry that carried it.
+    async fn admin(&self, kind: pb::admin_request::Kind) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.limits.write_timeout_ms);
+        loop {
+            self.check_running()?;
+            let request = pb::AdminRequest {
+                kind: Some(kind.clone()),
+            };
+            let status = self.shared.status();
+            let attempt = if status.role == Role::Leader {
+                self.admin_local(request).await.map(|o| o.index)
+            } else if let Some(leader) = status.leader() {
+                let forward = pb::ForwardRequest {
+                    request: None,
+                    admin: Some(request),
+                };
+                match send_to_leader(&self.transport, &leader.raft_addr, leader.raft_id, forward)
+                    .await?
+                {
+                    pb::forward_response::Outcome::Admin(a) => Ok(a.raft_index),
+                    _ => Err(NodeError::UnknownOutcome(
+                        "unexpected answer from the leader".into(),
+                    )),
+                }
+            } else {
+                Err(NodeError::NoLeader)
+            };
+            match attempt {
+                // Nothing was changed: safe to try again while time is left.
+                Err(NodeError::NoLeader | NodeError::Busy(_) | NodeError::LeaderChanging)
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(self.config.raft.tick_ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Hands an administrative request to this node's raft loop (it is the leader).
+    pub(crate) async fn admin_local(&self, request: pb::AdminRequest) -> Result<AdminOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Request::Admin { request, reply })?;
+        let wait = Duration::from_millis(self.config.limits.write_timeout_ms);
+        match tokio::time::timeout(wait, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(NodeError::UnknownOutcome(format!(
+                "not applied within {} ms",
+                self.config.limits.write_timeout_ms
+            ))),
         }
     }
 
@@ -445,7 +549,7 @@ impl Inner {
         }
     }
 
-    async fn join_request(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
+    pub(crate) async fn join_request(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
         let status = self.shared.status();
         if status.role != Role::Leader {
             let Some(leader) = status.leader() else {
@@ -475,275 +579,39 @@ impl Inner {
     }
 }
 
-/// tonic reports a refused connection as `Unavailable` with the connect error in
-/// the message; anything else may have reached the peer.
-fn was_never_sent(e: &TransportError) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("connect") || text.contains("connection refused")
-}
-
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.requests.try_send(Request::Shutdown);
     }
 }
 
-struct PeerHandler(std::sync::Weak<Inner>);
-
-impl PeerHandler {
-    fn node(&self) -> Option<Arc<Inner>> {
-        self.0.upgrade()
-    }
-}
-
-impl Handler for PeerHandler {
-    fn raft_messages(&self, messages: Vec<raft::eraftpb::Message>) {
-        if let Some(node) = self.node() {
-            // A full queue drops the batch; raft resends.
-            let _ = node.requests.try_send(Request::Raft(messages));
-        }
-    }
-
-    async fn forward(&self, request: pb::WriteRequest) -> pb::ForwardResponse {
-        use pb::forward_error::Kind;
-        let error = |kind: Kind, message: String| pb::ForwardResponse {
-            outcome: Some(pb::forward_response::Outcome::Error(pb::ForwardError {
-                kind: kind as i32,
-                message,
-            })),
-        };
-        let Some(node) = self.node() else {
-            return error(Kind::Unavailable, "node is stopping".into());
-        };
-        if node.shared.status().role != Role::Leader {
-            return error(Kind::NotLeader, "not the leader".into());
-        }
-        let deadline = Instant::now() + Duration::from_millis(node.config.limits.write_timeout_ms);
-        match node.propose(&request, deadline).await {
-            Ok(outcome) => pb::ForwardResponse {
-                outcome: Some(pb::forward_response::Outcome::Response(pb::WriteResponse {
-                    results: outcome.results.iter().map(Into::into).collect(),
-                    raft_index: outcome.raft_index,
-                })),
-            },
-            Err(NodeError::NoLeader) => error(Kind::NotLeader, "not the leader".into()),
-            Err(NodeError::Dropped) => error(Kind::Dropped, NodeError::Dropped.to_string()),
-            Err(e @ NodeError::Invalid(_)) => error(Kind::Invalid, e.to_string()),
-            Err(e @ (NodeError::Busy(_) | NodeError::Stopped)) => {
-                error(Kind::Unavailable, e.to_string())
-            }
-            Err(e) => error(Kind::UnknownOutcome, e.to_string()),
-        }
-    }
-
-    async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse, tonic::Status> {
-        let Some(node) = self.node() else {
-            return Err(tonic::Status::unavailable("node is stopping"));
-        };
-        node.join_request(request).await.map_err(|e| match e {
-            NodeError::Join(message) => tonic::Status::failed_precondition(message),
-            other => tonic::Status::unavailable(other.to_string()),
-        })
-    }
-}
-
-async fn serve_peers(
-    listener: TcpListener,
-    handler: PeerHandler,
-    transport: Transport,
-    max_message_bytes: usize,
-    stop: oneshot::Receiver<()>,
-) {
-    let shutdown = async {
-        let _ = stop.await;
-    };
-    if let Err(e) = sqlraft_transport::serve(
-        listener,
-        Arc::new(handler),
-        transport.blocked_set(),
-        max_message_bytes,
-        shutdown,
-    )
-    .await
+/// A service's address must be `host:port`, its host the service's FQDN (or an IP
+/// address given as both).
+fn check_service_address(fqdn: &str, raft_addr: &str) -> Result<()> {
+    let invalid = |m: String| NodeError::Invalid(m);
+    if fqdn.is_empty()
+        || fqdn.len() > 253
+        || fqdn
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
     {
-        tracing::error!(error = %e, "raft listener stopped");
+        return Err(invalid(format!("{fqdn:?} is not a host name")));
     }
-}
-
-fn validate(config: &NodeConfig) -> Result<()> {
-    if config.service_id.trim().is_empty() {
-        return Err(NodeError::Config("service id is empty".into()));
-    }
-    let t = &config.raft;
-    if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.election_ticks <= t.heartbeat_ticks {
-        return Err(NodeError::Config(
-            "raft timings: tick_ms > 0 and election_ticks > heartbeat_ticks > 0".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Asks the cluster to admit this service, retrying while the cluster is busy or
-/// unreachable; a refusal is final.
-async fn join_cluster(
-    transport: &Transport,
-    addr: &str,
-    config: &NodeConfig,
-    raft_addr: &str,
-) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_millis(config.limits.join_timeout_ms);
-    let request = pb::JoinRequest {
-        service_id: config.service_id.clone(),
-        raft_addr: raft_addr.to_string(),
-        http_addr: config.http_addr.clone().unwrap_or_default(),
+    let Some((host, port)) = raft_addr.rsplit_once(':') else {
+        return Err(invalid(format!("raft address {raft_addr:?} has no port")));
     };
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let error = match transport.join(addr, request.clone()).await {
-            Ok(response) if response.raft_id > 0 => {
-                tracing::info!(
-                    raft_id = response.raft_id,
-                    via = addr,
-                    "admitted to the cluster"
-                );
-                for m in &response.members {
-                    if m.raft_id != response.raft_id {
-                        transport.set_peer(m.raft_id, &m.raft_addr)?;
-                    }
-                }
-                return Ok(response.raft_id);
-            }
-            Ok(_) => "the cluster answered without a raft id".to_string(),
-            Err(TransportError::Refused {
-                code: tonic::Code::FailedPrecondition,
-                message,
-                ..
-            }) => return Err(NodeError::Join(message)),
-            Err(e @ TransportError::InvalidAddress { .. }) => {
-                return Err(NodeError::Join(e.to_string()));
-            }
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() + pause > deadline {
-            return Err(NodeError::Join(format!(
-                "gave up after {} ms: {error}",
-                config.limits.join_timeout_ms
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => {
+            return Err(invalid(format!(
+                "raft address {raft_addr:?}: port must be 1-65535"
             )));
         }
-        tracing::info!(via = addr, %error, "join not possible yet, retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
     }
-}
-
-/// A new cluster's first entry adds the first node as a voter and records who it is,
-/// so every node that replays the log learns the first member like any other.
-fn bootstrap(log: &mut LogStore, service_id: &str, raft_addr: &str, http_addr: &str) -> Result<()> {
-    let member = pb::Member {
-        raft_id: 1,
-        service_id: service_id.to_string(),
-        raft_addr: raft_addr.to_string(),
-        http_addr: http_addr.to_string(),
-    };
-    let cc = ConfChangeV2 {
-        changes: vec![ConfChangeSingle {
-            change_type: ConfChangeType::AddNode as i32,
-            node_id: 1,
-        }],
-        context: member.encode_to_vec(),
-        ..Default::default()
-    };
-    let entry = Entry {
-        entry_type: EntryType::EntryConfChangeV2 as i32,
-        term: 1,
-        index: 1,
-        data: prost_011::Message::encode_to_vec(&cc),
-        ..Default::default()
-    };
-    let hs = HardState {
-        term: 1,
-        vote: 0,
-        commit: 1,
-    };
-    let cs = ConfState {
-        voters: vec![1],
-        ..Default::default()
-    };
-    log.write(&[entry], Some(&hs), Some(&cs))?;
-    tracing::info!(service_id, raft_addr, "bootstrapped a new cluster");
+    if host != fqdn {
+        return Err(invalid(format!(
+            "raft address {raft_addr:?} does not name host {fqdn}"
+        )));
+    }
     Ok(())
-}
-
-fn restore_raft(
-    config: &NodeConfig,
-    raft_id: u64,
-    mut log: LogStore,
-    sm: &StateMachine,
-) -> Result<RawNode<LogStore>> {
-    let applied = sm.applied_index();
-    let last = log.last_index().unwrap_or(0);
-    if applied > last {
-        return Err(NodeError::Fatal(format!(
-            "the state database has applied entry {applied} but the raft log ends at {last}: \
-             the log in {} was truncated or replaced",
-            log.path().display()
-        )));
-    }
-    if applied > 0 {
-        let bytes = sm.conf_state()?.ok_or_else(|| {
-            NodeError::Fatal("state database has applied entries but no configuration".into())
-        })?;
-        let cs = <ConfState as prost_011::Message>::decode(bytes.as_slice()).map_err(|e| {
-            NodeError::Fatal(format!("undecodable configuration in state database: {e}"))
-        })?;
-        log.set_conf_state_unpersisted(cs);
-        log.raise_commit_unpersisted(applied);
-    }
-    let commit = log.hard_state().commit;
-    if commit > last {
-        return Err(NodeError::Fatal(format!(
-            "raft log {} ends at {last} but its commit index is {commit}: committed entries are missing",
-            log.path().display()
-        )));
-    }
-    let timings = &config.raft;
-    let raft_config = raft::Config {
-        id: raft_id,
-        election_tick: timings.election_ticks,
-        heartbeat_tick: timings.heartbeat_ticks,
-        applied,
-        max_size_per_msg: timings.max_append_bytes,
-        max_inflight_msgs: timings.max_inflight_appends,
-        check_quorum: true,
-        pre_vote: true,
-        read_only_option: ReadOnlyOption::Safe,
-        ..Default::default()
-    };
-    raft_config
-        .validate()
-        .map_err(|e| NodeError::Config(format!("raft configuration: {e}")))?;
-    let mut raw = RawNode::new(&raft_config, log, &raft_logger())
-        .map_err(|e| NodeError::Fatal(format!("cannot start raft: {e}")))?;
-    let cs = raw.raft.prs().conf().to_conf_state();
-    if cs.voters == [raft_id] && cs.learners.is_empty() {
-        // A one-voter cluster need not wait for an election timeout.
-        let _ = raw.campaign();
-    }
-    Ok(raw)
-}
-
-fn initial_status(identity: &Identity, applied: u64) -> Status {
-    Status {
-        raft_id: identity.raft_id,
-        service_id: identity.service_id.clone(),
-        role: Role::Joining,
-        leader_id: 0,
-        term: 0,
-        commit_index: 0,
-        applied_index: applied,
-        last_index: 0,
-        voters: Vec::new(),
-        learners: Vec::new(),
-        members: Vec::new(),
-    }
 }

@@ -20,6 +20,16 @@ CREATE TABLE IF NOT EXISTS _sqlraft_members (
     raft_addr TEXT NOT NULL,
     http_addr TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS _sqlraft_services (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    fqdn TEXT NOT NULL,
+    raft_addr TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raft_id INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    updated_index INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The SQLite state machine: applies committed raft entries to the state database.
@@ -31,7 +41,7 @@ CREATE TABLE IF NOT EXISTS _sqlraft_members (
 /// durable record, and a commit lost in a crash is applied again from the log.
 pub struct StateMachine {
     path: PathBuf,
-    conn: Connection,
+    pub(crate) conn: Connection,
     guard: Guard,
     /// State of the deterministic `random()`, reseeded for every request.
     rng: Arc<Mutex<u64>>,
@@ -147,11 +157,11 @@ impl StateMachine {
 ///
 /// Dropping it without [`ApplyTxn::commit`] rolls everything back.
 pub struct ApplyTxn<'a> {
-    tx: rusqlite::Transaction<'a>,
+    pub(crate) tx: rusqlite::Transaction<'a>,
     guard: &'a Guard,
     rng: &'a Arc<Mutex<u64>>,
     applied: &'a mut u64,
-    last_index: Option<u64>,
+    pub(crate) last_index: Option<u64>,
 }
 
 impl ApplyTxn<'_> {
@@ -280,7 +290,7 @@ impl ApplyTxn<'_> {
                 ],
             )
             .map_err(SqliteError::Apply)?;
-        Ok(())
+        self.service_joined(member)
     }
 
     /// Removes a member.
@@ -291,7 +301,7 @@ impl ApplyTxn<'_> {
                 [raft_id as i64],
             )
             .map_err(SqliteError::Apply)?;
-        Ok(())
+        self.service_left(raft_id)
     }
 
     /// Stores the conf state (opaque bytes) that holds once this batch is applied.

@@ -34,10 +34,12 @@ pub mod codec;
 mod error;
 mod guard;
 mod read;
+mod registry;
 mod types;
 
 pub use apply::{ApplyTxn, StateMachine};
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;
 pub use read::{ReadOptions, ReadPool};
+pub use registry::{FIRST_SERVICE_ID, RegistryError, Service, ServiceState, host_of, service_name};
 pub use types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};

@@ -61,6 +61,18 @@ impl Drop for Peer {
     }
 }
 
+/// What the transport observed on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Messages to this peer could not be delivered.
+    Unreachable(u64),
+    /// This peer refused our messages because this node was removed from the cluster.
+    Removed {
+        /// The peer that said so.
+        by: u64,
+    },
+}
+
 /// Sends raft messages to peers and makes request RPCs to them. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
@@ -72,27 +84,28 @@ struct Inner {
     peers: Mutex<HashMap<u64, Peer>>,
     channels: Mutex<HashMap<String, Channel>>,
     blocked: Arc<RwLock<HashSet<u64>>>,
-    unreachable: mpsc::Sender<u64>,
+    events: mpsc::Sender<PeerEvent>,
     /// Sender tasks run here, whichever thread adds a peer (the raft loop has no runtime).
     runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
-    /// A transport with no peers. Peers that cannot be reached are reported on the
-    /// returned receiver (feed them to `RawNode::report_unreachable`).
+    /// A transport with no peers. What happens on the links is reported on the
+    /// returned receiver: unreachable peers (feed them to `RawNode::report_unreachable`)
+    /// and a peer's word that this node was removed from the cluster.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
-    pub fn new(options: TransportOptions) -> (Transport, mpsc::Receiver<u64>) {
-        let (unreachable, reports) = mpsc::channel(1024);
+    pub fn new(options: TransportOptions) -> (Transport, mpsc::Receiver<PeerEvent>) {
+        let (events, reports) = mpsc::channel(1024);
         let transport = Transport {
             inner: Arc::new(Inner {
                 options,
                 peers: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 blocked: Arc::new(RwLock::new(HashSet::new())),
-                unreachable,
+                events,
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
@@ -122,7 +135,7 @@ impl Transport {
             channel,
             rx,
             self.inner.options.clone(),
-            self.inner.unreachable.clone(),
+            self.inner.events.clone(),
         ));
         peers.insert(
             id,
@@ -183,7 +196,10 @@ impl Transport {
             }
             if peer.queue.try_send(bytes).is_err() {
                 tracing::debug!(to = message.to, "peer queue full, dropping message");
-                let _ = self.inner.unreachable.try_send(message.to);
+                let _ = self
+                    .inner
+                    .events
+                    .try_send(PeerEvent::Unreachable(message.to));
             }
         }
     }
@@ -193,15 +209,13 @@ impl Transport {
         &self,
         addr: &str,
         leader_id: u64,
-        request: pb::WriteRequest,
+        request: pb::ForwardRequest,
     ) -> Result<pb::ForwardResponse, TransportError> {
         if self.blocked_now().contains(&leader_id) {
             return Err(TransportError::Blocked(addr.to_string()));
         }
         let mut client = self.client(addr)?;
-        let mut rpc = tonic::Request::new(pb::ForwardRequest {
-            request: Some(request),
-        });
+        let mut rpc = tonic::Request::new(request);
         rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
         client
             .forward(rpc)
@@ -317,7 +331,7 @@ async fn send_loop(
     channel: Channel,
     mut queue: mpsc::Receiver<Bytes>,
     options: TransportOptions,
-    unreachable: mpsc::Sender<u64>,
+    events: mpsc::Sender<PeerEvent>,
 ) {
     let mut client = RaftTransportClient::new(channel)
         .max_encoding_message_size(options.max_message_bytes)
@@ -340,9 +354,17 @@ async fn send_loop(
         rpc.set_timeout(Duration::from_millis(options.send_timeout_ms));
         match client.send(rpc).await {
             Ok(_) => backoff = Duration::from_millis(options.backoff_min_ms),
+            Err(status)
+                if status.code() == tonic::Code::PermissionDenied
+                    && status.message().starts_with(crate::server::REMOVED) =>
+            {
+                tracing::warn!(peer = id, %addr, "peer says this node was removed from the cluster");
+                let _ = events.try_send(PeerEvent::Removed { by: id });
+                while queue.try_recv().is_ok() {}
+            }
             Err(status) => {
                 tracing::debug!(peer = id, %addr, error = %status.message(), "raft send failed");
-                let _ = unreachable.try_send(id);
+                let _ = events.try_send(PeerEvent::Unreachable(id));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
                 // What queued up meanwhile is stale; raft will resend what matters.

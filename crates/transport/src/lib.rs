@@ -19,6 +19,6 @@ mod client;
 mod error;
 mod server;
 
-pub use client::{Transport, TransportOptions};
+pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
 pub use server::{Handler, serve};

@@ -12,14 +12,19 @@ use tonic::{Request, Response, Status};
 
 use crate::TransportError;
 
+/// Start of the status message that tells a node it was removed from the cluster.
+pub(crate) const REMOVED: &str = "member removed";
+
 /// What a node does with what its peers send.
 pub trait Handler: Send + Sync + 'static {
     /// Raft messages from peers. Must not block: queue them for the raft loop.
-    fn raft_messages(&self, messages: Vec<Message>);
-    /// A write forwarded by a follower; answered once it is applied here.
+    /// `Err(sender)`: the sender was removed from the cluster; it is told so.
+    fn raft_messages(&self, messages: Vec<Message>) -> Result<(), u64>;
+    /// A write or an administrative request forwarded by another node; answered once
+    /// it is applied here.
     fn forward(
         &self,
-        request: pb::WriteRequest,
+        request: pb::ForwardRequest,
     ) -> impl Future<Output = pb::ForwardResponse> + Send;
     /// A service asking to join the cluster.
     fn join(
@@ -47,8 +52,12 @@ impl<H: Handler> RaftTransport for Service<H> {
         if !blocked.is_empty() {
             messages.retain(|m| !blocked.contains(&m.from));
         }
-        if !messages.is_empty() {
-            self.handler.raft_messages(messages);
+        if !messages.is_empty()
+            && let Err(sender) = self.handler.raft_messages(messages)
+        {
+            return Err(Status::permission_denied(format!(
+                "{REMOVED}: raft id {sender} is no longer a member of this cluster"
+            )));
         }
         Ok(Response::new(pb::RaftAck {}))
     }
@@ -57,10 +66,13 @@ impl<H: Handler> RaftTransport for Service<H> {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let Some(write) = request.into_inner().request else {
-            return Err(Status::invalid_argument("forward request without a write"));
-        };
-        Ok(Response::new(self.handler.forward(write).await))
+        let request = request.into_inner();
+        if request.request.is_some() == request.admin.is_some() {
+            return Err(Status::invalid_argument(
+                "a forward request carries exactly one of a write and an admin request",
+            ));
+        }
+        Ok(Response::new(self.handler.forward(request).await))
     }
 
     async fn join(

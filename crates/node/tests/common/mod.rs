@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlraft::{
-    Consistency, FIRST_SERVICE_ID, Node, NodeConfig, NodeError, Role, Statement, Value,
+    Admission, Consistency, FIRST_SERVICE_ID, Node, NodeConfig, NodeError, Role, Statement, Value,
     WriteOutcome, WriteRequest,
 };
 
@@ -42,6 +42,9 @@ pub fn fast_config(service_id: &str, dir: PathBuf, listen: &str) -> NodeConfig {
     config.limits.read_timeout_ms = 3_000;
     config.limits.join_timeout_ms = 20_000;
     config.transport.backoff_max_ms = 200;
+    // Most tests form clusters without registering services first; the registry's
+    // own tests switch this back.
+    config.admission = Admission::Open;
     config
 }
 

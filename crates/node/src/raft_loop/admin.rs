@@ -1,0 +1,341 @@
+//! Membership and the services registry: joins, promotions, removals.
+
+use prost::Message as _;
+use raft::eraftpb::{ConfChangeV2, ConfState};
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::ServiceState;
+use tokio::sync::oneshot;
+
+use super::{AdminOutcome, Pending, PendingJoin, RaftLoop};
+use crate::config::Admission;
+use crate::error::{NodeError, Result};
+use crate::membership::{self, PromotionInput};
+
+impl RaftLoop {
+    pub(super) fn join(
+        &mut self,
+        request: pb::JoinRequest,
+        reply: oneshot::Sender<Result<pb::JoinResponse>>,
+    ) {
+        match self.admit(&request) {
+            Ok(Some(raft_id)) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let pending = Pending {
+                    term: self.raw.raft.term,
+                    reply,
+                };
+                self.pending_joins
+                    .insert(index, PendingJoin { raft_id, pending });
+            }
+            Ok(None) => {
+                let raft_id = self
+                    .members
+                    .values()
+                    .find(|m| m.service_id == request.service_id)
+                    .map_or(0, |m| m.raft_id);
+                let _ = reply.send(Ok(self.join_response(raft_id)));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Proposes adding the service as a learner. `Ok(None)`: it is a member already
+    /// with that address (a retried join).
+    fn admit(&mut self, request: &pb::JoinRequest) -> Result<Option<u64>> {
+        if !self.is_leader() {
+            return Err(NodeError::NoLeader);
+        }
+        let id = &request.service_id;
+        if let Some(m) = self.members.values().find(|m| &m.service_id == id) {
+            if m.raft_addr == request.raft_addr {
+                return Ok(None);
+            }
+            return Err(NodeError::Join(format!(
+                "service {id} is already a member with raft address {}",
+                m.raft_addr
+            )));
+        }
+        if let Some(m) = self
+            .members
+            .values()
+            .find(|m| m.raft_addr == request.raft_addr)
+        {
+            return Err(NodeError::Join(format!(
+                "raft address {} is already used by service {}",
+                m.raft_addr, m.service_id
+            )));
+        }
+        self.check_registration(request)?;
+        if self.raw.raft.has_pending_conf() || !self.pending_joins.is_empty() {
+            return Err(NodeError::Busy("another membership change is in progress"));
+        }
+        let conf = self.conf_state();
+        let raft_id = self
+            .members
+            .keys()
+            .chain(conf.voters.iter())
+            .chain(conf.learners.iter())
+            .copied()
+            .chain(self.sm.services()?.iter().filter_map(|s| s.raft_id))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let member = pb::Member {
+            raft_id,
+            service_id: id.clone(),
+            raft_addr: request.raft_addr.clone(),
+            http_addr: request.http_addr.clone(),
+        };
+        let cc = membership::add_learner(raft_id, member.encode_to_vec());
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|e| NodeError::Join(format!("conf change refused: {e}")))?;
+        tracing::info!(raft_id, service_id = %id, addr = %request.raft_addr,
+            "proposed adding a learner");
+        Ok(Some(raft_id))
+    }
+
+    /// With registered admission, only a created service may join, with the raft
+    /// address it was created with.
+    fn check_registration(&self, request: &pb::JoinRequest) -> Result<()> {
+        let id = &request.service_id;
+        let service = self.sm.service(id)?;
+        match (self.admission, service) {
+            (Admission::Open, Some(s)) if s.state == ServiceState::Removed => Err(NodeError::Join(
+                format!("service {id} was removed from the cluster and cannot join again"),
+            )),
+            (Admission::Open, _) => Ok(()),
+            (Admission::Registered, None) => Err(NodeError::Join(format!(
+                "service {id} was never created: create it in the web interface (or POST /api/v1/services) first"
+            ))),
+            (Admission::Registered, Some(s)) if s.state == ServiceState::Removed => {
+                Err(NodeError::Join(format!(
+                    "service {id} was removed from the cluster and cannot join again"
+                )))
+            }
+            (Admission::Registered, Some(s)) if s.raft_addr != request.raft_addr => {
+                Err(NodeError::Join(format!(
+                    "service {id} was created with raft address {}, not {}",
+                    s.raft_addr, request.raft_addr
+                )))
+            }
+            (Admission::Registered, Some(_)) => Ok(()),
+        }
+    }
+
+    pub(super) fn join_response(&self, raft_id: u64) -> pb::JoinResponse {
+        pb::JoinResponse {
+            raft_id,
+            members: self.members.values().map(Into::into).collect(),
+        }
+    }
+
+    fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    pub(super) fn admin(
+        &mut self,
+        request: pb::AdminRequest,
+        reply: oneshot::Sender<Result<AdminOutcome>>,
+    ) {
+        use pb::admin_request::Kind;
+        if !self.is_leader() {
+            let _ = reply.send(Err(NodeError::NoLeader));
+            return;
+        }
+        match request.kind {
+            Some(Kind::CreateService(create)) => {
+                let command = pb::Command {
+                    kind: Some(pb::command::Kind::CreateService(create)),
+                };
+                if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
+                    self.pending_admin.insert(index, pending);
+                }
+            }
+            Some(Kind::RemoveService(id)) => self.remove_service(&id, reply),
+            Some(Kind::TransferLeader(to)) => {
+                self.raw.transfer_leader(to);
+                let _ = reply.send(Ok(AdminOutcome { index: 0 }));
+            }
+            None => {
+                let _ = reply.send(Err(NodeError::Invalid("empty admin request".into())));
+            }
+        }
+    }
+
+    /// Removes a service: a created one is marked removed; a member leaves the
+    /// configuration (a voter whose removal would leave an even number of voters takes
+    /// another voter down to learner in the same joint change). The leader itself
+    /// hands leadership over first; the caller retries with the new leader.
+    fn remove_service(&mut self, id: &str, reply: oneshot::Sender<Result<AdminOutcome>>) {
+        let plan = match self.removal_plan(id) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let proposed = match plan {
+            Removal::Registry(command) => {
+                if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
+                    self.pending_admin.insert(index, pending);
+                }
+                return;
+            }
+            Removal::Conf(cc) => self.raw.propose_conf_change(Vec::new(), cc),
+        };
+        match proposed {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let pending = Pending {
+                    term: self.raw.raft.term,
+                    reply,
+                };
+                self.pending_admin.insert(index, pending);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Invalid(format!("conf change refused: {e}"))));
+            }
+        }
+    }
+
+    fn removal_plan(&mut self, id: &str) -> Result<Removal> {
+        let service = self
+            .sm
+            .service(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no service with id {id}")))?;
+        let raft_id = match (service.state, service.raft_id) {
+            (ServiceState::Removed, _) => {
+                return Err(NodeError::Conflict(format!(
+                    "service {id} is already removed"
+                )));
+            }
+            (ServiceState::Created, _) | (_, None) => {
+                return Ok(Removal::Registry(pb::Command {
+                    kind: Some(pb::command::Kind::RemoveService(pb::RemoveService {
+                        id: id.to_string(),
+                        at_unix_ms: now_unix_ms(),
+                    })),
+                }));
+            }
+            (_, Some(raft_id)) => raft_id,
+        };
+        if self.raw.raft.has_pending_conf() {
+            return Err(NodeError::Busy("another membership change is in progress"));
+        }
+        let conf = self.conf_state();
+        if !conf.voters_outgoing.is_empty() {
+            return Err(NodeError::Busy(
+                "the cluster is leaving a joint configuration",
+            ));
+        }
+        let me = self.raw.raft.id;
+        if raft_id == me {
+            let Some(next) = self.best_other_voter(&conf, me) else {
+                return Err(NodeError::Invalid(
+                    "the only voter cannot be removed; add services first or use raft/.reset"
+                        .into(),
+                ));
+            };
+            tracing::info!(
+                to = next,
+                "handing leadership over before removing this node"
+            );
+            self.raw.transfer_leader(next);
+            return Err(NodeError::LeaderChanging);
+        }
+        let demote = if conf.voters.contains(&raft_id) {
+            let remaining: Vec<u64> = conf
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != raft_id)
+                .collect();
+            if remaining.is_empty() {
+                return Err(NodeError::Invalid(
+                    "the only voter cannot be removed".into(),
+                ));
+            }
+            if remaining.len().is_multiple_of(2) {
+                // Keep voters odd: the least caught-up other voter, never the leader.
+                remaining
+                    .iter()
+                    .copied()
+                    .filter(|v| *v != me)
+                    .min_by_key(|v| self.raw.raft.prs().get(*v).map_or(0, |p| p.matched))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        tracing::info!(raft_id, ?demote, service_id = id, "proposing removal");
+        Ok(Removal::Conf(membership::remove(raft_id, demote)))
+    }
+
+    fn best_other_voter(&self, conf: &ConfState, me: u64) -> Option<u64> {
+        conf.voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me)
+            .max_by_key(|v| self.raw.raft.prs().get(*v).map_or(0, |p| p.matched))
+    }
+
+    /// Leader only: leave a joint configuration left behind by a previous leader, and
+    /// promote learners when that keeps the voter count odd.
+    pub(super) fn manage_membership(&mut self) {
+        if self.raw.raft.has_pending_conf() {
+            return;
+        }
+        let conf = self.conf_state();
+        if !conf.voters_outgoing.is_empty() {
+            // raft-rs leaves a joint config automatically only if the leader that
+            // entered it stays leader until it is applied.
+            if let Err(e) = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
+                tracing::warn!(error = %e, "could not propose leaving the joint configuration");
+            }
+            return;
+        }
+        let matched: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        let promote = membership::learners_to_promote(&PromotionInput {
+            voters: &conf.voters,
+            learners: &conf.learners,
+            matched: &matched,
+            commit_index: self.raw.raft.raft_log.committed,
+            catch_up_entries: self.timings.learner_catch_up_entries,
+        });
+        if promote.is_empty() {
+            return;
+        }
+        match self
+            .raw
+            .propose_conf_change(Vec::new(), membership::promote(&promote))
+        {
+            Ok(()) => tracing::info!(?promote, voters = ?conf.voters, "promoting learners"),
+            Err(e) => tracing::warn!(error = %e, ?promote, "could not propose promotion"),
+        }
+    }
+}
+
+enum Removal {
+    Registry(pb::Command),
+    Conf(ConfChangeV2),
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,582 @@
+//! The raft loop: one thread that owns the `RawNode`, the log and the state machine.
+//!
+//! Each turn: take requests (raft messages, proposals, read-index requests, joins,
+//! administration) from a bounded queue, tick on time, then handle one `Ready`:
+//!
+//! 1. send the messages that need nothing persisted (a leader's appends go out before
+//!    its own fsync);
+//! 2. apply committed entries (raft-rs hands out only entries already persisted here),
+//!    all of them in one SQLite transaction together with `applied_index`;
+//! 3. write the new entries and hard state with one fsync;
+//! 4. only then send the messages that depend on them (votes, append responses);
+//! 5. advance, and do the same for the light ready.
+//!
+//! Anything that makes the log or the state database untrustworthy stops the loop; the
+//! error is published and every caller gets it.
+
+mod admin;
+mod apply;
+
+pub(crate) use admin::now_unix_ms;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{ConfState, Message};
+use raft::{RawNode, StateRole};
+use sqlraft_log::LogStore;
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::{Member, Service, StateMachine, StatementResult};
+use sqlraft_transport::{PeerEvent, Transport};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Admission, Limits, RaftTimings};
+use crate::error::{NodeError, Result};
+use crate::status::{MemberStatus, Role, Status};
+
+/// A request to the raft loop.
+pub(crate) enum Request {
+    Raft(Vec<Message>),
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Join {
+        request: pb::JoinRequest,
+        reply: oneshot::Sender<Result<pb::JoinResponse>>,
+    },
+    Admin {
+        request: pb::AdminRequest,
+        reply: oneshot::Sender<Result<AdminOutcome>>,
+    },
+    Services {
+        reply: oneshot::Sender<Result<Vec<Service>>>,
+    },
+    Shutdown,
+}
+
+/// The outcome of an applied write.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub index: u64,
+    pub results: Vec<StatementResult>,
+}
+
+/// The outcome of an applied administrative change.
+#[derive(Debug)]
+pub(crate) struct AdminOutcome {
+    pub index: u64,
+}
+
+/// Why the loop stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// This node was removed from the cluster.
+    Removed,
+    /// A fatal error.
+    Failed(String),
+}
+
+/// What the loop publishes for everyone else.
+pub(crate) struct Shared {
+    pub status: Mutex<Status>,
+    pub applied: watch::Sender<u64>,
+    pub stop: Mutex<Option<Stop>>,
+    /// Raft ids removed from the cluster: their messages are refused, which tells them.
+    pub removed: RwLock<HashSet<u64>>,
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn stop(&self) -> Option<Stop> {
+        self.stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn is_removed(&self, raft_id: u64) -> bool {
+        self.removed
+            .read()
+            .map(|r| r.contains(&raft_id))
+            .unwrap_or(false)
+    }
+}
+
+/// Something waiting for the entry proposed at an index in a term.
+struct Pending<T> {
+    term: u64,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+struct PendingJoin {
+    raft_id: u64,
+    pending: Pending<pb::JoinResponse>,
+}
+
+struct PendingRead {
+    deadline: Instant,
+    /// When the read index was last requested from raft.
+    asked: Instant,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// What applying one entry produced, for whoever waits on it.
+pub(crate) enum EntryOutcome {
+    Write(Vec<StatementResult>),
+    Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
+    Done,
+}
+
+/// Everything the loop is built from.
+pub(crate) struct LoopParts {
+    pub raw: RawNode<LogStore>,
+    pub sm: StateMachine,
+    pub transport: Transport,
+    pub requests: Receiver<Request>,
+    pub peer_events: mpsc::Receiver<PeerEvent>,
+    pub shared: Arc<Shared>,
+    pub service_id: String,
+    pub members: BTreeMap<u64, Member>,
+    pub timings: RaftTimings,
+    pub limits: Limits,
+    pub admission: Admission,
+}
+
+pub(crate) struct RaftLoop {
+    raw: RawNode<LogStore>,
+    sm: StateMachine,
+    transport: Transport,
+    requests: Receiver<Request>,
+    peer_events: mpsc::Receiver<PeerEvent>,
+    shared: Arc<Shared>,
+    service_id: String,
+    members: BTreeMap<u64, Member>,
+    timings: RaftTimings,
+    limits: Limits,
+    admission: Admission,
+    pending_writes: BTreeMap<u64, Pending<Applied>>,
+    pending_admin: BTreeMap<u64, Pending<AdminOutcome>>,
+    pending_joins: BTreeMap<u64, PendingJoin>,
+    pending_reads: HashMap<u64, PendingRead>,
+    next_read_id: u64,
+    /// Set when this node applied its own removal; the loop ends after the turn.
+    removed: bool,
+}
+
+impl RaftLoop {
+    pub fn new(parts: LoopParts) -> Self {
+        RaftLoop {
+            raw: parts.raw,
+            sm: parts.sm,
+            transport: parts.transport,
+            requests: parts.requests,
+            peer_events: parts.peer_events,
+            shared: parts.shared,
+            service_id: parts.service_id,
+            members: parts.members,
+            timings: parts.timings,
+            limits: parts.limits,
+            admission: parts.admission,
+            pending_writes: BTreeMap::new(),
+            pending_admin: BTreeMap::new(),
+            pending_joins: BTreeMap::new(),
+            pending_reads: HashMap::new(),
+            next_read_id: 1,
+            removed: false,
+        }
+    }
+
+    /// Runs until shutdown, removal or a fatal error.
+    pub fn run(mut self) {
+        let raft_id = self.raw.raft.id;
+        let span = tracing::info_span!("raft_loop", node_id = raft_id);
+        let _enter = span.enter();
+        // raft-rs panics when its storage fails; that must stop the node visibly, not
+        // leave callers waiting on a dead thread.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turns()));
+        let stop = match outcome {
+            Ok(Ok(())) if self.removed => Some(Stop::Removed),
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Stop::Failed(e.to_string())),
+            Err(panic) => Some(Stop::Failed(format!(
+                "raft loop panicked: {}",
+                panic_message(&panic)
+            ))),
+        };
+        match &stop {
+            None => tracing::info!("raft loop stopped"),
+            Some(Stop::Removed) => {
+                tracing::warn!("this node was removed from the cluster; stopping")
+            }
+            Some(Stop::Failed(e)) => {
+                tracing::error!(error = %e, "raft loop stopped on a fatal error")
+            }
+        }
+        *self
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = stop;
+        self.fail_pending();
+    }
+
+    fn turns(&mut self) -> Result<()> {
+        let tick = Duration::from_millis(self.timings.tick_ms.max(1));
+        let mut next_tick = Instant::now() + tick;
+        self.publish();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.requests.recv_timeout(wait) {
+                Ok(Request::Shutdown) => return Ok(()),
+                Ok(request) => self.handle(request),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            // Take what else is queued, so proposals arriving together share one Ready
+            // (one fsync, one apply transaction).
+            for _ in 0..self.limits.loop_queue_len {
+                match self.requests.try_recv() {
+                    Ok(Request::Shutdown) => return Ok(()),
+                    Ok(request) => self.handle(request),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(event) = self.peer_events.try_recv() {
+                match event {
+                    PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
+                    PeerEvent::Removed { by } => {
+                        tracing::warn!(by, "a member says this node was removed");
+                        self.removed = true;
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick;
+                }
+                self.on_tick();
+            }
+            self.on_ready()?;
+            self.publish();
+            if self.removed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Raft(messages) => {
+                for message in messages {
+                    if let Err(e) = self.raw.step(message) {
+                        tracing::debug!(error = %e, "raft refused a message");
+                    }
+                }
+            }
+            Request::Propose { command, reply } => self.propose(command, reply),
+            Request::ReadIndex { reply } => self.read_index(reply),
+            Request::Join { request, reply } => self.join(request, reply),
+            Request::Admin { request, reply } => self.admin(request, reply),
+            Request::Services { reply } => {
+                let _ = reply.send(self.sm.services().map_err(Into::into));
+            }
+            Request::Shutdown => {}
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Proposes a normal entry; `Some(pending)` to wait on it, `None` if raft refused.
+    fn propose_entry<T>(
+        &mut self,
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<T>>,
+    ) -> Option<(u64, Pending<T>)> {
+        if !self.is_leader() {
+            let _ = reply.send(Err(NodeError::NoLeader));
+            return None;
+        }
+        match self.raw.propose(Vec::new(), command) {
+            Ok(()) => Some((
+                self.raw.raft.raft_log.last_index(),
+                Pending {
+                    term: self.raw.raft.term,
+                    reply,
+                },
+            )),
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal refused");
+                let _ = reply.send(Err(NodeError::NoLeader));
+                None
+            }
+        }
+    }
+
+    fn propose(&mut self, command: Vec<u8>, reply: oneshot::Sender<Result<Applied>>) {
+        if let Some((index, pending)) = self.propose_entry(command, reply) {
+            self.pending_writes.insert(index, pending);
+        }
+    }
+
+    fn read_index(&mut self, reply: oneshot::Sender<Result<u64>>) {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            let _ = reply.send(Err(NodeError::NoLeader));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.raw.read_index(id.to_le_bytes().to_vec());
+        let now = Instant::now();
+        self.pending_reads.insert(
+            id,
+            PendingRead {
+                deadline: now + Duration::from_millis(self.limits.read_timeout_ms),
+                asked: now,
+                reply,
+            },
+        );
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(read) = self.pending_reads.remove(&id) {
+                let _ = read
+                    .reply
+                    .send(Err(NodeError::Timeout(self.limits.read_timeout_ms)));
+            }
+        }
+        // raft-rs drops a read-index request silently when the leader has not yet
+        // committed an entry in its term (or the request was lost on the way); ask
+        // again, a duplicate answer is harmless.
+        let again =
+            Duration::from_millis(self.timings.tick_ms * self.timings.heartbeat_ticks as u64 * 2);
+        for (id, read) in self.pending_reads.iter_mut() {
+            if now.duration_since(read.asked) >= again {
+                read.asked = now;
+                self.raw.read_index(id.to_le_bytes().to_vec());
+            }
+        }
+        if self.is_leader() {
+            self.manage_membership();
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            return Err(NodeError::Fatal(
+                "received a snapshot, which this version cannot install".into(),
+            ));
+        }
+        self.apply(ready.take_committed_entries())?;
+        for state in ready.take_read_states() {
+            self.read_ready(&state.request_ctx, state.index);
+        }
+        self.raw
+            .mut_store()
+            .write(ready.entries(), ready.hs(), None)?;
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().note_commit(commit);
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    fn read_ready(&mut self, ctx: &[u8], index: u64) {
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        if let Some(read) = self.pending_reads.remove(&u64::from_le_bytes(bytes)) {
+            let _ = read.reply.send(Ok(index));
+        }
+    }
+
+    /// Answers whoever waits on entry `index` of `term`. Waiters at lower indexes, or at
+    /// this index from another term, proposed entries another leader's log replaced.
+    fn resolve(&mut self, index: u64, term: u64, outcome: EntryOutcome) {
+        let (write, dropped) = settle(&mut self.pending_writes, index, term);
+        drop_all(dropped);
+        let (admin, dropped) = settle(&mut self.pending_admin, index, term);
+        drop_all(dropped);
+        let (join, dropped) = settle(&mut self.pending_joins, index, term);
+        drop_all(dropped.into_iter().map(|j| j.pending).collect());
+        // One entry has at most one waiter.
+        if let Some(p) = write {
+            let results = match outcome {
+                EntryOutcome::Write(results) => results,
+                _ => Vec::new(),
+            };
+            let _ = p.reply.send(Ok(Applied { index, results }));
+        } else if let Some(p) = admin {
+            let result = match outcome {
+                EntryOutcome::Registry(Err(e)) => Err(e.into()),
+                _ => Ok(AdminOutcome { index }),
+            };
+            let _ = p.reply.send(result);
+        } else if let Some(j) = join {
+            let response = self.join_response(j.raft_id);
+            let _ = j.pending.reply.send(Ok(response));
+        }
+    }
+
+    fn publish(&self) {
+        let raft = &self.raw.raft;
+        let conf: ConfState = raft.prs().conf().to_conf_state();
+        let me = raft.id;
+        let role = match raft.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
+            StateRole::Follower if conf.learners.contains(&me) => Role::Learner,
+            StateRole::Follower
+                if conf.voters.contains(&me) || conf.voters_outgoing.contains(&me) =>
+            {
+                Role::Follower
+            }
+            StateRole::Follower => Role::Joining,
+        };
+        let leader = raft.state == StateRole::Leader;
+        let members = self
+            .members
+            .values()
+            .map(|m| MemberStatus {
+                raft_id: m.raft_id,
+                service_id: m.service_id.clone(),
+                raft_addr: m.raft_addr.clone(),
+                http_addr: m.http_addr.clone(),
+                voter: conf.voters.contains(&m.raft_id)
+                    || conf.voters_outgoing.contains(&m.raft_id),
+                matched: leader
+                    .then(|| raft.prs().get(m.raft_id).map(|p| p.matched))
+                    .flatten(),
+                reachable: leader.then(|| {
+                    m.raft_id == me || raft.prs().get(m.raft_id).is_some_and(|p| p.recent_active)
+                }),
+            })
+            .collect();
+        let status = Status {
+            raft_id: me,
+            service_id: self.service_id.clone(),
+            role,
+            leader_id: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.sm.applied_index(),
+            last_index: raft.raft_log.last_index(),
+            voters: conf.voters,
+            learners: conf.learners,
+            members,
+        };
+        *self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, p) in std::mem::take(&mut self.pending_writes) {
+            let _ = p
+                .reply
+                .send(Err(NodeError::UnknownOutcome("node stopped".into())));
+        }
+        for (_, p) in std::mem::take(&mut self.pending_admin) {
+            let _ = p
+                .reply
+                .send(Err(NodeError::UnknownOutcome("node stopped".into())));
+        }
+        for (_, j) in std::mem::take(&mut self.pending_joins) {
+            let _ = j.pending.reply.send(Err(NodeError::Stopped));
+        }
+        for (_, p) in std::mem::take(&mut self.pending_reads) {
+            let _ = p.reply.send(Err(NodeError::Stopped));
+        }
+    }
+}
+
+/// Takes the waiters at or below `index`: the one proposed as (`index`, `term`), and
+/// the others, whose entries were replaced.
+fn settle<P: HasTerm>(
+    pending: &mut BTreeMap<u64, P>,
+    index: u64,
+    term: u64,
+) -> (Option<P>, Vec<P>) {
+    let mut matched = None;
+    let mut dropped = Vec::new();
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() > index {
+            break;
+        }
+        let (at, p) = entry.remove_entry();
+        if at == index && p.term() == term {
+            matched = Some(p);
+        } else {
+            dropped.push(p);
+        }
+    }
+    (matched, dropped)
+}
+
+fn drop_all<T>(dropped: Vec<Pending<T>>) {
+    for p in dropped {
+        let _ = p.reply.send(Err(NodeError::Dropped));
+    }
+}
+
+trait HasTerm {
+    fn term(&self) -> u64;
+}
+
+impl<T> HasTerm for Pending<T> {
+    fn term(&self) -> u64 {
+        self.term
+    }
+}
+
+impl HasTerm for PendingJoin {
+    fn term(&self) -> u64 {
+        self.pending.term
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
