@@ -65,6 +65,19 @@ pub struct RunArgs {
         hide = true
     )]
     pub join_timeout_ms: u64,
+    /// Install the service instead of running it: a systemd unit, enabled and started, or
+    /// where systemd is not running a supervised background process (docs/OPERATIONS.md).
+    #[arg(long = "install")]
+    pub install: bool,
+    /// With --install: print the unit and what would be done; change nothing.
+    #[arg(long = "dry-run", requires = "install")]
+    pub dry_run: bool,
+    /// With --install: the user the service runs as [default: the installing user].
+    #[arg(long = "user", value_name = "USER", requires = "install")]
+    pub user: Option<String>,
+    /// Run as the supervisor of an installed service (started by --install).
+    #[arg(long = "supervise", hide = true, conflicts_with = "install")]
+    pub supervise: bool,
 }
 
 /// `sqlraft-core demo`.

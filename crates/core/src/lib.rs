@@ -6,6 +6,7 @@
 //! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation.
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log.
 //! - [`demo`]: a local cluster of child processes.
+//! - [`install`]: `run ... --install`: a systemd unit, or a supervised background process.
 //! - [`client`]: a minimal HTTP client for probing other services.
 //!
 //! Serve the API of a node in process:
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod error;
+pub mod install;
 pub mod inventory;
 pub mod logfile;
 pub mod run;

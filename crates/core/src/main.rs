@@ -49,7 +49,13 @@ fn execute(command: Command) -> Result<(), CoreError> {
     match command {
         Command::Run(args) => {
             let config = validate_run(&args)?;
-            runtime()?.block_on(sqlraft_core::run::run(config))
+            if args.install {
+                sqlraft_core::install::install(&args, &config)
+            } else if args.supervise {
+                runtime()?.block_on(sqlraft_core::install::supervise(&config))
+            } else {
+                runtime()?.block_on(sqlraft_core::run::run(config))
+            }
         }
         Command::Demo(args) => runtime()?.block_on(sqlraft_core::demo::demo(args)),
         Command::Inventory(InventoryCommand::Check { file }) => {

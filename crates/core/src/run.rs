@@ -49,8 +49,9 @@ enum Stop {
     Failed(String),
 }
 
-/// Runs the service until a signal (Ok) or a fatal error (Err).
-pub async fn run(config: RunConfig) -> Result<(), CoreError> {
+/// Refuses to start a new service other than the first without `--raft.join`: it would
+/// found a second cluster.
+pub fn check_first_start(config: &RunConfig) -> Result<(), CoreError> {
     let dir = config.dir();
     let fresh = !dir.join("raft").join("identity").exists();
     if fresh && config.join.is_none() && config.id != FIRST_SERVICE_ID {
@@ -60,6 +61,13 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
             config.id
         )));
     }
+    Ok(())
+}
+
+/// Runs the service until a signal (Ok) or a fatal error (Err).
+pub async fn run(config: RunConfig) -> Result<(), CoreError> {
+    check_first_start(&config)?;
+    let dir = config.dir();
     init_logging(&config)?;
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;

@@ -1,0 +1,851 @@
+//! `sqlraft-core run ... --install [--dry-run]`: keep one core service running on this
+//! host.
+//!
+//! Where systemd runs (`/run/systemd/system` exists), the service becomes the unit
+//! `sqlraft-core-<id>.service` in `/etc/systemd/system`, enabled and started. Elsewhere
+//! (containers, CI) it runs as a **supervised background process**: a detached
+//! `sqlraft-core run ... --supervise` process (its own session, stdin closed, stdout and
+//! stderr appended to `<dir>/log/supervisor`) starts `sqlraft-core run ...` with the same
+//! flags and restarts it when it fails, as `Restart=on-failure` would. It holds an
+//! exclusive lock on `<dir>/run/supervisor.lock` for its whole life and writes
+//! `<dir>/run/supervisor.pid` and `<dir>/run/core.pid`. SIGTERM to the supervisor stops
+//! the service and then the supervisor.
+//!
+//! Both ways are idempotent: an unchanged, active unit or a running supervisor is left
+//! alone and the command says `nothing changed`.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, Uid, User};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{RunArgs, RunConfig};
+use crate::error::CoreError;
+
+/// Present when systemd is the running init system (what `sd_booted()` checks).
+pub const SYSTEMD_MARKER: &str = "/run/systemd/system";
+/// Where units are written.
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+/// Said on stdout when an installed service was already in place.
+pub const NOTHING_CHANGED: &str = "nothing changed";
+
+/// Default join timeout of `run`, left out of the service's command line.
+const DEFAULT_JOIN_TIMEOUT_MS: u64 = 60_000;
+/// How long `--install` waits for the supervised service to start.
+const START_WAIT_MS: u64 = 10_000;
+/// The service must stay up this long for `--install` to call it started.
+const START_SETTLE_MS: u64 = 1_000;
+/// How long the supervisor gives the service to stop after SIGTERM before SIGKILL.
+const STOP_TIMEOUT_MS: u64 = 30_000;
+/// Restart delays of the supervisor: first, and the most it doubles to.
+const RESTART_DELAY_MS: u64 = 1_000;
+const MAX_RESTART_DELAY_MS: u64 = 30_000;
+/// A service that ran this long before failing restarts after the first delay again.
+const STABLE_RUN_MS: u64 = 60_000;
+/// How often the supervisor looks at its child.
+const CHILD_POLL_MS: u64 = 200;
+/// The exit status of `run` for wrong flags: restarting cannot help (also in the unit).
+const USAGE_EXIT_STATUS: i32 = 2;
+
+/// The unit name of a service: `sqlraft-core-<id>.service`.
+pub fn unit_name(id: &str) -> String {
+    format!("sqlraft-core-{id}.service")
+}
+
+/// The installed command: the absolute binary and the `run` flags, without `--install`,
+/// `--dry-run` and `--user`. The advertised address is pinned (resolved once here), so a
+/// later change of `hostname -f` cannot give the service another address.
+pub fn service_args(config: &RunConfig) -> Vec<String> {
+    let mut args = vec![
+        "run".to_string(),
+        "--id".into(),
+        config.id.clone(),
+        "--root".into(),
+        config.root.display().to_string(),
+        "--raft.node.listen".into(),
+        config.listen.to_string(),
+        "--raft.node.addr".into(),
+        config.advertise.clone(),
+    ];
+    if let Some(join) = &config.join {
+        args.extend(["--raft.join".into(), join.clone()]);
+    }
+    args.extend(["--http".into(), config.http.to_string()]);
+    if config.join_timeout_ms != DEFAULT_JOIN_TIMEOUT_MS {
+        args.extend([
+            "--raft.join.timeout-ms".into(),
+            config.join_timeout_ms.to_string(),
+        ]);
+    }
+    args
+}
+
+/// What a systemd unit is made of.
+#[derive(Clone, Debug)]
+pub struct UnitSpec {
+    /// Service id.
+    pub id: String,
+    /// Absolute path of the binary.
+    pub exe: PathBuf,
+    /// Arguments after the binary.
+    pub args: Vec<String>,
+    /// The service directory, `<root>/core/<id>` (working directory, writable).
+    pub dir: PathBuf,
+    /// The user it runs as; `None`: root.
+    pub user: Option<String>,
+}
+
+/// Renders the unit file. Fails on paths or arguments that a unit cannot hold
+/// (control characters).
+pub fn render_unit(spec: &UnitSpec) -> Result<String, CoreError> {
+    let mut exec = systemd_word(&spec.exe.display().to_string())?;
+    for arg in &spec.args {
+        exec.push(' ');
+        exec.push_str(&systemd_word(arg)?);
+    }
+    let dir = systemd_path(&spec.dir)?;
+    let mut unit = String::new();
+    // Infallible: writing to a String.
+    let _ = write!(
+        unit,
+        "# Written by `sqlraft-core run ... --install`; run that command again to change it.\n\
+         [Unit]\n\
+         Description=sqlraft core service {id}\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         StartLimitIntervalSec=0\n\
+         \n\
+         [Service]\n\
+         Type=simple\n",
+        id = spec.id
+    );
+    if let Some(user) = &spec.user {
+        let user = systemd_word(user)?;
+        let _ = writeln!(unit, "User={user}");
+    }
+    let _ = write!(
+        unit,
+        "WorkingDirectory={dir}\n\
+         ExecStart={exec}\n\
+         Restart=on-failure\n\
+         RestartSec=2\n\
+         RestartPreventExitStatus={USAGE_EXIT_STATUS}\n\
+         KillSignal=SIGTERM\n\
+         TimeoutStopSec=30\n\
+         LimitNOFILE=65536\n\
+         NoNewPrivileges=true\n\
+         PrivateTmp=true\n\
+         ProtectSystem=strict\n\
+         ProtectHome=read-only\n\
+         ReadWritePaths={dir}\n\
+         ProtectKernelTunables=true\n\
+         ProtectKernelModules=true\n\
+         ProtectControlGroups=true\n\
+         RestrictSUIDSGID=true\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    );
+    Ok(unit)
+}
+
+/// One word of a unit's command line: bare when it is plain, else double-quoted;
+/// `%` and `$` are escaped so systemd takes them literally.
+fn systemd_word(text: &str) -> Result<String, CoreError> {
+    if text.chars().any(char::is_control) {
+        return Err(CoreError::Usage(format!(
+            "{text:?} cannot go into a systemd unit: it holds a control character"
+        )));
+    }
+    let escaped = text.replace('%', "%%").replace('$', "$$");
+    let plain = !escaped.is_empty()
+        && escaped
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%$[]".contains(c));
+    if plain {
+        return Ok(escaped);
+    }
+    Ok(format!(
+        "\"{}\"",
+        escaped.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// A path setting (`WorkingDirectory=`, `ReadWritePaths=`): specifiers escaped; spaces
+/// are fine in `WorkingDirectory` but split `ReadWritePaths`, so refuse them.
+fn systemd_path(path: &Path) -> Result<String, CoreError> {
+    let text = path.display().to_string();
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(CoreError::Usage(format!(
+            "--root {text:?}: a systemd-managed service directory must not contain spaces or control characters"
+        )));
+    }
+    Ok(text.replace('%', "%%"))
+}
+
+/// Files of the supervised mode, inside the service directory.
+#[derive(Clone, Debug)]
+pub struct SupervisedPaths {
+    /// `<dir>/run`.
+    pub run_dir: PathBuf,
+    /// `<dir>/run/supervisor.lock`: locked while a supervisor lives.
+    pub lock: PathBuf,
+    /// `<dir>/run/supervisor.pid`.
+    pub supervisor_pid: PathBuf,
+    /// `<dir>/run/core.pid`: the running service process.
+    pub core_pid: PathBuf,
+    /// `<dir>/log`.
+    pub log_dir: PathBuf,
+    /// `<dir>/log/supervisor`: the supervisor's messages and the service's stdout/stderr.
+    pub log: PathBuf,
+}
+
+impl SupervisedPaths {
+    /// The paths for the service directory `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let run_dir = dir.join("run");
+        let log_dir = dir.join("log");
+        Self {
+            lock: run_dir.join("supervisor.lock"),
+            supervisor_pid: run_dir.join("supervisor.pid"),
+            core_pid: run_dir.join("core.pid"),
+            log: log_dir.join("supervisor"),
+            run_dir,
+            log_dir,
+        }
+    }
+}
+
+/// Everything `--install` needs, worked out before anything changes.
+struct Installation {
+    id: String,
+    dir: PathBuf,
+    exe: PathBuf,
+    args: Vec<String>,
+    user: Option<ServiceUser>,
+    unit: String,
+}
+
+#[derive(Clone, Debug)]
+struct ServiceUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl Installation {
+    fn new(args: &RunArgs, config: &RunConfig) -> Result<Self, CoreError> {
+        let root = std::path::absolute(&config.root)
+            .map_err(|e| CoreError::Usage(format!("--root {}: {e}", config.root.display())))?;
+        let config = RunConfig {
+            root,
+            ..config.clone()
+        };
+        let exe = std::env::current_exe()
+            .map_err(|e| CoreError::Io(format!("cannot find this program's path: {e}")))?;
+        let user = args.user.as_deref().map(lookup_user).transpose()?;
+        let dir = config.dir();
+        let args = service_args(&config);
+        let unit = render_unit(&UnitSpec {
+            id: config.id.clone(),
+            exe: exe.clone(),
+            args: args.clone(),
+            dir: dir.clone(),
+            user: user.as_ref().map(|u| u.name.clone()),
+        })?;
+        Ok(Self {
+            id: config.id,
+            dir,
+            exe,
+            args,
+            user,
+            unit,
+        })
+    }
+
+    fn unit_path(&self) -> PathBuf {
+        Path::new(UNIT_DIR).join(unit_name(&self.id))
+    }
+
+    fn command_line(&self) -> String {
+        std::iter::once(self.exe.display().to_string())
+            .chain(self.args.iter().cloned())
+            .map(|w| shell_word(&w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The text `--dry-run` prints.
+    fn dry_run(&self, systemd: bool) -> String {
+        let unit_name = unit_name(&self.id);
+        let mut out = String::new();
+        let _ = writeln!(out, "# {}", self.unit_path().display());
+        out.push_str(&self.unit);
+        out.push('\n');
+        if systemd {
+            let _ = writeln!(
+                out,
+                "would: create {dir}, write {unit}, systemctl daemon-reload, \
+                 systemctl enable --now {unit_name} (restart it if the unit changed); \
+                 nothing done (--dry-run)",
+                dir = self.dir.display(),
+                unit = self.unit_path().display()
+            );
+        } else {
+            let paths = SupervisedPaths::new(&self.dir);
+            let _ = writeln!(
+                out,
+                "systemd is not running here ({SYSTEMD_MARKER} is missing): no unit is written.\n\
+                 would: start a supervised background process unless one already runs \
+                 (lock {lock}):\n  {cmd} --supervise\n\
+                 which runs and restarts on failure:\n  {cmd}\n\
+                 pid files {sup} and {core}; stdout/stderr to {log}; service log {dir}/log/core\n\
+                 nothing done (--dry-run)",
+                lock = paths.lock.display(),
+                cmd = self.command_line(),
+                sup = paths.supervisor_pid.display(),
+                core = paths.core_pid.display(),
+                log = paths.log.display(),
+                dir = self.dir.display()
+            );
+        }
+        out
+    }
+}
+
+/// `sqlraft-core run ... --install [--dry-run]`.
+pub fn install(args: &RunArgs, config: &RunConfig) -> Result<(), CoreError> {
+    crate::run::check_first_start(config)?;
+    let installation = Installation::new(args, config)?;
+    let systemd = Path::new(SYSTEMD_MARKER).is_dir();
+    if args.dry_run {
+        print!("{}", installation.dry_run(systemd));
+        return Ok(());
+    }
+    if let Some(user) = &installation.user
+        && user.uid != Uid::effective().as_raw()
+        && !Uid::effective().is_root()
+    {
+        return Err(CoreError::Usage(format!(
+            "--user {}: only root can install a service that runs as another user",
+            user.name
+        )));
+    }
+    if systemd {
+        install_systemd(&installation)
+    } else {
+        install_supervised(&installation)
+    }
+}
+
+fn lookup_user(name: &str) -> Result<ServiceUser, CoreError> {
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(ServiceUser {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }),
+        Ok(None) => Err(CoreError::Usage(format!("--user {name}: no such user"))),
+        Err(e) => Err(CoreError::Io(format!(
+            "--user {name}: cannot look it up: {e}"
+        ))),
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> CoreError {
+    CoreError::Io(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Creates `path` (and parents) and, when the service runs as another user, hands it over.
+fn ensure_dir(path: &Path, user: Option<&ServiceUser>) -> Result<(), CoreError> {
+    std::fs::create_dir_all(path).map_err(|e| io_err("create", path, e))?;
+    hand_over(path, user)
+}
+
+fn hand_over(path: &Path, user: Option<&ServiceUser>) -> Result<(), CoreError> {
+    if let Some(user) = user
+        && user.uid != Uid::effective().as_raw()
+    {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+            .map_err(|e| io_err("change the owner of", path, e))?;
+    }
+    Ok(())
+}
+
+fn install_systemd(inst: &Installation) -> Result<(), CoreError> {
+    let unit_name = unit_name(&inst.id);
+    let unit_path = inst.unit_path();
+    ensure_dir(&inst.dir, inst.user.as_ref())?;
+    let unchanged = std::fs::read_to_string(&unit_path).is_ok_and(|old| old == inst.unit);
+    if unchanged && systemctl_ok(&["is-active", "--quiet", &unit_name]) {
+        println!("{unit_name}: unit unchanged and active; {NOTHING_CHANGED}");
+        return Ok(());
+    }
+    if !unchanged {
+        write_atomically(&unit_path, &inst.unit)?;
+    }
+    systemctl(&["daemon-reload"])?;
+    systemctl(&["enable", "--quiet", &unit_name])?;
+    // A changed unit takes effect only on restart; an unchanged inactive one just starts.
+    systemctl(&[if unchanged { "start" } else { "restart" }, &unit_name])?;
+    println!(
+        "{unit_name}: unit {} {}, enabled and started; log {}/log/core",
+        if unchanged { "kept at" } else { "written to" },
+        unit_path.display(),
+        inst.dir.display()
+    );
+    Ok(())
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<(), CoreError> {
+    let tmp = path.with_extension("service.tmp");
+    std::fs::write(&tmp, text).map_err(|e| io_err("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err("write", path, e))
+}
+
+fn systemctl_ok(args: &[&str]) -> bool {
+    Command::new("systemctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn systemctl(args: &[&str]) -> Result<(), CoreError> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| CoreError::Io(format!("cannot run systemctl: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(CoreError::Failed(format!(
+        "systemctl {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// Whether a process lives (a zombie does not count).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
+}
+
+/// The pid in a pid file, if it names a living process.
+pub fn read_live_pid(path: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    process_alive(pid).then_some(pid)
+}
+
+/// Whether a supervisor holds the lock. The probe takes the lock and releases it.
+fn supervisor_running(paths: &SupervisedPaths) -> Result<bool, CoreError> {
+    let file = match File::open(&paths.lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("open", &paths.lock, e)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(io_err("lock", &paths.lock, e)),
+    }
+}
+
+fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
+    let name = unit_name(&inst.id);
+    let paths = SupervisedPaths::new(&inst.dir);
+    if supervisor_running(&paths)? {
+        let sup = read_live_pid(&paths.supervisor_pid).map_or("?".into(), |p| p.to_string());
+        let core = read_live_pid(&paths.core_pid).map_or("none".into(), |p| p.to_string());
+        println!(
+            "{name}: already running under its supervisor (pid {sup}, service pid {core}); {NOTHING_CHANGED}"
+        );
+        return Ok(());
+    }
+    if let Some(pid) = read_live_pid(&paths.core_pid) {
+        return Err(CoreError::Failed(format!(
+            "{name}: the service runs without its supervisor (pid {pid} in {}); stop it first",
+            paths.core_pid.display()
+        )));
+    }
+    let user = inst.user.as_ref();
+    ensure_dir(&inst.dir, user)?;
+    ensure_dir(&paths.run_dir, user)?;
+    ensure_dir(&paths.log_dir, user)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| io_err("open", &paths.log, e))?;
+    hand_over(&paths.log, user)?;
+    let start_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let log_err = log.try_clone().map_err(|e| io_err("open", &paths.log, e))?;
+
+    let mut command = Command::new(&inst.exe);
+    command
+        .args(&inst.args)
+        .arg("--supervise")
+        .current_dir(&inst.dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        // Its own process group: a terminal's Ctrl-C or the installer's exit does not reach it.
+        .process_group(0);
+    if let Some(user) = user
+        && user.uid != Uid::effective().as_raw()
+    {
+        command.uid(user.uid).gid(user.gid);
+    }
+    let mut supervisor = command.spawn().map_err(|e| io_err("start", &inst.exe, e))?;
+
+    // Started means: the service process exists and is still alive a moment later.
+    let deadline = Instant::now() + Duration::from_millis(START_WAIT_MS);
+    let mut seen_since: Option<(i32, Instant)> = None;
+    loop {
+        if let Ok(Some(status)) = supervisor.try_wait() {
+            return Err(CoreError::Failed(format!(
+                "{name}: the supervisor stopped ({}): {}",
+                describe(status),
+                log_tail(&paths.log, start_offset)
+            )));
+        }
+        match (read_live_pid(&paths.core_pid), seen_since) {
+            (Some(pid), Some((seen, since))) if pid == seen => {
+                if since.elapsed() >= Duration::from_millis(START_SETTLE_MS) {
+                    println!(
+                        "{name}: started as a supervised background process (supervisor pid {}, service pid {pid}); \
+                         systemd is not running here; log {}/log/core, supervisor log {}",
+                        supervisor.id(),
+                        inst.dir.display(),
+                        paths.log.display()
+                    );
+                    return Ok(());
+                }
+            }
+            (Some(pid), _) => seen_since = Some((pid, Instant::now())),
+            (None, _) => seen_since = None,
+        }
+        if Instant::now() >= deadline {
+            return Err(CoreError::Failed(format!(
+                "{name}: the service did not stay up within {START_WAIT_MS} ms (the supervisor keeps trying); see {}",
+                paths.log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => status.to_string(),
+    }
+}
+
+/// The last line the supervisor log got since `offset`, for error messages.
+fn log_tail(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    let read = File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        f.take(64 * 1024).read_to_string(&mut text)
+    });
+    match read {
+        Ok(_) => text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map_or_else(
+                || format!("see {}", path.display()),
+                |l| l.trim().to_string(),
+            ),
+        Err(_) => format!("see {}", path.display()),
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it (for messages the operator copies).
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// How one run of the service ended.
+enum Ended {
+    Signal(&'static str),
+    Exited(ExitStatus),
+}
+
+/// `sqlraft-core run ... --supervise` (hidden; started by `--install`): runs the service
+/// and restarts it when it fails, until SIGTERM/SIGINT.
+pub async fn supervise(config: &RunConfig) -> Result<(), CoreError> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    let paths = SupervisedPaths::new(&config.dir());
+    std::fs::create_dir_all(&paths.run_dir).map_err(|e| io_err("create", &paths.run_dir, e))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&paths.lock)
+        .map_err(|e| io_err("open", &paths.lock, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            tracing::info!("another supervisor runs this service; leaving");
+            return Ok(());
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err("lock", &paths.lock, e)),
+    }
+    let result = supervise_locked(config, &paths).await;
+    let _ = std::fs::remove_file(&paths.core_pid);
+    let _ = std::fs::remove_file(&paths.supervisor_pid);
+    drop(lock);
+    result
+}
+
+async fn supervise_locked(config: &RunConfig, paths: &SupervisedPaths) -> Result<(), CoreError> {
+    let write_pid = |path: &Path, pid: u32| {
+        std::fs::write(path, format!("{pid}\n")).map_err(|e| io_err("write", path, e))
+    };
+    write_pid(&paths.supervisor_pid, std::process::id())?;
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
+    // A hang-up of a terminal the installer ran in must not stop the service.
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGHUP: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CoreError::Io(format!("cannot find this program's path: {e}")))?;
+    let args = service_args(config);
+    let mut delay = Duration::from_millis(RESTART_DELAY_MS);
+    tracing::info!(service_id = %config.id, pid = std::process::id(), "supervisor started");
+    loop {
+        let started = Instant::now();
+        let mut child = Command::new(&exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| io_err("start", &exe, e))?;
+        write_pid(&paths.core_pid, child.id())?;
+        tracing::info!(pid = child.id(), "service started");
+        let mut poll = tokio::time::interval(Duration::from_millis(CHILD_POLL_MS));
+        let ended = loop {
+            tokio::select! {
+                _ = sigterm.recv() => break Ended::Signal("SIGTERM"),
+                _ = sigint.recv() => break Ended::Signal("SIGINT"),
+                _ = sighup.recv() => tracing::info!("SIGHUP ignored"),
+                _ = poll.tick() => match child.try_wait() {
+                    Ok(Some(status)) => break Ended::Exited(status),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot look at the service"),
+                },
+            }
+        };
+        let status = match ended {
+            Ended::Signal(name) => {
+                tracing::info!(signal = name, "stopping the service");
+                stop_child(&mut child).await;
+                tracing::info!("supervisor stopped");
+                return Ok(());
+            }
+            Ended::Exited(status) => status,
+        };
+        let _ = std::fs::remove_file(&paths.core_pid);
+        if status.success() {
+            tracing::info!("service stopped cleanly; not restarting (on-failure policy)");
+            return Ok(());
+        }
+        if status.code() == Some(USAGE_EXIT_STATUS) {
+            tracing::error!("service refused its flags (exit status 2); not restarting");
+            return Err(CoreError::Failed(
+                "the service refused its flags; not restarting".into(),
+            ));
+        }
+        if started.elapsed() >= Duration::from_millis(STABLE_RUN_MS) {
+            delay = Duration::from_millis(RESTART_DELAY_MS);
+        }
+        tracing::warn!(status = %describe(status), delay_ms = delay.as_millis() as u64,
+            "service failed; restarting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sigterm.recv() => return Ok(()),
+            _ = sigint.recv() => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_millis(MAX_RESTART_DELAY_MS));
+    }
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT_MS`].
+async fn stop_child(child: &mut std::process::Child) {
+    let Ok(raw) = i32::try_from(child.id()) else {
+        return;
+    };
+    let pid = Pid::from_raw(raw);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(CHILD_POLL_MS)).await;
+    }
+    tracing::warn!("service did not stop in time; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(user: Option<&str>) -> UnitSpec {
+        UnitSpec {
+            id: sqlraft::FIRST_SERVICE_ID.into(),
+            exe: "/opt/sqlraft/bin/sqlraft-core".into(),
+            args: vec![
+                "run".into(),
+                "--id".into(),
+                sqlraft::FIRST_SERVICE_ID.into(),
+                "--root".into(),
+                "/opt/sqlraft".into(),
+                "--raft.node.addr".into(),
+                "core-1.example.com:7209".into(),
+            ],
+            dir: "/opt/sqlraft/core/00000000-0000-0000-0000-000000000000".into(),
+            user: user.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn unit_runs_the_binary_with_the_run_flags_in_the_service_directory() {
+        let unit = render_unit(&spec(Some("sqlraft"))).expect("renders");
+        let line = |key: &str| {
+            unit.lines()
+                .find(|l| l.starts_with(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
+                .to_string()
+        };
+        assert_eq!(
+            line("ExecStart"),
+            "ExecStart=/opt/sqlraft/bin/sqlraft-core run --id 00000000-0000-0000-0000-000000000000 \
+             --root /opt/sqlraft --raft.node.addr core-1.example.com:7209"
+        );
+        assert_eq!(
+            line("WorkingDirectory"),
+            "WorkingDirectory=/opt/sqlraft/core/00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(line("User"), "User=sqlraft");
+        assert_eq!(line("Restart"), "Restart=on-failure");
+        assert_eq!(
+            line("RestartPreventExitStatus"),
+            "RestartPreventExitStatus=2"
+        );
+        assert_eq!(line("After"), "After=network-online.target");
+        assert_eq!(line("LimitNOFILE"), "LimitNOFILE=65536");
+        assert_eq!(
+            line("ReadWritePaths"),
+            "ReadWritePaths=/opt/sqlraft/core/00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(line("WantedBy"), "WantedBy=multi-user.target");
+        for section in ["[Unit]", "[Service]", "[Install]"] {
+            assert!(unit.contains(section), "{section} missing");
+        }
+        assert!(!unit.contains("--install") && !unit.contains("--dry-run"));
+    }
+
+    #[test]
+    fn unit_without_user_runs_as_root() {
+        let unit = render_unit(&spec(None)).expect("renders");
+        assert!(!unit.contains("User="), "{unit}");
+    }
+
+    #[test]
+    fn unit_words_are_quoted_and_escaped_for_systemd() {
+        assert_eq!(systemd_word("/opt/x").expect("ok"), "/opt/x");
+        assert_eq!(systemd_word("a b").expect("ok"), "\"a b\"");
+        assert_eq!(systemd_word("50%").expect("ok"), "50%%");
+        assert_eq!(systemd_word("$HOME").expect("ok"), "$$HOME");
+        assert_eq!(
+            systemd_word("say \"hi\"").expect("ok"),
+            "\"say \\\"hi\\\"\""
+        );
+        assert!(systemd_word("a\nb").is_err());
+        let mut bad = spec(None);
+        bad.dir = "/opt/my root/core/x".into();
+        assert!(render_unit(&bad).is_err());
+    }
+
+    #[test]
+    fn service_args_drop_install_flags_and_pin_the_address() {
+        let config = RunConfig {
+            id: sqlraft::FIRST_SERVICE_ID.into(),
+            root: "/opt/sqlraft".into(),
+            listen: "0.0.0.0:7209".parse().expect("addr"),
+            advertise: "core-1.example.com:7209".into(),
+            join: Some("core-2.example.com:7209".into()),
+            http: "0.0.0.0:7220".parse().expect("addr"),
+            join_timeout_ms: DEFAULT_JOIN_TIMEOUT_MS,
+        };
+        assert_eq!(
+            service_args(&config).join(" "),
+            "run --id 00000000-0000-0000-0000-000000000000 --root /opt/sqlraft \
+             --raft.node.listen 0.0.0.0:7209 --raft.node.addr core-1.example.com:7209 \
+             --raft.join core-2.example.com:7209 --http 0.0.0.0:7220"
+        );
+        let slow = RunConfig {
+            join_timeout_ms: 5,
+            join: None,
+            ..config
+        };
+        assert!(
+            service_args(&slow)
+                .join(" ")
+                .ends_with("--http 0.0.0.0:7220 --raft.join.timeout-ms 5")
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("--id"), "--id");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn a_pid_that_does_not_exist_is_not_alive() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(0));
+        assert!(!process_alive(-1));
+    }
+}
