@@ -32,13 +32,21 @@ impl Cluster {
             nodes: Vec::new(),
             root,
         };
-        let first = CoreProcess::start_new(cluster.root.path(), "node-0", FIRST_SERVICE_ID, None);
-        let join = first.raft.clone();
+        let first = CoreProcess::start_new(
+            cluster.root.path(),
+            "node-0",
+            |_| FIRST_SERVICE_ID.to_string(),
+            None,
+        );
+        let (join, admin) = (first.raft.clone(), first.http.clone());
         cluster.nodes.push(first);
         for i in 1..size {
-            let id = uuid::Uuid::new_v4().to_string();
-            let node =
-                CoreProcess::start_new(cluster.root.path(), &format!("node-{i}"), &id, Some(&join));
+            let node = CoreProcess::start_new(
+                cluster.root.path(),
+                &format!("node-{i}"),
+                |raft| create_service(&admin, raft),
+                Some(&join),
+            );
             cluster.nodes.push(node);
         }
         cluster.wait_voters(size);
@@ -232,6 +240,35 @@ impl Drop for Cluster {
                 eprintln!("{}", node.log_tail(60));
             }
         }
+    }
+}
+
+/// Creates a service with raft address `raft` through `POST /api/v1/services` on the
+/// member at `http` and returns its id (a fresh UUID chosen by the cluster). A binary
+/// without the services registry (404) admits any id: a fresh UUID of our own then.
+pub fn create_service(http: &str, raft: &str) -> String {
+    let body = json!({"fqdn": "127.0.0.1", "raft_addr": raft});
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match http::post(http, "/api/v1/services", &body, WAIT) {
+            Ok(r) if r.status == 201 => {
+                let created = r.json();
+                return created["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no id in {created}"))
+                    .to_string();
+            }
+            Ok(r) if r.status == 404 => return uuid::Uuid::new_v4().to_string(),
+            Ok(r) if r.status == 503 => {}
+            Err(HttpError::NotSent(_)) => {}
+            Ok(r) => panic!("POST /api/v1/services {body}: {} {}", r.status, r.text()),
+            Err(e) => panic!("POST /api/v1/services {body}: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service not created within {WAIT:?}"
+        );
+        std::thread::sleep(POLL);
     }
 }
 

@@ -43,22 +43,32 @@ pub enum StartError {
 
 impl CoreProcess {
     /// Starts a new service with fresh ports (retrying when a port was taken in between)
-    /// and waits until it is ready. `join`: a member's raft address.
-    pub fn start_new(root: &Path, name: &str, id: &str, join: Option<&str>) -> CoreProcess {
+    /// and waits until it is ready. `id_for` gives the service id for a raft address
+    /// (a joining service is created with the address it will use); `join`: a member's
+    /// raft address.
+    pub fn start_new(
+        root: &Path,
+        name: &str,
+        mut id_for: impl FnMut(&str) -> String,
+        join: Option<&str>,
+    ) -> CoreProcess {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
+            let raft = format!("127.0.0.1:{}", free_port());
+            let http = format!("127.0.0.1:{}", free_port());
+            if raft == http {
+                continue;
+            }
+            let id = id_for(&raft);
             let mut process = CoreProcess {
-                id: id.to_string(),
+                id: id.clone(),
                 name: name.to_string(),
                 root: root.to_path_buf(),
-                raft: format!("127.0.0.1:{}", free_port()),
-                http: format!("127.0.0.1:{}", free_port()),
+                raft,
+                http,
                 child: None,
                 starts: 0,
             };
-            if process.raft == process.http {
-                continue;
-            }
             match process.spawn(join).and_then(|()| process.wait_ready()) {
                 Ok(()) => return process,
                 Err(StartError::Exited(_, stderr)) if stderr.contains("in use") => {
