@@ -35,6 +35,7 @@ impl Cluster {
         let first = CoreProcess::start_new(
             cluster.root.path(),
             "node-0",
+            &loopback_host(0),
             |_| FIRST_SERVICE_ID.to_string(),
             None,
         );
@@ -44,6 +45,7 @@ impl Cluster {
             let node = CoreProcess::start_new(
                 cluster.root.path(),
                 &format!("node-{i}"),
+                &loopback_host(i),
                 |raft| create_service(&admin, raft),
                 Some(&join),
             );
@@ -243,11 +245,20 @@ impl Drop for Cluster {
     }
 }
 
+/// The host of node `i`: `127.0.0.<i + 1>`. Every node is on the loopback interface,
+/// each with an address of its own, because the services registry admits one service
+/// per host name (a second service on 127.0.0.1 would be refused).
+pub fn loopback_host(i: usize) -> String {
+    assert!(i < 254, "at most 254 nodes on 127.0.0.0/24");
+    format!("127.0.0.{}", i + 1)
+}
+
 /// Creates a service with raft address `raft` through `POST /api/v1/services` on the
 /// member at `http` and returns its id (a fresh UUID chosen by the cluster). A binary
 /// without the services registry (404) admits any id: a fresh UUID of our own then.
 pub fn create_service(http: &str, raft: &str) -> String {
-    let body = json!({"fqdn": "127.0.0.1", "raft_addr": raft});
+    let host = raft.rsplit_once(':').map_or(raft, |(host, _)| host);
+    let body = json!({"fqdn": host, "raft_addr": raft});
     let deadline = Instant::now() + WAIT;
     loop {
         match http::post(http, "/api/v1/services", &body, WAIT) {

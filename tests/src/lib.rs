@@ -1,4 +1,4 @@
-//! Multi-process tests of sqlraft: real `sqlraft-core run` processes on 127.0.0.1,
+//! Multi-process tests of sqlraft: real `sqlraft-core run` processes on loopback addresses,
 //! killed with SIGKILL, stopped with SIGTERM, frozen with SIGSTOP, restarted from their
 //! directories. `tests/README.md` says what each test proves.
 //!

@@ -43,19 +43,20 @@ pub enum StartError {
 
 impl CoreProcess {
     /// Starts a new service with fresh ports (retrying when a port was taken in between)
-    /// and waits until it is ready. `id_for` gives the service id for a raft address
+    /// and waits until it is ready. It listens on loopback address `host`. `id_for` gives the service id for a raft address
     /// (a joining service is created with the address it will use); `join`: a member's
     /// raft address.
     pub fn start_new(
         root: &Path,
         name: &str,
+        host: &str,
         mut id_for: impl FnMut(&str) -> String,
         join: Option<&str>,
     ) -> CoreProcess {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
-            let raft = format!("127.0.0.1:{}", free_port());
-            let http = format!("127.0.0.1:{}", free_port());
+            let raft = format!("{host}:{}", free_port(host));
+            let http = format!("{host}:{}", free_port(host));
             if raft == http {
                 continue;
             }
@@ -289,9 +290,9 @@ impl Drop for Paused {
     }
 }
 
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A port of `ip` that was free a moment ago (bound on port 0, then released).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()

@@ -1,4 +1,4 @@
-//! Real `sqlraft-core` processes on 127.0.0.1: leader loss under writes, rolling
+//! Real `sqlraft-core` processes on loopback addresses: leader loss under writes, rolling
 //! restarts, linearizable reads on a restarted node, forwarding. See tests/README.md.
 
 use std::time::{Duration, Instant};
