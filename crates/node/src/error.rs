@@ -41,6 +41,9 @@ pub enum NodeError {
     /// The leader is handing leadership over; retry with the new leader.
     #[error("leadership is being handed over; retry")]
     LeaderChanging,
+    /// The service was removed from the cluster and can never join again.
+    #[error("{0}")]
+    ServiceRemoved(String),
     /// This node was removed from the cluster and has stopped.
     #[error("this node was removed from the cluster")]
     Removed,

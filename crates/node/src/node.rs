@@ -70,6 +70,7 @@ pub(crate) struct Inner {
     transport: Transport,
     reads: ReadPool,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
     raft_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -161,6 +162,7 @@ impl Node {
             applied: applied_tx,
             stop: Mutex::new(None),
             removed: RwLock::new(removed),
+            leader_contact: Mutex::new(Instant::now()),
         });
         let (requests, queue) = std::sync::mpsc::sync_channel(config.limits.loop_queue_len);
         let raft_loop = RaftLoop::new(LoopParts {
@@ -192,6 +194,7 @@ impl Node {
             transport: transport.clone(),
             reads,
             server: Mutex::new(None),
+            watchdog: Mutex::new(None),
             raft_thread: Mutex::new(Some(raft_thread)),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -203,6 +206,11 @@ impl Node {
             stop_rx,
         ));
         *inner.server.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop_tx, server));
+        let watchdog = tokio::spawn(removal_watchdog(Arc::downgrade(&inner)));
+        *inner
+            .watchdog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(watchdog);
         tracing::info!(raft_id = inner.raft_id, service_id = %inner.service_id,
             raft_addr = %inner.raft_addr, "node started");
         Ok(Node { inner })
@@ -367,6 +375,14 @@ impl Node {
     /// [`NodeError::Stopped`] or an unknown outcome, the transport stops.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        if let Some(watchdog) = inner
+            .watchdog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            watchdog.abort();
+        }
         let _ = inner.requests.try_send(Request::Shutdown);
         let thread = inner
             .raft_thread
@@ -487,12 +503,13 @@ impl Inner {
                     admin: Some(request),
                 };
                 match send_to_leader(&self.transport, &leader.raft_addr, leader.raft_id, forward)
-                    .await?
+                    .await
                 {
-                    pb::forward_response::Outcome::Admin(a) => Ok(a.raft_index),
-                    _ => Err(NodeError::UnknownOutcome(
+                    Ok(pb::forward_response::Outcome::Admin(a)) => Ok(a.raft_index),
+                    Ok(_) => Err(NodeError::UnknownOutcome(
                         "unexpected answer from the leader".into(),
                     )),
+                    Err(e) => Err(e),
                 }
             } else {
                 Err(NodeError::NoLeader)
@@ -560,6 +577,7 @@ impl Inner {
                 .join(&leader.raft_addr, request)
                 .await
                 .map_err(|e| match e {
+                    e if e.says_removed() => NodeError::ServiceRemoved(e.to_string()),
                     TransportError::Refused { message, .. } => NodeError::Join(message),
                     _ => NodeError::NoLeader,
                 });
@@ -614,4 +632,55 @@ fn check_service_address(fqdn: &str, raft_addr: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A removed node may never hear of its removal through raft: the leader stops
+/// replicating to it as soon as the change is applied, and a learner sends nothing on
+/// its own. So a node that has not heard from a leader for a while asks a member to
+/// admit it again; "removed" as the answer stops it.
+async fn removal_watchdog(node: std::sync::Weak<Inner>) {
+    let mut next_member = 0usize;
+    loop {
+        let Some(inner) = node.upgrade() else { return };
+        let timings = &inner.config.raft;
+        let election = Duration::from_millis(timings.tick_ms * timings.election_ticks as u64);
+        drop(inner);
+        tokio::time::sleep(election).await;
+        let Some(inner) = node.upgrade() else { return };
+        if inner.shared.stop().is_some() {
+            return;
+        }
+        let silent_for = inner
+            .shared
+            .leader_contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        let status = inner.shared.status();
+        if status.role == Role::Leader || silent_for < election * 3 {
+            continue;
+        }
+        let others: Vec<String> = status
+            .members
+            .iter()
+            .filter(|m| m.raft_id != inner.raft_id)
+            .map(|m| m.raft_addr.clone())
+            .collect();
+        let Some(addr) = others.get(next_member % others.len().max(1)).cloned() else {
+            continue;
+        };
+        next_member += 1;
+        let request = pb::JoinRequest {
+            service_id: inner.service_id.clone(),
+            raft_addr: inner.raft_addr.clone(),
+            http_addr: inner.config.http_addr.clone().unwrap_or_default(),
+        };
+        if let Err(e) = inner.transport.join(&addr, request).await
+            && e.says_removed()
+        {
+            tracing::warn!(via = %addr, "the cluster says this service was removed");
+            let _ = inner.submit(Request::Removed);
+            return;
+        }
+    }
 }

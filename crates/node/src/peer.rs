@@ -80,6 +80,10 @@ impl Handler for PeerHandler {
         };
         node.join_request(request).await.map_err(|e| match e {
             NodeError::Join(message) => tonic::Status::failed_precondition(message),
+            NodeError::ServiceRemoved(message) => tonic::Status::permission_denied(format!(
+                "{}: {message}",
+                sqlraft_transport::REMOVED
+            )),
             other => tonic::Status::unavailable(other.to_string()),
         })
     }

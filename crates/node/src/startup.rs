@@ -70,6 +70,11 @@ pub(crate) async fn join_cluster(
                 message,
                 ..
             }) => return Err(NodeError::Join(message)),
+            Err(TransportError::Refused { message, .. })
+                if message.starts_with(sqlraft_transport::REMOVED) =>
+            {
+                return Err(NodeError::Join(message));
+            }
             Err(e @ TransportError::InvalidAddress { .. }) => {
                 return Err(NodeError::Join(e.to_string()));
             }

@@ -34,3 +34,11 @@ pub enum TransportError {
     #[error("raft listener failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
+
+impl TransportError {
+    /// True when the peer refused because the asking node was removed from the cluster.
+    pub fn says_removed(&self) -> bool {
+        matches!(self, TransportError::Refused { code: tonic::Code::PermissionDenied, message, .. }
+            if message.starts_with(crate::server::REMOVED))
+    }
+}

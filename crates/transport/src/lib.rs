@@ -21,4 +21,4 @@ mod server;
 
 pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
-pub use server::{Handler, serve};
+pub use server::{Handler, REMOVED, serve};

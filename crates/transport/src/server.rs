@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::TransportError;
 
 /// Start of the status message that tells a node it was removed from the cluster.
-pub(crate) const REMOVED: &str = "member removed";
+pub const REMOVED: &str = "member removed";
 
 /// What a node does with what its peers send.
 pub trait Handler: Send + Sync + 'static {

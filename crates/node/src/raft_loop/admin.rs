@@ -103,15 +103,17 @@ impl RaftLoop {
         let id = &request.service_id;
         let service = self.sm.service(id)?;
         match (self.admission, service) {
-            (Admission::Open, Some(s)) if s.state == ServiceState::Removed => Err(NodeError::Join(
-                format!("service {id} was removed from the cluster and cannot join again"),
-            )),
+            (Admission::Open, Some(s)) if s.state == ServiceState::Removed => {
+                Err(NodeError::ServiceRemoved(format!(
+                    "service {id} was removed from the cluster and cannot join again"
+                )))
+            }
             (Admission::Open, _) => Ok(()),
             (Admission::Registered, None) => Err(NodeError::Join(format!(
                 "service {id} was never created: create it in the web interface (or POST /api/v1/services) first"
             ))),
             (Admission::Registered, Some(s)) if s.state == ServiceState::Removed => {
-                Err(NodeError::Join(format!(
+                Err(NodeError::ServiceRemoved(format!(
                     "service {id} was removed from the cluster and cannot join again"
                 )))
             }

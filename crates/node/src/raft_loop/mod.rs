@@ -57,6 +57,8 @@ pub(crate) enum Request {
     Services {
         reply: oneshot::Sender<Result<Vec<Service>>>,
     },
+    /// A member said this node's service was removed.
+    Removed,
     Shutdown,
 }
 
@@ -89,6 +91,8 @@ pub(crate) struct Shared {
     pub stop: Mutex<Option<Stop>>,
     /// Raft ids removed from the cluster: their messages are refused, which tells them.
     pub removed: RwLock<HashSet<u64>>,
+    /// When a message from the leader last arrived (or this node last led).
+    pub leader_contact: Mutex<Instant>,
 }
 
 impl Shared {
@@ -281,11 +285,20 @@ impl RaftLoop {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Raft(messages) => {
+                let mut from_leader = false;
                 for message in messages {
+                    from_leader |= message.from == self.raw.raft.leader_id;
                     if let Err(e) = self.raw.step(message) {
                         tracing::debug!(error = %e, "raft refused a message");
                     }
                 }
+                if from_leader {
+                    self.note_leader_contact();
+                }
+            }
+            Request::Removed => {
+                tracing::warn!("a member says this service was removed");
+                self.removed = true;
             }
             Request::Propose { command, reply } => self.propose(command, reply),
             Request::ReadIndex { reply } => self.read_index(reply),
@@ -296,6 +309,14 @@ impl RaftLoop {
             }
             Request::Shutdown => {}
         }
+    }
+
+    fn note_leader_contact(&self) {
+        *self
+            .shared
+            .leader_contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     fn is_leader(&self) -> bool {
@@ -380,6 +401,7 @@ impl RaftLoop {
             }
         }
         if self.is_leader() {
+            self.note_leader_contact();
             self.manage_membership();
         }
     }
