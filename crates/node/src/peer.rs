@@ -14,13 +14,6 @@ use crate::node::Inner;
 use crate::raft_loop::Request;
 use crate::status::Role;
 
-/// tonic reports a refused connection as `Unavailable` with the connect error in
-/// the message; anything else may have reached the peer.
-pub(crate) fn was_never_sent(e: &TransportError) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("connect") || text.contains("connection refused")
-}
-
 pub(crate) struct PeerHandler(pub(crate) std::sync::Weak<Inner>);
 
 impl PeerHandler {
@@ -136,7 +129,9 @@ pub(crate) async fn send_to_leader(
         Err(TransportError::Blocked(_) | TransportError::InvalidAddress { .. }) => {
             return Err(NodeError::NoLeader);
         }
-        Err(e @ TransportError::Unreachable { .. }) if was_never_sent(&e) => {
+        Err(TransportError::Unreachable {
+            never_sent: true, ..
+        }) => {
             return Err(NodeError::NoLeader);
         }
         Err(e) => return Err(NodeError::UnknownOutcome(e.to_string())),

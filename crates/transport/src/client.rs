@@ -307,11 +307,18 @@ impl Transport {
 }
 
 fn status_error(addr: &str, status: tonic::Status) -> TransportError {
+    let never_sent = connection_never_opened(&status);
     match status.code() {
+        _ if never_sent => TransportError::Unreachable {
+            addr: addr.to_string(),
+            message: status.message().to_string(),
+            never_sent,
+        },
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             TransportError::Unreachable {
                 addr: addr.to_string(),
                 message: status.message().to_string(),
+                never_sent,
             }
         }
         code => TransportError::Refused {
@@ -320,6 +327,30 @@ fn status_error(addr: &str, status: tonic::Status) -> TransportError {
             message: status.message().to_string(),
         },
     }
+}
+
+/// True when the connection to the peer could not be opened, so the request certainly
+/// did not reach it (and retrying cannot apply it twice). tonic reports this with
+/// varying codes; the cause chain says what happened.
+fn connection_never_opened(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = status.source();
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        let text = error.to_string();
+        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Drains one peer's queue: everything queued goes out in one RPC, up to

@@ -16,6 +16,8 @@ pub enum TransportError {
         addr: String,
         /// What failed.
         message: String,
+        /// The connection could not be opened: the request certainly did not arrive.
+        never_sent: bool,
     },
     /// The peer answered with an error status.
     #[error("peer {addr} refused: {message}")]
