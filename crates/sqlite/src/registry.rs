@@ -113,6 +113,16 @@ fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<Service> {
     })
 }
 
+fn find_service(conn: &rusqlite::Connection, id: &str) -> Result<Option<Service>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} WHERE id = ?1"),
+        [id],
+        row_to_service,
+    )
+    .optional()
+    .map_err(SqliteError::Apply)
+}
+
 impl StateMachine {
     /// Every registered service, oldest first.
     pub fn services(&self) -> Result<Vec<Service>> {
