@@ -55,13 +55,13 @@ struct Counters {
     http_errors: AtomicU64,
 }
 
-struct Shared {
-    node: Node,
-    options: ApiOptions,
+pub(crate) struct Shared {
+    pub(crate) node: Node,
+    pub(crate) options: ApiOptions,
     counters: Counters,
 }
 
-type AppState = Arc<Shared>;
+pub(crate) type AppState = Arc<Shared>;
 
 /// The router for a running node.
 pub fn router(node: Node, options: ApiOptions) -> Router {
@@ -84,6 +84,8 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .route("/nodes", get(nodes))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::services::routes())
+        .merge(crate::web::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -98,13 +100,13 @@ async fn count_errors(State(state): State<AppState>, request: Request, next: Nex
 
 /// An answer other than 200, with `{"error": message}`.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -154,7 +156,7 @@ fn node_error(e: NodeError) -> ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: &Json, pretty: bool) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Json, pretty: bool) -> Response {
     let text = if pretty {
         serde_json::to_string_pretty(body)
     } else {
@@ -583,9 +585,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// What a probe of another member's `/status` found.
-struct Probe {
-    role: Option<String>,
-    applied_index: Option<u64>,
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    pub(crate) role: Option<String>,
+    pub(crate) applied_index: Option<u64>,
+    pub(crate) term: Option<u64>,
 }
 
 async fn probe(http_addr: String, timeout: Duration) -> Option<Probe> {
@@ -597,12 +601,29 @@ async fn probe(http_addr: String, timeout: Duration) -> Option<Probe> {
     Some(Probe {
         role: body["role"].as_str().map(str::to_string),
         applied_index: body["applied_index"].as_u64(),
+        term: body["term"].as_u64(),
     })
 }
 
-async fn nodes(State(state): State<AppState>) -> Response {
-    let s = state.node.status();
-    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+/// One member of the configuration with what is known of it right now.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveMember {
+    pub(crate) raft_id: u64,
+    pub(crate) service_id: String,
+    pub(crate) raft_addr: String,
+    pub(crate) http_addr: String,
+    pub(crate) voter: bool,
+    pub(crate) role: String,
+    pub(crate) reachable: bool,
+    pub(crate) applied_index: Option<u64>,
+    pub(crate) term: Option<u64>,
+}
+
+/// This node's status and every member it knows, with each other member's `/status`
+/// asked in parallel (bounded by `timeout`). Reachability comes from raft on the
+/// leader, from the probe elsewhere.
+pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec<LiveMember>) {
+    let s = node.status();
     let mut probes = tokio::task::JoinSet::new();
     for m in &s.members {
         if m.raft_id != s.raft_id && !m.http_addr.is_empty() {
@@ -617,7 +638,7 @@ async fn nodes(State(state): State<AppState>) -> Response {
         }
     }
     let leader = s.role == Role::Leader;
-    let nodes: Vec<Json> = s
+    let members = s
         .members
         .iter()
         .map(|m| {
@@ -644,21 +665,46 @@ async fn nodes(State(state): State<AppState>) -> Response {
             } else {
                 probed.is_some()
             };
-            let applied = if me {
-                Some(s.applied_index)
+            let (applied_index, term) = if me {
+                (Some(s.applied_index), Some(s.term))
             } else {
-                probed.and_then(|p| p.applied_index)
+                (
+                    probed.and_then(|p| p.applied_index),
+                    probed.and_then(|p| p.term),
+                )
             };
+            LiveMember {
+                raft_id: m.raft_id,
+                service_id: m.service_id.clone(),
+                raft_addr: m.raft_addr.clone(),
+                http_addr: m.http_addr.clone(),
+                voter: m.voter,
+                role,
+                reachable,
+                applied_index,
+                term,
+            }
+        })
+        .collect();
+    (s, members)
+}
+
+async fn nodes(State(state): State<AppState>) -> Response {
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let (_, members) = live_members(&state.node, timeout).await;
+    let nodes: Vec<Json> = members
+        .iter()
+        .map(|m| {
             json!({
                 "id": m.service_id,
                 "raft_id": m.raft_id,
                 "name": service_name(&m.service_id, &m.raft_addr),
                 "raft_addr": m.raft_addr,
                 "http_addr": m.http_addr,
-                "role": role,
+                "role": m.role,
                 "voter": m.voter,
-                "reachable": reachable,
-                "applied_index": applied,
+                "reachable": m.reachable,
+                "applied_index": m.applied_index,
             })
         })
         .collect();

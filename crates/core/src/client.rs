@@ -94,8 +94,24 @@ pub async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
+    let headers: &[(&str, &str)] = match body {
+        Some(_) => &[("Content-Type", "application/json")],
+        None => &[],
+    };
+    request_with_headers(addr, method, path, headers, body, timeout).await
+}
+
+/// Like [`request`], with the given extra header lines (no `Content-Type` is added).
+pub async fn request_with_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    match tokio::time::timeout(timeout, exchange(addr, method, path, body)).await {
+    match tokio::time::timeout(timeout, exchange(addr, method, path, headers, body)).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout {
             addr: addr.to_string(),
@@ -108,6 +124,7 @@ async fn exchange(
     addr: &str,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, ClientError> {
     let io = |source| ClientError::Io {
@@ -116,11 +133,11 @@ async fn exchange(
     };
     let mut stream = TcpStream::connect(addr).await.map_err(io)?;
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.map_err(io)?;

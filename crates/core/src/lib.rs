@@ -7,6 +7,8 @@
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log.
 //! - [`demo`]: a local cluster of child processes.
 //! - [`install`]: `run ... --install`: a systemd unit, or a supervised background process.
+//! - [`services`]: core services over REST (create, list, remove) and backup.
+//! - [`web`]: the web interface at `/`.
 //! - [`client`]: a minimal HTTP client for probing other services.
 //!
 //! Serve the API of a node in process:
@@ -29,6 +31,8 @@ pub mod install;
 pub mod inventory;
 pub mod logfile;
 pub mod run;
+pub mod services;
 pub mod statements;
+pub mod web;
 
 pub use error::CoreError;

@@ -6,12 +6,12 @@ mod common;
 use common::Harness;
 use serde_json::json;
 
-const PEER_ID: &str = "6f1c0a3e-1234-4abc-9def-0123456789ab";
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_leader() {
     let leader = Harness::start().await;
-    let learner = Harness::join(PEER_ID, &leader).await;
+    // Created through POST /api/v1/services on the leader: only created ids may join.
+    let learner = Harness::join("127.0.0.2", &leader).await;
+    let peer_id = learner.node.service_id().to_string();
 
     // A write sent to the learner is forwarded; the learner answers.
     let written = learner
@@ -34,7 +34,7 @@ async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_le
     assert_eq!(read["results"][0]["values"], json!([[5]]));
 
     let status = learner.get_json("/status").await;
-    assert_eq!(status["id"], PEER_ID);
+    assert_eq!(status["id"], peer_id.as_str());
     assert_eq!(status["role"], "learner");
     assert_eq!(status["leader_id"], "00000000-0000-0000-0000-000000000000");
 
@@ -50,8 +50,8 @@ async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_le
     assert_eq!(first["reachable"], true);
     assert_eq!(first["http_addr"], leader.http.as_str());
     assert!(first["applied_index"].as_u64().is_some_and(|a| a >= index));
-    let peer = nodes.iter().find(|n| n["id"] == PEER_ID).expect("peer");
-    assert_eq!(peer["name"], "core-127.0.0.1");
+    let peer = nodes.iter().find(|n| n["id"] == peer_id.as_str()).expect("peer");
+    assert_eq!(peer["name"], "core-127.0.0.2");
     assert_eq!(peer["role"], "learner");
     assert_eq!(peer["voter"], false);
 
@@ -59,7 +59,7 @@ async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_le
     let nodes = leader.get_json("/nodes").await;
     let peer = nodes["nodes"]
         .as_array()
-        .and_then(|n| n.iter().find(|n| n["id"] == PEER_ID).cloned())
+        .and_then(|n| n.iter().find(|n| n["id"] == peer_id.as_str()).cloned())
         .expect("peer");
     assert_eq!(peer["reachable"], true);
     assert!(peer["applied_index"].as_u64().is_some());

@@ -31,23 +31,49 @@ impl Harness {
         Self::node(FIRST_SERVICE_ID, None, options).await
     }
 
-    /// Another service that joins the cluster of `member`.
-    pub async fn join(service_id: &str, member: &Harness) -> Harness {
+    /// Another service on loopback address `host` (one service per host): created
+    /// through `POST /api/v1/services` on `member`, then started joining it.
+    pub async fn join(host: &str, member: &Harness) -> Harness {
+        let raft = format!("{host}:{}", free_port_on(host));
+        let body = serde_json::json!({"fqdn": host, "raft_addr": raft}).to_string();
+        let created = member.post("/api/v1/services", &body).await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json().expect("JSON")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
         let join = Some(member.node.raft_addr().to_string());
-        Self::node(service_id, join, ApiOptions::default()).await
+        Self::node_at(&id, host, Some(raft), join, ApiOptions::default()).await
     }
 
     async fn node(service_id: &str, join: Option<String>, options: ApiOptions) -> Harness {
+        Self::node_at(service_id, "127.0.0.1", None, join, options).await
+    }
+
+    async fn node_at(
+        service_id: &str,
+        host: &str,
+        raft: Option<String>,
+        join: Option<String>,
+        options: ApiOptions,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((host, 0))
             .await
             .expect("bind http");
         let http: SocketAddr = listener.local_addr().expect("http addr");
+        let listen = raft
+            .clone()
+            .unwrap_or_else(|| format!("{host}:0"))
+            .parse()
+            .expect("addr");
         let mut config = NodeConfig::new(
             service_id,
             dir.path().join("core").join(service_id),
-            "127.0.0.1:0".parse().expect("addr"),
+            listen,
         );
+        config.advertise_addr = raft;
+        config.admission = sqlraft::Admission::Registered;
         config.join = join;
         config.http_addr = Some(http.to_string());
         config.raft.tick_ms = 20;
@@ -165,7 +191,12 @@ impl Drop for ChildGuard {
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A port of loopback address `host` that was free a moment ago.
+pub fn free_port_on(host: &str) -> u16 {
+    std::net::TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()

@@ -1,0 +1,459 @@
+//! Core services over REST: `GET|POST /api/v1/services`, `DELETE /api/v1/services/{id}`,
+//! and the system endpoints `GET /api/v1/system/backup`, `POST /api/v1/system/restore`.
+//! The web interface ([`crate::web`]) uses the same functions.
+//!
+//! A service is created in the registry first (it gets its id), then started on its
+//! host with the install command returned here; the cluster admits only created ids
+//! with the raft address they were created with.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use sqlraft::{Node, NodeError, Role, Service, ServiceState};
+use sqlraft_inventory::{DEFAULT_HTTP_PORT, DEFAULT_RAFT_PORT, RaftAddr, parse_fqdn};
+
+use crate::api::{ApiError, AppState, LiveMember, json_response, live_members, role_name};
+
+/// Largest body of a services request (a few hundred bytes are enough).
+pub const MAX_SERVICES_BODY_BYTES: usize = 16 << 10;
+/// Where an installed service keeps its directory (the install command's `--root`).
+pub const INSTALL_ROOT: &str = "/opt/sqlraft";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/services", get(list).post(create_handler))
+        .route("/api/v1/services/{id}", delete(delete_handler))
+        .route("/api/v1/system/backup", get(backup))
+        .route("/api/v1/system/restore", post(restore))
+        .layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES))
+}
+
+/// Checks a new service's host name and raft address: the host must be an FQDN
+/// (`<host>.<domain>`, lower case) or an IPv4 address (local and test clusters), the
+/// address `<that host>:<port 1-65535>`.
+pub fn check_new_service(fqdn: &str, raft_addr: &str) -> Result<(), String> {
+    let is_ip = fqdn.parse::<Ipv4Addr>().is_ok();
+    if !is_ip {
+        parse_fqdn(fqdn).map_err(|e| format!("fqdn: {e}"))?;
+    }
+    let host = if is_ip || raft_addr.parse::<std::net::SocketAddrV4>().is_ok() {
+        let Some((host, port)) = raft_addr.rsplit_once(':') else {
+            return Err(format!(
+                "raft_addr: `{raft_addr}` has no port; write it as <fqdn>:<port>, e.g. {fqdn}:{DEFAULT_RAFT_PORT}"
+            ));
+        };
+        match port.parse::<u16>() {
+            Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => {
+                return Err(format!(
+                    "raft_addr: `{raft_addr}`: port {port:?} is not a number in 1-65535"
+                ));
+            }
+        }
+        host.to_string()
+    } else {
+        RaftAddr::parse(raft_addr)
+            .map_err(|e| format!("raft_addr: {e}"))?
+            .host()
+            .to_string()
+    };
+    if host != fqdn {
+        return Err(format!(
+            "raft_addr: `{raft_addr}` names host `{host}`, not the service's fqdn `{fqdn}`; write it as {fqdn}:<port>"
+        ));
+    }
+    Ok(())
+}
+
+/// The command to run on the new service's host: `sqlraft-core run ... --install`,
+/// joining the cluster at `join` (a current member's raft address). The flags are the
+/// ones of the install plan (`sqlraft-core inventory plan`), with the HTTP address
+/// spelled out.
+pub fn install_command(id: &str, raft_addr: &str, join: &str) -> String {
+    let port = raft_addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(DEFAULT_RAFT_PORT);
+    let mut cmd =
+        format!("sqlraft-core run --id {id} --root {INSTALL_ROOT} --raft.node.addr {raft_addr}");
+    if port != DEFAULT_RAFT_PORT {
+        cmd.push_str(&format!(" --raft.node.listen 0.0.0.0:{port}"));
+    }
+    cmd.push_str(&format!(
+        " --raft.join {join} --http 0.0.0.0:{DEFAULT_HTTP_PORT} --install"
+    ));
+    cmd
+}
+
+/// The member address a new service is told to join: this node's own.
+pub(crate) fn join_address(node: &Node) -> String {
+    node.raft_addr().to_string()
+}
+
+/// HTTP status for a node error of a services request.
+pub(crate) fn error_status(e: &NodeError) -> StatusCode {
+    match e {
+        NodeError::Conflict(_) | NodeError::ServiceRemoved(_) => StatusCode::CONFLICT,
+        NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+        NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
+        NodeError::NoLeader
+        | NodeError::LeaderChanging
+        | NodeError::Busy(_)
+        | NodeError::Stopped
+        | NodeError::Removed
+        | NodeError::Dropped
+        | NodeError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn api_error(e: NodeError) -> ApiError {
+    ApiError {
+        status: error_status(&e),
+        message: e.to_string(),
+    }
+}
+
+/// A created service and the command that installs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Created {
+    pub(crate) service: Service,
+    pub(crate) install_command: String,
+}
+
+/// Validates and creates a service (on the leader, wherever it is).
+pub(crate) async fn create(node: &Node, fqdn: &str, raft_addr: &str) -> Result<Created, ApiError> {
+    check_new_service(fqdn, raft_addr).map_err(ApiError::bad_request)?;
+    let service = node
+        .create_service(fqdn, raft_addr)
+        .await
+        .map_err(api_error)?;
+    let install_command = install_command(&service.id, &service.raft_addr, &join_address(node));
+    tracing::info!(id = %service.id, fqdn, raft_addr, "core service created");
+    Ok(Created {
+        service,
+        install_command,
+    })
+}
+
+/// Removes a service; removing this very node succeeds once it learns of it.
+pub(crate) async fn remove(node: &Node, id: &str) -> Result<Option<u64>, ApiError> {
+    match node.remove_service(id).await {
+        Ok(index) => {
+            tracing::info!(id, index, "core service removed");
+            Ok(Some(index))
+        }
+        Err(NodeError::Removed) if id == node.service_id() => Ok(None),
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+/// A registered service with what is known of it right now.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceView {
+    pub(crate) service: Service,
+    /// Live information when the service is a member this node knows.
+    pub(crate) live: Option<LiveMember>,
+    pub(crate) is_leader: bool,
+    pub(crate) is_self: bool,
+    /// Entries behind the leader (leader's applied index minus this one's).
+    pub(crate) lag: Option<u64>,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Overview {
+    pub(crate) this_id: String,
+    pub(crate) this_role: Role,
+    pub(crate) leader_id: Option<String>,
+    pub(crate) term: u64,
+    pub(crate) commit_index: u64,
+    pub(crate) voters: usize,
+    pub(crate) learners: usize,
+    pub(crate) services: Vec<ServiceView>,
+}
+
+/// Every registered service, oldest first, with live information.
+pub(crate) async fn overview(node: &Node, probe_timeout: Duration) -> Result<Overview, NodeError> {
+    let registry = node.services().await?;
+    let (status, members) = live_members(node, probe_timeout).await;
+    let leader = status.leader().map(|l| l.service_id.clone());
+    let leader_applied = members
+        .iter()
+        .find(|m| Some(&m.service_id) == leader.as_ref())
+        .and_then(|m| m.applied_index);
+    let reference = leader_applied.unwrap_or(0).max(status.commit_index);
+    let services = registry
+        .into_iter()
+        .map(|service| {
+            let live = members
+                .iter()
+                .find(|m| m.service_id == service.id && service.state != ServiceState::Removed)
+                .cloned();
+            let lag = live
+                .as_ref()
+                .and_then(|m| m.applied_index)
+                .map(|a| reference.saturating_sub(a));
+            ServiceView {
+                is_leader: leader.as_deref() == Some(service.id.as_str()),
+                is_self: service.id == status.service_id,
+                live,
+                lag,
+                service,
+            }
+        })
+        .collect();
+    Ok(Overview {
+        this_id: status.service_id.clone(),
+        this_role: status.role,
+        leader_id: leader,
+        term: status.term,
+        commit_index: status.commit_index,
+        voters: status.voters.len(),
+        learners: status.learners.len(),
+        services,
+    })
+}
+
+/// `created_at_ms` as RFC 3339 UTC; `None` when unknown (0: the first service, or one
+/// registered when it joined).
+pub(crate) fn rfc3339(ms: i64) -> Option<String> {
+    if ms <= 0 {
+        return None;
+    }
+    let secs = ms / 1000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+fn service_json(view: &ServiceView) -> Json {
+    let s = &view.service;
+    let live = view.live.as_ref();
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "fqdn": s.fqdn,
+        "raft_addr": s.raft_addr,
+        "state": s.state.as_str(),
+        "raft_id": s.raft_id,
+        "created_at": rfc3339(s.created_at_ms),
+        "created_at_ms": s.created_at_ms,
+        "http_addr": live.map(|m| m.http_addr.clone()),
+        "role": live.map(|m| m.role.clone()),
+        "leader": view.is_leader,
+        "reachable": live.map(|m| m.reachable),
+        "term": live.and_then(|m| m.term),
+        "applied_index": live.and_then(|m| m.applied_index),
+        "lag": view.lag,
+    })
+}
+
+async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let o = overview(&state.node, timeout).await.map_err(api_error)?;
+    let body = json!({
+        "services": o.services.iter().map(service_json).collect::<Vec<_>>(),
+        "leader_id": o.leader_id,
+        "term": o.term,
+        "commit_index": o.commit_index,
+        "voters": o.voters,
+        "learners": o.learners,
+    });
+    Ok(json_response(StatusCode::OK, &body, false))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewService {
+    fqdn: String,
+    raft_addr: String,
+}
+
+async fn create_handler(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let new: NewService = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"fqdn\": \"<fqdn>\", \"raft_addr\": \"<fqdn>:<port>\"}}: {e}"
+        ))
+    })?;
+    let created = create(&state.node, &new.fqdn, &new.raft_addr).await?;
+    let s = &created.service;
+    let body = json!({
+        "id": s.id,
+        "name": s.name,
+        "fqdn": s.fqdn,
+        "raft_addr": s.raft_addr,
+        "state": s.state.as_str(),
+        "install_command": created.install_command,
+    });
+    Ok(json_response(StatusCode::CREATED, &body, false))
+}
+
+async fn delete_handler(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let index = remove(&state.node, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": id, "removed": true, "raft_index": index }),
+        false,
+    ))
+}
+
+/// `VACUUM INTO` a temporary file through a read-only connection: a consistent copy of
+/// this node's state database as of one applied index, then streamed back.
+async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let internal = |m: String| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: m,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("sqlraft-backup-")
+        .tempdir()
+        .map_err(|e| internal(format!("cannot create a temporary directory: {e}")))?;
+    let path = dir.path().join("backup.sqlite3");
+    let applied = state.node.status().applied_index;
+    sqlx::query("VACUUM INTO ?")
+        .bind(path.to_string_lossy().into_owned())
+        .execute(state.node.read_pool())
+        .await
+        .map_err(|e| internal(format!("backup failed: {e}")))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| internal(format!("cannot open the backup: {e}")))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| internal(format!("cannot read the backup: {e}")))?
+        .len();
+    // The open file outlives its name: the directory can go now.
+    drop(dir);
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let filename = format!(
+        "sqlraft-{}-{applied}.sqlite3",
+        state.node.service_id().get(..8).unwrap_or("backup")
+    );
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-sqlraft-applied-index"),
+                applied.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn restore() -> Response {
+    json_response(
+        StatusCode::NOT_IMPLEMENTED,
+        &json!({ "error": "restore is not implemented yet: restoring a cluster needs raft snapshots, which sqlraft does not have yet; a backup (GET /api/v1/system/backup) is a plain SQLite file that can be inspected with sqlite3" }),
+        false,
+    )
+}
+
+/// The role name for display; `None` for a service that is not a member.
+pub(crate) fn display_role(view: &ServiceView) -> Option<&str> {
+    view.live.as_ref().map(|m| m.role.as_str())
+}
+
+/// The role of this node for display.
+pub(crate) fn this_role_name(o: &Overview) -> &'static str {
+    role_name(o.this_role)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_services_need_an_fqdn_and_a_matching_address() {
+        assert!(check_new_service("core-2.example.com", "core-2.example.com:7209").is_ok());
+        assert!(check_new_service("127.0.0.2", "127.0.0.2:7300").is_ok());
+        for (fqdn, addr, says) in [
+            ("core", "core:7209", "fqdn"),
+            ("Core.example.com", "Core.example.com:7209", "fqdn"),
+            ("core-2.example.com", "core-2.example.com", "no port"),
+            ("core-2.example.com", "core-2.example.com:0", "out of range"),
+            ("core-2.example.com", "core-2.example.com:70000", "out of range"),
+            ("core-2.example.com", "core-3.example.com:7209", "not the service's fqdn"),
+            ("127.0.0.2", "127.0.0.3:7209", "not the service's fqdn"),
+            ("127.0.0.2", "127.0.0.2:0", "1-65535"),
+            ("127.0.0.2", "127.0.0.2", "no port"),
+            ("<b>x</b>.example.com", "<b>x</b>.example.com:1", "fqdn"),
+            ("", ":7209", "fqdn"),
+        ] {
+            let e = check_new_service(fqdn, addr).expect_err(addr);
+            assert!(e.contains(says), "{fqdn} {addr}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_install_command_has_the_contract_flags() {
+        assert_eq!(
+            install_command("abc", "core-2.example.com:7209", "core-1.example.com:7209"),
+            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --install"
+        );
+        assert_eq!(
+            install_command("abc", "core-2.example.com:7300", "core-1.example.com:7209"),
+            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --install"
+        );
+    }
+
+    #[test]
+    fn creation_times_are_rfc3339() {
+        assert_eq!(rfc3339(0), None);
+        assert_eq!(rfc3339(1_000).as_deref(), Some("1970-01-01T00:00:01Z"));
+        assert_eq!(
+            rfc3339(1_709_210_096_789).as_deref(),
+            Some("2024-02-29T12:34:56Z")
+        );
+    }
+}

@@ -1,0 +1,636 @@
+//! The web interface at `/`: the cluster page (every core service with its role, term,
+//! applied index, lag and reachability), a form that creates a core service and shows
+//! its install command, and removal with a confirmation page.
+//!
+//! Server-rendered HTML; every value is escaped ([`escape`]). Forms post to `/ui/...`
+//! routes that redirect back to `/` with a message in the query string (POST, redirect,
+//! GET), so errors show on the page. A few lines of plain JavaScript refresh the
+//! cluster table every two seconds and copy the install command. Assets are embedded:
+//! the page loads nothing from outside the node.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use sqlraft::ServiceState;
+
+use crate::api::AppState;
+use crate::services::{
+    self, Overview, ServiceView, display_role, install_command, join_address, this_role_name,
+};
+
+const STYLE: &str = include_str!("web/style.css");
+const SCRIPT: &str = include_str!("web/app.js");
+/// Largest form body.
+const MAX_FORM_BYTES: usize = 8 << 10;
+/// Longest message carried back in the query string.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(page))
+        .route("/ui/cluster", get(cluster_fragment))
+        .route("/ui/style.css", get(style))
+        .route("/ui/app.js", get(script))
+        .route("/ui/services", axum::routing::post(create))
+        .route(
+            "/ui/services/{id}/remove",
+            get(confirm_removal).post(remove),
+        )
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query-string or path component.
+pub fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn redirect(location: String) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(MAX_MESSAGE_CHARS).collect()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+fn probe_timeout(state: &AppState) -> Duration {
+    Duration::from_millis(state.options.probe_timeout_ms)
+}
+
+/// What the page shows besides the cluster.
+#[derive(Debug, Default)]
+pub(crate) struct PageMessages {
+    pub(crate) error: Option<String>,
+    pub(crate) notice: Option<String>,
+    /// The form's values to show again after an error.
+    pub(crate) fqdn: String,
+    pub(crate) raft_addr: String,
+    /// A created service whose install command is shown.
+    pub(crate) created: Option<String>,
+}
+
+async fn page(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let get = |k: &str| query.get(k).map(|v| clip(v));
+    let mut messages = PageMessages {
+        error: get("error"),
+        notice: None,
+        fqdn: get("fqdn").unwrap_or_default(),
+        raft_addr: get("raft_addr").unwrap_or_default(),
+        created: get("created"),
+    };
+    let overview = services::overview(&state.node, probe_timeout(&state)).await;
+    if let (Some(removed), Ok(o)) = (get("removed"), &overview) {
+        let name = o
+            .services
+            .iter()
+            .find(|v| v.service.id == removed)
+            .map_or(removed.clone(), |v| v.service.name.clone());
+        messages.notice = Some(format!("{name} was removed from the cluster."));
+    }
+    let join = join_address(&state.node);
+    let body = match overview {
+        Ok(o) => render_page(&o, &messages, &join),
+        Err(e) => render_unavailable(&e.to_string()),
+    };
+    html(StatusCode::OK, body)
+}
+
+async fn cluster_fragment(State(state): State<AppState>) -> Response {
+    match services::overview(&state.node, probe_timeout(&state)).await {
+        Ok(o) => html(StatusCode::OK, render_cluster(&o)),
+        Err(e) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "<p class=\"error\">The cluster cannot be shown: {}</p>",
+                escape(&e.to_string())
+            ),
+        ),
+    }
+}
+
+/// Refuses form posts from other sites (a page elsewhere must not remove services
+/// through a browser that can reach this node).
+fn same_origin(headers: &HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+fn cross_site() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        render_shell(
+            "Refused",
+            "<p class=\"error\">This form was sent from another site; it was refused. Open the web interface of the core service and use its forms.</p><p><a href=\"/\">Back to the cluster</a></p>",
+        ),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateForm {
+    fqdn: String,
+    raft_addr: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<CreateForm>, FormRejection>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let Ok(Form(form)) = form else {
+        return redirect(format!(
+            "/?error={}#create",
+            encode_component("Fill in both fields: the host name (fqdn) and the raft address.")
+        ));
+    };
+    let fqdn = form.fqdn.trim().to_string();
+    let raft_addr = form.raft_addr.trim().to_string();
+    match services::create(&state.node, &fqdn, &raft_addr).await {
+        Ok(created) => redirect(format!(
+            "/?created={}#install",
+            encode_component(&created.service.id)
+        )),
+        Err(e) => redirect(format!(
+            "/?error={}&fqdn={}&raft_addr={}#create",
+            encode_component(&clip(&format!("Cannot create the core service: {}", e.message))),
+            encode_component(&clip(&fqdn)),
+            encode_component(&clip(&raft_addr)),
+        )),
+    }
+}
+
+async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let overview = match services::overview(&state.node, probe_timeout(&state)).await {
+        Ok(o) => o,
+        Err(e) => return html(StatusCode::SERVICE_UNAVAILABLE, render_unavailable(&e.to_string())),
+    };
+    match overview.services.iter().find(|v| v.service.id == id) {
+        Some(view) => html(StatusCode::OK, render_confirmation(view, &overview)),
+        None => html(
+            StatusCode::NOT_FOUND,
+            render_shell(
+                "No such service",
+                &format!(
+                    "<p class=\"error\">There is no core service with id {}.</p><p><a href=\"/\">Back to the cluster</a></p>",
+                    escape(&id)
+                ),
+            ),
+        ),
+    }
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    match services::remove(&state.node, &id).await {
+        Ok(_) => redirect(format!("/?removed={}", encode_component(&id))),
+        Err(e) => redirect(format!(
+            "/?error={}",
+            encode_component(&clip(&format!("Cannot remove the core service: {}", e.message)))
+        )),
+    }
+}
+
+fn render_shell(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title} · sqlraft</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n</head>\n\
+         <body>\n<main>\n{body}\n</main>\n<script src=\"/ui/app.js\"></script>\n</body>\n</html>\n",
+        title = escape(title)
+    )
+}
+
+fn render_unavailable(reason: &str) -> String {
+    render_shell(
+        "Unavailable",
+        &format!(
+            "<h1>sqlraft core cluster</h1><p class=\"error\" id=\"error\">This core service cannot show the cluster: {}</p>",
+            escape(reason)
+        ),
+    )
+}
+
+fn this_name(o: &Overview) -> String {
+    o.services
+        .iter()
+        .find(|v| v.is_self)
+        .map_or_else(|| o.this_id.clone(), |v| v.service.name.clone())
+}
+
+/// The whole page.
+pub(crate) fn render_page(o: &Overview, m: &PageMessages, join: &str) -> String {
+    let mut body = String::new();
+    body.push_str(&format!(
+        "<header><h1>sqlraft core cluster</h1><p class=\"subtitle\">This page is served by <strong>{}</strong> ({}). Writes go to the leader; every core service reads its own SQLite copy.</p></header>\n",
+        escape(&this_name(o)),
+        escape(this_role_name(o)),
+    ));
+    if let Some(error) = &m.error {
+        body.push_str(&format!(
+            "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>\n",
+            escape(error)
+        ));
+    }
+    if let Some(notice) = &m.notice {
+        body.push_str(&format!(
+            "<p class=\"notice\" id=\"notice\" role=\"status\">{}</p>\n",
+            escape(notice)
+        ));
+    }
+    if let Some(created) = &m.created {
+        body.push_str(&render_install(o, created, join));
+    }
+    body.push_str("<section id=\"cluster\" aria-live=\"polite\">\n");
+    body.push_str(&render_cluster(o));
+    body.push_str("</section>\n");
+    body.push_str(&render_form(m));
+    render_shell("Cluster", &body)
+}
+
+fn render_install(o: &Overview, id: &str, join: &str) -> String {
+    let Some(view) = o.services.iter().find(|v| v.service.id == id) else {
+        return format!(
+            "<p class=\"error\" id=\"error\">There is no core service with id {}.</p>\n",
+            escape(id)
+        );
+    };
+    let s = &view.service;
+    let command = install_command(&s.id, &s.raft_addr, join);
+    format!(
+        "<section id=\"install\" class=\"install\">\n<h2>Install {name}</h2>\n\
+         <p>Core service <strong>{name}</strong> was created with id <code>{id}</code>. Run this command on <strong>{fqdn}</strong> (as root; the binary must be on the PATH there). It joins the cluster as a learner:</p>\n\
+         <pre id=\"install-command\">{command}</pre>\n\
+         <button type=\"button\" class=\"copy\" data-copy=\"install-command\">Copy the command</button>\n\
+         <p class=\"hint\">Install the services one after another: start the next one once this one shows up below.</p>\n</section>\n",
+        name = escape(&s.name),
+        id = escape(&s.id),
+        fqdn = escape(&s.fqdn),
+        command = escape(&command),
+    )
+}
+
+fn render_form(m: &PageMessages) -> String {
+    format!(
+        "<section id=\"create\">\n<h2>Create a core service</h2>\n\
+         <p>One core service per server. It gets its id here; then you install it on its server with the command shown.</p>\n\
+         <form method=\"post\" action=\"/ui/services\" id=\"create-form\">\n\
+         <label for=\"fqdn\">Host name (FQDN)</label>\n\
+         <input id=\"fqdn\" name=\"fqdn\" required maxlength=\"253\" placeholder=\"core-2.example.com\" value=\"{fqdn}\">\n\
+         <label for=\"raft_addr\">Raft address</label>\n\
+         <input id=\"raft_addr\" name=\"raft_addr\" required maxlength=\"260\" placeholder=\"core-2.example.com:7209\" value=\"{raft_addr}\">\n\
+         <button type=\"submit\" id=\"create-button\">Create</button>\n</form>\n</section>\n",
+        fqdn = escape(&m.fqdn),
+        raft_addr = escape(&m.raft_addr),
+    )
+}
+
+fn yes_no(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "—",
+    }
+}
+
+fn number(value: Option<u64>) -> String {
+    value.map_or_else(|| "—".to_string(), |v| v.to_string())
+}
+
+/// The refreshed part: summary, explanations, the services table, removed services.
+pub(crate) fn render_cluster(o: &Overview) -> String {
+    let mut out = String::new();
+    let leader = o
+        .services
+        .iter()
+        .find(|v| v.is_leader)
+        .map(|v| v.service.name.clone());
+    out.push_str(&format!(
+        "<p class=\"summary\" id=\"summary\">{} voter{}, {} learner{} · term {} · commit index {} · leader: <strong>{}</strong></p>\n",
+        o.voters,
+        if o.voters == 1 { "" } else { "s" },
+        o.learners,
+        if o.learners == 1 { "" } else { "s" },
+        o.term,
+        o.commit_index,
+        escape(leader.as_deref().unwrap_or("none known (an election is in progress, or this node is cut off)")),
+    ));
+    let live: Vec<&ServiceView> = o
+        .services
+        .iter()
+        .filter(|v| v.service.state != ServiceState::Removed)
+        .collect();
+    let learners: Vec<&&ServiceView> = live
+        .iter()
+        .filter(|v| display_role(v) == Some("learner") || v.service.state == ServiceState::Learner)
+        .collect();
+    match learners.as_slice() {
+        [] => {}
+        [one] => out.push_str(&format!(
+            "<p class=\"explain\" id=\"learner-note\">{name} is a learner: it becomes a voter when one more core service joins, so that the number of voters stays odd. Meanwhile it receives every write and serves reads from its own copy.</p>\n",
+            name = escape(&one.service.name)
+        )),
+        many => {
+            let names: Vec<String> = many.iter().map(|v| escape(&v.service.name)).collect();
+            out.push_str(&format!(
+                "<p class=\"explain\" id=\"learner-note\">{} are learners: caught-up learners become voters two at a time, so that the number of voters stays odd.</p>\n",
+                names.join(", ")
+            ));
+        }
+    }
+    for v in live
+        .iter()
+        .filter(|v| v.service.state == ServiceState::Created)
+    {
+        out.push_str(&format!(
+            "<p class=\"explain created\">{name} is created but has not joined yet: <a href=\"/?created={id_q}#install\">run its install command</a> on {fqdn}.</p>\n",
+            name = escape(&v.service.name),
+            id_q = escape(&encode_component(&v.service.id)),
+            fqdn = escape(&v.service.fqdn),
+        ));
+    }
+    out.push_str(
+        "<table id=\"services\">\n<thead><tr><th>Name</th><th>Id</th><th>Raft address</th><th>State</th><th>Role</th><th>Term</th><th>Applied index</th><th>Lag</th><th>Reachable</th><th></th></tr></thead>\n<tbody>\n",
+    );
+    for v in &live {
+        out.push_str(&render_row(v));
+    }
+    out.push_str("</tbody>\n</table>\n");
+    let removed: Vec<&ServiceView> = o
+        .services
+        .iter()
+        .filter(|v| v.service.state == ServiceState::Removed)
+        .collect();
+    if !removed.is_empty() {
+        out.push_str("<h2>Removed core services</h2>\n<p class=\"hint\">A removed id can never join again; create a new service for that server.</p>\n<table id=\"removed\">\n<thead><tr><th>Name</th><th>Id</th><th>Raft address</th></tr></thead>\n<tbody>\n");
+        for v in removed {
+            out.push_str(&format!(
+                "<tr data-id=\"{id}\"><td>{name}</td><td><code>{id}</code></td><td>{addr}</td></tr>\n",
+                id = escape(&v.service.id),
+                name = escape(&v.service.name),
+                addr = escape(&v.service.raft_addr),
+            ));
+        }
+        out.push_str("</tbody>\n</table>\n");
+    }
+    out
+}
+
+fn render_row(v: &ServiceView) -> String {
+    let s = &v.service;
+    let live = v.live.as_ref();
+    let role = display_role(v).unwrap_or(match s.state {
+        ServiceState::Created => "not joined",
+        _ => "—",
+    });
+    let mut badges = String::new();
+    if v.is_leader {
+        badges.push_str(" <span class=\"badge leader\">leader</span>");
+    }
+    if v.is_self {
+        badges.push_str(" <span class=\"badge self\">this node</span>");
+    }
+    let reachable = live.map(|m| m.reachable);
+    format!(
+        "<tr data-id=\"{id}\" class=\"{class}\"><td class=\"name\">{name}{badges}</td><td><code>{id}</code></td><td>{addr}</td><td>{state}</td><td class=\"role\">{role}</td><td>{term}</td><td>{applied}</td><td>{lag}</td><td class=\"{reach_class}\">{reach}</td>\
+         <td><a class=\"button danger\" href=\"/ui/services/{id_q}/remove\" id=\"remove-{id}\">Remove</a></td></tr>\n",
+        id = escape(&s.id),
+        id_q = escape(&encode_component(&s.id)),
+        class = if v.is_leader { "leader" } else { "" },
+        name = escape(&s.name),
+        addr = escape(&s.raft_addr),
+        state = escape(s.state.as_str()),
+        role = escape(role),
+        term = number(live.and_then(|m| m.term)),
+        applied = number(live.and_then(|m| m.applied_index)),
+        lag = number(v.lag),
+        reach_class = match reachable {
+            Some(false) => "unreachable",
+            _ => "",
+        },
+        reach = yes_no(reachable),
+    )
+}
+
+fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
+    let s = &v.service;
+    let mut consequences = String::new();
+    match s.state {
+        ServiceState::Removed => {
+            consequences.push_str("<p class=\"error\">It is already removed.</p>");
+        }
+        ServiceState::Created => consequences
+            .push_str("<p>It has not joined yet: its id is crossed out and can never join.</p>"),
+        ServiceState::Learner => consequences.push_str(
+            "<p>It is a learner: it leaves the cluster and stops itself. The voters are not affected.</p>",
+        ),
+        ServiceState::Voter => {
+            if (o.voters.saturating_sub(1)) % 2 == 0 && o.voters > 1 {
+                consequences.push_str(
+                    "<p>It is a voter. Without it the number of voters would be even, so another voter becomes a learner in the same change (it becomes a voter again when another core service joins).</p>",
+                );
+            } else {
+                consequences.push_str("<p>It is a voter; the cluster keeps an odd number of voters.</p>");
+            }
+            if v.is_leader {
+                consequences.push_str(
+                    "<p>It is the leader: it hands leadership over to another voter first.</p>",
+                );
+            }
+        }
+    }
+    let body = format!(
+        "<h1>Remove {name}?</h1>\n<p>Core service <strong>{name}</strong> (id <code>{id}</code>, raft address {addr}) will be removed from the cluster. \
+         The removed service stops itself; its id can never join again. Afterwards stop and delete it on {fqdn}: its unit and its directory.</p>\n{consequences}\n\
+         <form method=\"post\" action=\"/ui/services/{id_q}/remove\" id=\"confirm-form\">\n\
+         <button type=\"submit\" class=\"danger\" id=\"confirm-remove\">Yes, remove {name}</button>\n\
+         <a class=\"button\" href=\"/\" id=\"cancel-remove\">Cancel</a>\n</form>\n",
+        name = escape(&s.name),
+        id = escape(&s.id),
+        id_q = escape(&encode_component(&s.id)),
+        addr = escape(&s.raft_addr),
+        fqdn = escape(&s.fqdn),
+    );
+    render_shell(&format!("Remove {}", s.name), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LiveMember;
+    use sqlraft::{Role, Service};
+
+    fn view(name: &str, fqdn: &str, state: ServiceState, learner: bool) -> ServiceView {
+        ServiceView {
+            service: Service {
+                id: format!("id-{name}"),
+                name: name.to_string(),
+                fqdn: fqdn.to_string(),
+                raft_addr: format!("{fqdn}:7209"),
+                state,
+                raft_id: Some(2),
+                created_at_ms: 0,
+                updated_index: 1,
+            },
+            live: Some(LiveMember {
+                raft_id: 2,
+                service_id: format!("id-{name}"),
+                raft_addr: format!("{fqdn}:7209"),
+                http_addr: "<i>h</i>".into(),
+                voter: !learner,
+                role: if learner { "learner" } else { "follower" }.into(),
+                reachable: true,
+                applied_index: Some(5),
+                term: Some(2),
+            }),
+            is_leader: false,
+            is_self: false,
+            lag: Some(0),
+        }
+    }
+
+    fn overview(services: Vec<ServiceView>) -> Overview {
+        Overview {
+            this_id: "x".into(),
+            this_role: Role::Leader,
+            leader_id: None,
+            term: 2,
+            commit_index: 5,
+            voters: 1,
+            learners: 1,
+            services,
+        }
+    }
+
+    const EVIL: &str = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+
+    #[test]
+    fn everything_rendered_is_escaped() {
+        let o = overview(vec![
+            view(EVIL, EVIL, ServiceState::Learner, true),
+            view(&format!("{EVIL}2"), EVIL, ServiceState::Removed, false),
+        ]);
+        let m = PageMessages {
+            error: Some(EVIL.into()),
+            notice: Some(EVIL.into()),
+            fqdn: EVIL.into(),
+            raft_addr: EVIL.into(),
+            created: Some(format!("id-{EVIL}")),
+        };
+        let page = render_page(&o, &m, EVIL);
+        let confirm = render_confirmation(&o.services[0], &o);
+        for html in [&page, &confirm] {
+            assert!(!html.contains("<script>alert"), "{html}");
+            assert!(!html.contains("<img"), "{html}");
+            assert!(!html.contains("\"'>"), "{html}");
+            assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        }
+        assert!(page.contains("is a learner: it becomes a voter when one more core service joins, so that the number of voters stays odd"));
+    }
+
+    #[test]
+    fn escaping_and_encoding() {
+        assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
+        assert_eq!(encode_component("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn forms_from_other_sites_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:7220".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://127.0.0.1:7220".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://evil.example.com".parse().unwrap());
+        assert!(!same_origin(&h));
+        let mut h = HeaderMap::new();
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+}
