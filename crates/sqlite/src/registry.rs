@@ -139,14 +139,7 @@ impl StateMachine {
 
     /// One service by id.
     pub fn service(&self, id: &str) -> Result<Option<Service>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {COLUMNS} WHERE id = ?1"),
-                [id],
-                row_to_service,
-            )
-            .optional()
-            .map_err(SqliteError::Apply)
+        find_service(&self.conn, id)
     }
 }
 
@@ -156,14 +149,7 @@ impl ApplyTxn<'_> {
     }
 
     fn find(&self, id: &str) -> Result<Option<Service>> {
-        self.tx
-            .query_row(
-                &format!("SELECT {COLUMNS} WHERE id = ?1"),
-                [id],
-                row_to_service,
-            )
-            .optional()
-            .map_err(SqliteError::Apply)
+        find_service(&self.tx, id)
     }
 
     /// Registers a service (entry `index`). A live service with the same id, raft
