@@ -1,5 +1,7 @@
 //! `sqlraft-core demo`: a local cluster started the way a person would by hand, as
-//! child `sqlraft-core run` processes on 127.0.0.1.
+//! child `sqlraft-core run` processes: node N on loopback address 127.0.0.N (its host
+//! name; one core service per host), each further service created through
+//! `POST /api/v1/services` on the first before it is started with `--raft.join`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -70,10 +72,11 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Two distinct free ports on 127.0.0.1 (both held while the second is picked).
-fn free_ports() -> Result<(u16, u16), CoreError> {
+/// Two distinct free ports on loopback address `host` (both held while the second is
+/// picked).
+fn free_ports(host: &str) -> Result<(u16, u16), CoreError> {
     let bind = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        std::net::TcpListener::bind((host, 0))
             .and_then(|l| Ok((l.local_addr()?.port(), l)))
             .map_err(|e| CoreError::Io(format!("cannot pick a free port: {e}")))
     };
@@ -134,14 +137,16 @@ async fn start_all(root: &Path, count: usize, children: &mut Children) -> Result
     let exe = std::env::current_exe()
         .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
     for i in 0..count {
-        let id = if i == 0 {
-            FIRST_SERVICE_ID.to_string()
-        } else {
-            uuid::Uuid::new_v4().to_string()
+        // One core service per host: node i+1 gets 127.0.0.<i+1> as its host name.
+        let host = format!("127.0.0.{}", i + 1);
+        let (raft_port, http_port) = free_ports(&host)?;
+        let raft = format!("{host}:{raft_port}");
+        let http = format!("{host}:{http_port}");
+        let id = match children.0.first() {
+            None => FIRST_SERVICE_ID.to_string(),
+            // Created in the registry first, as in the web interface.
+            Some(first) => create_service(&first.http, &host, &raft).await?,
         };
-        let (raft_port, http_port) = free_ports()?;
-        let raft = format!("127.0.0.1:{raft_port}");
-        let http = format!("127.0.0.1:{http_port}");
         let stderr_path = root.join(format!("node-{}.stderr", i + 1));
         let stderr = File::create(&stderr_path)
             .map_err(|e| CoreError::Io(format!("cannot create {}: {e}", stderr_path.display())))?;
@@ -210,6 +215,42 @@ async fn start_all(root: &Path, count: usize, children: &mut Children) -> Result
     Ok(())
 }
 
+/// `POST /api/v1/services` on the member at `http`; returns the new service's id.
+async fn create_service(http: &str, fqdn: &str, raft: &str) -> Result<String, CoreError> {
+    let body = serde_json::json!({ "fqdn": fqdn, "raft_addr": raft }).to_string();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = client::post(http, "/api/v1/services", body.as_bytes(), READY_TIMEOUT).await;
+        match answer {
+            Ok(r) if r.status == 201 => {
+                return r
+                    .json()
+                    .ok()
+                    .and_then(|j| j["id"].as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        CoreError::Failed(format!("no id in the answer of {http}: {}", r.text()))
+                    });
+            }
+            // No leader yet: retry.
+            Ok(r) if r.status == 503 && Instant::now() < deadline => {}
+            Ok(r) => {
+                return Err(CoreError::Failed(format!(
+                    "cannot create core service {fqdn} at http://{http}: {} {}",
+                    r.status,
+                    r.text().trim()
+                )));
+            }
+            Err(e) if Instant::now() < deadline => tracing::debug!(%e, "retrying"),
+            Err(e) => {
+                return Err(CoreError::Failed(format!(
+                    "cannot create core service {fqdn}: {e}"
+                )));
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn node_http(children: &Children, i: usize) -> &str {
     children.0.get(i).map_or("", |n| n.http.as_str())
 }
@@ -263,7 +304,8 @@ async fn watch_children(children: &mut Children) -> CoreError {
 
 fn print_session(root: &Path, nodes: &[DemoNode]) {
     println!(
-        "sqlraft demo: {} core service(s) on 127.0.0.1, root {}",
+        "sqlraft demo: {} core service(s) on 127.0.0.1-127.0.0.{}, root {}",
+        nodes.len(),
         nodes.len(),
         root.display()
     );
@@ -306,5 +348,7 @@ fn print_session(root: &Path, nodes: &[DemoNode]) {
         at(2)
     );
     println!("  curl -s 'http://{}/nodes'", at(0));
+    println!("  curl -s 'http://{}/api/v1/services'", at(0));
+    println!("web interface: http://{}/", at(0));
     println!("ready (Ctrl-C stops every service)");
 }
