@@ -46,6 +46,8 @@ pub fn init_logging(config: &RunConfig) -> Result<(), CoreError> {
 /// Why the service stopped.
 enum Stop {
     Signal(&'static str),
+    /// The cluster removed this service: a clean end (exit status 0).
+    Removed,
     Failed(String),
 }
 
@@ -86,6 +88,8 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     node_config.advertise_addr = Some(config.advertise.clone());
     node_config.http_addr = Some(config.http_addr(http_port));
     node_config.join = config.join.clone();
+    // Only services created in the registry (web interface, POST /api/v1/services) join.
+    node_config.admission = sqlraft::Admission::Registered;
     node_config.limits.join_timeout_ms = config.join_timeout_ms;
     tracing::info!(service_id = %config.id, dir = %dir.display(), raft_addr = %config.advertise,
         http = %config.http, join = ?config.join, "starting core service");
@@ -121,6 +125,9 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
                 });
             }
             _ = poll.tick() => {
+                if node.is_removed() {
+                    break Stop::Removed;
+                }
                 if let Some(failure) = node.failure() {
                     break Stop::Failed(format!("node failed: {failure}"));
                 }
@@ -129,6 +136,10 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     };
     match &stop {
         Stop::Signal(name) => tracing::info!(signal = name, "shutting down"),
+        Stop::Removed => tracing::warn!(
+            service_id = %config.id,
+            "this service was removed from the cluster; stopping"
+        ),
         Stop::Failed(reason) => tracing::error!(%reason, "stopping"),
     }
     let _ = stop_http.send(());
@@ -139,6 +150,14 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     tracing::info!("core service stopped");
     match stop {
         Stop::Signal(_) => Ok(()),
+        Stop::Removed => {
+            eprintln!(
+                "sqlraft-core: service {} was removed from the cluster; it stopped and its id can never join again. Remove its unit and delete {}",
+                config.id,
+                dir.display()
+            );
+            Ok(())
+        }
         Stop::Failed(reason) => Err(CoreError::Failed(reason)),
     }
 }
