@@ -422,8 +422,16 @@ mod tests {
             ("Core.example.com", "Core.example.com:7209", "fqdn"),
             ("core-2.example.com", "core-2.example.com", "no port"),
             ("core-2.example.com", "core-2.example.com:0", "out of range"),
-            ("core-2.example.com", "core-2.example.com:70000", "out of range"),
-            ("core-2.example.com", "core-3.example.com:7209", "not the service's fqdn"),
+            (
+                "core-2.example.com",
+                "core-2.example.com:70000",
+                "out of range",
+            ),
+            (
+                "core-2.example.com",
+                "core-3.example.com:7209",
+                "not the service's fqdn",
+            ),
             ("127.0.0.2", "127.0.0.3:7209", "not the service's fqdn"),
             ("127.0.0.2", "127.0.0.2:0", "1-65535"),
             ("127.0.0.2", "127.0.0.2", "no port"),

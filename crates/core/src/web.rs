@@ -100,11 +100,7 @@ fn clip(text: &str) -> String {
 }
 
 async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
 async fn script() -> Response {
@@ -233,7 +229,10 @@ async fn create(
         )),
         Err(e) => redirect(format!(
             "/?error={}&fqdn={}&raft_addr={}#create",
-            encode_component(&clip(&format!("Cannot create the core service: {}", e.message))),
+            encode_component(&clip(&format!(
+                "Cannot create the core service: {}",
+                e.message
+            ))),
             encode_component(&clip(&fqdn)),
             encode_component(&clip(&raft_addr)),
         )),
@@ -243,7 +242,12 @@ async fn create(
 async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let overview = match services::overview(&state.node, probe_timeout(&state)).await {
         Ok(o) => o,
-        Err(e) => return html(StatusCode::SERVICE_UNAVAILABLE, render_unavailable(&e.to_string())),
+        Err(e) => {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render_unavailable(&e.to_string()),
+            );
+        }
     };
     match overview.services.iter().find(|v| v.service.id == id) {
         Some(view) => html(StatusCode::OK, render_confirmation(view, &overview)),
@@ -272,7 +276,10 @@ async fn remove(
         Ok(_) => redirect(format!("/?removed={}", encode_component(&id))),
         Err(e) => redirect(format!(
             "/?error={}",
-            encode_component(&clip(&format!("Cannot remove the core service: {}", e.message)))
+            encode_component(&clip(&format!(
+                "Cannot remove the core service: {}",
+                e.message
+            )))
         )),
     }
 }
@@ -511,7 +518,7 @@ fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
             "<p>It is a learner: it leaves the cluster and stops itself. The voters are not affected.</p>",
         ),
         ServiceState::Voter => {
-            if (o.voters.saturating_sub(1)) % 2 == 0 && o.voters > 1 {
+            if o.voters > 1 && (o.voters - 1).is_multiple_of(2) {
                 consequences.push_str(
                     "<p>It is a voter. Without it the number of voters would be even, so another voter becomes a learner in the same change (it becomes a voter again when another core service joins).</p>",
                 );

@@ -50,7 +50,10 @@ async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_le
     assert_eq!(first["reachable"], true);
     assert_eq!(first["http_addr"], leader.http.as_str());
     assert!(first["applied_index"].as_u64().is_some_and(|a| a >= index));
-    let peer = nodes.iter().find(|n| n["id"] == peer_id.as_str()).expect("peer");
+    let peer = nodes
+        .iter()
+        .find(|n| n["id"] == peer_id.as_str())
+        .expect("peer");
     assert_eq!(peer["name"], "core-127.0.0.2");
     assert_eq!(peer["role"], "learner");
     assert_eq!(peer["voter"], false);

@@ -90,7 +90,7 @@ async fn services_are_validated_created_listed_and_removed() {
 
     for (fqdn, addr) in [
         ("core-2.example.com", "core-2.example.com:7301"),
-        ("127.0.0.1", &h.node.raft_addr().to_string()),
+        ("127.0.0.1", h.node.raft_addr()),
     ] {
         let r = create(&h, fqdn, addr).await;
         assert_eq!(r.status, 409, "{fqdn} {addr}: {}", r.text());
@@ -266,7 +266,10 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
         .text();
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(!page.contains("<img"), "{page}");
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
 
     // A bad host name: redirected back with the message and the values, escaped.
     let r = form_post(
@@ -280,7 +283,10 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
     let location = r.header("location").expect("location").to_string();
     assert!(location.starts_with("/?error="), "{location}");
     let page = h.get(&location).await.text();
-    assert!(page.contains("Cannot create the core service: fqdn:"), "{page}");
+    assert!(
+        page.contains("Cannot create the core service: fqdn:"),
+        "{page}"
+    );
     assert!(!page.contains("<b>bad"), "{page}");
     assert!(page.contains("value=\"&lt;b&gt;bad&lt;/b&gt;\""), "{page}");
 
@@ -348,10 +354,7 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
     assert!(page.contains("Removed core services"), "{page}");
     // Removing it again: the error is shown on the page.
     let r = form_post(&h, &format!("/ui/services/{id}/remove"), "", None).await;
-    let page = h
-        .get(r.header("location").expect("location"))
-        .await
-        .text();
+    let page = h.get(r.header("location").expect("location")).await.text();
     assert!(page.contains("already removed"), "{page}");
     h.stop().await;
 }

@@ -67,11 +67,8 @@ impl Harness {
             .unwrap_or_else(|| format!("{host}:0"))
             .parse()
             .expect("addr");
-        let mut config = NodeConfig::new(
-            service_id,
-            dir.path().join("core").join(service_id),
-            listen,
-        );
+        let mut config =
+            NodeConfig::new(service_id, dir.path().join("core").join(service_id), listen);
         config.advertise_addr = raft;
         config.admission = sqlraft::Admission::Registered;
         config.join = join;
