@@ -1,0 +1,229 @@
+//! `sqlraft-core run ... --install [--dry-run]` through the real binary: what the dry
+//! run prints, refusals that change nothing, and (where systemd is not running) the
+//! supervised background process: start, idempotent re-install, restart on failure, stop.
+
+mod install_support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use install_support::{BIN, FIRST_ID, SupervisedGuard, free_port, wait_for, wait_ready};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlraft_core::install::{NOTHING_CHANGED, SYSTEMD_MARKER, process_alive};
+
+const OTHER_ID: &str = "6f1c0a3e-1234-4abc-9def-0123456789ab";
+
+fn sqlraft_core(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+}
+
+fn systemd_running() -> bool {
+    Path::new(SYSTEMD_MARKER).is_dir()
+}
+
+#[test]
+fn dry_run_prints_the_unit_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // A relative root becomes absolute in the unit.
+    let out = sqlraft_core(
+        &[
+            "run",
+            "--id",
+            FIRST_ID,
+            "--root",
+            "srv",
+            "--raft.node.addr",
+            "core-1.example.test:7209",
+            "--http",
+            "127.0.0.1:7220",
+            "--install",
+            "--dry-run",
+        ],
+        tmp.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let root = tmp.path().join("srv");
+    let dir = root.join("core").join(FIRST_ID);
+    let exec = format!(
+        "ExecStart={BIN} run --id {FIRST_ID} --root {} --raft.node.listen 0.0.0.0:7209 \
+         --raft.node.addr core-1.example.test:7209 --http 127.0.0.1:7220",
+        root.display()
+    );
+    for line in [
+        format!("# /etc/systemd/system/sqlraft-core-{FIRST_ID}.service"),
+        "[Unit]".to_string(),
+        "After=network-online.target".to_string(),
+        exec,
+        format!("WorkingDirectory={}", dir.display()),
+        "Restart=on-failure".to_string(),
+        "LimitNOFILE=65536".to_string(),
+        "WantedBy=multi-user.target".to_string(),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("User="), "no --user, no User=: {stdout}");
+    assert!(stdout.contains("nothing done (--dry-run)"), "{stdout}");
+    if systemd_running() {
+        assert!(stdout.contains("systemctl enable --now"), "{stdout}");
+    } else {
+        assert!(stdout.contains("systemd is not running here"), "{stdout}");
+        assert!(stdout.contains("run/supervisor.pid"), "{stdout}");
+    }
+    assert!(is_empty_dir(tmp.path()), "--dry-run created files");
+}
+
+#[test]
+fn dry_run_with_a_user_names_it_in_the_unit() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = sqlraft_core(
+        &[
+            "run",
+            "--id",
+            FIRST_ID,
+            "--root",
+            "/opt/sqlraft",
+            "--user",
+            "root",
+            "--install",
+            "--dry-run",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().any(|l| l == "User=root"));
+}
+
+/// Exit status 2, one line on stderr, nothing created.
+fn assert_refused(args: &[&str], expect: &str) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("root");
+    let root = root.to_str().expect("utf-8");
+    let mut argv = vec!["run", "--root", root];
+    argv.extend_from_slice(args);
+    let out = sqlraft_core(&argv, tmp.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{argv:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("sqlraft-core: error: "), "{stderr}");
+    assert!(stderr.contains(expect), "{stderr:?} lacks {expect:?}");
+    assert!(is_empty_dir(tmp.path()), "{argv:?} created files");
+}
+
+#[test]
+fn install_refusals_change_nothing() {
+    assert_refused(&["--id", FIRST_ID, "--dry-run"], "--install");
+    assert_refused(&["--id", FIRST_ID, "--user", "root"], "--install");
+    assert_refused(
+        &[
+            "--id",
+            FIRST_ID,
+            "--install",
+            "--user",
+            "no-such-user-sqlraft",
+        ],
+        "no such user",
+    );
+    // A new peer without --raft.join would found a second cluster.
+    assert_refused(&["--id", OTHER_ID, "--install"], "--raft.join");
+    assert_refused(&["--id", OTHER_ID, "--install", "--dry-run"], "--raft.join");
+    assert_refused(&["--id", "core-1", "--install"], "not a service id");
+}
+
+#[test]
+fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
+    if systemd_running() {
+        eprintln!("systemd runs here: --install would write a real unit; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("root");
+    let raft = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let raft_addr = format!(
+        "core-1.example.test:{}",
+        raft.rsplit(':').next().expect("port")
+    );
+    let args = [
+        "run",
+        "--id",
+        FIRST_ID,
+        "--root",
+        root.to_str().expect("utf-8"),
+        "--raft.node.listen",
+        &raft,
+        "--raft.node.addr",
+        &raft_addr,
+        "--http",
+        &http,
+        "--install",
+    ];
+    let dir = root.join("core").join(FIRST_ID);
+    let guard = SupervisedGuard::new(&dir);
+
+    let first = sqlraft_core(&args, tmp.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("started as a supervised background process"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(wait_ready(&http, Duration::from_secs(30)), "not ready");
+    let supervisor = guard.supervisor_pid().expect("supervisor pid file");
+    let core = guard.core_pid().expect("core pid file");
+    assert!(dir.join("log").join("core").is_file());
+    assert!(dir.join("log").join("supervisor").is_file());
+
+    // Again: nothing changes.
+    let again = sqlraft_core(&args, tmp.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains(NOTHING_CHANGED),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(guard.supervisor_pid(), Some(supervisor));
+    assert_eq!(guard.core_pid(), Some(core));
+
+    // The service dies: the supervisor starts it again.
+    kill(Pid::from_raw(core), Signal::SIGKILL).expect("kill the service");
+    assert!(
+        wait_for(Duration::from_secs(20), || guard
+            .core_pid()
+            .is_some_and(|p| p != core)),
+        "not restarted"
+    );
+    assert!(
+        wait_ready(&http, Duration::from_secs(30)),
+        "not ready again"
+    );
+    assert_eq!(guard.supervisor_pid(), Some(supervisor));
+
+    // SIGTERM to the supervisor stops both and removes the pid files.
+    let restarted = guard.core_pid().expect("restarted service");
+    assert!(guard.stop(), "supervisor did not stop cleanly");
+    assert!(!process_alive(supervisor) && !process_alive(restarted));
+    let paths = guard.paths();
+    assert!(!paths.supervisor_pid.exists() && !paths.core_pid.exists());
+    let log = std::fs::read_to_string(&paths.log).expect("supervisor log");
+    assert!(log.contains("restarting"), "{log}");
+    assert!(log.contains("supervisor stopped"), "{log}");
+}
