@@ -452,6 +452,12 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Whether the command line of `pid` contains `word`.
+fn cmdline_mentions(pid: i32, word: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == word.as_bytes()))
+}
+
 /// The pid in a pid file, if it names a living process.
 pub fn read_live_pid(path: &Path) -> Option<i32> {
     let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
@@ -483,7 +489,9 @@ fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
         );
         return Ok(());
     }
-    if let Some(pid) = read_live_pid(&paths.core_pid) {
+    // A stale pid file may name a recycled pid: only a process serving this id counts.
+    if let Some(pid) = read_live_pid(&paths.core_pid).filter(|pid| cmdline_mentions(*pid, &inst.id))
+    {
         return Err(CoreError::Failed(format!(
             "{name}: the service runs without its supervisor (pid {pid} in {}); stop it first",
             paths.core_pid.display()
@@ -781,7 +789,8 @@ mod tests {
         for section in ["[Unit]", "[Service]", "[Install]"] {
             assert!(unit.contains(section), "{section} missing");
         }
-        assert!(!unit.contains("--install") && !unit.contains("--dry-run"));
+        let exec = line("ExecStart");
+        assert!(!exec.contains("--install") && !exec.contains("--dry-run"));
     }
 
     #[test]
@@ -840,6 +849,14 @@ mod tests {
         assert_eq!(shell_word("--id"), "--id");
         assert_eq!(shell_word("a b"), "'a b'");
         assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn cmdline_is_matched_word_by_word() {
+        let me = std::process::id() as i32;
+        let arg0 = std::env::args().next().expect("argv[0]");
+        assert!(cmdline_mentions(me, &arg0));
+        assert!(!cmdline_mentions(me, "no-such-argument-sqlraft"));
     }
 
     #[test]
