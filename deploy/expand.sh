@@ -3,7 +3,7 @@
 # kuma_core_peers; the kuma_core host and its running service are left alone. See --help
 # and docs/OPERATIONS.md.
 set -euo pipefail
-# shellcheck source=lib/kit.sh
+# shellcheck source-path=SCRIPTDIR source=lib/kit.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kit.sh"
 kit_init expand.sh
 

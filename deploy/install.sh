@@ -4,7 +4,7 @@
 # (00000000-0000-0000-0000-000000000000) on the kuma_core host. See --help and
 # docs/OPERATIONS.md.
 set -euo pipefail
-# shellcheck source=lib/kit.sh
+# shellcheck source-path=SCRIPTDIR source=lib/kit.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kit.sh"
 kit_init install.sh
 
