@@ -171,7 +171,14 @@ impl Transport {
     /// or blocked peer, or to one whose queue is full, is dropped: raft tolerates lost
     /// messages and resends.
     pub fn send(&self, messages: Vec<Message>) {
-        let blocked = self.blocked_now();
+        if messages.is_empty() {
+            return;
+        }
+        let blocked = self
+            .inner
+            .blocked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let peers = self
             .inner
             .peers
@@ -211,7 +218,7 @@ impl Transport {
         leader_id: u64,
         request: pb::ForwardRequest,
     ) -> Result<pb::ForwardResponse, TransportError> {
-        if self.blocked_now().contains(&leader_id) {
+        if self.is_blocked(leader_id) {
             return Err(TransportError::Blocked(addr.to_string()));
         }
         let mut client = self.client(addr)?;
@@ -260,12 +267,12 @@ impl Transport {
         }
     }
 
-    fn blocked_now(&self) -> HashSet<u64> {
+    fn is_blocked(&self, peer: u64) -> bool {
         self.inner
             .blocked
             .read()
-            .map(|b| b.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&peer)
     }
 
     fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, TransportError> {

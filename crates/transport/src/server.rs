@@ -48,9 +48,14 @@ impl<H: Handler> RaftTransport for Service<H> {
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
             messages.push(message);
         }
-        let blocked = self.blocked.read().map(|b| b.clone()).unwrap_or_default();
-        if !blocked.is_empty() {
-            messages.retain(|m| !blocked.contains(&m.from));
+        {
+            let blocked = self
+                .blocked
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !blocked.is_empty() {
+                messages.retain(|m| !blocked.contains(&m.from));
+            }
         }
         if !messages.is_empty()
             && let Err(sender) = self.handler.raft_messages(messages)
