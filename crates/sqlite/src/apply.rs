@@ -221,7 +221,18 @@ impl ApplyTxn<'_> {
     /// Runs one client statement. The outer `Err` is a failure of the database; the
     /// inner one a deterministic statement error.
     fn run(&self, statement: &Statement) -> Result<Result<StatementResult, String>> {
+        if let Some(refusal) = crate::guard::static_refusal(&statement.sql) {
+            return Ok(Err(refusal));
+        }
         let outcome = self.guard.client(|| self.run_client(statement));
+        if outcome.is_err() && self.tx.is_autocommit() {
+            // Whatever did this must be refused like ROLLBACK above: the batch's
+            // transaction is gone, and nothing can be recorded deterministically.
+            return Err(SqliteError::Inconsistent(format!(
+                "statement ended the apply transaction: {}",
+                statement.sql
+            )));
+        }
         match outcome {
             Ok(result) => Ok(Ok(result)),
             Err(e) if is_environmental(&e) => Err(SqliteError::Apply(e)),

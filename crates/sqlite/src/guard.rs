@@ -105,6 +105,17 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
             Some("load_extension is not allowed".into())
         }
+        // They read the applying connection's own counters, which depend on how
+        // entries were batched and when the node last restarted: not replicated state.
+        Function { function_name }
+            if ["changes", "total_changes", "last_insert_rowid"]
+                .iter()
+                .any(|f| function_name.eq_ignore_ascii_case(f)) =>
+        {
+            Some(format!(
+                "{function_name}() is not allowed in writes: its value differs between nodes"
+            ))
+        }
         CreateTable { table_name }
         | CreateIndex { table_name, .. }
         | CreateTrigger { table_name, .. }
@@ -123,4 +134,15 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Refusals that SQLite's authorizer cannot see. A ROLLBACK conflict resolution
+/// (`INSERT OR ROLLBACK`, `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK, ...)`) ends the whole
+/// transaction that applies a batch of entries, not just the request's savepoint.
+pub(crate) fn static_refusal(sql: &str) -> Option<String> {
+    crate::lex::has_keyword(sql, "ROLLBACK").then(|| {
+        "ROLLBACK is not allowed (also as a conflict resolution or in RAISE): \
+         use ABORT or FAIL; a failing request is rolled back anyway"
+            .to_string()
+    })
 }

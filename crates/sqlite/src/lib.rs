@@ -33,6 +33,7 @@ mod apply;
 pub mod codec;
 mod error;
 mod guard;
+mod lex;
 mod read;
 mod registry;
 mod types;

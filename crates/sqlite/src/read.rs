@@ -186,50 +186,37 @@ fn positional(statement: &Statement) -> Result<(String, Vec<Value>)> {
     let mut out = String::with_capacity(sql.len());
     let mut used: Vec<Option<usize>> = vec![None; named.len()];
     let mut values = Vec::new();
-    let mut i = 0;
     let mut copied = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' | b'`' => i = skip_quoted(bytes, i, bytes[i]),
-            b'[' => i = skip_quoted(bytes, i, b']'),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
+    for (span_start, span_end) in crate::lex::code_spans(sql) {
+        let mut i = span_start;
+        while i < span_end {
+            if !matches!(bytes[i], b':' | b'@' | b'$') {
+                i += 1;
+                continue;
+            }
+            let start = i + 1;
+            let end = start
+                + bytes[start..span_end]
                     .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |p| i + p)
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .count();
+            if end == start {
+                i += 1;
+                continue;
             }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..]
-                    .find("*/")
-                    .map_or(bytes.len(), |p| i + 2 + p + 2)
-            }
-            b':' | b'@' | b'$' => {
-                let start = i + 1;
-                let end = start
-                    + bytes[start..]
-                        .iter()
-                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-                        .count();
-                if end == start {
-                    i += 1;
-                    continue;
-                }
-                let name = &sql[start..end];
-                let full = &sql[i..end];
-                let slot = named
-                    .iter()
-                    .position(|(n, _)| n == full || n == name)
-                    .ok_or_else(|| SqliteError::Query(format!("no value for parameter {full}")))?;
-                let position = *used[slot].get_or_insert_with(|| {
-                    values.push(named[slot].1.clone());
-                    values.len()
-                });
-                out.push_str(&sql[copied..i]);
-                out.push_str(&format!("?{position}"));
-                copied = end;
-                i = end;
-            }
-            _ => i += 1,
+            let (name, full) = (&sql[start..end], &sql[i..end]);
+            let slot = named
+                .iter()
+                .position(|(n, _)| n == full || n == name)
+                .ok_or_else(|| SqliteError::Query(format!("no value for parameter {full}")))?;
+            let position = *used[slot].get_or_insert_with(|| {
+                values.push(named[slot].1.clone());
+                values.len()
+            });
+            out.push_str(&sql[copied..i]);
+            out.push_str(&format!("?{position}"));
+            copied = end;
+            i = end;
         }
     }
     out.push_str(&sql[copied..]);
@@ -240,22 +227,6 @@ fn positional(statement: &Statement) -> Result<(String, Vec<Value>)> {
         )));
     }
     Ok((out, values))
-}
-
-fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        if bytes[i] == close {
-            // A doubled quote is an escaped quote inside the literal.
-            if close != b']' && bytes.get(i + 1) == Some(&close) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    bytes.len()
 }
 
 #[cfg(test)]

@@ -336,3 +336,53 @@ fn results_report_only_what_the_statement_did() {
         .collect();
     assert_eq!(pairs, vec![(0, 0), (2, 2), (0, 0), (1, 0), (0, 0), (0, 0)]);
 }
+
+#[test]
+fn statements_that_would_end_the_batch_transaction_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+        ]),
+    );
+    // Several entries in one batch: the refused ones must not undo the others.
+    let mut txn = sm.begin().expect("begin");
+    let refused = [
+        "INSERT OR ROLLBACK INTO t VALUES (1)",
+        "UPDATE OR ROLLBACK t SET id = 1",
+        "CREATE TABLE u (a UNIQUE ON CONFLICT ROLLBACK)",
+        "CREATE TRIGGER g BEFORE INSERT ON t BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+        "INSERT INTO t VALUES (changes())",
+        "INSERT INTO t SELECT last_insert_rowid() + 100",
+        "INSERT INTO t VALUES (total_changes() + 200)",
+    ];
+    txn.write(2, &tx(&["INSERT INTO t VALUES (2)"]))
+        .expect("write");
+    for (i, sql) in refused.iter().enumerate() {
+        let results = txn
+            .write(3 + i as u64, &tx(&[sql]))
+            .expect("a refusal is a result");
+        let error = results[0]
+            .error
+            .as_deref()
+            .unwrap_or_else(|| panic!("{sql} was allowed"));
+        assert!(error.contains("not allowed"), "{sql}: {error}");
+    }
+    txn.commit().expect("commit");
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 2, "entry 2 kept");
+    assert_eq!(sm.applied_index(), 2 + refused.len() as u64);
+    // 'rollback' as data is fine.
+    let results = apply(
+        &mut sm,
+        10,
+        tx(&[
+            "CREATE TABLE notes (v)",
+            "INSERT INTO notes VALUES ('rollback')",
+        ]),
+    );
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+}

@@ -1,0 +1,102 @@
+//! Just enough SQL lexing to tell code from string literals, quoted identifiers and
+//! comments.
+
+/// Byte ranges of `sql` that are code: outside `'...'`, `"..."`, `` `...` ``, `[...]`,
+/// `-- ...` and `/* ... */`.
+pub(crate) fn code_spans(sql: &str) -> Vec<(usize, usize)> {
+    let bytes = sql.as_bytes();
+    let mut spans = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let skip_to = match bytes[i] {
+            b'\'' | b'"' | b'`' => Some(skip_quoted(bytes, i, bytes[i])),
+            b'[' => Some(skip_quoted(bytes, i, b']')),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => Some(
+                bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p),
+            ),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => Some(
+                sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |p| i + 2 + p + 2),
+            ),
+            _ => None,
+        };
+        match skip_to {
+            Some(end) => {
+                if i > start {
+                    spans.push((start, i));
+                }
+                i = end;
+                start = end;
+            }
+            None => i += 1,
+        }
+    }
+    if bytes.len() > start {
+        spans.push((start, bytes.len()));
+    }
+    spans
+}
+
+/// True when `word` (ASCII, any case) appears as a whole word in the code of `sql`.
+pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
+    code_spans(sql).into_iter().any(|(start, end)| {
+        sql[start..end]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .any(|w| w.eq_ignore_ascii_case(word))
+    })
+}
+
+fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        if bytes[i] == close {
+            // A doubled quote is an escaped quote inside the literal.
+            if close != b']' && bytes.get(i + 1) == Some(&close) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_in_literals_and_comments_do_not_count() {
+        assert!(has_keyword(
+            "INSERT OR ROLLBACK INTO t VALUES (1)",
+            "rollback"
+        ));
+        assert!(has_keyword(
+            "create table t (a unique on conflict\nrollback)",
+            "ROLLBACK"
+        ));
+        assert!(!has_keyword(
+            "INSERT INTO t VALUES ('rollback')",
+            "ROLLBACK"
+        ));
+        assert!(!has_keyword("SELECT 1 -- rollback\n", "ROLLBACK"));
+        assert!(!has_keyword(
+            "SELECT \"rollback\", [rollback] /* rollback */",
+            "ROLLBACK"
+        ));
+        assert!(!has_keyword("SELECT rollbacks", "ROLLBACK"));
+    }
+
+    #[test]
+    fn spans_cover_code_only() {
+        let sql = "a 'b' c -- d\ne";
+        let code: Vec<&str> = code_spans(sql).iter().map(|&(s, e)| &sql[s..e]).collect();
+        assert_eq!(code, vec!["a ", " c ", "\ne"]);
+    }
+}
