@@ -352,3 +352,30 @@ async fn a_learner_removed_while_down_learns_it_when_it_comes_back() {
     back.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_voter_while_another_is_down_keeps_a_leader() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let first = start_first(root.path()).await;
+    let second = create_and_join(&first, root.path(), "second").await;
+    let third = create_and_join(&first, root.path(), "third").await;
+    wait_until("three voters", || first.status().voters.len() == 3).await;
+    third.shutdown().await;
+
+    // The joint change needs a majority of the old voters, the removed one included:
+    // it must keep taking part until the joint configuration is left.
+    first
+        .remove_service(second.service_id())
+        .await
+        .expect("remove a healthy voter");
+    wait_until("the joint configuration is left", || {
+        let s = first.status();
+        s.voters == vec![first.raft_id()] && s.role == Role::Leader
+    })
+    .await;
+    write_ok(&first, "CREATE TABLE still_led (v)").await;
+    wait_until("the removed node stops", || second.is_removed()).await;
+    for node in [&first, &second] {
+        node.shutdown().await;
+    }
+}

@@ -304,6 +304,20 @@ impl ApplyTxn<'_> {
         self.service_joined(member)
     }
 
+    /// Raft ids of the members recorded so far in this transaction.
+    pub fn member_ids(&self) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT raft_id FROM _sqlraft_members")
+            .map_err(SqliteError::Apply)?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, i64>(0))
+            .map_err(SqliteError::Apply)?;
+        ids.map(|id| id.map(|v| v as u64))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(SqliteError::Apply)
+    }
+
     /// Removes a member.
     pub fn remove_member(&mut self, raft_id: u64) -> Result<()> {
         self.tx

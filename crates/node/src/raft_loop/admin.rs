@@ -68,10 +68,15 @@ impl RaftLoop {
             )));
         }
         self.check_registration(request)?;
-        if self.raw.raft.has_pending_conf() || !self.pending_joins.is_empty() {
+        let conf = self.conf_state();
+        if self.raw.raft.has_pending_conf()
+            || !self.pending_joins.is_empty()
+            || !conf.voters_outgoing.is_empty()
+        {
+            // In a joint configuration raft-rs would turn the change into an empty
+            // entry and still report success.
             return Err(NodeError::Busy("another membership change is in progress"));
         }
-        let conf = self.conf_state();
         let raft_id = self
             .members
             .keys()

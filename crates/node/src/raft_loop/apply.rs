@@ -2,7 +2,7 @@
 
 use prost::Message as _;
 use prost_011::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 use raft_proto::ConfChangeI;
 use sqlraft_proto::v1 as pb;
 use sqlraft_sqlite::{ApplyTxn, ServiceState, StatementResult};
@@ -32,18 +32,23 @@ impl RaftLoop {
                 EntryType::EntryNormal => apply_command(&mut txn, entry)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let cc = decode_conf_change(entry)?;
+                    let was_member = in_config(&self.raw.raft.prs().conf().to_conf_state(), me);
                     match self.raw.apply_conf_change(&cc) {
                         Ok(cs) => {
                             conf_changed = true;
                             txn.skip(entry.index)?;
                             txn.set_conf_state(&cs.encode_to_vec())?;
-                            record_members(&mut txn, &cc)?;
+                            record_added_members(&mut txn, &cc)?;
+                            // A member leaves the tables only once it is in no part of
+                            // the configuration: a voter removed through a joint change
+                            // still counts for the outgoing quorum until it is left.
+                            for id in txn.member_ids()? {
+                                if !in_config(&cs, id) {
+                                    txn.remove_member(id)?;
+                                }
+                            }
                             txn.set_member_roles(&cs.voters, &cs.learners)?;
-                            let in_config = cs.voters.contains(&me)
-                                || cs.learners.contains(&me)
-                                || cs.voters_outgoing.contains(&me)
-                                || cs.learners_next.contains(&me);
-                            if !in_config && removes(&cc, me) {
+                            if was_member && !in_config(&cs, me) {
                                 self.removed = true;
                             }
                             tracing::info!(index = entry.index, voters = ?cs.voters,
@@ -144,10 +149,12 @@ fn apply_command(txn: &mut ApplyTxn<'_>, entry: &Entry) -> Result<EntryOutcome> 
     })
 }
 
-fn removes(cc: &ConfChangeV2, id: u64) -> bool {
-    cc.changes
-        .iter()
-        .any(|c| c.node_id == id && c.get_change_type() == ConfChangeType::RemoveNode)
+/// Whether `id` takes any part in the configuration, joint halves included.
+fn in_config(cs: &ConfState, id: u64) -> bool {
+    cs.voters.contains(&id)
+        || cs.learners.contains(&id)
+        || cs.voters_outgoing.contains(&id)
+        || cs.learners_next.contains(&id)
 }
 
 fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2> {
@@ -166,23 +173,22 @@ fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2> {
     }
 }
 
-/// Keeps the members table in step with the configuration: an added node's service id
-/// and address travel in the conf change's context.
-fn record_members(txn: &mut ApplyTxn<'_>, cc: &ConfChangeV2) -> Result<()> {
+/// Records an added node: its service id and address travel in the conf change's
+/// context.
+fn record_added_members(txn: &mut ApplyTxn<'_>, cc: &ConfChangeV2) -> Result<()> {
+    if cc.context.is_empty() {
+        return Ok(());
+    }
     for change in &cc.changes {
-        match change.get_change_type() {
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                if cc.context.is_empty() {
-                    continue;
-                }
-                let member = pb::Member::decode(cc.context.as_slice()).map_err(|e| {
-                    NodeError::Fatal(format!("undecodable member in conf change: {e}"))
-                })?;
-                if member.raft_id == change.node_id {
-                    txn.put_member(&member.into())?;
-                }
+        if matches!(
+            change.get_change_type(),
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+        ) {
+            let member = pb::Member::decode(cc.context.as_slice())
+                .map_err(|e| NodeError::Fatal(format!("undecodable member in conf change: {e}")))?;
+            if member.raft_id == change.node_id {
+                txn.put_member(&member.into())?;
             }
-            ConfChangeType::RemoveNode => txn.remove_member(change.node_id)?,
         }
     }
     Ok(())
