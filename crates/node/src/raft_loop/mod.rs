@@ -16,6 +16,7 @@
 
 mod admin;
 mod apply;
+mod validate;
 
 pub(crate) use admin::now_unix_ms;
 
@@ -175,6 +176,9 @@ pub(crate) struct RaftLoop {
     pending_joins: BTreeMap<u64, PendingJoin>,
     pending_reads: HashMap<u64, PendingRead>,
     next_read_id: u64,
+    /// Random per process: read-index contexts must never repeat, across nodes and
+    /// restarts, or raft-rs could match a new request with an old answer.
+    read_nonce: u64,
     /// Set when this node applied its own removal; the loop ends after the turn.
     removed: bool,
 }
@@ -198,6 +202,7 @@ impl RaftLoop {
             pending_joins: BTreeMap::new(),
             pending_reads: HashMap::new(),
             next_read_id: 1,
+            read_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             removed: false,
         }
     }
@@ -287,6 +292,11 @@ impl RaftLoop {
             Request::Raft(messages) => {
                 let mut from_leader = false;
                 for message in messages {
+                    if let Err(reason) = self.check_peer_message(&message) {
+                        tracing::warn!(from = message.from, kind = ?message.get_msg_type(), reason,
+                            "dropping a malformed raft message");
+                        continue;
+                    }
                     from_leader |= message.from == self.raw.raft.leader_id;
                     if let Err(e) = self.raw.step(message) {
                         tracing::debug!(error = %e, "raft refused a message");
@@ -362,7 +372,7 @@ impl RaftLoop {
         }
         let id = self.next_read_id;
         self.next_read_id += 1;
-        self.raw.read_index(id.to_le_bytes().to_vec());
+        self.raw.read_index(self.read_context(id));
         let now = Instant::now();
         self.pending_reads.insert(
             id,
@@ -397,7 +407,8 @@ impl RaftLoop {
         for (id, read) in self.pending_reads.iter_mut() {
             if now.duration_since(read.asked) >= again {
                 read.asked = now;
-                self.raw.read_index(id.to_le_bytes().to_vec());
+                let ctx = read_context(self.read_nonce, *id);
+                self.raw.read_index(ctx);
             }
         }
         if self.is_leader() {
@@ -439,11 +450,19 @@ impl RaftLoop {
         Ok(())
     }
 
+    fn read_context(&self, id: u64) -> Vec<u8> {
+        read_context(self.read_nonce, id)
+    }
+
     fn read_ready(&mut self, ctx: &[u8], index: u64) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+        let (Some(nonce), Some(id)) = (ctx.get(..8), ctx.get(8..16)) else {
             return;
         };
-        if let Some(read) = self.pending_reads.remove(&u64::from_le_bytes(bytes)) {
+        let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).unwrap_or(0);
+        if ctx.len() != 16 || word(nonce) != self.read_nonce {
+            return;
+        }
+        if let Some(read) = self.pending_reads.remove(&word(id)) {
             let _ = read.reply.send(Ok(index));
         }
     }
@@ -593,6 +612,13 @@ impl HasTerm for PendingJoin {
     fn term(&self) -> u64 {
         self.pending.term
     }
+}
+
+fn read_context(nonce: u64, id: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&nonce.to_le_bytes());
+    ctx.extend_from_slice(&id.to_le_bytes());
+    ctx
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
