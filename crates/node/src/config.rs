@@ -88,6 +88,9 @@ pub struct RaftTimings {
     pub max_append_bytes: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_appends: usize,
+    /// Bytes of committed entries handed out (and applied in one SQLite transaction)
+    /// per `Ready`; bounds memory when a node catches up on a long log.
+    pub max_apply_batch_bytes: u64,
     /// A learner within this many entries of the leader's commit index is caught up.
     pub learner_catch_up_entries: u64,
 }
@@ -100,6 +103,7 @@ impl Default for RaftTimings {
             heartbeat_ticks: 2,
             max_append_bytes: 1 << 20,
             max_inflight_appends: 256,
+            max_apply_batch_bytes: 16 << 20,
             learner_catch_up_entries: 100,
         }
     }

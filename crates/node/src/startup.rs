@@ -173,6 +173,7 @@ pub(crate) fn restore_raft(
         check_quorum: true,
         pre_vote: true,
         read_only_option: ReadOnlyOption::Safe,
+        max_committed_size_per_ready: timings.max_apply_batch_bytes,
         ..Default::default()
     };
     raft_config
@@ -232,11 +233,30 @@ pub(crate) fn reset_membership(
     me: u64,
     reset_file: &std::path::Path,
 ) -> Result<()> {
-    let conf = restored_conf_state(log, sm)?;
-    let mut changes: Vec<ConfChangeV2> = Vec::new();
-    if !conf.voters_outgoing.is_empty() {
-        changes.push(ConfChangeV2::default());
+    // The configuration the log ends with: the state machine's, then every conf
+    // change of the tail that is about to be marked committed.
+    let mut scratch = ScratchConfig::new(restored_conf_state(log, sm)?, me)?;
+    let last = log.last_index().unwrap_or(0);
+    let mut index = sm.applied_index() + 1;
+    while index <= last {
+        let high = (index + 256).min(last + 1);
+        let entries = log
+            .entries(
+                index,
+                high,
+                Some(16 << 20),
+                raft::GetEntriesContext::empty(false),
+            )
+            .map_err(|e| NodeError::Fatal(format!("cannot read the raft log: {e}")))?;
+        for entry in &entries {
+            if let Some(cc) = conf_change_of(entry)? {
+                // As in the apply path, a change raft refuses changes nothing.
+                let _ = scratch.apply(&cc);
+            }
+        }
+        index += entries.len().max(1) as u64;
     }
+
     let single = |change_type: ConfChangeType, node_id: u64| ConfChangeV2 {
         changes: vec![ConfChangeSingle {
             change_type: change_type as i32,
@@ -244,27 +264,37 @@ pub(crate) fn reset_membership(
         }],
         ..Default::default()
     };
-    let voters: Vec<u64> = conf
+    let mut changes: Vec<ConfChangeV2> = Vec::new();
+    let mut plan = |scratch: &mut ScratchConfig, cc: ConfChangeV2| -> Result<()> {
+        scratch.apply(&cc)?;
+        changes.push(cc);
+        Ok(())
+    };
+    if !scratch.conf.voters_outgoing.is_empty() {
+        plan(&mut scratch, ConfChangeV2::default())?;
+    }
+    if !scratch.conf.voters.contains(&me) {
+        plan(&mut scratch, single(ConfChangeType::AddNode, me))?;
+    }
+    let others: Vec<u64> = scratch
+        .conf
         .voters
         .iter()
-        .chain(conf.voters_outgoing.iter())
+        .chain(scratch.conf.learners.iter())
         .copied()
-        .collect();
-    if !voters.contains(&me) {
-        changes.push(single(ConfChangeType::AddNode, me));
-    }
-    let mut others: Vec<u64> = voters
-        .into_iter()
-        .chain(conf.learners.iter().copied())
-        .chain(conf.learners_next.iter().copied())
         .filter(|id| *id != me)
         .collect();
-    others.sort_unstable();
-    others.dedup();
     for id in &others {
-        changes.push(single(ConfChangeType::RemoveNode, *id));
+        plan(&mut scratch, single(ConfChangeType::RemoveNode, *id))?;
     }
-    let last = log.last_index().unwrap_or(0);
+    let end = &scratch.conf;
+    if end.voters != [me] || !end.learners.is_empty() || !end.voters_outgoing.is_empty() {
+        return Err(NodeError::Fatal(format!(
+            "raft/.reset: cannot reduce the configuration to this node alone (would end with \
+             voters {:?}, learners {:?}); nothing was changed",
+            end.voters, end.learners
+        )));
+    }
     let last_term = log.term(last).unwrap_or(0);
     let term = log.hard_state().term.max(last_term) + 1;
     let entries: Vec<Entry> = changes
@@ -295,4 +325,53 @@ pub(crate) fn reset_membership(
     tracing::warn!(removed = ?others, term, commit,
         "raft/.reset: this node forgot the other members and continues as a one-node cluster");
     Ok(())
+}
+
+/// A throwaway raft node on which configuration changes are tried out.
+struct ScratchConfig {
+    raw: RawNode<raft::storage::MemStorage>,
+    conf: ConfState,
+}
+
+impl ScratchConfig {
+    fn new(conf: ConfState, me: u64) -> Result<Self> {
+        let storage = raft::storage::MemStorage::new_with_conf_state(conf.clone());
+        let config = raft::Config {
+            id: me,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&config, storage, &logger)
+            .map_err(|e| NodeError::Fatal(format!("raft/.reset: {e}")))?;
+        Ok(ScratchConfig { raw, conf })
+    }
+
+    fn apply(&mut self, cc: &ConfChangeV2) -> Result<()> {
+        self.conf = self
+            .raw
+            .apply_conf_change(cc)
+            .map_err(|e| NodeError::Fatal(format!("raft/.reset: {e}")))?;
+        Ok(())
+    }
+}
+
+fn conf_change_of(entry: &Entry) -> Result<Option<ConfChangeV2>> {
+    use raft_proto::ConfChangeI;
+    let bad = |e: prost_011::DecodeError| {
+        NodeError::Fatal(format!(
+            "undecodable conf change at index {}: {e}",
+            entry.index
+        ))
+    };
+    Ok(match entry.get_entry_type() {
+        EntryType::EntryConfChange => Some(
+            <raft::eraftpb::ConfChange as prost_011::Message>::decode(entry.data.as_slice())
+                .map_err(bad)?
+                .into_v2(),
+        ),
+        EntryType::EntryConfChangeV2 => {
+            Some(<ConfChangeV2 as prost_011::Message>::decode(entry.data.as_slice()).map_err(bad)?)
+        }
+        EntryType::EntryNormal => None,
+    })
 }

@@ -379,3 +379,35 @@ async fn removing_a_voter_while_another_is_down_keeps_a_leader() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_on_a_surviving_learner_makes_it_the_only_voter() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let first = start_first(root.path()).await;
+    let learner = create_and_join(&first, root.path(), "learner").await;
+    wait_until("learner", || learner.status().role == Role::Learner).await;
+    let outcome = write_ok(&first, "CREATE TABLE kept (v)").await;
+    learner
+        .wait_applied(outcome.raft_index)
+        .await
+        .expect("applied");
+    let (id, addr) = (
+        learner.service_id().to_string(),
+        learner.raft_addr().to_string(),
+    );
+    first.shutdown().await;
+    learner.shutdown().await;
+
+    let dir = root.path().join("learner");
+    std::fs::write(dir.join("raft").join(".reset"), b"").expect("reset file");
+    let survivor = Node::start(registered_config(&id, &dir, &addr, None))
+        .await
+        .expect("restart with .reset");
+    wait_until("the former learner leads alone", || {
+        let s = survivor.status();
+        s.role == Role::Leader && s.voters == vec![survivor.raft_id()] && s.learners.is_empty()
+    })
+    .await;
+    write_ok(&survivor, "INSERT INTO kept VALUES (1)").await;
+    survivor.shutdown().await;
+}
