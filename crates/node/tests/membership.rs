@@ -77,6 +77,21 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `node` learns it was removed; on timeout, says what it is doing instead.
+async fn wait_removed(node: &Node) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !node.is_removed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {} did not learn it was removed: failure {:?}, status {:#?}",
+            node.raft_id(),
+            node.failure(),
+            node.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn start_err(config: sqlraft::NodeConfig) -> NodeError {
     match Node::start(config).await {
         Ok(node) => {
@@ -149,7 +164,7 @@ async fn only_created_services_join_with_their_address_and_never_after_removal()
     );
 
     first.remove_service(&service.id).await.expect("remove");
-    wait_until("the removed node stops", || second.is_removed()).await;
+    wait_removed(&second).await;
     let removed = first.services().await.expect("services");
     assert_eq!(removed[1].state, ServiceState::Removed);
     assert_eq!(first.status().learners, Vec::<u64>::new());
@@ -207,7 +222,7 @@ async fn removing_a_voter_keeps_the_voter_count_odd() {
         s.voters.len() == 1 && s.learners.len() == 1
     })
     .await;
-    wait_until("the removed node stops", || second.is_removed()).await;
+    wait_removed(&second).await;
     assert_eq!(
         first.status().voters,
         vec![first.raft_id()],
@@ -236,7 +251,7 @@ async fn removing_the_leader_hands_leadership_over_first() {
         .remove_service(FIRST_SERVICE_ID)
         .await
         .expect("remove the leader");
-    wait_until("the old leader is removed", || first.is_removed()).await;
+    wait_removed(&first).await;
     wait_until("a new leader with odd voters", || {
         let s = second.status();
         s.leader_id != 0 && s.leader_id != first.raft_id() && s.voters.len() == 1
@@ -374,7 +389,7 @@ async fn removing_a_voter_while_another_is_down_keeps_a_leader() {
     })
     .await;
     write_ok(&first, "CREATE TABLE still_led (v)").await;
-    wait_until("the removed node stops", || second.is_removed()).await;
+    wait_removed(&second).await;
     for node in [&first, &second] {
         node.shutdown().await;
     }
