@@ -60,7 +60,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $store;
             new_log_is_empty, append_then_read_back, entries_respect_max_size,
             conflicting_suffix_is_replaced, state_survives_reopen, torn_final_write_loads_prefix,
-            zero_filled_tail_is_ignored, damage_before_the_tail_is_an_error,
+            zero_filled_tail_is_ignored, unwritten_header_of_the_last_write_is_torn,
+            damaged_header_before_an_intact_record_is_an_error, damage_before_the_tail_is_an_error,
             gaps_are_refused_without_change, committed_entries_are_never_replaced,
             out_of_range_reads_are_errors, long_log_reads_back_from_disk);
     };
@@ -329,4 +330,49 @@ pub fn long_log_reads_back_from_disk<L: DurableLog>(dir: &Path) {
         assert_eq!(e[0].context, i.to_le_bytes().to_vec());
         assert_eq!(e[0].data.len(), big.len());
     }
+}
+
+/// The last write's first block never reached the disk but a later one did: its header
+/// reads as zeros with data after it. That is still a torn write, not corruption.
+pub fn unwritten_header_of_the_last_write_is_torn<L: DurableLog>(dir: &Path) {
+    let file = L::tail_file(dir);
+    let before_last;
+    {
+        let mut log: L = open(dir);
+        append(&mut log, &entries(1..=3, 1), None);
+        before_last = std::fs::metadata(&file).expect("stat").len() as usize;
+        append(&mut log, &entries(4..=6, 1), None);
+    }
+    let mut bytes = std::fs::read(&file).expect("read log");
+    for b in &mut bytes[before_last..before_last + 16] {
+        *b = 0;
+    }
+    std::fs::write(&file, &bytes).expect("write log");
+    let log: L = open(dir);
+    assert_eq!(bounds(&log), (1, 3));
+}
+
+/// A damaged record header with an intact record after it is corruption in the middle
+/// of the log, never mistaken for a torn tail.
+pub fn damaged_header_before_an_intact_record_is_an_error<L: DurableLog>(dir: &Path) {
+    let file = L::tail_file(dir);
+    let (first_end, second_end);
+    {
+        let mut log: L = open(dir);
+        append(&mut log, &entries(1..=3, 1), None);
+        first_end = std::fs::metadata(&file).expect("stat").len() as usize;
+        append(&mut log, &entries(4..=6, 1), None);
+        second_end = std::fs::metadata(&file).expect("stat").len() as usize;
+        append(&mut log, &entries(7..=9, 1), None);
+    }
+    let mut bytes = std::fs::read(&file).expect("read log");
+    assert!(second_end > first_end);
+    for b in &mut bytes[first_end..first_end + 4] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).expect("write log");
+    assert!(
+        L::open_dir(dir).is_err(),
+        "damage in the middle was not reported"
+    );
 }

@@ -188,8 +188,11 @@ impl LogStore {
                 .read_exact(&mut head)
                 .map_err(|e| LogError::io(&self.path, e))?;
             let Some(record) = format::parse_record_header(&head) else {
-                // A crash may leave allocated but unwritten (zero) blocks at the end.
-                if rest_is_zero(&mut reader).map_err(|e| LogError::io(&self.path, e))? {
+                // A crash may leave allocated but unwritten (zero) blocks at the end, or
+                // an unwritten first block of the last record with later blocks of it on
+                // disk. Either way nothing valid follows, and it is no more than one
+                // write: a torn tail. A valid record after it means damage in the middle.
+                if self.is_torn_tail(offset, len)? {
                     break Some(offset);
                 }
                 return Err(self.corrupt(offset, "record header checksum mismatch"));
@@ -234,6 +237,21 @@ impl LogStore {
         }
         self.end = offset;
         Ok(())
+    }
+
+    /// Whether the bytes from `offset` (where a record header is damaged) to `len` can
+    /// be what is left of one interrupted write: at most one write long, and holding
+    /// no intact record.
+    fn is_torn_tail(&self, offset: u64, len: u64) -> Result<bool> {
+        let rest = len - offset;
+        if rest > (self.options.max_write_bytes + RECORD_HEADER_LEN) as u64 {
+            return Ok(false);
+        }
+        let mut bytes = vec![0u8; rest as usize];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(|e| LogError::io(&self.path, e))?;
+        Ok(!(1..bytes.len()).any(|at| format::intact_record_at(&bytes[at..])))
     }
 
     fn replay_item(&mut self, item: Item) -> std::result::Result<(), String> {
@@ -469,19 +487,6 @@ impl LogStore {
             return Err(raft::Error::Store(StorageError::Other(Box::new(err))));
         }
         Ok(entry)
-    }
-}
-
-fn rest_is_zero(reader: &mut impl Read) -> std::io::Result<bool> {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
     }
 }
 
