@@ -184,3 +184,41 @@ async fn bad_sql_is_an_error_result_and_the_cluster_keeps_working() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_statement_fails_alone_and_the_cluster_goes_on() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+    write_ok(node, "CREATE TABLE n (x)").await;
+    // Sent together so that they are likely applied in one batch.
+    let runaway = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c";
+    let (before, stopped, after) = tokio::join!(
+        write(node, "INSERT INTO n VALUES (-1)"),
+        write(node, runaway),
+        write(node, "INSERT INTO n VALUES (-2)"),
+    );
+    let stopped = stopped.expect("the runaway request has a result");
+    let error = stopped.results[0]
+        .error
+        .as_deref()
+        .expect("an error result");
+    assert!(error.contains("runs too long"), "{error}");
+    let last = [before, after]
+        .into_iter()
+        .map(|w| w.expect("the other writes are applied").raft_index)
+        .max()
+        .expect("two writes");
+    let last = last.max(stopped.raft_index);
+    cluster.wait_applied(last).await;
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT x FROM n ORDER BY x").await,
+            vec![vec![Value::Integer(-2)], vec![Value::Integer(-1)]],
+            "node {}",
+            node.raft_id()
+        );
+        assert_eq!(node.failure(), None);
+    }
+    cluster.shutdown().await;
+}

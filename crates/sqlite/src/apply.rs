@@ -225,13 +225,21 @@ impl ApplyTxn<'_> {
             return Ok(Err(refusal));
         }
         let outcome = self.guard.client(|| self.run_client(statement));
-        if outcome.is_err() && self.tx.is_autocommit() {
-            // Whatever did this must be refused like ROLLBACK above: the batch's
-            // transaction is gone, and nothing can be recorded deterministically.
-            return Err(SqliteError::Inconsistent(format!(
-                "statement ended the apply transaction: {}",
-                statement.sql
-            )));
+        if let Err(e) = &outcome
+            && self.tx.is_autocommit()
+        {
+            // SQLite rolled back the whole batch (it does so for an interrupted
+            // statement). The caller applies the batch again with this entry failed.
+            let message = if self.guard.over_budget() {
+                format!(
+                    "statement stopped after {} million steps: it runs too long to be \
+                     applied on every node",
+                    crate::guard::MAX_STATEMENT_CALLS / 1000
+                )
+            } else {
+                statement_error_message_ref(e)
+            };
+            return Err(SqliteError::BatchAborted(message));
         }
         match outcome {
             Ok(result) => Ok(Ok(result)),
@@ -429,6 +437,13 @@ fn is_environmental(e: &rusqlite::Error) -> bool {
                 | ErrorCode::DatabaseLocked
         ),
         None => false,
+    }
+}
+
+fn statement_error_message_ref(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        other => other.to_string(),
     }
 }
 

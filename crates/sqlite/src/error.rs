@@ -20,6 +20,11 @@ pub enum SqliteError {
     /// applying: the state on this node can no longer be trusted.
     #[error("state database failure while applying: {0}")]
     Apply(#[source] rusqlite::Error),
+    /// A statement made SQLite roll back the whole batch transaction (an interrupted
+    /// statement does). Nothing of the batch was applied: apply it again with this
+    /// entry recorded as failed with the message.
+    #[error("batch rolled back by a failing statement: {0}")]
+    BatchAborted(String),
     /// The state database holds something sqlraft did not write.
     #[error("state database is inconsistent: {0}")]
     Inconsistent(String),

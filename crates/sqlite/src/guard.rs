@@ -28,12 +28,42 @@ struct GuardState {
     refusal: Option<String>,
     /// The client statement being prepared inserts rows (its rowid is then reported).
     inserts: bool,
+    /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
+    /// statement running now.
+    calls: u64,
+    /// The statement used up its budget and was interrupted.
+    over_budget: bool,
 }
+
+/// VM instructions between two calls of the progress handler.
+const STEPS_PER_CALL: i32 = 1000;
+/// Progress-handler calls one client statement may take: 100 million VM instructions.
+/// Counting instructions, not time, gives every node the same outcome.
+pub const MAX_STATEMENT_CALLS: u64 = 100_000;
 
 impl Guard {
     pub(crate) fn install(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         let guard = self.clone();
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))?;
+        let guard = self.clone();
+        conn.progress_handler(STEPS_PER_CALL, Some(move || guard.progress()))
+    }
+
+    /// Called by SQLite every `STEPS_PER_CALL` instructions; `true` interrupts.
+    fn progress(&self) -> bool {
+        self.with(|s| {
+            if !s.client_sql {
+                return false;
+            }
+            s.calls += 1;
+            s.over_budget |= s.calls > MAX_STATEMENT_CALLS;
+            s.over_budget
+        })
+    }
+
+    /// Whether the last client statement was stopped for running too long.
+    pub(crate) fn over_budget(&self) -> bool {
+        self.with(|s| s.over_budget)
     }
 
     /// Runs `f` with client SQL restrictions on.
@@ -42,6 +72,8 @@ impl Guard {
             s.client_sql = true;
             s.refusal = None;
             s.inserts = false;
+            s.calls = 0;
+            s.over_budget = false;
         });
         let out = f();
         self.with(|s| s.client_sql = false);

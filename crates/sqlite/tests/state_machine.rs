@@ -386,3 +386,34 @@ fn statements_that_would_end_the_batch_transaction_are_refused() {
     );
     assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
 }
+
+#[test]
+fn a_runaway_statement_is_stopped_and_reported_as_a_rolled_back_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE n (x)"]));
+    let mut txn = sm.begin().expect("begin");
+    txn.write(2, &tx(&["INSERT INTO n VALUES (0)"]))
+        .expect("write");
+    let err = txn
+        .write(
+            3,
+            &tx(&["INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"]),
+        )
+        .expect_err("a statement that never ends is stopped");
+    match err {
+        SqliteError::BatchAborted(message) => {
+            assert!(message.contains("runs too long"), "{message}")
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    drop(txn);
+    assert_eq!(sm.applied_index(), 1, "nothing of the batch was applied");
+    // The batch can be applied again without the runaway entry.
+    let mut txn = sm.begin().expect("begin");
+    txn.write(2, &tx(&["INSERT INTO n VALUES (0)"]))
+        .expect("write");
+    txn.skip(3).expect("skip");
+    txn.commit().expect("commit");
+    assert_eq!(count(&dir, "SELECT count(*) FROM n"), 1);
+}

@@ -5,7 +5,7 @@ use prost_011::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 use raft_proto::ConfChangeI;
 use sqlraft_proto::v1 as pb;
-use sqlraft_sqlite::{ApplyTxn, ServiceState, StatementResult};
+use sqlraft_sqlite::{ApplyTxn, ServiceState, SqliteError, StatementResult, WriteRequest};
 
 use super::{EntryOutcome, RaftLoop};
 use crate::error::{NodeError, Result};
@@ -23,49 +23,14 @@ impl RaftLoop {
             return Ok(());
         };
         let last_index = last.index;
-        let me = self.raw.raft.id;
-        let mut outcomes = Vec::with_capacity(entries.len());
         let mut conf_changed = false;
-        let mut txn = self.sm.begin()?;
+        let mut steps = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let outcome = match entry.get_entry_type() {
-                EntryType::EntryNormal => apply_command(&mut txn, entry)?,
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    let cc = decode_conf_change(entry)?;
-                    let was_member = in_config(&self.raw.raft.prs().conf().to_conf_state(), me);
-                    match self.raw.apply_conf_change(&cc) {
-                        Ok(cs) => {
-                            conf_changed = true;
-                            txn.skip(entry.index)?;
-                            txn.set_conf_state(&cs.encode_to_vec())?;
-                            record_added_members(&mut txn, &cc)?;
-                            // A member leaves the tables only once it is in no part of
-                            // the configuration: a voter removed through a joint change
-                            // still counts for the outgoing quorum until it is left.
-                            for id in txn.member_ids()? {
-                                if !in_config(&cs, id) {
-                                    txn.remove_member(id)?;
-                                }
-                            }
-                            txn.set_member_roles(&cs.voters, &cs.learners)?;
-                            if was_member && !in_config(&cs, me) {
-                                self.removed = true;
-                            }
-                            tracing::info!(index = entry.index, voters = ?cs.voters,
-                                learners = ?cs.learners, joint = !cs.voters_outgoing.is_empty(),
-                                "configuration changed");
-                        }
-                        Err(e) => {
-                            txn.skip(entry.index)?;
-                            tracing::warn!(index = entry.index, error = %e, "conf change not applied");
-                        }
-                    }
-                    EntryOutcome::Done
-                }
-            };
-            outcomes.push((entry.index, entry.term, outcome));
+            let step = self.decode_step(entry)?;
+            conf_changed |= matches!(step, Step::Conf { cs: Some(_), .. });
+            steps.push((entry.index, entry.term, step));
         }
-        txn.commit()?;
+        let outcomes = self.run_steps(&mut steps)?;
         // Published before any waiter is answered: once a write is acknowledged, this
         // node's status shows it applied.
         self.shared.applied.send_replace(last_index);
@@ -77,12 +42,80 @@ impl RaftLoop {
         if conf_changed {
             self.reload_members()?;
         }
-        for (index, term, outcome) in outcomes {
-            self.resolve(index, term, outcome);
+        for ((index, term, _), outcome) in steps.iter().zip(outcomes) {
+            self.resolve(*index, *term, outcome);
         }
         Ok(())
     }
 
+    /// What an entry asks of the state machine. Conf changes are applied to raft here,
+    /// once; what they change in the state database is kept for `run_steps`.
+    fn decode_step(&mut self, entry: &Entry) -> Result<Step> {
+        use pb::command::Kind;
+        if entry.get_entry_type() != EntryType::EntryNormal {
+            let cc = decode_conf_change(entry)?;
+            let me = self.raw.raft.id;
+            let was_member = in_config(&self.raw.raft.prs().conf().to_conf_state(), me);
+            let cs = match self.raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    tracing::info!(index = entry.index, voters = ?cs.voters,
+                        learners = ?cs.learners, joint = !cs.voters_outgoing.is_empty(),
+                        "configuration changed");
+                    if was_member && !in_config(&cs, me) {
+                        self.removed = true;
+                    }
+                    Some(cs)
+                }
+                Err(e) => {
+                    tracing::warn!(index = entry.index, error = %e, "conf change not applied");
+                    None
+                }
+            };
+            return Ok(Step::Conf { cc, cs });
+        }
+        if entry.data.is_empty() {
+            return Ok(Step::Skip);
+        }
+        Ok(match pb::Command::decode(entry.data.as_slice()) {
+            Ok(pb::Command {
+                kind: Some(Kind::Write(write)),
+            }) => Step::Write(write.into()),
+            Ok(pb::Command {
+                kind: Some(Kind::CreateService(c)),
+            }) => Step::CreateService(c),
+            Ok(pb::Command {
+                kind: Some(Kind::RemoveService(r)),
+            }) => Step::RemoveService(r.id),
+            Ok(_) => Step::Skip,
+            // Deterministic: every node fails to decode it alike.
+            Err(e) => Step::Failed(format!("undecodable entry: {e}")),
+        })
+    }
+
+    /// Runs the steps in one SQLite transaction and commits it with the applied index.
+    /// When a statement makes SQLite roll the whole transaction back, its entry is
+    /// recorded as failed and the batch runs again: apply is deterministic, so the
+    /// other entries give the same results the second time.
+    fn run_steps(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
+        'batch: loop {
+            let mut txn = self.sm.begin()?;
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for (k, (index, _, step)) in steps.iter().enumerate() {
+                let outcome = match run_step(&mut txn, *index, step) {
+                    Err(NodeError::Query(SqliteError::BatchAborted(message))) => {
+                        tracing::warn!(index, %message, "entry rolled the batch back; recorded as failed");
+                        drop(txn);
+                        steps[k].2 = Step::Failed(message);
+                        continue 'batch;
+                    }
+                    other => other?,
+                };
+                outcomes.push(outcome);
+            }
+            txn.commit()?;
+            return Ok(outcomes);
+        }
+    }
     /// Re-reads the members after a configuration change and updates the transport
     /// and the set of removed ids.
     pub(super) fn reload_members(&mut self) -> Result<()> {
@@ -115,36 +148,57 @@ impl RaftLoop {
     }
 }
 
-fn apply_command(txn: &mut ApplyTxn<'_>, entry: &Entry) -> Result<EntryOutcome> {
-    use pb::command::Kind;
-    if entry.data.is_empty() {
-        txn.skip(entry.index)?;
-        return Ok(EntryOutcome::Done);
-    }
-    let command = match pb::Command::decode(entry.data.as_slice()) {
-        Ok(command) => command,
-        Err(e) => {
-            // Deterministic: every node fails to decode it alike.
-            tracing::error!(index = entry.index, error = %e, "undecodable entry skipped");
-            txn.skip(entry.index)?;
-            return Ok(EntryOutcome::Write(vec![StatementResult {
-                error: Some(format!("undecodable entry: {e}")),
-                ..Default::default()
-            }]));
-        }
-    };
-    Ok(match command.kind {
-        Some(Kind::Write(write)) => EntryOutcome::Write(txn.write(entry.index, &write.into())?),
-        Some(Kind::CreateService(c)) => EntryOutcome::Registry(
-            txn.create_service(entry.index, &c.id, &c.fqdn, &c.raft_addr, c.at_unix_ms)?
+/// What one committed entry does to the state database.
+pub(super) enum Step {
+    Write(WriteRequest),
+    CreateService(pb::CreateService),
+    RemoveService(String),
+    /// A conf change; `cs` is the configuration after it, `None` if raft refused it.
+    Conf {
+        cc: ConfChangeV2,
+        cs: Option<ConfState>,
+    },
+    /// Counts as applied and changes nothing.
+    Skip,
+    /// Changes nothing; the message is its result.
+    Failed(String),
+}
+
+fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutcome> {
+    Ok(match step {
+        Step::Write(request) => EntryOutcome::Write(txn.write(index, request)?),
+        Step::CreateService(c) => EntryOutcome::Registry(
+            txn.create_service(index, &c.id, &c.fqdn, &c.raft_addr, c.at_unix_ms)?
                 .map(|_| ()),
         ),
-        Some(Kind::RemoveService(r)) => {
-            EntryOutcome::Registry(txn.remove_created_service(entry.index, &r.id)?)
-        }
-        Some(Kind::Noop(_)) | None => {
-            txn.skip(entry.index)?;
+        Step::RemoveService(id) => EntryOutcome::Registry(txn.remove_created_service(index, id)?),
+        Step::Conf { cc, cs } => {
+            txn.skip(index)?;
+            if let Some(cs) = cs {
+                txn.set_conf_state(&cs.encode_to_vec())?;
+                record_added_members(txn, cc)?;
+                // A member leaves the tables only once it is in no part of the
+                // configuration: a voter removed through a joint change still counts
+                // for the outgoing quorum until it is left.
+                for id in txn.member_ids()? {
+                    if !in_config(cs, id) {
+                        txn.remove_member(id)?;
+                    }
+                }
+                txn.set_member_roles(&cs.voters, &cs.learners)?;
+            }
             EntryOutcome::Done
+        }
+        Step::Skip => {
+            txn.skip(index)?;
+            EntryOutcome::Done
+        }
+        Step::Failed(message) => {
+            txn.skip(index)?;
+            EntryOutcome::Write(vec![StatementResult {
+                error: Some(message.clone()),
+                ..Default::default()
+            }])
         }
     })
 }
