@@ -442,6 +442,11 @@ impl Shared {
                 rows_result(&rows, flags, flags.timings.then(|| started.elapsed())),
                 false,
             )),
+            // Every read connection is busy: the node is overloaded, retry later.
+            Err(NodeError::Query(e @ SqliteError::PoolUnavailable(_))) => Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            }),
             Err(NodeError::Query(e)) => {
                 self.counters
                     .statement_errors

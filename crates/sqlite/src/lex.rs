@@ -42,6 +42,20 @@ pub(crate) fn code_spans(sql: &str) -> Vec<(usize, usize)> {
     spans
 }
 
+/// True when code follows the first `;` of `sql`: more than one statement.
+pub(crate) fn has_second_statement(sql: &str) -> bool {
+    let mut after_semicolon = false;
+    for (start, end) in code_spans(sql) {
+        for c in sql[start..end].chars() {
+            if after_semicolon && !c.is_whitespace() && c != ';' {
+                return true;
+            }
+            after_semicolon |= c == ';';
+        }
+    }
+    false
+}
+
 /// True when `word` (ASCII, any case) appears as a whole word in the code of `sql`.
 pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
     code_spans(sql).into_iter().any(|(start, end)| {
@@ -91,6 +105,14 @@ mod tests {
             "ROLLBACK"
         ));
         assert!(!has_keyword("SELECT rollbacks", "ROLLBACK"));
+    }
+
+    #[test]
+    fn second_statements_are_found_outside_literals() {
+        assert!(has_second_statement("SELECT 1; SELECT 2"));
+        assert!(!has_second_statement("SELECT 1;"));
+        assert!(!has_second_statement("SELECT ';x' ; -- y\n"));
+        assert!(!has_second_statement("SELECT 1"));
     }
 
     #[test]

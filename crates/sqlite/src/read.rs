@@ -1,7 +1,9 @@
 //! The read side: a pool of read-only sqlx connections to the state database.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
@@ -19,6 +21,9 @@ pub struct ReadOptions {
     pub max_rows: usize,
     /// How long a read waits for a free connection.
     pub acquire_timeout_ms: u64,
+    /// How long one read may run; it is interrupted after that, and also as soon as
+    /// its caller stops waiting.
+    pub max_query_ms: u64,
 }
 
 impl Default for ReadOptions {
@@ -27,6 +32,7 @@ impl Default for ReadOptions {
             max_connections: 8,
             max_rows: 1_000_000,
             acquire_timeout_ms: 5_000,
+            max_query_ms: 30_000,
         }
     }
 }
@@ -37,6 +43,7 @@ impl Default for ReadOptions {
 pub struct ReadPool {
     pool: SqlitePool,
     max_rows: usize,
+    max_query: Duration,
 }
 
 impl ReadPool {
@@ -62,6 +69,7 @@ impl ReadPool {
         Ok(ReadPool {
             pool,
             max_rows: options.max_rows,
+            max_query: Duration::from_millis(options.max_query_ms),
         })
     }
 
@@ -72,12 +80,50 @@ impl ReadPool {
 
     /// Runs one read statement.
     pub async fn query(&self, statement: &Statement) -> Result<Rows> {
+        if crate::lex::has_second_statement(&statement.sql) {
+            return Err(SqliteError::Query(
+                "one statement per query: split the SQL into several statements".into(),
+            ));
+        }
         let (sql, values) = positional(statement)?;
-        let mut conn = self
+        let conn = self
             .pool
             .acquire()
             .await
             .map_err(|e| SqliteError::PoolUnavailable(e.to_string()))?;
+        // SQLite runs the statement on sqlx's worker thread whether or not anyone still
+        // waits for it: interrupt it at the deadline, or when this future is dropped
+        // (the client went away).
+        let mut read = ActiveRead {
+            conn,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            finished: false,
+        };
+        let (cancelled, deadline) = (Arc::clone(&read.cancelled), Instant::now() + self.max_query);
+        read.conn
+            .lock_handle()
+            .await
+            .map_err(|e| SqliteError::PoolUnavailable(e.to_string()))?
+            .set_progress_handler(1000, move || {
+                !cancelled.load(Ordering::Relaxed) && Instant::now() < deadline
+            });
+        let outcome = self.run(&mut read.conn, sql, values).await;
+        read.finish().await;
+        outcome.map_err(|e| match e {
+            SqliteError::Query(m) if m.contains("interrupted") => SqliteError::Query(format!(
+                "read stopped after {} ms: it runs too long",
+                self.max_query.as_millis()
+            )),
+            other => other,
+        })
+    }
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        sql: String,
+        values: Vec<Value>,
+    ) -> Result<Rows> {
         // Running client SQL is the point of this API; the connection is read-only.
         let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
         let prepared = conn.prepare(sql).await.map_err(read_error)?;
@@ -113,7 +159,7 @@ impl ReadPool {
                 Value::Blob(b) => query.bind(b),
             };
         }
-        let mut stream = query.fetch(&mut *conn);
+        let mut stream = query.fetch(conn);
         let mut rows = Vec::new();
         while let Some(row) = stream.try_next().await.map_err(read_error)? {
             if rows.len() == self.max_rows {
@@ -128,6 +174,40 @@ impl ReadPool {
             types,
             values: rows,
         })
+    }
+}
+
+/// A pooled connection running one read. If the read's future is dropped before it
+/// finishes, the running statement is interrupted and the connection is closed rather
+/// than returned to the pool with this read's progress handler still set.
+struct ActiveRead {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    cancelled: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl ActiveRead {
+    async fn finish(&mut self) {
+        self.finished = true;
+        let removed = match self.conn.lock_handle().await {
+            Ok(mut handle) => {
+                handle.remove_progress_handler();
+                true
+            }
+            Err(_) => false,
+        };
+        if !removed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for ActiveRead {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cancelled.store(true, Ordering::Relaxed);
+            self.conn.close_on_drop();
+        }
     }
 }
 

@@ -417,3 +417,71 @@ fn a_runaway_statement_is_stopped_and_reported_as_a_rolled_back_batch() {
     txn.commit().expect("commit");
     assert_eq!(count(&dir, "SELECT count(*) FROM n"), 1);
 }
+
+const RUNAWAY_READ: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_bounded_in_time_and_stop_when_abandoned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]),
+    );
+    let options = ReadOptions {
+        max_connections: 1,
+        max_query_ms: 300,
+        ..ReadOptions::default()
+    };
+    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
+        .await
+        .expect("pool");
+
+    let err = pool
+        .query(&Statement::new("SELECT 1; SELECT 2"))
+        .await
+        .expect_err("two statements in one read");
+    assert!(err.to_string().contains("one statement per query"), "{err}");
+
+    let err = pool
+        .query(&Statement::new(RUNAWAY_READ))
+        .await
+        .expect_err("a read that never ends is stopped");
+    assert!(err.to_string().contains("runs too long"), "{err}");
+
+    // Abandoned by its caller: the only connection must come back for the next read.
+    let long = ReadPool::open(
+        &dir.path().join("state.db"),
+        &ReadOptions {
+            max_connections: 1,
+            max_query_ms: 60_000,
+            acquire_timeout_ms: 10_000,
+            ..ReadOptions::default()
+        },
+    )
+    .await
+    .expect("pool");
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        long.query(&Statement::new(RUNAWAY_READ)),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the runaway read was still running");
+    // (Waiting for the connection is bounded by acquire_timeout_ms: a held connection
+    // makes this read fail.)
+    let rows = long
+        .query(&Statement::new("SELECT count(*) FROM t"))
+        .await
+        .expect("the pool serves reads again");
+    assert_eq!(rows.values, vec![vec![Value::Integer(1)]]);
+    // An embedder's own query on the pool is not held to a finished read's deadline.
+    let n: (i64,) = sqlx::query_as(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT count(*) FROM c",
+    )
+    .fetch_one(long.pool())
+    .await
+    .expect("embedder query");
+    assert_eq!(n.0, 200_000);
+}
