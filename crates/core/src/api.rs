@@ -207,11 +207,9 @@ impl Flags {
                         "weak" => Level::Weak,
                         "linearizable" => Level::Linearizable,
                         "strong" => Level::Strong,
-                        other => {
-                            return Err(ApiError::bad_request(format!(
-                                "unknown level {other:?}: use none, weak, linearizable or strong"
-                            )));
-                        }
+                        // rqlite serves `auto` and any level it does not know as weak,
+                        // which is linearizable here: never staler than asked for.
+                        _ => Level::Weak,
                     })
                 }
                 "min_index" => {
