@@ -528,10 +528,10 @@ pub fn readiness(status: &Status) -> Result<(), String> {
     if status.leader_id == 0 {
         return Err("no leader known".into());
     }
-    if status.applied_index < status.commit_index {
+    if status.applied_index < status.leader_commit_index {
         return Err(format!(
-            "applied index {} is behind commit index {}",
-            status.applied_index, status.commit_index
+            "applied index {} is behind the leader's commit index {}",
+            status.applied_index, status.leader_commit_index
         ));
     }
     Ok(())
@@ -822,4 +822,35 @@ async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    fn status(applied: u64, commit: u64, leader_commit: u64, leader_id: u64) -> Status {
+        Status {
+            raft_id: 2,
+            service_id: "s".into(),
+            role: Role::Follower,
+            leader_id,
+            term: 3,
+            commit_index: commit,
+            leader_commit_index: leader_commit,
+            applied_index: applied,
+            last_index: commit,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ready_means_caught_up_with_the_leader_not_with_the_own_log() {
+        assert!(readiness(&status(10, 10, 10, 1)).is_ok());
+        // Its own log ends at 10, but the leader said 50 is committed.
+        let behind = readiness(&status(10, 10, 50, 1)).unwrap_err();
+        assert!(behind.contains("leader's commit index 50"), "{behind}");
+        assert!(readiness(&status(10, 10, 10, 0)).is_err(), "no leader");
+    }
 }

@@ -197,6 +197,7 @@ pub(crate) fn initial_status(identity: &Identity, applied: u64) -> Status {
         leader_id: 0,
         term: 0,
         commit_index: 0,
+        leader_commit_index: 0,
         applied_index: applied,
         last_index: 0,
         voters: Vec::new(),

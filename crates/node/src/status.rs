@@ -63,6 +63,9 @@ pub struct Status {
     pub term: u64,
     /// Highest index known to be committed.
     pub commit_index: u64,
+    /// The leader's commit index as this node last heard it (its own on the leader):
+    /// a node is caught up when it has applied this far.
+    pub leader_commit_index: u64,
     /// Highest index applied to the local SQLite database.
     pub applied_index: u64,
     /// Last index in the local log.

@@ -181,6 +181,8 @@ pub(crate) struct RaftLoop {
     read_nonce: u64,
     /// Set when this node applied its own removal; the loop ends after the turn.
     removed: bool,
+    /// Highest commit index carried by a message from a leader.
+    leader_commit: u64,
 }
 
 impl RaftLoop {
@@ -204,6 +206,7 @@ impl RaftLoop {
             next_read_id: 1,
             read_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             removed: false,
+            leader_commit: 0,
         }
     }
 
@@ -297,7 +300,10 @@ impl RaftLoop {
                             "dropping a malformed raft message");
                         continue;
                     }
-                    from_leader |= message.from == self.raw.raft.leader_id;
+                    if message.from == self.raw.raft.leader_id {
+                        from_leader = true;
+                        self.leader_commit = self.leader_commit.max(message.commit);
+                    }
                     if let Err(e) = self.raw.step(message) {
                         tracing::debug!(error = %e, "raft refused a message");
                     }
@@ -536,6 +542,11 @@ impl RaftLoop {
             leader_id: raft.leader_id,
             term: raft.term,
             commit_index: raft.raft_log.committed,
+            leader_commit_index: if leader {
+                raft.raft_log.committed
+            } else {
+                self.leader_commit.max(raft.raft_log.committed)
+            },
             applied_index: self.sm.applied_index(),
             last_index: raft.raft_log.last_index(),
             voters: conf.voters,
