@@ -354,9 +354,39 @@ impl Node {
     /// the configuration through a joint-consensus change that keeps the number of
     /// voters odd (demoting another voter to learner when needed). Removing the leader
     /// hands leadership over first. A removed service can never join again.
+    ///
+    /// Returns once this node has applied the removal completely: a voter leaves
+    /// through a joint configuration, and is removed only when that is left.
     pub async fn remove_service(&self, service_id: &str) -> Result<u64> {
         let request = pb::admin_request::Kind::RemoveService(service_id.to_string());
-        self.inner.admin(request).await
+        let index = self.inner.admin(request).await?;
+        let limits = &self.inner.config.limits;
+        let deadline = Instant::now() + Duration::from_millis(limits.write_timeout_ms);
+        loop {
+            if service_id == self.inner.service_id {
+                // This node is the one leaving: it may never apply the rest.
+                if self.is_removed() || Instant::now() >= deadline {
+                    return Ok(index);
+                }
+                tokio::time::sleep(Duration::from_millis(self.inner.config.raft.tick_ms)).await;
+                continue;
+            }
+            self.inner.wait_applied(index).await?;
+            let removed =
+                self.services().await?.iter().any(|s| {
+                    s.id == service_id && s.state == sqlraft_sqlite::ServiceState::Removed
+                });
+            if removed {
+                return Ok(index);
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::UnknownOutcome(format!(
+                    "removal of {service_id} started at index {index} but did not finish within {} ms",
+                    limits.write_timeout_ms
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(self.inner.config.raft.tick_ms)).await;
+        }
     }
 
     /// The services registry as this node has applied it.
