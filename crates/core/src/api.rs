@@ -86,8 +86,27 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::services::routes())
         .merge(crate::web::routes())
+        .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// A browser on another site must not change anything through a browser that can
+/// reach this node (a `text/plain` POST needs no CORS preflight). Requests without an
+/// `Origin` header, as rqlite clients and curl send them, are not affected.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes && !crate::web::same_origin(request.headers()) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "cross-site request refused: send it from this node's own pages or without an Origin header" }),
+            false,
+        );
+    }
+    next.run(request).await
 }
 
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -172,7 +172,7 @@ async fn cluster_fragment(State(state): State<AppState>) -> Response {
 
 /// Refuses form posts from other sites (a page elsewhere must not remove services
 /// through a browser that can reach this node).
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())

@@ -399,3 +399,36 @@ async fn status_nodes_readyz_and_metrics() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_browser_requests_cannot_change_anything() {
+    let h = Harness::start().await;
+    let post = |path: &'static str, origin: Option<&'static str>, body: &'static [u8]| {
+        let http = h.http.clone();
+        async move {
+            let mut headers = vec![("Content-Type", "text/plain")];
+            headers.extend(origin.map(|o| ("Origin", o)));
+            sqlraft_core::client::request_with_headers(
+                &http,
+                "POST",
+                path,
+                &headers,
+                Some(body),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let evil = Some("http://evil.example");
+    let sql: &[u8] = br#"["CREATE TABLE csrf (v)"]"#;
+    let refused = post("/db/execute", evil, sql).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let service: &[u8] = br#"{"fqdn":"core-8.example.com","raft_addr":"core-8.example.com:7209"}"#;
+    let refused = post("/api/v1/services", evil, service).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    // Clients that send no Origin (rqlite libraries, curl) are not affected.
+    let allowed = post("/db/execute", None, sql).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    h.stop().await;
+}
