@@ -755,86 +755,85 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "1 for the node's current role.",
         &role_samples,
     );
-    let plain = |v: u64| [(String::new(), v)];
-    metric(
-        "sqlraft_term",
-        "gauge",
-        "Current raft term.",
-        &plain(s.term),
-    );
-    metric(
-        "sqlraft_commit_index",
-        "gauge",
-        "Highest log index known to be committed.",
-        &plain(s.commit_index),
-    );
-    metric(
-        "sqlraft_applied_index",
-        "gauge",
-        "Highest log index applied to the local SQLite file.",
-        &plain(s.applied_index),
-    );
-    metric(
-        "sqlraft_last_index",
-        "gauge",
-        "Last index in the local raft log.",
-        &plain(s.last_index),
-    );
-    metric(
-        "sqlraft_leader_known",
-        "gauge",
-        "1 when a leader is known.",
-        &plain(u64::from(s.leader_id != 0)),
-    );
-    metric(
-        "sqlraft_voters",
-        "gauge",
-        "Voting members.",
-        &plain(s.voters.len() as u64),
-    );
-    metric(
-        "sqlraft_learners",
-        "gauge",
-        "Learners.",
-        &plain(s.learners.len() as u64),
-    );
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    metric(
-        "sqlraft_write_requests_total",
-        "counter",
-        "Write requests received over HTTP.",
-        &plain(load(&c.write_requests)),
-    );
-    metric(
-        "sqlraft_write_statements_total",
-        "counter",
-        "Statements in write requests.",
-        &plain(load(&c.write_statements)),
-    );
-    metric(
-        "sqlraft_read_requests_total",
-        "counter",
-        "Read requests received over HTTP.",
-        &plain(load(&c.read_requests)),
-    );
-    metric(
-        "sqlraft_read_statements_total",
-        "counter",
-        "Read statements run.",
-        &plain(load(&c.read_statements)),
-    );
-    metric(
-        "sqlraft_statement_errors_total",
-        "counter",
-        "Statements answered with an error result.",
-        &plain(load(&c.statement_errors)),
-    );
-    metric(
-        "sqlraft_http_errors_total",
-        "counter",
-        "Data API answers with a 4xx or 5xx status.",
-        &plain(load(&c.http_errors)),
-    );
+    let single: [(&str, &str, &str, u64); 13] = [
+        ("sqlraft_term", "gauge", "Current raft term.", s.term),
+        (
+            "sqlraft_commit_index",
+            "gauge",
+            "Highest log index known to be committed.",
+            s.commit_index,
+        ),
+        (
+            "sqlraft_applied_index",
+            "gauge",
+            "Highest log index applied to the local SQLite file.",
+            s.applied_index,
+        ),
+        (
+            "sqlraft_last_index",
+            "gauge",
+            "Last index in the local raft log.",
+            s.last_index,
+        ),
+        (
+            "sqlraft_leader_known",
+            "gauge",
+            "1 when a leader is known.",
+            u64::from(s.leader_id != 0),
+        ),
+        (
+            "sqlraft_voters",
+            "gauge",
+            "Voting members.",
+            s.voters.len() as u64,
+        ),
+        (
+            "sqlraft_learners",
+            "gauge",
+            "Learners.",
+            s.learners.len() as u64,
+        ),
+        (
+            "sqlraft_write_requests_total",
+            "counter",
+            "Write requests received over HTTP.",
+            load(&c.write_requests),
+        ),
+        (
+            "sqlraft_write_statements_total",
+            "counter",
+            "Statements in write requests.",
+            load(&c.write_statements),
+        ),
+        (
+            "sqlraft_read_requests_total",
+            "counter",
+            "Read requests received over HTTP.",
+            load(&c.read_requests),
+        ),
+        (
+            "sqlraft_read_statements_total",
+            "counter",
+            "Read statements run.",
+            load(&c.read_statements),
+        ),
+        (
+            "sqlraft_statement_errors_total",
+            "counter",
+            "Statements answered with an error result.",
+            load(&c.statement_errors),
+        ),
+        (
+            "sqlraft_http_errors_total",
+            "counter",
+            "Data API answers with a 4xx or 5xx status.",
+            load(&c.http_errors),
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        metric(name, kind, help, &[(String::new(), value)]);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
