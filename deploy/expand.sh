@@ -7,19 +7,11 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kit.sh"
 kit_init expand.sh
 
-case "${1:-}" in
-  -h | --help)
-    kit_usage "Prepares the new hosts in kuma_core_peers (service user, directories under
+kit_inventory_arg "Prepares the new hosts in kuma_core_peers (service user, directories under
 sqlraft_root, the binary, firewall, /etc/hosts). The kuma_core host, whose core
 service already runs, is not touched. The new core services are created in the
-web interface and installed one by one."
-    exit 0
-    ;;
-  "") kit_die "missing the inventory file (see --help)" ;;
-  -*) kit_die "unknown option $1 (see --help)" ;;
-esac
-[ $# -eq 1 ] || kit_die "expected exactly one inventory file (see --help)"
-inventory=$1
+web interface and installed one by one." "$@"
+inventory=$KIT_INVENTORY
 
 kit_find_binary
 kit_check_inventory "$inventory"

@@ -49,6 +49,25 @@ USAGE
 }
 
 # Sets KIT_BIN to an absolute path of the binary to deploy.
+# kit_inventory_arg WHAT ARGS...: sets KIT_INVENTORY to the one inventory argument;
+# --help prints the usage with WHAT and exits 0; anything else is an error. (Not for
+# use in $(...): exit would leave the subshell only.)
+kit_inventory_arg() {
+  local what=$1
+  shift
+  case "${1:-}" in
+    -h | --help)
+      kit_usage "$what"
+      exit 0
+      ;;
+    "") kit_die "missing the inventory file (see --help)" ;;
+    -*) kit_die "unknown option $1 (see --help)" ;;
+  esac
+  [ $# -eq 1 ] || kit_die "expected exactly one inventory file (see --help)"
+  # shellcheck disable=SC2034 # read by the calling script
+  KIT_INVENTORY=$1
+}
+
 kit_find_binary() {
   if [ -n "${SQLRAFT_BIN:-}" ]; then
     if [ ! -f "$SQLRAFT_BIN" ] || [ ! -x "$SQLRAFT_BIN" ]; then
