@@ -14,13 +14,12 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use sqlraft::SqliteError;
-use sqlraft::{
-    Consistency, Node, NodeError, Role, Rows, Statement, StatementResult, Status, WriteRequest,
-};
+use sqlraft::{Consistency, Node, NodeError, Role, Statement, Status, WriteRequest};
 
 use crate::client;
+use crate::results::{ResultItem, Shape};
 use crate::statements::{self, BodyError};
 
 /// Limits of the HTTP API.
@@ -175,7 +174,11 @@ fn node_error(e: NodeError) -> ApiError {
     }
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &Json, pretty: bool) -> Response {
+pub(crate) fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    body: &T,
+    pretty: bool,
+) -> Response {
     let text = if pretty {
         serde_json::to_string_pretty(body)
     } else {
@@ -259,80 +262,27 @@ impl Flags {
     }
 }
 
-/// Builds `{"results": [...], "time"?, "raft_index"?}`.
+/// Builds `{"results": [...], "raft_index"?, "time"?}`.
 fn finish(
     flags: &Flags,
-    results: Vec<Json>,
+    results: Vec<ResultItem>,
     raft_index: Option<u64>,
     started: Instant,
 ) -> Response {
-    let mut body = Map::new();
-    body.insert("results".into(), Json::Array(results));
-    if let Some(index) = raft_index {
-        body.insert("raft_index".into(), json!(index));
+    #[derive(serde::Serialize)]
+    struct Body {
+        results: Vec<ResultItem>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        raft_index: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<f64>,
     }
-    if flags.timings {
-        body.insert("time".into(), json!(started.elapsed().as_secs_f64()));
-    }
-    json_response(StatusCode::OK, &Json::Object(body), flags.pretty)
-}
-
-fn write_result(result: &StatementResult) -> Json {
-    match &result.error {
-        Some(error) => json!({ "error": error }),
-        None => json!({
-            "last_insert_id": result.last_insert_id,
-            "rows_affected": result.rows_affected,
-        }),
-    }
-}
-
-fn rows_result(rows: &Rows, flags: &Flags, elapsed: Option<Duration>) -> Json {
-    let convert = |row: &Vec<sqlraft::Value>| -> Vec<Json> {
-        row.iter()
-            .map(|v| statements::to_json(v, flags.blob_array))
-            .collect()
+    let body = Body {
+        results,
+        raft_index,
+        time: flags.timings.then(|| started.elapsed().as_secs_f64()),
     };
-    let mut out = Map::new();
-    if flags.associative {
-        let types: Map<String, Json> = rows
-            .columns
-            .iter()
-            .zip(&rows.types)
-            .map(|(c, t)| (c.clone(), json!(t)))
-            .collect();
-        let objects: Vec<Json> = rows
-            .values
-            .iter()
-            .map(|row| {
-                Json::Object(
-                    rows.columns
-                        .iter()
-                        .cloned()
-                        .zip(convert(row))
-                        .collect::<Map<String, Json>>(),
-                )
-            })
-            .collect();
-        out.insert("types".into(), Json::Object(types));
-        out.insert("rows".into(), Json::Array(objects));
-    } else {
-        out.insert("columns".into(), json!(rows.columns));
-        out.insert("types".into(), json!(rows.types));
-        out.insert(
-            "values".into(),
-            Json::Array(
-                rows.values
-                    .iter()
-                    .map(|r| Json::Array(convert(r)))
-                    .collect(),
-            ),
-        );
-    }
-    if let Some(elapsed) = elapsed {
-        out.insert("time".into(), json!(elapsed.as_secs_f64()));
-    }
-    Json::Object(out)
+    json_response(StatusCode::OK, &body, flags.pretty)
 }
 
 async fn execute(
@@ -396,7 +346,7 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         transaction: bool,
-    ) -> Result<(Vec<Json>, u64), ApiError> {
+    ) -> Result<(Vec<ResultItem>, u64), ApiError> {
         let c = &self.counters;
         c.write_requests.fetch_add(1, Ordering::Relaxed);
         c.write_statements
@@ -413,14 +363,18 @@ impl Shared {
         c.statement_errors
             .fetch_add(failed as u64, Ordering::Relaxed);
         Ok((
-            outcome.results.iter().map(write_result).collect(),
+            outcome.results.into_iter().map(ResultItem::Write).collect(),
             outcome.raft_index,
         ))
     }
 
     /// Runs reads in order. The first one carries the requested consistency; once it
     /// has passed, the rest read the same node's file, which is at least as fresh.
-    async fn read(&self, statements: Vec<Statement>, flags: &Flags) -> Result<Vec<Json>, ApiError> {
+    async fn read(
+        &self,
+        statements: Vec<Statement>,
+        flags: &Flags,
+    ) -> Result<Vec<ResultItem>, ApiError> {
         self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
         let mut consistency = self.first_consistency(flags).await?;
         let mut results = Vec::with_capacity(statements.len());
@@ -449,14 +403,21 @@ impl Shared {
         statement: &Statement,
         consistency: Consistency,
         flags: &Flags,
-    ) -> Result<(Json, bool), ApiError> {
+    ) -> Result<(ResultItem, bool), ApiError> {
         self.counters
             .read_statements
             .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         match self.node.query(statement, consistency).await {
             Ok(rows) => Ok((
-                rows_result(&rows, flags, flags.timings.then(|| started.elapsed())),
+                ResultItem::Rows {
+                    rows,
+                    shape: Shape {
+                        associative: flags.associative,
+                        blob_array: flags.blob_array,
+                    },
+                    time: flags.timings.then(|| started.elapsed().as_secs_f64()),
+                },
                 false,
             )),
             // Every read connection is busy: the node is overloaded, retry later.
@@ -469,7 +430,7 @@ impl Shared {
                     .statement_errors
                     .fetch_add(1, Ordering::Relaxed);
                 let writes = matches!(e, SqliteError::WriteInRead(_));
-                Ok((json!({ "error": e.to_string() }), writes))
+                Ok((ResultItem::Error(e.to_string()), writes))
             }
             Err(e) => Err(node_error(e)),
         }
@@ -481,7 +442,7 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         flags: &Flags,
-    ) -> Result<(Vec<Json>, Option<u64>), ApiError> {
+    ) -> Result<(Vec<ResultItem>, Option<u64>), ApiError> {
         let mut results = Vec::with_capacity(statements.len());
         let mut raft_index = None;
         let mut consistency = None;

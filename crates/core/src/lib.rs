@@ -4,6 +4,7 @@
 //!   `/db/request`) plus `/status`, `/nodes`, `/readyz` and `/metrics`, over a running
 //!   [`sqlraft::Node`]. `docs/API.md` describes it.
 //! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation.
+//! - [`results`]: the data API's `results`, serialized straight from the rows.
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log.
 //! - [`demo`]: a local cluster of child processes.
 //! - [`install`]: `run ... --install`: a systemd unit, or a supervised background process.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod install;
 pub mod inventory;
 pub mod logfile;
+pub mod results;
 pub mod run;
 pub mod services;
 pub mod statements;

@@ -2,7 +2,6 @@
 //! ...]` (positional parameters) or `[sql, {"name": value}]` (named parameters); and
 //! the mapping between JSON and SQLite values.
 
-use base64::Engine as _;
 use serde_json::Value as Json;
 use sqlraft::{Params, Statement, Value};
 
@@ -121,19 +120,6 @@ fn kind(json: &Json) -> &'static str {
         Json::String(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
-    }
-}
-
-/// SQLite to JSON. BLOBs come back as base64 text like rqlite's, or as arrays of bytes
-/// with `blob_array`. Non-finite reals have no JSON form and become null.
-pub fn to_json(value: &Value, blob_array: bool) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Integer(i) => Json::from(*i),
-        Value::Real(r) => serde_json::Number::from_f64(*r).map_or(Json::Null, Json::Number),
-        Value::Text(t) => Json::String(t.clone()),
-        Value::Blob(b) if blob_array => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
-        Value::Blob(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
     }
 }
 

@@ -432,3 +432,57 @@ async fn cross_site_browser_requests_cannot_change_anything() {
     assert_eq!(allowed.status, 200, "{}", allowed.text());
     h.stop().await;
 }
+
+/// Reads that try to open a transaction or change their connection are refused, so no
+/// pooled connection is left on an old snapshot: linearizable reads see the writes that
+/// follow.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_read_request_can_make_later_reads_stale() {
+    let h = Harness::start().await;
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]"#,
+    )
+    .await;
+    for q in [
+        "BEGIN",
+        "BEGIN%20IMMEDIATE",
+        "SAVEPOINT%20s",
+        "PRAGMA%20query_only=0",
+    ] {
+        for _ in 0..12 {
+            let answer = h.get_json(&format!("/db/query?q={q}")).await;
+            let error = answer["results"][0]["error"].as_str().unwrap_or_default();
+            assert!(error.contains("not allowed"), "{q}: {answer}");
+        }
+    }
+    h.post_json("/db/execute", r#"["INSERT INTO t VALUES (2)"]"#)
+        .await;
+    h.post_json("/db/execute", r#"["INSERT INTO t VALUES (3)"]"#)
+        .await;
+    for _ in 0..16 {
+        let read = h
+            .get_json("/db/query?level=linearizable&q=SELECT%20count(*)%20FROM%20t")
+            .await;
+        assert_eq!(read["results"][0]["values"], json!([[3]]), "{read}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_results_are_bounded_in_bytes() {
+    let h = Harness::start().await;
+    let huge = h.get_json("/db/query?q=SELECT%20zeroblob(999999999)").await;
+    let error = huge["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("too big"), "{huge}");
+    let many = h
+        .post_json(
+            "/db/query",
+            r#"["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) SELECT zeroblob(1000000) FROM c"]"#,
+        )
+        .await;
+    let error = many["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("larger than 67108864 bytes"), "{many}");
+    // The node is fine and answers the next read.
+    let one = h.get_json("/db/query?q=SELECT%201").await;
+    assert_eq!(one["results"][0]["values"], json!([[1]]));
+}

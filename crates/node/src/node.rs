@@ -437,7 +437,7 @@ impl Node {
             let _ = stop.send(());
             let _ = task.await;
         }
-        inner.reads.pool().close().await;
+        inner.reads.close().await;
         tracing::info!(raft_id = inner.raft_id, "node stopped");
     }
 }

@@ -365,7 +365,7 @@ impl ApplyTxn<'_> {
     }
 }
 
-fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
+pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
     let expected = stmt.parameter_count();
     let count_error = |given: usize| rusqlite::Error::InvalidParameterCount(given, expected);
     match params {

@@ -48,6 +48,14 @@ pub enum SqliteError {
         /// The limit.
         limit: usize,
     },
+    /// The read's values add up to more bytes than allowed.
+    #[error(
+        "result is larger than {limit} bytes: select fewer rows or columns, or page with LIMIT"
+    )]
+    TooManyBytes {
+        /// The limit.
+        limit: usize,
+    },
     /// A connection from the read pool could not be had.
     #[error("read pool unavailable: {0}")]
     PoolUnavailable(String),

@@ -1,13 +1,26 @@
-//! The read side: a pool of read-only sqlx connections to the state database.
+//! The read side: client reads on a pool of read-only rusqlite connections, each under
+//! an authorizer that lets through nothing but reading; and a read-only sqlx pool for
+//! an embedding service's own typed queries.
+//!
+//! A read connection must come back to the pool exactly as it left: in autocommit,
+//! with no settings changed. So a client read may only read: the authorizer allows
+//! `SELECT`, reading columns, functions and a few introspection pragmas, and refuses
+//! everything else (transaction control above all: a `BEGIN` left open on a pooled
+//! connection would pin its snapshot for every later read). A statement SQLite itself
+//! reports as not read-only (`VACUUM INTO`, which the authorizer never sees) is refused
+//! too, and a connection that is somehow outside autocommit after a read is closed.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Column, Executor, Row, SqlSafeStr, Statement as _, TypeInfo, ValueRef};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Result, SqliteError};
 use crate::types::{Params, Rows, Statement, Value};
@@ -15,10 +28,13 @@ use crate::types::{Params, Rows, Statement, Value};
 /// Limits of a [`ReadPool`].
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
-    /// Connections in the pool.
+    /// Reads that run at once (each on its own connection).
     pub max_connections: u32,
     /// Rows one read may return; more is an error rather than unbounded memory.
     pub max_rows: usize,
+    /// Bytes of values one read may return (text and blob lengths, 8 per number); more
+    /// is an error. Also the largest single value a read may build.
+    pub max_result_bytes: usize,
     /// How long a read waits for a free connection.
     pub acquire_timeout_ms: u64,
     /// How long one read may run; it is interrupted after that, and also as soon as
@@ -31,19 +47,40 @@ impl Default for ReadOptions {
         ReadOptions {
             max_connections: 8,
             max_rows: 1_000_000,
+            max_result_bytes: 64 << 20,
             acquire_timeout_ms: 5_000,
             max_query_ms: 30_000,
         }
     }
 }
 
-/// Read-only connections to the state database. Connections are opened with
-/// `SQLITE_OPEN_READONLY`, so no statement sent through them can change the database.
+/// Read-only connections to the state database.
 #[derive(Clone)]
 pub struct ReadPool {
-    pool: SqlitePool,
-    max_rows: usize,
-    max_query: Duration,
+    shared: Arc<PoolShared>,
+    sqlx: SqlitePool,
+}
+
+struct PoolShared {
+    path: PathBuf,
+    options: ReadOptions,
+    /// One permit per read running; the permit goes with the blocking task, so a read
+    /// whose caller left still counts until it has stopped.
+    running: Arc<Semaphore>,
+    idle: Mutex<Vec<ReadConnection>>,
+}
+
+/// One client read connection and the state its hooks look at.
+struct ReadConnection {
+    conn: Connection,
+    limits: Arc<Mutex<RunLimits>>,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+/// What the progress handler checks while a read runs.
+struct RunLimits {
+    deadline: Instant,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl ReadPool {
@@ -56,9 +93,9 @@ impl ReadPool {
             .create_if_missing(false)
             .pragma("foreign_keys", "OFF")
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let sqlx = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .min_connections(1)
+            .min_connections(0)
             .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
             .connect_with(connect)
             .await
@@ -66,283 +103,338 @@ impl ReadPool {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(ReadPool {
-            pool,
-            max_rows: options.max_rows,
-            max_query: Duration::from_millis(options.max_query_ms),
-        })
+        let shared = Arc::new(PoolShared {
+            path: path.to_path_buf(),
+            options: options.clone(),
+            running: Arc::new(Semaphore::new(options.max_connections.max(1) as usize)),
+            idle: Mutex::new(Vec::new()),
+        });
+        // Fail now, not on the first read, if the file cannot be read.
+        let first = ReadConnection::open(&shared.path, &shared.options)?;
+        shared.give_back(first);
+        Ok(ReadPool { shared, sqlx })
     }
 
-    /// The sqlx pool itself, for typed queries of an embedding service.
+    /// The sqlx pool, for typed queries of an embedding service. It is read-only but
+    /// runs whatever it is given: it is for the service's own SQL, not its clients'.
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        &self.sqlx
     }
 
-    /// Runs one read statement.
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.sqlx.close().await;
+    }
+
+    /// Runs one client read statement. It may only read; it is interrupted after
+    /// `max_query_ms` or as soon as this future is dropped (the client went away).
     pub async fn query(&self, statement: &Statement) -> Result<Rows> {
         if crate::lex::has_second_statement(&statement.sql) {
             return Err(SqliteError::Query(
                 "one statement per query: split the SQL into several statements".into(),
             ));
         }
-        let (sql, values) = positional(statement)?;
-        let conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| SqliteError::PoolUnavailable(e.to_string()))?;
-        // SQLite runs the statement on sqlx's worker thread whether or not anyone still
-        // waits for it: interrupt it at the deadline, or when this future is dropped
-        // (the client went away).
-        let mut read = ActiveRead {
-            conn,
-            cancelled: Arc::new(AtomicBool::new(false)),
-            finished: false,
+        let options = &self.shared.options;
+        let permit = tokio::time::timeout(
+            Duration::from_millis(options.acquire_timeout_ms),
+            Arc::clone(&self.shared.running).acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            SqliteError::PoolUnavailable(format!(
+                "all {} read connections stayed busy for {} ms",
+                options.max_connections, options.acquire_timeout_ms
+            ))
+        })?
+        .map_err(|_| SqliteError::PoolUnavailable("read pool closed".into()))?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
+        let shared = Arc::clone(&self.shared);
+        let statement = statement.clone();
+        let task = tokio::task::spawn_blocking(move || shared.run(&statement, cancelled, permit));
+        task.await
+            .map_err(|e| SqliteError::PoolUnavailable(format!("read task failed: {e}")))?
+    }
+}
+
+/// Tells a running read that its caller went away.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PoolShared {
+    /// Runs on a blocking thread, holding `_permit` until the read has stopped.
+    fn run(
+        &self,
+        statement: &Statement,
+        cancelled: Arc<AtomicBool>,
+        _permit: OwnedSemaphorePermit,
+    ) -> Result<Rows> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let read = match idle {
+            Some(read) => read,
+            None => ReadConnection::open(&self.path, &self.options)?,
         };
-        let (cancelled, deadline) = (Arc::clone(&read.cancelled), Instant::now() + self.max_query);
-        read.conn
-            .lock_handle()
-            .await
-            .map_err(|e| SqliteError::PoolUnavailable(e.to_string()))?
-            .set_progress_handler(1000, move || {
-                !cancelled.load(Ordering::Relaxed) && Instant::now() < deadline
-            });
-        let outcome = self.run(&mut read.conn, sql, values).await;
-        read.finish().await;
+        *read.limits.lock().unwrap_or_else(PoisonError::into_inner) = RunLimits {
+            deadline: Instant::now() + Duration::from_millis(self.options.max_query_ms),
+            cancelled,
+        };
+        let outcome = read.query(statement, &self.options);
+        // Never pooled outside autocommit: it would pin an old snapshot for every
+        // later read on it. (The authorizer makes that impossible; this makes sure.)
+        if read.conn.is_autocommit() {
+            self.give_back(read);
+        } else {
+            tracing::error!(sql = %statement.sql, "a read left its connection in a transaction; closing it");
+        }
         outcome.map_err(|e| match e {
             SqliteError::Query(m) if m.contains("interrupted") => SqliteError::Query(format!(
                 "read stopped after {} ms: it runs too long",
-                self.max_query.as_millis()
+                self.options.max_query_ms
             )),
             other => other,
         })
     }
 
-    async fn run(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        sql: String,
-        values: Vec<Value>,
-    ) -> Result<Rows> {
-        // Running client SQL is the point of this API; the connection is read-only.
-        let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
-        let prepared = conn.prepare(sql).await.map_err(read_error)?;
-        let expected = match prepared.parameters() {
-            Some(sqlx::Either::Left(types)) => types.len(),
-            Some(sqlx::Either::Right(n)) => n,
-            None => 0,
-        };
-        if expected != values.len() {
-            return Err(SqliteError::Query(format!(
-                "statement takes {expected} parameters, {} given",
-                values.len()
-            )));
+    fn give_back(&self, read: ReadConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.options.max_connections as usize {
+            idle.push(read);
         }
-        let columns: Vec<String> = prepared
-            .columns()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-        let types = prepared
-            .columns()
-            .iter()
-            .map(|c| declared_type(c.type_info().name()))
-            .collect();
+    }
+}
 
-        let mut query = prepared.query();
-        for value in values {
-            query = match value {
-                Value::Null => query.bind(None::<i64>),
-                Value::Integer(i) => query.bind(i),
-                Value::Real(r) => query.bind(r),
-                Value::Text(t) => query.bind(t),
-                Value::Blob(b) => query.bind(b),
-            };
+impl ReadConnection {
+    fn open(path: &Path, options: &ReadOptions) -> Result<Self> {
+        let open_err = |source| SqliteError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // No single string or blob larger than a whole result may be built.
+        let longest = i32::try_from(options.max_result_bytes).unwrap_or(i32::MAX);
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, longest.max(1024))
+            .map_err(open_err)?;
+        let refusal = Arc::new(Mutex::new(None));
+        let said = Arc::clone(&refusal);
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            match read_refusal(&ctx.action) {
+                None => Authorization::Allow,
+                Some(reason) => {
+                    *said.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                    Authorization::Deny
+                }
+            }
+        }))
+        .map_err(open_err)?;
+        let limits = Arc::new(Mutex::new(RunLimits {
+            deadline: Instant::now(),
+            cancelled: Arc::new(AtomicBool::new(true)),
+        }));
+        let seen = Arc::clone(&limits);
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                let limits = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                limits.cancelled.load(Ordering::Relaxed) || Instant::now() >= limits.deadline
+            }),
+        )
+        .map_err(open_err)?;
+        Ok(ReadConnection {
+            conn,
+            limits,
+            refusal,
+        })
+    }
+
+    fn query(&self, statement: &Statement, options: &ReadOptions) -> Result<Rows> {
+        if statement.sql.trim().is_empty() {
+            return Err(SqliteError::Query("empty statement".into()));
         }
-        let mut stream = query.fetch(conn);
-        let mut rows = Vec::new();
-        while let Some(row) = stream.try_next().await.map_err(read_error)? {
-            if rows.len() == self.max_rows {
+        *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let mut stmt = self.conn.prepare(&statement.sql).map_err(|e| {
+            let refused = self
+                .refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            match refused {
+                Some(reason) => SqliteError::WriteInRead(reason),
+                None => read_error(e),
+            }
+        })?;
+        if !stmt.readonly() {
+            return Err(SqliteError::WriteInRead(
+                "the statement writes to a file".into(),
+            ));
+        }
+        bind(&mut stmt, &statement.params)?;
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let types = stmt
+            .columns()
+            .iter()
+            .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
+            .collect();
+        let mut budget = options.max_result_bytes;
+        let mut values = Vec::new();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(read_error)? {
+            if values.len() == options.max_rows {
                 return Err(SqliteError::TooManyRows {
-                    limit: self.max_rows,
+                    limit: options.max_rows,
                 });
             }
-            rows.push(row_values(&row)?);
+            let mut out = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                let value = row.get_ref(i).map_err(read_error)?;
+                let size = value_size(&value);
+                budget = budget.checked_sub(size).ok_or(SqliteError::TooManyBytes {
+                    limit: options.max_result_bytes,
+                })?;
+                out.push(to_value(value)?);
+            }
+            values.push(out);
         }
         Ok(Rows {
             columns,
             types,
-            values: rows,
+            values,
         })
     }
 }
 
-/// A pooled connection running one read. If the read's future is dropped before it
-/// finishes, the running statement is interrupted and the connection is closed rather
-/// than returned to the pool with this read's progress handler still set.
-struct ActiveRead {
-    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    cancelled: Arc<AtomicBool>,
-    finished: bool,
-}
-
-impl ActiveRead {
-    async fn finish(&mut self) {
-        self.finished = true;
-        let removed = match self.conn.lock_handle().await {
-            Ok(mut handle) => {
-                handle.remove_progress_handler();
-                true
+/// Why a read may not do `action`; `None` allows it. A list of what reading needs,
+/// everything else refused.
+fn read_refusal(action: &AuthAction<'_>) -> Option<String> {
+    use AuthAction::*;
+    match *action {
+        Select | Read { .. } | Recursive => None,
+        Function { function_name } => {
+            if function_name.eq_ignore_ascii_case("load_extension") {
+                Some("load_extension is not allowed".into())
+            } else {
+                None
             }
-            Err(_) => false,
-        };
-        if !removed {
-            self.conn.close_on_drop();
         }
-    }
-}
-
-impl Drop for ActiveRead {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cancelled.store(true, Ordering::Relaxed);
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-fn declared_type(name: &str) -> String {
-    if name.eq_ignore_ascii_case("NULL") {
-        String::new()
-    } else {
-        name.to_ascii_lowercase()
-    }
-}
-
-fn row_values(row: &SqliteRow) -> Result<Vec<Value>> {
-    let decode_err = |e: sqlx::Error| SqliteError::Query(format!("cannot decode value: {e}"));
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i).map_err(decode_err)?;
-            if raw.is_null() {
-                return Ok(Value::Null);
+        Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let name = pragma_name.to_ascii_lowercase();
+            let introspection = INTROSPECTION_PRAGMAS.contains(&name.as_str());
+            let value_free = VALUE_FREE_PRAGMAS.contains(&name.as_str()) && pragma_value.is_none();
+            if introspection || value_free {
+                None
+            } else {
+                Some(format!(
+                    "PRAGMA {pragma_name} is not allowed in a read: reads may only read"
+                ))
             }
-            let kind = raw.type_info().name().to_string();
-            Ok(match kind.as_str() {
-                "INTEGER" => Value::Integer(row.try_get_unchecked(i).map_err(decode_err)?),
-                "REAL" => Value::Real(row.try_get_unchecked(i).map_err(decode_err)?),
-                "BLOB" => Value::Blob(row.try_get_unchecked(i).map_err(decode_err)?),
-                _ => Value::Text(row.try_get_unchecked(i).map_err(decode_err)?),
-            })
-        })
-        .collect()
-}
-
-fn read_error(e: sqlx::Error) -> SqliteError {
-    if let sqlx::Error::Database(db) = &e {
-        // SQLITE_READONLY (8) and its extended codes: the statement tried to write.
-        let readonly = db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| c & 0xff == 8);
-        if readonly {
-            return SqliteError::WriteInRead(db.message().to_string());
         }
-        return SqliteError::Query(db.message().to_string());
-    }
-    SqliteError::Query(e.to_string())
-}
-
-/// sqlx binds SQLite parameters by position only; named parameters are rewritten to
-/// `?N` here, outside string literals, quoted identifiers and comments.
-fn positional(statement: &Statement) -> Result<(String, Vec<Value>)> {
-    let named = match &statement.params {
-        Params::None => return Ok((statement.sql.clone(), Vec::new())),
-        Params::Positional(values) => return Ok((statement.sql.clone(), values.clone())),
-        Params::Named(named) => named,
-    };
-    let sql = &statement.sql;
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    let mut used: Vec<Option<usize>> = vec![None; named.len()];
-    let mut values = Vec::new();
-    let mut copied = 0;
-    for (span_start, span_end) in crate::lex::code_spans(sql) {
-        let mut i = span_start;
-        while i < span_end {
-            if !matches!(bytes[i], b':' | b'@' | b'$') {
-                i += 1;
-                continue;
-            }
-            let start = i + 1;
-            let end = start
-                + bytes[start..span_end]
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-                    .count();
-            if end == start {
-                i += 1;
-                continue;
-            }
-            let (name, full) = (&sql[start..end], &sql[i..end]);
-            let slot = named
-                .iter()
-                .position(|(n, _)| n == full || n == name)
-                .ok_or_else(|| SqliteError::Query(format!("no value for parameter {full}")))?;
-            let position = *used[slot].get_or_insert_with(|| {
-                values.push(named[slot].1.clone());
-                values.len()
-            });
-            out.push_str(&sql[copied..i]);
-            out.push_str(&format!("?{position}"));
-            copied = end;
-            i = end;
+        Transaction { .. } | Savepoint { .. } => {
+            Some("transaction control is not allowed in a read: each read runs on its own".into())
         }
+        Attach { .. } | Detach { .. } => Some("ATTACH and DETACH are not allowed".into()),
+        _ => Some("a read may only read".into()),
     }
-    out.push_str(&sql[copied..]);
-    if let Some(slot) = used.iter().position(Option::is_none) {
-        return Err(SqliteError::Query(format!(
-            "no parameter named {} in the statement",
-            named[slot].0
-        )));
-    }
-    Ok((out, values))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Pragmas that describe one schema object, named by their argument.
+const INTROSPECTION_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+];
 
-    fn named(sql: &str, params: &[(&str, i64)]) -> Result<(String, Vec<Value>)> {
-        positional(&Statement {
-            sql: sql.into(),
-            params: Params::Named(
-                params
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), Value::Integer(*v)))
-                    .collect(),
-            ),
-        })
+/// Pragmas that only report a value when given no argument.
+const VALUE_FREE_PRAGMAS: &[&str] = &[
+    "user_version",
+    "application_id",
+    "schema_version",
+    "compile_options",
+    "function_list",
+    "collation_list",
+    "module_list",
+    "pragma_list",
+    "encoding",
+    "foreign_keys",
+    "page_size",
+    "page_count",
+    "freelist_count",
+];
+
+fn value_size(value: &ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Null => 1,
+        ValueRef::Integer(_) | ValueRef::Real(_) => 8,
+        ValueRef::Text(t) => t.len(),
+        ValueRef::Blob(b) => b.len(),
     }
+}
 
-    #[test]
-    fn named_parameters_become_positional() {
-        let (sql, values) = named(
-            "SELECT * FROM t WHERE a = :a AND b = @b OR a = :a AND c = ':a' -- :a\n",
-            &[("b", 2), (":a", 1)],
-        )
-        .expect("rewrite");
-        assert_eq!(
-            sql,
-            "SELECT * FROM t WHERE a = ?1 AND b = ?2 OR a = ?1 AND c = ':a' -- :a\n"
-        );
-        assert_eq!(values, vec![Value::Integer(1), Value::Integer(2)]);
-    }
+fn to_value(value: ValueRef<'_>) -> Result<Value> {
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(
+            String::from_utf8(t.to_vec())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    })
+}
 
-    #[test]
-    fn missing_and_unused_names_are_errors() {
-        assert!(named("SELECT :x", &[]).is_err());
-        assert!(named("SELECT :x", &[("x", 1), ("y", 2)]).is_err());
-        assert!(named("SELECT [:x], \":y\", 'it''s :z'", &[]).is_ok());
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()> {
+    crate::apply::bind(stmt, params).map_err(|e| match e {
+        rusqlite::Error::InvalidParameterCount(given, expected) => SqliteError::Query(format!(
+            "statement takes {expected} parameters, {given} given"
+        )),
+        rusqlite::Error::InvalidParameterName(name) => {
+            SqliteError::Query(format!("no value for parameter {name}"))
+        }
+        other => read_error(other),
+    })
+}
+
+fn read_error(e: rusqlite::Error) -> SqliteError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, message) => {
+            let message = message.unwrap_or_else(|| f.to_string());
+            match f.code {
+                rusqlite::ErrorCode::ReadOnly => SqliteError::WriteInRead(message),
+                rusqlite::ErrorCode::TooBig => SqliteError::Query(format!(
+                    "{message}: a read may build values of at most the result budget"
+                )),
+                _ => SqliteError::Query(message),
+            }
+        }
+        rusqlite::Error::InvalidQuery => SqliteError::Query("empty statement".into()),
+        rusqlite::Error::MultipleStatement => SqliteError::Query(
+            "one statement per query: split the SQL into several statements".into(),
+        ),
+        other => SqliteError::Query(other.to_string()),
     }
 }

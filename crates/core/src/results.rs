@@ -1,0 +1,141 @@
+//! The `results` of the data API, serialized straight from the rows a read returned:
+//! no JSON tree is built in between, so a read's answer costs about its own size once
+//! more, not several times over.
+
+use base64::Engine;
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use sqlraft::{Rows, StatementResult, Value};
+
+/// How a read's rows are shaped (rqlite's `associative` and `blob_array`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// Rows as objects keyed by column name, types as an object.
+    pub associative: bool,
+    /// Blobs as arrays of byte values instead of base64 text.
+    pub blob_array: bool,
+}
+
+/// One element of `results`.
+#[derive(Debug)]
+pub enum ResultItem {
+    /// A write statement's outcome.
+    Write(StatementResult),
+    /// A read's rows, with the time it took when asked for.
+    Rows {
+        /// What the read returned.
+        rows: Rows,
+        /// How to write them.
+        shape: Shape,
+        /// Seconds the read took (`timings`).
+        time: Option<f64>,
+    },
+    /// A statement that failed.
+    Error(String),
+}
+
+impl Serialize for ResultItem {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ResultItem::Error(error)
+            | ResultItem::Write(StatementResult {
+                error: Some(error), ..
+            }) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("error", error)?;
+                map.end()
+            }
+            ResultItem::Write(result) => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("last_insert_id", &result.last_insert_id)?;
+                map.serialize_entry("rows_affected", &result.rows_affected)?;
+                map.end()
+            }
+            ResultItem::Rows { rows, shape, time } => {
+                let mut map = s.serialize_map(None)?;
+                if shape.associative {
+                    map.serialize_entry("types", &Columns(&rows.columns, &rows.types))?;
+                    map.serialize_entry("rows", &RowObjects(rows, *shape))?;
+                } else {
+                    map.serialize_entry("columns", &rows.columns)?;
+                    map.serialize_entry("types", &rows.types)?;
+                    map.serialize_entry("values", &RowArrays(rows, *shape))?;
+                }
+                if let Some(time) = time {
+                    map.serialize_entry("time", time)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// `{"column": "type", ...}`.
+struct Columns<'a>(&'a [String], &'a [String]);
+
+impl Serialize for Columns<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().zip(self.1))
+    }
+}
+
+/// `[[v, ...], ...]`.
+struct RowArrays<'a>(&'a Rows, Shape);
+
+impl Serialize for RowArrays<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.values.len()))?;
+        for row in &self.0.values {
+            seq.serialize_element(&Row(row, self.1))?;
+        }
+        seq.end()
+    }
+}
+
+struct Row<'a>(&'a [Value], Shape);
+
+impl Serialize for Row<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| Cell(v, self.1.blob_array)))
+    }
+}
+
+/// `[{"column": v, ...}, ...]`.
+struct RowObjects<'a>(&'a Rows, Shape);
+
+impl Serialize for RowObjects<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rows = self.0;
+        let mut seq = s.serialize_seq(Some(rows.values.len()))?;
+        for row in &rows.values {
+            seq.serialize_element(&RowObject(&rows.columns, row, self.1.blob_array))?;
+        }
+        seq.end()
+    }
+}
+
+struct RowObject<'a>(&'a [String], &'a [Value], bool);
+
+impl Serialize for RowObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().zip(self.1.iter().map(|v| Cell(v, self.2))))
+    }
+}
+
+/// One value as rqlite writes it: blobs as base64 text (or byte arrays), non-finite
+/// reals as null.
+struct Cell<'a>(&'a Value, bool);
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Integer(i) => s.serialize_i64(*i),
+            Value::Real(r) if r.is_finite() => s.serialize_f64(*r),
+            Value::Real(_) => s.serialize_unit(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Blob(b) if self.1 => s.collect_seq(b.iter()),
+            Value::Blob(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The client read path: reads may only read, leave their connection as they found it,
+//! and are bounded in bytes.
+
+use sqlraft_sqlite::{ReadOptions, ReadPool, SqliteError, StateMachine, Statement, WriteRequest};
+
+fn write(sm: &mut StateMachine, sqls: &[&str]) {
+    let index = sm.applied_index() + 1;
+    let mut txn = sm.begin().expect("begin");
+    let results = txn
+        .write(
+            index,
+            &WriteRequest::transaction(sqls.iter().map(|s| Statement::new(*s)).collect()),
+        )
+        .expect("write");
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    txn.commit().expect("commit");
+}
+
+async fn count(pool: &ReadPool) -> i64 {
+    let rows = pool
+        .query(&Statement::new("SELECT count(*) FROM t"))
+        .await
+        .expect("count");
+    match rows.values[0][0] {
+        sqlraft_sqlite::Value::Integer(n) => n,
+        ref other => panic!("count is {other:?}"),
+    }
+}
+
+/// Every statement that would leave a pooled connection in a transaction, change its
+/// settings, or write a file is refused; every connection then sees later writes.
+#[tokio::test]
+async fn reads_cannot_pin_a_snapshot_or_change_their_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
+    let options = ReadOptions {
+        max_connections: 3,
+        ..ReadOptions::default()
+    };
+    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
+        .await
+        .expect("pool");
+    let copy = dir.path().join("copy.db");
+    let hostile = [
+        "BEGIN".to_string(),
+        "BEGIN IMMEDIATE".into(),
+        "BEGIN EXCLUSIVE".into(),
+        "SAVEPOINT s".into(),
+        "COMMIT".into(),
+        "PRAGMA query_only = 0".into(),
+        "PRAGMA cache_size = 1".into(),
+        "PRAGMA journal_mode = DELETE".into(),
+        "PRAGMA wal_checkpoint".into(),
+        "PRAGMA user_version = 7".into(),
+        format!("VACUUM INTO '{}'", copy.display()),
+        "VACUUM".into(),
+        format!("ATTACH '{}' AS other", copy.display()),
+        "CREATE TEMP TABLE x (a)".into(),
+        "CREATE TEMP VIEW x AS SELECT 1".into(),
+        "ANALYZE".into(),
+        "REINDEX".into(),
+        "SELECT load_extension('x')".into(),
+        "INSERT INTO t VALUES (2)".into(),
+    ];
+    for _ in 0..4 {
+        for sql in &hostile {
+            let err = pool
+                .query(&Statement::new(sql.as_str()))
+                .await
+                .expect_err(sql);
+            assert!(
+                matches!(err, SqliteError::WriteInRead(_) | SqliteError::Query(_)),
+                "{sql}: {err:?}"
+            );
+            assert!(!err.is_fatal(), "{sql}: {err}");
+        }
+    }
+    assert!(!copy.exists(), "VACUUM INTO wrote {}", copy.display());
+
+    // The writes that follow are visible to every read, on every connection.
+    write(
+        &mut sm,
+        &["INSERT INTO t VALUES (2)", "INSERT INTO t VALUES (3)"],
+    );
+    let reads = (0..options.max_connections * 3).map(|_| count(&pool));
+    for n in futures::future::join_all(reads).await {
+        assert_eq!(n, 3);
+    }
+    // Checkpoints are not held back by a reader: the WAL can be emptied.
+    let conn = rusqlite::Connection::open(dir.path().join("state.db")).expect("open");
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("checkpoint");
+    assert_eq!(busy, 0, "a read connection holds a snapshot");
+}
+
+#[tokio::test]
+async fn reads_may_inspect_the_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(
+        &mut sm,
+        &[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+            "CREATE INDEX t_name ON t (name)",
+        ],
+    );
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    for sql in [
+        "PRAGMA table_info(t)",
+        "SELECT name FROM pragma_table_info('t') ORDER BY cid",
+        "PRAGMA index_list(t)",
+        "PRAGMA user_version",
+        "SELECT name FROM sqlite_schema WHERE type = 'table'",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) SELECT sum(x) FROM c",
+        "EXPLAIN QUERY PLAN SELECT * FROM t WHERE id = 1",
+    ] {
+        let rows = pool
+            .query(&Statement::new(sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!rows.values.is_empty(), "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn reads_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)"]);
+    let options = ReadOptions {
+        max_result_bytes: 1 << 20,
+        ..ReadOptions::default()
+    };
+    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
+        .await
+        .expect("pool");
+    // One value larger than the whole budget is never built.
+    let err = pool
+        .query(&Statement::new("SELECT zeroblob(999999999)"))
+        .await
+        .expect_err("a huge value");
+    assert!(err.to_string().contains("too big"), "{err}");
+    let err = pool
+        .query(&Statement::new("SELECT length(zeroblob(999999999))"))
+        .await
+        .expect_err("a huge intermediate value");
+    assert!(err.to_string().contains("too big"), "{err}");
+    // Many values that add up to more than the budget.
+    let err = pool
+        .query(&Statement::new(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) \
+             SELECT zeroblob(100000) FROM c",
+        ))
+        .await
+        .expect_err("a large result");
+    assert!(matches!(err, SqliteError::TooManyBytes { .. }), "{err:?}");
+    assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    // Within the budget: answered.
+    let rows = pool
+        .query(&Statement::new(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10) \
+             SELECT zeroblob(10000) FROM c",
+        ))
+        .await
+        .expect("a small result");
+    assert_eq!(rows.values.len(), 10);
+}
