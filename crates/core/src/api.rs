@@ -262,6 +262,27 @@ impl Flags {
     }
 }
 
+/// The outcome of the writes of one request.
+struct Written {
+    results: Vec<ResultItem>,
+    index: u64,
+    applied_here: bool,
+}
+
+/// Header on every write's answer: `true` when the node that answered had applied the
+/// write, so that every later read there sees it (read-your-writes); `false` when it
+/// answered before that (it waited up to the read timeout): read with
+/// `min_index=<raft_index>` to be sure.
+pub const APPLIED_HEADER: &str = "x-sqlraft-applied-locally";
+
+fn applied_header(mut response: Response, applied_here: bool) -> Response {
+    response.headers_mut().insert(
+        APPLIED_HEADER,
+        header::HeaderValue::from_static(if applied_here { "true" } else { "false" }),
+    );
+    response
+}
+
 /// Builds `{"results": [...], "raft_index"?, "time"?}`.
 fn finish(
     flags: &Flags,
@@ -296,8 +317,11 @@ async fn execute(
     if statements.is_empty() {
         return Ok(finish(&flags, Vec::new(), None, started));
     }
-    let (results, index) = state.write(statements, flags.transaction).await?;
-    Ok(finish(&flags, results, Some(index), started))
+    let written = state.write(statements, flags.transaction).await?;
+    Ok(applied_header(
+        finish(&flags, written.results, Some(written.index), started),
+        written.applied_here,
+    ))
 }
 
 async fn query_get(
@@ -337,8 +361,12 @@ async fn request(
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
-    let (results, index) = state.mixed(statements, &flags).await?;
-    Ok(finish(&flags, results, index, started))
+    let (results, written) = state.mixed(statements, &flags).await?;
+    let response = finish(&flags, results, written.map(|(index, _)| index), started);
+    Ok(match written {
+        Some((_, applied_here)) => applied_header(response, applied_here),
+        None => response,
+    })
 }
 
 impl Shared {
@@ -346,7 +374,7 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         transaction: bool,
-    ) -> Result<(Vec<ResultItem>, u64), ApiError> {
+    ) -> Result<Written, ApiError> {
         let c = &self.counters;
         c.write_requests.fetch_add(1, Ordering::Relaxed);
         c.write_statements
@@ -362,10 +390,11 @@ impl Shared {
         let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
         c.statement_errors
             .fetch_add(failed as u64, Ordering::Relaxed);
-        Ok((
-            outcome.results.into_iter().map(ResultItem::Write).collect(),
-            outcome.raft_index,
-        ))
+        Ok(Written {
+            results: outcome.results.into_iter().map(ResultItem::Write).collect(),
+            index: outcome.raft_index,
+            applied_here: outcome.applied_here,
+        })
     }
 
     /// Runs reads in order. The first one carries the requested consistency; once it
@@ -442,9 +471,10 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         flags: &Flags,
-    ) -> Result<(Vec<ResultItem>, Option<u64>), ApiError> {
+    ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
         let mut results = Vec::with_capacity(statements.len());
         let mut raft_index = None;
+        let mut applied_here = true;
         let mut consistency = None;
         let mut pending: Vec<Statement> = Vec::new();
         for statement in statements {
@@ -453,11 +483,13 @@ impl Shared {
                 continue;
             }
             if !pending.is_empty() {
-                let (written, index) = self
+                let written = self
                     .write(std::mem::take(&mut pending), flags.transaction)
                     .await?;
-                results.extend(written);
+                results.extend(written.results);
+                let index = written.index;
                 raft_index = Some(index);
+                applied_here &= written.applied_here;
                 consistency = Some(Consistency::Local {
                     min_index: Some(index),
                 });
@@ -475,9 +507,11 @@ impl Shared {
             });
             if writes {
                 // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
-                let (written, index) = self.write(vec![statement], flags.transaction).await?;
-                results.extend(written);
+                let written = self.write(vec![statement], flags.transaction).await?;
+                results.extend(written.results);
+                let index = written.index;
                 raft_index = Some(index);
+                applied_here &= written.applied_here;
                 consistency = Some(Consistency::Local {
                     min_index: Some(index),
                 });
@@ -486,11 +520,12 @@ impl Shared {
             }
         }
         if !pending.is_empty() {
-            let (written, index) = self.write(pending, flags.transaction).await?;
-            results.extend(written);
-            raft_index = Some(index);
+            let written = self.write(pending, flags.transaction).await?;
+            results.extend(written.results);
+            raft_index = Some(written.index);
+            applied_here &= written.applied_here;
         }
-        Ok((results, raft_index))
+        Ok((results, raft_index.map(|index| (index, applied_here))))
     }
 }
 

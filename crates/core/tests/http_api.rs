@@ -12,7 +12,9 @@ const CREATE: &str = r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT, a
 #[tokio::test(flavor = "multi_thread")]
 async fn execute_with_positional_and_named_parameters_then_query() {
     let h = Harness::start().await;
-    let created = h.post_json("/db/execute", CREATE).await;
+    let answer = h.post("/db/execute", CREATE).await;
+    assert_eq!(answer.header("x-sqlraft-applied-locally"), Some("true"));
+    let created = answer.json().expect("JSON");
     assert_eq!(created["results"].as_array().map(Vec::len), Some(1));
     assert!(created["results"][0].get("error").is_none(), "{created}");
     assert!(created["raft_index"].as_u64().is_some());

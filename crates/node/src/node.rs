@@ -51,6 +51,11 @@ pub struct WriteOutcome {
     pub results: Vec<StatementResult>,
     /// Index of the raft entry that carried the write.
     pub raft_index: u64,
+    /// Whether this node had applied the entry when it answered, so that every later
+    /// read here sees the write. Always true on the leader; a follower waits for it up
+    /// to the read timeout, then answers anyway with `false` (read again with
+    /// [`Consistency::Local`] `min_index: Some(raft_index)` to wait longer).
+    pub applied_here: bool,
 }
 
 /// A running sqlraft node. Cloning gives another handle to the same node.
@@ -288,9 +293,19 @@ impl Node {
             let attempt = if status.role == Role::Leader {
                 inner.propose(&wire, deadline).await
             } else if let Some(leader) = status.leader() {
-                inner
+                match inner
                     .forward_write(&leader.raft_addr, leader.raft_id, &wire)
                     .await
+                {
+                    // Read-your-writes: what this node acknowledges, it shows to every
+                    // later read here, at every level. Bounded: after the read
+                    // timeout the answer goes out anyway, saying so.
+                    Ok(mut outcome) => {
+                        outcome.applied_here = inner.wait_applied(outcome.raft_index).await.is_ok();
+                        Ok(outcome)
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 Err(NodeError::NoLeader)
             };
@@ -471,8 +486,11 @@ impl Inner {
         write: &pb::WriteRequest,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
+        // The leader's clock, captured once: every node's SQLite sees this time.
+        let mut write = write.clone();
+        write.at_unix_ms = crate::raft_loop::now_unix_ms();
         let command = pb::Command {
-            kind: Some(pb::command::Kind::Write(write.clone())),
+            kind: Some(pb::command::Kind::Write(write)),
         };
         let (reply, outcome) = oneshot::channel();
         self.submit(Request::Propose {
@@ -484,6 +502,7 @@ impl Inner {
             Ok(Ok(Ok(Applied { index, results }))) => Ok(WriteOutcome {
                 results,
                 raft_index: index,
+                applied_here: true,
             }),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.stopped()),
@@ -508,6 +527,7 @@ impl Inner {
             pb::forward_response::Outcome::Response(r) => Ok(WriteOutcome {
                 results: r.results.into_iter().map(Into::into).collect(),
                 raft_index: r.raft_index,
+                applied_here: false,
             }),
             _ => Err(NodeError::UnknownOutcome(
                 "unexpected answer from the leader".into(),

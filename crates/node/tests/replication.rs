@@ -222,3 +222,36 @@ async fn a_runaway_statement_fails_alone_and_the_cluster_goes_on() {
     }
     cluster.shutdown().await;
 }
+
+/// Read-your-writes at every level: once a follower acknowledged a write, every later
+/// read on that follower sees it, `Consistency::Local` without `min_index` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_acknowledged_by_a_node_is_visible_to_its_next_local_read() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.node(cluster.followers(leader)[0]);
+    write_ok(follower, "CREATE TABLE t (v INTEGER)").await;
+    for i in 1..=300_i64 {
+        let outcome = follower
+            .execute(WriteRequest::transaction(vec![Statement::with_params(
+                "INSERT INTO t VALUES (?)",
+                vec![i.into()],
+            )]))
+            .await
+            .expect("insert through the follower");
+        assert!(outcome.applied_here, "answered before it was applied here");
+        let rows = follower
+            .query(
+                &Statement::new("SELECT count(*) FROM t"),
+                Consistency::Local { min_index: None },
+            )
+            .await
+            .expect("local read");
+        assert_eq!(
+            rows.values,
+            vec![vec![Value::Integer(i)]],
+            "after write {i}"
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -8,6 +8,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, TransactionBehavior};
 
+use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
 use crate::guard::Guard;
 use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
@@ -45,6 +46,10 @@ pub struct StateMachine {
     guard: Guard,
     /// State of the deterministic `random()`, reseeded for every request.
     rng: Arc<Mutex<u64>>,
+    /// The entry time the date and time functions see.
+    clock: EntryClock,
+    /// Latest entry time applied (Unix ms); entry times never go below it.
+    time_ms: i64,
     applied: u64,
 }
 
@@ -75,6 +80,8 @@ impl StateMachine {
         guard.install(&conn).map_err(open_err)?;
         let rng = Arc::new(Mutex::new(0u64));
         install_deterministic_random(&conn, &rng).map_err(open_err)?;
+        let clock = EntryClock::default();
+        crate::clock::install(&conn, &clock).map_err(open_err)?;
 
         let applied: Option<i64> = conn
             .query_row(
@@ -86,11 +93,21 @@ impl StateMachine {
             .map_err(open_err)?;
         let applied = u64::try_from(applied.unwrap_or(0))
             .map_err(|_| SqliteError::Inconsistent("negative applied_index".into()))?;
+        let time_ms: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'entry_time_ms'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
         Ok(StateMachine {
             path: path.to_path_buf(),
             conn,
             guard,
             rng,
+            clock,
+            time_ms: time_ms.unwrap_or(0),
             applied,
         })
     }
@@ -147,6 +164,9 @@ impl StateMachine {
             tx,
             guard: &self.guard,
             rng: &self.rng,
+            clock: &self.clock,
+            time_ms: &mut self.time_ms,
+            new_time_ms: None,
             applied: &mut self.applied,
             last_index: None,
         })
@@ -160,6 +180,10 @@ pub struct ApplyTxn<'a> {
     pub(crate) tx: rusqlite::Transaction<'a>,
     guard: &'a Guard,
     rng: &'a Arc<Mutex<u64>>,
+    clock: &'a EntryClock,
+    time_ms: &'a mut i64,
+    /// The latest entry time of this batch, stored at commit.
+    new_time_ms: Option<i64>,
     applied: &'a mut u64,
     pub(crate) last_index: Option<u64>,
 }
@@ -180,10 +204,28 @@ impl ApplyTxn<'_> {
 
     /// Runs the statements of a write request (entry `index`) and returns one result
     /// per statement run. Statement errors are results, not errors; `Err` means the
-    /// database itself failed.
+    /// database itself failed. Its date and time functions see the latest entry time
+    /// applied so far (see [`ApplyTxn::write_at`]).
     pub fn write(&mut self, index: u64, request: &WriteRequest) -> Result<Vec<StatementResult>> {
+        self.write_at(index, 0, request)
+    }
+
+    /// Like [`ApplyTxn::write`], for an entry the leader proposed at `at_unix_ms`: `'now'`
+    /// and `CURRENT_TIMESTAMP` in its statements are that time (or the latest entry
+    /// time already applied, if later), on every node.
+    pub fn write_at(
+        &mut self,
+        index: u64,
+        at_unix_ms: i64,
+        request: &WriteRequest,
+    ) -> Result<Vec<StatementResult>> {
         self.entry(index)?;
         *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = index;
+        let now = at_unix_ms.max(self.new_time_ms.unwrap_or(*self.time_ms));
+        if now != *self.time_ms {
+            self.new_time_ms = Some(now);
+        }
+        self.clock.set(now);
         self.control("SAVEPOINT sqlraft_request")?;
         let mut results = Vec::with_capacity(request.statements.len());
         for statement in &request.statements {
@@ -225,36 +267,37 @@ impl ApplyTxn<'_> {
             return Ok(Err(refusal));
         }
         let outcome = self.guard.client(|| self.run_client(statement));
-        if let Err(e) = &outcome
-            && self.tx.is_autocommit()
-        {
-            // SQLite rolled back the whole batch (it does so for an interrupted
-            // statement). The caller applies the batch again with this entry failed.
-            let message = if self.guard.over_budget() {
-                format!(
+        let e = match outcome {
+            Ok(result) => return Ok(Ok(result)),
+            Err(e) => e,
+        };
+        // This node's disk or memory failed: another node would not see it, so it can
+        // never become a statement's result. Checked first, whatever else happened.
+        if is_environmental(&e) {
+            return Err(SqliteError::Apply(e));
+        }
+        if self.tx.is_autocommit() {
+            // SQLite rolled back the whole batch. An interrupt for running past the
+            // step budget does that the same way on every node: the caller applies
+            // the batch again with this entry failed. Any other cause is not known to
+            // be deterministic, so it stops the node.
+            if self.guard.over_budget() {
+                return Err(SqliteError::BatchAborted(format!(
                     "statement stopped after {} million steps: it runs too long to be \
                      applied on every node",
                     crate::guard::MAX_STATEMENT_CALLS / 1000
-                )
-            } else {
-                statement_error_message_ref(e)
-            };
-            return Err(SqliteError::BatchAborted(message));
-        }
-        match outcome {
-            Ok(result) => Ok(Ok(result)),
-            Err(e) if is_environmental(&e) => Err(SqliteError::Apply(e)),
-            Err(e) => {
-                let message = match (self.guard.take_refusal(), e) {
-                    (Some(reason), _) => reason,
-                    (None, rusqlite::Error::MultipleStatement) => {
-                        "one statement per item: split the SQL into several statements".into()
-                    }
-                    (None, e) => statement_error_message(e),
-                };
-                Ok(Err(message))
+                )));
             }
+            return Err(SqliteError::Apply(e));
         }
+        let message = match (self.guard.take_refusal(), e) {
+            (Some(reason), _) => reason,
+            (None, rusqlite::Error::MultipleStatement) => {
+                "one statement per item: split the SQL into several statements".into()
+            }
+            (None, e) => statement_error_message(e),
+        };
+        Ok(Err(message))
     }
 
     fn run_client(&self, statement: &Statement) -> rusqlite::Result<StatementResult> {
@@ -263,10 +306,16 @@ impl ApplyTxn<'_> {
         }
         let mut stmt = self.tx.prepare(&statement.sql)?;
         bind(&mut stmt, &statement.params)?;
+        let inserted = self.guard.inserted_tables();
+        self.check_rowid_room(&inserted)?;
         let before = self.tx.total_changes();
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
         drop(rows);
+        // Past the largest rowid SQLite picks random rowids from its own generator,
+        // differently on every node: a statement that reached it fails (and its
+        // savepoint rolls it back), the same way everywhere.
+        self.check_rowid_room(&inserted)?;
         // SQLite's changes() and last_insert_rowid() keep their values across
         // statements that change nothing (DDL, a SELECT) and over a connection's
         // lifetime; report them only for what this statement did, so that the result
@@ -281,6 +330,32 @@ impl ApplyTxn<'_> {
             },
             error: None,
         })
+    }
+
+    /// Fails when one of `tables` (inserted into) holds the largest rowid, after which
+    /// SQLite would choose rowids at random. Whether it does is part of the replicated
+    /// state, so the outcome is the same on every node.
+    fn check_rowid_room(&self, tables: &[String]) -> rusqlite::Result<()> {
+        for table in tables {
+            let sql = format!("SELECT max(rowid) FROM \"{}\"", table.replace('"', "\"\""));
+            // WITHOUT ROWID tables, views and virtual tables have no rowid to run out of.
+            let Ok(mut stmt) = self.tx.prepare_cached(&sql) else {
+                continue;
+            };
+            let max: Option<i64> = stmt.query_row([], |r| r.get(0)).unwrap_or(None);
+            if max == Some(i64::MAX) {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!(
+                        "table {table} holds the largest rowid ({}): SQLite would choose \
+                         further rowids at random, differently on every node; delete that \
+                         row or give rowids explicitly below it",
+                        i64::MAX
+                    )),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn control(&self, sql: &str) -> Result<()> {
@@ -359,8 +434,19 @@ impl ApplyTxn<'_> {
                 [last as i64],
             )
             .map_err(SqliteError::Apply)?;
+        if let Some(time_ms) = self.new_time_ms {
+            self.tx
+                .execute(
+                    "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('entry_time_ms', ?1)",
+                    [time_ms],
+                )
+                .map_err(SqliteError::Apply)?;
+        }
         self.tx.commit().map_err(SqliteError::Apply)?;
         *self.applied = last;
+        if let Some(time_ms) = self.new_time_ms {
+            *self.time_ms = time_ms;
+        }
         Ok(last)
     }
 }
@@ -437,13 +523,6 @@ fn is_environmental(e: &rusqlite::Error) -> bool {
                 | ErrorCode::DatabaseLocked
         ),
         None => false,
-    }
-}
-
-fn statement_error_message_ref(e: &rusqlite::Error) -> String {
-    match e {
-        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
-        other => other.to_string(),
     }
 }
 

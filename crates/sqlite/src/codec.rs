@@ -78,6 +78,7 @@ impl From<&WriteRequest> for pb::WriteRequest {
         pb::WriteRequest {
             statements: r.statements.iter().map(Into::into).collect(),
             transaction: r.transaction,
+            at_unix_ms: 0,
         }
     }
 }

@@ -28,6 +28,8 @@ struct GuardState {
     refusal: Option<String>,
     /// The client statement being prepared inserts rows (its rowid is then reported).
     inserts: bool,
+    /// Tables it inserts into, triggers included.
+    inserted: Vec<String>,
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
     /// statement running now.
     calls: u64,
@@ -72,6 +74,7 @@ impl Guard {
             s.client_sql = true;
             s.refusal = None;
             s.inserts = false;
+            s.inserted.clear();
             s.calls = 0;
             s.over_budget = false;
         });
@@ -83,6 +86,11 @@ impl Guard {
     /// Whether the last client statement inserts rows.
     pub(crate) fn inserts(&self) -> bool {
         self.with(|s| s.inserts)
+    }
+
+    /// Tables the last client statement inserts into.
+    pub(crate) fn inserted_tables(&self) -> Vec<String> {
+        self.with(|s| s.inserted.clone())
     }
 
     /// Why the last statement was refused, if it was.
@@ -100,8 +108,11 @@ impl Guard {
             if !state.client_sql {
                 return Authorization::Allow;
             }
-            if matches!(ctx.action, AuthAction::Insert { .. }) {
+            if let AuthAction::Insert { table_name } = ctx.action {
                 state.inserts = true;
+                if !state.inserted.iter().any(|t| t == table_name) {
+                    state.inserted.push(table_name.to_string());
+                }
             }
             match refusal(&ctx.action) {
                 None => Authorization::Allow,
@@ -147,6 +158,14 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
             Some(format!(
                 "{function_name}() is not allowed in writes: its value differs between nodes"
             ))
+        }
+        // AUTOINCREMENT's counters: at its largest value an insert fails with
+        // SQLITE_FULL, which cannot be told apart from a full disk. Resetting a counter
+        // (DELETE) is allowed.
+        Insert { table_name } | Update { table_name, .. }
+            if table_name.eq_ignore_ascii_case("sqlite_sequence") =>
+        {
+            Some("sqlite_sequence can only be cleared (DELETE), not set".into())
         }
         CreateTable { table_name }
         | CreateIndex { table_name, .. }

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod clock;
 pub mod codec;
 mod error;
 mod guard;

@@ -79,7 +79,10 @@ impl RaftLoop {
         Ok(match pb::Command::decode(entry.data.as_slice()) {
             Ok(pb::Command {
                 kind: Some(Kind::Write(write)),
-            }) => Step::Write(write.into()),
+            }) => Step::Write {
+                at_unix_ms: write.at_unix_ms,
+                request: write.into(),
+            },
             Ok(pb::Command {
                 kind: Some(Kind::CreateService(c)),
             }) => Step::CreateService(c),
@@ -150,7 +153,11 @@ impl RaftLoop {
 
 /// What one committed entry does to the state database.
 pub(super) enum Step {
-    Write(WriteRequest),
+    Write {
+        request: WriteRequest,
+        /// The leader's clock when it proposed the entry.
+        at_unix_ms: i64,
+    },
     CreateService(pb::CreateService),
     RemoveService(String),
     /// A conf change; `cs` is the configuration after it, `None` if raft refused it.
@@ -166,7 +173,10 @@ pub(super) enum Step {
 
 fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutcome> {
     Ok(match step {
-        Step::Write(request) => EntryOutcome::Write(txn.write(index, request)?),
+        Step::Write {
+            request,
+            at_unix_ms,
+        } => EntryOutcome::Write(txn.write_at(index, *at_unix_ms, request)?),
         Step::CreateService(c) => EntryOutcome::Registry(
             txn.create_service(index, &c.id, &c.fqdn, &c.raft_addr, c.at_unix_ms)?
                 .map(|_| ()),

@@ -1,0 +1,249 @@
+//! What makes two nodes apply the same entries to the same content: the entry's time
+//! instead of each node's clock, rowids that never come from SQLite's own random
+//! generator, and environmental failures that stop a node instead of becoming a result.
+
+use sqlraft_sqlite::{StateMachine, Statement, StatementResult, Value, WriteRequest};
+
+fn open(dir: &tempfile::TempDir, name: &str) -> StateMachine {
+    StateMachine::open(&dir.path().join(name)).expect("open state machine")
+}
+
+/// Applies one request at entry time `at_ms` and commits it.
+fn apply_at(sm: &mut StateMachine, at_ms: i64, sqls: &[&str]) -> Vec<StatementResult> {
+    let index = sm.applied_index() + 1;
+    let mut txn = sm.begin().expect("begin");
+    let results = txn
+        .write_at(
+            index,
+            at_ms,
+            &WriteRequest {
+                statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
+                transaction: false,
+            },
+        )
+        .expect("write");
+    txn.commit().expect("commit");
+    results
+}
+
+fn rows(path: &std::path::Path, sql: &str) -> Vec<Vec<Value>> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => Value::Null,
+                    rusqlite::types::ValueRef::Integer(i) => Value::Integer(i),
+                    rusqlite::types::ValueRef::Real(f) => Value::Real(f),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                })
+            })
+            .collect()
+    })
+    .expect("query")
+    .collect::<rusqlite::Result<_>>()
+    .expect("rows")
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// 2025-12-03 15:31:21.123 UTC.
+const AT: i64 = 1_764_775_881_123;
+
+#[test]
+fn time_functions_see_the_entry_time_on_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = [
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, made TEXT DEFAULT CURRENT_TIMESTAMP, \
+         day TEXT DEFAULT (date('now')), a, b, c, d, e, f, g)",
+    ];
+    let insert = [
+        "INSERT INTO t (a, b, c, d, e, f, g) VALUES (datetime('now'), julianday('now'), \
+         unixepoch('now'), strftime('%Y-%m-%d %H:%M:%f', 'now'), CURRENT_DATE || ' ' || \
+         CURRENT_TIME, date(), unixepoch('now', 'subsec'))",
+        "INSERT INTO t (a) VALUES (datetime('now', '+1 day', 'start of day'))",
+    ];
+    let mut contents = Vec::new();
+    for name in ["a.db", "b.db"] {
+        let mut sm = open(&dir, name);
+        apply_at(&mut sm, 0, &schema);
+        let results = apply_at(&mut sm, AT, &insert);
+        assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+        contents.push(rows(&dir.path().join(name), "SELECT * FROM t ORDER BY id"));
+        // The second node applies later by the wall clock: nothing changes.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(contents[0], contents[1]);
+    let first = &contents[0][0];
+    assert_eq!(first[1], text("2025-12-03 15:31:21"));
+    assert_eq!(first[2], text("2025-12-03"));
+    assert_eq!(first[3], text("2025-12-03 15:31:21"));
+    let julian = AT as f64 / 86_400_000.0 + 2_440_587.5;
+    assert!(
+        matches!(first[4], Value::Real(r) if (r - julian).abs() < 1e-6),
+        "{first:?}"
+    );
+    assert_eq!(first[5], Value::Integer(AT / 1000));
+    assert_eq!(first[6], text("2025-12-03 15:31:21.123"));
+    assert_eq!(first[7], text("2025-12-03 15:31:21"));
+    assert_eq!(first[8], text("2025-12-03"));
+    assert_eq!(first[9], Value::Real(1_764_775_881.123));
+    assert_eq!(contents[0][1][3], text("2025-12-04 00:00:00"));
+}
+
+#[test]
+fn entry_time_never_goes_backwards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    apply_at(&mut sm, AT, &["CREATE TABLE t (v)"]);
+    // A later entry from a leader whose clock is an hour behind.
+    apply_at(
+        &mut sm,
+        AT - 3_600_000,
+        &["INSERT INTO t VALUES (strftime('%H:%M:%f', 'now'))"],
+    );
+    drop(sm);
+    // And after a restart, an entry without a captured time.
+    let mut sm = open(&dir, "a.db");
+    apply_at(
+        &mut sm,
+        0,
+        &["INSERT INTO t VALUES (strftime('%H:%M:%f', 'now'))"],
+    );
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT v FROM t ORDER BY rowid"),
+        vec![vec![text("15:31:21.123")], vec![text("15:31:21.123")]]
+    );
+}
+
+#[test]
+fn time_zone_modifiers_are_refused_in_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE t (v)",
+            "INSERT INTO t VALUES (datetime('now', 'localtime'))",
+            "INSERT INTO t VALUES (datetime('2020-01-01 10:00', ' UTC'))",
+            "INSERT INTO t VALUES (datetime('2020-01-01 10:00', '+1 hour'))",
+        ],
+    );
+    for refused in &results[1..3] {
+        let error = refused.error.as_deref().unwrap_or_default();
+        assert!(error.contains("time zone"), "{refused:?}");
+    }
+    assert!(results[3].error.is_none(), "{results:?}");
+}
+
+#[test]
+fn rowid_exhaustion_fails_the_same_way_on_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let requests: &[&[&str]] = &[
+        &[
+            "CREATE TABLE t (v)",
+            "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v)",
+            "CREATE TABLE w (k INTEGER PRIMARY KEY, v) WITHOUT ROWID",
+        ],
+        // Explicitly at the last rowid: refused.
+        &["INSERT INTO t (rowid, v) VALUES (9223372036854775807, 'last')"],
+        // One below it, then rows that would run past it within one statement.
+        &["INSERT INTO t (rowid, v) VALUES (9223372036854775806, 'one below')"],
+        &["INSERT INTO t (v) VALUES ('x'), ('y'), ('z')"],
+        // A row moved to the last rowid, then an insert.
+        &["UPDATE t SET rowid = 9223372036854775807 WHERE v = 'one below'"],
+        &["INSERT INTO t (v) VALUES ('after')"],
+        // AUTOINCREMENT's counter cannot be set to its end.
+        &["UPDATE sqlite_sequence SET seq = 9223372036854775807"],
+        &["INSERT INTO sqlite_sequence (name, seq) VALUES ('a', 9223372036854775807)"],
+        &[
+            "INSERT INTO a (v) VALUES (1)",
+            "DELETE FROM sqlite_sequence",
+        ],
+        &["INSERT INTO w VALUES (9223372036854775807, 'fine without rowid')"],
+    ];
+    let mut outcomes = Vec::new();
+    for name in ["a.db", "b.db"] {
+        let mut sm = open(&dir, name);
+        let results: Vec<Vec<StatementResult>> = requests
+            .iter()
+            .map(|sqls| apply_at(&mut sm, AT, sqls))
+            .collect();
+        let content = rows(
+            &dir.path().join(name),
+            "SELECT rowid, v FROM t ORDER BY rowid",
+        );
+        outcomes.push((results, content));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    let (results, content) = &outcomes[0];
+    let error = |i: usize| results[i][0].error.clone().unwrap_or_default();
+    assert!(error(1).contains("largest rowid"), "{:?}", results[1]);
+    assert!(results[2][0].error.is_none());
+    assert!(error(3).contains("largest rowid"), "{:?}", results[3]);
+    assert!(results[4][0].error.is_none(), "{:?}", results[4]);
+    assert!(error(5).contains("largest rowid"), "{:?}", results[5]);
+    assert!(error(6).contains("sqlite_sequence"), "{:?}", results[6]);
+    assert!(error(7).contains("sqlite_sequence"), "{:?}", results[7]);
+    assert!(
+        results[8].iter().all(|r| r.error.is_none()),
+        "{:?}",
+        results[8]
+    );
+    assert!(results[9][0].error.is_none(), "{:?}", results[9]);
+    assert_eq!(
+        content,
+        &vec![vec![Value::Integer(i64::MAX), text("one below")]]
+    );
+}
+
+/// A state database on a real, small file system: running out of space in the middle
+/// of a batch stops the node (a fatal error) and records nothing as a result. Needs
+/// root, to mount a tmpfs (CI runs as root).
+#[test]
+fn a_full_disk_stops_the_node_instead_of_failing_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+
+    let path = mount.join("state.db");
+    let mut sm = StateMachine::open(&path).expect("open");
+    apply_at(&mut sm, AT, &["CREATE TABLE t (v)"]);
+    // Entries that fit, then one that cannot: in one batch, as the raft loop applies.
+    let index = sm.applied_index() + 1;
+    let mut txn = sm.begin().expect("begin");
+    let fits = WriteRequest::transaction(vec![Statement::new(
+        "INSERT INTO t VALUES (randomblob(100000))",
+    )]);
+    txn.write_at(index, AT, &fits).expect("a small entry");
+    let huge = WriteRequest::transaction(vec![Statement::new(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 8) \
+         INSERT INTO t SELECT randomblob(1000000) FROM c",
+    )]);
+    let outcome = txn.write_at(index + 1, AT, &huge);
+    match outcome {
+        Err(e) => assert!(e.is_fatal(), "{e:?}"),
+        Ok(results) => panic!("a full disk became a statement result: {results:?}"),
+    }
+}
