@@ -82,6 +82,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .route("/status", get(status))
         .route("/nodes", get(nodes))
         .route("/readyz", get(readyz))
+        .route("/db/hash", get(content_hash))
         .route("/metrics", get(metrics))
         .merge(crate::services::routes())
         .merge(crate::web::routes())
@@ -589,6 +590,20 @@ fn status_json(node: &Node) -> Json {
 
 async fn status(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, &status_json(&state.node), false)
+}
+
+/// `GET /db/hash`: `{"id", "applied_index", "sha256"}` of this node's content.
+async fn content_hash(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let hash = state.node.content_hash().await.map_err(node_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": state.node.service_id(),
+            "applied_index": hash.applied_index,
+            "sha256": hash.sha256,
+        }),
+        false,
+    ))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -488,3 +488,20 @@ async fn read_results_are_bounded_in_bytes() {
     let one = h.get_json("/db/query?q=SELECT%201").await;
     assert_eq!(one["results"][0]["values"], json!([[1]]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_hash_comes_with_its_applied_index() {
+    let h = Harness::start().await;
+    let before = h.get_json("/db/hash").await;
+    let written = h
+        .post_json(
+            "/db/execute",
+            r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]"#,
+        )
+        .await;
+    let after = h.get_json("/db/hash").await;
+    assert_eq!(after["applied_index"], written["raft_index"], "{after}");
+    let sha = after["sha256"].as_str().expect("sha256");
+    assert_eq!(sha.len(), 64, "{after}");
+    assert_ne!(before["sha256"], after["sha256"]);
+}

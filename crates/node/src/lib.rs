@@ -17,7 +17,7 @@ pub use error::{NodeError, Result};
 pub use node::{Consistency, FIRST_SERVICE_ID, Node, WriteOutcome};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError, Statement,
+    ContentHash, Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError, Statement,
     StatementResult, Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;

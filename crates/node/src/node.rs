@@ -411,6 +411,17 @@ impl Node {
         services.await.map_err(|_| self.inner.stopped())?
     }
 
+    /// A hash of this node's replicated content (user schema and rows) with the index
+    /// it was taken at: nodes at the same index must agree (compare them as etcd's
+    /// `hashkv` does).
+    pub async fn content_hash(&self) -> Result<sqlraft_sqlite::ContentHash> {
+        let path = self.inner.config.dir.join("db").join("state.db");
+        tokio::task::spawn_blocking(move || sqlraft_sqlite::content_hash(&path))
+            .await
+            .map_err(|e| sqlraft_sqlite::SqliteError::Query(format!("hash task failed: {e}")))?
+            .map_err(Into::into)
+    }
+
     /// Waits until this node has applied `index` (bounded by the read timeout).
     pub async fn wait_applied(&self, index: u64) -> Result<()> {
         self.inner.wait_applied(index).await

@@ -189,6 +189,11 @@ pub struct ApplyTxn<'a> {
 }
 
 impl ApplyTxn<'_> {
+    /// The index the next entry of this batch must have.
+    pub fn next_index(&self) -> u64 {
+        self.last_index.unwrap_or(*self.applied) + 1
+    }
+
     /// Records that entry `index` is part of this batch; indexes must follow
     /// `applied_index` without gaps.
     pub fn entry(&mut self, index: u64) -> Result<()> {
@@ -267,8 +272,17 @@ impl ApplyTxn<'_> {
             return Ok(Err(refusal));
         }
         let outcome = self.guard.client(|| self.run_client(statement));
+        // A row at the largest rowid: SQLite would go on with random rowids (different
+        // on every node) or fail AUTOINCREMENT with SQLITE_FULL, which looks like a
+        // full disk. Whatever happened after it, the statement fails, the same way on
+        // every node (its savepoint undoes it).
+        let exhausted = self.guard.wrote_last_rowid() && !self.tx.is_autocommit();
         let e = match outcome {
+            Ok(_) if exhausted => return Ok(Err(last_rowid_refusal("a table"))),
             Ok(result) => return Ok(Ok(result)),
+            Err(e) if exhausted && e.sqlite_error_code() == Some(ErrorCode::DiskFull) => {
+                return Ok(Err(last_rowid_refusal("a table")));
+            }
             Err(e) => e,
         };
         // This node's disk or memory failed: another node would not see it, so it can
@@ -306,16 +320,11 @@ impl ApplyTxn<'_> {
         }
         let mut stmt = self.tx.prepare(&statement.sql)?;
         bind(&mut stmt, &statement.params)?;
-        let inserted = self.guard.inserted_tables();
-        self.check_rowid_room(&inserted)?;
+        self.check_rowid_room(&self.guard.inserted_tables())?;
         let before = self.tx.total_changes();
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
         drop(rows);
-        // Past the largest rowid SQLite picks random rowids from its own generator,
-        // differently on every node: a statement that reached it fails (and its
-        // savepoint rolls it back), the same way everywhere.
-        self.check_rowid_room(&inserted)?;
         // SQLite's changes() and last_insert_rowid() keep their values across
         // statements that change nothing (DDL, a SELECT) and over a connection's
         // lifetime; report them only for what this statement did, so that the result
@@ -323,8 +332,8 @@ impl ApplyTxn<'_> {
         let changed = self.tx.total_changes() > before;
         Ok(StatementResult {
             rows_affected: if changed { self.tx.changes() } else { 0 },
-            last_insert_id: if changed && self.guard.inserts() {
-                self.tx.last_insert_rowid()
+            last_insert_id: if changed {
+                self.guard.last_insert().unwrap_or(0)
             } else {
                 0
             },
@@ -346,12 +355,7 @@ impl ApplyTxn<'_> {
             if max == Some(i64::MAX) {
                 return Err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                    Some(format!(
-                        "table {table} holds the largest rowid ({}): SQLite would choose \
-                         further rowids at random, differently on every node; delete that \
-                         row or give rowids explicitly below it",
-                        i64::MAX
-                    )),
+                    Some(last_rowid_refusal(&format!("table {table}"))),
                 ));
             }
         }
@@ -501,6 +505,14 @@ impl ToSql for Value {
             Value::Blob(b) => ValueRef::Blob(b),
         }))
     }
+}
+
+fn last_rowid_refusal(what: &str) -> String {
+    format!(
+        "{what} would hold the largest rowid ({}): SQLite would choose further rowids at \
+         random, differently on every node; give rowids explicitly below it",
+        i64::MAX
+    )
 }
 
 /// Errors that depend on this node's disk or memory rather than on the statement and

@@ -26,10 +26,17 @@ struct GuardState {
     client_sql: bool,
     /// Why the last refused action was refused.
     refusal: Option<String>,
-    /// The client statement being prepared inserts rows (its rowid is then reported).
-    inserts: bool,
+    /// The table the client statement itself inserts into: set when its first
+    /// write action (in prepare order, before any trigger's) is an insert.
+    insert_target: Option<String>,
+    /// Whether a write action was seen yet while preparing.
+    wrote: bool,
+    /// Rowid of the last row inserted into `insert_target` while running.
+    last_insert: Option<i64>,
     /// Tables it inserts into, triggers included.
     inserted: Vec<String>,
+    /// The client statement running now wrote a row with the largest rowid.
+    wrote_last_rowid: bool,
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
     /// statement running now.
     calls: u64,
@@ -48,7 +55,32 @@ impl Guard {
         let guard = self.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))?;
         let guard = self.clone();
+        conn.update_hook(Some(move |action, _: &str, table: &str, rowid: i64| {
+            use rusqlite::hooks::Action;
+            guard.with(|s| {
+                if !s.client_sql {
+                    return;
+                }
+                if rowid == i64::MAX && action != Action::SQLITE_DELETE {
+                    s.wrote_last_rowid = true;
+                }
+                if action == Action::SQLITE_INSERT
+                    && s.insert_target
+                        .as_deref()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(table))
+                {
+                    s.last_insert = Some(rowid);
+                }
+            })
+        }))?;
+        let guard = self.clone();
         conn.progress_handler(STEPS_PER_CALL, Some(move || guard.progress()))
+    }
+
+    /// Whether the last client statement wrote a row with the largest rowid (after
+    /// which SQLite chooses rowids at random, or fails AUTOINCREMENT with SQLITE_FULL).
+    pub(crate) fn wrote_last_rowid(&self) -> bool {
+        self.with(|s| s.wrote_last_rowid)
     }
 
     /// Called by SQLite every `STEPS_PER_CALL` instructions; `true` interrupts.
@@ -73,8 +105,11 @@ impl Guard {
         self.with(|s| {
             s.client_sql = true;
             s.refusal = None;
-            s.inserts = false;
+            s.insert_target = None;
+            s.wrote = false;
+            s.last_insert = None;
             s.inserted.clear();
+            s.wrote_last_rowid = false;
             s.calls = 0;
             s.over_budget = false;
         });
@@ -83,9 +118,11 @@ impl Guard {
         out
     }
 
-    /// Whether the last client statement inserts rows.
-    pub(crate) fn inserts(&self) -> bool {
-        self.with(|s| s.inserts)
+    /// Rowid of the last row the last client statement itself inserted (not its
+    /// triggers), from the rows written: unlike SQLite's `last_insert_rowid()`, it
+    /// does not carry a value over from earlier statements, batches or restarts.
+    pub(crate) fn last_insert(&self) -> Option<i64> {
+        self.with(|s| s.last_insert)
     }
 
     /// Tables the last client statement inserts into.
@@ -109,11 +146,17 @@ impl Guard {
                 return Authorization::Allow;
             }
             if let AuthAction::Insert { table_name } = ctx.action {
-                state.inserts = true;
+                if !state.wrote {
+                    state.insert_target = Some(table_name.to_string());
+                }
                 if !state.inserted.iter().any(|t| t == table_name) {
                     state.inserted.push(table_name.to_string());
                 }
             }
+            state.wrote |= matches!(
+                ctx.action,
+                AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }
+            );
             match refusal(&ctx.action) {
                 None => Authorization::Allow,
                 Some(reason) => {
