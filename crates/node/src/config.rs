@@ -118,6 +118,14 @@ pub struct Limits {
     pub max_statements: usize,
     /// Bytes of one encoded write request.
     pub max_request_bytes: usize,
+    /// Bytes of proposals and received entries the raft loop takes in one turn (one
+    /// log write, one fsync); what is queued beyond waits for the next turn. With
+    /// `max_request_bytes` and the transport's largest message it bounds one log write,
+    /// which must stay under the log's `max_write_bytes`.
+    pub max_turn_bytes: usize,
+    /// Bytes of entries the leader may have proposed but not yet committed; proposals
+    /// beyond are refused with `Busy` (raft-rs `max_uncommitted_size`).
+    pub max_uncommitted_bytes: u64,
     /// How long a write waits to be applied.
     pub write_timeout_ms: u64,
     /// How long a read waits for a read index or for `min_index` to be applied.
@@ -132,6 +140,8 @@ impl Default for Limits {
             loop_queue_len: 16_384,
             max_statements: 10_000,
             max_request_bytes: 16 << 20,
+            max_turn_bytes: 64 << 20,
+            max_uncommitted_bytes: 256 << 20,
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             join_timeout_ms: 60_000,

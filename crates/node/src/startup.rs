@@ -31,6 +31,21 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<()> {
             "raft timings: tick_ms > 0 and election_ticks > heartbeat_ticks > 0".into(),
         ));
     }
+    // One turn's log write holds at most a turn's budget plus the one item that
+    // crossed it (a request, or a transport message of entries).
+    let l = &config.limits;
+    let largest_item = l.max_request_bytes.max(config.transport.max_message_bytes);
+    let turn_write = l
+        .max_turn_bytes
+        .saturating_add(largest_item)
+        .saturating_add(1 << 20);
+    if turn_write > config.log.max_write_bytes {
+        return Err(NodeError::Config(format!(
+            "limits: max_turn_bytes ({}) plus the largest request or peer message ({largest_item}) \
+             must fit in one log write (max_write_bytes {})",
+            l.max_turn_bytes, config.log.max_write_bytes
+        )));
+    }
     Ok(())
 }
 
@@ -174,6 +189,7 @@ pub(crate) fn restore_raft(
         pre_vote: true,
         read_only_option: ReadOnlyOption::Safe,
         max_committed_size_per_ready: timings.max_apply_batch_bytes,
+        max_uncommitted_size: config.limits.max_uncommitted_bytes,
         ..Default::default()
     };
     raft_config

@@ -63,6 +63,21 @@ pub(crate) enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// Bytes of log entries this request may add to the next log write.
+    fn entry_bytes(&self) -> usize {
+        match self {
+            Request::Raft(messages) => messages
+                .iter()
+                .flat_map(|m| m.entries.iter())
+                .map(|e| e.data.len() + e.context.len())
+                .sum(),
+            Request::Propose { command, .. } => command.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The outcome of an applied write.
 #[derive(Debug)]
 pub(crate) struct Applied {
@@ -250,18 +265,29 @@ impl RaftLoop {
         self.publish();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut turn_bytes = 0;
             match self.requests.recv_timeout(wait) {
                 Ok(Request::Shutdown) => return Ok(()),
-                Ok(request) => self.handle(request),
+                Ok(request) => {
+                    turn_bytes += request.entry_bytes();
+                    self.handle(request);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             // Take what else is queued, so proposals arriving together share one Ready
-            // (one fsync, one apply transaction).
+            // (one fsync, one apply transaction), up to a turn's bytes: everything
+            // taken goes into one log write, which has a size limit.
             for _ in 0..self.limits.loop_queue_len {
+                if turn_bytes >= self.limits.max_turn_bytes {
+                    break;
+                }
                 match self.requests.try_recv() {
                     Ok(Request::Shutdown) => return Ok(()),
-                    Ok(request) => self.handle(request),
+                    Ok(request) => {
+                        turn_bytes += request.entry_bytes();
+                        self.handle(request);
+                    }
                     Err(_) => break,
                 }
             }
@@ -357,6 +383,13 @@ impl RaftLoop {
                     reply,
                 },
             )),
+            // Still the leader: raft-rs drops a proposal over max_uncommitted_size.
+            Err(raft::Error::ProposalDropped) if self.is_leader() => {
+                let _ = reply.send(Err(NodeError::Busy(
+                    "too many writes not yet committed; try again",
+                )));
+                None
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "proposal refused");
                 let _ = reply.send(Err(NodeError::NoLeader));

@@ -31,6 +31,8 @@ pub struct TestNode {
 pub struct Cluster {
     pub nodes: Vec<TestNode>,
     root: tempfile::TempDir,
+    /// Applied to every node's configuration after `fast_config`.
+    tweak: fn(&mut NodeConfig),
 }
 
 pub fn fast_config(service_id: &str, dir: PathBuf, listen: &str) -> NodeConfig {
@@ -52,10 +54,16 @@ impl Cluster {
     /// Bootstraps one node, then joins `size - 1` more one by one and waits for the
     /// voters to settle.
     pub async fn new(size: usize) -> Cluster {
+        Cluster::with_config(size, |_| {}).await
+    }
+
+    /// Like [`Cluster::new`], each node's configuration changed by `tweak`.
+    pub async fn with_config(size: usize, tweak: fn(&mut NodeConfig)) -> Cluster {
         init_logging();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root: tempfile::tempdir().expect("temp dir"),
+            tweak,
         };
         cluster.add_node().await;
         for _ in 1..size {
@@ -88,6 +96,7 @@ impl Cluster {
         };
         let dir = self.root.path().join(format!("node-{i}"));
         let mut config = fast_config(&service_id, dir.clone(), "127.0.0.1:0");
+        (self.tweak)(&mut config);
         if i > 0 {
             let via = self
                 .live()
@@ -155,7 +164,8 @@ impl Cluster {
     /// Restarts a stopped node from its directory on its old address.
     pub async fn restart(&mut self, i: usize) {
         let n = &self.nodes[i];
-        let config = fast_config(&n.service_id, n.dir.clone(), &n.raft_addr);
+        let mut config = fast_config(&n.service_id, n.dir.clone(), &n.raft_addr);
+        (self.tweak)(&mut config);
         let node = Node::start(config).await.expect("restart node");
         self.nodes[i].node = Some(node);
     }
