@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod identity;
+mod known_peers;
 mod logger;
 mod membership;
 mod node;

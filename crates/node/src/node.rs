@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::identity::{self, Identity};
+use crate::known_peers;
 use crate::peer::{PeerHandler, send_to_leader, serve_peers};
 use crate::raft_loop::{AdminOutcome, Applied, LoopParts, RaftLoop, Request, Shared, Stop};
 use crate::startup::{
@@ -125,7 +126,14 @@ impl Node {
                     )));
                 }
                 let raft_id = match &config.join {
-                    Some(addr) => join_cluster(&transport, addr, &config, &raft_addr).await?,
+                    Some(addr) => {
+                        let (raft_id, members) =
+                            join_cluster(&transport, addr, &config, &raft_addr).await?;
+                        // Kept: until this node has applied its own admission, the join
+                        // answer is all it knows of the members, restarts included.
+                        known_peers::store(&raft_dir, &members)?;
+                        raft_id
+                    }
                     None => {
                         let http_addr = config.http_addr.clone().unwrap_or_default();
                         bootstrap(&mut log, &config.service_id, &raft_addr, &http_addr)?;
@@ -145,14 +153,30 @@ impl Node {
         if reset_file.exists() {
             reset_membership(&mut log, &sm, identity.raft_id, &reset_file)?;
         }
+        // Members the log tail names and those remembered in raft/peers, for what the
+        // applied state does not know yet (it wins where it does).
+        let mut hinted = known_peers::load(&raft_dir);
+        hinted.extend(known_peers::from_log_tail(&log, sm.applied_index())?);
         let raw = restore_raft(&config, identity.raft_id, log, &sm)?;
         let members: BTreeMap<u64, Member> =
             sm.members()?.into_iter().map(|m| (m.raft_id, m)).collect();
-        for m in members.values() {
+        let mut known = BTreeMap::new();
+        for m in hinted {
+            if m.raft_id != identity.raft_id && !members.contains_key(&m.raft_id) {
+                known.insert(m.raft_id, m);
+            }
+        }
+        for m in members.values().chain(known.values()) {
             if m.raft_id != identity.raft_id {
                 transport.set_peer(m.raft_id, &m.raft_addr)?;
             }
         }
+        transport.set_local(pb::Member {
+            raft_id: identity.raft_id,
+            service_id: identity.service_id.clone(),
+            raft_addr: raft_addr.clone(),
+            http_addr: config.http_addr.clone().unwrap_or_default(),
+        });
         let reads = ReadPool::open(&db_dir.join("state.db"), &config.read).await?;
 
         let (applied_tx, applied) = watch::channel(sm.applied_index());
@@ -179,6 +203,8 @@ impl Node {
             shared: Arc::clone(&shared),
             service_id: identity.service_id.clone(),
             members,
+            known,
+            raft_dir: raft_dir.clone(),
             timings: config.raft.clone(),
             limits: config.limits.clone(),
             admission: config.admission,

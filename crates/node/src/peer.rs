@@ -23,7 +23,11 @@ impl PeerHandler {
 }
 
 impl Handler for PeerHandler {
-    fn raft_messages(&self, messages: Vec<raft::eraftpb::Message>) -> Result<(), u64> {
+    fn raft_messages(
+        &self,
+        sender: Option<pb::Member>,
+        messages: Vec<raft::eraftpb::Message>,
+    ) -> Result<(), u64> {
         let Some(node) = self.node() else {
             return Ok(());
         };
@@ -31,7 +35,7 @@ impl Handler for PeerHandler {
             return Err(m.from);
         }
         // A full queue drops the batch; raft resends.
-        let _ = node.requests.try_send(Request::Raft(messages));
+        let _ = node.requests.try_send(Request::Raft { messages, sender });
         Ok(())
     }
 

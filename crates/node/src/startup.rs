@@ -9,7 +9,7 @@ use raft::eraftpb::{
 use raft::{RawNode, ReadOnlyOption, Storage};
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
-use sqlraft_sqlite::StateMachine;
+use sqlraft_sqlite::{Member, StateMachine};
 use sqlraft_transport::{Transport, TransportError};
 
 use crate::config::NodeConfig;
@@ -56,7 +56,7 @@ pub(crate) async fn join_cluster(
     addr: &str,
     config: &NodeConfig,
     raft_addr: &str,
-) -> Result<u64> {
+) -> Result<(u64, Vec<Member>)> {
     let deadline = Instant::now() + Duration::from_millis(config.limits.join_timeout_ms);
     let request = pb::JoinRequest {
         service_id: config.service_id.clone(),
@@ -77,7 +77,10 @@ pub(crate) async fn join_cluster(
                         transport.set_peer(m.raft_id, &m.raft_addr)?;
                     }
                 }
-                return Ok(response.raft_id);
+                return Ok((
+                    response.raft_id,
+                    response.members.into_iter().map(Into::into).collect(),
+                ));
             }
             Ok(_) => "the cluster answered without a raft id".to_string(),
             Err(TransportError::Refused {

@@ -426,3 +426,79 @@ async fn reset_on_a_surviving_learner_makes_it_the_only_voter() {
     write_ok(&survivor, "INSERT INTO kept VALUES (1)").await;
     survivor.shutdown().await;
 }
+
+/// Cluster {1,2,3}; 2 is down while 4 and 5 join and are promoted; 1 and 3 stop; 2
+/// restarts knowing only {1,2,3}. {2,4,5} is a majority of the five voters: it must
+/// elect a leader, 2 learning 4's and 5's addresses from their own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_behind_membership_changes_joins_the_new_majority() {
+    let mut cluster = Cluster::new(3).await;
+    let behind = cluster.followers(cluster.leader().await)[0];
+    write_ok(cluster.node(0), "CREATE TABLE t (v INTEGER)").await;
+    cluster.stop(behind).await;
+    cluster.add_node().await;
+    cluster.add_node().await;
+    cluster
+        .wait("five voters", |c| {
+            c.live().all(|n| n.status().voters.len() == 5)
+        })
+        .await;
+    write_ok(cluster.node(3), "INSERT INTO t VALUES (1)").await;
+    for i in 0..3 {
+        if i != behind {
+            cluster.stop(i).await;
+        }
+    }
+    cluster.restart(behind).await;
+    cluster
+        .wait("a leader among the three live voters", |c| {
+            c.live().any(|n| n.status().role == Role::Leader)
+        })
+        .await;
+    let outcome = write_ok(cluster.node(behind), "INSERT INTO t VALUES (2)").await;
+    cluster.wait_applied(outcome.raft_index).await;
+    let rows = dump(cluster.node(behind), "SELECT v FROM t ORDER BY v").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![sqlraft::Value::Integer(1)],
+            vec![sqlraft::Value::Integer(2)]
+        ]
+    );
+    assert_eq!(cluster.node(behind).status().voters.len(), 5);
+    cluster.shutdown().await;
+}
+
+/// A learner stopped right after it was admitted, before it applied anything, knows
+/// the members only from its join answer (kept in raft/peers); restarted, it must
+/// still catch up with a leader that is not the node it joined through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_restarted_before_it_applied_anything_catches_up() {
+    let mut cluster = Cluster::new(3).await;
+    write_ok(cluster.node(0), "CREATE TABLE t (v INTEGER)").await;
+    let mut last = 0;
+    for i in 0..200 {
+        last = write_ok(cluster.node(0), &format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .raft_index;
+    }
+    let learner = cluster.nodes.len();
+    cluster.add_node().await;
+    cluster.stop(learner).await;
+    // The leader from now on is not the first node, whose address the learner's
+    // first applied entries would have told it.
+    let leader = cluster.leader().await;
+    if leader == 0 {
+        cluster.stop(0).await;
+        cluster.restart(0).await;
+    }
+    cluster.restart(learner).await;
+    cluster
+        .wait("the learner catches up", |c| {
+            c.node(learner).status().applied_index >= last
+        })
+        .await;
+    let rows = dump(cluster.node(learner), "SELECT count(*) FROM t").await;
+    assert_eq!(rows, vec![vec![sqlraft::Value::Integer(200)]]);
+    cluster.shutdown().await;
+}

@@ -295,7 +295,10 @@ async fn a_burst_of_large_writes_is_spread_over_log_writes_within_their_limit() 
         .count();
     // Before the turn budget, the first turn's log write exceeded the limit and the
     // leader stopped, failing every one of them.
-    assert!(applied >= 30, "only {applied} of 40 writes applied: {outcomes:?}");
+    assert!(
+        applied >= 30,
+        "only {applied} of 40 writes applied: {outcomes:?}"
+    );
     // A request that can never fit in one entry is refused up front.
     let too_big = leader
         .execute(WriteRequest::transaction(vec![Statement::with_params(

@@ -85,6 +85,8 @@ struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     blocked: Arc<RwLock<HashSet<u64>>>,
     events: mpsc::Sender<PeerEvent>,
+    /// This node, named in every batch sent.
+    local: Arc<RwLock<Option<pb::Member>>>,
     /// Sender tasks run here, whichever thread adds a peer (the raft loop has no runtime).
     runtime: tokio::runtime::Handle,
 }
@@ -106,10 +108,21 @@ impl Transport {
                 channels: Mutex::new(HashMap::new()),
                 blocked: Arc::new(RwLock::new(HashSet::new())),
                 events,
+                local: Arc::new(RwLock::new(None)),
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
         (transport, reports)
+    }
+
+    /// Names this node in every batch of raft messages it sends, so that a peer that
+    /// does not know it yet can answer.
+    pub fn set_local(&self, member: pb::Member) {
+        *self
+            .inner
+            .local
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(member);
     }
 
     /// The transport's options.
@@ -136,6 +149,7 @@ impl Transport {
             rx,
             self.inner.options.clone(),
             self.inner.events.clone(),
+            Arc::clone(&self.inner.local),
         ));
         peers.insert(
             id,
@@ -370,6 +384,7 @@ async fn send_loop(
     mut queue: mpsc::Receiver<Bytes>,
     options: TransportOptions,
     events: mpsc::Sender<PeerEvent>,
+    local: Arc<RwLock<Option<pb::Member>>>,
 ) {
     let mut client = RaftTransportClient::new(channel)
         .max_encoding_message_size(options.max_message_bytes)
@@ -388,7 +403,8 @@ async fn send_loop(
                 Err(_) => break,
             }
         }
-        let mut rpc = tonic::Request::new(pb::RaftBatch { messages });
+        let sender = local.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut rpc = tonic::Request::new(pb::RaftBatch { messages, sender });
         rpc.set_timeout(Duration::from_millis(options.send_timeout_ms));
         match client.send(rpc).await {
             Ok(_) => backoff = Duration::from_millis(options.backoff_min_ms),

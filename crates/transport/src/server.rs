@@ -17,9 +17,10 @@ pub const REMOVED: &str = "member removed";
 
 /// What a node does with what its peers send.
 pub trait Handler: Send + Sync + 'static {
-    /// Raft messages from peers. Must not block: queue them for the raft loop.
-    /// `Err(sender)`: the sender was removed from the cluster; it is told so.
-    fn raft_messages(&self, messages: Vec<Message>) -> Result<(), u64>;
+    /// Raft messages from peers, with the sender's member record when it sent one
+    /// (its raft id is that of every message). Must not block: queue them for the
+    /// raft loop. `Err(sender)`: the sender was removed from the cluster; it is told so.
+    fn raft_messages(&self, sender: Option<pb::Member>, messages: Vec<Message>) -> Result<(), u64>;
     /// A write or an administrative request forwarded by another node; answered once
     /// it is applied here.
     fn forward(
@@ -42,6 +43,7 @@ struct Service<H> {
 impl<H: Handler> RaftTransport for Service<H> {
     async fn send(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
         let batch = request.into_inner();
+        let sender = batch.sender;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for bytes in batch.messages {
             let message = Message::decode(bytes)
@@ -57,8 +59,10 @@ impl<H: Handler> RaftTransport for Service<H> {
                 messages.retain(|m| !blocked.contains(&m.from));
             }
         }
+        // A sender record that does not match the messages' sender is ignored.
+        let sender = sender.filter(|s| messages.iter().all(|m| m.from == s.raft_id));
         if !messages.is_empty()
-            && let Err(sender) = self.handler.raft_messages(messages)
+            && let Err(sender) = self.handler.raft_messages(sender, messages)
         {
             return Err(Status::permission_denied(format!(
                 "{REMOVED}: raft id {sender} is no longer a member of this cluster"

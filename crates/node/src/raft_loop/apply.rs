@@ -137,6 +137,7 @@ impl RaftLoop {
             }
         }
         self.members = members.into_iter().map(|m| (m.raft_id, m)).collect();
+        self.prune_known();
         let removed = self
             .sm
             .services()?

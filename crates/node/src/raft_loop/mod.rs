@@ -16,6 +16,7 @@
 
 mod admin;
 mod apply;
+mod peers;
 mod validate;
 
 pub(crate) use admin::now_unix_ms;
@@ -39,7 +40,11 @@ use crate::status::{MemberStatus, Role, Status};
 
 /// A request to the raft loop.
 pub(crate) enum Request {
-    Raft(Vec<Message>),
+    Raft {
+        messages: Vec<Message>,
+        /// The sender's member record, as it named itself.
+        sender: Option<pb::Member>,
+    },
     Propose {
         command: Vec<u8>,
         reply: oneshot::Sender<Result<Applied>>,
@@ -67,7 +72,7 @@ impl Request {
     /// Bytes of log entries this request may add to the next log write.
     fn entry_bytes(&self) -> usize {
         match self {
-            Request::Raft(messages) => messages
+            Request::Raft { messages, .. } => messages
                 .iter()
                 .flat_map(|m| m.entries.iter())
                 .map(|e| e.data.len() + e.context.len())
@@ -169,6 +174,11 @@ pub(crate) struct LoopParts {
     pub shared: Arc<Shared>,
     pub service_id: String,
     pub members: BTreeMap<u64, Member>,
+    /// Members not (yet) in the applied state, whose addresses came from the log tail,
+    /// the join answer or their own messages.
+    pub known: BTreeMap<u64, Member>,
+    /// Where `raft/peers` is kept.
+    pub raft_dir: std::path::PathBuf,
     pub timings: RaftTimings,
     pub limits: Limits,
     pub admission: Admission,
@@ -183,6 +193,8 @@ pub(crate) struct RaftLoop {
     shared: Arc<Shared>,
     service_id: String,
     members: BTreeMap<u64, Member>,
+    known: BTreeMap<u64, Member>,
+    raft_dir: std::path::PathBuf,
     timings: RaftTimings,
     limits: Limits,
     admission: Admission,
@@ -211,6 +223,8 @@ impl RaftLoop {
             shared: parts.shared,
             service_id: parts.service_id,
             members: parts.members,
+            known: parts.known,
+            raft_dir: parts.raft_dir,
             timings: parts.timings,
             limits: parts.limits,
             admission: parts.admission,
@@ -318,7 +332,10 @@ impl RaftLoop {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Raft(messages) => {
+            Request::Raft { messages, sender } => {
+                if let (Some(sender), Some(first)) = (sender, messages.first()) {
+                    self.learn_sender(sender, first.term);
+                }
                 let mut from_leader = false;
                 for message in messages {
                     if let Err(reason) = self.check_peer_message(&message) {
