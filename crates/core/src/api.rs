@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -307,18 +307,44 @@ fn finish(
     json_response(StatusCode::OK, &body, flags.pretty)
 }
 
+/// Header that makes a write idempotent: a repeat within the window gets the first
+/// answer and changes nothing.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`, checked: printable ASCII, at most
+/// [`sqlraft::MAX_REQUEST_ID_BYTES`] bytes.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= sqlraft::MAX_REQUEST_ID_BYTES)
+        .filter(|k| k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {} printable ASCII characters without spaces",
+                sqlraft::MAX_REQUEST_ID_BYTES
+            ))
+        })?;
+    Ok(Some(key.to_string()))
+}
+
 async fn execute(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
+    let key = idempotency_key(&headers)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
     if statements.is_empty() {
         return Ok(finish(&flags, Vec::new(), None, started));
     }
-    let written = state.write(statements, flags.transaction).await?;
+    let written = state.write(statements, flags.transaction, key).await?;
     Ok(applied_header(
         finish(&flags, written.results, Some(written.index), started),
         written.applied_here,
@@ -357,12 +383,14 @@ async fn query_post(
 async fn request(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
+    let key = idempotency_key(&headers)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
-    let (results, written) = state.mixed(statements, &flags).await?;
+    let (results, written) = state.mixed(statements, &flags, key).await?;
     let response = finish(&flags, results, written.map(|(index, _)| index), started);
     Ok(match written {
         Some((_, applied_here)) => applied_header(response, applied_here),
@@ -375,6 +403,7 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         transaction: bool,
+        request_id: Option<String>,
     ) -> Result<Written, ApiError> {
         let c = &self.counters;
         c.write_requests.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +414,7 @@ impl Shared {
             .execute(WriteRequest {
                 statements,
                 transaction,
+                request_id,
             })
             .await
             .map_err(node_error)?;
@@ -472,7 +502,14 @@ impl Shared {
         &self,
         statements: Vec<Statement>,
         flags: &Flags,
+        key: Option<String>,
     ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
+        // Each run of writes is its own request: its own id under the key.
+        let mut runs = 0;
+        let mut run_id = || {
+            runs += 1;
+            key.as_ref().map(|k| format!("{k}#{runs}"))
+        };
         let mut results = Vec::with_capacity(statements.len());
         let mut raft_index = None;
         let mut applied_here = true;
@@ -485,7 +522,7 @@ impl Shared {
             }
             if !pending.is_empty() {
                 let written = self
-                    .write(std::mem::take(&mut pending), flags.transaction)
+                    .write(std::mem::take(&mut pending), flags.transaction, run_id())
                     .await?;
                 results.extend(written.results);
                 let index = written.index;
@@ -508,7 +545,9 @@ impl Shared {
             });
             if writes {
                 // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
-                let written = self.write(vec![statement], flags.transaction).await?;
+                let written = self
+                    .write(vec![statement], flags.transaction, run_id())
+                    .await?;
                 results.extend(written.results);
                 let index = written.index;
                 raft_index = Some(index);
@@ -521,7 +560,7 @@ impl Shared {
             }
         }
         if !pending.is_empty() {
-            let written = self.write(pending, flags.transaction).await?;
+            let written = self.write(pending, flags.transaction, run_id()).await?;
             results.extend(written.results);
             raft_index = Some(written.index);
             applied_here &= written.applied_here;

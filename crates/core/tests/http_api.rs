@@ -505,3 +505,56 @@ async fn content_hash_comes_with_its_applied_index() {
     assert_eq!(sha.len(), 64, "{after}");
     assert_ne!(before["sha256"], after["sha256"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_repeated_with_its_idempotency_key_applies_once() {
+    let h = Harness::start().await;
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"]"#,
+    )
+    .await;
+    let send = |key: &'static str, body: &'static str| {
+        let http = h.http.clone();
+        async move {
+            sqlraft_core::client::request_with_headers(
+                &http,
+                "POST",
+                "/db/execute",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Idempotency-Key", key),
+                ],
+                Some(body.as_bytes()),
+                common::TIMEOUT,
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let insert = r#"[["INSERT INTO t (v) VALUES (?)", "once"]]"#;
+    let first = send("order-17", insert).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let repeat = send("order-17", insert).await;
+    assert_eq!(repeat.json().expect("JSON"), first.json().expect("JSON"));
+    let count = h
+        .get_json("/db/query?level=linearizable&q=SELECT%20count(*)%20FROM%20t")
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[1]]));
+    // The same key for another request is refused; a bad key changes nothing.
+    let other = send("order-17", r#"[["INSERT INTO t (v) VALUES (?)", "twice"]]"#).await;
+    let error = other.json().expect("JSON")["results"][0]["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap_or_default()
+            .contains("different request"),
+        "{error}"
+    );
+    let bad = send("has space", insert).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let count = h
+        .get_json("/db/query?level=linearizable&q=SELECT%20count(*)%20FROM%20t")
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[1]]));
+}

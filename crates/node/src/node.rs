@@ -304,7 +304,15 @@ impl Node {
                 limits.max_statements
             )));
         }
-        let wire = pb::WriteRequest::from(&request);
+        if let Some(id) = &request.request_id
+            && (id.is_empty() || id.len() > sqlraft_sqlite::MAX_REQUEST_ID_BYTES)
+        {
+            return Err(NodeError::Invalid(format!(
+                "a request id has 1 to {} bytes",
+                sqlraft_sqlite::MAX_REQUEST_ID_BYTES
+            )));
+        }
+        let mut wire = pb::WriteRequest::from(&request);
         if wire.encoded_len() > limits.max_request_bytes {
             return Err(NodeError::Invalid(format!(
                 "request of {} bytes; at most {}",
@@ -319,6 +327,11 @@ impl Node {
             let attempt = if status.role == Role::Leader {
                 inner.propose(&wire, deadline).await
             } else if let Some(leader) = status.leader() {
+                // Forwarded writes carry a request id, so that this node can retry one
+                // whose outcome it did not hear without applying it twice.
+                if wire.request_id.is_empty() {
+                    wire.request_id = format!("sqlraft-forward-{}", uuid::Uuid::new_v4());
+                }
                 match inner
                     .forward_write(&leader.raft_addr, leader.raft_id, &wire)
                     .await
@@ -338,6 +351,14 @@ impl Node {
             match attempt {
                 // Nothing was proposed: safe to try again while time is left.
                 Err(NodeError::NoLeader | NodeError::Busy(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(inner.config.raft.tick_ms / 2 + 1))
+                        .await;
+                }
+                // With a request id, a retry is answered from the first attempt if that
+                // one was applied: an unknown outcome becomes a known one.
+                Err(NodeError::UnknownOutcome(_) | NodeError::Dropped)
+                    if !wire.request_id.is_empty() && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(inner.config.raft.tick_ms / 2 + 1))
                         .await;
                 }

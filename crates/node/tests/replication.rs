@@ -316,3 +316,40 @@ async fn a_burst_of_large_writes_is_spread_over_log_writes_within_their_limit() 
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
     cluster.shutdown().await;
 }
+
+/// A write retried with its request id through another node is applied once, and the
+/// retry gets the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_with_its_request_id_is_applied_once() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    write_ok(cluster.node(leader), "CREATE TABLE t (v INTEGER)").await;
+    let request = WriteRequest {
+        statements: vec![Statement::new("INSERT INTO t VALUES (1)")],
+        transaction: true,
+        request_id: Some("client-42".into()),
+    };
+    let first = cluster
+        .node(follower)
+        .execute(request.clone())
+        .await
+        .expect("first attempt");
+    for node in [follower, leader] {
+        let again = cluster
+            .node(node)
+            .execute(request.clone())
+            .await
+            .expect("retry");
+        assert_eq!(again.raft_index, first.raft_index);
+        assert_eq!(again.results, first.results);
+    }
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT count(*) FROM t").await,
+            vec![vec![Value::Integer(1)]]
+        );
+    }
+    cluster.shutdown().await;
+}

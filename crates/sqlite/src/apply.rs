@@ -31,7 +31,29 @@ CREATE TABLE IF NOT EXISTS _sqlraft_services (
     created_at_ms INTEGER NOT NULL,
     updated_index INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _sqlraft_requests (
+    id TEXT PRIMARY KEY,
+    entry_index INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    results BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entry_index);
 ";
+
+/// How long a request id is remembered, in log entries: a retry within this many
+/// entries of the first attempt is answered from the first one's results; the id is
+/// forgotten after that, the same way on every node.
+pub const IDEMPOTENCY_WINDOW_ENTRIES: u64 = 100_000;
+
+/// The outcome of a write entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteApplied {
+    /// One result per statement run.
+    pub results: Vec<StatementResult>,
+    /// The entry that applied the write: this one, or for a repeated request id the
+    /// first entry that carried it (this one then changed nothing).
+    pub raft_index: u64,
+}
 
 /// The SQLite state machine: applies committed raft entries to the state database.
 ///
@@ -224,6 +246,79 @@ impl ApplyTxn<'_> {
         at_unix_ms: i64,
         request: &WriteRequest,
     ) -> Result<Vec<StatementResult>> {
+        Ok(self.write_request(index, at_unix_ms, request)?.results)
+    }
+
+    /// Like [`ApplyTxn::write_at`], honouring the request's id: a request id seen within
+    /// [`IDEMPOTENCY_WINDOW_ENTRIES`] is not applied again and gets the first results
+    /// and raft index; the same id with different statements is refused.
+    pub fn write_request(
+        &mut self,
+        index: u64,
+        at_unix_ms: i64,
+        request: &WriteRequest,
+    ) -> Result<WriteApplied> {
+        let Some(id) = request.request_id.as_deref() else {
+            let results = self.run_request(index, at_unix_ms, request)?;
+            return Ok(WriteApplied {
+                results,
+                raft_index: index,
+            });
+        };
+        self.control_params(
+            "DELETE FROM _sqlraft_requests WHERE entry_index <= ?1",
+            &[&(index.saturating_sub(IDEMPOTENCY_WINDOW_ENTRIES) as i64)],
+        )?;
+        let digest = request_digest(request);
+        let seen: Option<(i64, Vec<u8>, Vec<u8>)> = self
+            .tx
+            .query_row(
+                "SELECT entry_index, digest, results FROM _sqlraft_requests WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(SqliteError::Apply)?;
+        if let Some((first, first_digest, results)) = seen {
+            self.entry(index)?;
+            if first_digest != digest {
+                return Ok(WriteApplied {
+                    results: vec![StatementResult {
+                        error: Some(format!(
+                            "request id {id:?} was already used for a different request \
+                             (at raft index {first}); use a new id for a new request"
+                        )),
+                        ..Default::default()
+                    }],
+                    raft_index: index,
+                });
+            }
+            let results = decode_results(&results).ok_or_else(|| {
+                SqliteError::Inconsistent(format!("stored results of request {id:?} are damaged"))
+            })?;
+            return Ok(WriteApplied {
+                results,
+                raft_index: first as u64,
+            });
+        }
+        let results = self.run_request(index, at_unix_ms, request)?;
+        self.control_params(
+            "INSERT INTO _sqlraft_requests (id, entry_index, digest, results) \
+             VALUES (?1, ?2, ?3, ?4)",
+            &[&id, &(index as i64), &digest, &encode_results(&results)],
+        )?;
+        Ok(WriteApplied {
+            results,
+            raft_index: index,
+        })
+    }
+
+    fn run_request(
+        &mut self,
+        index: u64,
+        at_unix_ms: i64,
+        request: &WriteRequest,
+    ) -> Result<Vec<StatementResult>> {
         self.entry(index)?;
         *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = index;
         let now = at_unix_ms.max(self.new_time_ms.unwrap_or(*self.time_ms));
@@ -360,6 +455,13 @@ impl ApplyTxn<'_> {
             }
         }
         Ok(())
+    }
+
+    fn control_params(&self, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
+        self.tx
+            .execute(sql, params)
+            .map(|_| ())
+            .map_err(SqliteError::Apply)
     }
 
     fn control(&self, sql: &str) -> Result<()> {
@@ -505,6 +607,30 @@ impl ToSql for Value {
             Value::Blob(b) => ValueRef::Blob(b),
         }))
     }
+}
+
+/// What identifies a request's content for idempotency: its statements, parameters
+/// and mode, in their wire form.
+fn request_digest(request: &WriteRequest) -> Vec<u8> {
+    use prost::Message as _;
+    use sha2::{Digest, Sha256};
+    let mut wire = sqlraft_proto::v1::WriteRequest::from(request);
+    wire.request_id.clear();
+    Sha256::digest(wire.encode_to_vec()).to_vec()
+}
+
+fn encode_results(results: &[StatementResult]) -> Vec<u8> {
+    use prost::Message as _;
+    sqlraft_proto::v1::WriteResults {
+        results: results.iter().map(Into::into).collect(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_results(bytes: &[u8]) -> Option<Vec<StatementResult>> {
+    use prost::Message as _;
+    let decoded = sqlraft_proto::v1::WriteResults::decode(bytes).ok()?;
+    Some(decoded.results.into_iter().map(Into::into).collect())
 }
 
 fn last_rowid_refusal(what: &str) -> String {

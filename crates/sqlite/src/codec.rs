@@ -79,6 +79,7 @@ impl From<&WriteRequest> for pb::WriteRequest {
             statements: r.statements.iter().map(Into::into).collect(),
             transaction: r.transaction,
             at_unix_ms: 0,
+            request_id: r.request_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -88,6 +89,7 @@ impl From<pb::WriteRequest> for WriteRequest {
         WriteRequest {
             statements: r.statements.into_iter().map(Into::into).collect(),
             transaction: r.transaction,
+            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
         }
     }
 }

@@ -41,9 +41,12 @@ mod registry;
 mod types;
 
 pub use apply::{ApplyTxn, StateMachine};
+pub use apply::{IDEMPOTENCY_WINDOW_ENTRIES, WriteApplied};
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;
 pub use hash::{ContentHash, content_hash};
 pub use read::{ReadOptions, ReadPool};
 pub use registry::{FIRST_SERVICE_ID, RegistryError, Service, ServiceState, host_of, service_name};
-pub use types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
+pub use types::{
+    MAX_REQUEST_ID_BYTES, Member, Params, Rows, Statement, StatementResult, Value, WriteRequest,
+};

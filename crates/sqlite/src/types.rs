@@ -102,7 +102,15 @@ pub struct WriteRequest {
     /// `true`: the first failing statement rolls back the whole request and the rest
     /// are not run. `false`: a failing statement is rolled back alone and the rest run.
     pub transaction: bool,
+    /// Makes the write idempotent: a request carrying an id that the replicated state
+    /// has seen within the idempotency window is not applied again; it gets the first
+    /// one's results and raft index. At most [`MAX_REQUEST_ID_BYTES`] bytes.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
+
+/// Longest request id ([`WriteRequest::request_id`]).
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
 
 impl WriteRequest {
     /// A request run as one transaction.
@@ -110,6 +118,7 @@ impl WriteRequest {
         WriteRequest {
             statements,
             transaction: true,
+            request_id: None,
         }
     }
 }

@@ -19,6 +19,7 @@ fn apply_at(sm: &mut StateMachine, at_ms: i64, sqls: &[&str]) -> Vec<StatementRe
             &WriteRequest {
                 statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
                 transaction: false,
+                request_id: None,
             },
         )
         .expect("write");
@@ -282,5 +283,65 @@ fn last_insert_id_is_only_what_the_statement_itself_inserted() {
             .map(|r| (r.rows_affected, r.last_insert_id))
             .collect::<Vec<_>>(),
         vec![(1, 0), (1, 0), (1, 2)]
+    );
+}
+
+fn keyed(id: &str, sql: &str) -> WriteRequest {
+    WriteRequest {
+        statements: vec![Statement::new(sql)],
+        transaction: true,
+        request_id: Some(id.into()),
+    }
+}
+
+/// A write with a request id is applied once: a repeat within the window gets the
+/// first results and raft index and changes nothing; the same id for another request
+/// is refused; past the window the id is forgotten.
+#[test]
+fn a_repeated_request_id_is_answered_from_the_first_and_applies_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    apply_at(&mut sm, AT, &["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"]);
+    let mut write = |sm: &mut StateMachine, index: u64, request: &WriteRequest| {
+        let mut txn = sm.begin().expect("begin");
+        while txn.next_index() < index {
+            let skipped = txn.next_index();
+            txn.skip(skipped).expect("skip");
+        }
+        let applied = txn.write_request(index, AT, request).expect("write");
+        txn.commit().expect("commit");
+        applied
+    };
+    let first = write(&mut sm, 2, &keyed("k1", "INSERT INTO t (v) VALUES ('a')"));
+    assert_eq!(first.raft_index, 2);
+    assert_eq!(first.results[0].last_insert_id, 1);
+    let again = write(&mut sm, 3, &keyed("k1", "INSERT INTO t (v) VALUES ('a')"));
+    assert_eq!(again, first, "the repeat gets the first answer");
+    // After a restart too: the ids are in the replicated state.
+    drop(sm);
+    let mut sm = open(&dir, "a.db");
+    let again = write(&mut sm, 4, &keyed("k1", "INSERT INTO t (v) VALUES ('a')"));
+    assert_eq!(again, first);
+    let other = write(&mut sm, 5, &keyed("k1", "INSERT INTO t (v) VALUES ('b')"));
+    let error = other.results[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("already used for a different request"),
+        "{other:?}"
+    );
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM t"),
+        vec![vec![Value::Integer(1)]]
+    );
+    // Past the window the id is forgotten: the request is applied anew.
+    let window = sqlraft_sqlite::IDEMPOTENCY_WINDOW_ENTRIES;
+    let late = write(
+        &mut sm,
+        2 + window + 1,
+        &keyed("k1", "INSERT INTO t (v) VALUES ('a')"),
+    );
+    assert_eq!(late.raft_index, 2 + window + 1);
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM t"),
+        vec![vec![Value::Integer(2)]]
     );
 }

@@ -128,6 +128,7 @@ fn workload(seed: u64, entries: usize) -> Vec<(i64, WriteRequest)> {
             WriteRequest {
                 statements: (0..count).map(|_| statement(&mut g)).collect(),
                 transaction: g.below(2) == 0,
+                request_id: None,
             },
         ));
     }

@@ -177,7 +177,10 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
         Step::Write {
             request,
             at_unix_ms,
-        } => EntryOutcome::Write(txn.write_at(index, *at_unix_ms, request)?),
+        } => {
+            let applied = txn.write_request(index, *at_unix_ms, request)?;
+            EntryOutcome::Write(applied.results, applied.raft_index)
+        }
         Step::CreateService(c) => EntryOutcome::Registry(
             txn.create_service(index, &c.id, &c.fqdn, &c.raft_addr, c.at_unix_ms)?
                 .map(|_| ()),
@@ -206,10 +209,13 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
         }
         Step::Failed(message) => {
             txn.skip(index)?;
-            EntryOutcome::Write(vec![StatementResult {
-                error: Some(message.clone()),
-                ..Default::default()
-            }])
+            EntryOutcome::Write(
+                vec![StatementResult {
+                    error: Some(message.clone()),
+                    ..Default::default()
+                }],
+                index,
+            )
         }
     })
 }

@@ -159,7 +159,9 @@ struct PendingRead {
 
 /// What applying one entry produced, for whoever waits on it.
 pub(crate) enum EntryOutcome {
-    Write(Vec<StatementResult>),
+    /// A write's results and the entry that applied it (an earlier one for a
+    /// repeated request id).
+    Write(Vec<StatementResult>, u64),
     Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
     Done,
 }
@@ -534,9 +536,9 @@ impl RaftLoop {
         drop_all(dropped.into_iter().map(|j| j.pending).collect());
         // One entry has at most one waiter.
         if let Some(p) = write {
-            let results = match outcome {
-                EntryOutcome::Write(results) => results,
-                _ => Vec::new(),
+            let (results, index) = match outcome {
+                EntryOutcome::Write(results, applied_at) => (results, applied_at),
+                _ => (Vec::new(), index),
             };
             let _ = p.reply.send(Ok(Applied { index, results }));
         } else if let Some(p) = admin {
