@@ -302,7 +302,7 @@ fn a_repeated_request_id_is_answered_from_the_first_and_applies_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = open(&dir, "a.db");
     apply_at(&mut sm, AT, &["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"]);
-    let mut write = |sm: &mut StateMachine, index: u64, request: &WriteRequest| {
+    let write = |sm: &mut StateMachine, index: u64, request: &WriteRequest| {
         let mut txn = sm.begin().expect("begin");
         while txn.next_index() < index {
             let skipped = txn.next_index();
