@@ -31,6 +31,10 @@ pub struct ApiOptions {
     pub max_statements: usize,
     /// How long `/nodes` waits for another member's `/status`.
     pub probe_timeout_ms: u64,
+    /// Bytes the read results of one request may cost together (as
+    /// [`sqlraft::Rows::cost_bytes`] counts them); each read is bounded on its own by
+    /// the node's `ReadOptions::max_result_bytes`.
+    pub max_result_bytes: usize,
 }
 
 impl Default for ApiOptions {
@@ -39,6 +43,7 @@ impl Default for ApiOptions {
             max_body_bytes: 16 << 20,
             max_statements: 10_000,
             probe_timeout_ms: 1_000,
+            max_result_bytes: 64 << 20,
         }
     }
 }
@@ -438,8 +443,12 @@ impl Shared {
         self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
         let mut consistency = self.first_consistency(flags).await?;
         let mut results = Vec::with_capacity(statements.len());
+        let mut spent = 0;
         for statement in &statements {
-            results.push(self.read_one(statement, consistency, flags).await?.0);
+            let (result, _) = self
+                .read_one(statement, consistency, flags, &mut spent)
+                .await?;
+            results.push(result);
             consistency = Consistency::Local { min_index: None };
         }
         Ok(results)
@@ -463,15 +472,26 @@ impl Shared {
         statement: &Statement,
         consistency: Consistency,
         flags: &Flags,
+        spent: &mut usize,
     ) -> Result<(ResultItem, bool), ApiError> {
         self.counters
             .read_statements
             .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         match self.node.query(statement, consistency).await {
+            Ok(rows) if *spent + rows.cost_bytes() > self.options.max_result_bytes => Ok((
+                ResultItem::Error(format!(
+                    "the results of this request are larger than {} bytes: split it, or select fewer rows",
+                    self.options.max_result_bytes
+                )),
+                false,
+            )),
             Ok(rows) => Ok((
                 ResultItem::Rows {
-                    rows,
+                    rows: {
+                        *spent += rows.cost_bytes();
+                        rows
+                    },
                     shape: Shape {
                         associative: flags.associative,
                         blob_array: flags.blob_array,
@@ -511,6 +531,7 @@ impl Shared {
             key.as_ref().map(|k| format!("{k}#{runs}"))
         };
         let mut results = Vec::with_capacity(statements.len());
+        let mut spent = 0;
         let mut raft_index = None;
         let mut applied_here = true;
         let mut consistency = None;
@@ -539,7 +560,7 @@ impl Shared {
                     self.first_consistency(flags).await?
                 }
             };
-            let (result, writes) = self.read_one(&statement, level, flags).await?;
+            let (result, writes) = self.read_one(&statement, level, flags, &mut spent).await?;
             consistency = Some(Consistency::Local {
                 min_index: raft_index,
             });

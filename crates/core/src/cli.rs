@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// Run as the supervisor of an installed service (started by --install).
     #[arg(long = "supervise", hide = true, conflicts_with = "install")]
     pub supervise: bool,
+    /// Stop (SIGTERM) when the parent process ends, however it ends: the demo's
+    /// services never outlive the demo.
+    #[arg(long = "exit-with-parent", hide = true, conflicts_with = "install")]
+    pub exit_with_parent: bool,
 }
 
 /// `sqlraft-core demo`.

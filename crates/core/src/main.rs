@@ -49,6 +49,9 @@ fn execute(command: Command) -> Result<(), CoreError> {
     match command {
         Command::Run(args) => {
             let config = validate_run(&args)?;
+            if args.exit_with_parent {
+                exit_with_parent()?;
+            }
             if args.install {
                 sqlraft_core::install::install(&args, &config)
             } else if args.supervise {
@@ -65,6 +68,20 @@ fn execute(command: Command) -> Result<(), CoreError> {
             sqlraft_core::inventory::plan(&file, expand)
         }
     }
+}
+
+/// Asks the kernel for SIGTERM when the parent ends; if it already has (this process
+/// was adopted by init before the request), stops now.
+fn exit_with_parent() -> Result<(), CoreError> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| CoreError::Io(format!("cannot follow the parent process: {e}")))?;
+    if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
+        return Err(CoreError::Failed(
+            "the parent process has already ended".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CoreError> {

@@ -397,6 +397,8 @@ struct Demo {
     stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
     service_pids: Vec<i32>,
+    /// The demo's root, the test's own: removed even when the demo is killed.
+    _root: tempfile::TempDir,
 }
 
 /// One service as the demo printed it.
@@ -411,8 +413,11 @@ struct DemoService {
 impl Demo {
     fn start(nodes: usize) -> (Demo, Vec<DemoService>) {
         use std::io::{BufRead, BufReader};
+        let root = tempfile::tempdir().expect("demo root");
         let mut child = Command::new(BIN)
             .args(["demo", "--nodes", &nodes.to_string()])
+            .arg("--root")
+            .arg(root.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -433,6 +438,7 @@ impl Demo {
             stdin,
             lines,
             service_pids: Vec::new(),
+            _root: root,
         };
         let mut services = Vec::new();
         demo.expect_line("ready", |line| {
@@ -624,4 +630,33 @@ fn demo_survives_a_killed_leader_and_a_removed_service() {
     demo.type_line("quit");
     let exit = demo.guard.wait_exit(Duration::from_secs(30));
     assert!(exit.success());
+}
+
+/// The demo's services never outlive it, even when it is killed outright.
+#[test]
+fn demo_services_stop_when_the_demo_is_killed() {
+    let (mut demo, services) = Demo::start(1);
+    demo.guard.child().kill().expect("SIGKILL the demo");
+    demo.guard.wait_exit(Duration::from_secs(10));
+    let pid = nix::unistd::Pid::from_raw(services[0].pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Reap nothing here: the service was the demo's child, not ours; once it has
+        // exited and init has reaped it, the pid is gone.
+        match nix::sys::signal::kill(pid, None) {
+            Err(_) => break,
+            Ok(()) => {
+                let state = std::fs::read_to_string(format!("/proc/{}/stat", services[0].pid))
+                    .unwrap_or_default();
+                if state.split_whitespace().nth(2) == Some("Z") {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service outlived the killed demo"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

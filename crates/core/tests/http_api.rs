@@ -484,9 +484,84 @@ async fn read_results_are_bounded_in_bytes() {
         .await;
     let error = many["results"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("larger than 67108864 bytes"), "{many}");
+    // Many reads in one request are bounded together.
+    let six = h
+        .post_json(
+            "/db/query",
+            &serde_json::to_string(&vec!["SELECT zeroblob(10000000)"; 6]).expect("JSON"),
+        )
+        .await;
+    let errors = six["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("results of this request are larger"))
+        })
+        .count();
+    assert!(errors >= 4, "{}", &six.to_string()[..200]);
+    // Empty values are not free.
+    let empty = h
+        .post_json(
+            "/db/query",
+            r#"["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) SELECT '', '', '', '', '' FROM c"]"#,
+        )
+        .await;
+    assert!(
+        empty["results"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{}",
+        &empty.to_string()[..200]
+    );
+    // A write may store at most a value a read can return.
+    h.post_json("/db/execute", r#"["CREATE TABLE big (v)"]"#)
+        .await;
+    let stored = h
+        .post_json(
+            "/db/execute",
+            r#"["INSERT INTO big VALUES (zeroblob(16000000))", "INSERT INTO big VALUES (zeroblob(16777217))"]"#,
+        )
+        .await;
+    assert!(stored["results"][0]["error"].is_null(), "{stored}");
+    assert!(
+        stored["results"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too big")),
+        "{stored}"
+    );
+    let back = h.get_json("/db/query?q=SELECT%20v%20FROM%20big").await;
+    assert!(
+        back["results"][0]["error"].is_null(),
+        "a stored value cannot be read back"
+    );
     // The node is fine and answers the next read.
     let one = h.get_json("/db/query?q=SELECT%201").await;
     assert_eq!(one["results"][0]["values"], json!([[1]]));
+}
+
+/// `/db/request` sends a statement the read path refuses as a write only when it
+/// writes; what reads may not do at all takes no raft entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_refused_as_a_read_is_not_logged_as_a_write() {
+    let h = Harness::start().await;
+    let answer = h
+        .post_json(
+            "/db/request",
+            r#"["PRAGMA cache_size = 1", "PRAGMA journal_mode = DELETE"]"#,
+        )
+        .await;
+    assert!(answer.get("raft_index").is_none(), "{answer}");
+    for result in answer["results"].as_array().expect("results") {
+        assert!(
+            result["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not allowed")),
+            "{answer}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

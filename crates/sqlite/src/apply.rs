@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS _sqlraft_requests (
 CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entry_index);
 ";
 
+/// Largest string, blob or row a write may store (SQLite's `SQLITE_LIMIT_LENGTH` on the
+/// apply connection).
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+
 /// How long a request id is remembered, in log entries: a retry within this many
 /// entries of the first attempt is answered from the first one's results; the id is
 /// forgotten after that, the same way on every node.
@@ -96,6 +100,13 @@ impl StateMachine {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(open_err)?;
+        // The same on every node: a larger value is refused alike everywhere, and every
+        // value written can be read back within a read's default byte budget.
+        conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+            MAX_VALUE_BYTES as i32,
+        )
+        .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
 
         let guard = Guard::default();
@@ -415,7 +426,8 @@ impl ApplyTxn<'_> {
         }
         let mut stmt = self.tx.prepare(&statement.sql)?;
         bind(&mut stmt, &statement.params)?;
-        self.check_rowid_room(&self.guard.inserted_tables())?;
+        let inserted = self.guard.inserted_tables();
+        self.guard.own(|| self.check_rowid_room(&inserted))?;
         let before = self.tx.total_changes();
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
@@ -441,7 +453,25 @@ impl ApplyTxn<'_> {
     /// state, so the outcome is the same on every node.
     fn check_rowid_room(&self, tables: &[String]) -> rusqlite::Result<()> {
         for table in tables {
-            let sql = format!("SELECT max(rowid) FROM \"{}\"", table.replace('"', "\"\""));
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            // A column may take the name `rowid` (or `_rowid_`, `oid`): use one that
+            // still means the rowid. If a table shadows all three, only the check
+            // while statements run (a row written at the largest rowid) guards it.
+            let columns: Vec<String> = match self
+                .tx
+                .prepare_cached("SELECT lower(name) FROM pragma_table_xinfo(?1)")
+                .and_then(|mut s| s.query_map([table], |r| r.get(0))?.collect())
+            {
+                Ok(columns) => columns,
+                Err(_) => continue,
+            };
+            let Some(rowid) = ["_rowid_", "rowid", "oid"]
+                .into_iter()
+                .find(|name| !columns.iter().any(|c| c == name))
+            else {
+                continue;
+            };
+            let sql = format!("SELECT max({rowid}) FROM {quoted}");
             // WITHOUT ROWID tables, views and virtual tables have no rowid to run out of.
             let Ok(mut stmt) = self.tx.prepare_cached(&sql) else {
                 continue;

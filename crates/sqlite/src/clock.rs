@@ -6,8 +6,16 @@
 //! and `date()` with no argument). On the apply connection they are replaced by
 //! functions of the same name that put the entry's time where `'now'` stands and then
 //! let SQLite's own implementation (on a private in-memory connection) do the rest,
-//! so every modifier and format behaves exactly as SQLite's. The `localtime` and `utc`
-//! modifiers depend on each node's time zone and are refused.
+//! so every modifier and format behaves exactly as SQLite's. `'now'` is recognised as
+//! SQLite reads it: any case, as text or blob, up to a NUL byte; so are `'subsec'` and
+//! `'subsecond'` as time values. The `localtime` and `utc` modifiers depend on each
+//! node's time zone and are refused.
+//!
+//! The replacements are not marked deterministic, so SQLite refuses them where a value
+//! must never change: index expressions and generated columns (the built-in functions
+//! are refused there at run time when they read the clock); such a schema is refused
+//! when it is created, a date function over a column included. `DEFAULT`, CHECK
+//! constraints (evaluated when the row is written), triggers and views may use them.
 //!
 //! The entry time never goes backwards in the replicated state: a write sees the later
 //! of its entry's time and the last time applied, so a leader with a slow clock cannot
@@ -58,9 +66,9 @@ const TIME_FUNCTIONS: &[(&str, TimeArgs)] = &[
 /// Replaces the clock-reading functions of `conn` (the apply connection).
 pub(crate) fn install(conn: &Connection, clock: &EntryClock) -> rusqlite::Result<()> {
     let sqlite = Arc::new(Mutex::new(Connection::open_in_memory()?));
-    // Deterministic for SQLite's purposes (usable in indexes, CHECK and generated
-    // columns): given the entry, the value is fixed.
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    // Not deterministic: the entry time changes from one entry to the next, so an index
+    // or a CHECK using it would disagree with itself (see the module documentation).
+    let flags = FunctionFlags::SQLITE_UTF8;
     for &(name, args) in TIME_FUNCTIONS {
         let (clock, sqlite) = (clock.clone(), Arc::clone(&sqlite));
         conn.create_scalar_function(name, -1, flags, move |ctx| {
@@ -88,9 +96,10 @@ fn with_entry_time(
     sqlite: &Mutex<Connection>,
 ) -> rusqlite::Result<ToSqlOutput<'static>> {
     let mut values: Vec<SqlValue> = (0..ctx.len())
-        .map(|i| ctx.get::<SqlValue>(i))
+        .map(|i| ctx.get::<SqlValue>(i).map(as_sqlite_reads_it))
         .collect::<rusqlite::Result<_>>()?;
     let now = || SqlValue::Text(format_unix_ms(now_ms, Format::Precise));
+    let mut subsec = false;
     let (times, modifiers_from) = match args {
         TimeArgs::First => (0..1, 1),
         TimeArgs::Second => (1..2, 2),
@@ -101,10 +110,12 @@ fn with_entry_time(
         values.push(now());
     }
     for i in times {
-        if let Some(SqlValue::Text(t)) = values.get(i)
-            && t.eq_ignore_ascii_case("now")
-        {
-            values[i] = now();
+        if let Some(SqlValue::Text(t)) = values.get(i) {
+            let t = t.to_ascii_lowercase();
+            if t == "now" || t == "subsec" || t == "subsecond" {
+                subsec |= t != "now";
+                values[i] = now();
+            }
         }
     }
     for value in values.iter().skip(modifiers_from) {
@@ -120,6 +131,9 @@ fn with_entry_time(
             }
         }
     }
+    if subsec && !matches!(args, TimeArgs::Both) {
+        values.push(SqlValue::Text("subsec".into()));
+    }
     let placeholders = (1..=values.len())
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
@@ -129,6 +143,18 @@ fn with_entry_time(
     let value: SqlValue =
         stmt.query_row(rusqlite::params_from_iter(values.iter()), |row| row.get(0))?;
     Ok(ToSqlOutput::Owned(value))
+}
+
+/// A text or blob argument as SQLite's date functions read it: bytes as text, up to
+/// the first NUL byte. Other values are left as they are.
+fn as_sqlite_reads_it(value: SqlValue) -> SqlValue {
+    let bytes = match &value {
+        SqlValue::Text(t) => t.as_bytes(),
+        SqlValue::Blob(b) => b.as_slice(),
+        _ => return value,
+    };
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    SqlValue::Text(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 #[derive(Clone, Copy)]

@@ -42,6 +42,10 @@ pub enum SqliteError {
     /// A statement that writes was sent as a read.
     #[error("a read cannot change the database: send writes to execute ({0})")]
     WriteInRead(String),
+    /// A read tried something reads may not do (transaction control, a pragma that
+    /// sets something, ATTACH); it is not a write either.
+    #[error("{0}")]
+    NotAllowedInRead(String),
     /// The read returned more rows than allowed.
     #[error("result has more than {limit} rows")]
     TooManyRows {

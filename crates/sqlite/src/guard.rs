@@ -125,6 +125,16 @@ impl Guard {
         self.with(|s| s.last_insert)
     }
 
+    /// Runs sqlraft's own statements `f` in the middle of a client statement, without
+    /// the client restrictions (and without touching what is recorded of the client
+    /// statement).
+    pub(crate) fn own<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.with(|s| std::mem::replace(&mut s.client_sql, false));
+        let out = f();
+        self.with(|s| s.client_sql = was);
+        out
+    }
+
     /// Tables the last client statement inserts into.
     pub(crate) fn inserted_tables(&self) -> Vec<String> {
         self.with(|s| s.inserted.clone())

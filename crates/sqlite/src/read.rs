@@ -32,8 +32,10 @@ pub struct ReadOptions {
     pub max_connections: u32,
     /// Rows one read may return; more is an error rather than unbounded memory.
     pub max_rows: usize,
-    /// Bytes of values one read may return (text and blob lengths, 8 per number); more
-    /// is an error. Also the largest single value a read may build.
+    /// Bytes one read's result may cost, held in memory and written out as JSON
+    /// ([`crate::Rows::cost_bytes`]: about twice the text and blob lengths, plus a
+    /// few dozen bytes per value); more is an error. Also bounds the largest single
+    /// value a read may build.
     pub max_result_bytes: usize,
     /// How long a read waits for a free connection.
     pub acquire_timeout_ms: u64,
@@ -74,7 +76,7 @@ struct PoolShared {
 struct ReadConnection {
     conn: Connection,
     limits: Arc<Mutex<RunLimits>>,
-    refusal: Arc<Mutex<Option<String>>>,
+    refusal: Arc<Mutex<Option<SqliteError>>>,
 }
 
 /// What the progress handler checks while a read runs.
@@ -238,8 +240,8 @@ impl ReadConnection {
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
             match read_refusal(&ctx.action) {
                 None => Authorization::Allow,
-                Some(reason) => {
-                    *said.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                Some(refusal) => {
+                    *said.lock().unwrap_or_else(PoisonError::into_inner) = Some(refusal);
                     Authorization::Deny
                 }
             }
@@ -276,10 +278,7 @@ impl ReadConnection {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            match refused {
-                Some(reason) => SqliteError::WriteInRead(reason),
-                None => read_error(e),
-            }
+            refused.unwrap_or_else(|| read_error(e))
         })?;
         if !stmt.readonly() {
             return Err(SqliteError::WriteInRead(
@@ -302,13 +301,16 @@ impl ReadConnection {
                     limit: options.max_rows,
                 });
             }
+            let over = || SqliteError::TooManyBytes {
+                limit: options.max_result_bytes,
+            };
+            budget = budget
+                .checked_sub(crate::types::ROW_COST)
+                .ok_or_else(over)?;
             let mut out = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
                 let value = row.get_ref(i).map_err(read_error)?;
-                let size = value_size(&value);
-                budget = budget.checked_sub(size).ok_or(SqliteError::TooManyBytes {
-                    limit: options.max_result_bytes,
-                })?;
+                budget = budget.checked_sub(value_cost(&value)).ok_or_else(over)?;
                 out.push(to_value(value)?);
             }
             values.push(out);
@@ -322,14 +324,16 @@ impl ReadConnection {
 }
 
 /// Why a read may not do `action`; `None` allows it. A list of what reading needs,
-/// everything else refused.
-fn read_refusal(action: &AuthAction<'_>) -> Option<String> {
+/// everything else refused: as a write ([`SqliteError::WriteInRead`], which
+/// `/db/request` runs as a write instead) or as not allowed at all.
+fn read_refusal(action: &AuthAction<'_>) -> Option<SqliteError> {
     use AuthAction::*;
+    let not_allowed = |reason: String| Some(SqliteError::NotAllowedInRead(reason));
     match *action {
         Select | Read { .. } | Recursive => None,
         Function { function_name } => {
             if function_name.eq_ignore_ascii_case("load_extension") {
-                Some("load_extension is not allowed".into())
+                not_allowed("load_extension is not allowed".into())
             } else {
                 None
             }
@@ -344,16 +348,26 @@ fn read_refusal(action: &AuthAction<'_>) -> Option<String> {
             if introspection || value_free {
                 None
             } else {
-                Some(format!(
+                not_allowed(format!(
                     "PRAGMA {pragma_name} is not allowed in a read: reads may only read"
                 ))
             }
         }
-        Transaction { .. } | Savepoint { .. } => {
-            Some("transaction control is not allowed in a read: each read runs on its own".into())
-        }
-        Attach { .. } | Detach { .. } => Some("ATTACH and DETACH are not allowed".into()),
-        _ => Some("a read may only read".into()),
+        Transaction { .. } | Savepoint { .. } => not_allowed(
+            "transaction control is not allowed in a read: each read runs on its own".into(),
+        ),
+        Attach { .. } | Detach { .. } => not_allowed("ATTACH and DETACH are not allowed".into()),
+        CreateTempIndex { .. }
+        | CreateTempTable { .. }
+        | CreateTempTrigger { .. }
+        | CreateTempView { .. }
+        | DropTempIndex { .. }
+        | DropTempTable { .. }
+        | DropTempTrigger { .. }
+        | DropTempView { .. } => not_allowed(
+            "temporary objects are not allowed: they would exist on one node only".into(),
+        ),
+        _ => Some(SqliteError::WriteInRead("a read may only read".into())),
     }
 }
 
@@ -385,12 +399,13 @@ const VALUE_FREE_PRAGMAS: &[&str] = &[
     "freelist_count",
 ];
 
-fn value_size(value: &ValueRef<'_>) -> usize {
-    match value {
-        ValueRef::Null => 1,
-        ValueRef::Integer(_) | ValueRef::Real(_) => 8,
-        ValueRef::Text(t) => t.len(),
-        ValueRef::Blob(b) => b.len(),
+/// [`Value::cost_bytes`] of the value this becomes, before it is built.
+fn value_cost(value: &ValueRef<'_>) -> usize {
+    const HELD: usize = std::mem::size_of::<Value>();
+    HELD + match value {
+        ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+        ValueRef::Text(t) => crate::types::text_cost(t),
+        ValueRef::Blob(b) => crate::types::blob_cost(b),
     }
 }
 

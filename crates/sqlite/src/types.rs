@@ -145,6 +145,45 @@ pub struct Rows {
     pub values: Vec<Vec<Value>>,
 }
 
+impl Rows {
+    /// What the rows cost held in memory and written out as JSON, as the read byte
+    /// budget ([`crate::ReadOptions::max_result_bytes`]) counts it.
+    pub fn cost_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|row| ROW_COST + row.iter().map(Value::cost_bytes).sum::<usize>())
+            .sum()
+    }
+}
+
+/// What one row costs beyond its values.
+pub(crate) const ROW_COST: usize = 24;
+
+impl Value {
+    /// What the value costs held in memory (a `Value` and what it owns) and as JSON
+    /// text (escapes, base64).
+    pub fn cost_bytes(&self) -> usize {
+        const HELD: usize = std::mem::size_of::<Value>();
+        HELD + match self {
+            Value::Null | Value::Integer(_) | Value::Real(_) => 24,
+            Value::Text(t) => text_cost(t.as_bytes()),
+            Value::Blob(b) => blob_cost(b),
+        }
+    }
+}
+
+pub(crate) fn text_cost(t: &[u8]) -> usize {
+    let escaped = t
+        .iter()
+        .filter(|b| **b < 0x20 || **b == b'"' || **b == b'\\')
+        .count();
+    2 * t.len() + 5 * escaped + 2
+}
+
+pub(crate) fn blob_cost(b: &[u8]) -> usize {
+    b.len() + b.len().div_ceil(3) * 4 + 2
+}
+
 /// A member of the cluster as kept in the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

@@ -99,6 +99,95 @@ fn time_functions_see_the_entry_time_on_every_node() {
     assert_eq!(contents[0][1][3], text("2025-12-04 00:00:00"));
 }
 
+/// However `'now'` is spelled, SQLite's date functions must not read the node's clock
+/// or time zone in a write.
+#[test]
+fn every_spelling_of_now_is_the_entry_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    apply_at(&mut sm, AT, &["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"]);
+    let spellings = [
+        ("datetime('NoW')", "2025-12-03 15:31:21"),
+        ("datetime(CAST('now' AS BLOB))", "2025-12-03 15:31:21"),
+        (
+            "strftime('%H:%M:%f', char(110, 111, 119, 0))",
+            "15:31:21.123",
+        ),
+        (
+            "strftime('%H:%M:%f', CAST(char(110, 111, 119, 0, 120) AS BLOB))",
+            "15:31:21.123",
+        ),
+        ("datetime('subsec')", "2025-12-03 15:31:21.123"),
+        ("time('subsecond')", "15:31:21.123"),
+        ("CAST(unixepoch('subsec') AS TEXT)", "1764775881.123"),
+        (
+            "timediff('now', '2025-12-03 15:31:21')",
+            "+0000-00-00 00:00:00.123",
+        ),
+    ];
+    for (expr, expected) in spellings {
+        let sql = format!("INSERT INTO t (v) VALUES ({expr})");
+        let results = apply_at(&mut sm, AT, &[sql.as_str()]);
+        assert!(results[0].error.is_none(), "{expr}: {results:?}");
+        let got = rows(
+            &dir.path().join("a.db"),
+            "SELECT v FROM t ORDER BY id DESC LIMIT 1",
+        );
+        assert_eq!(got, vec![vec![text(expected)]], "{expr}");
+    }
+    for modifier in [
+        "CAST('localtime' AS BLOB)",
+        "'localtime' || char(0)",
+        "'LocalTime'",
+        "CAST('utc' AS BLOB)",
+    ] {
+        let sql = format!("INSERT INTO t (v) VALUES (datetime('now', {modifier}))");
+        let results = apply_at(&mut sm, AT, &[sql.as_str()]);
+        let error = results[0].error.clone().unwrap_or_default();
+        assert!(error.contains("time zone"), "{modifier}: {results:?}");
+    }
+}
+
+/// A value in an index or a generated column must never change; SQLite's own functions
+/// refuse to read the clock there, so the entry-time ones are refused there when the
+/// schema is created (a date function over a column too: the price of replacing them).
+/// A CHECK constraint is evaluated when its row is written, so there it sees the entry
+/// time like any other expression of the write.
+#[test]
+fn the_entry_time_is_refused_where_a_value_must_never_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE t (a, b)",
+            "CREATE INDEX t_now ON t (julianday('now'), a)",
+            "CREATE INDEX t_day ON t (date(a))",
+            "CREATE TABLE g (a, b AS (datetime('now')) VIRTUAL)",
+            "CREATE TABLE c (a CHECK (a < datetime('now')))",
+            "CREATE TABLE d (a, at DEFAULT (datetime('now')), ts DEFAULT CURRENT_TIMESTAMP)",
+            "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN              INSERT INTO d (a) VALUES (datetime('now')); END",
+            "INSERT INTO t VALUES (1, 1)",
+        ],
+    );
+    for (i, result) in results.iter().enumerate() {
+        let refused = result
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("non-deterministic"));
+        assert_eq!(refused, (1..=3).contains(&i), "statement {i}: {result:?}");
+    }
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT a, at, ts FROM d"),
+        vec![vec![
+            text("2025-12-03 15:31:21"),
+            text("2025-12-03 15:31:21"),
+            text("2025-12-03 15:31:21"),
+        ]]
+    );
+}
+
 #[test]
 fn entry_time_never_goes_backwards() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -343,5 +432,44 @@ fn a_repeated_request_id_is_answered_from_the_first_and_applies_nothing() {
     assert_eq!(
         rows(&dir.path().join("a.db"), "SELECT count(*) FROM t"),
         vec![vec![Value::Integer(2)]]
+    );
+}
+
+/// A column named `rowid` does not hide the real rowid from the largest-rowid rules:
+/// neither while a statement writes it, nor for data already holding it.
+#[test]
+fn a_column_named_rowid_does_not_hide_the_largest_rowid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE s (rowid TEXT, v)",
+            "CREATE TABLE ai (id INTEGER PRIMARY KEY AUTOINCREMENT, rowid TEXT)",
+            "INSERT INTO s (oid, v) VALUES (9223372036854775807, 'max')",
+            "INSERT INTO ai (id, rowid) VALUES (9223372036854775807, 'max')",
+        ],
+    );
+    for result in &results[2..] {
+        let error = result.error.clone().unwrap_or_default();
+        assert!(error.contains("largest rowid"), "{result:?}");
+    }
+    // Data from before these rules, holding the largest rowid behind the column.
+    drop(sm);
+    let conn = rusqlite::Connection::open(dir.path().join("a.db")).expect("open");
+    conn.execute(
+        "INSERT INTO s (_rowid_, rowid, v) VALUES (9223372036854775807, 'x', 'old')",
+        [],
+    )
+    .expect("legacy row");
+    drop(conn);
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(&mut sm, AT, &["INSERT INTO s (v) VALUES ('next')"]);
+    let error = results[0].error.clone().unwrap_or_default();
+    assert!(error.contains("largest rowid"), "{results:?}");
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM s"),
+        vec![vec![Value::Integer(1)]]
     );
 }

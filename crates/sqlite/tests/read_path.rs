@@ -70,7 +70,12 @@ async fn reads_cannot_pin_a_snapshot_or_change_their_connection() {
                 .await
                 .expect_err(sql);
             assert!(
-                matches!(err, SqliteError::WriteInRead(_) | SqliteError::Query(_)),
+                matches!(
+                    err,
+                    SqliteError::WriteInRead(_)
+                        | SqliteError::NotAllowedInRead(_)
+                        | SqliteError::Query(_)
+                ),
                 "{sql}: {err:?}"
             );
             assert!(!err.is_fatal(), "{sql}: {err}");

@@ -54,6 +54,8 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
         .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| CoreError::Io(format!("cannot watch SIGHUP: {e}")))?;
     let temp;
     let root: PathBuf = match &args.root {
         Some(root) => {
@@ -80,6 +82,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
         started = demo.start_all(args.nodes) => started,
         _ = sigterm.recv() => Err(CoreError::Failed("interrupted while starting".into())),
         _ = sigint.recv() => Err(CoreError::Failed("interrupted while starting".into())),
+        _ = sighup.recv() => Err(CoreError::Failed("interrupted while starting".into())),
     };
     if let Err(e) = started {
         demo.children.stop().await;
@@ -89,19 +92,31 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
     let mut commands = read_commands();
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     loop {
-        tokio::select! {
+        let line = tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = watch.tick() => demo.report_exits(),
-            line = commands.recv() => match line {
-                Some(line) => {
-                    if demo.command(&line).await == Flow::Quit {
-                        break;
-                    }
-                }
-                // Standard input closed (or was never there): only signals stop the demo.
-                None => commands = never(),
-            },
+            _ = sighup.recv() => break,
+            _ = watch.tick() => {
+                demo.report_exits();
+                continue;
+            }
+            line = commands.recv() => line,
+        };
+        let Some(line) = line else {
+            // Standard input closed (or was never there): only signals stop the demo.
+            commands = never();
+            continue;
+        };
+        // A command may take a while (a restart waits for readiness): signals still
+        // stop the demo meanwhile.
+        let flow = tokio::select! {
+            _ = sigterm.recv() => Flow::Quit,
+            _ = sigint.recv() => Flow::Quit,
+            _ = sighup.recv() => Flow::Quit,
+            flow = demo.command(&line) => flow,
+        };
+        if flow == Flow::Quit {
+            break;
         }
     }
     println!(
@@ -303,10 +318,17 @@ fn read_commands() -> mpsc::UnboundedReceiver<String> {
         .name("demo-stdin".into())
         .spawn(move || {
             use std::io::BufRead;
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = Vec::new();
+            // Bytes, not UTF-8 lines: one bad byte must not end the commands.
+            while matches!(stdin.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                if lines
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
                     break;
                 }
+                line.clear();
             }
         });
     if let Err(e) = reader {

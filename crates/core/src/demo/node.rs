@@ -57,6 +57,7 @@ impl DemoNode {
     ) -> Result<Self, CoreError> {
         let mut command = vec![
             "run".to_string(),
+            "--exit-with-parent".into(),
             "--id".into(),
             id.clone(),
             "--root".into(),
