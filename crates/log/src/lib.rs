@@ -29,4 +29,6 @@ mod format;
 mod store;
 
 pub use error::{LogError, Result};
+#[cfg(feature = "testing")]
+pub use store::DurableObserver;
 pub use store::{LOG_FILE_NAME, LoadReport, LogOptions, LogStore};

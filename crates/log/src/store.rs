@@ -22,6 +22,22 @@ pub struct LogOptions {
     pub cache_bytes: usize,
     /// Largest single write accepted, in bytes.
     pub max_write_bytes: usize,
+    /// Test hook: told after every write is durable (fsynced).
+    #[cfg(feature = "testing")]
+    pub on_durable: Option<DurableObserver>,
+}
+
+/// Test hook: called after a write is durable with the log's last index and the hard
+/// state now on disk.
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct DurableObserver(pub std::sync::Arc<dyn Fn(u64, &HardState) + Send + Sync>);
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for DurableObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DurableObserver")
+    }
 }
 
 impl Default for LogOptions {
@@ -29,6 +45,8 @@ impl Default for LogOptions {
         LogOptions {
             cache_bytes: 16 << 20,
             max_write_bytes: 256 << 20,
+            #[cfg(feature = "testing")]
+            on_durable: None,
         }
     }
 }
@@ -360,6 +378,10 @@ impl LogStore {
         }
         if let Some(cs) = conf_state {
             self.conf_state = cs.clone();
+        }
+        #[cfg(feature = "testing")]
+        if let Some(observer) = &self.options.on_durable {
+            (observer.0)(self.last(), &self.hard_state);
         }
         Ok(())
     }

@@ -32,6 +32,22 @@ pub struct TransportOptions {
     pub backoff_min_ms: u64,
     /// See `backoff_min_ms`.
     pub backoff_max_ms: u64,
+    /// Test hook: told of every raft message handed to [`Transport::send`], before it
+    /// is queued.
+    #[cfg(feature = "testing")]
+    pub on_send: Option<SendObserver>,
+}
+
+/// Test hook: sees each raft message as the node hands it to the transport.
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct SendObserver(pub Arc<dyn Fn(&Message) + Send + Sync>);
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for SendObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendObserver")
+    }
 }
 
 impl Default for TransportOptions {
@@ -45,6 +61,8 @@ impl Default for TransportOptions {
             request_timeout_ms: 10_000,
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
+            #[cfg(feature = "testing")]
+            on_send: None,
         }
     }
 }
@@ -187,6 +205,10 @@ impl Transport {
     pub fn send(&self, messages: Vec<Message>) {
         if messages.is_empty() {
             return;
+        }
+        #[cfg(feature = "testing")]
+        if let Some(observer) = &self.inner.options.on_send {
+            messages.iter().for_each(|m| (observer.0)(m));
         }
         let blocked = self
             .inner

@@ -19,6 +19,8 @@ mod client;
 mod error;
 mod server;
 
+#[cfg(feature = "testing")]
+pub use client::SendObserver;
 pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
 pub use server::{Handler, REMOVED, serve};
