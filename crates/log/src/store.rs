@@ -31,7 +31,11 @@ pub struct LogOptions {
 /// state now on disk.
 #[cfg(feature = "testing")]
 #[derive(Clone)]
-pub struct DurableObserver(pub std::sync::Arc<dyn Fn(u64, &HardState) + Send + Sync>);
+pub struct DurableObserver(pub std::sync::Arc<DurableFn>);
+
+/// What a [`DurableObserver`] calls.
+#[cfg(feature = "testing")]
+pub type DurableFn = dyn Fn(u64, &HardState) + Send + Sync;
 
 #[cfg(feature = "testing")]
 impl std::fmt::Debug for DurableObserver {
