@@ -73,6 +73,13 @@ struct Durable {
     vote: u64,
 }
 
+impl Durable {
+    /// Whether a vote for `candidate` in `term` (or a later term) is durable.
+    fn voted(&self, term: u64, candidate: u64) -> bool {
+        self.term > term || (self.term == term && self.vote == candidate)
+    }
+}
+
 /// Every message that acknowledges persisted state against what was durable on its
 /// sender when it was handed over; the violations found.
 fn violations(events: &[Event], service_of: &dyn Fn(u64) -> String) -> Vec<String> {
@@ -111,9 +118,7 @@ fn violations(events: &[Event], service_of: &dyn Fn(u64) -> String) -> Vec<Strin
                             d.last_index
                         ));
                     }
-                    MessageType::MsgRequestVoteResponse
-                        if !reject && !(d.term > *term || (d.term == *term && d.vote == *to)) =>
-                    {
+                    MessageType::MsgRequestVoteResponse if !reject && !d.voted(*term, *to) => {
                         found.push(format!(
                             "node {from} granted its term-{term} vote to {to} with term {} vote {} durable",
                             d.term, d.vote
