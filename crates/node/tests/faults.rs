@@ -299,3 +299,67 @@ async fn linearizable_read_right_after_a_restart_completes() {
     }
     cluster.shutdown().await;
 }
+
+/// One node's state database on a real, small file system (a 2 MiB tmpfs; mounting
+/// needs root, as CI runs): when it fills in the middle of applying, that node stops
+/// with a fatal error instead of recording the entries as failed, and the others go on
+/// with identical content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_fills_stops_and_the_others_go_on() {
+    let mut cluster = Cluster::new(3).await;
+    write_ok(cluster.node(0), "CREATE TABLE blobs (v BLOB)").await;
+    let leader = cluster.leader().await;
+    let full = cluster.followers(leader)[0];
+    cluster.stop(full).await;
+    let db = cluster.nodes[full].dir.join("db");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&db)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(db);
+    // It starts on an empty state database and applies the log again from the start.
+    cluster.restart(full).await;
+    let leader_node = cluster.node(leader).clone();
+    let blob = vec![1u8; 256 * 1024];
+    for _ in 0..24 {
+        let written = leader_node
+            .execute(sqlraft::WriteRequest::transaction(vec![
+                Statement::with_params("INSERT INTO blobs VALUES (?)", vec![blob.clone().into()]),
+            ]))
+            .await
+            .expect("the majority takes writes");
+        assert!(written.results[0].error.is_none(), "{written:?}");
+    }
+    cluster
+        .wait("the full node stops", |c| c.node(full).failure().is_some())
+        .await;
+    let failure = cluster.node(full).failure().unwrap_or_default();
+    assert!(failure.contains("full"), "{failure}");
+    let others: Vec<usize> = (0..3).filter(|i| *i != full).collect();
+    let outcome = write_ok(cluster.node(leader), "INSERT INTO blobs VALUES (x'00')").await;
+    cluster
+        .wait("the others apply", |c| {
+            others
+                .iter()
+                .all(|i| c.node(*i).status().applied_index >= outcome.raft_index)
+        })
+        .await;
+    let mut hashes = Vec::new();
+    for i in &others {
+        hashes.push(cluster.node(*i).content_hash().await.expect("hash"));
+    }
+    assert_eq!(hashes[0], hashes[1]);
+    cluster.stop(full).await;
+    cluster.shutdown().await;
+}
