@@ -45,26 +45,26 @@ pub(crate) fn load(raft_dir: &Path) -> Result<Option<Identity>> {
     }
 }
 
-/// Writes the identity atomically (temporary file, fsync, rename, fsync directory).
+/// Writes the identity atomically.
 pub(crate) fn store(raft_dir: &Path, identity: &Identity) -> Result<()> {
-    let io = |e: std::io::Error| {
-        NodeError::Fatal(format!(
-            "cannot write identity in {}: {e}",
-            raft_dir.display()
-        ))
-    };
-    let tmp = raft_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    write!(
-        file,
+    let text = format!(
         "service_id={}\nraft_id={}\n",
         identity.service_id, identity.raft_id
-    )
-    .map_err(io)?;
+    );
+    write_atomically(raft_dir, IDENTITY_FILE, text.as_bytes())
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new
+/// one, never a mix: temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let io = |e: std::io::Error| {
+        NodeError::Fatal(format!("cannot write {name} in {}: {e}", dir.display()))
+    };
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
-    fs::rename(&tmp, raft_dir.join(IDENTITY_FILE)).map_err(io)?;
-    fs::File::open(raft_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
+    fs::rename(&tmp, dir.join(name)).map_err(io)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(())
 }

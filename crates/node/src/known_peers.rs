@@ -10,7 +10,6 @@
 //! run time from a member's own messages (see `RaftLoop::learn_sender`).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use prost::Message as _;
@@ -48,34 +47,22 @@ pub(crate) fn load(raft_dir: &Path) -> Vec<Member> {
         .collect()
 }
 
-/// Writes `raft/peers` atomically (temporary file, fsync, rename, fsync directory).
+/// Writes `raft/peers` atomically.
 pub(crate) fn store(raft_dir: &Path, members: &[Member]) -> Result<()> {
-    let io = |e: std::io::Error| {
-        NodeError::Fatal(format!(
-            "cannot write known peers in {}: {e}",
-            raft_dir.display()
-        ))
-    };
-    let tmp = raft_dir.join(format!("{KNOWN_PEERS_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    for m in members {
-        let clean = |s: &str| s.replace(['\t', '\n'], " ");
-        writeln!(
-            file,
-            "{}\t{}\t{}\t{}",
-            m.raft_id,
-            clean(&m.service_id),
-            clean(&m.raft_addr),
-            clean(&m.http_addr)
-        )
-        .map_err(io)?;
-    }
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, raft_dir.join(KNOWN_PEERS_FILE)).map_err(io)?;
-    fs::File::open(raft_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    let clean = |s: &str| s.replace(['\t', '\n'], " ");
+    let text: String = members
+        .iter()
+        .map(|m| {
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                m.raft_id,
+                clean(&m.service_id),
+                clean(&m.raft_addr),
+                clean(&m.http_addr)
+            )
+        })
+        .collect();
+    crate::identity::write_atomically(raft_dir, KNOWN_PEERS_FILE, text.as_bytes())
 }
 
 /// Members added by the conf changes of the log after `applied` (their record travels

@@ -169,17 +169,52 @@ enum Format {
     Time,
 }
 
-/// UTC calendar time of a Unix time in ms (proleptic Gregorian, as SQLite uses).
+/// A UTC calendar time (proleptic Gregorian, as SQLite uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    /// Year (may be below 1 or above 9999).
+    pub year: i64,
+    /// 1 to 12.
+    pub month: i64,
+    /// 1 to 31.
+    pub day: i64,
+    /// 0 to 23.
+    pub hour: i64,
+    /// 0 to 59.
+    pub minute: i64,
+    /// 0 to 59.
+    pub second: i64,
+    /// 0 to 999.
+    pub millis: i64,
+}
+
+impl UtcTime {
+    /// The UTC calendar time of a Unix time in milliseconds.
+    pub fn from_unix_ms(unix_ms: i64) -> Self {
+        let ms_of_day = unix_ms.rem_euclid(86_400_000);
+        let (year, month, day) = civil_from_days(unix_ms.div_euclid(86_400_000));
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: ms_of_day / 3_600_000,
+            minute: ms_of_day / 60_000 % 60,
+            second: ms_of_day / 1000 % 60,
+            millis: ms_of_day % 1000,
+        }
+    }
+}
+
 fn format_unix_ms(unix_ms: i64, format: Format) -> String {
-    let days = unix_ms.div_euclid(86_400_000);
-    let ms_of_day = unix_ms.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
-    let (h, m, s, ms) = (
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000,
-    );
+    let UtcTime {
+        year,
+        month,
+        day,
+        hour: h,
+        minute: m,
+        second: s,
+        millis: ms,
+    } = UtcTime::from_unix_ms(unix_ms);
     match format {
         Format::Precise => format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{ms:03}"),
         Format::DateTime => format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}"),

@@ -42,6 +42,7 @@ mod types;
 
 pub use apply::{ApplyTxn, StateMachine};
 pub use apply::{IDEMPOTENCY_WINDOW_ENTRIES, MAX_VALUE_BYTES, WriteApplied};
+pub use clock::UtcTime;
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;
 pub use hash::{ContentHash, content_hash};
