@@ -734,3 +734,49 @@ fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLITE_FULL from `max_page_count` (set on the apply connection, as an operator
+    /// limit would be) in the middle of a batch stops the node: it is never a result.
+    #[test]
+    fn hitting_max_page_count_is_fatal_not_a_result() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+        let mut txn = sm.begin().expect("begin");
+        txn.write(
+            1,
+            &WriteRequest::transaction(vec![Statement::new("CREATE TABLE t (v)")]),
+        )
+        .expect("create");
+        txn.commit().expect("commit");
+        let pages: i64 = sm
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("page count");
+        sm.conn
+            .pragma_update(None, "max_page_count", pages + 4)
+            .expect("limit pages");
+        for transaction in [true, false] {
+            let mut txn = sm.begin().expect("begin");
+            let next = txn.next_index();
+            let outcome = txn.write(
+                next,
+                &WriteRequest {
+                    statements: vec![
+                        Statement::new("INSERT INTO t VALUES (1)"),
+                        Statement::new("INSERT INTO t VALUES (zeroblob(1000000))"),
+                    ],
+                    transaction,
+                    request_id: None,
+                },
+            );
+            match outcome {
+                Err(e) => assert!(e.is_fatal(), "{e:?}"),
+                Ok(results) => panic!("a full database became a result: {results:?}"),
+            }
+        }
+    }
+}
