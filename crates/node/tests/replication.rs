@@ -353,3 +353,48 @@ async fn a_write_retried_with_its_request_id_is_applied_once() {
     }
     cluster.shutdown().await;
 }
+
+/// The leader applies a forwarded write but its answer is lost on the way back (the
+/// transport drops the first answer of each forwarded write): the follower retries
+/// with the request id it gave the write and answers with the first outcome; the write
+/// is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_whose_answer_is_lost_is_retried_and_applied_once() {
+    use std::sync::{Arc, Mutex};
+    fn lose_first_answers(config: &mut sqlraft::NodeConfig) {
+        let answered: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        config.transport.lose_forward_answer =
+            Some(sqlraft_transport::ForwardFault(Arc::new(move |request| {
+                let Some(write) = &request.request else {
+                    return false;
+                };
+                // The first answer for each request id is lost; retries get theirs.
+                answered
+                    .lock()
+                    .expect("answered ids")
+                    .insert(write.request_id.clone())
+            })));
+    }
+    let cluster = Cluster::with_config(3, lose_first_answers).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), "CREATE TABLE t (v INTEGER)").await;
+    let follower = cluster.node(cluster.followers(leader)[0]);
+    for i in 0..5_i64 {
+        let outcome = follower
+            .execute(WriteRequest::transaction(vec![Statement::with_params(
+                "INSERT INTO t VALUES (?)",
+                vec![i.into()],
+            )]))
+            .await
+            .expect("the retry turns the lost answer into the first outcome");
+        assert_eq!(outcome.results[0].rows_affected, 1);
+    }
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT count(*), count(DISTINCT v) FROM t").await,
+            vec![vec![Value::Integer(5), Value::Integer(5)]]
+        );
+    }
+    cluster.shutdown().await;
+}

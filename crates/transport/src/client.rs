@@ -36,6 +36,22 @@ pub struct TransportOptions {
     /// is queued.
     #[cfg(feature = "testing")]
     pub on_send: Option<SendObserver>,
+    /// Test hook: asked after each forwarded request was answered; `true` loses the
+    /// answer, as a connection cut after the leader applied the request would.
+    #[cfg(feature = "testing")]
+    pub lose_forward_answer: Option<ForwardFault>,
+}
+
+/// Test hook: decides whether the answer to a forwarded request is lost.
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct ForwardFault(pub Arc<dyn Fn(&pb::ForwardRequest) -> bool + Send + Sync>);
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for ForwardFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardFault")
+    }
 }
 
 /// Test hook: sees each raft message as the node hands it to the transport.
@@ -63,6 +79,8 @@ impl Default for TransportOptions {
             backoff_max_ms: 2_000,
             #[cfg(feature = "testing")]
             on_send: None,
+            #[cfg(feature = "testing")]
+            lose_forward_answer: None,
         }
     }
 }
@@ -258,13 +276,29 @@ impl Transport {
             return Err(TransportError::Blocked(addr.to_string()));
         }
         let mut client = self.client(addr)?;
+        #[cfg(feature = "testing")]
+        let lose = self
+            .inner
+            .options
+            .lose_forward_answer
+            .as_ref()
+            .is_some_and(|fault| (fault.0)(&request));
         let mut rpc = tonic::Request::new(request);
         rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
-        client
+        let answer = client
             .forward(rpc)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| status_error(addr, status))
+            .map_err(|status| status_error(addr, status));
+        #[cfg(feature = "testing")]
+        if lose && answer.is_ok() {
+            return Err(TransportError::Unreachable {
+                addr: addr.to_string(),
+                message: "answer lost (test fault)".into(),
+                never_sent: false,
+            });
+        }
+        answer
     }
 
     /// Asks the member at `addr` to admit a service.

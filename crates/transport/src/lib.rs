@@ -20,7 +20,7 @@ mod error;
 mod server;
 
 #[cfg(feature = "testing")]
-pub use client::SendObserver;
+pub use client::{ForwardFault, SendObserver};
 pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
 pub use server::{Handler, REMOVED, serve};
