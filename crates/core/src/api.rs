@@ -32,7 +32,7 @@ pub struct ApiOptions {
     /// How long `/nodes` waits for another member's `/status`.
     pub probe_timeout_ms: u64,
     /// Bytes the read results of one request may cost together (as
-    /// [`sqlraft::Rows::cost_bytes`] counts them); each read is bounded on its own by
+    /// [`sqlraft::Rows::json_cost`] counts them); each read is bounded on its own by
     /// the node's `ReadOptions::max_result_bytes`.
     pub max_result_bytes: usize,
 }
@@ -255,6 +255,14 @@ impl Flags {
         Ok(flags)
     }
 
+    /// How results are written, for what they cost.
+    fn json_shape(&self) -> sqlraft::JsonShape {
+        sqlraft::JsonShape {
+            blob_array: self.blob_array,
+            pretty: self.pretty,
+        }
+    }
+
     /// The consistency of the first read; `weak` is served like `linearizable`
     /// (ReadIndex) since this node may be a follower.
     fn consistency(&self) -> Consistency {
@@ -316,21 +324,22 @@ fn finish(
 /// answer and changes nothing.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-/// The request's `Idempotency-Key`, checked: printable ASCII, at most
-/// [`sqlraft::MAX_REQUEST_ID_BYTES`] bytes.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// Room kept in a request id for the run suffix of `/db/request` (` #10000`).
+const RUN_SUFFIX_BYTES: usize = 8;
+
+/// The request's `Idempotency-Key`, checked: printable ASCII, at most `max_bytes`.
+fn idempotency_key(headers: &HeaderMap, max_bytes: usize) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= sqlraft::MAX_REQUEST_ID_BYTES)
+        .filter(|k| !k.is_empty() && k.len() <= max_bytes)
         .filter(|k| k.bytes().all(|b| (0x21..0x7f).contains(&b)))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "Idempotency-Key must be 1 to {} printable ASCII characters without spaces",
-                sqlraft::MAX_REQUEST_ID_BYTES
+                "Idempotency-Key must be 1 to {max_bytes} printable ASCII characters without spaces"
             ))
         })?;
     Ok(Some(key.to_string()))
@@ -344,7 +353,7 @@ async fn execute(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
     if statements.is_empty() {
         return Ok(finish(&flags, Vec::new(), None, started));
@@ -393,7 +402,7 @@ async fn request(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES - RUN_SUFFIX_BYTES)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
     let (results, written) = state.mixed(statements, &flags, key).await?;
     let response = finish(&flags, results, written.map(|(index, _)| index), started);
@@ -479,17 +488,21 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         match self.node.query(statement, consistency).await {
-            Ok(rows) if *spent + rows.cost_bytes() > self.options.max_result_bytes => Ok((
-                ResultItem::Error(format!(
-                    "the results of this request are larger than {} bytes: split it, or select fewer rows",
-                    self.options.max_result_bytes
-                )),
-                false,
-            )),
+            Ok(rows)
+                if *spent + rows.json_cost(flags.json_shape()) > self.options.max_result_bytes =>
+            {
+                Ok((
+                    ResultItem::Error(format!(
+                        "the results of this request are larger than {} bytes: split it, or select fewer rows",
+                        self.options.max_result_bytes
+                    )),
+                    false,
+                ))
+            }
             Ok(rows) => Ok((
                 ResultItem::Rows {
                     rows: {
-                        *spent += rows.cost_bytes();
+                        *spent += rows.json_cost(flags.json_shape());
                         rows
                     },
                     shape: Shape {
@@ -524,11 +537,16 @@ impl Shared {
         flags: &Flags,
         key: Option<String>,
     ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
-        // Each run of writes is its own request: its own id under the key.
+        // Each run of writes is its own request with its own id: the key itself for
+        // the first (so a request with one run of writes matches the same key sent to
+        // /db/execute), `<key> #N` for the next (a space never appears in a key).
         let mut runs = 0;
         let mut run_id = || {
             runs += 1;
-            key.as_ref().map(|k| format!("{k}#{runs}"))
+            key.as_ref().map(|k| match runs {
+                1 => k.clone(),
+                n => format!("{k} #{n}"),
+            })
         };
         let mut results = Vec::with_capacity(statements.len());
         let mut spent = 0;

@@ -633,3 +633,88 @@ async fn a_write_repeated_with_its_idempotency_key_applies_once() {
         .await;
     assert_eq!(count["results"][0]["values"], json!([[1]]));
 }
+
+/// What a read costs depends on how it is written: column names repeated per row
+/// (`associative`), blobs as arrays of numbers (`blob_array`), indentation (`pretty`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_budget_counts_the_json_as_written() {
+    let h = Harness::start().await;
+    let long_name = "n".repeat(10_000);
+    let q = format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
+         SELECT NULL AS \"{long_name}\" FROM c"
+    );
+    let body = serde_json::to_string(&vec![q]).expect("JSON");
+    let named = h.post_json("/db/query?associative", &body).await;
+    let error = named["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("larger than"),
+        "{}",
+        &named.to_string()[..200]
+    );
+
+    let blob = "SELECT randomblob(16000000) AS b";
+    let plain = h
+        .post_json(
+            "/db/query",
+            &serde_json::to_string(&vec![blob]).expect("JSON"),
+        )
+        .await;
+    assert!(plain["results"][0]["error"].is_null(), "base64 fits");
+    let arrays = h
+        .post_json(
+            "/db/query?blob_array&pretty",
+            &serde_json::to_string(&vec![blob]).expect("JSON"),
+        )
+        .await;
+    let error = arrays["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("larger than"),
+        "{}",
+        &arrays.to_string()[..200]
+    );
+}
+
+/// In `/db/request` the first run of writes is keyed by the key itself (the same
+/// write sent with that key to `/db/execute` is not applied twice), later runs by
+/// `<key> #N`; a key with no room for that is refused before anything is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_keys_match_execute_keys_and_leave_room_for_runs() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE t (v)"]"#)
+        .await;
+    let post = |path: &'static str, key: String, body: &'static str| {
+        let http = h.http.clone();
+        async move {
+            sqlraft_core::client::request_with_headers(
+                &http,
+                "POST",
+                path,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Idempotency-Key", &key),
+                ],
+                Some(body.as_bytes()),
+                common::TIMEOUT,
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let insert = r#"["INSERT INTO t VALUES (1)"]"#;
+    let first = post("/db/execute", "k1".into(), insert).await;
+    let again = post("/db/request", "k1".into(), insert).await;
+    assert_eq!(
+        first.json().expect("JSON")["raft_index"],
+        again.json().expect("JSON")["raft_index"]
+    );
+    let two_runs = r#"["INSERT INTO t VALUES (2)", "SELECT 1", "INSERT INTO t VALUES (3)"]"#;
+    assert_eq!(post("/db/request", "k2".into(), two_runs).await.status, 200);
+    assert_eq!(post("/db/request", "k2".into(), two_runs).await.status, 200);
+    let long = post("/db/request", "x".repeat(250), two_runs).await;
+    assert_eq!(long.status, 400, "{}", long.text());
+    let count = h
+        .get_json("/db/query?level=linearizable&q=SELECT%20count(*)%20FROM%20t")
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[3]]));
+}

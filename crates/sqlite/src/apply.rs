@@ -41,7 +41,9 @@ CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entr
 ";
 
 /// Largest string, blob or row a write may store (SQLite's `SQLITE_LIMIT_LENGTH` on the
-/// apply connection).
+/// apply connection). A value of this size reads back within a read's default byte
+/// budget unless its JSON form is much larger than itself (text made mostly of
+/// characters JSON escapes).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
 
 /// How long a request id is remembered, in log entries: a retry within this many
@@ -100,8 +102,7 @@ impl StateMachine {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(open_err)?;
-        // The same on every node: a larger value is refused alike everywhere, and every
-        // value written can be read back within a read's default byte budget.
+        // The same on every node: a larger value is refused alike everywhere.
         conn.set_limit(
             rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
             MAX_VALUE_BYTES as i32,
@@ -716,7 +717,12 @@ fn install_deterministic_random(conn: &Connection, rng: &Arc<Mutex<u64>>) -> rus
     })?;
     let state = Arc::clone(rng);
     conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let n = ctx.get::<i64>(0)?.clamp(1, 1 << 20) as usize;
+        let n = ctx.get::<i64>(0)?.max(1) as usize;
+        if n > MAX_VALUE_BYTES {
+            return Err(rusqlite::Error::UserFunctionError(
+                format!("randomblob({n}): string or blob too big").into(),
+            ));
+        }
         let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::with_capacity(n + 8);
         while out.len() < n {

@@ -183,9 +183,23 @@ fn internal(name: &str) -> bool {
         && name[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
 }
 
+/// Virtual tables that describe this node's file or connection, not the replicated
+/// content: page layout, free space, prepared statements. They differ between nodes.
+const NODE_LOCAL_TABLES: &[&str] = &["dbstat", "sqlite_dbpage", "sqlite_stmt"];
+
 fn refusal(action: &AuthAction<'_>) -> Option<String> {
     use AuthAction::*;
     match *action {
+        Read { table_name, .. }
+            if NODE_LOCAL_TABLES
+                .iter()
+                .any(|t| table_name.eq_ignore_ascii_case(t)) =>
+        {
+            Some(format!(
+                "{table_name} describes this node's database file, which differs between \
+                 nodes: it cannot be used in writes (read it with a query)"
+            ))
+        }
         Transaction { .. } | Savepoint { .. } => Some(
             "transaction control is not allowed: each request already runs as one transaction"
                 .into(),

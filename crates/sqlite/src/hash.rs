@@ -62,21 +62,30 @@ pub fn content_hash(path: &Path) -> Result<ContentHash> {
                 .map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes())),
         );
     }
-    // Tables (not virtual ones, whose storage is in ordinary shadow tables), in name
+    // Tables and the shadow tables that hold virtual tables' content (FTS), in name
     // order; rows by rowid, or by primary key for WITHOUT ROWID tables.
     let tables: Vec<(String, bool)> = conn
         .prepare(&format!(
-            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
-             AND {user} ORDER BY name"
+            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' \
+             AND type IN ('table', 'shadow') AND {user} ORDER BY name"
         ))
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(failed)?;
     for (table, without_rowid) in &tables {
         let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-        let sql = if *without_rowid {
-            format!("SELECT * FROM {quoted}")
-        } else {
-            format!("SELECT _rowid_, * FROM {quoted} ORDER BY _rowid_")
+        // A column may take the rowid's names; use one that still means the rowid.
+        let columns: Vec<String> = conn
+            .prepare("SELECT lower(name) FROM pragma_table_xinfo(?1)")
+            .and_then(|mut s| s.query_map([table], |r| r.get(0))?.collect())
+            .map_err(failed)?;
+        let rowid = ["_rowid_", "rowid", "oid"]
+            .into_iter()
+            .find(|name| !columns.iter().any(|c| c == name));
+        let sql = match rowid {
+            Some(rowid) if !*without_rowid => {
+                format!("SELECT {rowid}, * FROM {quoted} ORDER BY {rowid}")
+            }
+            _ => format!("SELECT * FROM {quoted}"),
         };
         feed(&mut hasher, ValueRef::Text(table.as_bytes()));
         let mut stmt = conn.prepare(&sql).map_err(failed)?;

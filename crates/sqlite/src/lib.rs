@@ -49,5 +49,6 @@ pub use hash::{ContentHash, content_hash};
 pub use read::{ReadOptions, ReadPool};
 pub use registry::{FIRST_SERVICE_ID, RegistryError, Service, ServiceState, host_of, service_name};
 pub use types::{
-    MAX_REQUEST_ID_BYTES, Member, Params, Rows, Statement, StatementResult, Value, WriteRequest,
+    JsonShape, MAX_REQUEST_ID_BYTES, Member, Params, Rows, Statement, StatementResult, Value,
+    WriteRequest,
 };

@@ -292,7 +292,17 @@ impl ReadConnection {
             .iter()
             .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
             .collect();
-        let mut budget = options.max_result_bytes;
+        let over = || SqliteError::TooManyBytes {
+            limit: options.max_result_bytes,
+        };
+        // Each row pays for its column names too: written as objects, every row
+        // repeats them.
+        let names = crate::types::names_cost(&columns);
+        let row_cost = crate::types::ROW_COST + names;
+        let mut budget = options
+            .max_result_bytes
+            .checked_sub(names)
+            .ok_or_else(over)?;
         let mut values = Vec::new();
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(read_error)? {
@@ -301,12 +311,7 @@ impl ReadConnection {
                     limit: options.max_rows,
                 });
             }
-            let over = || SqliteError::TooManyBytes {
-                limit: options.max_result_bytes,
-            };
-            budget = budget
-                .checked_sub(crate::types::ROW_COST)
-                .ok_or_else(over)?;
+            budget = budget.checked_sub(row_cost).ok_or_else(over)?;
             let mut out = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
                 let value = row.get_ref(i).map_err(read_error)?;

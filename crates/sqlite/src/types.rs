@@ -147,28 +147,62 @@ pub struct Rows {
 
 impl Rows {
     /// What the rows cost held in memory and written out as JSON, as the read byte
-    /// budget ([`crate::ReadOptions::max_result_bytes`]) counts it.
+    /// budget ([`crate::ReadOptions::max_result_bytes`]) counts it: the values, base64
+    /// for blobs, escapes for text, and each row's column names (as `associative`
+    /// writes them).
     pub fn cost_bytes(&self) -> usize {
-        self.values
-            .iter()
-            .map(|row| ROW_COST + row.iter().map(Value::cost_bytes).sum::<usize>())
-            .sum()
+        self.json_cost(JsonShape::default())
     }
+
+    /// Like [`Rows::cost_bytes`], for a JSON form with blobs as arrays of numbers
+    /// and/or indented.
+    pub fn json_cost(&self, shape: JsonShape) -> usize {
+        let names = names_cost(&self.columns);
+        let header: usize = names + self.types.iter().map(|t| t.len() + 4).sum::<usize>();
+        header
+            + self
+                .values
+                .iter()
+                .map(|row| ROW_COST + names + row.iter().map(|v| v.json_cost(shape)).sum::<usize>())
+                .sum::<usize>()
+    }
+}
+
+/// How a result is written, for what it costs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonShape {
+    /// Blobs as arrays of byte values (up to 4 bytes of JSON a byte).
+    pub blob_array: bool,
+    /// Indented (a line of its own for each value).
+    pub pretty: bool,
 }
 
 /// What one row costs beyond its values.
 pub(crate) const ROW_COST: usize = 24;
 
+/// What a row's column names cost (once per row when written as objects).
+pub(crate) fn names_cost(columns: &[String]) -> usize {
+    columns.iter().map(|c| text_cost(c.as_bytes())).sum()
+}
+
 impl Value {
     /// What the value costs held in memory (a `Value` and what it owns) and as JSON
     /// text (escapes, base64).
     pub fn cost_bytes(&self) -> usize {
+        self.json_cost(JsonShape::default())
+    }
+
+    /// Like [`Value::cost_bytes`], for the given JSON form.
+    pub fn json_cost(&self, shape: JsonShape) -> usize {
         const HELD: usize = std::mem::size_of::<Value>();
-        HELD + match self {
-            Value::Null | Value::Integer(_) | Value::Real(_) => 24,
-            Value::Text(t) => text_cost(t.as_bytes()),
-            Value::Blob(b) => blob_cost(b),
-        }
+        let indent = if shape.pretty { 16 } else { 0 };
+        HELD + indent
+            + match self {
+                Value::Null | Value::Integer(_) | Value::Real(_) => 24,
+                Value::Text(t) => text_cost(t.as_bytes()),
+                Value::Blob(b) if shape.blob_array => b.len() * (4 + indent) + 2,
+                Value::Blob(b) => blob_cost(b),
+            }
     }
 }
 

@@ -473,3 +473,31 @@ fn a_column_named_rowid_does_not_hide_the_largest_rowid() {
         vec![vec![Value::Integer(1)]]
     );
 }
+
+/// Virtual tables that describe this node's file (page layout, free space) are not
+/// replicated state: a write may not read them.
+#[test]
+fn writes_cannot_read_the_file_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE probe (v)",
+            "INSERT INTO probe SELECT sum(unused) FROM dbstat",
+            "INSERT INTO probe SELECT count(*) FROM dbstat",
+            "INSERT INTO probe SELECT randomblob(20000000)",
+        ],
+    );
+    for result in &results[1..3] {
+        let error = result.error.clone().unwrap_or_default();
+        assert!(error.contains("differs between nodes"), "{result:?}");
+    }
+    let error = results[3].error.clone().unwrap_or_default();
+    assert!(error.contains("too big"), "{:?}", results[3]);
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM probe"),
+        vec![vec![Value::Integer(0)]]
+    );
+}

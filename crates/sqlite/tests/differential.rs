@@ -213,6 +213,12 @@ fn the_content_hash_sees_every_difference_in_user_content() {
         &["UPDATE t SET v = x'01'"],
         &["CREATE INDEX t_v ON t (v)"],
         &["UPDATE t SET rowid = 2"],
+        // Content kept in shadow tables (FTS), and rowids behind a column's name.
+        &["CREATE VIRTUAL TABLE docs USING fts5 (body)"],
+        &["INSERT INTO docs (body) VALUES ('brute force from 10.0.0.1')"],
+        &["CREATE TABLE sh (_rowid_ TEXT, v)"],
+        &["INSERT INTO sh VALUES ('a', 'b')"],
+        &["UPDATE sh SET rowid = rowid + 100"],
     ] {
         let index = sm.applied_index() + 1;
         let mut txn = sm.begin().expect("begin");
