@@ -85,13 +85,22 @@ impl Default for TransportOptions {
     }
 }
 
+/// A peer's two lanes, each a queue and an RPC loop over the same connection: appends
+/// that carry entries on one, everything else (heartbeats, votes, responses) on the
+/// other, so that megabytes of entries in flight never hold a heartbeat back long
+/// enough for the followers to call an election. Raft tolerates the reordering.
 struct Peer {
     addr: String,
+    entries: Lane,
+    control: Lane,
+}
+
+struct Lane {
     queue: mpsc::Sender<Bytes>,
     task: JoinHandle<()>,
 }
 
-impl Drop for Peer {
+impl Drop for Lane {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -177,22 +186,25 @@ impl Transport {
             return Ok(());
         }
         let channel = self.channel(addr)?;
-        let (queue, rx) = mpsc::channel(self.inner.options.queue_len);
-        let task = self.inner.runtime.spawn(send_loop(
-            id,
-            addr.to_string(),
-            channel,
-            rx,
-            self.inner.options.clone(),
-            self.inner.events.clone(),
-            Arc::clone(&self.inner.local),
-        ));
+        let lane = || {
+            let (queue, rx) = mpsc::channel(self.inner.options.queue_len);
+            let task = self.inner.runtime.spawn(send_loop(
+                id,
+                addr.to_string(),
+                channel.clone(),
+                rx,
+                self.inner.options.clone(),
+                self.inner.events.clone(),
+                Arc::clone(&self.inner.local),
+            ));
+            Lane { queue, task }
+        };
         peers.insert(
             id,
             Peer {
                 addr: addr.to_string(),
-                queue,
-                task,
+                entries: lane(),
+                control: lane(),
             },
         );
         Ok(())
@@ -255,7 +267,12 @@ impl Transport {
                 );
                 continue;
             }
-            if peer.queue.try_send(bytes).is_err() {
+            let lane = if message.entries.is_empty() {
+                &peer.control
+            } else {
+                &peer.entries
+            };
+            if lane.queue.try_send(bytes).is_err() {
                 tracing::debug!(to = message.to, "peer queue full, dropping message");
                 let _ = self
                     .inner
