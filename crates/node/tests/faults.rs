@@ -332,13 +332,21 @@ async fn a_node_whose_disk_fills_stops_and_the_others_go_on() {
     cluster.restart(full).await;
     let leader_node = cluster.node(leader).clone();
     let blob = vec![1u8; 256 * 1024];
-    for _ in 0..24 {
-        let written = leader_node
-            .execute(sqlraft::WriteRequest::transaction(vec![
-                Statement::with_params("INSERT INTO blobs VALUES (?)", vec![blob.clone().into()]),
-            ]))
-            .await
-            .expect("the majority takes writes");
+    for i in 0..24 {
+        // Keyed, so that a write whose answer was lost can be sent again safely.
+        let written = eventually("the majority takes writes", || {
+            let node = leader_node.clone();
+            let request = sqlraft::WriteRequest {
+                statements: vec![Statement::with_params(
+                    "INSERT INTO blobs VALUES (?)",
+                    vec![blob.clone().into()],
+                )],
+                transaction: true,
+                request_id: Some(format!("blob-{i}")),
+            };
+            async move { node.execute(request).await }
+        })
+        .await;
         assert!(written.results[0].error.is_none(), "{written:?}");
     }
     cluster
