@@ -371,3 +371,56 @@ async fn a_node_whose_disk_fills_stops_and_the_others_go_on() {
     cluster.stop(full).await;
     cluster.shutdown().await;
 }
+
+/// Proposals of a leader that lost its leadership, whose entries the next leader's log
+/// replaced, are answered `Dropped` (certainly not applied, safe to retry) as soon as
+/// they are replaced, even when the new log never reaches their indexes: not left to
+/// time out as unknown outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_proposals_are_answered_as_dropped() {
+    let cluster = Cluster::new(3).await;
+    let old_leader = cluster.leader().await;
+    write_ok(cluster.node(old_leader), COUNTER).await;
+    cluster.converge().await;
+    cluster.isolate(old_leader);
+    let stranded: Vec<_> = (0..3)
+        .map(|n| {
+            let node = cluster.node(old_leader).clone();
+            tokio::spawn(async move {
+                write(&node, &format!("INSERT INTO entries VALUES ({})", 1000 + n)).await
+            })
+        })
+        .collect();
+    let majority = cluster.followers(old_leader);
+    cluster
+        .wait("the majority elects a new leader", |c| {
+            majority
+                .iter()
+                .any(|&i| c.node(i).status().role == Role::Leader)
+        })
+        .await;
+    cluster
+        .wait("the old leader steps down", |c| {
+            c.node(old_leader).status().role != Role::Leader
+        })
+        .await;
+    // The new leader's log holds only its own empty entry past the shared prefix.
+    cluster.heal();
+    for task in stranded {
+        let outcome = task.await.expect("write task");
+        assert!(
+            matches!(outcome, Err(NodeError::Dropped)),
+            "a replaced proposal was answered {outcome:?}"
+        );
+    }
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(
+            rows(node).await,
+            Vec::<i64>::new(),
+            "node {}",
+            node.raft_id()
+        );
+    }
+    cluster.shutdown().await;
+}

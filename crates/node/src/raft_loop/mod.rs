@@ -505,7 +505,44 @@ impl RaftLoop {
         self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        if !self.is_leader() {
+            self.drop_replaced_proposals();
+        }
         Ok(())
+    }
+
+    /// Proposals this node made as leader whose entries its log no longer holds (a
+    /// later leader's log replaced them) can never be committed: answer them now with
+    /// `Dropped` (safe to retry) instead of letting them wait for their timeout. Log
+    /// matching makes this sound: had the new leader held such an entry, it would not
+    /// have been replaced here.
+    fn drop_replaced_proposals(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let replaced = |index: u64, term: u64| log.term(index).is_ok_and(|t| t != term);
+        let writes: Vec<u64> = self
+            .pending_writes
+            .iter()
+            .filter(|(index, p)| replaced(**index, p.term))
+            .map(|(index, _)| *index)
+            .collect();
+        let admin: Vec<u64> = self
+            .pending_admin
+            .iter()
+            .filter(|(index, p)| replaced(**index, p.term))
+            .map(|(index, _)| *index)
+            .collect();
+        drop_all(
+            writes
+                .iter()
+                .filter_map(|i| self.pending_writes.remove(i))
+                .collect(),
+        );
+        drop_all(
+            admin
+                .iter()
+                .filter_map(|i| self.pending_admin.remove(i))
+                .collect(),
+        );
     }
 
     fn read_context(&self, id: u64) -> Vec<u8> {
