@@ -121,7 +121,8 @@ pub struct Limits {
     /// Bytes of proposals and received entries the raft loop takes in one turn (one
     /// log write, one fsync); what is queued beyond waits for the next turn. With
     /// `max_request_bytes` and the transport's largest message it bounds one log write,
-    /// which must stay under the log's `max_write_bytes`.
+    /// which must stay under the log's `max_write_bytes`. Small, so that a burst of
+    /// large writes is spread over short turns and heartbeats keep going out between.
     pub max_turn_bytes: usize,
     /// Bytes of entries the leader may have proposed but not yet committed; proposals
     /// beyond are refused with `Busy` (raft-rs `max_uncommitted_size`).
@@ -140,7 +141,7 @@ impl Default for Limits {
             loop_queue_len: 16_384,
             max_statements: 10_000,
             max_request_bytes: 16 << 20,
-            max_turn_bytes: 64 << 20,
+            max_turn_bytes: 8 << 20,
             max_uncommitted_bytes: 256 << 20,
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
