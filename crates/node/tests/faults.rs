@@ -23,6 +23,28 @@ async fn write_rows(node: &sqlraft::Node, range: std::ops::Range<i64>) -> Vec<i6
     acked
 }
 
+/// With `old_leader` cut off, waits until the others elect a leader among themselves;
+/// returns them.
+async fn majority_elects(cluster: &Cluster, old_leader: usize) -> Vec<usize> {
+    let majority = cluster.followers(old_leader);
+    cluster
+        .wait("the majority elects a new leader", |c| {
+            majority
+                .iter()
+                .any(|&i| c.node(i).status().role == Role::Leader)
+        })
+        .await;
+    majority
+}
+
+async fn old_leader_steps_down(cluster: &Cluster, old_leader: usize) {
+    cluster
+        .wait("the old leader steps down", |c| {
+            c.node(old_leader).status().role != Role::Leader
+        })
+        .await;
+}
+
 async fn rows(node: &sqlraft::Node) -> Vec<i64> {
     dump(node, "SELECT n FROM entries ORDER BY n")
         .await
@@ -96,14 +118,7 @@ async fn isolated_leader_cannot_commit_and_everyone_converges_after_healing() {
         "isolated leader acknowledged a write: {stranded:?}"
     );
 
-    let majority = cluster.followers(old_leader);
-    cluster
-        .wait("the majority elects a new leader", |c| {
-            majority
-                .iter()
-                .any(|&i| c.node(i).status().role == Role::Leader)
-        })
-        .await;
+    let majority = majority_elects(&cluster, old_leader).await;
     let acked = eventually("write on the majority side", || async {
         write(
             cluster.node(majority[0]),
@@ -113,11 +128,7 @@ async fn isolated_leader_cannot_commit_and_everyone_converges_after_healing() {
     })
     .await;
     assert!(acked.results[0].error.is_none());
-    cluster
-        .wait("the old leader steps down", |c| {
-            c.node(old_leader).status().role != Role::Leader
-        })
-        .await;
+    old_leader_steps_down(&cluster, old_leader).await;
 
     cluster.heal();
     cluster.converge().await;
@@ -391,19 +402,8 @@ async fn replaced_proposals_are_answered_as_dropped() {
             })
         })
         .collect();
-    let majority = cluster.followers(old_leader);
-    cluster
-        .wait("the majority elects a new leader", |c| {
-            majority
-                .iter()
-                .any(|&i| c.node(i).status().role == Role::Leader)
-        })
-        .await;
-    cluster
-        .wait("the old leader steps down", |c| {
-            c.node(old_leader).status().role != Role::Leader
-        })
-        .await;
+    majority_elects(&cluster, old_leader).await;
+    old_leader_steps_down(&cluster, old_leader).await;
     // The new leader's log holds only its own empty entry past the shared prefix.
     cluster.heal();
     for task in stranded {

@@ -2,6 +2,8 @@
 //! different batchings and with a restart in the middle of one, must leave identical
 //! content (the same content hash) at every common applied index.
 
+mod common;
+
 use sqlraft_sqlite::{
     Params, StateMachine, Statement, StatementResult, Value, WriteRequest, content_hash,
 };
@@ -220,16 +222,7 @@ fn the_content_hash_sees_every_difference_in_user_content() {
         &["INSERT INTO sh VALUES ('a', 'b')"],
         &["UPDATE sh SET rowid = rowid + 100"],
     ] {
-        let index = sm.applied_index() + 1;
-        let mut txn = sm.begin().expect("begin");
-        let results = txn
-            .write(
-                index,
-                &WriteRequest::transaction(sqls.iter().map(|s| Statement::new(*s)).collect()),
-            )
-            .expect("write");
-        assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
-        txn.commit().expect("commit");
+        let index = common::write_ok(&mut sm, sqls);
         let hash = content_hash(&path).expect("hash");
         assert_eq!(hash.applied_index, index);
         assert!(

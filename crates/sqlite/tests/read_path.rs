@@ -1,19 +1,12 @@
 //! The client read path: reads may only read, leave their connection as they found it,
 //! and are bounded in bytes.
 
-use sqlraft_sqlite::{ReadOptions, ReadPool, SqliteError, StateMachine, Statement, WriteRequest};
+mod common;
+
+use sqlraft_sqlite::{ReadOptions, ReadPool, SqliteError, StateMachine, Statement};
 
 fn write(sm: &mut StateMachine, sqls: &[&str]) {
-    let index = sm.applied_index() + 1;
-    let mut txn = sm.begin().expect("begin");
-    let results = txn
-        .write(
-            index,
-            &WriteRequest::transaction(sqls.iter().map(|s| Statement::new(*s)).collect()),
-        )
-        .expect("write");
-    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
-    txn.commit().expect("commit");
+    common::write_ok(sm, sqls);
 }
 
 async fn count(pool: &ReadPool) -> i64 {
