@@ -111,6 +111,13 @@ fn bad_flags_fail_with_one_line() {
     // A new peer without --raft.join would found a second cluster.
     assert_one_line_failure(&["run", "--id", OTHER_ID, "--root", root], "--raft.join");
     assert_one_line_failure(&["demo", "--nodes", "2"], "odd");
+    let earlier = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(earlier.path().join("core").join(FIRST_SERVICE_ID))
+        .expect("old service");
+    assert_one_line_failure(
+        &["demo", "--root", earlier.path().to_str().expect("utf-8")],
+        "earlier demo",
+    );
     assert_one_line_failure(&["demo", "--nodes", "0"], "odd");
 }
 

@@ -59,6 +59,17 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
     let temp;
     let root: PathBuf = match &args.root {
         Some(root) => {
+            // An earlier demo's services would wait for members that are not started
+            // again: say so now rather than time out.
+            let services = root.join("core");
+            if std::fs::read_dir(&services).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(CoreError::Usage(format!(
+                    "{} holds the services of an earlier demo; the demo starts a new cluster: \
+                     give an empty or new --root (the old services can be started again \
+                     with the commands their demo printed)",
+                    root.display()
+                )));
+            }
             std::fs::create_dir_all(root)
                 .map_err(|e| CoreError::Io(format!("cannot create {}: {e}", root.display())))?;
             root.clone()
