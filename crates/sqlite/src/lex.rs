@@ -56,6 +56,23 @@ pub(crate) fn has_second_statement(sql: &str) -> bool {
     false
 }
 
+/// True when the first word of code in `sql` (after whitespace, comments and opening
+/// parentheses) is `word` (ASCII, any case).
+pub(crate) fn starts_with_keyword(sql: &str, word: &str) -> bool {
+    for (start, end) in code_spans(sql) {
+        let code = sql[start..end].trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if code.is_empty() {
+            continue;
+        }
+        let first = code
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or_default();
+        return first.eq_ignore_ascii_case(word);
+    }
+    false
+}
+
 /// True when `word` (ASCII, any case) appears as a whole word in the code of `sql`.
 pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
     code_spans(sql).into_iter().any(|(start, end)| {

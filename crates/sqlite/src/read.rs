@@ -77,6 +77,9 @@ struct ReadConnection {
     conn: Connection,
     limits: Arc<Mutex<RunLimits>>,
     refusal: Arc<Mutex<Option<SqliteError>>>,
+    /// The statement being prepared starts with EXPLAIN: it will describe, not run,
+    /// what follows, so a write there may be prepared.
+    explain: Arc<AtomicBool>,
 }
 
 /// What the progress handler checks while a read runs.
@@ -237,8 +240,13 @@ impl ReadConnection {
             .map_err(open_err)?;
         let refusal = Arc::new(Mutex::new(None));
         let said = Arc::clone(&refusal);
+        let explain = Arc::new(AtomicBool::new(false));
+        let explaining = Arc::clone(&explain);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
             match read_refusal(&ctx.action) {
+                Some(SqliteError::WriteInRead(_)) if explaining.load(Ordering::Relaxed) => {
+                    Authorization::Allow
+                }
                 None => Authorization::Allow,
                 Some(refusal) => {
                     *said.lock().unwrap_or_else(PoisonError::into_inner) = Some(refusal);
@@ -264,6 +272,7 @@ impl ReadConnection {
             conn,
             limits,
             refusal,
+            explain,
         })
     }
 
@@ -272,7 +281,11 @@ impl ReadConnection {
             return Err(SqliteError::Query("empty statement".into()));
         }
         *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        let mut stmt = self.conn.prepare(&statement.sql).map_err(|e| {
+        let explain = crate::lex::starts_with_keyword(&statement.sql, "EXPLAIN");
+        self.explain.store(explain, Ordering::Relaxed);
+        let prepared = self.conn.prepare(&statement.sql);
+        self.explain.store(false, Ordering::Relaxed);
+        let mut stmt = prepared.map_err(|e| {
             let refused = self
                 .refusal
                 .lock()
@@ -280,7 +293,13 @@ impl ReadConnection {
                 .take();
             refused.unwrap_or_else(|| read_error(e))
         })?;
-        if !stmt.readonly() {
+        // EXPLAIN describes its statement and runs none of it; anything else must be
+        // read-only by SQLite's own account.
+        let explained = stmt.is_explain() > 0;
+        if explain && !explained {
+            return Err(SqliteError::WriteInRead("a read may only read".into()));
+        }
+        if !explained && !stmt.readonly() {
             return Err(SqliteError::WriteInRead(
                 "the statement writes to a file".into(),
             ));

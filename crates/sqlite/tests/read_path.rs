@@ -117,12 +117,32 @@ async fn reads_may_inspect_the_schema() {
         "SELECT name FROM sqlite_schema WHERE type = 'table'",
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) SELECT sum(x) FROM c",
         "EXPLAIN QUERY PLAN SELECT * FROM t WHERE id = 1",
+        // Describing a write runs none of it.
+        "EXPLAIN QUERY PLAN DELETE FROM t WHERE name = 'x'",
+        "EXPLAIN INSERT INTO t (name) VALUES ('x')",
+        "/* plan */ EXPLAIN UPDATE t SET name = 'y'",
     ] {
         let rows = pool
             .query(&Statement::new(sql))
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert!(!rows.values.is_empty(), "{sql}");
+    }
+    let rows = pool
+        .query(&Statement::new("SELECT count(*) FROM t"))
+        .await
+        .expect("count");
+    assert_eq!(rows.values, vec![vec![sqlraft_sqlite::Value::Integer(0)]]);
+    for sql in [
+        "EXPLAIN BEGIN",
+        "EXPLAIN PRAGMA cache_size = 1",
+        "EXPLAIN ATTACH 'x' AS y",
+    ] {
+        let err = pool.query(&Statement::new(sql)).await.expect_err(sql);
+        assert!(
+            matches!(err, SqliteError::NotAllowedInRead(_)),
+            "{sql}: {err:?}"
+        );
     }
 }
 
