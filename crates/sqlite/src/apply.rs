@@ -1,5 +1,6 @@
 //! The write side: one connection that applies committed entries.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -78,6 +79,8 @@ pub struct StateMachine {
     clock: EntryClock,
     /// Latest entry time applied (Unix ms); entry times never go below it.
     time_ms: i64,
+    /// Tables holding a row at the largest rowid (data from before that was refused).
+    at_last_rowid: Mutex<HashSet<String>>,
     applied: u64,
 }
 
@@ -135,6 +138,10 @@ impl StateMachine {
             )
             .optional()
             .map_err(open_err)?;
+        let at_last_rowid = crate::schema::tables_at_last_rowid(&conn)
+            .map_err(open_err)?
+            .into_iter()
+            .collect();
         Ok(StateMachine {
             path: path.to_path_buf(),
             conn,
@@ -142,6 +149,7 @@ impl StateMachine {
             rng,
             clock,
             time_ms: time_ms.unwrap_or(0),
+            at_last_rowid: Mutex::new(at_last_rowid),
             applied,
         })
     }
@@ -201,6 +209,7 @@ impl StateMachine {
             clock: &self.clock,
             time_ms: &mut self.time_ms,
             new_time_ms: None,
+            at_last_rowid: &self.at_last_rowid,
             applied: &mut self.applied,
             last_index: None,
         })
@@ -218,6 +227,7 @@ pub struct ApplyTxn<'a> {
     time_ms: &'a mut i64,
     /// The latest entry time of this batch, stored at commit.
     new_time_ms: Option<i64>,
+    at_last_rowid: &'a Mutex<HashSet<String>>,
     applied: &'a mut u64,
     pub(crate) last_index: Option<u64>,
 }
@@ -425,14 +435,16 @@ impl ApplyTxn<'_> {
         if statement.sql.trim().is_empty() {
             return Err(rusqlite::Error::InvalidQuery);
         }
-        let mut stmt = self.tx.prepare(&statement.sql)?;
+        let mut stmt = self.guard.preparing(|| self.tx.prepare(&statement.sql))?;
         bind(&mut stmt, &statement.params)?;
-        let inserted = self.guard.inserted_tables();
-        self.guard.own(|| self.check_rowid_room(&inserted))?;
+        self.guard.own(|| self.check_last_rowid_before())?;
         let before = self.tx.total_changes();
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
         drop(rows);
+        if self.guard.altered() {
+            self.guard.own(|| self.note_tables_at_last_rowid())?;
+        }
         // SQLite's changes() and last_insert_rowid() keep their values across
         // statements that change nothing (DDL, a SELECT) and over a connection's
         // lifetime; report them only for what this statement did, so that the result
@@ -449,42 +461,45 @@ impl ApplyTxn<'_> {
         })
     }
 
-    /// Fails when one of `tables` (inserted into) holds the largest rowid, after which
-    /// SQLite would choose rowids at random. Whether it does is part of the replicated
-    /// state, so the outcome is the same on every node.
-    fn check_rowid_room(&self, tables: &[String]) -> rusqlite::Result<()> {
-        for table in tables {
-            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-            // A column may take the name `rowid` (or `_rowid_`, `oid`): use one that
-            // still means the rowid. If a table shadows all three, only the check
-            // while statements run (a row written at the largest rowid) guards it.
-            let columns: Vec<String> = match self
-                .tx
-                .prepare_cached("SELECT lower(name) FROM pragma_table_xinfo(?1)")
-                .and_then(|mut s| s.query_map([table], |r| r.get(0))?.collect())
-            {
-                Ok(columns) => columns,
-                Err(_) => continue,
-            };
-            let Some(rowid) = ["_rowid_", "rowid", "oid"]
+    /// Refuses an insert into a table that already holds the largest rowid: data
+    /// written before that was refused ([`StateMachine::open`] finds those tables).
+    /// New rows at the largest rowid are refused while they are written (the update
+    /// hook), so no other table can come to hold one, and an insert pays no query.
+    fn check_last_rowid_before(&self) -> rusqlite::Result<()> {
+        let suspects: Vec<String> = {
+            let full = self
+                .at_last_rowid
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if full.is_empty() {
+                return Ok(());
+            }
+            self.guard
+                .inserted_tables()
                 .into_iter()
-                .find(|name| !columns.iter().any(|c| c == name))
-            else {
-                continue;
-            };
-            let sql = format!("SELECT max({rowid}) FROM {quoted}");
-            // WITHOUT ROWID tables, views and virtual tables have no rowid to run out of.
-            let Ok(mut stmt) = self.tx.prepare_cached(&sql) else {
-                continue;
-            };
-            let max: Option<i64> = stmt.query_row([], |r| r.get(0)).unwrap_or(None);
-            if max == Some(i64::MAX) {
+                .filter(|t| full.contains(t))
+                .collect()
+        };
+        for table in suspects {
+            if crate::schema::holds_last_rowid(&self.tx, &table)? {
                 return Err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
                     Some(last_rowid_refusal(&format!("table {table}"))),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// After an `ALTER TABLE` (a rename moves such a table under a new name): looks for
+    /// tables at the largest rowid again. Names are only ever added, so a rename that
+    /// is rolled back leaves the old name watched too.
+    fn note_tables_at_last_rowid(&self) -> rusqlite::Result<()> {
+        let found = crate::schema::tables_at_last_rowid(&self.tx)?;
+        self.at_last_rowid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(found);
         Ok(())
     }
 

@@ -24,6 +24,10 @@ pub(crate) struct Guard {
 struct GuardState {
     /// While false (sqlraft's own statements) everything is allowed.
     client_sql: bool,
+    /// The client statement itself is being prepared (triggers and views included).
+    /// The authorizer judges only that: statements SQLite's own modules prepare while
+    /// it runs (FTS5 reads `PRAGMA data_version`, writes its shadow tables) are theirs.
+    preparing: bool,
     /// Why the last refused action was refused.
     refusal: Option<String>,
     /// The table the client statement itself inserts into: set when its first
@@ -35,6 +39,8 @@ struct GuardState {
     last_insert: Option<i64>,
     /// Tables it inserts into, triggers included.
     inserted: Vec<String>,
+    /// It renames a table or adds a column (`ALTER TABLE`).
+    altered: bool,
     /// The client statement running now wrote a row with the largest rowid.
     wrote_last_rowid: bool,
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
@@ -109,12 +115,21 @@ impl Guard {
             s.wrote = false;
             s.last_insert = None;
             s.inserted.clear();
+            s.altered = false;
             s.wrote_last_rowid = false;
             s.calls = 0;
             s.over_budget = false;
         });
         let out = f();
         self.with(|s| s.client_sql = false);
+        out
+    }
+
+    /// Prepares the client statement: `f` runs with the authorizer judging it.
+    pub(crate) fn preparing<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.with(|s| s.preparing = true);
+        let out = f();
+        self.with(|s| s.preparing = false);
         out
     }
 
@@ -135,6 +150,12 @@ impl Guard {
         out
     }
 
+    /// Whether the last client statement alters a table (a rename moves a table's
+    /// name, an added column may shadow `rowid`).
+    pub(crate) fn altered(&self) -> bool {
+        self.with(|s| s.altered)
+    }
+
     /// Tables the last client statement inserts into.
     pub(crate) fn inserted_tables(&self) -> Vec<String> {
         self.with(|s| s.inserted.clone())
@@ -152,7 +173,7 @@ impl Guard {
 
     fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
         self.with(|state| {
-            if !state.client_sql {
+            if !state.client_sql || !state.preparing {
                 return Authorization::Allow;
             }
             if let AuthAction::Insert { table_name } = ctx.action {
@@ -163,6 +184,7 @@ impl Guard {
                     state.inserted.push(table_name.to_string());
                 }
             }
+            state.altered |= matches!(ctx.action, AuthAction::AlterTable { .. });
             state.wrote |= matches!(
                 ctx.action,
                 AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }
@@ -190,6 +212,16 @@ const NODE_LOCAL_TABLES: &[&str] = &["dbstat", "sqlite_dbpage", "sqlite_stmt"];
 fn refusal(action: &AuthAction<'_>) -> Option<String> {
     use AuthAction::*;
     match *action {
+        // A pragma's table-valued form (`pragma_data_version`, ...): it runs its PRAGMA
+        // only while the statement runs, when the authorizer no longer judges (that is
+        // for SQLite's own modules), so it is refused here, when it is read.
+        Read { table_name, .. }
+            if table_name.len() > 7 && table_name[..7].eq_ignore_ascii_case("pragma_") =>
+        {
+            Some(format!(
+                "{table_name} is not allowed: PRAGMA is not allowed"
+            ))
+        }
         Read { table_name, .. }
             if NODE_LOCAL_TABLES
                 .iter()

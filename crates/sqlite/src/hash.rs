@@ -72,15 +72,8 @@ pub fn content_hash(path: &Path) -> Result<ContentHash> {
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(failed)?;
     for (table, without_rowid) in &tables {
-        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-        // A column may take the rowid's names; use one that still means the rowid.
-        let columns: Vec<String> = conn
-            .prepare("SELECT lower(name) FROM pragma_table_xinfo(?1)")
-            .and_then(|mut s| s.query_map([table], |r| r.get(0))?.collect())
-            .map_err(failed)?;
-        let rowid = ["_rowid_", "rowid", "oid"]
-            .into_iter()
-            .find(|name| !columns.iter().any(|c| c == name));
+        let quoted = crate::schema::quote_ident(table);
+        let rowid = crate::schema::rowid_name(&conn, table).map_err(failed)?;
         let sql = match rowid {
             Some(rowid) if !*without_rowid => {
                 format!("SELECT {rowid}, * FROM {quoted} ORDER BY {rowid}")

@@ -38,6 +38,7 @@ mod hash;
 mod lex;
 mod read;
 mod registry;
+mod schema;
 mod types;
 
 pub use apply::{ApplyTxn, StateMachine};

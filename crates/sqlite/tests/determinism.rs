@@ -501,3 +501,40 @@ fn writes_cannot_read_the_file_layout() {
         vec![vec![Value::Integer(0)]]
     );
 }
+
+/// SQLite's own modules prepare statements while a client statement runs (FTS5 reads
+/// `PRAGMA data_version` and writes its shadow tables): the authorizer judges the
+/// client's statement, not theirs, so writes to an FTS5 table work after a restart,
+/// while the client itself still may not read that connection-local counter.
+#[test]
+fn fts5_writes_work_after_a_restart_and_client_pragmas_stay_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let created = apply_at(
+        &mut sm,
+        AT,
+        &["CREATE VIRTUAL TABLE docs USING fts5 (body)"],
+    );
+    assert!(created[0].error.is_none(), "{created:?}");
+    drop(sm);
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "INSERT INTO docs (body) VALUES ('ssh brute force')",
+            "CREATE TABLE v (n)",
+            "INSERT INTO v SELECT * FROM pragma_data_version",
+        ],
+    );
+    assert!(results[0].error.is_none(), "{results:?}");
+    let error = results[2].error.clone().unwrap_or_default();
+    assert!(error.contains("not allowed"), "{results:?}");
+    assert_eq!(
+        rows(
+            &dir.path().join("a.db"),
+            "SELECT count(*) FROM docs WHERE docs MATCH 'brute'"
+        ),
+        vec![vec![Value::Integer(1)]]
+    );
+}
