@@ -101,7 +101,7 @@ pub fn content_hash(path: &Path) -> Result<ContentHash> {
 
 /// One value, typed and length-prefixed so that no two different sequences of values
 /// feed the same bytes.
-fn feed(hasher: &mut Sha256, value: ValueRef<'_>) {
+pub(crate) fn feed(hasher: &mut Sha256, value: ValueRef<'_>) {
     match value {
         ValueRef::Null => hasher.update(b"n"),
         ValueRef::Integer(i) => {

@@ -33,7 +33,7 @@ pub struct ReadOptions {
     /// Rows one read may return; more is an error rather than unbounded memory.
     pub max_rows: usize,
     /// Bytes one read's result may cost, held in memory and written out as JSON
-    /// ([`crate::Rows::cost_bytes`]: about twice the text and blob lengths, plus a
+    /// ([`crate::Rows::json_cost`]: about twice the text and blob lengths, plus a
     /// few dozen bytes per value); more is an error. Also bounds the largest single
     /// value a read may build.
     pub max_result_bytes: usize,
@@ -334,7 +334,8 @@ impl ReadConnection {
             let mut out = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
                 let value = row.get_ref(i).map_err(read_error)?;
-                budget = budget.checked_sub(value_cost(&value)).ok_or_else(over)?;
+                let cost = crate::types::value_ref_cost(value, Default::default());
+                budget = budget.checked_sub(cost).ok_or_else(over)?;
                 out.push(to_value(value)?);
             }
             values.push(out);
@@ -422,16 +423,6 @@ const VALUE_FREE_PRAGMAS: &[&str] = &[
     "page_count",
     "freelist_count",
 ];
-
-/// [`Value::cost_bytes`] of the value this becomes, before it is built.
-fn value_cost(value: &ValueRef<'_>) -> usize {
-    const HELD: usize = std::mem::size_of::<Value>();
-    HELD + match value {
-        ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 24,
-        ValueRef::Text(t) => crate::types::text_cost(t),
-        ValueRef::Blob(b) => crate::types::blob_cost(b),
-    }
-}
 
 fn to_value(value: ValueRef<'_>) -> Result<Value> {
     Ok(match value {

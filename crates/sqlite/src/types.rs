@@ -146,16 +146,10 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// What the rows cost held in memory and written out as JSON, as the read byte
-    /// budget ([`crate::ReadOptions::max_result_bytes`]) counts it: the values, base64
-    /// for blobs, escapes for text, and each row's column names (as `associative`
-    /// writes them).
-    pub fn cost_bytes(&self) -> usize {
-        self.json_cost(JsonShape::default())
-    }
-
-    /// Like [`Rows::cost_bytes`], for a JSON form with blobs as arrays of numbers
-    /// and/or indented.
+    /// What the rows cost held in memory and written out as JSON in `shape`, as the
+    /// read byte budget ([`crate::ReadOptions::max_result_bytes`]) counts it: the
+    /// values, base64 (or arrays) for blobs, escapes for text, and each row's column
+    /// names (as `associative` writes them).
     pub fn json_cost(&self, shape: JsonShape) -> usize {
         let names = names_cost(&self.columns);
         let header: usize = names + self.types.iter().map(|t| t.len() + 4).sum::<usize>();
@@ -187,26 +181,40 @@ pub(crate) fn names_cost(columns: &[String]) -> usize {
 
 impl Value {
     /// What the value costs held in memory (a `Value` and what it owns) and as JSON
-    /// text (escapes, base64).
-    pub fn cost_bytes(&self) -> usize {
-        self.json_cost(JsonShape::default())
+    /// text in `shape` (escapes, base64 or arrays, indentation).
+    pub fn json_cost(&self, shape: JsonShape) -> usize {
+        value_ref_cost(self.as_value_ref(), shape)
     }
 
-    /// Like [`Value::cost_bytes`], for the given JSON form.
-    pub fn json_cost(&self, shape: JsonShape) -> usize {
-        const HELD: usize = std::mem::size_of::<Value>();
-        let indent = if shape.pretty { 16 } else { 0 };
-        HELD + indent
-            + match self {
-                Value::Null | Value::Integer(_) | Value::Real(_) => 24,
-                Value::Text(t) => text_cost(t.as_bytes()),
-                Value::Blob(b) if shape.blob_array => b.len() * (4 + indent) + 2,
-                Value::Blob(b) => blob_cost(b),
-            }
+    /// The value as SQLite's borrowed form.
+    pub(crate) fn as_value_ref(&self) -> rusqlite::types::ValueRef<'_> {
+        use rusqlite::types::ValueRef;
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }
     }
 }
 
-pub(crate) fn text_cost(t: &[u8]) -> usize {
+/// [`Value::json_cost`] of the value `value` is or becomes (reads count it before
+/// they build it).
+pub(crate) fn value_ref_cost(value: rusqlite::types::ValueRef<'_>, shape: JsonShape) -> usize {
+    use rusqlite::types::ValueRef;
+    const HELD: usize = std::mem::size_of::<Value>();
+    let indent = if shape.pretty { 16 } else { 0 };
+    HELD + indent
+        + match value {
+            ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+            ValueRef::Text(t) => text_cost(t),
+            ValueRef::Blob(b) if shape.blob_array => b.len() * (4 + indent) + 2,
+            ValueRef::Blob(b) => blob_cost(b),
+        }
+}
+
+fn text_cost(t: &[u8]) -> usize {
     let escaped = t
         .iter()
         .filter(|b| **b < 0x20 || **b == b'"' || **b == b'\\')
@@ -214,7 +222,7 @@ pub(crate) fn text_cost(t: &[u8]) -> usize {
     2 * t.len() + 5 * escaped + 2
 }
 
-pub(crate) fn blob_cost(b: &[u8]) -> usize {
+fn blob_cost(b: &[u8]) -> usize {
     b.len() + b.len().div_ceil(3) * 4 + 2
 }
 
