@@ -312,7 +312,7 @@ impl Node {
                 sqlraft_sqlite::MAX_REQUEST_ID_BYTES
             )));
         }
-        let mut wire = pb::WriteRequest::from(&request);
+        let mut wire = pb::WriteRequest::from(request);
         if wire.encoded_len() > limits.max_request_bytes {
             return Err(NodeError::Invalid(format!(
                 "request of {} bytes; at most {}",
@@ -325,7 +325,7 @@ impl Node {
             inner.check_running()?;
             let status = inner.shared.status();
             let attempt = if status.role == Role::Leader {
-                inner.propose(&wire, deadline).await
+                inner.propose(&mut wire, deadline).await
             } else if let Some(leader) = status.leader() {
                 // Forwarded writes carry a request id, so that this node can retry one
                 // whose outcome it did not hear without applying it twice.
@@ -541,18 +541,23 @@ impl Inner {
     /// Proposes on this node, which believes it is the leader.
     pub(crate) async fn propose(
         &self,
-        write: &pb::WriteRequest,
+        write: &mut pb::WriteRequest,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
         // The leader's clock, captured once: every node's SQLite sees this time.
-        let mut write = write.clone();
         write.at_unix_ms = crate::raft_loop::now_unix_ms();
+        // Encoded where it lies: the request is moved into the command and back, not
+        // copied (it may be megabytes, and the caller may retry with it).
         let command = pb::Command {
-            kind: Some(pb::command::Kind::Write(write)),
+            kind: Some(pb::command::Kind::Write(std::mem::take(write))),
         };
+        let encoded = command.encode_to_vec();
+        if let Some(pb::command::Kind::Write(taken)) = command.kind {
+            *write = taken;
+        }
         let (reply, outcome) = oneshot::channel();
         self.submit(Request::Propose {
-            command: command.encode_to_vec(),
+            command: encoded,
             reply,
         })?;
         let wait = deadline.saturating_duration_since(Instant::now());

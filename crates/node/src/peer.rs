@@ -56,11 +56,11 @@ impl Handler for PeerHandler {
                 Err(e) => forward_error(&e),
             };
         }
-        let Some(write) = request.request else {
+        let Some(mut write) = request.request else {
             return forward_error(&NodeError::Invalid("empty forward request".into()));
         };
         let deadline = Instant::now() + Duration::from_millis(node.config.limits.write_timeout_ms);
-        match node.propose(&write, deadline).await {
+        match node.propose(&mut write, deadline).await {
             Ok(outcome) => pb::ForwardResponse {
                 outcome: Some(pb::forward_response::Outcome::Response(pb::WriteResponse {
                     results: outcome.results.iter().map(Into::into).collect(),

@@ -645,24 +645,37 @@ fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> rusqlite::Result<O
 
 impl ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Value::Null => ValueRef::Null,
-            Value::Integer(i) => ValueRef::Integer(*i),
-            Value::Real(r) => ValueRef::Real(*r),
-            Value::Text(t) => ValueRef::Text(t.as_bytes()),
-            Value::Blob(b) => ValueRef::Blob(b),
-        }))
+        Ok(ToSqlOutput::Borrowed(self.as_value_ref()))
     }
 }
 
-/// What identifies a request's content for idempotency: its statements, parameters
-/// and mode, in their wire form.
+/// What identifies a request's content for idempotency: its mode, statements and
+/// parameters, hashed where they lie (no copy of a request that may be megabytes).
 fn request_digest(request: &WriteRequest) -> Vec<u8> {
-    use prost::Message as _;
     use sha2::{Digest, Sha256};
-    let mut wire = sqlraft_proto::v1::WriteRequest::from(request);
-    wire.request_id.clear();
-    Sha256::digest(wire.encode_to_vec()).to_vec()
+    let mut hasher = Sha256::new();
+    hasher.update([u8::from(request.transaction)]);
+    for statement in &request.statements {
+        crate::hash::feed(&mut hasher, ValueRef::Text(statement.sql.as_bytes()));
+        match &statement.params {
+            Params::None => hasher.update(b"-"),
+            Params::Positional(values) => {
+                hasher.update((values.len() as u64).to_le_bytes());
+                for value in values {
+                    crate::hash::feed(&mut hasher, value.as_value_ref());
+                }
+            }
+            Params::Named(values) => {
+                hasher.update(b"=");
+                hasher.update((values.len() as u64).to_le_bytes());
+                for (name, value) in values {
+                    crate::hash::feed(&mut hasher, ValueRef::Text(name.as_bytes()));
+                    crate::hash::feed(&mut hasher, value.as_value_ref());
+                }
+            }
+        }
+    }
+    hasher.finalize().to_vec()
 }
 
 fn encode_results(results: &[StatementResult]) -> Vec<u8> {

@@ -4,15 +4,15 @@ use sqlraft_proto::v1 as pb;
 
 use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
 
-impl From<&Value> for pb::Value {
-    fn from(v: &Value) -> Self {
+impl From<Value> for pb::Value {
+    fn from(v: Value) -> Self {
         use pb::value::Kind;
         let kind = match v {
             Value::Null => None,
-            Value::Integer(i) => Some(Kind::Integer(*i)),
-            Value::Real(r) => Some(Kind::Real(*r)),
-            Value::Text(t) => Some(Kind::Text(t.clone())),
-            Value::Blob(b) => Some(Kind::Blob(b.clone())),
+            Value::Integer(i) => Some(Kind::Integer(i)),
+            Value::Real(r) => Some(Kind::Real(r)),
+            Value::Text(t) => Some(Kind::Text(t)),
+            Value::Blob(b) => Some(Kind::Blob(b)),
         };
         pb::Value { kind }
     }
@@ -31,24 +31,26 @@ impl From<pb::Value> for Value {
     }
 }
 
-impl From<&Statement> for pb::Statement {
-    fn from(s: &Statement) -> Self {
-        let (params, named_params) = match &s.params {
+impl From<Statement> for pb::Statement {
+    fn from(s: Statement) -> Self {
+        let (params, named_params) = match s.params {
             Params::None => (Vec::new(), Vec::new()),
-            Params::Positional(values) => (values.iter().map(Into::into).collect(), Vec::new()),
+            Params::Positional(values) => {
+                (values.into_iter().map(Into::into).collect(), Vec::new())
+            }
             Params::Named(named) => (
                 Vec::new(),
                 named
-                    .iter()
+                    .into_iter()
                     .map(|(name, value)| pb::NamedValue {
-                        name: name.clone(),
+                        name,
                         value: Some(value.into()),
                     })
                     .collect(),
             ),
         };
         pb::Statement {
-            sql: s.sql.clone(),
+            sql: s.sql,
             params,
             named_params,
         }
@@ -73,13 +75,13 @@ impl From<pb::Statement> for Statement {
     }
 }
 
-impl From<&WriteRequest> for pb::WriteRequest {
-    fn from(r: &WriteRequest) -> Self {
+impl From<WriteRequest> for pb::WriteRequest {
+    fn from(r: WriteRequest) -> Self {
         pb::WriteRequest {
-            statements: r.statements.iter().map(Into::into).collect(),
+            statements: r.statements.into_iter().map(Into::into).collect(),
             transaction: r.transaction,
             at_unix_ms: 0,
-            request_id: r.request_id.clone().unwrap_or_default(),
+            request_id: r.request_id.unwrap_or_default(),
         }
     }
 }
