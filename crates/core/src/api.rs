@@ -488,31 +488,23 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         match self.node.query(statement, consistency).await {
-            Ok(rows)
-                if *spent + rows.json_cost(flags.json_shape()) > self.options.max_result_bytes =>
-            {
-                Ok((
-                    ResultItem::Error(format!(
+            Ok(rows) => {
+                let cost = rows.json_cost(flags.json_shape());
+                if *spent + cost > self.options.max_result_bytes {
+                    let message = format!(
                         "the results of this request are larger than {} bytes: split it, or select fewer rows",
                         self.options.max_result_bytes
-                    )),
-                    false,
-                ))
+                    );
+                    return Ok((ResultItem::Error(message), false));
+                }
+                *spent += cost;
+                let shape = Shape {
+                    associative: flags.associative,
+                    blob_array: flags.blob_array,
+                };
+                let time = flags.timings.then(|| started.elapsed().as_secs_f64());
+                Ok((ResultItem::Rows { rows, shape, time }, false))
             }
-            Ok(rows) => Ok((
-                ResultItem::Rows {
-                    rows: {
-                        *spent += rows.json_cost(flags.json_shape());
-                        rows
-                    },
-                    shape: Shape {
-                        associative: flags.associative,
-                        blob_array: flags.blob_array,
-                    },
-                    time: flags.timings.then(|| started.elapsed().as_secs_f64()),
-                },
-                false,
-            )),
             // Every read connection is busy: the node is overloaded, retry later.
             Err(NodeError::Query(e @ SqliteError::PoolUnavailable(_))) => Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
