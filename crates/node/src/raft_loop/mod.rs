@@ -518,31 +518,8 @@ impl RaftLoop {
     /// have been replaced here.
     fn drop_replaced_proposals(&mut self) {
         let log = &self.raw.raft.raft_log;
-        let replaced = |index: u64, term: u64| log.term(index).is_ok_and(|t| t != term);
-        let writes: Vec<u64> = self
-            .pending_writes
-            .iter()
-            .filter(|(index, p)| replaced(**index, p.term))
-            .map(|(index, _)| *index)
-            .collect();
-        let admin: Vec<u64> = self
-            .pending_admin
-            .iter()
-            .filter(|(index, p)| replaced(**index, p.term))
-            .map(|(index, _)| *index)
-            .collect();
-        drop_all(
-            writes
-                .iter()
-                .filter_map(|i| self.pending_writes.remove(i))
-                .collect(),
-        );
-        drop_all(
-            admin
-                .iter()
-                .filter_map(|i| self.pending_admin.remove(i))
-                .collect(),
-        );
+        drop_all(take_replaced(&mut self.pending_writes, log));
+        drop_all(take_replaced(&mut self.pending_admin, log));
     }
 
     fn read_context(&self, id: u64) -> Vec<u8> {
@@ -690,6 +667,22 @@ fn settle<P: HasTerm>(
         }
     }
     (matched, dropped)
+}
+
+/// Takes the waiters whose entries the log no longer holds at their index and term.
+fn take_replaced<T>(
+    pending: &mut BTreeMap<u64, Pending<T>>,
+    log: &raft::RaftLog<LogStore>,
+) -> Vec<Pending<T>> {
+    let replaced: Vec<u64> = pending
+        .iter()
+        .filter(|(index, p)| log.term(**index).is_ok_and(|t| t != p.term))
+        .map(|(index, _)| *index)
+        .collect();
+    replaced
+        .iter()
+        .filter_map(|index| pending.remove(index))
+        .collect()
 }
 
 fn drop_all<T>(dropped: Vec<Pending<T>>) {
