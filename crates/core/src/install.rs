@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid, User};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::SignalKind;
+
+use crate::run::watch_signal;
 
 use crate::cli::{RunArgs, RunConfig};
 use crate::error::CoreError;
@@ -646,13 +648,10 @@ async fn supervise_locked(config: &RunConfig, paths: &SupervisedPaths) -> Result
         std::fs::write(path, format!("{pid}\n")).map_err(|e| io_err("write", path, e))
     };
     write_pid(&paths.supervisor_pid, std::process::id())?;
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
+    let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
     // A hang-up of a terminal the installer ran in must not stop the service.
-    let mut sighup = signal(SignalKind::hangup())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGHUP: {e}")))?;
+    let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
     let exe = std::env::current_exe()
         .map_err(|e| CoreError::Io(format!("cannot find this program's path: {e}")))?;
     let args = service_args(config);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlraft::{FIRST_SERVICE_ID, Node, NodeConfig};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
@@ -66,15 +66,18 @@ pub fn check_first_start(config: &RunConfig) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Starts receiving signal `kind` (`name` for the error message).
+pub(crate) fn watch_signal(kind: SignalKind, name: &str) -> Result<Signal, CoreError> {
+    signal(kind).map_err(|e| CoreError::Io(format!("cannot watch {name}: {e}")))
+}
+
 /// Runs the service until a signal (Ok) or a fatal error (Err).
 pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
     let dir = config.dir();
     init_logging(&config)?;
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
+    let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
 
     let http = TcpListener::bind(config.http)
         .await

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sqlraft::FIRST_SERVICE_ID;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::SignalKind;
+
+use crate::run::watch_signal;
 use tokio::sync::mpsc;
 
 use self::node::{Children, DemoNode, POLL, READY_TIMEOUT, State};
@@ -50,12 +52,9 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
             args.nodes
         )));
     }
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGTERM: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGINT: {e}")))?;
-    let mut sighup = signal(SignalKind::hangup())
-        .map_err(|e| CoreError::Io(format!("cannot watch SIGHUP: {e}")))?;
+    let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
+    let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
     let temp;
     let root: PathBuf = match &args.root {
         Some(root) => {
