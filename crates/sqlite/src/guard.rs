@@ -189,7 +189,10 @@ impl Guard {
                 ctx.action,
                 AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }
             );
-            match refusal(&ctx.action) {
+            let in_temp = ctx
+                .database_name
+                .is_some_and(|db| db.eq_ignore_ascii_case("temp"));
+            match temp_refusal(&ctx.action, in_temp).or_else(|| refusal(&ctx.action)) {
                 None => Authorization::Allow,
                 Some(reason) => {
                     state.refusal = Some(reason);
@@ -198,6 +201,24 @@ impl Guard {
             }
         })
     }
+}
+
+/// Objects in the `temp` schema live on one node's connection only, however they are
+/// named (`CREATE TEMP TABLE`, or `CREATE TABLE temp.x`, which SQLite reports as an
+/// ordinary create in database `temp`): a temporary trigger on a replicated table
+/// would make the nodes diverge after a restart.
+fn temp_refusal(action: &AuthAction<'_>, in_temp: bool) -> Option<String> {
+    use AuthAction::*;
+    let temporary = matches!(
+        action,
+        CreateTempIndex { .. }
+            | CreateTempTable { .. }
+            | CreateTempTrigger { .. }
+            | CreateTempView { .. }
+    );
+    let reads = matches!(action, Read { .. } | Select | Function { .. } | Recursive);
+    (temporary || (in_temp && !reads))
+        .then(|| "temporary objects are not allowed: they would exist on one node only".into())
 }
 
 fn internal(name: &str) -> bool {
@@ -238,12 +259,6 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         ),
         Attach { .. } | Detach { .. } => Some("ATTACH and DETACH are not allowed".into()),
         Pragma { pragma_name, .. } => Some(format!("PRAGMA {pragma_name} is not allowed")),
-        CreateTempIndex { .. }
-        | CreateTempTable { .. }
-        | CreateTempTrigger { .. }
-        | CreateTempView { .. } => {
-            Some("temporary objects are not allowed: they would exist on one node only".into())
-        }
         Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
             Some("load_extension is not allowed".into())
         }

@@ -538,3 +538,58 @@ fn fts5_writes_work_after_a_restart_and_client_pragmas_stay_refused() {
         vec![vec![Value::Integer(1)]]
     );
 }
+
+/// Objects in the `temp` schema exist on one node's connection only and vanish with a
+/// restart: refused however they are named, not only with the TEMP keyword.
+#[test]
+fn temporary_objects_are_refused_however_they_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE acct (id INTEGER PRIMARY KEY, v)",
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY, x)",
+            "CREATE TRIGGER temp.aud AFTER INSERT ON main.acct BEGIN INSERT INTO audit (x) VALUES (new.v); END",
+            "CREATE TABLE temp.x (a)",
+            "CREATE TABLE \"temp\".acct (a)",
+            "CREATE VIEW TEMP.w AS SELECT 1",
+            "CREATE TEMP TABLE y (a)",
+            "INSERT INTO acct (v) VALUES (3)",
+        ],
+    );
+    for (i, result) in results.iter().enumerate().take(7).skip(2) {
+        let error = result.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("temporary objects"),
+            "statement {i}: {result:?}"
+        );
+    }
+    assert!(results[7].error.is_none(), "{:?}", results[7]);
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM audit"),
+        vec![vec![Value::Integer(0)]]
+    );
+}
+
+/// Virtual table modules run their own statements while the client's statement runs
+/// (R-tree reads `PRAGMA page_size` when created): they are not judged as client SQL.
+#[test]
+fn rtree_tables_can_be_created_and_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE VIRTUAL TABLE rt USING rtree (id, a, b)",
+            "INSERT INTO rt VALUES (1, 0.5, 2.5)",
+        ],
+    );
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT id FROM rt WHERE a <= 1"),
+        vec![vec![Value::Integer(1)]]
+    );
+}
