@@ -77,9 +77,19 @@ struct ReadConnection {
     conn: Connection,
     limits: Arc<Mutex<RunLimits>>,
     refusal: Arc<Mutex<Option<SqliteError>>>,
-    /// The statement being prepared starts with EXPLAIN: it will describe, not run,
-    /// what follows, so a write there may be prepared.
-    explain: Arc<AtomicBool>,
+    judging: Arc<Judging>,
+}
+
+/// What the authorizer judges. Only the client's statement as it is prepared:
+/// statements SQLite's own modules prepare while it runs (FTS5 reads its shadow
+/// tables and `PRAGMA data_version`) are theirs.
+#[derive(Default)]
+struct Judging {
+    /// The client's statement is being prepared.
+    preparing: AtomicBool,
+    /// It starts with EXPLAIN: it will describe, not run, what follows, so a write
+    /// there may be prepared.
+    explain: AtomicBool,
 }
 
 /// What the progress handler checks while a read runs.
@@ -240,11 +250,14 @@ impl ReadConnection {
             .map_err(open_err)?;
         let refusal = Arc::new(Mutex::new(None));
         let said = Arc::clone(&refusal);
-        let explain = Arc::new(AtomicBool::new(false));
-        let explaining = Arc::clone(&explain);
+        let judging = Arc::new(Judging::default());
+        let judge = Arc::clone(&judging);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if !judge.preparing.load(Ordering::Relaxed) {
+                return Authorization::Allow;
+            }
             match read_refusal(&ctx.action) {
-                Some(SqliteError::WriteInRead(_)) if explaining.load(Ordering::Relaxed) => {
+                Some(SqliteError::WriteInRead(_)) if judge.explain.load(Ordering::Relaxed) => {
                     Authorization::Allow
                 }
                 None => Authorization::Allow,
@@ -272,7 +285,7 @@ impl ReadConnection {
             conn,
             limits,
             refusal,
-            explain,
+            judging,
         })
     }
 
@@ -282,9 +295,10 @@ impl ReadConnection {
         }
         *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let explain = crate::lex::starts_with_keyword(&statement.sql, "EXPLAIN");
-        self.explain.store(explain, Ordering::Relaxed);
+        self.judging.explain.store(explain, Ordering::Relaxed);
+        self.judging.preparing.store(true, Ordering::Relaxed);
         let prepared = self.conn.prepare(&statement.sql);
-        self.explain.store(false, Ordering::Relaxed);
+        self.judging.preparing.store(false, Ordering::Relaxed);
         let mut stmt = prepared.map_err(|e| {
             let refused = self
                 .refusal
@@ -355,6 +369,20 @@ fn read_refusal(action: &AuthAction<'_>) -> Option<SqliteError> {
     use AuthAction::*;
     let not_allowed = |reason: String| Some(SqliteError::NotAllowedInRead(reason));
     match *action {
+        // A pragma's table-valued form runs its PRAGMA only while the statement runs,
+        // unjudged, with whatever arguments it was given: only the introspection ones.
+        Read { table_name, .. }
+            if table_name.len() > 7 && table_name[..7].eq_ignore_ascii_case("pragma_") =>
+        {
+            let name = table_name[7..].to_ascii_lowercase();
+            if INTROSPECTION_PRAGMAS.contains(&name.as_str()) {
+                None
+            } else {
+                not_allowed(format!(
+                    "{table_name} is not allowed in a read: reads may only read"
+                ))
+            }
+        }
         Select | Read { .. } | Recursive => None,
         Function { function_name } => {
             if function_name.eq_ignore_ascii_case("load_extension") {

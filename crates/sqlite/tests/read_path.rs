@@ -189,3 +189,48 @@ async fn reads_are_bounded_in_bytes() {
         .expect("a small result");
     assert_eq!(rows.values.len(), 10);
 }
+
+/// SQLite's modules run statements of their own while a read runs (FTS5 reads its
+/// shadow tables and `PRAGMA data_version`): a read of an FTS5 table works, while a
+/// client's own pragma in its table-valued form is still judged.
+#[tokio::test]
+async fn full_text_tables_can_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(
+        &mut sm,
+        &[
+            "CREATE VIRTUAL TABLE docs USING fts5 (title, body)",
+            "INSERT INTO docs VALUES ('alert', 'ssh brute force from 10.0.0.1')",
+        ],
+    );
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    for sql in [
+        "SELECT title FROM docs WHERE docs MATCH 'brute'",
+        "SELECT highlight(docs, 1, '[', ']') FROM docs WHERE docs MATCH 'ssh'",
+        "SELECT * FROM docs",
+        "SELECT name FROM pragma_table_info('docs')",
+    ] {
+        let rows = pool
+            .query(&Statement::new(sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            rows.values.len(),
+            1 + usize::from(sql.contains("pragma")),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "SELECT * FROM pragma_data_version",
+        "SELECT * FROM pragma_foreign_keys(1)",
+    ] {
+        let err = pool.query(&Statement::new(sql)).await.expect_err(sql);
+        assert!(
+            matches!(err, SqliteError::NotAllowedInRead(_)),
+            "{sql}: {err:?}"
+        );
+    }
+}
