@@ -34,8 +34,8 @@ pub struct ReadOptions {
     pub max_rows: usize,
     /// Bytes one read's result may cost, held in memory and written out as JSON
     /// ([`crate::Rows::json_cost`]: about twice the text and blob lengths, plus a
-    /// few dozen bytes per value); more is an error. Also bounds the largest single
-    /// value a read may build.
+    /// few dozen bytes per value); more is an error. A read builds no single value
+    /// larger than this, nor than [`crate::MAX_VALUE_BYTES`].
     pub max_result_bytes: usize,
     /// How long a read waits for a free connection.
     pub acquire_timeout_ms: u64,
@@ -244,8 +244,10 @@ impl ReadConnection {
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
-        // No single string or blob larger than a whole result may be built.
-        let longest = i32::try_from(options.max_result_bytes).unwrap_or(i32::MAX);
+        // No single string or blob larger than a whole result, or than any value a
+        // write may store, is built.
+        let longest =
+            i32::try_from(options.max_result_bytes.min(crate::MAX_VALUE_BYTES)).unwrap_or(i32::MAX);
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, longest.max(1024))
             .map_err(open_err)?;
         let refusal = Arc::new(Mutex::new(None));

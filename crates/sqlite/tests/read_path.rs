@@ -234,3 +234,32 @@ async fn full_text_tables_can_be_read() {
         );
     }
 }
+
+/// A read builds no value larger than any a write may store, whatever its byte budget:
+/// sorting a few dozen 60 MB values held gigabytes.
+#[tokio::test]
+async fn reads_build_no_value_larger_than_a_stored_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    let too_big = format!(
+        "SELECT length(randomblob({}))",
+        sqlraft_sqlite::MAX_VALUE_BYTES + 1
+    );
+    let err = pool
+        .query(&Statement::new(too_big))
+        .await
+        .expect_err("a value larger than a write may store");
+    assert!(err.to_string().contains("too big"), "{err}");
+    let fits = format!(
+        "SELECT length(randomblob({}))",
+        sqlraft_sqlite::MAX_VALUE_BYTES / 2
+    );
+    let rows = pool
+        .query(&Statement::new(fits))
+        .await
+        .expect("a value that fits");
+    assert_eq!(rows.values.len(), 1);
+}
