@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{NodeError, Result};
+use crate::error::{Fatal, Result};
 
 pub(crate) const IDENTITY_FILE: &str = "identity";
 
@@ -20,13 +20,10 @@ pub(crate) fn load(raft_dir: &Path) -> Result<Option<Identity>> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(NodeError::Fatal(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
+            return Err(Fatal::io(format!("cannot read {}", path.display()), e));
         }
     };
-    let bad = || NodeError::Fatal(format!("{} is damaged", path.display()));
+    let bad = || Fatal::corrupt(format!("{} is damaged", path.display()));
     let mut service_id = None;
     let mut raft_id = None;
     for line in text.lines() {
@@ -57,9 +54,7 @@ pub(crate) fn store(raft_dir: &Path, identity: &Identity) -> Result<()> {
 /// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new
 /// one, never a mix: temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| {
-        NodeError::Fatal(format!("cannot write {name} in {}: {e}", dir.display()))
-    };
+    let io = |e: std::io::Error| Fatal::io(format!("cannot write {name} in {}", dir.display()), e);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = fs::File::create(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;

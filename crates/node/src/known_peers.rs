@@ -21,7 +21,7 @@ use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
 use sqlraft_sqlite::Member;
 
-use crate::error::{NodeError, Result};
+use crate::error::{Fatal, Result};
 
 const KNOWN_PEERS_FILE: &str = "peers";
 /// Bytes of log entries read at once while scanning the tail.
@@ -68,7 +68,7 @@ pub(crate) fn store(raft_dir: &Path, members: &[Member]) -> Result<()> {
 /// Members added by the conf changes of the log after `applied` (their record travels
 /// in the change's context), in log order.
 pub(crate) fn from_log_tail(log: &LogStore, applied: u64) -> Result<Vec<Member>> {
-    let failed = |e: raft::Error| NodeError::Fatal(format!("cannot read the raft log: {e}"));
+    let failed = |e: raft::Error| Fatal::raft("cannot read the raft log", e);
     let last = log.last_index().map_err(failed)?;
     let mut members = Vec::new();
     let mut next = applied.max(log.first_index().map_err(failed)?.saturating_sub(1)) + 1;

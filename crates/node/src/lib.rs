@@ -2,25 +2,41 @@
 #![deny(missing_docs)]
 
 mod config;
+mod consistency;
 mod error;
+mod forward;
+mod handle;
 mod identity;
 mod known_peers;
 mod logger;
 mod membership;
 mod node;
+mod params;
 mod peer;
 mod raft_loop;
 mod startup;
 mod status;
+mod watchdog;
+mod write;
 
 pub use config::{Admission, Limits, NodeConfig, RaftTimings};
-pub use error::{NodeError, Result};
-pub use node::{Consistency, FIRST_SERVICE_ID, Node, WriteOutcome};
+pub use consistency::Consistency;
+pub use error::{ErrorKind, Fatal, NodeError, Result};
+pub use node::{Leadership, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    ContentHash, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES, Member, Params,
-    ReadOptions, Rows, Service, ServiceState, SqliteError, Statement, StatementResult, UtcTime,
-    Value, WriteRequest,
+    ContentHash, FIRST_SERVICE_ID, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES,
+    Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError, Statement,
+    StatementResult, UtcTime, Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
 pub use status::{MemberStatus, Role, Status};
+pub use write::WriteOutcome;
+
+/// The SQL libraries this crate is built with, so that an embedding service uses the
+/// same versions (one SQLite links into a binary): `sqlx` for typed queries on
+/// [`Node::read_pool`], `rusqlite` for what sqlx does not offer.
+pub mod sql {
+    pub use rusqlite;
+    pub use sqlx;
+}

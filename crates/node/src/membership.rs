@@ -1,5 +1,6 @@
 //! When the leader promotes learners: only so that the number of voters stays odd.
 
+use crate::error::{NodeError, Result};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 
 /// What the leader knows when it considers a promotion.
@@ -86,6 +87,37 @@ pub(crate) fn add_learner(id: u64, context: Vec<u8>) -> ConfChangeV2 {
         }],
         context,
     }
+}
+
+/// A service's address must be `host:port`, its host the service's FQDN (or an IP
+/// address given as both).
+pub(crate) fn check_service_address(fqdn: &str, raft_addr: &str) -> Result<()> {
+    let invalid = |m: String| NodeError::Invalid(m);
+    if fqdn.is_empty()
+        || fqdn.len() > 253
+        || fqdn
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+    {
+        return Err(invalid(format!("{fqdn:?} is not a host name")));
+    }
+    let Some((host, port)) = raft_addr.rsplit_once(':') else {
+        return Err(invalid(format!("raft address {raft_addr:?} has no port")));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => {
+            return Err(invalid(format!(
+                "raft address {raft_addr:?}: port must be 1-65535"
+            )));
+        }
+    }
+    if host != fqdn {
+        return Err(invalid(format!(
+            "raft address {raft_addr:?} does not name host {fqdn}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -363,8 +363,13 @@ async fn a_node_whose_disk_fills_stops_and_the_others_go_on() {
     cluster
         .wait("the full node stops", |c| c.node(full).failure().is_some())
         .await;
-    let failure = cluster.node(full).failure().unwrap_or_default();
-    assert!(failure.contains("full"), "{failure}");
+    let failure = cluster.node(full).failure().expect("a failure");
+    // Typed: the disk error is the storage's (log or database), its source kept.
+    assert!(
+        matches!(&*failure, sqlraft::Fatal::Log(_) | sqlraft::Fatal::State(_)),
+        "{failure:?}"
+    );
+    assert!(failure.to_string().contains("full"), "{failure}");
     let others: Vec<usize> = (0..3).filter(|i| *i != full).collect();
     let outcome = write_ok(cluster.node(leader), "INSERT INTO blobs VALUES (x'00')").await;
     cluster

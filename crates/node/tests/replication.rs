@@ -218,7 +218,7 @@ async fn a_runaway_statement_fails_alone_and_the_cluster_goes_on() {
             "node {}",
             node.raft_id()
         );
-        assert_eq!(node.failure(), None);
+        assert!(node.failure().is_none());
     }
     cluster.shutdown().await;
 }
@@ -292,7 +292,7 @@ async fn a_burst_of_large_writes_is_spread_over_log_writes_within_their_limit() 
     // Before the turn budget, the first turn's log write exceeded the log's limit and
     // the leader stopped with a fatal error.
     for node in cluster.live() {
-        assert_eq!(node.failure(), None, "a node stopped");
+        assert!(node.failure().is_none(), "a node stopped");
     }
     for (n, outcome) in outcomes.iter().enumerate() {
         if outcome.is_ok() {

@@ -60,6 +60,9 @@ pub enum SqliteError {
         /// The limit.
         limit: usize,
     },
+    /// A backup could not be written.
+    #[error("backup failed: {0}")]
+    Backup(String),
     /// A connection from the read pool could not be had.
     #[error("read pool unavailable: {0}")]
     PoolUnavailable(String),

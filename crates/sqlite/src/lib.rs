@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod backup;
 mod clock;
 pub mod codec;
 mod error;
@@ -43,6 +44,7 @@ mod types;
 
 pub use apply::{ApplyTxn, StateMachine};
 pub use apply::{IDEMPOTENCY_WINDOW_ENTRIES, MAX_VALUE_BYTES, WriteApplied};
+pub use backup::backup;
 pub use clock::UtcTime;
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;

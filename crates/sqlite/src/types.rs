@@ -42,6 +42,51 @@ impl From<Vec<u8>> for Value {
         Value::Blob(v)
     }
 }
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Blob(v.to_vec())
+    }
+}
+impl<const N: usize> From<[u8; N]> for Value {
+    fn from(v: [u8; N]) -> Self {
+        Value::Blob(v.to_vec())
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<bool> for Value {
+    /// SQLite has no boolean type: `true` is 1, `false` is 0.
+    fn from(v: bool) -> Self {
+        Value::Integer(i64::from(v))
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Real(f64::from(v))
+    }
+}
+macro_rules! integer_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::Integer(i64::from(v))
+            }
+        }
+    )*};
+}
+integer_from!(i8, i16, i32, u8, u16, u32);
+
+impl TryFrom<u64> for Value {
+    type Error = std::num::TryFromIntError;
+    /// SQLite integers are signed 64-bit: values above `i64::MAX` do not fit.
+    fn try_from(v: u64) -> Result<Self, Self::Error> {
+        i64::try_from(v).map(Value::Integer)
+    }
+}
+
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Self {
         v.map_or(Value::Null, Into::into)
@@ -84,6 +129,15 @@ impl Statement {
         Statement {
             sql: sql.into(),
             params: Params::Positional(params),
+        }
+    }
+
+    /// A statement with named parameters (`:name`, `@name`, `$name`; a name given
+    /// without its prefix matches any of them).
+    pub fn with_named(sql: impl Into<String>, params: Vec<(String, Value)>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params: Params::Named(params),
         }
     }
 }

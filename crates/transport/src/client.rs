@@ -129,6 +129,11 @@ struct Inner {
     peers: Mutex<HashMap<u64, Peer>>,
     channels: Mutex<HashMap<String, Channel>>,
     blocked: Arc<RwLock<HashSet<u64>>>,
+    /// Test faults per peer (loss, delay); partitions are in `blocked`.
+    #[cfg(feature = "testing")]
+    faults: RwLock<HashMap<u64, crate::LinkFault>>,
+    #[cfg(feature = "testing")]
+    dice: std::sync::atomic::AtomicU64,
     events: mpsc::Sender<PeerEvent>,
     /// This node, named in every batch sent.
     local: Arc<RwLock<Option<pb::Member>>>,
@@ -152,6 +157,10 @@ impl Transport {
                 peers: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 blocked: Arc::new(RwLock::new(HashSet::new())),
+                #[cfg(feature = "testing")]
+                faults: RwLock::new(HashMap::new()),
+                #[cfg(feature = "testing")]
+                dice: std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15),
                 events,
                 local: Arc::new(RwLock::new(None)),
                 runtime: tokio::runtime::Handle::current(),
@@ -272,6 +281,10 @@ impl Transport {
             } else {
                 &peer.entries
             };
+            #[cfg(feature = "testing")]
+            let Some(bytes) = self.inject_fault(message.to, &lane.queue, bytes) else {
+                continue;
+            };
             if lane.queue.try_send(bytes).is_err() {
                 tracing::debug!(to = message.to, "peer queue full, dropping message");
                 let _ = self
@@ -334,24 +347,88 @@ impl Transport {
             .map_err(|status| status_error(addr, status))
     }
 
-    /// The set of blocked peers, shared with [`crate::serve`] so that messages from
-    /// them are dropped on arrival too.
+    /// The peers cut off from this node, shared with [`crate::serve`] so that messages
+    /// from them are dropped on arrival too. Always empty unless the `testing`
+    /// feature's [`Transport::set_link_fault`] partitions a link.
     pub fn blocked_set(&self) -> Arc<RwLock<HashSet<u64>>> {
         Arc::clone(&self.inner.blocked)
     }
 
-    /// Drops all traffic to and from `peer` on this node (tests: partitions).
-    pub fn block(&self, peer: u64) {
+    /// Test hook: sets the fault on the link to `peer` as this node sees it
+    /// ([`LinkFault::default`] heals it). A partition also drops what arrives from
+    /// the peer.
+    #[cfg(feature = "testing")]
+    pub fn set_link_fault(&self, peer: u64, fault: crate::LinkFault) {
         if let Ok(mut b) = self.inner.blocked.write() {
-            b.insert(peer);
+            if fault.partitioned {
+                b.insert(peer);
+            } else {
+                b.remove(&peer);
+            }
+        }
+        let mut faults = self
+            .inner
+            .faults
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if fault == crate::LinkFault::default() {
+            faults.remove(&peer);
+        } else {
+            faults.insert(peer, fault);
         }
     }
 
-    /// Undoes [`Transport::block`].
+    /// Test hook: drops all traffic to and from `peer` on this node (a partition).
+    #[cfg(feature = "testing")]
+    pub fn block(&self, peer: u64) {
+        self.set_link_fault(peer, crate::LinkFault::partition());
+    }
+
+    /// Test hook: heals every fault on the link to `peer`.
+    #[cfg(feature = "testing")]
     pub fn unblock(&self, peer: u64) {
-        if let Ok(mut b) = self.inner.blocked.write() {
-            b.remove(&peer);
+        self.set_link_fault(peer, crate::LinkFault::default());
+    }
+
+    /// Applies the test fault of the link to `to`: the message is lost, held back (and
+    /// queued later, out of order with what follows), or handed back to be queued now.
+    #[cfg(feature = "testing")]
+    fn inject_fault(&self, to: u64, queue: &mpsc::Sender<Bytes>, bytes: Bytes) -> Option<Bytes> {
+        let Some(fault) = self
+            .inner
+            .faults
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&to)
+            .copied()
+        else {
+            return Some(bytes);
+        };
+        if fault.drop_rate > 0.0 && self.roll() < fault.drop_rate {
+            return None;
         }
+        if fault.delay_ms > 0 {
+            let queue = queue.clone();
+            let delay = Duration::from_millis(fault.delay_ms);
+            self.inner.runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = queue.try_send(bytes);
+            });
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// A number in [0, 1) from a shared xorshift generator (test faults only).
+    #[cfg(feature = "testing")]
+    fn roll(&self) -> f64 {
+        use std::sync::atomic::Ordering;
+        let mut x = self.inner.dice.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.inner.dice.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn is_blocked(&self, peer: u64) -> bool {

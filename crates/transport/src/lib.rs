@@ -11,8 +11,9 @@
 //! Raft messages travel as opaque bytes: they are `eraftpb::Message`s encoded with the
 //! prost version raft-rs is built against (0.11), while tonic uses prost 0.14.
 //!
-//! For tests, [`Transport::block`] drops all traffic to and from a peer on this node,
-//! which is how partitions are made.
+//! For tests, the `testing` feature adds per-link faults (`Transport::set_link_fault`
+//! with a `LinkFault`: partition, loss, delay) and hooks that observe or break
+//! messages; none of it is in the API without the feature.
 #![deny(missing_docs)]
 
 mod client;
@@ -20,7 +21,12 @@ mod error;
 mod server;
 
 #[cfg(feature = "testing")]
+mod faults;
+
+#[cfg(feature = "testing")]
 pub use client::{ForwardFault, SendObserver};
 pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
+#[cfg(feature = "testing")]
+pub use faults::LinkFault;
 pub use server::{Handler, REMOVED, serve};

@@ -8,7 +8,7 @@ use sqlraft_proto::v1 as pb;
 use sqlraft_sqlite::{ApplyTxn, ServiceState, SqliteError, StatementResult, WriteRequest};
 
 use super::{EntryOutcome, RaftLoop};
-use crate::error::{NodeError, Result};
+use crate::error::{Fatal, NodeError, Result};
 
 impl RaftLoop {
     /// Applies committed entries in one SQLite transaction, then answers the waiting
@@ -36,9 +36,7 @@ impl RaftLoop {
         self.shared.applied.send_replace(last_index);
         self.shared
             .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .applied_index = last_index;
+            .send_modify(|status| status.applied_index = last_index);
         if conf_changed {
             self.reload_members()?;
         }
@@ -230,7 +228,7 @@ fn in_config(cs: &ConfState, id: u64) -> bool {
 
 fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2> {
     let fatal = |e: prost_011::DecodeError| {
-        NodeError::Fatal(format!(
+        Fatal::corrupt(format!(
             "undecodable conf change at index {}: {e}",
             entry.index
         ))
@@ -256,7 +254,7 @@ fn record_added_members(txn: &mut ApplyTxn<'_>, cc: &ConfChangeV2) -> Result<()>
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
         ) {
             let member = pb::Member::decode(cc.context.as_slice())
-                .map_err(|e| NodeError::Fatal(format!("undecodable member in conf change: {e}")))?;
+                .map_err(|e| Fatal::corrupt(format!("undecodable member in conf change: {e}")))?;
             if member.raft_id == change.node_id {
                 txn.put_member(&member.into())?;
             }

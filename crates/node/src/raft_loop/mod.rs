@@ -35,7 +35,7 @@ use sqlraft_transport::{PeerEvent, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Admission, Limits, RaftTimings};
-use crate::error::{NodeError, Result};
+use crate::error::{Fatal, NodeError, Result};
 use crate::status::{MemberStatus, Role, Status};
 
 /// A request to the raft loop.
@@ -97,17 +97,18 @@ pub(crate) struct AdminOutcome {
 }
 
 /// Why the loop stopped on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Stop {
     /// This node was removed from the cluster.
     Removed,
     /// A fatal error.
-    Failed(String),
+    Failed(Arc<Fatal>),
 }
 
 /// What the loop publishes for everyone else.
 pub(crate) struct Shared {
-    pub status: Mutex<Status>,
+    /// Sent only when something in it changed.
+    pub status: watch::Sender<Status>,
     pub applied: watch::Sender<u64>,
     pub stop: Mutex<Option<Stop>>,
     /// Raft ids removed from the cluster: their messages are refused, which tells them.
@@ -118,10 +119,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.status.borrow().clone()
     }
 
     pub fn stop(&self) -> Option<Stop> {
@@ -252,11 +250,10 @@ impl RaftLoop {
         let stop = match outcome {
             Ok(Ok(())) if self.removed => Some(Stop::Removed),
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(Stop::Failed(e.to_string())),
-            Err(panic) => Some(Stop::Failed(format!(
-                "raft loop panicked: {}",
-                panic_message(&panic)
-            ))),
+            Ok(Err(e)) => Some(Stop::Failed(e.into_fatal())),
+            Err(panic) => Some(Stop::Failed(Arc::new(Fatal::Panicked(panic_message(
+                &panic,
+            ))))),
         };
         match &stop {
             None => tracing::info!("raft loop stopped"),
@@ -484,9 +481,10 @@ impl RaftLoop {
             self.transport.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            return Err(NodeError::Fatal(
+            return Err(Fatal::Invariant(
                 "received a snapshot, which this version cannot install".into(),
-            ));
+            )
+            .into());
         }
         self.apply(ready.take_committed_entries())?;
         for state in ready.take_read_states() {
@@ -619,11 +617,13 @@ impl RaftLoop {
             learners: conf.learners,
             members,
         };
-        *self
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = status;
+        self.shared.status.send_if_modified(|published| {
+            let changed = *published != status;
+            if changed {
+                *published = status;
+            }
+            changed
+        });
     }
 
     fn fail_pending(&mut self) {

@@ -1,0 +1,222 @@
+//! Requests that must run on the leader, from wherever they are made: one loop that
+//! runs a request here when this node leads, forwards it to the leader otherwise, and
+//! retries only what cannot be applied twice. Also the wire form of errors between
+//! the forwarding node and the leader.
+
+use std::time::{Duration, Instant};
+
+use sqlraft_proto::v1 as pb;
+use sqlraft_transport::{Transport, TransportError};
+
+use crate::error::{NodeError, Result};
+use crate::handle::Handle;
+use crate::status::Role;
+use crate::write::WriteOutcome;
+
+/// A request for the leader.
+pub(crate) enum LeaderRequest {
+    /// A client write; a retry carries the same request id.
+    Write(pb::WriteRequest),
+    /// Administration (create or remove a service); has no request id.
+    Admin(pb::admin_request::Kind),
+}
+
+/// The leader's answer.
+pub(crate) enum LeaderAnswer {
+    Write(WriteOutcome),
+    /// The index of the entry that carried the administrative change.
+    Admin(u64),
+}
+
+impl LeaderRequest {
+    /// Whether trying again after `e` is safe. A request that was never proposed can
+    /// always be retried; one whose outcome is unknown only with a request id, which
+    /// makes the leader answer the retry from the first attempt.
+    fn may_retry(&self, e: &NodeError) -> bool {
+        let deduplicated = matches!(self, LeaderRequest::Write(w) if !w.request_id.is_empty());
+        e.never_proposed()
+            || (deduplicated && matches!(e, NodeError::UnknownOutcome(_) | NodeError::Dropped))
+    }
+
+    fn to_forward(&self) -> pb::ForwardRequest {
+        match self {
+            LeaderRequest::Write(w) => pb::ForwardRequest {
+                request: Some(w.clone()),
+                admin: None,
+            },
+            LeaderRequest::Admin(kind) => pb::ForwardRequest {
+                request: None,
+                admin: Some(pb::AdminRequest {
+                    kind: Some(kind.clone()),
+                }),
+            },
+        }
+    }
+}
+
+impl Handle {
+    /// Runs `request` on the leader until it is answered, retrying while that is safe
+    /// and time is left.
+    pub async fn on_leader(&self, mut request: LeaderRequest) -> Result<LeaderAnswer> {
+        let deadline = Instant::now() + self.write_timeout();
+        let pause = Duration::from_millis(self.config.raft.tick_ms / 2 + 1);
+        loop {
+            self.check_running()?;
+            let status = self.shared.status();
+            let attempt = if status.role == Role::Leader {
+                self.run_here(&mut request, deadline).await
+            } else if let Some(leader) = status.leader() {
+                if let LeaderRequest::Write(w) = &mut request
+                    && w.request_id.is_empty()
+                {
+                    // Forwarded writes carry a request id, so that this node can retry
+                    // one whose outcome it did not hear without applying it twice.
+                    w.request_id = format!("sqlraft-forward-{}", uuid::Uuid::new_v4());
+                }
+                let forward = request.to_forward();
+                send_to_leader(&self.transport, &leader.raft_addr, leader.raft_id, forward)
+                    .await
+                    .and_then(answer_of)
+            } else {
+                Err(NodeError::NoLeader)
+            };
+            match attempt {
+                Err(e) if request.may_retry(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_here(
+        &self,
+        request: &mut LeaderRequest,
+        deadline: Instant,
+    ) -> Result<LeaderAnswer> {
+        match request {
+            LeaderRequest::Write(w) => self.propose(w, deadline).await.map(LeaderAnswer::Write),
+            LeaderRequest::Admin(kind) => {
+                let admin = pb::AdminRequest {
+                    kind: Some(kind.clone()),
+                };
+                let outcome = self.admin_local(admin).await?;
+                Ok(LeaderAnswer::Admin(outcome.index))
+            }
+        }
+    }
+}
+
+fn answer_of(outcome: pb::forward_response::Outcome) -> Result<LeaderAnswer> {
+    match outcome {
+        pb::forward_response::Outcome::Response(r) => Ok(LeaderAnswer::Write(WriteOutcome {
+            results: r.results.into_iter().map(Into::into).collect(),
+            raft_index: r.raft_index,
+            applied_here: false,
+        })),
+        pb::forward_response::Outcome::Admin(a) => Ok(LeaderAnswer::Admin(a.raft_index)),
+        pb::forward_response::Outcome::Error(e) => Err(error_from_peer(e)),
+    }
+}
+
+/// Sends a request to the leader at `addr`; a transport failure that certainly left
+/// the request unsent is `NoLeader` (safe to retry), any other is an unknown outcome.
+async fn send_to_leader(
+    transport: &Transport,
+    addr: &str,
+    leader_id: u64,
+    request: pb::ForwardRequest,
+) -> Result<pb::forward_response::Outcome> {
+    let response = match transport.forward(addr, leader_id, request).await {
+        Ok(response) => response,
+        Err(TransportError::Blocked(_) | TransportError::InvalidAddress { .. }) => {
+            return Err(NodeError::NoLeader);
+        }
+        Err(TransportError::Unreachable {
+            never_sent: true, ..
+        }) => {
+            return Err(NodeError::NoLeader);
+        }
+        Err(e) => return Err(NodeError::UnknownOutcome(e.to_string())),
+    };
+    response
+        .outcome
+        .ok_or_else(|| NodeError::UnknownOutcome("empty answer from the leader".into()))
+}
+
+/// How an error of a forwarded request travels back to the node that sent it.
+pub(crate) fn forward_error(e: &NodeError) -> pb::ForwardResponse {
+    use pb::forward_error::Kind;
+    let kind = match e {
+        NodeError::NoLeader | NodeError::LeaderChanging => Kind::NotLeader,
+        NodeError::Dropped => Kind::Dropped,
+        NodeError::Invalid(_) => Kind::Invalid,
+        NodeError::Busy(_) | NodeError::Stopped => Kind::Unavailable,
+        NodeError::Conflict(_) => Kind::Conflict,
+        NodeError::NotFound(_) => Kind::NotFound,
+        _ => Kind::UnknownOutcome,
+    };
+    pb::ForwardResponse {
+        outcome: Some(pb::forward_response::Outcome::Error(pb::ForwardError {
+            kind: kind as i32,
+            message: e.to_string(),
+        })),
+    }
+}
+
+/// The error a forwarded request came back with.
+fn error_from_peer(e: pb::ForwardError) -> NodeError {
+    use pb::forward_error::Kind;
+    match e.kind() {
+        Kind::NotLeader => NodeError::NoLeader,
+        Kind::Dropped => NodeError::Dropped,
+        Kind::Invalid => NodeError::Invalid(e.message),
+        Kind::Unavailable => NodeError::Busy("leader unavailable"),
+        Kind::Conflict => NodeError::Conflict(e.message),
+        Kind::NotFound => NodeError::NotFound(e.message),
+        Kind::UnknownOutcome | Kind::Unspecified => NodeError::UnknownOutcome(e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(request_id: &str) -> LeaderRequest {
+        LeaderRequest::Write(pb::WriteRequest {
+            request_id: request_id.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_what_cannot_apply_twice_is_retried() {
+        let unknown = NodeError::UnknownOutcome("leader lost".into());
+        assert!(write("").may_retry(&NodeError::NoLeader));
+        assert!(!write("").may_retry(&unknown));
+        assert!(!write("").may_retry(&NodeError::Dropped));
+        assert!(write("r1").may_retry(&unknown));
+        assert!(write("r1").may_retry(&NodeError::Dropped));
+        let admin = LeaderRequest::Admin(pb::admin_request::Kind::RemoveService("s".into()));
+        assert!(admin.may_retry(&NodeError::LeaderChanging));
+        assert!(!admin.may_retry(&unknown));
+        assert!(!write("r1").may_retry(&NodeError::Invalid("bad".into())));
+    }
+
+    #[test]
+    fn errors_survive_the_trip_back_from_the_leader() {
+        for e in [
+            NodeError::NoLeader,
+            NodeError::Dropped,
+            NodeError::Invalid("bad".into()),
+            NodeError::Conflict("taken".into()),
+            NodeError::NotFound("none".into()),
+            NodeError::UnknownOutcome("lost".into()),
+        ] {
+            let Some(pb::forward_response::Outcome::Error(wire)) = forward_error(&e).outcome else {
+                panic!("no error on the wire for {e}");
+            };
+            assert_eq!(error_from_peer(wire).kind(), e.kind(), "{e}");
+        }
+    }
+}

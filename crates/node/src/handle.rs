@@ -1,0 +1,178 @@
+//! What runs on this node, for the public [`crate::Node`], the peer service and the
+//! watchdog alike: requests handed to the raft loop and the waits on their answers.
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::{ReadPool, Service};
+use sqlraft_transport::{Transport, TransportError};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::NodeConfig;
+use crate::error::{NodeError, Result};
+use crate::raft_loop::{AdminOutcome, Applied, Request, Shared, Stop};
+use crate::status::Role;
+use crate::write::WriteOutcome;
+
+/// One node's raft loop as seen from the async side. Dropping the last handle stops
+/// the loop.
+pub(crate) struct Handle {
+    pub raft_id: u64,
+    pub service_id: String,
+    pub raft_addr: String,
+    pub config: NodeConfig,
+    pub requests: SyncSender<Request>,
+    pub shared: Arc<Shared>,
+    pub applied: watch::Receiver<u64>,
+    pub transport: Transport,
+    pub reads: ReadPool,
+}
+
+impl Handle {
+    pub fn check_running(&self) -> Result<()> {
+        match self.shared.stop() {
+            Some(_) => Err(self.stopped()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn submit(&self, request: Request) -> Result<()> {
+        self.requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => NodeError::Busy("raft queue is full"),
+            TrySendError::Disconnected(_) => self.stopped(),
+        })
+    }
+
+    /// The error a request gets once the loop has stopped.
+    pub fn stopped(&self) -> NodeError {
+        match self.shared.stop() {
+            Some(Stop::Failed(fatal)) => NodeError::Fatal(fatal),
+            Some(Stop::Removed) => NodeError::Removed,
+            None => NodeError::Stopped,
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.limits.write_timeout_ms)
+    }
+
+    fn not_applied_in_time(&self) -> NodeError {
+        NodeError::UnknownOutcome(format!(
+            "not applied within {} ms",
+            self.config.limits.write_timeout_ms
+        ))
+    }
+
+    /// Proposes a write on this node, which believes it is the leader.
+    pub async fn propose(
+        &self,
+        write: &mut pb::WriteRequest,
+        deadline: Instant,
+    ) -> Result<WriteOutcome> {
+        // The leader's clock, captured once: every node's SQLite sees this time.
+        write.at_unix_ms = crate::raft_loop::now_unix_ms();
+        // Encoded where it lies: the request is moved into the command and back, not
+        // copied (it may be megabytes, and the caller may retry with it).
+        let command = pb::Command {
+            kind: Some(pb::command::Kind::Write(std::mem::take(write))),
+        };
+        let encoded = command.encode_to_vec();
+        if let Some(pb::command::Kind::Write(taken)) = command.kind {
+            *write = taken;
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Request::Propose {
+            command: encoded,
+            reply,
+        })?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, outcome).await {
+            Ok(Ok(Ok(Applied { index, results }))) => Ok(WriteOutcome {
+                results,
+                raft_index: index,
+                applied_here: true,
+            }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(self.not_applied_in_time()),
+        }
+    }
+
+    /// Hands an administrative request to this node's raft loop (it is the leader).
+    pub async fn admin_local(&self, request: pb::AdminRequest) -> Result<AdminOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Request::Admin { request, reply })?;
+        match tokio::time::timeout(self.write_timeout(), outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(self.not_applied_in_time()),
+        }
+    }
+
+    /// Raft's ReadIndex: an index that covers every write acknowledged before now.
+    pub async fn read_index(&self) -> Result<u64> {
+        let (reply, index) = oneshot::channel();
+        self.submit(Request::ReadIndex { reply })?;
+        let limit = self.config.limits.read_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(limit + 100), index).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(NodeError::Timeout(limit)),
+        }
+    }
+
+    /// Waits until this node has applied `index` (bounded by the read timeout).
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut applied = self.applied.clone();
+        let limit = self.config.limits.read_timeout_ms;
+        let wait = Duration::from_millis(limit);
+        match tokio::time::timeout(wait, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(NodeError::Timeout(limit)),
+        }
+    }
+
+    /// The services registry as this node has applied it.
+    pub async fn services(&self) -> Result<Vec<Service>> {
+        let (reply, services) = oneshot::channel();
+        self.submit(Request::Services { reply })?;
+        services.await.map_err(|_| self.stopped())?
+    }
+
+    /// A join request from a new service: handled on the leader, passed on to it from
+    /// a follower.
+    pub async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
+        let status = self.shared.status();
+        if status.role != Role::Leader {
+            let Some(leader) = status.leader() else {
+                return Err(NodeError::NoLeader);
+            };
+            return self
+                .transport
+                .join(&leader.raft_addr, request)
+                .await
+                .map_err(|e| match e {
+                    e if e.says_removed() => NodeError::ServiceRemoved(e.to_string()),
+                    TransportError::Refused { message, .. } => NodeError::Join(message),
+                    _ => NodeError::NoLeader,
+                });
+        }
+        let (reply, response) = oneshot::channel();
+        self.submit(Request::Join { request, reply })?;
+        match tokio::time::timeout(self.write_timeout(), response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped()),
+            Err(_) => Err(NodeError::Timeout(self.config.limits.write_timeout_ms)),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.requests.try_send(Request::Shutdown);
+    }
+}

@@ -1,0 +1,49 @@
+//! What a write returns, and the checks a write request passes before it is proposed.
+
+use prost::Message as _;
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::{MAX_REQUEST_ID_BYTES, StatementResult, WriteRequest};
+
+use crate::config::Limits;
+use crate::error::{NodeError, Result};
+
+/// The outcome of a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// One result per statement run.
+    pub results: Vec<StatementResult>,
+    /// Index of the raft entry that carried the write.
+    pub raft_index: u64,
+    /// Whether this node had applied the entry when it answered, so that every later
+    /// read here sees the write. Always true on the leader; a follower waits for it up
+    /// to the read timeout, then answers anyway with `false` (read again with
+    /// [`crate::Consistency::Local`] `min_index: Some(raft_index)` to wait longer).
+    pub applied_here: bool,
+}
+
+/// The request in its wire form, once it is within the node's limits.
+pub(crate) fn checked(request: WriteRequest, limits: &Limits) -> Result<pb::WriteRequest> {
+    if request.statements.len() > limits.max_statements {
+        return Err(NodeError::Invalid(format!(
+            "{} statements in one request; at most {}",
+            request.statements.len(),
+            limits.max_statements
+        )));
+    }
+    if let Some(id) = &request.request_id
+        && (id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES)
+    {
+        return Err(NodeError::Invalid(format!(
+            "a request id has 1 to {MAX_REQUEST_ID_BYTES} bytes"
+        )));
+    }
+    let wire = pb::WriteRequest::from(request);
+    if wire.encoded_len() > limits.max_request_bytes {
+        return Err(NodeError::Invalid(format!(
+            "request of {} bytes; at most {}",
+            wire.encoded_len(),
+            limits.max_request_bytes
+        )));
+    }
+    Ok(wire)
+}
