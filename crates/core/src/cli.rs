@@ -254,6 +254,36 @@ pub fn local_fqdn() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Default join timeout of `run`, left out of the service's command line.
+pub(crate) const DEFAULT_JOIN_TIMEOUT_MS: u64 = 60_000;
+/// The installed command: the absolute binary and the `run` flags, without `--install`,
+/// `--dry-run` and `--user`. The advertised address is pinned (resolved once here), so a
+/// later change of `hostname -f` cannot give the service another address.
+pub fn service_args(config: &RunConfig) -> Vec<String> {
+    let mut args = vec![
+        "run".to_string(),
+        "--id".into(),
+        config.id.clone(),
+        "--root".into(),
+        config.root.display().to_string(),
+        "--raft.node.listen".into(),
+        config.listen.to_string(),
+        "--raft.node.addr".into(),
+        config.advertise.clone(),
+    ];
+    if let Some(join) = &config.join {
+        args.extend(["--raft.join".into(), join.clone()]);
+    }
+    args.extend(["--http".into(), config.http.to_string()]);
+    if config.join_timeout_ms != DEFAULT_JOIN_TIMEOUT_MS {
+        args.extend([
+            "--raft.join.timeout-ms".into(),
+            config.join_timeout_ms.to_string(),
+        ]);
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +293,7 @@ mod tests {
             "sqlraft-core",
             "run",
             "--id",
-            sqlraft::FIRST_SERVICE_ID,
+            sqlraft::naming::FIRST_SERVICE_ID,
             "--root",
             "/tmp/x",
         ];

@@ -36,3 +36,8 @@ impl CoreError {
             .join(" ")
     }
 }
+
+/// A failed file operation: `cannot <what> <path>: <error>`.
+pub(crate) fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> CoreError {
+    CoreError::Io(format!("cannot {what} {}: {e}", path.display()))
+}

@@ -15,21 +15,22 @@
 //! alone and the command says `nothing changed`.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, Uid, User};
-use tokio::signal::unix::SignalKind;
+use nix::unistd::{Uid, User};
 
-use crate::run::watch_signal;
+use crate::cli::{RunArgs, RunConfig, service_args};
+use crate::error::{CoreError, io_err};
+use crate::supervisor::{
+    SupervisedPaths, USAGE_EXIT_STATUS, cmdline_mentions, describe, log_tail, read_live_pid,
+    supervisor_running,
+};
 
-use crate::cli::{RunArgs, RunConfig};
-use crate::error::CoreError;
+pub use crate::supervisor::{process_alive, supervise};
 
 /// Present when systemd is the running init system (what `sd_booted()` checks).
 pub const SYSTEMD_MARKER: &str = "/run/systemd/system";
@@ -38,55 +39,13 @@ pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// Said on stdout when an installed service was already in place.
 pub const NOTHING_CHANGED: &str = "nothing changed";
 
-/// Default join timeout of `run`, left out of the service's command line.
-const DEFAULT_JOIN_TIMEOUT_MS: u64 = 60_000;
 /// How long `--install` waits for the supervised service to start.
 const START_WAIT_MS: u64 = 10_000;
 /// The service must stay up this long for `--install` to call it started.
 const START_SETTLE_MS: u64 = 1_000;
-/// How long the supervisor gives the service to stop after SIGTERM before SIGKILL.
-const STOP_TIMEOUT_MS: u64 = 30_000;
-/// Restart delays of the supervisor: first, and the most it doubles to.
-const RESTART_DELAY_MS: u64 = 1_000;
-const MAX_RESTART_DELAY_MS: u64 = 30_000;
-/// A service that ran this long before failing restarts after the first delay again.
-const STABLE_RUN_MS: u64 = 60_000;
-/// How often the supervisor looks at its child.
-const CHILD_POLL_MS: u64 = 200;
-/// The exit status of `run` for wrong flags: restarting cannot help (also in the unit).
-const USAGE_EXIT_STATUS: i32 = 2;
-
 /// The unit name of a service: `sqlraft-core-<id>.service`.
 pub fn unit_name(id: &str) -> String {
     format!("sqlraft-core-{id}.service")
-}
-
-/// The installed command: the absolute binary and the `run` flags, without `--install`,
-/// `--dry-run` and `--user`. The advertised address is pinned (resolved once here), so a
-/// later change of `hostname -f` cannot give the service another address.
-pub fn service_args(config: &RunConfig) -> Vec<String> {
-    let mut args = vec![
-        "run".to_string(),
-        "--id".into(),
-        config.id.clone(),
-        "--root".into(),
-        config.root.display().to_string(),
-        "--raft.node.listen".into(),
-        config.listen.to_string(),
-        "--raft.node.addr".into(),
-        config.advertise.clone(),
-    ];
-    if let Some(join) = &config.join {
-        args.extend(["--raft.join".into(), join.clone()]);
-    }
-    args.extend(["--http".into(), config.http.to_string()]);
-    if config.join_timeout_ms != DEFAULT_JOIN_TIMEOUT_MS {
-        args.extend([
-            "--raft.join.timeout-ms".into(),
-            config.join_timeout_ms.to_string(),
-        ]);
-    }
-    args
 }
 
 /// What a systemd unit is made of.
@@ -190,39 +149,6 @@ fn systemd_path(path: &Path) -> Result<String, CoreError> {
         )));
     }
     Ok(text.replace('%', "%%"))
-}
-
-/// Files of the supervised mode, inside the service directory.
-#[derive(Clone, Debug)]
-pub struct SupervisedPaths {
-    /// `<dir>/run`.
-    pub run_dir: PathBuf,
-    /// `<dir>/run/supervisor.lock`: locked while a supervisor lives.
-    pub lock: PathBuf,
-    /// `<dir>/run/supervisor.pid`.
-    pub supervisor_pid: PathBuf,
-    /// `<dir>/run/core.pid`: the running service process.
-    pub core_pid: PathBuf,
-    /// `<dir>/log`.
-    pub log_dir: PathBuf,
-    /// `<dir>/log/supervisor`: the supervisor's messages and the service's stdout/stderr.
-    pub log: PathBuf,
-}
-
-impl SupervisedPaths {
-    /// The paths for the service directory `dir`.
-    pub fn new(dir: &Path) -> Self {
-        let run_dir = dir.join("run");
-        let log_dir = dir.join("log");
-        Self {
-            lock: run_dir.join("supervisor.lock"),
-            supervisor_pid: run_dir.join("supervisor.pid"),
-            core_pid: run_dir.join("core.pid"),
-            log: log_dir.join("supervisor"),
-            run_dir,
-            log_dir,
-        }
-    }
 }
 
 /// Everything `--install` needs, worked out before anything changes.
@@ -361,10 +287,6 @@ fn lookup_user(name: &str) -> Result<ServiceUser, CoreError> {
     }
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> CoreError {
-    CoreError::Io(format!("cannot {what} {}: {e}", path.display()))
-}
-
 /// Creates `path` (and parents) and, when the service runs as another user, hands it over.
 fn ensure_dir(path: &Path, user: Option<&ServiceUser>) -> Result<(), CoreError> {
     std::fs::create_dir_all(path).map_err(|e| io_err("create", path, e))?;
@@ -437,47 +359,6 @@ fn systemctl(args: &[&str]) -> Result<(), CoreError> {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     )))
-}
-
-/// Whether a process lives (a zombie does not count).
-pub fn process_alive(pid: i32) -> bool {
-    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => true,
-    }
-}
-
-/// Whether the command line of `pid` contains `word`.
-fn cmdline_mentions(pid: i32, word: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == word.as_bytes()))
-}
-
-/// The pid in a pid file, if it names a living process.
-pub fn read_live_pid(path: &Path) -> Option<i32> {
-    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    process_alive(pid).then_some(pid)
-}
-
-/// Whether a supervisor holds the lock. The probe takes the lock and releases it.
-fn supervisor_running(paths: &SupervisedPaths) -> Result<bool, CoreError> {
-    let file = match File::open(&paths.lock) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err("open", &paths.lock, e)),
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(false),
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(e)) => Err(io_err("lock", &paths.lock, e)),
-    }
 }
 
 fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
@@ -566,33 +447,6 @@ fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
-}
-
-/// The last line the supervisor log got since `offset`, for error messages.
-fn log_tail(path: &Path, offset: u64) -> String {
-    let mut text = String::new();
-    let read = File::open(path).and_then(|mut f| {
-        f.seek(SeekFrom::Start(offset))?;
-        f.take(64 * 1024).read_to_string(&mut text)
-    });
-    match read {
-        Ok(_) => text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map_or_else(
-                || format!("see {}", path.display()),
-                |l| l.trim().to_string(),
-            ),
-        Err(_) => format!("see {}", path.display()),
-    }
-}
-
 /// Quotes a word for a POSIX shell when it needs it (for messages the operator copies).
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
@@ -606,144 +460,19 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-/// How one run of the service ended.
-enum Ended {
-    Signal(&'static str),
-    Exited(ExitStatus),
-}
-
-/// `sqlraft-core run ... --supervise` (hidden; started by `--install`): runs the service
-/// and restarts it when it fails, until SIGTERM/SIGINT.
-pub async fn supervise(config: &RunConfig) -> Result<(), CoreError> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
-    let paths = SupervisedPaths::new(&config.dir());
-    std::fs::create_dir_all(&paths.run_dir).map_err(|e| io_err("create", &paths.run_dir, e))?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&paths.lock)
-        .map_err(|e| io_err("open", &paths.lock, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            tracing::info!("another supervisor runs this service; leaving");
-            return Ok(());
-        }
-        Err(TryLockError::Error(e)) => return Err(io_err("lock", &paths.lock, e)),
-    }
-    let result = supervise_locked(config, &paths).await;
-    let _ = std::fs::remove_file(&paths.core_pid);
-    let _ = std::fs::remove_file(&paths.supervisor_pid);
-    drop(lock);
-    result
-}
-
-async fn supervise_locked(config: &RunConfig, paths: &SupervisedPaths) -> Result<(), CoreError> {
-    let write_pid = |path: &Path, pid: u32| {
-        std::fs::write(path, format!("{pid}\n")).map_err(|e| io_err("write", path, e))
-    };
-    write_pid(&paths.supervisor_pid, std::process::id())?;
-    let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
-    let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
-    // A hang-up of a terminal the installer ran in must not stop the service.
-    let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CoreError::Io(format!("cannot find this program's path: {e}")))?;
-    let args = service_args(config);
-    let mut delay = Duration::from_millis(RESTART_DELAY_MS);
-    tracing::info!(service_id = %config.id, pid = std::process::id(), "supervisor started");
-    loop {
-        let started = Instant::now();
-        let mut child = Command::new(&exe)
-            .args(&args)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| io_err("start", &exe, e))?;
-        write_pid(&paths.core_pid, child.id())?;
-        tracing::info!(pid = child.id(), "service started");
-        let mut poll = tokio::time::interval(Duration::from_millis(CHILD_POLL_MS));
-        let ended = loop {
-            tokio::select! {
-                _ = sigterm.recv() => break Ended::Signal("SIGTERM"),
-                _ = sigint.recv() => break Ended::Signal("SIGINT"),
-                _ = sighup.recv() => tracing::info!("SIGHUP ignored"),
-                _ = poll.tick() => match child.try_wait() {
-                    Ok(Some(status)) => break Ended::Exited(status),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot look at the service"),
-                },
-            }
-        };
-        let status = match ended {
-            Ended::Signal(name) => {
-                tracing::info!(signal = name, "stopping the service");
-                stop_child(&mut child).await;
-                tracing::info!("supervisor stopped");
-                return Ok(());
-            }
-            Ended::Exited(status) => status,
-        };
-        let _ = std::fs::remove_file(&paths.core_pid);
-        if status.success() {
-            tracing::info!("service stopped cleanly; not restarting (on-failure policy)");
-            return Ok(());
-        }
-        if status.code() == Some(USAGE_EXIT_STATUS) {
-            tracing::error!("service refused its flags (exit status 2); not restarting");
-            return Err(CoreError::Failed(
-                "the service refused its flags; not restarting".into(),
-            ));
-        }
-        if started.elapsed() >= Duration::from_millis(STABLE_RUN_MS) {
-            delay = Duration::from_millis(RESTART_DELAY_MS);
-        }
-        tracing::warn!(status = %describe(status), delay_ms = delay.as_millis() as u64,
-            "service failed; restarting");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = sigterm.recv() => return Ok(()),
-            _ = sigint.recv() => return Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_millis(MAX_RESTART_DELAY_MS));
-    }
-}
-
-/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT_MS`].
-async fn stop_child(child: &mut std::process::Child) {
-    let Ok(raw) = i32::try_from(child.id()) else {
-        return;
-    };
-    let pid = Pid::from_raw(raw);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(CHILD_POLL_MS)).await;
-    }
-    tracing::warn!("service did not stop in time; killing it");
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::DEFAULT_JOIN_TIMEOUT_MS;
 
     fn spec(user: Option<&str>) -> UnitSpec {
         UnitSpec {
-            id: sqlraft::FIRST_SERVICE_ID.into(),
+            id: sqlraft::naming::FIRST_SERVICE_ID.into(),
             exe: "/opt/sqlraft/bin/sqlraft-core".into(),
             args: vec![
                 "run".into(),
                 "--id".into(),
-                sqlraft::FIRST_SERVICE_ID.into(),
+                sqlraft::naming::FIRST_SERVICE_ID.into(),
                 "--root".into(),
                 "/opt/sqlraft".into(),
                 "--raft.node.addr".into(),
@@ -817,7 +546,7 @@ mod tests {
     #[test]
     fn service_args_drop_install_flags_and_pin_the_address() {
         let config = RunConfig {
-            id: sqlraft::FIRST_SERVICE_ID.into(),
+            id: sqlraft::naming::FIRST_SERVICE_ID.into(),
             root: "/opt/sqlraft".into(),
             listen: "0.0.0.0:7209".parse().expect("addr"),
             advertise: "core-1.example.com:7209".into(),

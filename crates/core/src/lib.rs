@@ -1,40 +1,61 @@
 //! The sqlraft core service: the `sqlraft-core` binary's parts.
 //!
-//! - [`api`]: the HTTP API, rqlite's data API (`/db/execute`, `/db/query`,
-//!   `/db/request`) plus `/status`, `/nodes`, `/readyz` and `/metrics`, over a running
-//!   [`sqlraft::Node`]. `docs/API.md` describes it.
-//! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation.
-//! - [`results`]: the data API's `results`, serialized straight from the rows.
-//! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log.
-//! - [`demo`]: a local cluster of child processes.
-//! - [`install`]: `run ... --install`: a systemd unit, or a supervised background process.
-//! - [`services`]: core services over REST (create, list, remove) and backup.
-//! - [`web`]: the web interface at `/`.
-//! - [`client`]: a minimal HTTP client for probing other services.
+//! HTTP, over a running [`sqlraft::Node`] (`docs/API.md` describes every endpoint):
+//! - [`app`]: builds the router, with the checks every route shares;
+//! - `data_api`: rqlite's data API (`/db/execute`, `/db/query`, `/db/request`,
+//!   `/db/hash`); `cluster_api`: `/status`, `/nodes`, `/readyz`; `metrics`;
+//!   `services_api`: core services over REST and backup; [`web`]: the web interface;
+//! - `http_error`: the one mapping from a node error to an HTTP status;
+//! - `cluster_view`, [`services`]: the cluster and its services as this node sees
+//!   them, without HTTP.
+//!
+//! The binary's commands:
+//! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation;
+//! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log;
+//! - [`demo`]: a local cluster of child processes;
+//! - [`install`]: `run ... --install` as a systemd unit; [`supervisor`]: the same as a
+//!   supervised background process where systemd is not running;
+//! - [`client`]: a small HTTP client for probing other services.
 //!
 //! Serve the API of a node in process:
 //!
-//! ```no_run
-//! # async fn demo(node: sqlraft::Node) -> std::io::Result<()> {
-//! let router = sqlraft_core::api::router(node, sqlraft_core::api::ApiOptions::default());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7220").await?;
-//! axum::serve(listener, router).await
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let config = sqlraft::NodeConfig::new("node-1", dir.path(), "127.0.0.1:0".parse()?);
+//! let node = sqlraft::Node::start(config).await?;
+//! let router = sqlraft_core::app::router(node.clone(), sqlraft_core::app::ApiOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = tokio::spawn(async move { axum::serve(listener, router).await });
+//! // ... requests to /db/execute, /db/query ...
+//! server.abort();
+//! node.shutdown().await;
+//! # Ok(())
 //! # }
 //! ```
 #![deny(missing_docs)]
 
-pub mod api;
+pub mod app;
 pub mod cli;
 pub mod client;
+mod cluster_api;
+mod cluster_view;
+mod data_api;
 pub mod demo;
 pub mod error;
+mod http_error;
 pub mod install;
 pub mod inventory;
 pub mod logfile;
+mod metrics;
 pub mod results;
 pub mod run;
 pub mod services;
+mod services_api;
+mod state;
 pub mod statements;
+pub mod supervisor;
 pub mod web;
 
 pub use error::CoreError;

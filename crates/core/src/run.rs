@@ -4,13 +4,14 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use sqlraft::{FIRST_SERVICE_ID, Node, NodeConfig};
+use sqlraft::naming::FIRST_SERVICE_ID;
+use sqlraft::{Node, NodeConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-use crate::api::{self, ApiOptions};
+use crate::app::{self, ApiOptions};
 use crate::cli::RunConfig;
 use crate::error::CoreError;
 use crate::logfile::{DEFAULT_KEEP_FILES, DEFAULT_MAX_BYTES, RotatingFile};
@@ -104,7 +105,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     };
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = api::router(node.clone(), ApiOptions::default());
+    let router = app::router(node.clone(), ApiOptions::default());
     let mut server = tokio::spawn(async move {
         axum::serve(http, router)
             .with_graceful_shutdown(async {

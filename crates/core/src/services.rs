@@ -1,41 +1,32 @@
-//! Core services over REST: `GET|POST /api/v1/services`, `DELETE /api/v1/services/{id}`,
-//! and the system endpoints `GET /api/v1/system/backup`, `POST /api/v1/system/restore`.
-//! The web interface ([`crate::web`]) uses the same functions.
+//! Core services: the registry's entries with what is known of them live, creating
+//! and removing them, and the command that installs a created one. The services API
+//! ([`crate::services_api`]) and the web interface ([`crate::web`]) both use these.
 //!
 //! A service is created in the registry first (it gets its id), then started on its
-//! host with the install command returned here; the cluster admits only created ids
-//! with the raft address they were created with.
+//! host with the install command; the cluster admits only created ids with the raft
+//! address they were created with.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use serde::Deserialize;
-use serde_json::{Value as Json, json};
 use sqlraft::{Node, NodeError, Role, Service, ServiceState};
 use sqlraft_inventory::{DEFAULT_HTTP_PORT, DEFAULT_RAFT_PORT, RaftAddr, parse_fqdn};
 
-use crate::api::{ApiError, AppState, LiveMember, json_response, live_members, role_name};
+use crate::cluster_view::{LiveMember, live_members, role_name};
 
-/// Largest body of a services request (a few hundred bytes are enough).
-pub const MAX_SERVICES_BODY_BYTES: usize = 16 << 10;
+/// Why a service could not be created or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The host name or raft address is not acceptable; nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The node refused or failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
 /// Where an installed service keeps its directory (the install command's `--root`).
 pub const INSTALL_ROOT: &str = "/opt/sqlraft";
-
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/services", get(list).post(create_handler))
-        .route("/api/v1/services/{id}", delete(delete_handler))
-        .route("/api/v1/system/backup", get(backup))
-        .route("/api/v1/system/restore", post(restore))
-        .layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES))
-}
 
 /// Checks a new service's host name and raft address: the host must be an FQDN
 /// (`<host>.<domain>`, lower case) or an IPv4 address (local and test clusters), the
@@ -99,30 +90,6 @@ pub(crate) fn join_address(node: &Node) -> String {
     node.raft_addr().to_string()
 }
 
-/// HTTP status for a node error of a services request.
-pub(crate) fn error_status(e: &NodeError) -> StatusCode {
-    match e {
-        NodeError::Conflict(_) | NodeError::ServiceRemoved(_) => StatusCode::CONFLICT,
-        NodeError::NotFound(_) => StatusCode::NOT_FOUND,
-        NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
-        NodeError::NoLeader
-        | NodeError::LeaderChanging
-        | NodeError::Busy(_)
-        | NodeError::Stopped
-        | NodeError::Removed
-        | NodeError::Dropped
-        | NodeError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn api_error(e: NodeError) -> ApiError {
-    ApiError {
-        status: error_status(&e),
-        message: e.to_string(),
-    }
-}
-
 /// A created service and the command that installs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Created {
@@ -131,12 +98,13 @@ pub(crate) struct Created {
 }
 
 /// Validates and creates a service (on the leader, wherever it is).
-pub(crate) async fn create(node: &Node, fqdn: &str, raft_addr: &str) -> Result<Created, ApiError> {
-    check_new_service(fqdn, raft_addr).map_err(ApiError::bad_request)?;
-    let service = node
-        .create_service(fqdn, raft_addr)
-        .await
-        .map_err(api_error)?;
+pub(crate) async fn create(
+    node: &Node,
+    fqdn: &str,
+    raft_addr: &str,
+) -> Result<Created, ServiceError> {
+    check_new_service(fqdn, raft_addr).map_err(ServiceError::Invalid)?;
+    let service = node.create_service(fqdn, raft_addr).await?;
     let install_command = install_command(&service.id, &service.raft_addr, &join_address(node));
     tracing::info!(id = %service.id, fqdn, raft_addr, "core service created");
     Ok(Created {
@@ -146,14 +114,14 @@ pub(crate) async fn create(node: &Node, fqdn: &str, raft_addr: &str) -> Result<C
 }
 
 /// Removes a service; removing this very node succeeds once it learns of it.
-pub(crate) async fn remove(node: &Node, id: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) async fn remove(node: &Node, id: &str) -> Result<Option<u64>, NodeError> {
     match node.remove_service(id).await {
         Ok(index) => {
             tracing::info!(id, index, "core service removed");
             Ok(Some(index))
         }
         Err(NodeError::Removed) if id == node.service_id() => Ok(None),
-        Err(e) => Err(api_error(e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -235,155 +203,6 @@ pub(crate) fn rfc3339(ms: i64) -> Option<String> {
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         t.year, t.month, t.day, t.hour, t.minute, t.second
     ))
-}
-
-fn service_json(view: &ServiceView) -> Json {
-    let s = &view.service;
-    let live = view.live.as_ref();
-    json!({
-        "id": s.id,
-        "name": s.name,
-        "fqdn": s.fqdn,
-        "raft_addr": s.raft_addr,
-        "state": s.state.as_str(),
-        "raft_id": s.raft_id,
-        "created_at": rfc3339(s.created_at_ms),
-        "created_at_ms": s.created_at_ms,
-        "http_addr": live.map(|m| m.http_addr.clone()),
-        "role": live.map(|m| m.role.clone()),
-        "leader": view.is_leader,
-        "reachable": live.map(|m| m.reachable),
-        "term": live.and_then(|m| m.term),
-        "applied_index": live.and_then(|m| m.applied_index),
-        "lag": view.lag,
-    })
-}
-
-async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
-    let o = overview(&state.node, timeout).await.map_err(api_error)?;
-    let body = json!({
-        "services": o.services.iter().map(service_json).collect::<Vec<_>>(),
-        "leader_id": o.leader_id,
-        "term": o.term,
-        "commit_index": o.commit_index,
-        "voters": o.voters,
-        "learners": o.learners,
-    });
-    Ok(json_response(StatusCode::OK, &body, false))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewService {
-    fqdn: String,
-    raft_addr: String,
-}
-
-async fn create_handler(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body?;
-    let new: NewService = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "expected {{\"fqdn\": \"<fqdn>\", \"raft_addr\": \"<fqdn>:<port>\"}}: {e}"
-        ))
-    })?;
-    let created = create(&state.node, &new.fqdn, &new.raft_addr).await?;
-    let s = &created.service;
-    let body = json!({
-        "id": s.id,
-        "name": s.name,
-        "fqdn": s.fqdn,
-        "raft_addr": s.raft_addr,
-        "state": s.state.as_str(),
-        "install_command": created.install_command,
-    });
-    Ok(json_response(StatusCode::CREATED, &body, false))
-}
-
-async fn delete_handler(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let index = remove(&state.node, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "id": id, "removed": true, "raft_index": index }),
-        false,
-    ))
-}
-
-/// `VACUUM INTO` a temporary file through a read-only connection: a consistent copy of
-/// this node's state database as of one applied index, then streamed back.
-async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let internal = |m: String| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: m,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("sqlraft-backup-")
-        .tempdir()
-        .map_err(|e| internal(format!("cannot create a temporary directory: {e}")))?;
-    let path = dir.path().join("backup.sqlite3");
-    let applied = state.node.status().applied_index;
-    sqlx::query("VACUUM INTO ?")
-        .bind(path.to_string_lossy().into_owned())
-        .execute(state.node.read_pool())
-        .await
-        .map_err(|e| internal(format!("backup failed: {e}")))?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| internal(format!("cannot open the backup: {e}")))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| internal(format!("cannot read the backup: {e}")))?
-        .len();
-    // The open file outlives its name: the directory can go now.
-    drop(dir);
-    let stream = futures::stream::unfold(file, |mut file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 << 10];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    });
-    let filename = format!(
-        "sqlraft-{}-{applied}.sqlite3",
-        state.node.service_id().get(..8).unwrap_or("backup")
-    );
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-            (
-                header::HeaderName::from_static("x-sqlraft-applied-index"),
-                applied.to_string(),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-async fn restore() -> Response {
-    json_response(
-        StatusCode::NOT_IMPLEMENTED,
-        &json!({ "error": "restore is not implemented yet: restoring a cluster needs raft snapshots, which sqlraft does not have yet; a backup (GET /api/v1/system/backup) is a plain SQLite file that can be inspected with sqlite3" }),
-        false,
-    )
 }
 
 /// The role name for display; `None` for a service that is not a member.

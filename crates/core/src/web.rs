@@ -14,16 +14,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use sqlraft::ServiceState;
 
-use crate::api::AppState;
 use crate::services::{
     self, Overview, ServiceView, display_role, install_command, join_address, this_role_name,
 };
+use crate::state::AppState;
 
 const STYLE: &str = include_str!("web/style.css");
 const SCRIPT: &str = include_str!("web/app.js");
@@ -170,27 +170,8 @@ async fn cluster_fragment(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Refuses form posts from other sites (a page elsewhere must not remove services
-/// through a browser that can reach this node).
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site")
-    {
-        return false;
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    origin == format!("http://{host}") || origin == format!("https://{host}")
-}
-
-fn cross_site() -> Response {
+/// The page a form sent from another site gets ([`crate::app`] refuses it).
+pub(crate) fn cross_site_page() -> Response {
     html(
         StatusCode::FORBIDDEN,
         render_shell(
@@ -208,12 +189,8 @@ struct CreateForm {
 
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     form: Result<Form<CreateForm>, FormRejection>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
     let Ok(Form(form)) = form else {
         return redirect(format!(
             "/?error={}#create",
@@ -229,10 +206,7 @@ async fn create(
         )),
         Err(e) => redirect(format!(
             "/?error={}&fqdn={}&raft_addr={}#create",
-            encode_component(&clip(&format!(
-                "Cannot create the core service: {}",
-                e.message
-            ))),
+            encode_component(&clip(&format!("Cannot create the core service: {e}"))),
             encode_component(&clip(&fqdn)),
             encode_component(&clip(&raft_addr)),
         )),
@@ -264,22 +238,12 @@ async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) 
     }
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
+async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match services::remove(&state.node, &id).await {
         Ok(_) => redirect(format!("/?removed={}", encode_component(&id))),
         Err(e) => redirect(format!(
             "/?error={}",
-            encode_component(&clip(&format!(
-                "Cannot remove the core service: {}",
-                e.message
-            )))
+            encode_component(&clip(&format!("Cannot remove the core service: {e}")))
         )),
     }
 }
@@ -550,7 +514,7 @@ fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::LiveMember;
+    use crate::cluster_view::LiveMember;
     use sqlraft::{Role, Service};
 
     fn view(name: &str, fqdn: &str, state: ServiceState, learner: bool) -> ServiceView {
@@ -625,19 +589,5 @@ mod tests {
     fn escaping_and_encoding() {
         assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
         assert_eq!(encode_component("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-    }
-
-    #[test]
-    fn forms_from_other_sites_are_refused() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "127.0.0.1:7220".parse().unwrap());
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, "http://127.0.0.1:7220".parse().unwrap());
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, "http://evil.example.com".parse().unwrap());
-        assert!(!same_origin(&h));
-        let mut h = HeaderMap::new();
-        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(!same_origin(&h));
     }
 }

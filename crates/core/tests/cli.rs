@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, TIMEOUT, free_port};
-use sqlraft::FIRST_SERVICE_ID;
+use sqlraft::naming::FIRST_SERVICE_ID;
 use sqlraft_core::client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sqlraft-core");

@@ -5,7 +5,7 @@ mod common;
 
 use common::Harness;
 use serde_json::json;
-use sqlraft_core::api::ApiOptions;
+use sqlraft_core::app::ApiOptions;
 
 const CREATE: &str = r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT, age INTEGER, score REAL, data BLOB)"]"#;
 

@@ -99,7 +99,7 @@ async fn services_are_validated_created_listed_and_removed() {
 
     let list = h.get_json("/api/v1/services").await;
     assert_eq!(list["services"].as_array().map(Vec::len), Some(2), "{list}");
-    let first = service(&list, sqlraft::FIRST_SERVICE_ID);
+    let first = service(&list, sqlraft::naming::FIRST_SERVICE_ID);
     assert_eq!(first["name"], "core-1");
     assert_eq!(first["state"], "voter");
     assert_eq!(first["role"], "leader");
@@ -158,7 +158,7 @@ async fn a_joined_service_is_listed_live_and_removed_through_any_node() {
         {
             assert_eq!(s["reachable"], true);
             assert_eq!(s["name"], "core-127.0.0.3");
-            let first = service(&list, sqlraft::FIRST_SERVICE_ID);
+            let first = service(&list, sqlraft::naming::FIRST_SERVICE_ID);
             assert_eq!(first["leader"], true);
             assert_eq!(first["role"], "leader");
             break;

@@ -8,8 +8,8 @@ use sqlraft_transport::TransportOptions;
 /// How to start a [`crate::Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The service id (UUID text). The first service of a cluster is
-    /// [`crate::FIRST_SERVICE_ID`] by convention.
+    /// The service id: any non-empty text, unique in the cluster (the core product uses
+    /// UUIDs, [`crate::naming::FIRST_SERVICE_ID`] for its first service).
     pub service_id: String,
     /// The service's directory: `raft/` (log, identity) and `db/` (state database).
     pub dir: PathBuf,

@@ -25,13 +25,25 @@ pub use error::{ErrorKind, Fatal, NodeError, Result};
 pub use node::{Leadership, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    ContentHash, FIRST_SERVICE_ID, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES,
-    Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError, Statement,
-    StatementResult, UtcTime, Value, WriteRequest,
+    ContentHash, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES, Member, Params,
+    ReadOptions, Rows, Service, ServiceState, SqliteError, Statement, StatementResult, UtcTime,
+    Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
 pub use status::{MemberStatus, Role, Status};
 pub use write::WriteOutcome;
+
+/// The architecture: `docs/ARCHITECTURE.md` of the repository, checked by rustdoc
+/// (its links to this crate's types must resolve).
+#[doc = include_str!("../../../docs/ARCHITECTURE.md")]
+pub mod architecture {}
+
+/// How the sqlraft core product names its services (`core-1`, `core-<fqdn>`) and the
+/// id its first service bootstraps with. The library does not depend on them: any
+/// service id works.
+pub mod naming {
+    pub use sqlraft_sqlite::{FIRST_SERVICE_ID, host_of, service_name};
+}
 
 /// The SQL libraries this crate is built with, so that an embedding service uses the
 /// same versions (one SQLite links into a binary): `sqlx` for typed queries on

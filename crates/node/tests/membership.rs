@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use sqlraft::{Admission, FIRST_SERVICE_ID, Node, NodeError, Role, ServiceState};
+use sqlraft::naming::FIRST_SERVICE_ID;
+use sqlraft::{Admission, Node, NodeError, Role, ServiceState};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

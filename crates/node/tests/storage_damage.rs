@@ -10,7 +10,7 @@ async fn node_with_data() -> (tempfile::TempDir, std::path::PathBuf) {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("node");
     let node = Node::start(fast_config(
-        sqlraft::FIRST_SERVICE_ID,
+        sqlraft::naming::FIRST_SERVICE_ID,
         dir.clone(),
         "127.0.0.1:0",
     ))
@@ -26,7 +26,7 @@ async fn node_with_data() -> (tempfile::TempDir, std::path::PathBuf) {
 
 async fn start_error(dir: &std::path::Path) -> NodeError {
     match Node::start(fast_config(
-        sqlraft::FIRST_SERVICE_ID,
+        sqlraft::naming::FIRST_SERVICE_ID,
         dir.to_path_buf(),
         "127.0.0.1:0",
     ))

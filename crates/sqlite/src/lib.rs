@@ -5,8 +5,9 @@
 //!   statement error rolls the request (or, outside a transaction, the statement) back
 //!   and becomes its result, identical on every node. The effects of a batch of entries
 //!   and their `applied_index` commit in the same SQLite transaction.
-//! * [`ReadPool`] serves reads through read-only sqlx connections; a statement that
-//!   writes is refused.
+//! * [`ReadPool`] serves client reads through read-only rusqlite connections under an
+//!   allow-list authorizer (a statement that writes is refused), and offers a read-only
+//!   sqlx pool for an embedding service's own typed queries.
 //!
 //! Why rusqlite on the apply path: sqlx sends every statement to a worker thread. With
 //! 500 transactions of 50 upserts that cost about 9x on this project's machine

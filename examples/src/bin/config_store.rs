@@ -1,7 +1,8 @@
 //! A one-node configuration store embedded in a service: writes go through the node
 //! (raft log, fsync, apply), reads use typed sqlx queries on the node's own file.
 
-use sqlraft::{Consistency, FIRST_SERVICE_ID, Node, NodeConfig, Statement, WriteRequest};
+use sqlraft::naming::FIRST_SERVICE_ID;
+use sqlraft::{Consistency, Node, NodeConfig, Statement, WriteRequest};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

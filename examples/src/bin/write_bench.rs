@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlraft::{Admission, FIRST_SERVICE_ID, Node, NodeConfig, Role, Statement, WriteRequest};
+use sqlraft::naming::FIRST_SERVICE_ID;
+use sqlraft::{Admission, Node, NodeConfig, Role, Statement, WriteRequest};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

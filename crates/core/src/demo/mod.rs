@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use sqlraft::FIRST_SERVICE_ID;
+use sqlraft::naming::FIRST_SERVICE_ID;
 use tokio::signal::unix::SignalKind;
 
 use crate::run::watch_signal;

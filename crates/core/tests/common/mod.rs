@@ -7,8 +7,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use sqlraft::{FIRST_SERVICE_ID, Node, NodeConfig};
-use sqlraft_core::api::{self, ApiOptions};
+use sqlraft::naming::FIRST_SERVICE_ID;
+use sqlraft::{Node, NodeConfig};
+use sqlraft_core::app::{self, ApiOptions};
 use sqlraft_core::client;
 
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,7 +79,7 @@ impl Harness {
         config.limits.write_timeout_ms = 2_000;
         let node = Node::start(config).await.expect("node starts");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = api::router(node.clone(), options);
+        let router = app::router(node.clone(), options);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {

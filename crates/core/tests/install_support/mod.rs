@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sqlraft_core::install::{SupervisedPaths, process_alive, read_live_pid};
+use sqlraft_core::supervisor::{SupervisedPaths, process_alive, read_live_pid};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sqlraft-core");
 pub const FIRST_ID: &str = "00000000-0000-0000-0000-000000000000";

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sqlraft::naming::FIRST_SERVICE_ID;
 use sqlraft::{
-    Admission, Consistency, FIRST_SERVICE_ID, Node, NodeConfig, NodeError, Role, Statement, Value,
-    WriteOutcome, WriteRequest,
+    Admission, Consistency, Node, NodeConfig, NodeError, Role, Statement, Value, WriteOutcome,
+    WriteRequest,
 };
 
 pub const WAIT: Duration = Duration::from_secs(20);

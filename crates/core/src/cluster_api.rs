@@ -1,0 +1,83 @@
+//! The cluster endpoints: `/status`, `/nodes`, `/readyz`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use sqlraft::Node;
+use sqlraft::naming::{host_of, service_name};
+
+use crate::cluster_view::{live_members, readiness, role_name};
+use crate::http_error::json_response;
+use crate::state::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/nodes", get(nodes))
+        .route("/readyz", get(readyz))
+}
+
+fn status_json(node: &Node) -> Json {
+    let s = node.status();
+    let leader = s.leader();
+    let own = s.members.iter().find(|m| m.raft_id == s.raft_id);
+    json!({
+        "id": s.service_id,
+        "raft_id": s.raft_id,
+        "name": service_name(&s.service_id, host_of(node.raft_addr())),
+        "role": role_name(s.role),
+        "leader_id": leader.map_or("", |l| l.service_id.as_str()),
+        "leader_raft_id": s.leader_id,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "last_index": s.last_index,
+        "raft_addr": node.raft_addr(),
+        "http_addr": own.map_or("", |m| m.http_addr.as_str()),
+        "voters": s.voters,
+        "learners": s.learners,
+        "ready": readiness(&s).is_ok(),
+    })
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &status_json(&state.node), false)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match readiness(&state.node.status()) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn nodes(State(state): State<AppState>) -> Response {
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let (_, members) = live_members(&state.node, timeout).await;
+    let nodes: Vec<Json> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.service_id,
+                "raft_id": m.raft_id,
+                "name": service_name(&m.service_id, host_of(&m.raft_addr)),
+                "raft_addr": m.raft_addr,
+                "http_addr": m.http_addr,
+                "role": m.role,
+                "voter": m.voter,
+                "reachable": m.reachable,
+                "applied_index": m.applied_index,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "nodes": nodes }), false)
+}

@@ -1,0 +1,451 @@
+//! rqlite's data API: `/db/execute`, `/db/query`, `/db/request`, and `/db/hash`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::json;
+use sqlraft::{Consistency, NodeError, SqliteError, Statement, WriteRequest};
+
+use crate::http_error::{ApiError, json_response};
+use crate::results::{ResultItem, Shape};
+use crate::state::{AppState, Shared};
+use crate::statements;
+
+/// The data routes; `/db/hash` is not counted as a data request.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/db/execute", post(execute))
+        .route("/db/query", get(query_get).post(query_post))
+        .route("/db/request", post(request))
+}
+
+/// `GET /db/hash`.
+pub(crate) fn hash_routes() -> Router<AppState> {
+    Router::new().route("/db/hash", get(content_hash))
+}
+
+/// Read consistency, rqlite's `level=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    None,
+    Weak,
+    Linearizable,
+    Strong,
+}
+
+/// Query-string options shared by the data endpoints.
+#[derive(Debug, Default)]
+struct Flags {
+    transaction: bool,
+    timings: bool,
+    pretty: bool,
+    associative: bool,
+    blob_array: bool,
+    level: Option<Level>,
+    min_index: Option<u64>,
+    q: Option<String>,
+}
+
+impl Flags {
+    /// rqlite's flags are switched on by their presence (`?pretty`); `=false` or `=0`
+    /// switches them off.
+    fn parse(pairs: &[(String, String)]) -> Result<Flags, ApiError> {
+        let mut flags = Flags::default();
+        for (key, value) in pairs {
+            let on = !matches!(value.as_str(), "false" | "0");
+            match key.as_str() {
+                "transaction" => flags.transaction = on,
+                "timings" => flags.timings = on,
+                "pretty" => flags.pretty = on,
+                "associative" => flags.associative = on,
+                "blob_array" => flags.blob_array = on,
+                "level" => {
+                    flags.level = Some(match value.to_ascii_lowercase().as_str() {
+                        "none" => Level::None,
+                        "weak" => Level::Weak,
+                        "linearizable" => Level::Linearizable,
+                        "strong" => Level::Strong,
+                        // rqlite serves `auto` and any level it does not know as weak,
+                        // which is linearizable here: never staler than asked for.
+                        _ => Level::Weak,
+                    })
+                }
+                "min_index" => {
+                    flags.min_index = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "min_index {value:?} is not a non-negative integer"
+                        ))
+                    })?)
+                }
+                "q" => flags.q = Some(value.clone()),
+                // Accepted for compatibility with rqlite clients, without effect here.
+                _ => {}
+            }
+        }
+        Ok(flags)
+    }
+
+    /// How results are written, for what they cost.
+    fn json_shape(&self) -> sqlraft::JsonShape {
+        sqlraft::JsonShape {
+            blob_array: self.blob_array,
+            pretty: self.pretty,
+        }
+    }
+
+    /// The consistency of the first read; `weak` is served like `linearizable`
+    /// (ReadIndex) since this node may be a follower.
+    fn consistency(&self) -> Consistency {
+        match self.level.unwrap_or(Level::None) {
+            Level::None => Consistency::Local {
+                min_index: self.min_index,
+            },
+            Level::Weak | Level::Linearizable => Consistency::Linearizable,
+            Level::Strong => Consistency::Strong,
+        }
+    }
+}
+
+/// The outcome of the writes of one request.
+struct Written {
+    results: Vec<ResultItem>,
+    index: u64,
+    applied_here: bool,
+}
+
+/// Header on every write's answer: `true` when the node that answered had applied the
+/// write, so that every later read there sees it (read-your-writes); `false` when it
+/// answered before that (it waited up to the read timeout): read with
+/// `min_index=<raft_index>` to be sure.
+pub const APPLIED_HEADER: &str = "x-sqlraft-applied-locally";
+
+fn applied_header(mut response: Response, applied_here: bool) -> Response {
+    response.headers_mut().insert(
+        APPLIED_HEADER,
+        header::HeaderValue::from_static(if applied_here { "true" } else { "false" }),
+    );
+    response
+}
+
+/// Builds `{"results": [...], "raft_index"?, "time"?}`.
+fn finish(
+    flags: &Flags,
+    results: Vec<ResultItem>,
+    raft_index: Option<u64>,
+    started: Instant,
+) -> Response {
+    #[derive(serde::Serialize)]
+    struct Body {
+        results: Vec<ResultItem>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        raft_index: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<f64>,
+    }
+    let body = Body {
+        results,
+        raft_index,
+        time: flags.timings.then(|| started.elapsed().as_secs_f64()),
+    };
+    json_response(StatusCode::OK, &body, flags.pretty)
+}
+
+/// Header that makes a write idempotent: a repeat within the window gets the first
+/// answer and changes nothing.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Room kept in a request id for the run suffix of `/db/request` (` #10000`).
+const RUN_SUFFIX_BYTES: usize = 8;
+
+/// The request's `Idempotency-Key`, checked: printable ASCII, at most `max_bytes`.
+fn idempotency_key(headers: &HeaderMap, max_bytes: usize) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= max_bytes)
+        .filter(|k| k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {max_bytes} printable ASCII characters without spaces"
+            ))
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+async fn execute(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES)?;
+    let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    if statements.is_empty() {
+        return Ok(finish(&flags, Vec::new(), None, started));
+    }
+    let written = state.write(statements, flags.transaction, key).await?;
+    Ok(applied_header(
+        finish(&flags, written.results, Some(written.index), started),
+        written.applied_here,
+    ))
+}
+
+async fn query_get(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let Some(q) = flags.q.clone() else {
+        return Err(ApiError::bad_request("missing query parameter q"));
+    };
+    let results = state.read(vec![Statement::new(q)], &flags).await?;
+    Ok(finish(&flags, results, None, started))
+}
+
+async fn query_post(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let body = body?;
+    let statements = match (&flags.q, body.iter().all(u8::is_ascii_whitespace)) {
+        (Some(q), true) => vec![Statement::new(q.clone())],
+        _ => statements::parse_body(&body, state.options.max_statements)?,
+    };
+    let results = state.read(statements, &flags).await?;
+    Ok(finish(&flags, results, None, started))
+}
+
+async fn request(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let flags = Flags::parse(&pairs)?;
+    let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES - RUN_SUFFIX_BYTES)?;
+    let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    let (results, written) = state.mixed(statements, &flags, key).await?;
+    let response = finish(&flags, results, written.map(|(index, _)| index), started);
+    Ok(match written {
+        Some((_, applied_here)) => applied_header(response, applied_here),
+        None => response,
+    })
+}
+
+impl Shared {
+    async fn write(
+        &self,
+        statements: Vec<Statement>,
+        transaction: bool,
+        request_id: Option<String>,
+    ) -> Result<Written, ApiError> {
+        let c = &self.counters;
+        c.write_requests.fetch_add(1, Ordering::Relaxed);
+        c.write_statements
+            .fetch_add(statements.len() as u64, Ordering::Relaxed);
+        let outcome = self
+            .node
+            .execute(WriteRequest {
+                statements,
+                transaction,
+                request_id,
+            })
+            .await?;
+        let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
+        c.statement_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        Ok(Written {
+            results: outcome.results.into_iter().map(ResultItem::Write).collect(),
+            index: outcome.raft_index,
+            applied_here: outcome.applied_here,
+        })
+    }
+
+    /// Runs reads in order. The first one carries the requested consistency; once it
+    /// has passed, the rest read the same node's file, which is at least as fresh.
+    async fn read(
+        &self,
+        statements: Vec<Statement>,
+        flags: &Flags,
+    ) -> Result<Vec<ResultItem>, ApiError> {
+        self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
+        let mut consistency = self.first_consistency(flags).await?;
+        let mut results = Vec::with_capacity(statements.len());
+        let mut spent = 0;
+        for statement in &statements {
+            let (result, _) = self
+                .read_one(statement, consistency, flags, &mut spent)
+                .await?;
+            results.push(result);
+            consistency = Consistency::Local { min_index: None };
+        }
+        Ok(results)
+    }
+
+    async fn first_consistency(&self, flags: &Flags) -> Result<Consistency, ApiError> {
+        let consistency = flags.consistency();
+        if let (Some(index), false) = (
+            flags.min_index,
+            matches!(consistency, Consistency::Local { .. }),
+        ) {
+            self.node.wait_applied(index).await?;
+        }
+        Ok(consistency)
+    }
+
+    /// One read; a statement error is a result. The flag says the read was refused
+    /// because the statement writes.
+    async fn read_one(
+        &self,
+        statement: &Statement,
+        consistency: Consistency,
+        flags: &Flags,
+        spent: &mut usize,
+    ) -> Result<(ResultItem, bool), ApiError> {
+        self.counters
+            .read_statements
+            .fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match self.node.query(statement, consistency).await {
+            Ok(rows) => {
+                let cost = rows.json_cost(flags.json_shape());
+                if *spent + cost > self.options.max_result_bytes {
+                    let message = format!(
+                        "the results of this request are larger than {} bytes: split it, or select fewer rows",
+                        self.options.max_result_bytes
+                    );
+                    return Ok((ResultItem::Error(message), false));
+                }
+                *spent += cost;
+                let shape = Shape {
+                    associative: flags.associative,
+                    blob_array: flags.blob_array,
+                };
+                let time = flags.timings.then(|| started.elapsed().as_secs_f64());
+                Ok((ResultItem::Rows { rows, shape, time }, false))
+            }
+            // Every read connection is busy: the node is overloaded, retry later.
+            Err(NodeError::Query(e @ SqliteError::PoolUnavailable(_))) => Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            }),
+            Err(NodeError::Query(e)) => {
+                self.counters
+                    .statement_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let writes = matches!(e, SqliteError::WriteInRead(_));
+                Ok((ResultItem::Error(e.to_string()), writes))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `/db/request`: runs of consecutive writes go to the log as one request each;
+    /// reads run here at the requested level, and after a write they wait for it.
+    async fn mixed(
+        &self,
+        statements: Vec<Statement>,
+        flags: &Flags,
+        key: Option<String>,
+    ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
+        // Each run of writes is its own request with its own id: the key itself for
+        // the first (so a request with one run of writes matches the same key sent to
+        // /db/execute), `<key> #N` for the next (a space never appears in a key).
+        let mut runs = 0;
+        let mut run_id = || {
+            runs += 1;
+            key.as_ref().map(|k| match runs {
+                1 => k.clone(),
+                n => format!("{k} #{n}"),
+            })
+        };
+        let mut results = Vec::with_capacity(statements.len());
+        let mut spent = 0;
+        let mut raft_index = None;
+        let mut applied_here = true;
+        let mut consistency = None;
+        let mut pending: Vec<Statement> = Vec::new();
+        for statement in statements {
+            if !statements::is_read(&statement.sql) {
+                pending.push(statement);
+                continue;
+            }
+            if !pending.is_empty() {
+                let written = self
+                    .write(std::mem::take(&mut pending), flags.transaction, run_id())
+                    .await?;
+                results.extend(written.results);
+                let index = written.index;
+                raft_index = Some(index);
+                applied_here &= written.applied_here;
+                consistency = Some(Consistency::Local {
+                    min_index: Some(index),
+                });
+            }
+            let level = match consistency {
+                Some(c) => c,
+                None => {
+                    self.counters.read_requests.fetch_add(1, Ordering::Relaxed);
+                    self.first_consistency(flags).await?
+                }
+            };
+            let (result, writes) = self.read_one(&statement, level, flags, &mut spent).await?;
+            consistency = Some(Consistency::Local {
+                min_index: raft_index,
+            });
+            if writes {
+                // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
+                let written = self
+                    .write(vec![statement], flags.transaction, run_id())
+                    .await?;
+                results.extend(written.results);
+                let index = written.index;
+                raft_index = Some(index);
+                applied_here &= written.applied_here;
+                consistency = Some(Consistency::Local {
+                    min_index: Some(index),
+                });
+            } else {
+                results.push(result);
+            }
+        }
+        if !pending.is_empty() {
+            let written = self.write(pending, flags.transaction, run_id()).await?;
+            results.extend(written.results);
+            raft_index = Some(written.index);
+            applied_here &= written.applied_here;
+        }
+        Ok((results, raft_index.map(|index| (index, applied_here))))
+    }
+}
+
+/// `GET /db/hash`: `{"id", "applied_index", "sha256"}` of this node's content.
+async fn content_hash(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let hash = state.node.content_hash().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": state.node.service_id(),
+            "applied_index": hash.applied_index,
+            "sha256": hash.sha256,
+        }),
+        false,
+    ))
+}

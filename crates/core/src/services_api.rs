@@ -1,0 +1,174 @@
+//! Core services over REST: `GET|POST /api/v1/services`, `DELETE /api/v1/services/{id}`,
+//! and the system endpoints `GET /api/v1/system/backup`, `POST /api/v1/system/restore`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::http_error::{ApiError, json_response};
+use crate::services::{ServiceView, create, overview, remove, rfc3339};
+use crate::state::AppState;
+
+/// Largest body of a services request (a few hundred bytes are enough).
+pub const MAX_SERVICES_BODY_BYTES: usize = 16 << 10;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/services", get(list).post(create_handler))
+        .route("/api/v1/services/{id}", delete(delete_handler))
+        .route("/api/v1/system/backup", get(backup))
+        .route("/api/v1/system/restore", post(restore))
+        .layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES))
+}
+
+fn service_json(view: &ServiceView) -> Json {
+    let s = &view.service;
+    let live = view.live.as_ref();
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "fqdn": s.fqdn,
+        "raft_addr": s.raft_addr,
+        "state": s.state.as_str(),
+        "raft_id": s.raft_id,
+        "created_at": rfc3339(s.created_at_ms),
+        "created_at_ms": s.created_at_ms,
+        "http_addr": live.map(|m| m.http_addr.clone()),
+        "role": live.map(|m| m.role.clone()),
+        "leader": view.is_leader,
+        "reachable": live.map(|m| m.reachable),
+        "term": live.and_then(|m| m.term),
+        "applied_index": live.and_then(|m| m.applied_index),
+        "lag": view.lag,
+    })
+}
+
+async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let o = overview(&state.node, timeout).await?;
+    let body = json!({
+        "services": o.services.iter().map(service_json).collect::<Vec<_>>(),
+        "leader_id": o.leader_id,
+        "term": o.term,
+        "commit_index": o.commit_index,
+        "voters": o.voters,
+        "learners": o.learners,
+    });
+    Ok(json_response(StatusCode::OK, &body, false))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewService {
+    fqdn: String,
+    raft_addr: String,
+}
+
+async fn create_handler(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let new: NewService = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"fqdn\": \"<fqdn>\", \"raft_addr\": \"<fqdn>:<port>\"}}: {e}"
+        ))
+    })?;
+    let created = create(&state.node, &new.fqdn, &new.raft_addr).await?;
+    let s = &created.service;
+    let body = json!({
+        "id": s.id,
+        "name": s.name,
+        "fqdn": s.fqdn,
+        "raft_addr": s.raft_addr,
+        "state": s.state.as_str(),
+        "install_command": created.install_command,
+    });
+    Ok(json_response(StatusCode::CREATED, &body, false))
+}
+
+async fn delete_handler(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let index = remove(&state.node, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": id, "removed": true, "raft_index": index }),
+        false,
+    ))
+}
+
+/// A consistent copy of this node's state database ([`sqlraft::Node::backup`]: content
+/// and index read in one transaction), written to a temporary file, then streamed back.
+async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let internal = |m: String| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: m,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("sqlraft-backup-")
+        .tempdir()
+        .map_err(|e| internal(format!("cannot create a temporary directory: {e}")))?;
+    let path = dir.path().join("backup.sqlite3");
+    let applied = state.node.backup(&path).await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| internal(format!("cannot open the backup: {e}")))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| internal(format!("cannot read the backup: {e}")))?
+        .len();
+    // The open file outlives its name: the directory can go now.
+    drop(dir);
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let filename = format!(
+        "sqlraft-{}-{applied}.sqlite3",
+        state.node.service_id().get(..8).unwrap_or("backup")
+    );
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-sqlraft-applied-index"),
+                applied.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn restore() -> Response {
+    json_response(
+        StatusCode::NOT_IMPLEMENTED,
+        &json!({ "error": "restore is not implemented yet: restoring a cluster needs raft snapshots, which sqlraft does not have yet; a backup (GET /api/v1/system/backup) is a plain SQLite file that can be inspected with sqlite3" }),
+        false,
+    )
+}
