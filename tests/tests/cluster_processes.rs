@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlraft_tests::cluster::{Cluster, raft_index, statement};
-use sqlraft_tests::workload::{CREATE_TABLE, Workload, verify};
-use sqlraft_tests::{POLL, WAIT, http, serial};
+use sqlraft_harness::processes::cluster::{Cluster, raft_index, statement};
+use sqlraft_harness::processes::workload::{CREATE_TABLE, Workload, verify};
+use sqlraft_harness::processes::{POLL, WAIT, http, serial};
 
 /// Writes acknowledged between two steps of a test: enough to be "in the middle".
 const WRITES_PER_STEP: usize = 30;

@@ -1,11 +1,10 @@
-//! A minimal HTTP/1.0 client for talking to other core services (`/status` probes,
-//! the demo's readiness checks, tests). HTTP/1.0 with `Connection: close` keeps the
-//! answer unchunked and delimited by the end of the stream, so no HTTP library is needed.
+//! A small HTTP client for talking to other core services (`/status` probes, the
+//! demo's readiness checks, tests), over `reqwest`: one shared connection pool, no
+//! proxies from the environment (the peers are on the cluster's own network), answers
+//! bounded in size.
 
+use std::sync::OnceLock;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest response read; `/status` and `/nodes` answers are a few kilobytes.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -15,11 +14,11 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub enum ClientError {
     /// Connecting, sending or receiving failed.
     #[error("{addr}: {source}")]
-    Io {
+    Http {
         /// The address asked.
         addr: String,
         /// What failed.
-        source: std::io::Error,
+        source: reqwest::Error,
     },
     /// No complete answer within the timeout.
     #[error("{addr}: no answer within {timeout_ms} ms")]
@@ -29,12 +28,13 @@ pub enum ClientError {
         /// The timeout.
         timeout_ms: u64,
     },
-    /// The answer is not HTTP or too large.
-    #[error("{addr}: bad answer: {reason}")]
-    BadResponse {
+    /// The request or the answer is not acceptable (a bad method or header, an answer
+    /// that is too large).
+    #[error("{addr}: {reason}")]
+    Bad {
         /// The address asked.
         addr: String,
-        /// Why it was rejected.
+        /// Why.
         reason: String,
     },
 }
@@ -101,6 +101,17 @@ pub async fn request(
     request_with_headers(addr, method, path, headers, body, timeout).await
 }
 
+/// The client every request shares (its connection pool).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    })
+}
+
 /// Like [`request`], with the given extra header lines (no `Content-Type` is added).
 pub async fn request_with_headers(
     addr: &str,
@@ -127,60 +138,47 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io {
+    let bad = |reason: String| ClientError::Bad {
+        addr: addr.to_string(),
+        reason,
+    };
+    let http = |source| ClientError::Http {
         addr: addr.to_string(),
         source,
     };
-    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| bad(format!("method {method:?}: {e}")))?;
+    let mut builder = client().request(method, format!("http://{addr}{path}"));
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, *value);
     }
     if let Some(body) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        builder = builder.body(body.to_vec());
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.map_err(io)?;
-    if let Some(body) = body {
-        stream.write_all(body).await.map_err(io)?;
-    }
-    stream.flush().await.map_err(io)?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE_BYTES as u64 + 1)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(io)?;
-    parse(addr, raw)
-}
-
-fn parse(addr: &str, raw: Vec<u8>) -> Result<Response, ClientError> {
-    let bad = |reason: &str| ClientError::BadResponse {
-        addr: addr.to_string(),
-        reason: reason.to_string(),
-    };
-    if raw.len() > MAX_RESPONSE_BYTES {
-        return Err(bad("too large"));
-    }
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers are not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let mut answer = builder.send().await.map_err(http)?;
+    let status = answer.status().as_u16();
+    let headers = answer
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(http)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(bad(format!(
+                "answer larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(Response {
         status,
         headers,
-        body: raw[end + 4..].to_vec(),
+        body,
     })
 }

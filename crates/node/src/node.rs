@@ -104,7 +104,7 @@ impl Node {
     /// leader, term, commit and applied index, members); a slow receiver skips to the
     /// latest. It closes when the node stops.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
-        self.handle.shared.status.subscribe()
+        self.handle.shared.status.clone()
     }
 
     /// The applied index as it grows; closes when the node stops. Wait for one of this

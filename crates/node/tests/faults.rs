@@ -429,3 +429,83 @@ async fn replaced_proposals_are_answered_as_dropped() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_and_slow_links_delay_writes_but_lose_none() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), COUNTER).await;
+    // Every link loses a fifth of its messages and holds the rest back a little.
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        cluster.set_link(
+            a,
+            b,
+            LinkFault {
+                drop_rate: 0.2,
+                delay_ms: 5,
+                ..LinkFault::default()
+            },
+        );
+    }
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        let leader = cluster.leader().await;
+        if let Ok(outcome) = write(
+            cluster.node(leader),
+            &format!("INSERT INTO entries VALUES ({n})"),
+        )
+        .await
+            && outcome.results[0].error.is_none()
+        {
+            acked.push(n);
+        }
+    }
+    assert!(
+        !acked.is_empty(),
+        "nothing was acknowledged over lossy links"
+    );
+    cluster.heal();
+    cluster.converge().await;
+    for node in cluster.live() {
+        let rows = rows(node).await;
+        for n in &acked {
+            assert!(
+                rows.contains(n),
+                "node {} lost acknowledged {n}",
+                node.raft_id()
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_cannot_write_and_the_majority_can() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), COUNTER).await;
+    let others = cluster.followers(leader);
+    // The leader alone on one side.
+    cluster.partition(&[&[leader], &others]);
+    let majority = majority_elects(&cluster, leader).await;
+    old_leader_steps_down(&cluster, leader).await;
+    let new_leader = *majority
+        .iter()
+        .find(|&&i| cluster.node(i).status().role == Role::Leader)
+        .expect("a leader in the majority");
+    write_ok(cluster.node(new_leader), "INSERT INTO entries VALUES (1)").await;
+    let cut_off = write(cluster.node(leader), "INSERT INTO entries VALUES (2)").await;
+    assert!(cut_off.is_err(), "the minority wrote: {cut_off:?}");
+    cluster.heal();
+    cluster.converge().await;
+    for node in cluster.live() {
+        let rows = dump(node, "SELECT n FROM entries ORDER BY n").await;
+        assert_eq!(
+            rows,
+            vec![vec![Value::Integer(1)]],
+            "node {}",
+            node.raft_id()
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -33,9 +33,8 @@ impl RaftLoop {
         let outcomes = self.run_steps(&mut steps)?;
         // Published before any waiter is answered: once a write is acknowledged, this
         // node's status shows it applied.
-        self.shared.applied.send_replace(last_index);
-        self.shared
-            .status
+        self.applied.send_replace(last_index);
+        self.status
             .send_modify(|status| status.applied_index = last_index);
         if conf_changed {
             self.reload_members()?;

@@ -107,9 +107,8 @@ pub(crate) enum Stop {
 
 /// What the loop publishes for everyone else.
 pub(crate) struct Shared {
-    /// Sent only when something in it changed.
-    pub status: watch::Sender<Status>,
-    pub applied: watch::Sender<u64>,
+    /// The latest status the loop published; the channel closes when the loop ends.
+    pub status: watch::Receiver<Status>,
     pub stop: Mutex<Option<Stop>>,
     /// Raft ids removed from the cluster: their messages are refused, which tells them.
     pub removed: RwLock<HashSet<u64>>,
@@ -172,6 +171,10 @@ pub(crate) struct LoopParts {
     pub requests: Receiver<Request>,
     pub peer_events: mpsc::Receiver<PeerEvent>,
     pub shared: Arc<Shared>,
+    /// Where the status is published (only when something in it changed) and the
+    /// applied index; dropped with the loop, which closes every subscription.
+    pub status: watch::Sender<Status>,
+    pub applied: watch::Sender<u64>,
     pub service_id: String,
     pub members: BTreeMap<u64, Member>,
     /// Members not (yet) in the applied state, whose addresses came from the log tail,
@@ -191,6 +194,8 @@ pub(crate) struct RaftLoop {
     requests: Receiver<Request>,
     peer_events: mpsc::Receiver<PeerEvent>,
     shared: Arc<Shared>,
+    status: watch::Sender<Status>,
+    applied: watch::Sender<u64>,
     service_id: String,
     members: BTreeMap<u64, Member>,
     known: BTreeMap<u64, Member>,
@@ -221,6 +226,8 @@ impl RaftLoop {
             requests: parts.requests,
             peer_events: parts.peer_events,
             shared: parts.shared,
+            status: parts.status,
+            applied: parts.applied,
             service_id: parts.service_id,
             members: parts.members,
             known: parts.known,
@@ -617,7 +624,7 @@ impl RaftLoop {
             learners: conf.learners,
             members,
         };
-        self.shared.status.send_if_modified(|published| {
+        self.status.send_if_modified(|published| {
             let changed = *published != status;
             if changed {
                 *published = status;

@@ -93,6 +93,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
     let reads = ReadPool::open(&db_dir.join("state.db"), &config.read).await?;
 
     let (applied_tx, applied) = watch::channel(sm.applied_index());
+    let (status_tx, status) = watch::channel(initial_status(&identity, sm.applied_index()));
     let removed: HashSet<u64> = sm
         .services()?
         .iter()
@@ -100,8 +101,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         .filter_map(|s| s.raft_id)
         .collect();
     let shared = Arc::new(Shared {
-        status: watch::Sender::new(initial_status(&identity, sm.applied_index())),
-        applied: applied_tx,
+        status,
         stop: Mutex::new(None),
         removed: RwLock::new(removed),
         leader_contact: Mutex::new(Instant::now()),
@@ -114,6 +114,8 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         requests: queue,
         peer_events,
         shared: Arc::clone(&shared),
+        status: status_tx,
+        applied: applied_tx,
         service_id: identity.service_id.clone(),
         members,
         known,

@@ -1,23 +1,21 @@
-//! Multi-process tests of sqlraft: real `sqlraft-core run` processes on loopback addresses,
+//! Multi-process clusters: real `sqlraft-core run` processes on loopback addresses,
 //! killed with SIGKILL, stopped with SIGTERM, frozen with SIGSTOP, restarted from their
 //! directories. `tests/README.md` says what each test proves.
 //!
 //! - [`binary`]: where the `sqlraft-core` binary under test is;
-//! - [`http`]: a minimal blocking HTTP/1.0 client;
+//! - [`http`]: the blocking HTTP client (re-exported from the crate root);
 //! - [`process`]: one service process, killed when dropped;
 //! - [`cluster`]: a cluster formed by joins in a temporary root, removed when dropped;
 //! - [`workload`]: a stream of writes with classified outcomes, and the final check.
-#![deny(missing_docs)]
-
 pub mod binary;
 pub mod cluster;
-pub mod http;
 pub mod process;
 pub mod workload;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use crate::http;
 pub use binary::sqlraft_core_bin;
 
 /// The first service of a cluster.

@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use serde_json::{Value as Json, json};
 
-use crate::cluster::{Cluster, raft_index, statement};
+use super::cluster::{Cluster, raft_index, statement};
+use super::{POLL, WAIT};
 use crate::http::{self, HttpError};
-use crate::{POLL, WAIT};
 
 /// The table the workload writes: no key constraint, so a write applied twice shows.
 pub const CREATE_TABLE: &str = "CREATE TABLE t (k INTEGER NOT NULL)";

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use serde_json::{Value as Json, json};
 
+use super::process::CoreProcess;
+use super::{FIRST_SERVICE_ID, POLL, WAIT};
 use crate::http::{self, HttpError};
-use crate::process::CoreProcess;
-use crate::{FIRST_SERVICE_ID, POLL, WAIT};
 
 /// Processes and their root. Dropping it kills every process (SIGCONT first), prints
 /// the logs' tails when the test is failing, and removes the root.

@@ -1,11 +1,9 @@
-//! A minimal blocking HTTP/1.0 client. `Connection: close` makes the end of the stream
-//! the end of the body, so no chunked decoding is needed.
+//! The blocking HTTP client of the multi-process tests, over `reqwest::blocking`.
 //!
 //! Errors say whether the request may have reached the server: a write whose
 //! connection could not be opened certainly did not run; one that failed later may have.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -74,7 +72,18 @@ pub fn post(addr: &str, path: &str, body: &Json, timeout: Duration) -> Result<Re
     )
 }
 
-/// One request; `timeout` bounds the connect and every read and write.
+/// The client every request shares (its connection pool), without proxies.
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client")
+    })
+}
+
+/// One request; `timeout` bounds the whole exchange.
 pub fn request(
     addr: &str,
     method: &str,
@@ -82,49 +91,38 @@ pub fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let socket: SocketAddr = addr
-        .parse()
-        .unwrap_or_else(|_| panic!("{addr} is not an ip:port address"));
-    let mut stream = TcpStream::connect_timeout(&socket, timeout).map_err(HttpError::NotSent)?;
-    let unknown = |e: std::io::Error| HttpError::Unknown(format!("{method} {addr}{path}: {e}"));
-    stream.set_read_timeout(Some(timeout)).map_err(unknown)?;
-    stream.set_write_timeout(Some(timeout)).map_err(unknown)?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    let what = format!("{method} {addr}{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .unwrap_or_else(|_| panic!("{method} is not an HTTP method"));
+    let mut builder = client()
+        .request(method, format!("http://{addr}{path}"))
+        .timeout(timeout);
     if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        builder = builder
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
     }
-    head.push_str("\r\n");
-    let mut message = head.into_bytes();
-    message.extend_from_slice(body.unwrap_or_default());
-    stream.write_all(&message).map_err(unknown)?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(unknown)?;
-    parse(&raw).map_err(|reason| HttpError::Unknown(format!("{method} {addr}{path}: {reason}")))
-}
-
-fn parse(raw: &[u8]) -> Result<Response, String> {
-    if raw.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err("answer too large".into());
+    let classify = |e: reqwest::Error| {
+        if e.is_connect() {
+            HttpError::NotSent(std::io::Error::other(e.to_string()))
+        } else {
+            HttpError::Unknown(format!("{what}: {e}"))
+        }
+    };
+    let answer = builder.send().map_err(classify)?;
+    let status = answer.status().as_u16();
+    if answer
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES)
+    {
+        return Err(HttpError::Unknown(format!("{what}: answer too large")));
     }
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {} bytes", raw.len()))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("no status line: {head:?}"))?;
+    let body = answer.bytes().map_err(classify)?;
+    if body.len() as u64 > MAX_RESPONSE_BYTES {
+        return Err(HttpError::Unknown(format!("{what}: answer too large")));
+    }
     Ok(Response {
         status,
-        body: raw[end + 4..].to_vec(),
+        body: body.to_vec(),
     })
 }

@@ -10,8 +10,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 
+use super::{POLL, WAIT, sqlraft_core_bin};
 use crate::http;
-use crate::{POLL, WAIT, sqlraft_core_bin};
 
 /// How often a first start is tried again when a picked port was taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;

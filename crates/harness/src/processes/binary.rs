@@ -57,7 +57,7 @@ fn warn_if_stale(bin: &Path) {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return;
     };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
     let newest = [workspace.join("crates"), workspace.join("proto")]
         .iter()
         .filter_map(|dir| newest_source(dir))
