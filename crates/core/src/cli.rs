@@ -38,8 +38,13 @@ pub struct RunArgs {
     /// Service id (UUID text, 8-4-4-4-12 hex digits).
     #[arg(long = "id", value_name = "SERVICE-ID")]
     pub id: String,
-    /// Root directory; the service lives in <root>/core/<id>/.
-    #[arg(long = "root", value_name = "DIR", default_value = "/opt/sqlraft")]
+    /// Root directory; the service lives in `<root>/core/<id>/`.
+    #[arg(
+        long = "root",
+        value_name = "DIR",
+        default_value = "/opt/sqlraft",
+        help = "Root directory; the service lives in <root>/core/<id>/"
+    )]
     pub root: PathBuf,
     /// Where the raft transport listens.
     #[arg(
@@ -48,8 +53,12 @@ pub struct RunArgs {
         default_value = "0.0.0.0:7209"
     )]
     pub listen: String,
-    /// The address other nodes reach this one at [default: <hostname -f>:<listen port>].
-    #[arg(long = "raft.node.addr", value_name = "FQDN:PORT")]
+    /// The address other nodes reach this one at (default: `<hostname -f>:<listen port>`).
+    #[arg(
+        long = "raft.node.addr",
+        value_name = "FQDN:PORT",
+        help = "The address other nodes reach this one at [default: <hostname -f>:<listen port>]"
+    )]
     pub addr: Option<String>,
     /// Any member's raft address, to join an existing cluster (first start only).
     #[arg(long = "raft.join", value_name = "FQDN:PORT")]

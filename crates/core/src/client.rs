@@ -1,7 +1,7 @@
 //! A small HTTP client for talking to other core services (`/status` probes, the
 //! demo's readiness checks, tests), over `reqwest`: one shared connection pool, no
-//! proxies from the environment (the peers are on the cluster's own network), answers
-//! bounded in size.
+//! proxies from the environment (the peers are on the cluster's own network), no
+//! redirects followed, answers bounded in size.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -105,8 +105,10 @@ pub async fn request(
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
+        // Answers are returned as they are: a redirect is the caller's to follow.
         reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new())
     })

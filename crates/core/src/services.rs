@@ -1,6 +1,6 @@
 //! Core services: the registry's entries with what is known of them live, creating
 //! and removing them, and the command that installs a created one. The services API
-//! ([`crate::services_api`]) and the web interface ([`crate::web`]) both use these.
+//! (`services_api`) and the web interface ([`crate::web`]) both use these.
 //!
 //! A service is created in the registry first (it gets its id), then started on its
 //! host with the install command; the cluster admits only created ids with the raft

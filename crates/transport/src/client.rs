@@ -355,7 +355,7 @@ impl Transport {
     }
 
     /// Test hook: sets the fault on the link to `peer` as this node sees it
-    /// ([`LinkFault::default`] heals it). A partition also drops what arrives from
+    /// ([`crate::LinkFault::default`] heals it). A partition also drops what arrives from
     /// the peer.
     #[cfg(feature = "testing")]
     pub fn set_link_fault(&self, peer: u64, fault: crate::LinkFault) {

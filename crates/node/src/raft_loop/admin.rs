@@ -3,12 +3,13 @@
 use prost::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use sqlraft_proto::v1 as pb;
-use sqlraft_sqlite::ServiceState;
+use sqlraft_sqlite::Member;
 use tokio::sync::oneshot;
 
 use super::{AdminOutcome, Pending, PendingJoin, RaftLoop};
-use crate::config::Admission;
 use crate::error::{NodeError, Result};
+use crate::membership::admission::{self, AdmissionInput, Admit};
+use crate::membership::removal::{self, Removal, RemovalInput};
 use crate::membership::{self, PromotionInput};
 
 impl RaftLoop {
@@ -47,49 +48,34 @@ impl RaftLoop {
         if !self.is_leader() {
             return Err(NodeError::NoLeader);
         }
-        let id = &request.service_id;
-        if let Some(m) = self.members.values().find(|m| &m.service_id == id) {
-            if m.raft_addr == request.raft_addr {
-                return Ok(None);
-            }
-            return Err(NodeError::Join(format!(
-                "service {id} is already a member with raft address {}",
-                m.raft_addr
-            )));
-        }
-        if let Some(m) = self
-            .members
-            .values()
-            .find(|m| m.raft_addr == request.raft_addr)
-        {
-            return Err(NodeError::Join(format!(
-                "raft address {} is already used by service {}",
-                m.raft_addr, m.service_id
-            )));
-        }
-        self.check_registration(request)?;
         let conf = self.conf_state();
-        if self.raw.raft.has_pending_conf()
-            || !self.pending_joins.is_empty()
-            || !conf.voters_outgoing.is_empty()
-        {
-            // In a joint configuration raft-rs would turn the change into an empty
-            // entry and still report success.
-            return Err(NodeError::Busy("another membership change is in progress"));
-        }
-        let raft_id = self
+        let registry = self.sm.services()?;
+        let members: Vec<Member> = self.members.values().cloned().collect();
+        let highest_raft_id = self
             .members
             .keys()
             .chain(conf.voters.iter())
             .chain(conf.learners.iter())
             .copied()
-            .chain(self.sm.services()?.iter().filter_map(|s| s.raft_id))
+            .chain(registry.iter().filter_map(|s| s.raft_id))
             .max()
-            .unwrap_or(0)
-            + 1;
+            .unwrap_or(0);
+        let input = AdmissionInput {
+            members: &members,
+            registered: registry.iter().find(|s| s.id == request.service_id),
+            admission: self.admission,
+            change_in_progress: self.raw.raft.has_pending_conf()
+                || !self.pending_joins.is_empty()
+                || !conf.voters_outgoing.is_empty(),
+            highest_raft_id,
+        };
+        let raft_id = match admission::admit(&request.service_id, &request.raft_addr, &input)? {
+            Admit::AlreadyMember => return Ok(None),
+            Admit::AsLearner { raft_id } => raft_id,
+        };
         let member = pb::Member {
             raft_id,
-            service_id: id.clone(),
+            service_id: request.service_id.clone(),
             raft_addr: request.raft_addr.clone(),
             http_addr: request.http_addr.clone(),
         };
@@ -97,39 +83,9 @@ impl RaftLoop {
         self.raw
             .propose_conf_change(Vec::new(), cc)
             .map_err(|e| NodeError::Join(format!("conf change refused: {e}")))?;
-        tracing::info!(raft_id, service_id = %id, addr = %request.raft_addr,
+        tracing::info!(raft_id, service_id = %request.service_id, addr = %request.raft_addr,
             "proposed adding a learner");
         Ok(Some(raft_id))
-    }
-
-    /// With registered admission, only a created service may join, with the raft
-    /// address it was created with.
-    fn check_registration(&self, request: &pb::JoinRequest) -> Result<()> {
-        let id = &request.service_id;
-        let service = self.sm.service(id)?;
-        match (self.admission, service) {
-            (Admission::Open, Some(s)) if s.state == ServiceState::Removed => {
-                Err(NodeError::ServiceRemoved(format!(
-                    "service {id} was removed from the cluster and cannot join again"
-                )))
-            }
-            (Admission::Open, _) => Ok(()),
-            (Admission::Registered, None) => Err(NodeError::Join(format!(
-                "service {id} was never created: create it in the web interface (or POST /api/v1/services) first"
-            ))),
-            (Admission::Registered, Some(s)) if s.state == ServiceState::Removed => {
-                Err(NodeError::ServiceRemoved(format!(
-                    "service {id} was removed from the cluster and cannot join again"
-                )))
-            }
-            (Admission::Registered, Some(s)) if s.raft_addr != request.raft_addr => {
-                Err(NodeError::Join(format!(
-                    "service {id} was created with raft address {}, not {}",
-                    s.raft_addr, request.raft_addr
-                )))
-            }
-            (Admission::Registered, Some(_)) => Ok(()),
-        }
     }
 
     pub(super) fn join_response(&self, raft_id: u64) -> pb::JoinResponse {
@@ -185,16 +141,31 @@ impl RaftLoop {
                 return;
             }
         };
-        let proposed = match plan {
-            Removal::Registry(command) => {
+        let cc = match plan {
+            Removal::Registry => {
+                let command = pb::Command {
+                    kind: Some(pb::command::Kind::RemoveService(pb::RemoveService {
+                        id: id.to_string(),
+                        at_unix_ms: now_unix_ms(),
+                    })),
+                };
                 if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
                     self.pending_admin.insert(index, pending);
                 }
                 return;
             }
-            Removal::Conf(cc) => self.raw.propose_conf_change(Vec::new(), cc),
+            Removal::HandOver { to } => {
+                tracing::info!(to, "handing leadership over before removing this node");
+                self.raw.transfer_leader(to);
+                let _ = reply.send(Err(NodeError::LeaderChanging));
+                return;
+            }
+            Removal::Conf { raft_id, demote } => {
+                tracing::info!(raft_id, ?demote, service_id = id, "proposing removal");
+                membership::remove(raft_id, demote)
+            }
         };
-        match proposed {
+        match self.raw.propose_conf_change(Vec::new(), cc) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let pending = Pending {
@@ -209,86 +180,25 @@ impl RaftLoop {
         }
     }
 
-    fn removal_plan(&mut self, id: &str) -> Result<Removal> {
-        let service = self
-            .sm
-            .service(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("no service with id {id}")))?;
-        let raft_id = match (service.state, service.raft_id) {
-            (ServiceState::Removed, _) => {
-                return Err(NodeError::Conflict(format!(
-                    "service {id} is already removed"
-                )));
-            }
-            (ServiceState::Created, _) | (_, None) => {
-                return Ok(Removal::Registry(pb::Command {
-                    kind: Some(pb::command::Kind::RemoveService(pb::RemoveService {
-                        id: id.to_string(),
-                        at_unix_ms: now_unix_ms(),
-                    })),
-                }));
-            }
-            (_, Some(raft_id)) => raft_id,
-        };
-        if self.raw.raft.has_pending_conf() {
-            return Err(NodeError::Busy("another membership change is in progress"));
-        }
-        let conf = self.conf_state();
-        if !conf.voters_outgoing.is_empty() {
-            return Err(NodeError::Busy(
-                "the cluster is leaving a joint configuration",
-            ));
-        }
-        let me = self.raw.raft.id;
-        if raft_id == me {
-            let Some(next) = self.best_other_voter(&conf, me) else {
-                return Err(NodeError::Invalid(
-                    "the only voter cannot be removed; add services first or use raft/.reset"
-                        .into(),
-                ));
-            };
-            tracing::info!(
-                to = next,
-                "handing leadership over before removing this node"
-            );
-            self.raw.transfer_leader(next);
-            return Err(NodeError::LeaderChanging);
-        }
-        let demote = if conf.voters.contains(&raft_id) {
-            let remaining: Vec<u64> = conf
-                .voters
-                .iter()
-                .copied()
-                .filter(|v| *v != raft_id)
-                .collect();
-            if remaining.is_empty() {
-                return Err(NodeError::Invalid(
-                    "the only voter cannot be removed".into(),
-                ));
-            }
-            if remaining.len().is_multiple_of(2) {
-                // Keep voters odd: the least caught-up other voter, never the leader.
-                remaining
-                    .iter()
-                    .copied()
-                    .filter(|v| *v != me)
-                    .min_by_key(|v| self.raw.raft.prs().get(*v).map_or(0, |p| p.matched))
-            } else {
-                None
-            }
-        } else {
-            None
-        };
-        tracing::info!(raft_id, ?demote, service_id = id, "proposing removal");
-        Ok(Removal::Conf(membership::remove(raft_id, demote)))
-    }
-
-    fn best_other_voter(&self, conf: &ConfState, me: u64) -> Option<u64> {
-        conf.voters
+    fn removal_plan(&self, id: &str) -> Result<Removal> {
+        let service = self.sm.service(id)?;
+        let matched: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
             .iter()
-            .copied()
-            .filter(|v| *v != me)
-            .max_by_key(|v| self.raw.raft.prs().get(*v).map_or(0, |p| p.matched))
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        removal::plan(
+            id,
+            &RemovalInput {
+                service: service.as_ref(),
+                conf: &self.conf_state(),
+                me: self.raw.raft.id,
+                pending_conf: self.raw.raft.has_pending_conf(),
+                matched: &matched,
+            },
+        )
     }
 
     /// Leader only: leave a joint configuration left behind by a previous leader, and
@@ -334,11 +244,6 @@ impl RaftLoop {
             Err(e) => tracing::warn!(error = %e, ?promote, "could not propose promotion"),
         }
     }
-}
-
-enum Removal {
-    Registry(pb::Command),
-    Conf(ConfChangeV2),
 }
 
 pub(crate) fn now_unix_ms() -> i64 {

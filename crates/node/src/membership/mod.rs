@@ -1,4 +1,11 @@
-//! When the leader promotes learners: only so that the number of voters stays odd.
+//! Membership decisions, apart from the raft loop that carries them out (as openraft's
+//! `engine` is apart from its IO): whom to admit ([`admission`]), how to remove a
+//! service ([`removal`]), when to promote learners (here: only so that the number of
+//! voters stays odd), and the conf changes that do it. Pure functions of what the
+//! leader knows, tested without a cluster.
+
+pub(crate) mod admission;
+pub(crate) mod removal;
 
 use crate::error::{NodeError, Result};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
