@@ -6,7 +6,8 @@ use sqlraft_proto::v1 as pb;
 use sqlraft_sqlite::Member;
 use tokio::sync::oneshot;
 
-use super::{AdminOutcome, Pending, PendingJoin, RaftLoop};
+use super::waiters::{Pending, PendingJoin};
+use super::{AdminOutcome, RaftLoop};
 use crate::error::{NodeError, Result};
 use crate::membership::admission::{self, AdmissionInput, Admit};
 use crate::membership::removal::{self, Removal, RemovalInput};
@@ -25,8 +26,7 @@ impl RaftLoop {
                     term: self.raw.raft.term,
                     reply,
                 };
-                self.pending_joins
-                    .insert(index, PendingJoin { raft_id, pending });
+                self.waiters.join(index, PendingJoin { raft_id, pending });
             }
             Ok(None) => {
                 let raft_id = self
@@ -65,7 +65,7 @@ impl RaftLoop {
             registered: registry.iter().find(|s| s.id == request.service_id),
             admission: self.admission,
             change_in_progress: self.raw.raft.has_pending_conf()
-                || !self.pending_joins.is_empty()
+                || self.waiters.joins_waiting()
                 || !conf.voters_outgoing.is_empty(),
             highest_raft_id,
         };
@@ -89,10 +89,7 @@ impl RaftLoop {
     }
 
     pub(super) fn join_response(&self, raft_id: u64) -> pb::JoinResponse {
-        pb::JoinResponse {
-            raft_id,
-            members: self.members.values().map(Into::into).collect(),
-        }
+        super::join_response(&self.members, raft_id)
     }
 
     fn conf_state(&self) -> ConfState {
@@ -115,7 +112,7 @@ impl RaftLoop {
                     kind: Some(pb::command::Kind::CreateService(create)),
                 };
                 if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
-                    self.pending_admin.insert(index, pending);
+                    self.waiters.admin(index, pending);
                 }
             }
             Some(Kind::RemoveService(id)) => self.remove_service(&id, reply),
@@ -150,7 +147,7 @@ impl RaftLoop {
                     })),
                 };
                 if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
-                    self.pending_admin.insert(index, pending);
+                    self.waiters.admin(index, pending);
                 }
                 return;
             }
@@ -172,7 +169,7 @@ impl RaftLoop {
                     term: self.raw.raft.term,
                     reply,
                 };
-                self.pending_admin.insert(index, pending);
+                self.waiters.admin(index, pending);
             }
             Err(e) => {
                 let _ = reply.send(Err(NodeError::Invalid(format!("conf change refused: {e}"))));

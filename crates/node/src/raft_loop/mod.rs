@@ -18,10 +18,13 @@ mod admin;
 mod apply;
 mod peers;
 mod validate;
+mod waiters;
+
+use waiters::{EntryOutcome, Pending, Waiters};
 
 pub(crate) use admin::now_unix_ms;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -137,32 +140,6 @@ impl Shared {
 }
 
 /// Something waiting for the entry proposed at an index in a term.
-struct Pending<T> {
-    term: u64,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-struct PendingJoin {
-    raft_id: u64,
-    pending: Pending<pb::JoinResponse>,
-}
-
-struct PendingRead {
-    deadline: Instant,
-    /// When the read index was last requested from raft.
-    asked: Instant,
-    reply: oneshot::Sender<Result<u64>>,
-}
-
-/// What applying one entry produced, for whoever waits on it.
-pub(crate) enum EntryOutcome {
-    /// A write's results and the entry that applied it (an earlier one for a
-    /// repeated request id).
-    Write(Vec<StatementResult>, u64),
-    Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
-    Done,
-}
-
 /// Everything the loop is built from.
 pub(crate) struct LoopParts {
     pub raw: RawNode<LogStore>,
@@ -203,14 +180,7 @@ pub(crate) struct RaftLoop {
     timings: RaftTimings,
     limits: Limits,
     admission: Admission,
-    pending_writes: BTreeMap<u64, Pending<Applied>>,
-    pending_admin: BTreeMap<u64, Pending<AdminOutcome>>,
-    pending_joins: BTreeMap<u64, PendingJoin>,
-    pending_reads: HashMap<u64, PendingRead>,
-    next_read_id: u64,
-    /// Random per process: read-index contexts must never repeat, across nodes and
-    /// restarts, or raft-rs could match a new request with an old answer.
-    read_nonce: u64,
+    waiters: Waiters,
     /// Set when this node applied its own removal; the loop ends after the turn.
     removed: bool,
     /// Highest commit index carried by a message from a leader.
@@ -235,12 +205,7 @@ impl RaftLoop {
             timings: parts.timings,
             limits: parts.limits,
             admission: parts.admission,
-            pending_writes: BTreeMap::new(),
-            pending_admin: BTreeMap::new(),
-            pending_joins: BTreeMap::new(),
-            pending_reads: HashMap::new(),
-            next_read_id: 1,
-            read_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+            waiters: Waiters::new(),
             removed: false,
             leader_commit: 0,
         }
@@ -276,7 +241,7 @@ impl RaftLoop {
             .stop
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = stop;
-        self.fail_pending();
+        self.waiters.fail_all();
     }
 
     fn turns(&mut self) -> Result<()> {
@@ -423,7 +388,7 @@ impl RaftLoop {
 
     fn propose(&mut self, command: Vec<u8>, reply: oneshot::Sender<Result<Applied>>) {
         if let Some((index, pending)) = self.propose_entry(command, reply) {
-            self.pending_writes.insert(index, pending);
+            self.waiters.write(index, pending);
         }
     }
 
@@ -432,46 +397,20 @@ impl RaftLoop {
             let _ = reply.send(Err(NodeError::NoLeader));
             return;
         }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        self.raw.read_index(self.read_context(id));
         let now = Instant::now();
-        self.pending_reads.insert(
-            id,
-            PendingRead {
-                deadline: now + Duration::from_millis(self.limits.read_timeout_ms),
-                asked: now,
-                reply,
-            },
-        );
+        let deadline = now + Duration::from_millis(self.limits.read_timeout_ms);
+        let ctx = self.waiters.read(now, deadline, reply);
+        self.raw.read_index(ctx);
     }
 
     fn on_tick(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .pending_reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(read) = self.pending_reads.remove(&id) {
-                let _ = read
-                    .reply
-                    .send(Err(NodeError::Timeout(self.limits.read_timeout_ms)));
-            }
-        }
-        // raft-rs drops a read-index request silently when the leader has not yet
-        // committed an entry in its term (or the request was lost on the way); ask
-        // again, a duplicate answer is harmless.
         let again =
             Duration::from_millis(self.timings.tick_ms * self.timings.heartbeat_ticks as u64 * 2);
-        for (id, read) in self.pending_reads.iter_mut() {
-            if now.duration_since(read.asked) >= again {
-                read.asked = now;
-                let ctx = read_context(self.read_nonce, *id);
-                self.raw.read_index(ctx);
-            }
+        let ask = self
+            .waiters
+            .expire_reads(Instant::now(), again, self.limits.read_timeout_ms);
+        for ctx in ask {
+            self.raw.read_index(ctx);
         }
         if self.is_leader() {
             self.note_leader_contact();
@@ -495,7 +434,7 @@ impl RaftLoop {
         }
         self.apply(ready.take_committed_entries())?;
         for state in ready.take_read_states() {
-            self.read_ready(&state.request_ctx, state.index);
+            self.waiters.read_ready(&state.request_ctx, state.index);
         }
         self.raw
             .mut_store()
@@ -511,65 +450,17 @@ impl RaftLoop {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         if !self.is_leader() {
-            self.drop_replaced_proposals();
+            self.waiters.drop_replaced(&self.raw.raft.raft_log);
         }
         Ok(())
     }
 
-    /// Proposals this node made as leader whose entries its log no longer holds (a
-    /// later leader's log replaced them) can never be committed: answer them now with
-    /// `Dropped` (safe to retry) instead of letting them wait for their timeout. Log
-    /// matching makes this sound: had the new leader held such an entry, it would not
-    /// have been replaced here.
-    fn drop_replaced_proposals(&mut self) {
-        let log = &self.raw.raft.raft_log;
-        drop_all(take_replaced(&mut self.pending_writes, log));
-        drop_all(take_replaced(&mut self.pending_admin, log));
-    }
-
-    fn read_context(&self, id: u64) -> Vec<u8> {
-        read_context(self.read_nonce, id)
-    }
-
-    fn read_ready(&mut self, ctx: &[u8], index: u64) {
-        let (Some(nonce), Some(id)) = (ctx.get(..8), ctx.get(8..16)) else {
-            return;
-        };
-        let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).unwrap_or(0);
-        if ctx.len() != 16 || word(nonce) != self.read_nonce {
-            return;
-        }
-        if let Some(read) = self.pending_reads.remove(&word(id)) {
-            let _ = read.reply.send(Ok(index));
-        }
-    }
-
-    /// Answers whoever waits on entry `index` of `term`. Waiters at lower indexes, or at
-    /// this index from another term, proposed entries another leader's log replaced.
+    /// Answers whoever waits on entry `index` of `term`.
     fn resolve(&mut self, index: u64, term: u64, outcome: EntryOutcome) {
-        let (write, dropped) = settle(&mut self.pending_writes, index, term);
-        drop_all(dropped);
-        let (admin, dropped) = settle(&mut self.pending_admin, index, term);
-        drop_all(dropped);
-        let (join, dropped) = settle(&mut self.pending_joins, index, term);
-        drop_all(dropped.into_iter().map(|j| j.pending).collect());
-        // One entry has at most one waiter.
-        if let Some(p) = write {
-            let (results, index) = match outcome {
-                EntryOutcome::Write(results, applied_at) => (results, applied_at),
-                _ => (Vec::new(), index),
-            };
-            let _ = p.reply.send(Ok(Applied { index, results }));
-        } else if let Some(p) = admin {
-            let result = match outcome {
-                EntryOutcome::Registry(Err(e)) => Err(e.into()),
-                _ => Ok(AdminOutcome { index }),
-            };
-            let _ = p.reply.send(result);
-        } else if let Some(j) = join {
-            let response = self.join_response(j.raft_id);
-            let _ = j.pending.reply.send(Ok(response));
-        }
+        let members = &self.members;
+        self.waiters.resolve(index, term, outcome, |raft_id| {
+            join_response(members, raft_id)
+        });
     }
 
     fn publish(&self) {
@@ -632,93 +523,14 @@ impl RaftLoop {
             changed
         });
     }
+}
 
-    fn fail_pending(&mut self) {
-        for (_, p) in std::mem::take(&mut self.pending_writes) {
-            let _ = p
-                .reply
-                .send(Err(NodeError::UnknownOutcome("node stopped".into())));
-        }
-        for (_, p) in std::mem::take(&mut self.pending_admin) {
-            let _ = p
-                .reply
-                .send(Err(NodeError::UnknownOutcome("node stopped".into())));
-        }
-        for (_, j) in std::mem::take(&mut self.pending_joins) {
-            let _ = j.pending.reply.send(Err(NodeError::Stopped));
-        }
-        for (_, p) in std::mem::take(&mut self.pending_reads) {
-            let _ = p.reply.send(Err(NodeError::Stopped));
-        }
+/// The answer to an admitted join: its raft id and every member.
+fn join_response(members: &BTreeMap<u64, Member>, raft_id: u64) -> pb::JoinResponse {
+    pb::JoinResponse {
+        raft_id,
+        members: members.values().map(Into::into).collect(),
     }
-}
-
-/// Takes the waiters at or below `index`: the one proposed as (`index`, `term`), and
-/// the others, whose entries were replaced.
-fn settle<P: HasTerm>(
-    pending: &mut BTreeMap<u64, P>,
-    index: u64,
-    term: u64,
-) -> (Option<P>, Vec<P>) {
-    let mut matched = None;
-    let mut dropped = Vec::new();
-    while let Some(entry) = pending.first_entry() {
-        if *entry.key() > index {
-            break;
-        }
-        let (at, p) = entry.remove_entry();
-        if at == index && p.term() == term {
-            matched = Some(p);
-        } else {
-            dropped.push(p);
-        }
-    }
-    (matched, dropped)
-}
-
-/// Takes the waiters whose entries the log no longer holds at their index and term.
-fn take_replaced<T>(
-    pending: &mut BTreeMap<u64, Pending<T>>,
-    log: &raft::RaftLog<LogStore>,
-) -> Vec<Pending<T>> {
-    let replaced: Vec<u64> = pending
-        .iter()
-        .filter(|(index, p)| log.term(**index).is_ok_and(|t| t != p.term))
-        .map(|(index, _)| *index)
-        .collect();
-    replaced
-        .iter()
-        .filter_map(|index| pending.remove(index))
-        .collect()
-}
-
-fn drop_all<T>(dropped: Vec<Pending<T>>) {
-    for p in dropped {
-        let _ = p.reply.send(Err(NodeError::Dropped));
-    }
-}
-
-trait HasTerm {
-    fn term(&self) -> u64;
-}
-
-impl<T> HasTerm for Pending<T> {
-    fn term(&self) -> u64 {
-        self.term
-    }
-}
-
-impl HasTerm for PendingJoin {
-    fn term(&self) -> u64 {
-        self.pending.term
-    }
-}
-
-fn read_context(nonce: u64, id: u64) -> Vec<u8> {
-    let mut ctx = Vec::with_capacity(16);
-    ctx.extend_from_slice(&nonce.to_le_bytes());
-    ctx.extend_from_slice(&id.to_le_bytes());
-    ctx
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

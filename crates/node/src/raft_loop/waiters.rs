@@ -1,0 +1,351 @@
+//! Who waits for what: proposals waiting for their entry to be applied, joins waiting
+//! for their conf change, reads waiting for a read index. Bookkeeping only; the loop
+//! decides when entries are applied or replaced and calls in here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use sqlraft_log::LogStore;
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::StatementResult;
+use tokio::sync::oneshot;
+
+use super::{AdminOutcome, Applied};
+use crate::error::{NodeError, Result};
+
+/// A proposal waiting for its entry, proposed at (`index`, `term`).
+pub(super) struct Pending<T> {
+    pub term: u64,
+    pub reply: oneshot::Sender<Result<T>>,
+}
+
+/// A join waiting for the conf change that adds `raft_id`.
+pub(super) struct PendingJoin {
+    pub raft_id: u64,
+    pub pending: Pending<pb::JoinResponse>,
+}
+
+struct PendingRead {
+    deadline: Instant,
+    /// When the read index was last requested from raft.
+    asked: Instant,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// What applying one entry produced, for whoever waits on it.
+pub(crate) enum EntryOutcome {
+    /// A write's results and the entry that applied it (an earlier one for a
+    /// repeated request id).
+    Write(Vec<StatementResult>, u64),
+    Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
+    Done,
+}
+
+pub(super) struct Waiters {
+    writes: BTreeMap<u64, Pending<Applied>>,
+    admin: BTreeMap<u64, Pending<AdminOutcome>>,
+    joins: BTreeMap<u64, PendingJoin>,
+    reads: HashMap<u64, PendingRead>,
+    next_read_id: u64,
+    /// Random per process: read-index contexts must never repeat, across nodes and
+    /// restarts, or raft-rs could match a new request with an old answer.
+    read_nonce: u64,
+}
+
+impl Waiters {
+    pub fn new() -> Self {
+        Waiters {
+            writes: BTreeMap::new(),
+            admin: BTreeMap::new(),
+            joins: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_read_id: 1,
+            read_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+        }
+    }
+
+    pub fn write(&mut self, index: u64, pending: Pending<Applied>) {
+        self.writes.insert(index, pending);
+    }
+
+    pub fn admin(&mut self, index: u64, pending: Pending<AdminOutcome>) {
+        self.admin.insert(index, pending);
+    }
+
+    pub fn join(&mut self, index: u64, join: PendingJoin) {
+        self.joins.insert(index, join);
+    }
+
+    pub fn joins_waiting(&self) -> bool {
+        !self.joins.is_empty()
+    }
+
+    /// Registers a read that gives up at `deadline`; returns the context to hand to
+    /// raft's `read_index`.
+    pub fn read(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<u64>>,
+    ) -> Vec<u8> {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.reads.insert(
+            id,
+            PendingRead {
+                deadline,
+                asked: now,
+                reply,
+            },
+        );
+        read_context(self.read_nonce, id)
+    }
+
+    /// Reads past their deadline get a timeout of `timeout_ms`; returns the contexts of
+    /// the reads not answered for `again`, to ask raft once more (raft-rs drops a
+    /// read-index request silently when the leader has not committed an entry in its
+    /// term, or when it was lost on the way; a duplicate answer is harmless).
+    pub fn expire_reads(&mut self, now: Instant, again: Duration, timeout_ms: u64) -> Vec<Vec<u8>> {
+        self.reads.retain(|_, read| {
+            if read.deadline > now {
+                return true;
+            }
+            let reply = std::mem::replace(&mut read.reply, oneshot::channel().0);
+            let _ = reply.send(Err(NodeError::Timeout(timeout_ms)));
+            false
+        });
+        let mut ask = Vec::new();
+        for (id, read) in self.reads.iter_mut() {
+            if now.duration_since(read.asked) >= again {
+                read.asked = now;
+                ask.push(read_context(self.read_nonce, *id));
+            }
+        }
+        ask
+    }
+
+    /// Raft answered the read with context `ctx`: everything up to `index` is
+    /// committed. Contexts of other processes or other nodes are ignored.
+    pub fn read_ready(&mut self, ctx: &[u8], index: u64) {
+        let (Some(nonce), Some(id)) = (ctx.get(..8), ctx.get(8..16)) else {
+            return;
+        };
+        let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).unwrap_or(0);
+        if ctx.len() != 16 || word(nonce) != self.read_nonce {
+            return;
+        }
+        if let Some(read) = self.reads.remove(&word(id)) {
+            let _ = read.reply.send(Ok(index));
+        }
+    }
+
+    /// Proposals whose entries the log no longer holds at their index and term (a
+    /// later leader's log replaced them) can never be committed: answer them now with
+    /// `Dropped` (safe to retry) instead of letting them wait for their timeout. Log
+    /// matching makes this sound: had the new leader held such an entry, it would not
+    /// have been replaced here.
+    pub fn drop_replaced(&mut self, log: &raft::RaftLog<LogStore>) {
+        drop_all(take_replaced(&mut self.writes, log));
+        drop_all(take_replaced(&mut self.admin, log));
+    }
+
+    /// Answers whoever waits on entry `index` of `term`. Waiters at lower indexes, or
+    /// at this index from another term, proposed entries another leader's log
+    /// replaced: they get `Dropped`.
+    pub fn resolve(
+        &mut self,
+        index: u64,
+        term: u64,
+        outcome: EntryOutcome,
+        join_response: impl FnOnce(u64) -> pb::JoinResponse,
+    ) {
+        let (write, dropped) = settle(&mut self.writes, index, term);
+        drop_all(dropped);
+        let (admin, dropped) = settle(&mut self.admin, index, term);
+        drop_all(dropped);
+        let (join, dropped) = settle(&mut self.joins, index, term);
+        drop_all(dropped.into_iter().map(|j| j.pending).collect());
+        // One entry has at most one waiter.
+        if let Some(p) = write {
+            let (results, index) = match outcome {
+                EntryOutcome::Write(results, applied_at) => (results, applied_at),
+                _ => (Vec::new(), index),
+            };
+            let _ = p.reply.send(Ok(Applied { index, results }));
+        } else if let Some(p) = admin {
+            let result = match outcome {
+                EntryOutcome::Registry(Err(e)) => Err(e.into()),
+                _ => Ok(AdminOutcome { index }),
+            };
+            let _ = p.reply.send(result);
+        } else if let Some(j) = join {
+            let _ = j.pending.reply.send(Ok(join_response(j.raft_id)));
+        }
+    }
+
+    /// The loop stopped: proposals get an unknown outcome (they may still commit
+    /// elsewhere), joins and reads `Stopped`.
+    pub fn fail_all(&mut self) {
+        let unknown = || NodeError::UnknownOutcome("node stopped".into());
+        for (_, p) in std::mem::take(&mut self.writes) {
+            let _ = p.reply.send(Err(unknown()));
+        }
+        for (_, p) in std::mem::take(&mut self.admin) {
+            let _ = p.reply.send(Err(unknown()));
+        }
+        for (_, j) in std::mem::take(&mut self.joins) {
+            let _ = j.pending.reply.send(Err(NodeError::Stopped));
+        }
+        for (_, p) in std::mem::take(&mut self.reads) {
+            let _ = p.reply.send(Err(NodeError::Stopped));
+        }
+    }
+}
+
+/// Takes the waiters at or below `index`: the one proposed as (`index`, `term`), and
+/// the others, whose entries were replaced.
+fn settle<P: HasTerm>(
+    pending: &mut BTreeMap<u64, P>,
+    index: u64,
+    term: u64,
+) -> (Option<P>, Vec<P>) {
+    let mut matched = None;
+    let mut dropped = Vec::new();
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() > index {
+            break;
+        }
+        let (at, p) = entry.remove_entry();
+        if at == index && p.term() == term {
+            matched = Some(p);
+        } else {
+            dropped.push(p);
+        }
+    }
+    (matched, dropped)
+}
+
+/// Takes the waiters whose entries the log no longer holds at their index and term.
+fn take_replaced<T>(
+    pending: &mut BTreeMap<u64, Pending<T>>,
+    log: &raft::RaftLog<LogStore>,
+) -> Vec<Pending<T>> {
+    let replaced: Vec<u64> = pending
+        .iter()
+        .filter(|(index, p)| log.term(**index).is_ok_and(|t| t != p.term))
+        .map(|(index, _)| *index)
+        .collect();
+    replaced
+        .iter()
+        .filter_map(|index| pending.remove(index))
+        .collect()
+}
+
+fn drop_all<T>(dropped: Vec<Pending<T>>) {
+    for p in dropped {
+        let _ = p.reply.send(Err(NodeError::Dropped));
+    }
+}
+
+trait HasTerm {
+    fn term(&self) -> u64;
+}
+
+impl<T> HasTerm for Pending<T> {
+    fn term(&self) -> u64 {
+        self.term
+    }
+}
+
+impl HasTerm for PendingJoin {
+    fn term(&self) -> u64 {
+        self.pending.term
+    }
+}
+
+fn read_context(nonce: u64, id: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&nonce.to_le_bytes());
+    ctx.extend_from_slice(&id.to_le_bytes());
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending<T>(term: u64) -> (Pending<T>, oneshot::Receiver<Result<T>>) {
+        let (reply, rx) = oneshot::channel();
+        (Pending { term, reply }, rx)
+    }
+
+    #[test]
+    fn an_applied_entry_answers_its_proposer_and_drops_replaced_ones_below_it() {
+        let mut w = Waiters::new();
+        let (replaced, mut replaced_rx) = pending::<Applied>(2);
+        let (other_term, mut other_term_rx) = pending::<Applied>(2);
+        let (mine, mut mine_rx) = pending::<Applied>(3);
+        let (later, mut later_rx) = pending::<Applied>(3);
+        w.write(4, replaced);
+        w.write(5, other_term);
+        w.write(6, mine);
+        w.write(7, later);
+        // Entry 5 came in term 3: the term-2 proposal at 5 was replaced.
+        w.resolve(5, 3, EntryOutcome::Done, |_| unreachable!());
+        assert!(matches!(
+            replaced_rx.try_recv(),
+            Ok(Err(NodeError::Dropped))
+        ));
+        assert!(matches!(
+            other_term_rx.try_recv(),
+            Ok(Err(NodeError::Dropped))
+        ));
+        w.resolve(6, 3, EntryOutcome::Write(Vec::new(), 6), |_| unreachable!());
+        assert!(matches!(
+            mine_rx.try_recv(),
+            Ok(Ok(Applied { index: 6, .. }))
+        ));
+        assert!(later_rx.try_recv().is_err(), "entry 7 is not applied yet");
+        w.fail_all();
+        assert!(matches!(
+            later_rx.try_recv(),
+            Ok(Err(NodeError::UnknownOutcome(_)))
+        ));
+    }
+
+    #[test]
+    fn a_repeated_request_is_answered_with_the_index_that_applied_it_first() {
+        let mut w = Waiters::new();
+        let (p, mut rx) = pending::<Applied>(1);
+        w.write(9, p);
+        w.resolve(9, 1, EntryOutcome::Write(Vec::new(), 4), |_| unreachable!());
+        assert!(matches!(rx.try_recv(), Ok(Ok(Applied { index: 4, .. }))));
+    }
+
+    #[test]
+    fn reads_match_only_their_own_contexts_and_time_out() {
+        let mut w = Waiters::new();
+        let now = Instant::now();
+        let (reply, mut rx) = oneshot::channel();
+        let ctx = w.read(now, now + Duration::from_secs(5), reply);
+        // Another process's context with the same id is ignored.
+        let mut foreign = ctx.clone();
+        foreign[0] ^= 1;
+        w.read_ready(&foreign, 10);
+        assert!(rx.try_recv().is_err());
+        w.read_ready(&ctx, 10);
+        assert!(matches!(rx.try_recv(), Ok(Ok(10))));
+
+        let (reply, mut rx) = oneshot::channel();
+        let ctx = w.read(now, now + Duration::from_millis(10), reply);
+        let ask = w.expire_reads(now + Duration::from_millis(5), Duration::from_millis(1), 10);
+        assert_eq!(ask, vec![ctx], "asked again");
+        let ask = w.expire_reads(
+            now + Duration::from_millis(20),
+            Duration::from_millis(1),
+            10,
+        );
+        assert!(ask.is_empty());
+        assert!(matches!(rx.try_recv(), Ok(Err(NodeError::Timeout(10)))));
+    }
+}
