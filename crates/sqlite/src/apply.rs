@@ -1,56 +1,17 @@
-//! The write side: one connection that applies committed entries.
+//! Applying committed entries: one SQLite transaction per batch ([`ApplyTxn`]), each
+//! request in a savepoint, statement errors as deterministic results.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use rusqlite::functions::FunctionFlags;
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, TransactionBehavior};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{ErrorCode, ToSql};
 
 use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
 use crate::guard::Guard;
+use crate::idempotency::{self, Earlier};
 use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS _sqlraft_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _sqlraft_members (
-    raft_id INTEGER PRIMARY KEY,
-    service_id TEXT NOT NULL UNIQUE,
-    raft_addr TEXT NOT NULL,
-    http_addr TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS _sqlraft_services (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    fqdn TEXT NOT NULL,
-    raft_addr TEXT NOT NULL,
-    state TEXT NOT NULL,
-    raft_id INTEGER,
-    created_at_ms INTEGER NOT NULL,
-    updated_index INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _sqlraft_requests (
-    id TEXT PRIMARY KEY,
-    entry_index INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    results BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entry_index);
-";
-
-/// Largest string, blob or row a write may store (SQLite's `SQLITE_LIMIT_LENGTH` on the
-/// apply connection). A value of this size reads back within a read's default byte
-/// budget unless its JSON form is much larger than itself (text made mostly of
-/// characters JSON escapes).
-pub const MAX_VALUE_BYTES: usize = 16 << 20;
-
-/// How long a request id is remembered, in log entries: a retry within this many
-/// entries of the first attempt is answered from the first one's results; the id is
-/// forgotten after that, the same way on every node.
-pub const IDEMPOTENCY_WINDOW_ENTRIES: u64 = 100_000;
 
 /// The outcome of a write entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,160 +21,6 @@ pub struct WriteApplied {
     /// The entry that applied the write: this one, or for a repeated request id the
     /// first entry that carried it (this one then changed nothing).
     pub raft_index: u64,
-}
-
-/// The SQLite state machine: applies committed raft entries to the state database.
-///
-/// The effects of a batch of entries and the index of the last one (`applied_index`)
-/// commit in one SQLite transaction ([`ApplyTxn::commit`]), so after a crash the
-/// database is exactly at some applied index and replay resumes right after it. The
-/// database does not fsync per commit (WAL, `synchronous=NORMAL`): the raft log is the
-/// durable record, and a commit lost in a crash is applied again from the log.
-pub struct StateMachine {
-    path: PathBuf,
-    pub(crate) conn: Connection,
-    guard: Guard,
-    /// State of the deterministic `random()`, reseeded for every request.
-    rng: Arc<Mutex<u64>>,
-    /// The entry time the date and time functions see.
-    clock: EntryClock,
-    /// Latest entry time applied (Unix ms); entry times never go below it.
-    time_ms: i64,
-    /// Tables holding a row at the largest rowid (data from before that was refused).
-    at_last_rowid: Mutex<HashSet<String>>,
-    applied: u64,
-}
-
-impl StateMachine {
-    /// Opens (or creates) the state database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| SqliteError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(open_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqliteError::Inconsistent(format!(
-                "{} cannot use WAL mode (got {mode})",
-                path.display()
-            )));
-        }
-        conn.execute_batch("PRAGMA synchronous=NORMAL;")
-            .map_err(open_err)?;
-        // The same on every node: a larger value is refused alike everywhere.
-        conn.set_limit(
-            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
-            MAX_VALUE_BYTES as i32,
-        )
-        .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-
-        let guard = Guard::default();
-        guard.install(&conn).map_err(open_err)?;
-        let rng = Arc::new(Mutex::new(0u64));
-        install_deterministic_random(&conn, &rng).map_err(open_err)?;
-        let clock = EntryClock::default();
-        crate::clock::install(&conn, &clock).map_err(open_err)?;
-
-        let applied: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(open_err)?;
-        let applied = u64::try_from(applied.unwrap_or(0))
-            .map_err(|_| SqliteError::Inconsistent("negative applied_index".into()))?;
-        let time_ms: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM _sqlraft_meta WHERE key = 'entry_time_ms'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(open_err)?;
-        let at_last_rowid = crate::schema::tables_at_last_rowid(&conn)
-            .map_err(open_err)?
-            .into_iter()
-            .collect();
-        Ok(StateMachine {
-            path: path.to_path_buf(),
-            conn,
-            guard,
-            rng,
-            clock,
-            time_ms: time_ms.unwrap_or(0),
-            at_last_rowid: Mutex::new(at_last_rowid),
-            applied,
-        })
-    }
-
-    /// Path of the state database.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Index of the last entry whose effects are in the database.
-    pub fn applied_index(&self) -> u64 {
-        self.applied
-    }
-
-    /// The conf state stored with the applied index (opaque bytes), if any.
-    pub fn conf_state(&self) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row(
-                "SELECT value FROM _sqlraft_meta WHERE key = 'conf_state'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(SqliteError::Apply)
-    }
-
-    /// Members recorded in the replicated state, by raft id.
-    pub fn members(&self) -> Result<Vec<Member>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT raft_id, service_id, raft_addr, http_addr FROM _sqlraft_members ORDER BY raft_id")
-            .map_err(SqliteError::Apply)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Member {
-                    raft_id: r.get::<_, i64>(0)? as u64,
-                    service_id: r.get(1)?,
-                    raft_addr: r.get(2)?,
-                    http_addr: r.get(3)?,
-                })
-            })
-            .map_err(SqliteError::Apply)?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(SqliteError::Apply)
-    }
-
-    /// Starts applying a batch of committed entries.
-    pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(SqliteError::Apply)?;
-        Ok(ApplyTxn {
-            tx,
-            guard: &self.guard,
-            rng: &self.rng,
-            clock: &self.clock,
-            time_ms: &mut self.time_ms,
-            new_time_ms: None,
-            at_last_rowid: &self.at_last_rowid,
-            applied: &mut self.applied,
-            last_index: None,
-        })
-    }
 }
 
 /// One SQLite transaction applying consecutive committed entries.
@@ -230,6 +37,30 @@ pub struct ApplyTxn<'a> {
     at_last_rowid: &'a Mutex<HashSet<String>>,
     applied: &'a mut u64,
     pub(crate) last_index: Option<u64>,
+}
+
+impl<'a> ApplyTxn<'a> {
+    pub(crate) fn new(
+        tx: rusqlite::Transaction<'a>,
+        guard: &'a Guard,
+        rng: &'a Arc<Mutex<u64>>,
+        clock: &'a EntryClock,
+        time_ms: &'a mut i64,
+        at_last_rowid: &'a Mutex<HashSet<String>>,
+        applied: &'a mut u64,
+    ) -> Self {
+        ApplyTxn {
+            tx,
+            guard,
+            rng,
+            clock,
+            time_ms,
+            new_time_ms: None,
+            at_last_rowid,
+            applied,
+            last_index: None,
+        }
+    }
 }
 
 impl ApplyTxn<'_> {
@@ -272,8 +103,9 @@ impl ApplyTxn<'_> {
     }
 
     /// Like [`ApplyTxn::write_at`], honouring the request's id: a request id seen within
-    /// [`IDEMPOTENCY_WINDOW_ENTRIES`] is not applied again and gets the first results
-    /// and raft index; the same id with different statements is refused.
+    /// [`IDEMPOTENCY_WINDOW_ENTRIES`](crate::IDEMPOTENCY_WINDOW_ENTRIES) is not applied
+    /// again and gets the first results and raft index; the same id with different
+    /// statements is refused.
     pub fn write_request(
         &mut self,
         index: u64,
@@ -287,52 +119,41 @@ impl ApplyTxn<'_> {
                 raft_index: index,
             });
         };
-        self.control_params(
-            "DELETE FROM _sqlraft_requests WHERE entry_index <= ?1",
-            &[&(index.saturating_sub(IDEMPOTENCY_WINDOW_ENTRIES) as i64)],
-        )?;
-        let digest = request_digest(request);
-        let seen: Option<(i64, Vec<u8>, Vec<u8>)> = self
-            .tx
-            .query_row(
-                "SELECT entry_index, digest, results FROM _sqlraft_requests WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(SqliteError::Apply)?;
-        if let Some((first, first_digest, results)) = seen {
-            self.entry(index)?;
-            if first_digest != digest {
-                return Ok(WriteApplied {
+        idempotency::forget_expired(&self.tx, index)?;
+        let digest = idempotency::request_digest(request);
+        match idempotency::earlier(&self.tx, id, &digest)? {
+            Some(Earlier::Same {
+                first_index,
+                results,
+            }) => {
+                self.entry(index)?;
+                Ok(WriteApplied {
+                    results,
+                    raft_index: first_index,
+                })
+            }
+            Some(Earlier::Different { first_index }) => {
+                self.entry(index)?;
+                Ok(WriteApplied {
                     results: vec![StatementResult {
                         error: Some(format!(
                             "request id {id:?} was already used for a different request \
-                             (at raft index {first}); use a new id for a new request"
+                             (at raft index {first_index}); use a new id for a new request"
                         )),
                         ..Default::default()
                     }],
                     raft_index: index,
-                });
+                })
             }
-            let results = decode_results(&results).ok_or_else(|| {
-                SqliteError::Inconsistent(format!("stored results of request {id:?} are damaged"))
-            })?;
-            return Ok(WriteApplied {
-                results,
-                raft_index: first as u64,
-            });
+            None => {
+                let results = self.run_request(index, at_unix_ms, request)?;
+                idempotency::remember(&self.tx, id, index, &digest, &results)?;
+                Ok(WriteApplied {
+                    results,
+                    raft_index: index,
+                })
+            }
         }
-        let results = self.run_request(index, at_unix_ms, request)?;
-        self.control_params(
-            "INSERT INTO _sqlraft_requests (id, entry_index, digest, results) \
-             VALUES (?1, ?2, ?3, ?4)",
-            &[&id, &(index as i64), &digest, &encode_results(&results)],
-        )?;
-        Ok(WriteApplied {
-            results,
-            raft_index: index,
-        })
     }
 
     fn run_request(
@@ -503,13 +324,6 @@ impl ApplyTxn<'_> {
         Ok(())
     }
 
-    fn control_params(&self, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
-        self.tx
-            .execute(sql, params)
-            .map(|_| ())
-            .map_err(SqliteError::Apply)
-    }
-
     fn control(&self, sql: &str) -> Result<()> {
         self.tx.execute_batch(sql).map_err(SqliteError::Apply)
     }
@@ -649,49 +463,6 @@ impl ToSql for Value {
     }
 }
 
-/// What identifies a request's content for idempotency: its mode, statements and
-/// parameters, hashed where they lie (no copy of a request that may be megabytes).
-fn request_digest(request: &WriteRequest) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update([u8::from(request.transaction)]);
-    for statement in &request.statements {
-        crate::hash::feed(&mut hasher, ValueRef::Text(statement.sql.as_bytes()));
-        match &statement.params {
-            Params::None => hasher.update(b"-"),
-            Params::Positional(values) => {
-                hasher.update((values.len() as u64).to_le_bytes());
-                for value in values {
-                    crate::hash::feed(&mut hasher, value.as_value_ref());
-                }
-            }
-            Params::Named(values) => {
-                hasher.update(b"=");
-                hasher.update((values.len() as u64).to_le_bytes());
-                for (name, value) in values {
-                    crate::hash::feed(&mut hasher, ValueRef::Text(name.as_bytes()));
-                    crate::hash::feed(&mut hasher, value.as_value_ref());
-                }
-            }
-        }
-    }
-    hasher.finalize().to_vec()
-}
-
-fn encode_results(results: &[StatementResult]) -> Vec<u8> {
-    use prost::Message as _;
-    sqlraft_proto::v1::WriteResults {
-        results: results.iter().map(Into::into).collect(),
-    }
-    .encode_to_vec()
-}
-
-fn decode_results(bytes: &[u8]) -> Option<Vec<StatementResult>> {
-    use prost::Message as _;
-    let decoded = sqlraft_proto::v1::WriteResults::decode(bytes).ok()?;
-    Some(decoded.results.into_iter().map(Into::into).collect())
-}
-
 fn last_rowid_refusal(what: &str) -> String {
     format!(
         "{what} would hold the largest rowid ({}): SQLite would choose further rowids at \
@@ -735,43 +506,10 @@ fn statement_error_message(e: rusqlite::Error) -> String {
     }
 }
 
-/// `random()` and `randomblob(n)` seeded from the entry index, so that a request that
-/// uses them writes the same values on every node.
-fn install_deterministic_random(conn: &Connection, rng: &Arc<Mutex<u64>>) -> rusqlite::Result<()> {
-    let state = Arc::clone(rng);
-    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, move |_| {
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(splitmix64(&mut s) as i64)
-    })?;
-    let state = Arc::clone(rng);
-    conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let n = ctx.get::<i64>(0)?.max(1) as usize;
-        if n > MAX_VALUE_BYTES {
-            return Err(rusqlite::Error::UserFunctionError(
-                format!("randomblob({n}): string or blob too big").into(),
-            ));
-        }
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(&splitmix64(&mut s).to_le_bytes());
-        }
-        out.truncate(n);
-        Ok(out)
-    })
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StateMachine;
 
     /// SQLITE_FULL from `max_page_count` (set on the apply connection, as an operator
     /// limit would be) in the middle of a batch stops the node: it is never a result.

@@ -37,22 +37,26 @@ pub mod codec;
 mod error;
 mod guard;
 mod hash;
+mod idempotency;
 mod lex;
+mod random;
 mod read;
 mod registry;
 mod schema;
+mod state_machine;
 mod types;
 
-pub use apply::{ApplyTxn, StateMachine};
-pub use apply::{IDEMPOTENCY_WINDOW_ENTRIES, MAX_VALUE_BYTES, WriteApplied};
+pub use apply::{ApplyTxn, WriteApplied};
 pub use backup::backup;
 pub use clock::UtcTime;
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;
 pub use hash::{ContentHash, content_hash};
+pub use idempotency::IDEMPOTENCY_WINDOW_ENTRIES;
 pub use read::{ReadOptions, ReadPool};
 pub use registry::{FIRST_SERVICE_ID, RegistryError, Service, ServiceState, host_of, service_name};
+pub use state_machine::StateMachine;
 pub use types::{
-    JsonShape, MAX_REQUEST_ID_BYTES, Member, Params, Rows, Statement, StatementResult, Value,
-    WriteRequest,
+    JsonShape, MAX_REQUEST_ID_BYTES, MAX_VALUE_BYTES, Member, Params, Rows, Statement,
+    StatementResult, Value, WriteRequest,
 };

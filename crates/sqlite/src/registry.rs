@@ -4,8 +4,9 @@
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyTxn, StateMachine};
+use crate::apply::ApplyTxn;
 use crate::error::{Result, SqliteError};
+use crate::state_machine::StateMachine;
 use crate::types::Member;
 
 /// The service id of the first core service of a cluster.

@@ -2,6 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Largest string, blob or row a write may store (SQLite's `SQLITE_LIMIT_LENGTH` on the
+/// apply connection). A value of this size reads back within a read's default byte
+/// budget unless its JSON form is much larger than itself (text made mostly of
+/// characters JSON escapes).
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+
 /// One SQLite value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {

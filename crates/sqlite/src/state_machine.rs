@@ -1,0 +1,195 @@
+//! The state database: opened once per node, with the one connection that applies
+//! committed entries ([`crate::ApplyTxn`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::apply::ApplyTxn;
+use crate::clock::EntryClock;
+use crate::error::{Result, SqliteError};
+use crate::guard::Guard;
+use crate::random::install_deterministic_random;
+use crate::types::{MAX_VALUE_BYTES, Member};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _sqlraft_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _sqlraft_members (
+    raft_id INTEGER PRIMARY KEY,
+    service_id TEXT NOT NULL UNIQUE,
+    raft_addr TEXT NOT NULL,
+    http_addr TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS _sqlraft_services (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    fqdn TEXT NOT NULL,
+    raft_addr TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raft_id INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    updated_index INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _sqlraft_requests (
+    id TEXT PRIMARY KEY,
+    entry_index INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    results BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entry_index);
+";
+
+/// The SQLite state machine: applies committed raft entries to the state database.
+///
+/// The effects of a batch of entries and the index of the last one (`applied_index`)
+/// commit in one SQLite transaction ([`ApplyTxn::commit`]), so after a crash the
+/// database is exactly at some applied index and replay resumes right after it. The
+/// database does not fsync per commit (WAL, `synchronous=NORMAL`): the raft log is the
+/// durable record, and a commit lost in a crash is applied again from the log.
+pub struct StateMachine {
+    path: PathBuf,
+    pub(crate) conn: Connection,
+    guard: Guard,
+    /// State of the deterministic `random()`, reseeded for every request.
+    rng: Arc<Mutex<u64>>,
+    /// The entry time the date and time functions see.
+    clock: EntryClock,
+    /// Latest entry time applied (Unix ms); entry times never go below it.
+    time_ms: i64,
+    /// Tables holding a row at the largest rowid (data from before that was refused).
+    at_last_rowid: Mutex<HashSet<String>>,
+    applied: u64,
+}
+
+impl StateMachine {
+    /// Opens (or creates) the state database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| SqliteError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteError::Inconsistent(format!(
+                "{} cannot use WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(open_err)?;
+        // The same on every node: a larger value is refused alike everywhere.
+        conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+            MAX_VALUE_BYTES as i32,
+        )
+        .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+
+        let guard = Guard::default();
+        guard.install(&conn).map_err(open_err)?;
+        let rng = Arc::new(Mutex::new(0u64));
+        install_deterministic_random(&conn, &rng).map_err(open_err)?;
+        let clock = EntryClock::default();
+        crate::clock::install(&conn, &clock).map_err(open_err)?;
+
+        let applied: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
+        let applied = u64::try_from(applied.unwrap_or(0))
+            .map_err(|_| SqliteError::Inconsistent("negative applied_index".into()))?;
+        let time_ms: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'entry_time_ms'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
+        let at_last_rowid = crate::schema::tables_at_last_rowid(&conn)
+            .map_err(open_err)?
+            .into_iter()
+            .collect();
+        Ok(StateMachine {
+            path: path.to_path_buf(),
+            conn,
+            guard,
+            rng,
+            clock,
+            time_ms: time_ms.unwrap_or(0),
+            at_last_rowid: Mutex::new(at_last_rowid),
+            applied,
+        })
+    }
+
+    /// Path of the state database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Index of the last entry whose effects are in the database.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// The conf state stored with the applied index (opaque bytes), if any.
+    pub fn conf_state(&self) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM _sqlraft_meta WHERE key = 'conf_state'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(SqliteError::Apply)
+    }
+
+    /// Members recorded in the replicated state, by raft id.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT raft_id, service_id, raft_addr, http_addr FROM _sqlraft_members ORDER BY raft_id")
+            .map_err(SqliteError::Apply)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Member {
+                    raft_id: r.get::<_, i64>(0)? as u64,
+                    service_id: r.get(1)?,
+                    raft_addr: r.get(2)?,
+                    http_addr: r.get(3)?,
+                })
+            })
+            .map_err(SqliteError::Apply)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(SqliteError::Apply)
+    }
+
+    /// Starts applying a batch of committed entries.
+    pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(SqliteError::Apply)?;
+        Ok(ApplyTxn::new(
+            tx,
+            &self.guard,
+            &self.rng,
+            &self.clock,
+            &mut self.time_ms,
+            &self.at_last_rowid,
+            &mut self.applied,
+        ))
+    }
+}
