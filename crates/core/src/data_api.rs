@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
-use sqlraft::{Consistency, NodeError, SqliteError, Statement, WriteRequest};
+use sqlraft::{Consistency, ErrorKind, NodeError, SqliteError, Statement, WriteRequest};
 
 use crate::http_error::{ApiError, json_response};
 use crate::results::{ResultItem, Shape};
@@ -341,11 +341,10 @@ impl Shared {
                 let time = flags.timings.then(|| started.elapsed().as_secs_f64());
                 Ok((ResultItem::Rows { rows, shape, time }, false))
             }
-            // Every read connection is busy: the node is overloaded, retry later.
-            Err(NodeError::Query(e @ SqliteError::PoolUnavailable(_))) => Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: e.to_string(),
-            }),
+            // Not the statement's fault (overloaded, no leader, a timeout): the whole
+            // request fails with the status the error's kind says.
+            Err(e) if e.kind() != ErrorKind::Invalid => Err(e.into()),
+            // The statement's own fault: its result, as rqlite reports it.
             Err(NodeError::Query(e)) => {
                 self.counters
                     .statement_errors

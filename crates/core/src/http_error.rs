@@ -93,3 +93,37 @@ pub(crate) fn json_response<T: serde::Serialize + ?Sized>(
     .unwrap_or_else(|_| "{}".into());
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_node_error_has_one_status() {
+        let cases = [
+            (NodeError::Invalid("x".into()), 400),
+            (
+                NodeError::Query(sqlraft::SqliteError::Query("x".into())),
+                400,
+            ),
+            (NodeError::Conflict("x".into()), 409),
+            (NodeError::ServiceRemoved("x".into()), 409),
+            (NodeError::NotFound("x".into()), 404),
+            (NodeError::NoLeader, 503),
+            (NodeError::Dropped, 503),
+            (NodeError::LeaderChanging, 503),
+            (NodeError::Removed, 503),
+            (NodeError::Stopped, 503),
+            (NodeError::Timeout(1), 503),
+            (
+                NodeError::Query(sqlraft::SqliteError::PoolUnavailable("x".into())),
+                503,
+            ),
+            (NodeError::UnknownOutcome("x".into()), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(status_of(&e).as_u16(), status, "{e:?}");
+            assert_eq!(ApiError::from(e).status.as_u16(), status);
+        }
+    }
+}

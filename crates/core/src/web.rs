@@ -20,6 +20,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use sqlraft::ServiceState;
 
+use crate::http_error::status_of;
 use crate::services::{
     self, Overview, ServiceView, display_role, install_command, join_address, this_role_name,
 };
@@ -161,7 +162,7 @@ async fn cluster_fragment(State(state): State<AppState>) -> Response {
     match services::overview(&state.node, probe_timeout(&state)).await {
         Ok(o) => html(StatusCode::OK, render_cluster(&o)),
         Err(e) => html(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status_of(&e),
             format!(
                 "<p class=\"error\">The cluster cannot be shown: {}</p>",
                 escape(&e.to_string())
@@ -217,10 +218,7 @@ async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) 
     let overview = match services::overview(&state.node, probe_timeout(&state)).await {
         Ok(o) => o,
         Err(e) => {
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                render_unavailable(&e.to_string()),
-            );
+            return html(status_of(&e), render_unavailable(&e.to_string()));
         }
     };
     match overview.services.iter().find(|v| v.service.id == id) {

@@ -1,5 +1,5 @@
-//! The API of a node that is not the leader: forwarded writes, `/nodes` probing other
-//! members, and 503 when the leader is gone.
+//! The cluster endpoints in process (`/status`, `/nodes`, `/readyz`, `/metrics`) and
+//! the cross-site check every route shares.
 
 mod common;
 
@@ -7,91 +7,122 @@ use common::Harness;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_learner_forwards_writes_probes_members_and_refuses_reads_without_a_leader() {
-    let leader = Harness::start().await;
-    // Created through POST /api/v1/services on the leader: only created ids may join.
-    let learner = Harness::join("127.0.0.2", &leader).await;
-    let peer_id = learner.node.service_id().to_string();
+async fn status_nodes_readyz_and_metrics() {
+    let h = Harness::start().await;
+    let status = h.get_json("/status").await;
+    let fixed = json!({
+        "id": "00000000-0000-0000-0000-000000000000",
+        "raft_id": 1,
+        "name": "core-1",
+        "role": "leader",
+        "leader_id": "00000000-0000-0000-0000-000000000000",
+        "leader_raft_id": 1,
+        "raft_addr": h.node.raft_addr(),
+        "http_addr": h.http,
+        "voters": [1],
+        "learners": [],
+        "ready": true,
+    });
+    for (key, value) in fixed.as_object().expect("object") {
+        assert_eq!(&status[key], value, "{key} in {status}");
+    }
+    for key in ["term", "commit_index", "applied_index", "last_index"] {
+        assert!(status[key].as_u64().is_some(), "{key} in {status}");
+    }
 
-    // A write sent to the learner is forwarded; the learner answers.
-    let written = learner
-        .post_json(
-            "/db/execute",
-            r#"["CREATE TABLE t (x)", ["INSERT INTO t VALUES (?)", 5]]"#,
-        )
-        .await;
-    let index = written["raft_index"].as_u64().expect("raft_index");
-    let read = learner
-        .post_json(
-            &format!("/db/query?min_index={index}"),
-            r#"["SELECT x FROM t"]"#,
-        )
-        .await;
-    assert_eq!(read["results"][0]["values"], json!([[5]]));
-    let read = learner
-        .post_json("/db/query?level=linearizable", r#"["SELECT x FROM t"]"#)
-        .await;
-    assert_eq!(read["results"][0]["values"], json!([[5]]));
-
-    let status = learner.get_json("/status").await;
-    assert_eq!(status["id"], peer_id.as_str());
-    assert_eq!(status["role"], "learner");
-    assert_eq!(status["leader_id"], "00000000-0000-0000-0000-000000000000");
-
-    let nodes = learner.get_json("/nodes").await;
-    let nodes = nodes["nodes"].as_array().expect("nodes");
-    assert_eq!(nodes.len(), 2);
-    let first = nodes
-        .iter()
-        .find(|n| n["raft_id"] == 1)
-        .expect("first member");
-    assert_eq!(first["name"], "core-1");
-    assert_eq!(first["role"], "leader");
-    assert_eq!(first["reachable"], true);
-    assert_eq!(first["http_addr"], leader.http.as_str());
-    assert!(first["applied_index"].as_u64().is_some_and(|a| a >= index));
-    let peer = nodes
-        .iter()
-        .find(|n| n["id"] == peer_id.as_str())
-        .expect("peer");
-    assert_eq!(peer["name"], "core-127.0.0.2");
-    assert_eq!(peer["role"], "learner");
-    assert_eq!(peer["voter"], false);
-
-    // The leader's view: reachability from raft.
-    let nodes = leader.get_json("/nodes").await;
-    let peer = nodes["nodes"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["id"] == peer_id.as_str()).cloned())
-        .expect("peer");
-    assert_eq!(peer["reachable"], true);
-    assert!(peer["applied_index"].as_u64().is_some());
-
-    leader.stop().await;
-    let refused = learner
-        .post("/db/query?level=linearizable", r#"["SELECT x FROM t"]"#)
-        .await;
-    assert_eq!(refused.status, 503, "{}", refused.text());
-    assert!(refused.json().expect("JSON")["error"].is_string());
-    let refused = learner
-        .post("/db/execute", r#"["INSERT INTO t VALUES (6)"]"#)
-        .await;
-    assert!(
-        refused.status == 503 || refused.status == 500,
-        "{}",
-        refused.text()
+    let nodes = h.get_json("/nodes").await;
+    let applied = nodes["nodes"][0]["applied_index"]
+        .as_u64()
+        .expect("applied_index");
+    assert_eq!(
+        nodes,
+        json!({"nodes": [{
+            "id": "00000000-0000-0000-0000-000000000000",
+            "raft_id": 1,
+            "name": "core-1",
+            "raft_addr": h.node.raft_addr(),
+            "http_addr": h.http,
+            "role": "leader",
+            "voter": true,
+            "reachable": true,
+            "applied_index": applied
+        }]})
     );
-    // Local reads still work.
-    let local = learner
-        .post_json("/db/query?level=none", r#"["SELECT x FROM t"]"#)
-        .await;
-    assert_eq!(local["results"][0]["values"], json!([[5]]));
-    let nodes = learner.get_json("/nodes").await;
-    let first = nodes["nodes"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["raft_id"] == 1).cloned())
-        .expect("first");
-    assert_eq!(first["reachable"], false);
-    assert_eq!(first["applied_index"], serde_json::Value::Null);
-    learner.stop().await;
+
+    let ready = h.get("/readyz").await;
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
+
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE m (x)", "INSERT INTO m VALUES (1)", "bad"]"#,
+    )
+    .await;
+    h.post_json("/db/query", r#"["SELECT * FROM m"]"#).await;
+    let _ = h.post("/db/query", "nope").await;
+    let metrics = h.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    for line in [
+        "sqlraft_role{role=\"leader\"} 1",
+        "sqlraft_role{role=\"follower\"} 0",
+        "sqlraft_voters 1",
+        "sqlraft_leader_known 1",
+        "sqlraft_write_requests_total 1",
+        "sqlraft_write_statements_total 3",
+        "sqlraft_read_requests_total 1",
+        "sqlraft_read_statements_total 1",
+        "sqlraft_statement_errors_total 1",
+        "sqlraft_http_errors_total 1",
+        "# TYPE sqlraft_term gauge",
+        "# TYPE sqlraft_write_requests_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    for prefix in [
+        "sqlraft_term ",
+        "sqlraft_commit_index ",
+        "sqlraft_applied_index ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(prefix)),
+            "missing {prefix}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_browser_requests_cannot_change_anything() {
+    let h = Harness::start().await;
+    let post = |path: &'static str, origin: Option<&'static str>, body: &'static [u8]| {
+        let http = h.http.clone();
+        async move {
+            let mut headers = vec![("Content-Type", "text/plain")];
+            headers.extend(origin.map(|o| ("Origin", o)));
+            sqlraft_core::client::request_with_headers(
+                &http,
+                "POST",
+                path,
+                &headers,
+                Some(body),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let evil = Some("http://evil.example");
+    let sql: &[u8] = br#"["CREATE TABLE csrf (v)"]"#;
+    let refused = post("/db/execute", evil, sql).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let service: &[u8] = br#"{"fqdn":"core-8.example.com","raft_addr":"core-8.example.com:7209"}"#;
+    let refused = post("/api/v1/services", evil, service).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    // Clients that send no Origin (rqlite libraries, curl) are not affected.
+    let allowed = post("/db/execute", None, sql).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    h.stop().await;
 }
