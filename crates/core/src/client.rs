@@ -101,17 +101,20 @@ pub async fn request(
     request_with_headers(addr, method, path, headers, body, timeout).await
 }
 
-/// The client every request shares (its connection pool).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        // Answers are returned as they are: a redirect is the caller's to follow.
-        reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+/// The client every request shares (its connection pool), or why there is none.
+fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // Answers are returned as they are: a redirect is the caller's to follow.
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("no HTTP client: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Like [`request`], with the given extra header lines (no `Content-Type` is added).
@@ -150,7 +153,9 @@ async fn exchange(
     };
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|e| bad(format!("method {method:?}: {e}")))?;
-    let mut builder = client().request(method, format!("http://{addr}{path}"));
+    let mut builder = client()
+        .map_err(bad)?
+        .request(method, format!("http://{addr}{path}"));
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }

@@ -364,6 +364,31 @@ impl Shared {
         flags: &Flags,
         key: Option<String>,
     ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
+        let mut raft_index = None;
+        self.mixed_runs(statements, flags, key, &mut raft_index)
+            .await
+            .map_err(|e| match raft_index {
+                // Writes of this request are applied: whatever the error, the answer
+                // must not say that nothing was.
+                Some(index) => ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: format!(
+                        "the writes of this request up to raft index {index} were applied; \
+                         then it failed: {}",
+                        e.message
+                    ),
+                },
+                None => e,
+            })
+    }
+
+    async fn mixed_runs(
+        &self,
+        statements: Vec<Statement>,
+        flags: &Flags,
+        key: Option<String>,
+        raft_index: &mut Option<u64>,
+    ) -> Result<(Vec<ResultItem>, Option<(u64, bool)>), ApiError> {
         // Each run of writes is its own request with its own id: the key itself for
         // the first (so a request with one run of writes matches the same key sent to
         // /db/execute), `<key> #N` for the next (a space never appears in a key).
@@ -377,7 +402,6 @@ impl Shared {
         };
         let mut results = Vec::with_capacity(statements.len());
         let mut spent = 0;
-        let mut raft_index = None;
         let mut applied_here = true;
         let mut consistency = None;
         let mut pending: Vec<Statement> = Vec::new();
@@ -392,7 +416,7 @@ impl Shared {
                     .await?;
                 results.extend(written.results);
                 let index = written.index;
-                raft_index = Some(index);
+                *raft_index = Some(index);
                 applied_here &= written.applied_here;
                 consistency = Some(Consistency::Local {
                     min_index: Some(index),
@@ -407,7 +431,7 @@ impl Shared {
             };
             let (result, writes) = self.read_one(&statement, level, flags, &mut spent).await?;
             consistency = Some(Consistency::Local {
-                min_index: raft_index,
+                min_index: *raft_index,
             });
             if writes {
                 // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
@@ -416,7 +440,7 @@ impl Shared {
                     .await?;
                 results.extend(written.results);
                 let index = written.index;
-                raft_index = Some(index);
+                *raft_index = Some(index);
                 applied_here &= written.applied_here;
                 consistency = Some(Consistency::Local {
                     min_index: Some(index),
@@ -428,7 +452,7 @@ impl Shared {
         if !pending.is_empty() {
             let written = self.write(pending, flags.transaction, run_id()).await?;
             results.extend(written.results);
-            raft_index = Some(written.index);
+            *raft_index = Some(written.index);
             applied_here &= written.applied_here;
         }
         Ok((results, raft_index.map(|index| (index, applied_here))))

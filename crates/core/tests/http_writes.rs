@@ -355,3 +355,63 @@ async fn request_keys_match_execute_keys_and_leave_room_for_runs() {
         .await;
     assert_eq!(count["results"][0]["values"], json!([[3]]));
 }
+
+/// A follower that cannot hear the leader (the leader's raft messages to it are lost,
+/// its requests to the leader still arrive): what it forwards is applied on the
+/// leader but never here. Nothing it answers may then say "nothing was applied" (503).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_that_cannot_apply_never_answers_503_for_an_applied_change() {
+    let leader = Harness::start().await;
+    let follower = Harness::join("127.0.0.2", &leader).await;
+    leader.post_json("/db/execute", CREATE).await;
+    let f = follower.node.raft_id();
+    leader
+        .node
+        .transport()
+        .set_link_fault(f, sqlraft_harness::LinkFault::lossy(1.0));
+
+    // A write, then a read that must see it: the write is applied on the leader, the
+    // read cannot be served here in time.
+    let body = r#"["INSERT INTO foo (name) VALUES ('x')", "SELECT name FROM foo"]"#;
+    let r = follower.post("/db/request", body).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("were applied"), "{}", r.text());
+    let on_leader = leader
+        .post_json("/db/query?level=strong", r#"["SELECT count(*) FROM foo"]"#)
+        .await;
+    assert_eq!(
+        on_leader["results"][0]["values"],
+        json!([[1]]),
+        "{on_leader}"
+    );
+
+    // A service created through the follower: committed on the leader, not seen here.
+    let created = follower
+        .post(
+            "/api/v1/services",
+            r#"{"fqdn": "127.0.0.9", "raft_addr": "127.0.0.9:7209"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 500, "{}", created.text());
+    assert!(
+        created.text().contains("outcome unknown"),
+        "{}",
+        created.text()
+    );
+    let listed = leader.get_json("/api/v1/services").await;
+    assert!(
+        listed["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["fqdn"] == "127.0.0.9"),
+        "{listed}"
+    );
+
+    leader
+        .node
+        .transport()
+        .set_link_fault(f, sqlraft_harness::LinkFault::default());
+    follower.stop().await;
+    leader.stop().await;
+}

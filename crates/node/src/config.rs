@@ -8,8 +8,9 @@ use sqlraft_transport::TransportOptions;
 /// How to start a [`crate::Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The service id: any non-empty text, unique in the cluster (the core product uses
-    /// UUIDs, [`crate::naming::FIRST_SERVICE_ID`] for its first service).
+    /// The service id, unique in the cluster: 1 to 255 bytes of text without control
+    /// characters or surrounding spaces (the core product uses UUIDs,
+    /// [`crate::naming::FIRST_SERVICE_ID`] for its first service).
     pub service_id: String,
     /// The service's directory: `raft/` (log, identity) and `db/` (state database).
     pub dir: PathBuf,

@@ -7,8 +7,10 @@
 //!   request gets [`NodeError::Fatal`] with the same cause.
 //!
 //! [`NodeError::kind`] is the one place that says what an error means for the caller:
-//! whether the request was applied, whether to retry, and (in `sqlraft-core`) which
-//! HTTP status it becomes.
+//! whether the request was applied, whether retrying is safe, and (in `sqlraft-core`)
+//! which HTTP status it becomes. The forwarding node retries on its own only the
+//! narrower set it can retry at once without applying anything twice
+//! (`NodeError::never_proposed`, and unknown outcomes of writes with a request id).
 
 use std::sync::Arc;
 
@@ -39,6 +41,10 @@ pub enum NodeError {
     /// Too many requests are waiting; retry later.
     #[error("node is overloaded: {0}")]
     Busy(&'static str),
+    /// This node cannot serve the request now (a backup or hash could not be read or
+    /// written); nothing changed and the node goes on.
+    #[error("{0}")]
+    Unavailable(String),
     /// The node is shutting down or has stopped.
     #[error("node is stopped")]
     Stopped,
@@ -123,7 +129,7 @@ pub enum Fatal {
 }
 
 /// What an error means for the request that got it: the one mapping every caller uses
-/// (the HTTP API for its status codes, the forwarding node for its retries).
+/// (the HTTP API for its status codes, clients for whether a retry is safe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -161,6 +167,7 @@ impl NodeError {
             | NodeError::Dropped
             | NodeError::Timeout(_)
             | NodeError::Busy(_)
+            | NodeError::Unavailable(_)
             | NodeError::Stopped
             | NodeError::LeaderChanging
             | NodeError::Removed

@@ -59,7 +59,12 @@ impl Handle {
     /// and time is left.
     pub async fn on_leader(&self, mut request: LeaderRequest) -> Result<LeaderAnswer> {
         let deadline = Instant::now() + self.write_timeout();
-        let pause = Duration::from_millis(self.config.raft.tick_ms / 2 + 1);
+        // Administration waits a whole tick: a removal of the leader retried too soon
+        // would restart the leadership transfer it is waiting for.
+        let pause = match request {
+            LeaderRequest::Write(_) => Duration::from_millis(self.config.raft.tick_ms / 2 + 1),
+            LeaderRequest::Admin(_) => Duration::from_millis(self.config.raft.tick_ms),
+        };
         loop {
             self.check_running()?;
             let status = self.shared.status();

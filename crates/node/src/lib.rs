@@ -22,7 +22,7 @@ mod write;
 pub use config::{Admission, Limits, NodeConfig, RaftTimings};
 pub use consistency::Consistency;
 pub use error::{ErrorKind, Fatal, NodeError, Result};
-pub use node::{Leadership, Node};
+pub use node::{MAX_WHOLE_DATABASE_READS, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
     ContentHash, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES, Member, Params,
@@ -30,7 +30,7 @@ pub use sqlraft_sqlite::{
     Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
-pub use status::{MemberStatus, Role, Status};
+pub use status::{Leadership, MemberStatus, Role, Status};
 pub use write::WriteOutcome;
 
 /// The architecture: `docs/ARCHITECTURE.md` of the repository, checked by rustdoc

@@ -18,7 +18,7 @@ use crate::membership::check_service_address;
 use crate::peer::{PeerHandler, serve_peers};
 use crate::raft_loop::{Request, Stop};
 use crate::startup::{Launched, launch};
-use crate::status::Status;
+use crate::status::{Leadership, Status};
 use crate::watchdog::removal_watchdog;
 use crate::write::{self, WriteOutcome};
 
@@ -29,20 +29,46 @@ pub struct Node {
     tasks: Arc<Tasks>,
 }
 
-/// What [`Node::shutdown`] stops, besides the raft loop.
+/// Backups and content hashes that may run at once: each reads the whole database
+/// (and a backup writes a copy of it).
+pub const MAX_WHOLE_DATABASE_READS: usize = 2;
+
+/// What [`Node::shutdown`] stops, besides the raft loop, and what bounds the node's
+/// own heavy work.
 struct Tasks {
+    whole_database_reads: tokio::sync::Semaphore,
+    subscriptions: Subscriptions,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     raft_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Who leads, as this node knows it: published on every change of leader or term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Leadership {
-    /// The leader's raft id; `None` while there is none (an election).
-    pub leader_id: Option<u64>,
-    /// The term this node is in.
-    pub term: u64,
+/// What subscribers get: copies of the raft loop's channels, fed by relay tasks, so
+/// that a subscriber holding a borrowed value stalls its relay at worst, never the
+/// raft loop. Each closes when the loop's channel closes (the node stopped).
+struct Subscriptions {
+    status: watch::Receiver<Status>,
+    applied: watch::Receiver<u64>,
+    leadership: watch::Receiver<Leadership>,
+}
+
+fn relay<T: Clone + PartialEq + Send + Sync + 'static>(
+    mut source: watch::Receiver<T>,
+) -> watch::Receiver<T> {
+    let (tx, rx) = watch::channel(source.borrow_and_update().clone());
+    tokio::spawn(async move {
+        while source.changed().await.is_ok() {
+            let value = source.borrow_and_update().clone();
+            tx.send_if_modified(|seen| {
+                let changed = *seen != value;
+                if changed {
+                    *seen = value;
+                }
+                changed
+            });
+        }
+    });
+    rx
 }
 
 impl Node {
@@ -65,9 +91,16 @@ impl Node {
         let watchdog = tokio::spawn(removal_watchdog(Arc::downgrade(&handle)));
         tracing::info!(raft_id = handle.raft_id, service_id = %handle.service_id,
             raft_addr = %handle.raft_addr, "node started");
+        let subscriptions = Subscriptions {
+            status: relay(handle.shared.status.clone()),
+            applied: relay(handle.applied.clone()),
+            leadership: relay(handle.shared.leadership.clone()),
+        };
         Ok(Node {
             handle,
             tasks: Arc::new(Tasks {
+                whole_database_reads: tokio::sync::Semaphore::new(MAX_WHOLE_DATABASE_READS),
+                subscriptions,
                 server: Mutex::new(Some((stop_server, server))),
                 watchdog: Mutex::new(Some(watchdog)),
                 raft_thread: Mutex::new(Some(raft_thread)),
@@ -103,39 +136,24 @@ impl Node {
     /// Status changes as they happen: the receiver sees each new [`Status`] (role,
     /// leader, term, commit and applied index, members); a slow receiver skips to the
     /// latest. It closes when the node stops.
+    ///
+    /// Like every `tokio::sync::watch` receiver, do not hold what `borrow` returns
+    /// across an `.await`: copy the value out. The node's own raft loop never waits for
+    /// a subscriber (subscriptions are fed by a relay task).
     pub fn watch_status(&self) -> watch::Receiver<Status> {
-        self.handle.shared.status.clone()
+        self.tasks.subscriptions.status.clone()
     }
 
     /// The applied index as it grows; closes when the node stops. Wait for one of this
     /// node's writes with `watch_applied().wait_for(|&a| a >= index)`.
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
-        self.handle.applied.clone()
+        self.tasks.subscriptions.applied.clone()
     }
 
     /// Leader changes (and elections, as `leader_id: None`), without the rest of the
-    /// status. Ends when the node stops.
+    /// status. Closes when the node stops.
     pub fn watch_leader(&self) -> watch::Receiver<Leadership> {
-        let mut status = self.watch_status();
-        let leadership = |s: &Status| Leadership {
-            leader_id: (s.leader_id != 0).then_some(s.leader_id),
-            term: s.term,
-        };
-        let (tx, rx) = watch::channel(leadership(&status.borrow_and_update()));
-        tokio::spawn(async move {
-            while status.changed().await.is_ok() {
-                let now = leadership(&status.borrow_and_update());
-                tx.send_if_modified(|seen| {
-                    let changed = *seen != now;
-                    *seen = now;
-                    changed
-                });
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        rx
+        self.tasks.subscriptions.leadership.clone()
     }
 
     /// The error that stopped the node, if one did.
@@ -223,7 +241,7 @@ impl Node {
             at_unix_ms: crate::raft_loop::now_unix_ms(),
         });
         let index = self.admin(request).await?;
-        self.handle.wait_applied(index).await?;
+        self.applied_here_after_commit(index).await?;
         self.services()
             .await?
             .into_iter()
@@ -254,7 +272,7 @@ impl Node {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            self.handle.wait_applied(index).await?;
+            self.applied_here_after_commit(index).await?;
             let removed = self
                 .services()
                 .await?
@@ -270,6 +288,17 @@ impl Node {
                 )));
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Waits for this node to apply `index`, an entry the leader has applied already: a
+    /// timeout here must not read as "nothing was applied".
+    async fn applied_here_after_commit(&self, index: u64) -> Result<()> {
+        match self.handle.wait_applied(index).await {
+            Err(NodeError::Timeout(ms)) => Err(NodeError::UnknownOutcome(format!(
+                "applied by the leader at index {index}, but not on this node within {ms} ms"
+            ))),
+            other => other,
         }
     }
 
@@ -292,24 +321,42 @@ impl Node {
     /// `hashkv` does).
     pub async fn content_hash(&self) -> Result<ContentHash> {
         let path = self.state_db();
-        tokio::task::spawn_blocking(move || sqlraft_sqlite::content_hash(&path))
+        self.whole_database_read("content hash", move || sqlraft_sqlite::content_hash(&path))
             .await
-            .map_err(|e| NodeError::Invalid(format!("hash task failed: {e}")))?
-            .map_err(Into::into)
     }
 
     /// Writes a consistent copy of this node's SQLite database to `dst` (which must not
     /// exist) and returns the raft index it holds: content and index are read in one
     /// transaction. The copy is a plain SQLite file. Call [`Node::barrier`] first for
     /// a copy that holds every acknowledged write.
+    ///
+    /// It works on a node that has stopped (failed or removed) too: that is when an
+    /// operator wants a copy most.
     pub async fn backup(&self, dst: &Path) -> Result<u64> {
-        self.handle.check_running()?;
         let src = self.state_db();
         let dst = dst.to_path_buf();
-        tokio::task::spawn_blocking(move || sqlraft_sqlite::backup(&src, &dst))
+        self.whole_database_read("backup", move || sqlraft_sqlite::backup(&src, &dst))
             .await
-            .map_err(|e| NodeError::Invalid(format!("backup task failed: {e}")))?
-            .map_err(Into::into)
+    }
+
+    /// Runs a read of the whole database on a blocking thread, at most
+    /// [`MAX_WHOLE_DATABASE_READS`] at a time (more are `Busy`). Its failures are this
+    /// request's, never the node's: they are not fatal.
+    async fn whole_database_read<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce() -> sqlraft_sqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let Ok(_permit) = self.tasks.whole_database_reads.try_acquire() else {
+            return Err(NodeError::Busy(
+                "too many backups or content hashes at once",
+            ));
+        };
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(NodeError::Unavailable(format!("{what} failed: {e}"))),
+            Err(e) => Err(NodeError::Unavailable(format!("{what} failed: {e}"))),
+        }
     }
 
     fn state_db(&self) -> std::path::PathBuf {

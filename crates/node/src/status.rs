@@ -84,3 +84,12 @@ impl Status {
         self.members.iter().find(|m| m.raft_id == self.leader_id)
     }
 }
+
+/// Who leads, as this node knows it: published on every change of leader or term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader's raft id; `None` while there is none (an election).
+    pub leader_id: Option<u64>,
+    /// The term this node is in.
+    pub term: u64,
+}

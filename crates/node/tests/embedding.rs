@@ -54,12 +54,16 @@ async fn subscribers_see_a_new_leader_after_the_old_one_is_cut_off() {
     let leader = cluster.leader().await;
     let follower = cluster.followers(leader)[0];
     let old = cluster.node(leader).raft_id();
-    let mut leadership = cluster.node(follower).watch_leader();
+    // Subscribing needs no runtime.
+    let node = cluster.node(follower).clone();
+    let mut leadership = std::thread::spawn(move || node.watch_leader())
+        .join()
+        .expect("subscribed from a plain thread");
     let before: Leadership = *leadership.borrow_and_update();
     assert_eq!(before.leader_id, Some(old));
 
     cluster.isolate(leader);
-    let after = tokio::time::timeout(
+    let after: Leadership = *tokio::time::timeout(
         WAIT,
         leadership.wait_for(|l| l.leader_id.is_some_and(|id| id != old)),
     )
@@ -90,12 +94,28 @@ async fn watch_applied_wakes_for_a_write_and_closes_when_the_node_stops() {
         .wait_for(|&a| a >= outcome.raft_index)
         .await
         .expect("applied");
+    let mut leader = node.watch_leader();
     cluster.stop(0).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), applied.changed()).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while applied.changed().await.is_ok() {}
+    })
+    .await;
     assert!(
-        matches!(closed, Ok(Err(_))),
-        "the subscription ends with the node: {closed:?}"
+        closed.is_ok(),
+        "the applied subscription ends with the node"
     );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while leader.changed().await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the leader subscription ends with the node");
+    // A stopped node can still be backed up: that is when an operator wants a copy.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let index = node
+        .backup(&dir.path().join("after-stop.sqlite3"))
+        .await
+        .expect("backup of a stopped node");
+    assert!(index >= outcome.raft_index);
     drop(node);
     cluster.shutdown().await;
 }
@@ -161,5 +181,42 @@ async fn a_backup_holds_exactly_the_content_of_the_index_it_reports() {
     // A backup never overwrites.
     let again = cluster.node(follower).backup(&copy).await;
     assert!(again.is_err(), "overwrote an existing file");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ids_the_identity_file_cannot_hold_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for id in [" n1", "n1 ", "n\n1", ""] {
+        let config = sqlraft::NodeConfig::new(
+            id,
+            dir.path().join("n"),
+            "127.0.0.1:0".parse().expect("addr"),
+        );
+        let e = sqlraft::Node::start(config).await.err().expect("refused");
+        assert!(matches!(e, sqlraft::NodeError::Config(_)), "{id:?}: {e}");
+        assert!(
+            !dir.path().join("n").exists(),
+            "{id:?} created the directory"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_holding_a_borrowed_value_does_not_stall_the_node() {
+    let cluster = Cluster::new(1).await;
+    let node = cluster.node(0).clone();
+    let status = node.watch_status();
+    let applied = node.watch_applied();
+    let leader = node.watch_leader();
+    // A careless subscriber keeps all three borrowed while the node works.
+    let held = (status.borrow(), applied.borrow(), leader.borrow());
+    for n in 0..5 {
+        tokio::time::timeout(WAIT, write(&node, &format!("CREATE TABLE t{n} (x)")))
+            .await
+            .expect("the write is not stalled by a subscriber")
+            .expect("write");
+    }
+    drop(held);
     cluster.shutdown().await;
 }

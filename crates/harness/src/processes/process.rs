@@ -120,6 +120,9 @@ impl CoreProcess {
             .args(["--raft.node.listen", &self.raft])
             .args(["--raft.node.addr", &self.raft])
             .args(["--http", &self.http])
+            // Gone with the test even when it is killed and Drop never runs (the
+            // signal follows the spawning thread: the test's own).
+            .arg("--exit-with-parent")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Admission, Limits, RaftTimings};
 use crate::error::{Fatal, NodeError, Result};
-use crate::status::{MemberStatus, Role, Status};
+use crate::status::{Leadership, MemberStatus, Role, Status};
 
 /// A request to the raft loop.
 pub(crate) enum Request {
@@ -112,6 +112,8 @@ pub(crate) enum Stop {
 pub(crate) struct Shared {
     /// The latest status the loop published; the channel closes when the loop ends.
     pub status: watch::Receiver<Status>,
+    /// Who leads, published on every change of leader or term.
+    pub leadership: watch::Receiver<Leadership>,
     pub stop: Mutex<Option<Stop>>,
     /// Raft ids removed from the cluster: their messages are refused, which tells them.
     pub removed: RwLock<HashSet<u64>>,
@@ -151,6 +153,7 @@ pub(crate) struct LoopParts {
     /// Where the status is published (only when something in it changed) and the
     /// applied index; dropped with the loop, which closes every subscription.
     pub status: watch::Sender<Status>,
+    pub leadership: watch::Sender<Leadership>,
     pub applied: watch::Sender<u64>,
     pub service_id: String,
     pub members: BTreeMap<u64, Member>,
@@ -172,6 +175,7 @@ pub(crate) struct RaftLoop {
     peer_events: mpsc::Receiver<PeerEvent>,
     shared: Arc<Shared>,
     status: watch::Sender<Status>,
+    leadership: watch::Sender<Leadership>,
     applied: watch::Sender<u64>,
     service_id: String,
     members: BTreeMap<u64, Member>,
@@ -197,6 +201,7 @@ impl RaftLoop {
             peer_events: parts.peer_events,
             shared: parts.shared,
             status: parts.status,
+            leadership: parts.leadership,
             applied: parts.applied,
             service_id: parts.service_id,
             members: parts.members,
@@ -255,7 +260,7 @@ impl RaftLoop {
                 Ok(Request::Shutdown) => return Ok(()),
                 Ok(request) => {
                     turn_bytes += request.entry_bytes();
-                    self.handle(request);
+                    self.handle(request)?;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -271,7 +276,7 @@ impl RaftLoop {
                     Ok(Request::Shutdown) => return Ok(()),
                     Ok(request) => {
                         turn_bytes += request.entry_bytes();
-                        self.handle(request);
+                        self.handle(request)?;
                     }
                     Err(_) => break,
                 }
@@ -301,7 +306,8 @@ impl RaftLoop {
         }
     }
 
-    fn handle(&mut self, request: Request) {
+    /// Takes one request; an error ends the loop (the node cannot be trusted).
+    fn handle(&mut self, request: Request) -> Result<()> {
         match request {
             Request::Raft { messages, sender } => {
                 if let (Some(sender), Some(first)) = (sender, messages.first()) {
@@ -334,11 +340,19 @@ impl RaftLoop {
             Request::ReadIndex { reply } => self.read_index(reply),
             Request::Join { request, reply } => self.join(request, reply),
             Request::Admin { request, reply } => self.admin(request, reply),
-            Request::Services { reply } => {
-                let _ = reply.send(self.sm.services().map_err(Into::into));
-            }
+            Request::Services { reply } => match self.sm.services().map_err(NodeError::from) {
+                // The database failed under the apply connection: stop, as apply would.
+                Err(NodeError::Fatal(fatal)) => {
+                    let _ = reply.send(Err(NodeError::Fatal(Arc::clone(&fatal))));
+                    return Err(NodeError::Fatal(fatal));
+                }
+                other => {
+                    let _ = reply.send(other);
+                }
+            },
             Request::Shutdown => {}
         }
+        Ok(())
     }
 
     fn note_leader_contact(&self) {
@@ -515,6 +529,15 @@ impl RaftLoop {
             learners: conf.learners,
             members,
         };
+        let leadership = Leadership {
+            leader_id: (status.leader_id != raft::INVALID_ID).then_some(status.leader_id),
+            term: status.term,
+        };
+        self.leadership.send_if_modified(|published| {
+            let changed = *published != leadership;
+            *published = leadership;
+            changed
+        });
         self.status.send_if_modified(|published| {
             let changed = *published != status;
             if changed {

@@ -24,6 +24,7 @@ use crate::handle::Handle;
 use crate::identity::{self, Identity};
 use crate::known_peers;
 use crate::raft_loop::{LoopParts, RaftLoop, Shared};
+use crate::status::Leadership;
 
 use cluster::{bootstrap, join_cluster};
 use reset::reset_membership;
@@ -94,6 +95,10 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
 
     let (applied_tx, applied) = watch::channel(sm.applied_index());
     let (status_tx, status) = watch::channel(initial_status(&identity, sm.applied_index()));
+    let (leadership_tx, leadership) = watch::channel(Leadership {
+        leader_id: None,
+        term: 0,
+    });
     let removed: HashSet<u64> = sm
         .services()?
         .iter()
@@ -102,6 +107,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         .collect();
     let shared = Arc::new(Shared {
         status,
+        leadership,
         stop: Mutex::new(None),
         removed: RwLock::new(removed),
         leader_contact: Mutex::new(Instant::now()),
@@ -115,6 +121,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         peer_events,
         shared: Arc::clone(&shared),
         status: status_tx,
+        leadership: leadership_tx,
         applied: applied_tx,
         service_id: identity.service_id.clone(),
         members,
@@ -196,8 +203,15 @@ async fn identify(
 }
 
 pub(crate) fn validate(config: &NodeConfig) -> Result<()> {
-    if config.service_id.trim().is_empty() {
+    let id = &config.service_id;
+    if id.trim().is_empty() {
         return Err(NodeError::Config("service id is empty".into()));
+    }
+    // The identity file is line-based and read back trimmed.
+    if id.trim() != id || id.chars().any(char::is_control) || id.len() > 255 {
+        return Err(NodeError::Config(format!(
+            "service id {id:?}: at most 255 bytes, without control characters or surrounding spaces"
+        )));
     }
     let t = &config.raft;
     if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.election_ticks <= t.heartbeat_ticks {
