@@ -33,9 +33,7 @@ impl RaftLoop {
         let outcomes = self.run_steps(&mut steps)?;
         // Published before any waiter is answered: once a write is acknowledged, this
         // node's status shows it applied.
-        self.applied.send_replace(last_index);
-        self.status
-            .send_modify(|status| status.applied_index = last_index);
+        self.outbox.applied(last_index);
         if conf_changed {
             self.reload_members()?;
         }

@@ -17,9 +17,11 @@
 mod admin;
 mod apply;
 mod peers;
+mod publish;
 mod validate;
 mod waiters;
 
+pub(crate) use publish::Outbox;
 use waiters::{EntryOutcome, Pending, Waiters};
 
 pub(crate) use admin::now_unix_ms;
@@ -29,7 +31,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfState, Message};
+use raft::eraftpb::Message;
 use raft::{RawNode, StateRole};
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
@@ -39,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Admission, Limits, RaftTimings};
 use crate::error::{Fatal, NodeError, Result};
-use crate::status::{Leadership, MemberStatus, Role, Status};
+use crate::status::{Leadership, Status};
 
 /// A request to the raft loop.
 pub(crate) enum Request {
@@ -150,11 +152,9 @@ pub(crate) struct LoopParts {
     pub requests: Receiver<Request>,
     pub peer_events: mpsc::Receiver<PeerEvent>,
     pub shared: Arc<Shared>,
-    /// Where the status is published (only when something in it changed) and the
-    /// applied index; dropped with the loop, which closes every subscription.
-    pub status: watch::Sender<Status>,
-    pub leadership: watch::Sender<Leadership>,
-    pub applied: watch::Sender<u64>,
+    /// Where the status, the leader and the applied index are published; dropped with
+    /// the loop, which closes every subscription.
+    pub outbox: Outbox,
     pub service_id: String,
     pub members: BTreeMap<u64, Member>,
     /// Members not (yet) in the applied state, whose addresses came from the log tail,
@@ -174,9 +174,7 @@ pub(crate) struct RaftLoop {
     requests: Receiver<Request>,
     peer_events: mpsc::Receiver<PeerEvent>,
     shared: Arc<Shared>,
-    status: watch::Sender<Status>,
-    leadership: watch::Sender<Leadership>,
-    applied: watch::Sender<u64>,
+    outbox: Outbox,
     service_id: String,
     members: BTreeMap<u64, Member>,
     known: BTreeMap<u64, Member>,
@@ -200,9 +198,7 @@ impl RaftLoop {
             requests: parts.requests,
             peer_events: parts.peer_events,
             shared: parts.shared,
-            status: parts.status,
-            leadership: parts.leadership,
-            applied: parts.applied,
+            outbox: parts.outbox,
             service_id: parts.service_id,
             members: parts.members,
             known: parts.known,
@@ -315,7 +311,14 @@ impl RaftLoop {
                 }
                 let mut from_leader = false;
                 for message in messages {
-                    if let Err(reason) = self.check_peer_message(&message) {
+                    let receiver = validate::Receiver {
+                        me: self.raw.raft.id,
+                        last_index: self.raw.raft.raft_log.last_index(),
+                        knows: |id| {
+                            self.members.contains_key(&id) || self.transport.peer_addr(id).is_some()
+                        },
+                    };
+                    if let Err(reason) = validate::check_peer_message(&message, &receiver) {
                         tracing::warn!(from = message.from, kind = ?message.get_msg_type(), reason,
                             "dropping a malformed raft message");
                         continue;
@@ -474,76 +477,6 @@ impl RaftLoop {
         let members = &self.members;
         self.waiters.resolve(index, term, outcome, |raft_id| {
             join_response(members, raft_id)
-        });
-    }
-
-    fn publish(&self) {
-        let raft = &self.raw.raft;
-        let conf: ConfState = raft.prs().conf().to_conf_state();
-        let me = raft.id;
-        let role = match raft.state {
-            StateRole::Leader => Role::Leader,
-            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
-            StateRole::Follower if conf.learners.contains(&me) => Role::Learner,
-            StateRole::Follower
-                if conf.voters.contains(&me) || conf.voters_outgoing.contains(&me) =>
-            {
-                Role::Follower
-            }
-            StateRole::Follower => Role::Joining,
-        };
-        let leader = raft.state == StateRole::Leader;
-        let members = self
-            .members
-            .values()
-            .map(|m| MemberStatus {
-                raft_id: m.raft_id,
-                service_id: m.service_id.clone(),
-                raft_addr: m.raft_addr.clone(),
-                http_addr: m.http_addr.clone(),
-                voter: conf.voters.contains(&m.raft_id)
-                    || conf.voters_outgoing.contains(&m.raft_id),
-                matched: leader
-                    .then(|| raft.prs().get(m.raft_id).map(|p| p.matched))
-                    .flatten(),
-                reachable: leader.then(|| {
-                    m.raft_id == me || raft.prs().get(m.raft_id).is_some_and(|p| p.recent_active)
-                }),
-            })
-            .collect();
-        let status = Status {
-            raft_id: me,
-            service_id: self.service_id.clone(),
-            role,
-            leader_id: raft.leader_id,
-            term: raft.term,
-            commit_index: raft.raft_log.committed,
-            leader_commit_index: if leader {
-                raft.raft_log.committed
-            } else {
-                self.leader_commit.max(raft.raft_log.committed)
-            },
-            applied_index: self.sm.applied_index(),
-            last_index: raft.raft_log.last_index(),
-            voters: conf.voters,
-            learners: conf.learners,
-            members,
-        };
-        let leadership = Leadership {
-            leader_id: (status.leader_id != raft::INVALID_ID).then_some(status.leader_id),
-            term: status.term,
-        };
-        self.leadership.send_if_modified(|published| {
-            let changed = *published != leadership;
-            *published = leadership;
-            changed
-        });
-        self.status.send_if_modified(|published| {
-            let changed = *published != status;
-            if changed {
-                *published = status;
-            }
-            changed
         });
     }
 }

@@ -23,7 +23,7 @@ use crate::error::{Fatal, NodeError, Result};
 use crate::handle::Handle;
 use crate::identity::{self, Identity};
 use crate::known_peers;
-use crate::raft_loop::{LoopParts, RaftLoop, Shared};
+use crate::raft_loop::{LoopParts, Outbox, RaftLoop, Shared};
 use crate::status::Leadership;
 
 use cluster::{bootstrap, join_cluster};
@@ -120,9 +120,11 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         requests: queue,
         peer_events,
         shared: Arc::clone(&shared),
-        status: status_tx,
-        leadership: leadership_tx,
-        applied: applied_tx,
+        outbox: Outbox {
+            status: status_tx,
+            leadership: leadership_tx,
+            applied: applied_tx,
+        },
         service_id: identity.service_id.clone(),
         members,
         known,
