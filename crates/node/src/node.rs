@@ -1,7 +1,7 @@
 //! [`Node`]: the public handle of a running node.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlraft_proto::v1 as pb;
@@ -43,32 +43,44 @@ struct Tasks {
     raft_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// What subscribers get: copies of the raft loop's channels, fed by relay tasks, so
-/// that a subscriber holding a borrowed value stalls its relay at worst, never the
-/// raft loop. Each closes when the loop's channel closes (the node stopped).
+/// What subscribers get: copies of the raft loop's channels, each fed by a relay task
+/// started at its first subscription (a node nobody watches pays nothing), so that a
+/// subscriber holding a borrowed value stalls its relay at worst, never the raft loop.
+/// Each closes when the loop's channel closes (the node stopped).
 struct Subscriptions {
-    status: watch::Receiver<Status>,
-    applied: watch::Receiver<u64>,
-    leadership: watch::Receiver<Leadership>,
+    /// Relays run here, whichever thread subscribes.
+    runtime: tokio::runtime::Handle,
+    status: OnceLock<watch::Receiver<Status>>,
+    applied: OnceLock<watch::Receiver<u64>>,
+    leadership: OnceLock<watch::Receiver<Leadership>>,
 }
 
-fn relay<T: Clone + PartialEq + Send + Sync + 'static>(
-    mut source: watch::Receiver<T>,
-) -> watch::Receiver<T> {
-    let (tx, rx) = watch::channel(source.borrow_and_update().clone());
-    tokio::spawn(async move {
-        while source.changed().await.is_ok() {
-            let value = source.borrow_and_update().clone();
-            tx.send_if_modified(|seen| {
-                let changed = *seen != value;
-                if changed {
-                    *seen = value;
-                }
-                changed
-            });
-        }
-    });
-    rx
+impl Subscriptions {
+    fn subscribe<T: Clone + PartialEq + Send + Sync + 'static>(
+        &self,
+        relayed: &OnceLock<watch::Receiver<T>>,
+        source: &watch::Receiver<T>,
+    ) -> watch::Receiver<T> {
+        relayed
+            .get_or_init(|| {
+                let mut source = source.clone();
+                let (tx, rx) = watch::channel(source.borrow_and_update().clone());
+                self.runtime.spawn(async move {
+                    while source.changed().await.is_ok() {
+                        let value = source.borrow_and_update().clone();
+                        tx.send_if_modified(|seen| {
+                            let changed = *seen != value;
+                            if changed {
+                                *seen = value;
+                            }
+                            changed
+                        });
+                    }
+                });
+                rx
+            })
+            .clone()
+    }
 }
 
 impl Node {
@@ -92,9 +104,10 @@ impl Node {
         tracing::info!(raft_id = handle.raft_id, service_id = %handle.service_id,
             raft_addr = %handle.raft_addr, "node started");
         let subscriptions = Subscriptions {
-            status: relay(handle.shared.status.clone()),
-            applied: relay(handle.applied.clone()),
-            leadership: relay(handle.shared.leadership.clone()),
+            runtime: tokio::runtime::Handle::current(),
+            status: OnceLock::new(),
+            applied: OnceLock::new(),
+            leadership: OnceLock::new(),
         };
         Ok(Node {
             handle,
@@ -141,19 +154,22 @@ impl Node {
     /// across an `.await`: copy the value out. The node's own raft loop never waits for
     /// a subscriber (subscriptions are fed by a relay task).
     pub fn watch_status(&self) -> watch::Receiver<Status> {
-        self.tasks.subscriptions.status.clone()
+        let subscriptions = &self.tasks.subscriptions;
+        subscriptions.subscribe(&subscriptions.status, &self.handle.shared.status)
     }
 
     /// The applied index as it grows; closes when the node stops. Wait for one of this
     /// node's writes with `watch_applied().wait_for(|&a| a >= index)`.
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
-        self.tasks.subscriptions.applied.clone()
+        let subscriptions = &self.tasks.subscriptions;
+        subscriptions.subscribe(&subscriptions.applied, &self.handle.applied)
     }
 
     /// Leader changes (and elections, as `leader_id: None`), without the rest of the
     /// status. Closes when the node stops.
     pub fn watch_leader(&self) -> watch::Receiver<Leadership> {
-        self.tasks.subscriptions.leadership.clone()
+        let subscriptions = &self.tasks.subscriptions;
+        subscriptions.subscribe(&subscriptions.leadership, &self.handle.shared.leadership)
     }
 
     /// The error that stopped the node, if one did.

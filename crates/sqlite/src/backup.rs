@@ -5,6 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Result, SqliteError};
+use crate::hash::{open_whole_database_reader, recorded_applied_index};
 
 /// Copies the state database at `src` to `dst` (which must not exist) with
 /// `VACUUM INTO`, one read transaction, and returns the applied index the copy holds:
@@ -21,29 +22,14 @@ pub fn backup(src: &Path, dst: &Path) -> Result<u64> {
     let dst_text = dst
         .to_str()
         .ok_or_else(|| SqliteError::Backup(format!("{} is not a UTF-8 path", dst.display())))?;
-    let source = Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| SqliteError::Open {
-        path: src.to_path_buf(),
-        source,
-    })?;
-    source
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| failed("cannot set a busy timeout", e))?;
+    let source = open_whole_database_reader(src)?;
     source
         .execute("VACUUM INTO ?1", [dst_text])
         .map_err(|e| failed(&format!("cannot copy to {}", dst.display()), e))?;
     drop(source);
     let copy = Connection::open_with_flags(dst, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| failed("cannot open the copy", e))?;
-    let applied: i64 = copy
-        .query_row(
-            "SELECT coalesce((SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'), 0)",
-            [],
-            |r| r.get(0),
-        )
+    let applied = recorded_applied_index(&copy)
         .map_err(|e| failed("cannot read the copy's applied index", e))?;
     u64::try_from(applied)
         .map_err(|_| SqliteError::Backup(format!("the copy holds applied index {applied}")))

@@ -19,28 +19,39 @@ pub struct ContentHash {
     pub sha256: String,
 }
 
-/// Hashes the state database at `path`. The index and the content are read in one
-/// read transaction, so they belong together even while entries are being applied.
-pub fn content_hash(path: &Path) -> Result<ContentHash> {
-    let failed = |e: rusqlite::Error| SqliteError::Query(format!("cannot hash the content: {e}"));
+/// A read-only connection of its own on the state database at `path`, for reads of
+/// the whole database beside the node's (a content hash, a backup).
+pub(crate) fn open_whole_database_reader(path: &Path) -> Result<Connection> {
+    let open_err = |source| SqliteError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|source| SqliteError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(failed)?;
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// The applied index recorded in a state database (0 before the first entry).
+pub(crate) fn recorded_applied_index(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce((SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'), 0)",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Hashes the state database at `path`. The index and the content are read in one
+/// read transaction, so they belong together even while entries are being applied.
+pub fn content_hash(path: &Path) -> Result<ContentHash> {
+    let failed = |e: rusqlite::Error| SqliteError::Query(format!("cannot hash the content: {e}"));
+    let conn = open_whole_database_reader(path)?;
     conn.execute_batch("BEGIN").map_err(failed)?;
-    let applied: i64 = conn
-        .query_row(
-            "SELECT coalesce((SELECT value FROM _sqlraft_meta WHERE key = 'applied_index'), 0)",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(failed)?;
+    let applied = recorded_applied_index(&conn).map_err(failed)?;
     let mut hasher = Sha256::new();
     let user =
         "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
