@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sqlraft_proto::v1 as pb;
 use sqlraft_transport::{Transport, TransportError};
 
-use crate::error::{NodeError, Result};
+use crate::error::{ErrorKind, NodeError, Result};
 use crate::handle::Handle;
 use crate::status::Role;
 use crate::write::WriteOutcome;
@@ -65,10 +65,14 @@ impl Handle {
             LeaderRequest::Write(_) => Duration::from_millis(self.config.raft.tick_ms / 2 + 1),
             LeaderRequest::Admin(_) => Duration::from_millis(self.config.raft.tick_ms),
         };
+        // Set once an attempt may have been applied: whatever later attempts say, the
+        // request's outcome can no longer be "not applied".
+        let mut maybe_applied: Option<NodeError> = None;
         loop {
-            self.check_running()?;
             let status = self.shared.status();
-            let attempt = if status.role == Role::Leader {
+            let attempt = if let Err(stopped) = self.check_running() {
+                Err(stopped)
+            } else if status.role == Role::Leader {
                 self.run_here(&mut request, deadline).await
             } else if let Some(leader) = status.leader() {
                 if let LeaderRequest::Write(w) = &mut request
@@ -87,9 +91,13 @@ impl Handle {
             };
             match attempt {
                 Err(e) if request.may_retry(&e) && Instant::now() < deadline => {
+                    if matches!(e, NodeError::UnknownOutcome(_)) && maybe_applied.is_none() {
+                        maybe_applied = Some(e);
+                    }
                     tokio::time::sleep(pause).await;
                 }
-                other => return other,
+                Err(e) => return Err(still_unknown(maybe_applied, e)),
+                Ok(answer) => return Ok(answer),
             }
         }
     }
@@ -109,6 +117,18 @@ impl Handle {
                 Ok(LeaderAnswer::Admin(outcome.index))
             }
         }
+    }
+}
+
+/// The error a request ends with after its last attempt failed with `last`: when an
+/// earlier attempt may have been applied, an unknown outcome (never "not applied",
+/// which a client would retry without its request id), unless the node failed.
+fn still_unknown(maybe_applied: Option<NodeError>, last: NodeError) -> NodeError {
+    match maybe_applied {
+        Some(first) if !matches!(last.kind(), ErrorKind::UnknownOutcome | ErrorKind::Fatal) => {
+            NodeError::UnknownOutcome(format!("{first}; retried until the deadline, then: {last}"))
+        }
+        _ => last,
     }
 }
 
@@ -161,10 +181,18 @@ pub(crate) fn forward_error(e: &NodeError) -> pb::ForwardResponse {
         NodeError::NotFound(_) => Kind::NotFound,
         _ => Kind::UnknownOutcome,
     };
+    // The variant's own text: the receiving side puts the variant back around it.
+    let message = match e {
+        NodeError::Invalid(m)
+        | NodeError::Conflict(m)
+        | NodeError::NotFound(m)
+        | NodeError::UnknownOutcome(m) => m.clone(),
+        other => other.to_string(),
+    };
     pb::ForwardResponse {
         outcome: Some(pb::forward_response::Outcome::Error(pb::ForwardError {
             kind: kind as i32,
-            message: e.to_string(),
+            message,
         })),
     }
 }
@@ -221,7 +249,15 @@ mod tests {
             let Some(pb::forward_response::Outcome::Error(wire)) = forward_error(&e).outcome else {
                 panic!("no error on the wire for {e}");
             };
-            assert_eq!(error_from_peer(wire).kind(), e.kind(), "{e}");
+            let back = error_from_peer(wire);
+            assert_eq!(back.kind(), e.kind(), "{e}");
+            if !matches!(e, NodeError::NoLeader) {
+                assert_eq!(
+                    back.to_string(),
+                    e.to_string(),
+                    "said once, as the leader said it"
+                );
+            }
         }
     }
 }

@@ -229,9 +229,15 @@ impl Node {
             } => index,
             Consistency::Linearizable => handle.read_index().await?,
             Consistency::Strong => {
-                self.execute(WriteRequest::transaction(Vec::new()))
-                    .await?
-                    .raft_index
+                match self.execute(WriteRequest::transaction(Vec::new())).await {
+                    Ok(outcome) => outcome.raft_index,
+                    // A read applies nothing: an empty entry whose fate is unknown only means
+                    // the read could not reach its level in time (safe to retry).
+                    Err(NodeError::UnknownOutcome(_) | NodeError::Dropped) => {
+                        return Err(NodeError::Timeout(handle.config.limits.write_timeout_ms));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         handle.wait_applied(index).await?;

@@ -220,3 +220,23 @@ async fn a_subscriber_holding_a_borrowed_value_does_not_stall_the_node() {
     drop(held);
     cluster.shutdown().await;
 }
+
+/// Found by a hostile tester: a strong read on a leader that lost its followers got
+/// "outcome unknown" (HTTP 500) although a read applies nothing; it is a read that
+/// could not reach its level (503, safe to retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_that_cannot_reach_its_level_is_unavailable_not_unknown() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    for follower in cluster.followers(leader) {
+        cluster.set_link(leader, follower, LinkFault::partition());
+    }
+    let error = cluster
+        .node(leader)
+        .barrier(Consistency::Strong)
+        .await
+        .expect_err("no quorum");
+    assert_eq!(error.kind(), sqlraft::ErrorKind::Unavailable, "{error}");
+    cluster.heal();
+    cluster.shutdown().await;
+}

@@ -413,3 +413,51 @@ async fn a_forwarded_write_whose_answer_is_lost_is_retried_and_applied_once() {
     }
     cluster.shutdown().await;
 }
+
+/// Found by a hostile tester: the leader applies a forwarded write, its answer is lost,
+/// and then the follower loses the leader for good. Retrying until the deadline ends
+/// with "no leader", which the HTTP API answers 503 ("nothing was applied"), and a
+/// client retrying without a key wrote the row twice. The answer must stay an unknown
+/// outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_outcome_became_unknown_never_ends_as_not_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+    /// The follower's transport and the leader's raft id, once the cluster is up.
+    static CUT: OnceLock<(sqlraft_transport::Transport, u64)> = OnceLock::new();
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    fn lose_the_answer_then_the_leader(config: &mut sqlraft::NodeConfig) {
+        config.transport.lose_forward_answer =
+            Some(sqlraft_transport::ForwardFault(Arc::new(|request| {
+                let (Some((follower, leader)), Some(_)) = (CUT.get(), &request.request) else {
+                    return false;
+                };
+                if FIRED.swap(true, Ordering::SeqCst) {
+                    return false;
+                }
+                // From now on the follower reaches no leader: every retry is "not sent".
+                follower.set_link_fault(*leader, sqlraft_harness::LinkFault::partition());
+                true
+            })));
+    }
+    let cluster = Cluster::with_config(3, lose_the_answer_then_the_leader).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), "CREATE TABLE t (v INTEGER)").await;
+    cluster.converge().await;
+    let follower = cluster.followers(leader)[0];
+    let leader_id = cluster.node(leader).raft_id();
+    let _ = CUT.set((cluster.node(follower).transport().clone(), leader_id));
+
+    let error = write(cluster.node(follower), "INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("the follower cannot hear the outcome");
+    assert!(FIRED.load(Ordering::SeqCst), "the fault fired");
+    assert_eq!(error.kind(), sqlraft::ErrorKind::UnknownOutcome, "{error}");
+    // It was applied, once, on the leader.
+    assert_eq!(
+        dump(cluster.node(leader), "SELECT count(*) FROM t").await,
+        vec![vec![Value::Integer(1)]]
+    );
+    cluster.heal();
+    cluster.shutdown().await;
+}
