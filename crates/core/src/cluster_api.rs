@@ -49,14 +49,33 @@ async fn status(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, &status_json(&state.node), false)
 }
 
+/// Ready: a leader is known, and this node has applied the leader's commit index as a
+/// quorum confirms it now (ReadIndex). What heartbeats carry is not enough: the leader
+/// caps it at what it knows the follower holds, so a follower back from a restart
+/// would look caught up while thousands of entries behind.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match readiness(&state.node.status()) {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => (
+    let not_ready = |reason: String| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         )
-            .into_response(),
+            .into_response()
+    };
+    if let Err(reason) = readiness(&state.node.status()) {
+        return not_ready(reason);
+    }
+    match state.node.read_index().await {
+        Ok(commit) => {
+            let applied = state.node.status().applied_index;
+            if applied >= commit {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                not_ready(format!(
+                    "applied index {applied} is behind the leader's commit index {commit}"
+                ))
+            }
+        }
+        Err(e) => not_ready(e.to_string()),
     }
 }
 

@@ -126,3 +126,52 @@ async fn cross_site_browser_requests_cannot_change_anything() {
     assert_eq!(allowed.status, 200, "{}", allowed.text());
     h.stop().await;
 }
+
+/// Found by a hostile tester: a follower back from a restart said "ready" while
+/// thousands of entries behind, because the commit index heartbeats carry is capped at
+/// what the leader knows the follower holds. Here the restarted follower hears
+/// heartbeats but never receives the entries it missed: it must not be ready until it
+/// has them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_back_from_a_restart_is_not_ready_until_it_has_caught_up() {
+    let leader = Harness::start().await;
+    let mut follower = Harness::join("127.0.0.2", &leader).await;
+    leader
+        .post_json("/db/execute", r#"["CREATE TABLE t (v)"]"#)
+        .await;
+    follower.wait_ready().await;
+    let f = follower.node.raft_id();
+    follower.pause().await;
+    for v in 0..20 {
+        leader
+            .post_json("/db/execute", &format!(r#"["INSERT INTO t VALUES ({v})"]"#))
+            .await;
+    }
+    leader
+        .node
+        .transport()
+        .set_link_fault(f, sqlraft_harness::LinkFault::without_entries());
+    follower.resume().await;
+    // It hears the leader (heartbeats pass) but holds none of the 20 new entries.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while follower.node.status().leader_id == 0 {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = follower.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("behind the leader's commit index"),
+        "{}",
+        r.text()
+    );
+
+    leader
+        .node
+        .transport()
+        .set_link_fault(f, sqlraft_harness::LinkFault::default());
+    follower.wait_ready().await;
+    follower.stop().await;
+    leader.stop().await;
+}

@@ -19,6 +19,9 @@ pub struct Harness {
     pub http: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// What the node was started with, to start it again from its directory.
+    config: NodeConfig,
+    options: ApiOptions,
     _dir: tempfile::TempDir,
 }
 
@@ -76,25 +79,61 @@ impl Harness {
         config.raft.tick_ms = 20;
         config.limits.read_timeout_ms = 500;
         config.limits.write_timeout_ms = 2_000;
-        let node = Node::start(config).await.expect("node starts");
+        let node = Node::start(config.clone()).await.expect("node starts");
+        let mut harness = Harness {
+            node,
+            http: http.to_string(),
+            stop: None,
+            server: None,
+            config,
+            options,
+            _dir: dir,
+        };
+        harness.serve(listener);
+        harness.wait_ready().await;
+        harness
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = app::router(node.clone(), options);
-        let server = tokio::spawn(async move {
+        let router = app::router(self.node.clone(), self.options.clone());
+        self.stop = Some(stop);
+        self.server = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
                 .await;
-        });
-        let harness = Harness {
-            node,
-            http: http.to_string(),
-            stop: Some(stop),
-            server: Some(server),
-            _dir: dir,
-        };
-        harness.wait_ready().await;
-        harness
+        }));
+    }
+
+    /// Stops the node and its API, keeping its directory: [`Harness::resume`] starts it
+    /// again, as a service restarting.
+    pub async fn pause(&mut self) {
+        self.stop_serving().await;
+        self.node.shutdown().await;
+    }
+
+    /// Starts a paused node again from its directory, on the same addresses (the
+    /// raft address must have been fixed: a joined node's is). Does not wait for it to
+    /// be ready.
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(&self.http)
+            .await
+            .expect("bind the same http address");
+        self.node = Node::start(self.config.clone())
+            .await
+            .expect("node restarts");
+        self.serve(listener);
+    }
+
+    async fn stop_serving(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 
     pub async fn wait_ready(&self) {
@@ -136,13 +175,7 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
-        self.node.shutdown().await;
+        self.pause().await;
     }
 }
 

@@ -244,6 +244,15 @@ impl Node {
         Ok((*handle.applied.borrow()).max(index))
     }
 
+    /// The leader's commit index now, confirmed by a quorum (raft ReadIndex): what a
+    /// linearizable read on this node waits for. A node has caught up when it has
+    /// applied this far; the commit index a follower hears in heartbeats is capped at
+    /// what the leader knows it holds, so it cannot tell that alone.
+    pub async fn read_index(&self) -> Result<u64> {
+        self.handle.check_running()?;
+        self.handle.read_index().await
+    }
+
     /// Runs one read statement at the given consistency, on this node.
     pub async fn query(&self, statement: &Statement, consistency: Consistency) -> Result<Rows> {
         self.barrier(consistency).await?;

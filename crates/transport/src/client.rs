@@ -282,7 +282,12 @@ impl Transport {
                 &peer.entries
             };
             #[cfg(feature = "testing")]
-            let Some(bytes) = self.inject_fault(message.to, &lane.queue, bytes) else {
+            let Some(bytes) = self.inject_fault(
+                message.to,
+                carries_log_entries(&message),
+                &lane.queue,
+                bytes,
+            ) else {
                 continue;
             };
             if lane.queue.try_send(bytes).is_err() {
@@ -393,7 +398,13 @@ impl Transport {
     /// Applies the test fault of the link to `to`: the message is lost, held back (and
     /// queued later, out of order with what follows), or handed back to be queued now.
     #[cfg(feature = "testing")]
-    fn inject_fault(&self, to: u64, queue: &mpsc::Sender<Bytes>, bytes: Bytes) -> Option<Bytes> {
+    fn inject_fault(
+        &self,
+        to: u64,
+        carries_entries: bool,
+        queue: &mpsc::Sender<Bytes>,
+        bytes: Bytes,
+    ) -> Option<Bytes> {
         let Some(fault) = self
             .inner
             .faults
@@ -404,7 +415,9 @@ impl Transport {
         else {
             return Some(bytes);
         };
-        if fault.drop_rate > 0.0 && self.roll() < fault.drop_rate {
+        if (fault.drop_entries && carries_entries)
+            || (fault.drop_rate > 0.0 && self.roll() < fault.drop_rate)
+        {
             return None;
         }
         if fault.delay_ms > 0 {
@@ -576,4 +589,11 @@ async fn send_loop(
             }
         }
     }
+}
+
+/// An append with entries (read-index messages carry their context as an entry too, but
+/// no log).
+#[cfg(feature = "testing")]
+fn carries_log_entries(message: &Message) -> bool {
+    message.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && !message.entries.is_empty()
 }

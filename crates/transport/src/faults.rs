@@ -12,6 +12,10 @@ pub struct LinkFault {
     /// Each outgoing raft message is held back this long, so that later ones may
     /// overtake it.
     pub delay_ms: u64,
+    /// Outgoing appends that carry log entries are lost; heartbeats, votes, read-index
+    /// messages and answers pass (a peer that hears the leader but never receives its
+    /// log).
+    pub drop_entries: bool,
 }
 
 impl LinkFault {
@@ -27,6 +31,14 @@ impl LinkFault {
     pub fn lossy(rate: f64) -> Self {
         LinkFault {
             drop_rate: rate.clamp(0.0, 1.0),
+            ..LinkFault::default()
+        }
+    }
+
+    /// A link that loses every message carrying log entries, and nothing else.
+    pub fn without_entries() -> Self {
+        LinkFault {
+            drop_entries: true,
             ..LinkFault::default()
         }
     }
