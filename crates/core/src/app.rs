@@ -67,17 +67,16 @@ async fn refuse_cross_site(request: Request, next: Next) -> Response {
 }
 
 /// True unless the request says it comes from another site: `Sec-Fetch-Site:
-/// cross-site`, or an `Origin` that is not this node's own `Host`.
+/// cross-site`, or an `Origin` that is not this node's own `Host`. A header that is
+/// there but cannot be read counts as another site's.
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site")
-    {
+    if let Some(Ok("cross-site") | Err(_)) = headers.get("sec-fetch-site").map(|v| v.to_str()) {
         return false;
     }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => return true,
+        Some(Err(_)) => return false,
+        Some(Ok(origin)) => origin,
     };
     let host = headers
         .get(header::HOST)
@@ -106,6 +105,14 @@ mod tests {
         h.insert(header::ORIGIN, "http://127.0.0.1:7220".parse().unwrap());
         assert!(same_origin(&h));
         h.insert(header::ORIGIN, "http://evil.example.com".parse().unwrap());
+        assert!(!same_origin(&h));
+        // Found by a hostile tester: an Origin with a byte that is not UTF-8 passed.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:7220".parse().unwrap());
+        h.insert(
+            header::ORIGIN,
+            axum::http::HeaderValue::from_bytes(b"http://evil.example\xff").unwrap(),
+        );
         assert!(!same_origin(&h));
         let mut h = HeaderMap::new();
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());

@@ -192,11 +192,23 @@ async fn create(
     State(state): State<AppState>,
     form: Result<Form<CreateForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return redirect(format!(
-            "/?error={}#create",
-            encode_component("Fill in both fields: the host name (fqdn) and the raft address.")
-        ));
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                render_shell(
+                    "Too large",
+                    "<p class=\"error\">The form is larger than a host name and an address can be.</p><p><a href=\"/\">Back to the cluster</a></p>",
+                ),
+            );
+        }
+        Err(_) => {
+            return redirect(format!(
+                "/?error={}#create",
+                encode_component("Fill in both fields: the host name (fqdn) and the raft address.")
+            ));
+        }
     };
     let fqdn = form.fqdn.trim().to_string();
     let raft_addr = form.raft_addr.trim().to_string();

@@ -296,6 +296,17 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
     assert!(!page.contains("<b>bad"), "{page}");
     assert!(page.contains("value=\"&lt;b&gt;bad&lt;/b&gt;\""), "{page}");
 
+    // A form too large for what it holds: 413, not "fill in both fields" (found by a
+    // hostile tester).
+    let huge = format!("fqdn={}&raft_addr=x", "a".repeat(64 << 10));
+    let r = form_post(&h, "/ui/services", &huge, None).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // A raft address written two ways (found by a hostile tester): refused, since the
+    // service could never join with the address it would start with.
+    let r = create(&h, "127.0.0.5", "127.0.0.5:017209").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
     // Missing fields.
     let r = form_post(&h, "/ui/services", "fqdn=x", None).await;
     assert_eq!(r.status, 303);

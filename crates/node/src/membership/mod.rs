@@ -111,13 +111,23 @@ pub(crate) fn check_service_address(fqdn: &str, raft_addr: &str) -> Result<()> {
     let Some((host, port)) = raft_addr.rsplit_once(':') else {
         return Err(invalid(format!("raft address {raft_addr:?} has no port")));
     };
+    // Written as the node will write it: a join is admitted only with the address the
+    // service was created with, byte for byte.
     match port.parse::<u16>() {
-        Ok(p) if p > 0 => {}
+        Ok(p) if p > 0 && p.to_string() == port => {}
         _ => {
             return Err(invalid(format!(
-                "raft address {raft_addr:?}: port must be 1-65535"
+                "raft address {raft_addr:?}: port must be 1-65535, without leading zeros"
             )));
         }
+    }
+    if fqdn
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified() || ip.is_multicast())
+    {
+        return Err(invalid(format!(
+            "{fqdn} is not an address other services can reach"
+        )));
     }
     if host != fqdn {
         return Err(invalid(format!(
@@ -130,6 +140,24 @@ pub(crate) fn check_service_address(fqdn: &str, raft_addr: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a hostile tester: `127.0.0.5:017209` was created, and the service
+    /// started with `127.0.0.5:17209` could never join; `0.0.0.0` was accepted.
+    #[test]
+    fn service_addresses_are_written_one_way_and_reachable() {
+        assert!(check_service_address("core-2.example.com", "core-2.example.com:7209").is_ok());
+        assert!(check_service_address("127.0.0.5", "127.0.0.5:17209").is_ok());
+        for (fqdn, addr) in [
+            ("127.0.0.5", "127.0.0.5:017209"),
+            ("127.0.0.5", "127.0.0.5:+7209"),
+            ("0.0.0.0", "0.0.0.0:1"),
+            ("224.0.0.1", "224.0.0.1:7209"),
+            ("127.0.0.5", "127.0.0.5:0"),
+        ] {
+            let e = check_service_address(fqdn, addr).expect_err(addr);
+            assert!(matches!(e, NodeError::Invalid(_)), "{addr}: {e}");
+        }
+    }
 
     fn promote_now(voters: &[u64], learners: &[u64], matched: &[(u64, u64)]) -> Vec<u64> {
         learners_to_promote(&PromotionInput {
