@@ -41,7 +41,23 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .merge(web::routes())
         .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// A body refused for its size was not read, so the connection cannot carry another
+/// request: the server closes it after the 413. Saying so (`Connection: close`) keeps a
+/// client from putting the connection back in its pool and sending its next request
+/// into a socket that is about to close (it then fails with a broken pipe).
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// A browser on another site must not change anything through a browser that can

@@ -301,6 +301,7 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
     let huge = format!("fqdn={}&raft_addr=x", "a".repeat(64 << 10));
     let r = form_post(&h, "/ui/services", &huge, None).await;
     assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"), "{:?}", r.headers);
 
     // A raft address written two ways (found by a hostile tester): refused, since the
     // service could never join with the address it would start with.
