@@ -4,7 +4,8 @@
 //! build another package's binary as a dependency (artifact dependencies are unstable).
 //! `cargo test --workspace` builds every binary of every member before it runs any
 //! test, so the binary sits next to this package's test executables:
-//! `target/<profile>/sqlraft-core`, the parent of the test executable's `deps/`.
+//! `target/<profile>/sqlraft-core`, the parent of the test executable's `deps/` (or the
+//! directory of a binary such as the campaign's).
 //! After `cargo test -p sqlraft-tests` alone, build it first with
 //! `cargo build -p sqlraft-core`. `SQLRAFT_CORE_BIN` overrides the path.
 
@@ -29,17 +30,18 @@ fn locate() -> PathBuf {
         return path;
     }
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test>-<hash>  ->  target/<profile>/sqlraft-core
-    let profile_dir = exe
-        .parent()
-        .filter(|d| d.file_name().is_some_and(|n| n == "deps"))
-        .and_then(Path::parent)
-        .unwrap_or_else(|| {
-            panic!(
-                "{} is not in a target/<profile>/deps/ directory: set {BIN_ENV}",
-                exe.display()
-            )
-        });
+    // target/<profile>/deps/<test>-<hash>  ->  target/<profile>/sqlraft-core, and a
+    // binary (the campaign) in target/<profile>/ finds it beside itself.
+    let dir = exe.parent().unwrap_or_else(|| {
+        panic!(
+            "{} is not in a target/<profile>/ directory: set {BIN_ENV}",
+            exe.display()
+        )
+    });
+    let profile_dir = match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir),
+        _ => dir,
+    };
     let bin = profile_dir.join(format!("sqlraft-core{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),

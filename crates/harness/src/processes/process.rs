@@ -28,6 +28,8 @@ pub struct CoreProcess {
     pub raft: String,
     /// `--http`.
     pub http: String,
+    /// The network namespace it runs in (`ip netns exec`), if not the caller's.
+    netns: Option<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -61,15 +63,7 @@ impl CoreProcess {
                 continue;
             }
             let id = id_for(&raft);
-            let mut process = CoreProcess {
-                id: id.clone(),
-                name: name.to_string(),
-                root: root.to_path_buf(),
-                raft,
-                http,
-                child: None,
-                starts: 0,
-            };
+            let mut process = CoreProcess::at(root, name, &id, &raft, &http, None);
             match process.spawn(join).and_then(|()| process.wait_ready()) {
                 Ok(()) => return process,
                 Err(StartError::Exited(_, stderr)) if stderr.contains("in use") => {
@@ -87,33 +81,89 @@ impl CoreProcess {
         panic!("{name}: no free ports after {PORT_ATTEMPTS} attempts: {last:?}");
     }
 
+    /// A service that is not started yet, with fixed addresses, run in network
+    /// namespace `netns` when given (its addresses are that namespace's).
+    pub fn at(
+        root: &Path,
+        name: &str,
+        id: &str,
+        raft: &str,
+        http: &str,
+        netns: Option<&str>,
+    ) -> CoreProcess {
+        CoreProcess {
+            id: id.to_string(),
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            raft: raft.to_string(),
+            http: http.to_string(),
+            netns: netns.map(str::to_string),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts it (joining the member at raft address `join`, if given) and waits until
+    /// it is ready.
+    pub fn try_start(&mut self, join: Option<&str>) -> Result<(), StartError> {
+        if self.child.is_some() {
+            return Err(StartError::NotReady(format!(
+                "{} is already running",
+                self.name
+            )));
+        }
+        self.spawn(join).and_then(|()| self.wait_ready())
+    }
+
     /// Starts the stopped service again from its directory, on the same ports, and
     /// waits until it is ready. A port still held by the old process's sockets is
     /// waited out.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);
+        if let Err(e) = self.try_restart() {
+            panic!(
+                "{} did not restart: {e:?}\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// [`CoreProcess::restart`] that says why it failed instead of panicking.
+    pub fn try_restart(&mut self) -> Result<(), StartError> {
+        if self.child.is_some() {
+            return Err(StartError::NotReady(format!(
+                "{} is still running",
+                self.name
+            )));
+        }
         let deadline = Instant::now() + WAIT;
         loop {
             match self.spawn(None).and_then(|()| self.wait_ready()) {
-                Ok(()) => return,
                 Err(StartError::Exited(_, stderr))
                     if stderr.contains("in use") && Instant::now() < deadline =>
                 {
                     std::thread::sleep(POLL * 10);
                 }
-                Err(e) => panic!(
-                    "{} did not restart: {e:?}\n{}",
-                    self.name,
-                    self.log_tail(40)
-                ),
+                other => return other,
             }
         }
     }
 
     fn spawn(&mut self, join: Option<&str>) -> Result<(), StartError> {
         self.starts += 1;
-        let stderr = File::create(self.stderr_path()).expect("stderr file");
-        let mut command = Command::new(sqlraft_core_bin());
+        let stderr = File::create(self.stderr_path())
+            .map_err(|e| StartError::NotReady(format!("stderr file: {e}")))?;
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(sqlraft_core_bin());
+                command
+            }
+            None => Command::new(sqlraft_core_bin()),
+        };
         command
             .args(["run", "--id", &self.id, "--root"])
             .arg(&self.root)
@@ -129,7 +179,10 @@ impl CoreProcess {
         if let Some(join) = join {
             command.args(["--raft.join", join]);
         }
-        self.child = Some(command.spawn().expect("spawn sqlraft-core run"));
+        let child = command
+            .spawn()
+            .map_err(|e| StartError::NotReady(format!("spawn sqlraft-core run: {e}")))?;
+        self.child = Some(child);
         Ok(())
     }
 
@@ -137,7 +190,11 @@ impl CoreProcess {
     pub fn wait_ready(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+            let exited = self
+                .child_mut()
+                .try_wait()
+                .map_err(|e| StartError::NotReady(format!("try_wait: {e}")))?;
+            if let Some(status) = exited {
                 self.child = None;
                 return Err(StartError::Exited(status, self.stderr_text()));
             }

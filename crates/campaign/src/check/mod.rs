@@ -1,0 +1,76 @@
+//! The checker: everything a history must satisfy, each part proven by unit tests
+//! with hand-made histories to catch the anomalies it claims to.
+//!
+//! - [`register`]: linearizability of each register (reads, writes, compare-and-set);
+//! - [`append`]: lists are prefixes of one order, nothing lost, doubled or invented;
+//! - [`bank`]: every read sees the same total;
+//! - hostile statements sent as reads were all refused.
+
+pub mod append;
+pub mod bank;
+pub mod register;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::history::{Call, Op, Outcome};
+use append::AppendAnomaly;
+use bank::BankAnomaly;
+use register::KeyVerdict;
+
+/// What the bank workload starts with: [`BANK_ACCOUNTS`] accounts of
+/// [`BANK_BALANCE`] each.
+pub const BANK_ACCOUNTS: usize = 5;
+pub const BANK_BALANCE: i64 = 100;
+
+/// The checker's findings for one history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Findings {
+    /// Each register key's verdict.
+    pub registers: BTreeMap<u32, KeyVerdict>,
+    pub append: Vec<AppendAnomaly>,
+    pub bank: Vec<BankAnomaly>,
+    /// Hostile statements that a node ran instead of refusing (operation ids).
+    pub hostile_accepted: Vec<usize>,
+}
+
+impl Findings {
+    /// Whether nothing is wrong (an undecided key counts as wrong: nothing was shown).
+    pub fn valid(&self) -> bool {
+        self.registers
+            .values()
+            .all(|v| *v == KeyVerdict::Linearizable)
+            && self.append.is_empty()
+            && self.bank.is_empty()
+            && self.hostile_accepted.is_empty()
+    }
+
+    /// The register keys that failed or could not be decided.
+    pub fn bad_keys(&self) -> Vec<u32> {
+        self.registers
+            .iter()
+            .filter(|(_, v)| **v != KeyVerdict::Linearizable)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
+/// Checks a whole history.
+pub fn check(history: &[Op], budget: u64) -> Findings {
+    let registers = register::by_key(history)
+        .into_iter()
+        .map(|(key, ops)| (key, register::check_register(&ops, budget)))
+        .collect();
+    let hostile_accepted = history
+        .iter()
+        .filter(|op| matches!(op.call, Call::Hostile { .. }) && op.outcome == Outcome::Ok)
+        .map(|op| op.id)
+        .collect();
+    Findings {
+        registers,
+        append: append::check(history),
+        bank: bank::check(history, BANK_ACCOUNTS, BANK_BALANCE * BANK_ACCOUNTS as i64),
+        hostile_accepted,
+    }
+}

@@ -1,0 +1,341 @@
+//! `sqlraft-campaign`: runs fault campaign runs and prints what they found.
+//! `scripts/campaign.sh` builds and runs it; `docs/TESTING.md` describes it.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::{Pid, getppid};
+use sqlraft_campaign::check::register::DEFAULT_STEP_BUDGET;
+use sqlraft_campaign::nemesis::Fault;
+use sqlraft_campaign::net::{self, Topology};
+use sqlraft_campaign::run::{RunConfig, RunReport, run};
+
+#[derive(Parser, Debug)]
+#[command(about = "Jepsen-style fault campaign against real sqlraft-core processes")]
+struct Args {
+    /// Seconds each run's clients and nemesis run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Total minutes: as many runs (of --seconds each, seeds counting up) as fit.
+    /// Overrides --runs.
+    #[arg(long)]
+    minutes: Option<u64>,
+    /// The first run's seed (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of runs, with seeds seed, seed+1, ...
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// Faults to draw from, comma-separated: kill, kill-leader, pause, pause-leader,
+    /// partition, bridge, one-way, loss; `all` (those the network mode allows) or
+    /// `none`.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Voting nodes (odd).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: u32,
+    /// Leave out the client that sends transaction control and PRAGMAs as reads.
+    #[arg(long)]
+    no_hostile: bool,
+    /// Where nodes live in the network: namespaces (needs root, `ip`, `nft`) or
+    /// loopback addresses (no network faults); `auto`: namespaces when possible.
+    #[arg(long, value_enum, default_value_t = NetMode::Auto)]
+    net: NetMode,
+    /// Directory for the runs (kept when a run finds a violation, or with --keep).
+    #[arg(long, default_value = "target/campaign")]
+    out: PathBuf,
+    /// Keep every run's directory.
+    #[arg(long)]
+    keep: bool,
+    /// Internal: this process runs inside the hub namespace made by process N.
+    #[arg(long, hide = true)]
+    inside_owner: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NetMode {
+    Auto,
+    Netns,
+    Loopback,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.nodes < 3 || args.nodes % 2 == 0 {
+        eprintln!("--nodes must be odd and at least 3");
+        return ExitCode::from(2);
+    }
+    let netns = match args.net {
+        NetMode::Loopback => false,
+        NetMode::Netns => match net::available() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("--net netns: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        NetMode::Auto => net::available().is_ok(),
+    };
+    let faults = match parse_faults(&args.nemesis, netns) {
+        Ok(faults) => faults,
+        Err(e) => {
+            eprintln!("--nemesis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(owner) = args.inside_owner {
+        return inside(&args, faults, Some(Topology::existing(owner, args.nodes)));
+    }
+    if !netns {
+        return inside(&args, faults, None);
+    }
+    outside(&args)
+}
+
+/// Makes the namespaces, runs this program again inside the hub namespace, and removes
+/// the namespaces when it ends, also after Ctrl-C or SIGTERM.
+fn outside(args: &Args) -> ExitCode {
+    let topology = match Topology::create(args.nodes) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("network namespaces: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    // Blocked here (and, until it unblocks them, in the child): they are waited for.
+    if let Err(e) = signals.thread_block() {
+        eprintln!("blocking signals: {e}");
+    }
+    let child_pid = Arc::new(AtomicI32::new(0));
+    {
+        let child_pid = Arc::clone(&child_pid);
+        std::thread::spawn(move || {
+            while let Ok(signal) = signals.wait() {
+                eprintln!("{signal}: stopping the campaign");
+                let pid = child_pid.load(Ordering::SeqCst);
+                if pid > 0 {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        });
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sqlraft-campaign"));
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &topology.hub()])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .args(["--inside-owner", &std::process::id().to_string()]);
+    let code = match command.spawn() {
+        Ok(mut child) => {
+            child_pid.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+            match child.wait() {
+                Ok(status) => status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("waiting for the campaign: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("starting the campaign in {}: {e}", topology.hub());
+            1
+        }
+    };
+    topology.remove();
+    ExitCode::from(code)
+}
+
+/// Runs the runs in this process (in the hub namespace, or on loopback).
+fn inside(args: &Args, faults: Vec<Fault>, topology: Option<Topology>) -> ExitCode {
+    let _ = SigSet::all().thread_unblock();
+    let parent = getppid();
+    let parent_alive = move || getppid() == parent;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let runs = match args.minutes {
+        Some(minutes) => (minutes * 60).div_ceil(args.seconds.max(1)).max(1),
+        None => args.runs,
+    };
+    println!(
+        "campaign: {runs} run(s) of {} s, seeds {seed}..{}, {} nodes, {} clients, network {}, faults: {}",
+        args.seconds,
+        seed + runs - 1,
+        args.nodes,
+        args.clients,
+        if topology.is_some() {
+            "namespaces"
+        } else {
+            "loopback"
+        },
+        names(&faults)
+    );
+    let mut reports = Vec::new();
+    for k in 0..runs {
+        if !parent_alive() {
+            eprintln!("the campaign's parent is gone: stopping");
+            break;
+        }
+        let config = RunConfig {
+            seed: seed + k,
+            duration: Duration::from_secs(args.seconds),
+            nodes: args.nodes,
+            clients: args.clients,
+            faults: faults.clone(),
+            hostile: !args.no_hostile,
+            out: args.out.clone(),
+            keep: args.keep,
+            budget: DEFAULT_STEP_BUDGET,
+        };
+        let report = run(&config, topology.as_ref(), &parent_alive);
+        print_run(&report);
+        reports.push(report);
+    }
+    print_summary(&reports);
+    if reports.iter().all(|r| r.valid) && !reports.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn parse_faults(spec: &str, netns: bool) -> Result<Vec<Fault>, String> {
+    match spec {
+        "none" => return Ok(Vec::new()),
+        "all" => {
+            return Ok(Fault::ALL
+                .into_iter()
+                .filter(|f| netns || !f.needs_network())
+                .collect());
+        }
+        _ => {}
+    }
+    let mut faults = Vec::new();
+    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let fault = Fault::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+            format!(
+                "unknown fault {name:?}; known: {}, all, none",
+                known.join(", ")
+            )
+        })?;
+        if fault.needs_network() && !netns {
+            return Err(format!(
+                "{name} needs network namespaces (root, `ip` and `nft`; --net netns)"
+            ));
+        }
+        faults.push(fault);
+    }
+    Ok(faults)
+}
+
+fn names(faults: &[Fault]) -> String {
+    if faults.is_empty() {
+        return "none".into();
+    }
+    faults
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print_run(r: &RunReport) {
+    println!();
+    println!(
+        "run seed={} {:.0} s, {} nodes, {} clients, faults from: {}",
+        r.seed,
+        r.seconds,
+        r.nodes,
+        r.clients,
+        names(&r.faults_drawn_from)
+    );
+    println!(
+        "  {:<10} {:>7} {:>7} {:>8}",
+        "operation", "ok", "fail", "unknown"
+    );
+    for (kind, (ok, fail, unknown)) in &r.ops {
+        println!("  {kind:<10} {ok:>7} {fail:>7} {unknown:>8}");
+    }
+    let faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "  faults: {}",
+        if faults.is_empty() {
+            "none".into()
+        } else {
+            faults.join(", ")
+        }
+    );
+    println!(
+        "  longest without an acknowledged write: {:.2} s",
+        r.longest_without_write
+    );
+    match &r.converged {
+        Ok((index, hash)) => println!(
+            "  nodes identical: applied index {index}, sha256 {}",
+            &hash[..hash.len().min(16)]
+        ),
+        Err(e) => println!("  NODES DIFFER: {e}"),
+    }
+    if let Some(error) = &r.error {
+        println!("  error: {error}");
+    }
+    if let Some(f) = &r.findings {
+        for key in f.bad_keys() {
+            println!("  register {key}: {:?}", f.registers[&key]);
+        }
+        for a in f.append.iter().take(10) {
+            println!("  list: {a:?}");
+        }
+        for a in f.bank.iter().take(10) {
+            println!("  bank: {a:?}");
+        }
+        if !f.hostile_accepted.is_empty() {
+            println!("  hostile statements run: {:?}", f.hostile_accepted);
+        }
+    }
+    println!("  verdict: {}", if r.valid { "valid" } else { "INVALID" });
+    if let Some(dir) = &r.dir {
+        println!("  evidence: {}", dir.display());
+    }
+}
+
+fn print_summary(reports: &[RunReport]) {
+    println!();
+    println!(
+        "{:>12} {:>6} {:>8} {:>8} {:>7} {:>9}  {:<40} verdict",
+        "seed", "secs", "ops", "ok", "unknown", "max-gap-s", "faults"
+    );
+    for r in reports {
+        let total: usize = r.ops.values().map(|(o, f, u)| o + f + u).sum();
+        let ok: usize = r.ops.values().map(|(o, _, _)| o).sum();
+        let unknown: usize = r.ops.values().map(|(_, _, u)| u).sum();
+        let faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        println!(
+            "{:>12} {:>6.0} {:>8} {:>8} {:>7} {:>9.2}  {:<40} {}",
+            r.seed,
+            r.seconds,
+            total,
+            ok,
+            unknown,
+            r.longest_without_write,
+            faults.join(" "),
+            if r.valid { "valid" } else { "INVALID" }
+        );
+    }
+}

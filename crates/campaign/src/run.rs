@@ -1,0 +1,329 @@
+//! One run: a fresh cluster, the clients and the nemesis for a while, then everything
+//! healed, the nodes compared, final reads taken, and the history checked. A run that
+//! finds a violation keeps its directory: the history, the faults, the report, a
+//! timeline of each failing key, and every node's data and log.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use sqlraft_harness::http;
+
+use crate::check::{self, Findings, register::KeyVerdict};
+use crate::cluster::Nodes;
+use crate::history::{Call, Op, Outcome, Recorder};
+use crate::nemesis::{Fault, FaultEvent, Nemesis};
+use crate::net::Topology;
+use crate::timeline;
+use crate::workload::{self, Client, Clients, LIST_KEYS, REGISTER_KEYS};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// How long the clients run.
+    pub duration: Duration,
+    pub nodes: usize,
+    pub clients: u32,
+    /// The kinds of fault to draw from (none: a run without faults).
+    pub faults: Vec<Fault>,
+    pub hostile: bool,
+    /// Where run directories go.
+    pub out: PathBuf,
+    /// Keep the run directory even when the run is valid.
+    pub keep: bool,
+    /// Configurations the register search may try per key.
+    pub budget: u64,
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub seed: u64,
+    pub seconds: f64,
+    pub nodes: usize,
+    pub clients: u32,
+    pub faults_drawn_from: Vec<Fault>,
+    /// Per kind of operation: (ok, fail, unknown).
+    pub ops: BTreeMap<String, (usize, usize, usize)>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, usize>,
+    /// The longest time no write was acknowledged, in seconds.
+    pub longest_without_write: f64,
+    /// The applied index and content hash every node reached, or why not.
+    pub converged: Result<(u64, String), String>,
+    pub findings: Option<Findings>,
+    /// Why the run could not be completed (a node that would not start again, …).
+    pub error: Option<String>,
+    pub valid: bool,
+    /// Where the evidence is, when kept.
+    pub dir: Option<PathBuf>,
+}
+
+/// Runs one campaign run.
+pub fn run(
+    config: &RunConfig,
+    topology: Option<&Topology>,
+    parent_alive: &dyn Fn() -> bool,
+) -> RunReport {
+    let dir = config
+        .out
+        .join(format!("run-seed{}-{}", config.seed, std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let recorder = Recorder::new();
+    let mut report = RunReport {
+        seed: config.seed,
+        seconds: 0.0,
+        nodes: config.nodes,
+        clients: config.clients,
+        faults_drawn_from: config.faults.clone(),
+        ops: BTreeMap::new(),
+        faults: BTreeMap::new(),
+        longest_without_write: 0.0,
+        converged: Err("not reached".into()),
+        findings: None,
+        error: None,
+        valid: false,
+        dir: Some(dir.clone()),
+    };
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        report.error = Some(format!("{}: {e}", data.display()));
+        return report;
+    }
+    let mut nodes = match Nodes::start(&data, config.nodes, topology) {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            report.error = Some(format!("setup: {e}"));
+            return report;
+        }
+    };
+    if let Err(e) = create_schema(&nodes) {
+        report.error = Some(format!("setup: {e}"));
+        return report;
+    }
+
+    let began = Instant::now();
+    let clients = Clients::start(
+        config.clients,
+        nodes.http_addrs(),
+        config.hostile,
+        config.seed,
+        &recorder,
+    );
+    let clients_started = recorder.now();
+    let mut nemesis = Nemesis {
+        nodes: &mut nodes,
+        topology,
+        rng: fastrand::Rng::with_seed(config.seed),
+        recorder: recorder.clone(),
+        events: Vec::new(),
+    };
+    let end = began + config.duration;
+    let mut error = None;
+    while Instant::now() < end && parent_alive() {
+        let quiet = Duration::from_millis(nemesis.rng.u64(1000..3000));
+        std::thread::sleep(quiet.min(end.saturating_duration_since(Instant::now())));
+        if config.faults.is_empty() || Instant::now() >= end {
+            continue;
+        }
+        let fault = config.faults[nemesis.rng.usize(..config.faults.len())];
+        let hold = Duration::from_millis(nemesis.rng.u64(3000..6000));
+        if let Err(e) = nemesis.strike(fault, hold) {
+            error = Some(format!("nemesis ({}): {e}", fault.name()));
+            break;
+        }
+    }
+    clients.stop();
+    let clients_stopped = recorder.now();
+    report.seconds = began.elapsed().as_secs_f64();
+    if let Err(e) = nemesis.heal_all() {
+        error.get_or_insert(format!("healing: {e}"));
+    }
+    for event in &nemesis.events {
+        *report
+            .faults
+            .entry(event.fault.name().to_string())
+            .or_default() += 1;
+    }
+    let events = std::mem::take(&mut nemesis.events);
+
+    report.converged = nodes
+        .converged(Duration::from_secs(60))
+        .map_err(|e| e.to_string());
+    final_reads(&nodes, &recorder);
+
+    let history = recorder.history();
+    report.ops = count_ops(&history);
+    report.longest_without_write =
+        longest_without_write(&history, clients_started, clients_stopped);
+    let findings = check::check(&history, config.budget);
+    report.valid = error.is_none() && report.converged.is_ok() && findings.valid();
+    report.error = error;
+    report.findings = Some(findings);
+
+    drop(nodes);
+    if report.valid && !config.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+        report.dir = None;
+    } else if let Err(e) = keep_evidence(&dir, &history, &events, &report) {
+        report
+            .error
+            .get_or_insert(format!("writing the evidence: {e}"));
+    }
+    report
+}
+
+fn create_schema(nodes: &Nodes) -> Result<(), String> {
+    let addr = &nodes.procs[0].http;
+    let r = http::post(
+        addr,
+        "/db/execute",
+        &workload::schema(),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
+    let body = r.text();
+    if r.status != 200 || body.contains("\"error\"") {
+        return Err(format!("creating the schema: {} {body}", r.status));
+    }
+    Ok(())
+}
+
+/// After healing: a linearizable read of every register and list through each node in
+/// turn, and every node's balances read locally. They join the history, so every
+/// acknowledged write must show in them.
+fn final_reads(nodes: &Nodes, recorder: &Recorder) {
+    let mut reader = Client::final_reader(nodes.http_addrs(), recorder);
+    let n = nodes.procs.len();
+    let until_ok = |read: &mut dyn FnMut() -> Outcome| {
+        for _ in 0..20 {
+            if read() == Outcome::Ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    for key in 0..REGISTER_KEYS {
+        until_ok(&mut || reader.read(key as usize % n, key, "linearizable"));
+    }
+    for key in 0..LIST_KEYS {
+        until_ok(&mut || reader.list(key as usize % n, key, "linearizable"));
+    }
+    for node in 0..n {
+        until_ok(&mut || reader.balances(node, "none"));
+    }
+}
+
+fn kind(call: &Call) -> &'static str {
+    match call {
+        Call::Read { .. } => "read",
+        Call::Write { .. } => "write",
+        Call::Cas { .. } => "cas",
+        Call::Transfer { .. } => "transfer",
+        Call::Balances { .. } => "balances",
+        Call::Append { .. } => "append",
+        Call::List { .. } => "list",
+        Call::Hostile { .. } => "hostile",
+    }
+}
+
+fn count_ops(history: &[Op]) -> BTreeMap<String, (usize, usize, usize)> {
+    let mut ops: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for op in history {
+        let counts = ops.entry(kind(&op.call).to_string()).or_default();
+        match op.outcome {
+            Outcome::Ok => counts.0 += 1,
+            Outcome::Fail => counts.1 += 1,
+            Outcome::Unknown => counts.2 += 1,
+        }
+    }
+    ops
+}
+
+/// The longest stretch between `from` and `to` in which no write was acknowledged.
+fn longest_without_write(history: &[Op], from: u64, to: u64) -> f64 {
+    let mut acks: Vec<u64> = history
+        .iter()
+        .filter(|op| {
+            op.outcome == Outcome::Ok
+                && matches!(
+                    op.call,
+                    Call::Write { .. }
+                        | Call::Cas { .. }
+                        | Call::Transfer { .. }
+                        | Call::Append { .. }
+                )
+        })
+        .map(|op| op.end.clamp(from, to))
+        .collect();
+    acks.push(from);
+    acks.push(to);
+    acks.sort_unstable();
+    acks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as f64 / 1e9
+}
+
+fn keep_evidence(
+    dir: &Path,
+    history: &[Op],
+    events: &[FaultEvent],
+    report: &RunReport,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
+    for op in history {
+        serde_json::to_writer(&mut out, op)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    std::fs::write(dir.join("faults.json"), serde_json::to_vec_pretty(events)?)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
+    let Some(findings) = &report.findings else {
+        return Ok(());
+    };
+    for (key, verdict) in &findings.registers {
+        let (order, stuck) = match verdict {
+            KeyVerdict::Linearizable => continue,
+            KeyVerdict::NotLinearizable { longest, stuck } => (longest.clone(), Some(*stuck)),
+            KeyVerdict::TooLarge { .. } => (Vec::new(), None),
+        };
+        let ops: Vec<&Op> = history
+            .iter()
+            .filter(|op| matches!(op.call, Call::Read { key: k, .. } | Call::Write { key: k, .. } | Call::Cas { key: k, .. } if k == *key))
+            .collect();
+        let title = format!("register {key}, seed {}: {verdict:?}", report.seed);
+        std::fs::write(
+            dir.join(format!("register-{key}.svg")),
+            timeline::svg(&title, &ops, &order, stuck),
+        )?;
+    }
+    let mut list_keys: Vec<u32> = findings
+        .append
+        .iter()
+        .map(|a| match a {
+            check::append::AppendAnomaly::Diverged { key, .. }
+            | check::append::AppendAnomaly::Duplicate { key, .. }
+            | check::append::AppendAnomaly::Phantom { key, .. }
+            | check::append::AppendAnomaly::Lost { key, .. }
+            | check::append::AppendAnomaly::WentBack { key, .. } => *key,
+        })
+        .collect();
+    list_keys.dedup();
+    for key in list_keys {
+        let ops: Vec<&Op> = history
+            .iter()
+            .filter(|op| matches!(op.call, Call::Append { key: k, .. } | Call::List { key: k, .. } if k == key))
+            .collect();
+        let title = format!("list {key}, seed {}", report.seed);
+        std::fs::write(
+            dir.join(format!("list-{key}.svg")),
+            timeline::svg(&title, &ops, &[], None),
+        )?;
+    }
+    let summary = json!({ "seed": report.seed, "valid": report.valid });
+    std::fs::write(dir.join("verdict.json"), summary.to_string())?;
+    Ok(())
+}
