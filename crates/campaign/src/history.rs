@@ -25,6 +25,11 @@ pub enum Call {
     Append { key: u32, element: i64 },
     /// Read list `key`.
     List { key: u32, level: String },
+    /// Insert a row holding SQLite's `'now'` (milliseconds since the epoch), which
+    /// is the leader's clock when it proposed the write.
+    Stamp,
+    /// Read every stamp in the order written.
+    Stamps { level: String },
     /// A statement sent as a read that a read may not run (transaction control, PRAGMA,
     /// ATTACH): it must be refused and change nothing.
     Hostile { sql: String },

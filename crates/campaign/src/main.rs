@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::{Pid, getppid};
 use sqlraft_campaign::check::register::DEFAULT_STEP_BUDGET;
+use sqlraft_campaign::cluster::LIBFAKETIME;
 use sqlraft_campaign::nemesis::Fault;
 use sqlraft_campaign::net::{self, Topology};
 use sqlraft_campaign::run::{RunConfig, RunReport, run};
@@ -32,8 +33,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     runs: u64,
     /// Faults to draw from, comma-separated: kill, kill-leader, pause, pause-leader,
-    /// partition, bridge, one-way, loss; `all` (those the network mode allows) or
-    /// `none`.
+    /// partition, bridge, one-way, loss, join, remove, remove-leader, disk, clock;
+    /// `all` (those this machine allows) or `none`.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Voting nodes (odd).
@@ -92,7 +93,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(owner) = args.inside_owner {
-        return inside(&args, faults, Some(Topology::existing(owner, args.nodes)));
+        return inside(
+            &args,
+            faults,
+            Some(Topology::existing(owner, slots(args.nodes))),
+        );
     }
     if !netns {
         return inside(&args, faults, None);
@@ -103,7 +108,7 @@ fn main() -> ExitCode {
 /// Makes the namespaces, runs this program again inside the hub namespace, and removes
 /// the namespaces when it ends, also after Ctrl-C or SIGTERM.
 fn outside(args: &Args) -> ExitCode {
-    let topology = match Topology::create(args.nodes) {
+    let topology = match Topology::create(slots(args.nodes)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("network namespaces: {e}");
@@ -214,13 +219,31 @@ fn inside(args: &Args, faults: Vec<Fault>, topology: Option<Topology>) -> ExitCo
     }
 }
 
+/// Namespaces for `nodes` services and two more, for services that join.
+fn slots(nodes: usize) -> usize {
+    nodes + 2
+}
+
 fn parse_faults(spec: &str, netns: bool) -> Result<Vec<Fault>, String> {
+    // Why a fault cannot run here, if it cannot.
+    let missing = |fault: Fault| -> Option<String> {
+        if fault.needs_network() && !netns {
+            return Some(format!(
+                "{} needs network namespaces (root, `ip` and `nft`; --net netns)",
+                fault.name()
+            ));
+        }
+        if fault == Fault::Clock && !std::path::Path::new(LIBFAKETIME).exists() {
+            return Some(format!("clock needs {LIBFAKETIME} (Debian: libfaketime)"));
+        }
+        None
+    };
     match spec {
         "none" => return Ok(Vec::new()),
         "all" => {
             return Ok(Fault::ALL
                 .into_iter()
-                .filter(|f| netns || !f.needs_network())
+                .filter(|&f| missing(f).is_none())
                 .collect());
         }
         _ => {}
@@ -234,10 +257,8 @@ fn parse_faults(spec: &str, netns: bool) -> Result<Vec<Fault>, String> {
                 known.join(", ")
             )
         })?;
-        if fault.needs_network() && !netns {
-            return Err(format!(
-                "{name} needs network namespaces (root, `ip` and `nft`; --net netns)"
-            ));
+        if let Some(why) = missing(fault) {
+            return Err(why);
         }
         faults.push(fault);
     }
@@ -291,6 +312,18 @@ fn print_run(r: &RunReport) {
             &hash[..hash.len().min(16)]
         ),
         Err(e) => println!("  NODES DIFFER: {e}"),
+    }
+    for exit in &r.exits {
+        println!(
+            "  {} (slot {}) exited by itself ({}){}{}",
+            exit.name,
+            exit.slot,
+            exit.status,
+            exit.during
+                .map(|f| format!(" during {}", f.name()))
+                .unwrap_or_default(),
+            if exit.expected { "" } else { ": UNEXPECTED" }
+        );
     }
     if let Some(error) = &r.error {
         println!("  error: {error}");

@@ -1,6 +1,7 @@
 //! The nemesis: faults injected one at a time at random moments, each held for a few
 //! seconds and then healed, drawn from the chosen kinds with the run's seed.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,11 +31,23 @@ pub enum Fault {
     OneWay,
     /// A random 30% of the packets on one node's links are lost, both ways.
     Loss,
+    /// A new service is created over REST and joins (or, with no free slot, one is
+    /// removed).
+    Join,
+    /// A voter other than the leader is removed (or, at three members, one joins).
+    Remove,
+    /// The leader is removed (or, at three members, one joins).
+    RemoveLeader,
+    /// One node's file system fills up; later the space is freed and the node, if it
+    /// stopped, started again.
+    Disk,
+    /// One node's wall clock jumps two hours forward or back, and later returns.
+    Clock,
 }
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::Pause,
@@ -43,6 +56,11 @@ impl Fault {
         Fault::Bridge,
         Fault::OneWay,
         Fault::Loss,
+        Fault::Join,
+        Fault::Remove,
+        Fault::RemoveLeader,
+        Fault::Disk,
+        Fault::Clock,
     ];
 
     /// The name used on the command line and in reports.
@@ -56,6 +74,11 @@ impl Fault {
             Fault::Bridge => "bridge",
             Fault::OneWay => "one-way",
             Fault::Loss => "loss",
+            Fault::Join => "join",
+            Fault::Remove => "remove",
+            Fault::RemoveLeader => "remove-leader",
+            Fault::Disk => "disk",
+            Fault::Clock => "clock",
         }
     }
 
@@ -64,11 +87,12 @@ impl Fault {
         Fault::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Whether it needs network namespaces.
+    /// Whether it needs network namespaces (and root): network rules, and the
+    /// private mount namespace the file systems of the disk fault live in.
     pub fn needs_network(self) -> bool {
         matches!(
             self,
-            Fault::Partition | Fault::Bridge | Fault::OneWay | Fault::Loss
+            Fault::Partition | Fault::Bridge | Fault::OneWay | Fault::Loss | Fault::Disk
         )
     }
 }
@@ -82,6 +106,21 @@ pub struct FaultEvent {
     /// Nanoseconds since the run began.
     pub start: u64,
     pub end: u64,
+}
+
+/// A service that exited by itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exit {
+    pub slot: usize,
+    pub name: String,
+    pub status: String,
+    /// The fault in force when it was noticed, if any.
+    pub during: Option<Fault>,
+    /// Whether the fault explains it (a full disk stops a node: it will not write a
+    /// log or a database it cannot keep).
+    pub expected: bool,
+    /// Nanoseconds since the run began, when it was noticed.
+    pub at: u64,
 }
 
 /// Why the nemesis could not do or undo something.
@@ -98,6 +137,12 @@ enum Active {
     Killed(usize),
     Paused(Paused),
     Network,
+    /// Nothing to undo (a membership change stays).
+    Done,
+    /// A ballast file that fills slot `.0`'s file system.
+    Full(usize, PathBuf),
+    /// Slot `.0`'s clock file, to be set back to `+0`.
+    Clock(PathBuf),
 }
 
 /// Injects and heals faults on a run's nodes.
@@ -107,14 +152,17 @@ pub struct Nemesis<'a> {
     pub rng: fastrand::Rng,
     pub recorder: Recorder,
     pub events: Vec<FaultEvent>,
+    pub exits: Vec<Exit>,
 }
 
 impl<'a> Nemesis<'a> {
     /// Injects `fault`, holds it for `hold`, heals it, and records it.
     pub fn strike(&mut self, fault: Fault, hold: Duration) -> Result<(), NemesisError> {
+        self.notice_exits(None);
         let start = self.recorder.now();
         let (active, detail) = self.inject(fault)?;
         std::thread::sleep(hold);
+        self.notice_exits(Some(fault));
         let end = self.recorder.now();
         self.events.push(FaultEvent {
             fault,
@@ -125,38 +173,65 @@ impl<'a> Nemesis<'a> {
         self.undo(active)
     }
 
+    /// Records the services that exited by themselves since the last look.
+    pub fn notice_exits(&mut self, during: Option<Fault>) {
+        for (slot, name, status) in self.nodes.reap() {
+            self.exits.push(Exit {
+                slot,
+                name,
+                status,
+                during,
+                expected: during == Some(Fault::Disk),
+                at: self.recorder.now(),
+            });
+        }
+    }
+
+    /// A random running member.
+    fn random(&mut self) -> Result<usize, NemesisError> {
+        let running = self.nodes.running();
+        if running.is_empty() {
+            return Err(ClusterError::Membership("no member is running".into()).into());
+        }
+        Ok(running[self.rng.usize(..running.len())])
+    }
+
+    /// The leader, or a random running member when none is known.
+    fn leader_or_random(&mut self) -> Result<usize, NemesisError> {
+        let random = self.random()?;
+        Ok(self.nodes.leader().unwrap_or(random))
+    }
+
     fn inject(&mut self, fault: Fault) -> Result<(Active, String), NemesisError> {
-        let n = self.nodes.procs.len();
-        let leader_or_random = |nemesis: &mut Self| {
-            let random = nemesis.rng.usize(..n);
-            nemesis.nodes.leader().unwrap_or(random)
-        };
+        let members = self.nodes.members();
         Ok(match fault {
             Fault::Kill | Fault::KillLeader => {
                 let i = if fault == Fault::Kill {
-                    self.rng.usize(..n)
+                    self.random()?
                 } else {
-                    leader_or_random(self)
+                    self.leader_or_random()?
                 };
-                self.nodes.procs[i].kill9();
-                (Active::Killed(i), format!("node-{i}"))
+                if let Some(p) = self.nodes.process(i) {
+                    p.kill9();
+                }
+                (Active::Killed(i), format!("slot {i}"))
             }
             Fault::Pause | Fault::PauseLeader => {
                 let i = if fault == Fault::Pause {
-                    self.rng.usize(..n)
+                    self.random()?
                 } else {
-                    leader_or_random(self)
+                    self.leader_or_random()?
                 };
-                (
-                    Active::Paused(self.nodes.procs[i].pause()),
-                    format!("node-{i}"),
-                )
+                match self.nodes.process(i) {
+                    Some(p) => (Active::Paused(p.pause()), format!("slot {i}")),
+                    None => (Active::Done, format!("slot {i} is empty")),
+                }
             }
             Fault::Partition => {
                 let net = self.network()?;
-                let mut order: Vec<usize> = (0..n).collect();
+                let mut order = members.clone();
                 self.rng.shuffle(&mut order);
-                let (minority, majority) = order.split_at(n / 2);
+                let (minority, majority) = order.split_at(order.len() / 2);
                 for &a in minority {
                     for &b in majority {
                         net.cut(a, b)?;
@@ -166,10 +241,10 @@ impl<'a> Nemesis<'a> {
             }
             Fault::Bridge => {
                 let net = self.network()?;
-                let mut order: Vec<usize> = (0..n).collect();
+                let mut order = members.clone();
                 self.rng.shuffle(&mut order);
                 let bridge = order[0];
-                let (left, right) = order[1..].split_at((n - 1) / 2);
+                let (left, right) = order[1..].split_at((order.len() - 1) / 2);
                 for &a in left {
                     for &b in right {
                         net.cut(a, b)?;
@@ -177,31 +252,47 @@ impl<'a> Nemesis<'a> {
                 }
                 (
                     Active::Network,
-                    format!("{left:?} | {right:?}, node-{bridge} sees both"),
+                    format!("{left:?} | {right:?}, slot {bridge} sees both"),
                 )
             }
             Fault::OneWay => {
                 let net = self.network()?;
                 let from = if self.rng.bool() {
-                    leader_or_random(self)
+                    self.leader_or_random()?
                 } else {
-                    self.rng.usize(..n)
+                    self.random()?
                 };
-                let to = (from + 1 + self.rng.usize(..n - 1)) % n;
+                let others: Vec<usize> = members.iter().copied().filter(|&m| m != from).collect();
+                let to = others[self.rng.usize(..others.len())];
                 net.drop_from(to, from)?;
                 (
                     Active::Network,
-                    format!("node-{to} hears nothing from node-{from}"),
+                    format!("slot {to} hears nothing from slot {from}"),
                 )
             }
             Fault::Loss => {
                 let net = self.network()?;
-                let i = self.rng.usize(..n);
-                for other in (0..n).filter(|&o| o != i) {
+                let i = self.random()?;
+                for &other in members.iter().filter(|&&o| o != i) {
                     net.lose_from(i, other, 30)?;
                     net.lose_from(other, i, 30)?;
                 }
-                (Active::Network, format!("30% loss on node-{i}'s links"))
+                (Active::Network, format!("30% loss on slot {i}'s links"))
+            }
+            Fault::Join | Fault::Remove | Fault::RemoveLeader => self.change_membership(fault)?,
+            Fault::Disk => {
+                let i = self.random()?;
+                let ballast = self.nodes.fill_disk(i)?;
+                (
+                    Active::Full(i, ballast),
+                    format!("slot {i}'s file system full"),
+                )
+            }
+            Fault::Clock => {
+                let i = self.random()?;
+                let jump = if self.rng.bool() { "+2h" } else { "-2h" };
+                let file = self.nodes.set_clock(i, jump)?;
+                (Active::Clock(file), format!("slot {i}'s clock {jump}"))
             }
         })
     }
@@ -211,8 +302,59 @@ impl<'a> Nemesis<'a> {
             Active::Killed(i) => self.nodes.restart(i)?,
             Active::Paused(paused) => paused.resume(),
             Active::Network => self.network()?.heal()?,
+            Active::Done => {}
+            Active::Full(i, ballast) => {
+                let _ = std::fs::remove_file(&ballast);
+                if !self.nodes.running().contains(&i) {
+                    self.nodes.restart(i)?;
+                }
+            }
+            Active::Clock(file) => {
+                std::fs::write(&file, "+0")
+                    .map_err(|e| ClusterError::Membership(format!("{}: {e}", file.display())))?;
+            }
         }
         Ok(())
+    }
+
+    /// A service joins, or one is removed, keeping between three members and the
+    /// number of slots.
+    fn change_membership(&mut self, fault: Fault) -> Result<(Active, String), NemesisError> {
+        let members = self.nodes.members();
+        let free = self.nodes.free();
+        let join = match fault {
+            Fault::Join => !free.is_empty(),
+            _ => members.len() <= 3,
+        };
+        if join {
+            let Some(&slot) = free.first() else {
+                return Ok((Active::Done, "no free slot".into()));
+            };
+            let via = self.random()?;
+            self.nodes.join(slot, Some(via))?;
+            return Ok((Active::Done, format!("slot {slot} joined via slot {via}")));
+        }
+        let leader = self.nodes.leader();
+        let target = if fault == Fault::RemoveLeader {
+            self.leader_or_random()?
+        } else {
+            let others: Vec<usize> = self
+                .nodes
+                .running()
+                .into_iter()
+                .filter(|&i| Some(i) != leader)
+                .collect();
+            if others.is_empty() {
+                return Ok((Active::Done, "no follower to remove".into()));
+            }
+            others[self.rng.usize(..others.len())]
+        };
+        let via = self.random()?;
+        self.nodes.remove(target, via)?;
+        Ok((
+            Active::Done,
+            format!("slot {target} removed via slot {via}"),
+        ))
     }
 
     fn network(&self) -> Result<&'a Topology, NetError> {
@@ -222,13 +364,16 @@ impl<'a> Nemesis<'a> {
         })
     }
 
-    /// Heals whatever may still be broken: all links whole, every node running.
+    /// Heals whatever may still be broken: all links whole, every member running,
+    /// every clock right.
     pub fn heal_all(&mut self) -> Result<(), NemesisError> {
+        self.notice_exits(None);
         if let Some(net) = self.topology {
             net.heal()?;
         }
-        for i in 0..self.nodes.procs.len() {
-            if !self.nodes.procs[i].is_running() {
+        for i in self.nodes.members() {
+            self.nodes.set_clock(i, "+0")?;
+            if !self.nodes.running().contains(&i) {
                 self.nodes.restart(i)?;
             }
         }

@@ -13,12 +13,16 @@ use serde_json::json;
 use sqlraft_harness::http;
 
 use crate::check::{self, Findings, register::KeyVerdict};
-use crate::cluster::Nodes;
+use crate::cluster::{LIBFAKETIME, NodeOptions, Nodes};
 use crate::history::{Call, Op, Outcome, Recorder};
-use crate::nemesis::{Fault, FaultEvent, Nemesis};
+use crate::nemesis::{Exit, Fault, FaultEvent, Nemesis};
 use crate::net::Topology;
 use crate::timeline;
 use crate::workload::{self, Client, Clients, LIST_KEYS, REGISTER_KEYS};
+
+/// The size of each service's file system when the disk fault is on: room for hours
+/// of this workload's log, small enough to fill in a moment.
+const TMPFS_MIB: u64 = 256;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -51,6 +55,8 @@ pub struct RunReport {
     pub ops: BTreeMap<String, (usize, usize, usize)>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, usize>,
+    /// Services that exited by themselves.
+    pub exits: Vec<Exit>,
     /// The longest time no write was acknowledged, in seconds.
     pub longest_without_write: f64,
     /// The applied index and content hash every node reached, or why not.
@@ -83,6 +89,7 @@ pub fn run(
         faults_drawn_from: config.faults.clone(),
         ops: BTreeMap::new(),
         faults: BTreeMap::new(),
+        exits: Vec::new(),
         longest_without_write: 0.0,
         converged: Err("not reached".into()),
         findings: None,
@@ -94,7 +101,20 @@ pub fn run(
         report.error = Some(format!("{}: {e}", data.display()));
         return report;
     }
-    let mut nodes = match Nodes::start(&data, config.nodes, topology) {
+    let membership = config
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::Join | Fault::Remove | Fault::RemoveLeader));
+    // Room for two more services when members come and go.
+    let slots = config.nodes + if membership { 2 } else { 0 };
+    let options = NodeOptions {
+        tmpfs_mib: config.faults.contains(&Fault::Disk).then_some(TMPFS_MIB),
+        fake_clock: config
+            .faults
+            .contains(&Fault::Clock)
+            .then(|| PathBuf::from(LIBFAKETIME)),
+    };
+    let mut nodes = match Nodes::start(&data, slots, config.nodes, topology, options) {
         Ok(nodes) => nodes,
         Err(e) => {
             report.error = Some(format!("setup: {e}"));
@@ -109,7 +129,7 @@ pub fn run(
     let began = Instant::now();
     let clients = Clients::start(
         config.clients,
-        nodes.http_addrs(),
+        nodes.targets(),
         config.hostile,
         config.seed,
         &recorder,
@@ -121,6 +141,7 @@ pub fn run(
         rng: fastrand::Rng::with_seed(config.seed),
         recorder: recorder.clone(),
         events: Vec::new(),
+        exits: Vec::new(),
     };
     let end = began + config.duration;
     let mut error = None;
@@ -150,6 +171,7 @@ pub fn run(
             .or_default() += 1;
     }
     let events = std::mem::take(&mut nemesis.events);
+    report.exits = std::mem::take(&mut nemesis.exits);
 
     report.converged = nodes
         .converged(Duration::from_secs(60))
@@ -161,10 +183,16 @@ pub fn run(
     report.longest_without_write =
         longest_without_write(&history, clients_started, clients_stopped);
     let findings = check::check(&history, config.budget);
-    report.valid = error.is_none() && report.converged.is_ok() && findings.valid();
+    report.valid = error.is_none()
+        && report.converged.is_ok()
+        && findings.valid()
+        && report.exits.iter().all(|e| e.expected);
     report.error = error;
     report.findings = Some(findings);
 
+    if !report.valid || config.keep {
+        nodes.preserve(&dir.join("services"));
+    }
     drop(nodes);
     if report.valid && !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -178,7 +206,7 @@ pub fn run(
 }
 
 fn create_schema(nodes: &Nodes) -> Result<(), String> {
-    let addr = &nodes.procs[0].http;
+    let addr = &nodes.slots[0].http;
     let r = http::post(
         addr,
         "/db/execute",
@@ -193,12 +221,16 @@ fn create_schema(nodes: &Nodes) -> Result<(), String> {
     Ok(())
 }
 
-/// After healing: a linearizable read of every register and list through each node in
-/// turn, and every node's balances read locally. They join the history, so every
-/// acknowledged write must show in them.
+/// After healing: a linearizable read of every register and list through each member
+/// in turn, and every member's balances and stamps read locally. They join the history,
+/// so every acknowledged write must show in them.
 fn final_reads(nodes: &Nodes, recorder: &Recorder) {
-    let mut reader = Client::final_reader(nodes.http_addrs(), recorder);
-    let n = nodes.procs.len();
+    let addrs: Vec<String> = nodes
+        .members()
+        .iter()
+        .map(|&i| nodes.slots[i].http.clone())
+        .collect();
+    let mut reader = Client::final_reader(nodes.targets(), recorder);
     let until_ok = |read: &mut dyn FnMut() -> Outcome| {
         for _ in 0..20 {
             if read() == Outcome::Ok {
@@ -207,14 +239,16 @@ fn final_reads(nodes: &Nodes, recorder: &Recorder) {
             std::thread::sleep(Duration::from_millis(250));
         }
     };
+    let n = addrs.len();
     for key in 0..REGISTER_KEYS {
-        until_ok(&mut || reader.read(key as usize % n, key, "linearizable"));
+        until_ok(&mut || reader.read(&addrs[key as usize % n], key, "linearizable"));
     }
     for key in 0..LIST_KEYS {
-        until_ok(&mut || reader.list(key as usize % n, key, "linearizable"));
+        until_ok(&mut || reader.list(&addrs[key as usize % n], key, "linearizable"));
     }
-    for node in 0..n {
-        until_ok(&mut || reader.balances(node, "none"));
+    for addr in &addrs {
+        until_ok(&mut || reader.balances(addr, "none"));
+        until_ok(&mut || reader.stamps(addr, "none"));
     }
 }
 
@@ -228,6 +262,8 @@ fn kind(call: &Call) -> &'static str {
         Call::Append { .. } => "append",
         Call::List { .. } => "list",
         Call::Hostile { .. } => "hostile",
+        Call::Stamp => "stamp",
+        Call::Stamps { .. } => "stamps",
     }
 }
 
@@ -256,6 +292,7 @@ fn longest_without_write(history: &[Op], from: u64, to: u64) -> f64 {
                         | Call::Cas { .. }
                         | Call::Transfer { .. }
                         | Call::Append { .. }
+                        | Call::Stamp
                 )
         })
         .map(|op| op.end.clamp(from, to))

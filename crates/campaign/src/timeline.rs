@@ -135,6 +135,8 @@ fn short(op: &Op) -> String {
         (Call::Balances { .. }, Answer::Balances { balances }) => format!("balances {balances:?}"),
         (Call::Balances { .. }, _) => "balances ?".to_string(),
         (Call::Hostile { sql }, _) => format!("hostile {sql}"),
+        (Call::Stamp, _) => "stamp".to_string(),
+        (Call::Stamps { .. }, _) => "stamps".to_string(),
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value as Json, json};
 use sqlraft_harness::http::{self, HttpError};
 
 use crate::check::{BANK_ACCOUNTS, BANK_BALANCE};
+use crate::cluster::Targets;
 use crate::history::{Answer, Call, Op, Outcome, Recorder};
 
 /// Register keys, list keys.
@@ -58,6 +59,7 @@ pub fn schema() -> Json {
         json!(
             "CREATE TABLE appends (seq INTEGER PRIMARY KEY, k INTEGER NOT NULL, e INTEGER NOT NULL)"
         ),
+        json!("CREATE TABLE stamps (seq INTEGER PRIMARY KEY, t INTEGER NOT NULL)"),
     ];
     for id in 0..BANK_ACCOUNTS {
         statements.push(json!([
@@ -80,13 +82,12 @@ impl Clients {
     /// hostile client when `hostile`.
     pub fn start(
         count: u32,
-        nodes: Vec<String>,
+        nodes: Targets,
         hostile: bool,
         seed: u64,
         recorder: &Recorder,
     ) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
-        let nodes = Arc::new(nodes);
         let mut threads = Vec::new();
         for id in 0..count {
             let mut client = Client::new(id, seed, Arc::clone(&nodes), recorder);
@@ -124,7 +125,7 @@ impl Clients {
 pub struct Client {
     id: u32,
     rng: fastrand::Rng,
-    nodes: Arc<Vec<String>>,
+    nodes: Targets,
     recorder: Recorder,
     next_unique: i64,
     last_seen: HashMap<u32, i64>,
@@ -134,7 +135,7 @@ pub struct Client {
 
 impl Client {
     /// Client `id`, its random choices drawn from `seed`.
-    pub fn new(id: u32, seed: u64, nodes: Arc<Vec<String>>, recorder: &Recorder) -> Client {
+    pub fn new(id: u32, seed: u64, nodes: Targets, recorder: &Recorder) -> Client {
         Client {
             id,
             rng: fastrand::Rng::with_seed(
@@ -149,8 +150,17 @@ impl Client {
     }
 
     /// A client for the final reads after healing.
-    pub fn final_reader(nodes: Vec<String>, recorder: &Recorder) -> Client {
-        Client::new(u32::MAX, 0, Arc::new(nodes), recorder)
+    pub fn final_reader(nodes: Targets, recorder: &Recorder) -> Client {
+        Client::new(u32::MAX, 0, nodes, recorder)
+    }
+
+    /// A random current member's address.
+    fn pick(&mut self) -> Option<String> {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        if nodes.is_empty() {
+            return None;
+        }
+        Some(nodes[self.rng.usize(..nodes.len())].clone())
     }
 
     fn unique(&mut self) -> i64 {
@@ -159,7 +169,11 @@ impl Client {
     }
 
     fn random_op(&mut self) {
-        let node = self.rng.usize(..self.nodes.len());
+        let Some(node) = self.pick() else {
+            std::thread::sleep(Duration::from_millis(50));
+            return;
+        };
+        let node = node.as_str();
         let outcome = match self.rng.u32(..100) {
             0..20 => {
                 let key = self.rng.u32(..REGISTER_KEYS);
@@ -196,6 +210,11 @@ impl Client {
                 let level = ["none", "weak", "linearizable", "strong"][self.rng.usize(..4)];
                 self.balances(node, level)
             }
+            85..88 => self.stamp(node),
+            88..90 => {
+                let level = ["none", "linearizable"][self.rng.usize(..2)];
+                self.stamps(node, level)
+            }
             70..85 => {
                 let key = self.rng.u32(..LIST_KEYS);
                 let element = self.unique();
@@ -214,7 +233,7 @@ impl Client {
     }
 
     /// Reads register `key` at `level` on node index `node`.
-    pub fn read(&mut self, node: usize, key: u32, level: &str) -> Outcome {
+    pub fn read(&mut self, node: &str, key: u32, level: &str) -> Outcome {
         let call = Call::Read {
             key,
             level: level.to_string(),
@@ -240,7 +259,7 @@ impl Client {
         self.record(node, call, answer, outcome, error)
     }
 
-    fn write(&mut self, node: usize, key: u32, value: i64) -> Outcome {
+    fn write(&mut self, node: &str, key: u32, value: i64) -> Outcome {
         let body = json!([[
             "INSERT INTO registers (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
             key,
@@ -250,7 +269,7 @@ impl Client {
         self.execute(node, "/db/execute", &body, call, |_| Answer::Nothing)
     }
 
-    fn cas(&mut self, node: usize, key: u32, from: i64, to: i64) -> Outcome {
+    fn cas(&mut self, node: &str, key: u32, from: i64, to: i64) -> Outcome {
         let body = json!([[
             "UPDATE registers SET v = ? WHERE k = ? AND v = ?",
             to,
@@ -265,7 +284,7 @@ impl Client {
         outcome
     }
 
-    fn transfer(&mut self, node: usize, from: u32, to: u32, amount: i64) -> Outcome {
+    fn transfer(&mut self, node: &str, from: u32, to: u32, amount: i64) -> Outcome {
         let body = json!([
             [
                 "UPDATE accounts SET balance = balance - ? WHERE id = ?",
@@ -285,7 +304,7 @@ impl Client {
     }
 
     /// Reads every balance at `level` on node index `node`.
-    pub fn balances(&mut self, node: usize, level: &str) -> Outcome {
+    pub fn balances(&mut self, node: &str, level: &str) -> Outcome {
         let call = Call::Balances {
             level: level.to_string(),
         };
@@ -301,14 +320,14 @@ impl Client {
         self.record(node, call, answer, outcome, error)
     }
 
-    fn append(&mut self, node: usize, key: u32, element: i64) -> Outcome {
+    fn append(&mut self, node: &str, key: u32, element: i64) -> Outcome {
         let body = json!([["INSERT INTO appends (k, e) VALUES (?, ?)", key, element]]);
         let call = Call::Append { key, element };
         self.execute(node, "/db/execute", &body, call, |_| Answer::Nothing)
     }
 
     /// Reads list `key` at `level` on node index `node`.
-    pub fn list(&mut self, node: usize, key: u32, level: &str) -> Outcome {
+    pub fn list(&mut self, node: &str, key: u32, level: &str) -> Outcome {
         let call = Call::List {
             key,
             level: level.to_string(),
@@ -325,8 +344,35 @@ impl Client {
         self.record(node, call, answer, outcome, error)
     }
 
+    fn stamp(&mut self, node: &str) -> Outcome {
+        let body = json!([
+            "INSERT INTO stamps (t) VALUES (CAST(unixepoch('now', 'subsec') * 1000 AS INTEGER))"
+        ]);
+        self.execute(node, "/db/execute", &body, Call::Stamp, |_| Answer::Nothing)
+    }
+
+    /// Reads every stamp, in the order written, at `level` on `node`.
+    pub fn stamps(&mut self, node: &str, level: &str) -> Outcome {
+        let call = Call::Stamps {
+            level: level.to_string(),
+        };
+        let body = json!(["SELECT t FROM stamps ORDER BY seq"]);
+        let (outcome, answer, error) =
+            match self.send(node, &format!("/db/query?level={level}"), &body, true) {
+                Ok(result) => match rows(&result).and_then(|rows| integers(&rows)) {
+                    Ok(elements) => (Outcome::Ok, Answer::List { elements }, None),
+                    Err(e) => (Outcome::Fail, Answer::Nothing, Some(e)),
+                },
+                Err((outcome, e)) => (outcome, Answer::Nothing, Some(e)),
+            };
+        self.record(node, call, answer, outcome, error)
+    }
+
     fn hostile(&mut self) {
-        let node = self.rng.usize(..self.nodes.len());
+        let Some(node) = self.pick() else {
+            return;
+        };
+        let node = node.as_str();
         let sql = HOSTILE[self.rng.usize(..HOSTILE.len())];
         let call = Call::Hostile {
             sql: sql.to_string(),
@@ -345,7 +391,7 @@ impl Client {
     /// Runs a write; `answer` reads the results of a write that was applied.
     fn execute(
         &mut self,
-        node: usize,
+        node: &str,
         path: &str,
         body: &Json,
         call: Call,
@@ -367,13 +413,13 @@ impl Client {
     /// A read without an answer is `Fail` (it had no effect).
     fn send(
         &mut self,
-        node: usize,
+        node: &str,
         path: &str,
         body: &Json,
         read: bool,
     ) -> Result<Vec<Json>, (Outcome, String)> {
         self.pending_start = Some(self.recorder.now());
-        let addr = &self.nodes[node];
+        let addr = node;
         let unknown = if read {
             Outcome::Fail
         } else {
@@ -397,7 +443,7 @@ impl Client {
 
     fn record(
         &mut self,
-        node: usize,
+        node: &str,
         call: Call,
         answer: Answer,
         outcome: Outcome,
@@ -410,7 +456,7 @@ impl Client {
         self.recorder.record(Op {
             id: 0,
             client: self.id,
-            node: self.nodes[node].clone(),
+            node: node.to_string(),
             call,
             answer,
             outcome,

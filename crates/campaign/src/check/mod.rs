@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::history::{Call, Op, Outcome};
+use crate::history::{Answer, Call, Op, Outcome};
 use append::AppendAnomaly;
 use bank::BankAnomaly;
 use register::KeyVerdict;
@@ -33,6 +33,9 @@ pub struct Findings {
     pub bank: Vec<BankAnomaly>,
     /// Hostile statements that a node ran instead of refusing (operation ids).
     pub hostile_accepted: Vec<usize>,
+    /// Reads of the stamps in which SQLite's `'now'` went backwards from one write to
+    /// the next (operation ids).
+    pub time_went_back: Vec<usize>,
 }
 
 impl Findings {
@@ -44,6 +47,7 @@ impl Findings {
             && self.append.is_empty()
             && self.bank.is_empty()
             && self.hostile_accepted.is_empty()
+            && self.time_went_back.is_empty()
     }
 
     /// The register keys that failed or could not be decided.
@@ -72,5 +76,47 @@ pub fn check(history: &[Op], budget: u64) -> Findings {
         append: append::check(history),
         bank: bank::check(history, BANK_ACCOUNTS, BANK_BALANCE * BANK_ACCOUNTS as i64),
         hostile_accepted,
+        time_went_back: time_went_back(history),
+    }
+}
+
+/// The stamp reads whose times are not in the order the stamps were written: the
+/// replicated clock never goes backwards, whatever a leader's own clock does.
+pub fn time_went_back(history: &[Op]) -> Vec<usize> {
+    history
+        .iter()
+        .filter(|op| match (&op.call, &op.answer, op.outcome) {
+            (Call::Stamps { .. }, Answer::List { elements }, Outcome::Ok) => {
+                elements.windows(2).any(|w| w[1] < w[0])
+            }
+            _ => false,
+        })
+        .map(|op| op.id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_that_go_back_are_caught() {
+        let read = |id, elements: &[i64]| Op {
+            id,
+            client: 0,
+            node: "n".into(),
+            call: Call::Stamps {
+                level: "none".into(),
+            },
+            answer: Answer::List {
+                elements: elements.to_vec(),
+            },
+            outcome: Outcome::Ok,
+            start: 0,
+            end: 1,
+            error: None,
+        };
+        let history = [read(0, &[1, 2, 2, 5]), read(1, &[1, 7, 3]), read(2, &[])];
+        assert_eq!(time_went_back(&history), vec![1]);
     }
 }

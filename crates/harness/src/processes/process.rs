@@ -30,6 +30,8 @@ pub struct CoreProcess {
     pub http: String,
     /// The network namespace it runs in (`ip netns exec`), if not the caller's.
     netns: Option<String>,
+    /// Extra environment variables.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     starts: usize,
 }
@@ -98,8 +100,41 @@ impl CoreProcess {
             raft: raft.to_string(),
             http: http.to_string(),
             netns: netns.map(str::to_string),
+            env: Vec::new(),
             child: None,
             starts: 0,
+        }
+    }
+
+    /// Sets an environment variable for every later start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Waits up to `within` for the process to exit by itself (a removed service);
+    /// kills it when it does not.
+    pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(format!("{} is not running", self.name));
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Ok(status);
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) => {
+                    let _ = kill(self.pid(), Signal::SIGCONT);
+                    self.kill9();
+                    return Err(format!(
+                        "{} still running after {within:?}: killed",
+                        self.name
+                    ));
+                }
+                Err(e) => return Err(format!("try_wait: {e}")),
+            }
         }
     }
 
@@ -173,6 +208,7 @@ impl CoreProcess {
             // Gone with the test even when it is killed and Drop never runs (the
             // signal follows the spawning thread: the test's own).
             .arg("--exit-with-parent")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -208,6 +244,14 @@ impl CoreProcess {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// The exit status when the process has exited by itself since it was started
+    /// (it is then no longer running); `None` while it runs or when it is not started.
+    pub fn try_reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// Whether the process is running (started and not yet stopped by the test).
