@@ -11,3 +11,14 @@ python3 scripts/module_cycles.py
 # The docs compile: intra-doc links (ARCHITECTURE.md is in the sqlraft crate's docs).
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
+
+# The fault campaign's smoke run (docs/TESTING.md): fixed seeds, each group of faults on
+# its own and then all mixed, about three minutes. Longer: scripts/campaign.sh --minutes N.
+bash scripts/campaign.sh --seconds 30 --seed 1 --nemesis kill,kill-leader,pause,pause-leader
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/campaign.sh --seconds 30 --seed 2 --nemesis partition,bridge,one-way,loss
+  bash scripts/campaign.sh --seconds 30 --seed 3 --nemesis join,remove,remove-leader,disk,clock
+  bash scripts/campaign.sh --seconds 30 --seed 4 --nemesis all
+else
+  echo "test: not root: the campaign's network, disk and clock faults were not run" >&2
+fi

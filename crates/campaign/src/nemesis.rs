@@ -41,7 +41,8 @@ pub enum Fault {
     /// One node's file system fills up; later the space is freed and the node, if it
     /// stopped, started again.
     Disk,
-    /// One node's wall clock jumps two hours forward or back, and later returns.
+    /// One node's wall clock (the leader's, half of the time) jumps two hours forward
+    /// or back, and later returns.
     Clock,
 }
 
@@ -289,7 +290,12 @@ impl<'a> Nemesis<'a> {
                 )
             }
             Fault::Clock => {
-                let i = self.random()?;
+                // The leader's clock is the one writes see.
+                let i = if self.rng.bool() {
+                    self.leader_or_random()?
+                } else {
+                    self.random()?
+                };
                 let jump = if self.rng.bool() { "+2h" } else { "-2h" };
                 let file = self.nodes.set_clock(i, jump)?;
                 (Active::Clock(file), format!("slot {i}'s clock {jump}"))
