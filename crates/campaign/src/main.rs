@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::{Pid, getppid};
-use sqlraft_campaign::check::register::DEFAULT_STEP_BUDGET;
+use sqlraft_campaign::check::register::{DEFAULT_STEP_BUDGET, KeyVerdict};
 use sqlraft_campaign::cluster::LIBFAKETIME;
 use sqlraft_campaign::nemesis::Fault;
 use sqlraft_campaign::net::{self, Topology};
@@ -46,6 +46,11 @@ struct Args {
     /// Leave out the client that sends transaction control and PRAGMAs as reads.
     #[arg(long)]
     no_hostile: bool,
+    /// Read registers at this level instead of linearizable or strong. `none` and
+    /// `weak` reads are not linearizable, so a run with partitions or pauses should be
+    /// found INVALID: a demonstration that the checker catches stale reads.
+    #[arg(long, value_parser = ["none", "weak", "linearizable", "strong"])]
+    register_read_level: Option<String>,
     /// Where nodes live in the network: namespaces (needs root, `ip`, `nft`) or
     /// loopback addresses (no network faults); `auto`: namespaces when possible.
     #[arg(long, value_enum, default_value_t = NetMode::Auto)]
@@ -203,6 +208,7 @@ fn inside(args: &Args, faults: Vec<Fault>, topology: Option<Topology>) -> ExitCo
             clients: args.clients,
             faults: faults.clone(),
             hostile: !args.no_hostile,
+            register_reads: args.register_read_level.as_deref().map(level_name),
             out: args.out.clone(),
             keep: args.keep,
             budget: DEFAULT_STEP_BUDGET,
@@ -216,6 +222,16 @@ fn inside(args: &Args, faults: Vec<Fault>, topology: Option<Topology>) -> ExitCo
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The `'static` name of a read level the command line accepted.
+fn level_name(level: &str) -> &'static str {
+    match level {
+        "none" => "none",
+        "weak" => "weak",
+        "strong" => "strong",
+        _ => "linearizable",
     }
 }
 
@@ -330,7 +346,13 @@ fn print_run(r: &RunReport) {
     }
     if let Some(f) = &r.findings {
         for key in f.bad_keys() {
-            println!("  register {key}: {:?}", f.registers[&key]);
+            match &f.registers[&key] {
+                KeyVerdict::NotLinearizable { longest, stuck } => println!(
+                    "  register {key}: NOT LINEARIZABLE: after a consistent order of {} operations, no order places operation {stuck} (register-{key}.svg)",
+                    longest.len()
+                ),
+                other => println!("  register {key}: {other:?}"),
+            }
         }
         for a in f.append.iter().take(10) {
             println!("  list: {a:?}");

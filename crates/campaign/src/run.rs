@@ -35,6 +35,9 @@ pub struct RunConfig {
     /// The kinds of fault to draw from (none: a run without faults).
     pub faults: Vec<Fault>,
     pub hostile: bool,
+    /// The level of every register read (default: linearizable or strong). Weaker
+    /// levels are not linearizable: a run with them shows that the checker notices.
+    pub register_reads: Option<&'static str>,
     /// Where run directories go.
     pub out: PathBuf,
     /// Keep the run directory even when the run is valid.
@@ -131,6 +134,7 @@ pub fn run(
         config.clients,
         nodes.targets(),
         config.hostile,
+        config.register_reads,
         config.seed,
         &recorder,
     );
@@ -303,6 +307,39 @@ fn longest_without_write(history: &[Op], from: u64, to: u64) -> f64 {
     acks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as f64 / 1e9
 }
 
+/// The operations on register `key` worth drawing: with no stuck operation, all of
+/// them; otherwise those within a second before the stuck one (and just after it), the
+/// writes of the value it saw, and the last few of the consistent order found.
+fn around_stuck<'h>(
+    history: &'h [Op],
+    key: u32,
+    order: &[usize],
+    stuck: Option<usize>,
+) -> Vec<&'h Op> {
+    let on_key = |op: &&Op| matches!(op.call, Call::Read { key: k, .. } | Call::Write { key: k, .. } | Call::Cas { key: k, .. } if k == key);
+    let Some(stuck) = stuck.and_then(|id| history.get(id)) else {
+        return history.iter().filter(on_key).collect();
+    };
+    let (from, to) = (
+        stuck.start.saturating_sub(1_000_000_000),
+        stuck.end + 200_000_000,
+    );
+    let seen = match &stuck.answer {
+        crate::history::Answer::Value { value } => *value,
+        _ => None,
+    };
+    let tail: Vec<usize> = order.iter().rev().take(5).copied().collect();
+    history
+        .iter()
+        .filter(on_key)
+        .filter(|op| {
+            (op.start <= to && op.end >= from)
+                || tail.contains(&op.id)
+                || matches!(op.call, Call::Write { value, .. } | Call::Cas { to: value, .. } if Some(value) == seen)
+        })
+        .collect()
+}
+
 fn keep_evidence(
     dir: &Path,
     history: &[Op],
@@ -327,11 +364,15 @@ fn keep_evidence(
             KeyVerdict::NotLinearizable { longest, stuck } => (longest.clone(), Some(*stuck)),
             KeyVerdict::TooLarge { .. } => (Vec::new(), None),
         };
-        let ops: Vec<&Op> = history
-            .iter()
-            .filter(|op| matches!(op.call, Call::Read { key: k, .. } | Call::Write { key: k, .. } | Call::Cas { key: k, .. } if k == *key))
-            .collect();
-        let title = format!("register {key}, seed {}: {verdict:?}", report.seed);
+        let ops = around_stuck(history, *key, &order, stuck);
+
+        let title = match stuck {
+            Some(stuck) => format!(
+                "register {key}, seed {}: not linearizable at operation {stuck}",
+                report.seed
+            ),
+            None => format!("register {key}, seed {}: undecided", report.seed),
+        };
         std::fs::write(
             dir.join(format!("register-{key}.svg")),
             timeline::svg(&title, &ops, &order, stuck),

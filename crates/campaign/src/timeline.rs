@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::history::{Answer, Call, Op, Outcome};
 
-const LANE: f64 = 34.0;
+const LANE: f64 = 48.0;
 const LEFT: f64 = 90.0;
 const WIDTH: f64 = 1400.0;
 
@@ -48,7 +48,7 @@ pub fn svg(title: &str, ops: &[&Op], order: &[usize], stuck: Option<usize>) -> S
         (last - first) as f64 / 1e9
     );
     for (client, lane) in &lanes {
-        let y = 40.0 + LANE * *lane as f64;
+        let y = 50.0 + LANE * *lane as f64;
         let name = if *client == u32::MAX {
             "final".to_string()
         } else {
@@ -57,7 +57,7 @@ pub fn svg(title: &str, ops: &[&Op], order: &[usize], stuck: Option<usize>) -> S
         let _ = write!(out, "<text x=\"4\" y=\"{}\">{name}</text>", y + 14.0);
     }
     for op in ops {
-        let y = 40.0 + LANE * lanes[&op.client] as f64;
+        let y = 50.0 + LANE * lanes[&op.client] as f64;
         let (x0, x1) = (x(op.start), x(op.end).max(x(op.start) + 2.0));
         let position = order.iter().position(|&id| id == op.id);
         let fill = if Some(op.id) == stuck {
@@ -90,10 +90,11 @@ pub fn svg(title: &str, ops: &[&Op], order: &[usize], stuck: Option<usize>) -> S
             Some(p) => format!("#{} {}", p + 1, short(op)),
             None => short(op),
         };
+        // Labels alternate above and below their bars, so neighbours overlap less.
+        let label_y = if op.id % 2 == 0 { y - 3.0 } else { y + 29.0 };
         let _ = write!(
             out,
-            "<text x=\"{x0:.1}\" y=\"{:.1}\">{}</text>",
-            y + 29.0,
+            "<text x=\"{x0:.1}\" y=\"{label_y:.1}\">{}</text>",
             escape(&label)
         );
     }
@@ -149,4 +150,62 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: usize, client: u32, call: Call, answer: Answer, start: u64, end: u64) -> Op {
+        Op {
+            id,
+            client,
+            node: "n".into(),
+            call,
+            answer,
+            outcome: Outcome::Ok,
+            start,
+            end,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_stuck_operation_is_red_and_the_order_numbered() {
+        let ops = [
+            op(
+                0,
+                0,
+                Call::Write { key: 0, value: 1 },
+                Answer::Nothing,
+                0,
+                10,
+            ),
+            op(
+                1,
+                1,
+                Call::Write { key: 0, value: 2 },
+                Answer::Nothing,
+                11,
+                20,
+            ),
+            op(
+                2,
+                2,
+                Call::Read {
+                    key: 0,
+                    level: "linearizable".into(),
+                },
+                Answer::Value { value: Some(1) },
+                21,
+                30,
+            ),
+        ];
+        let refs: Vec<&Op> = ops.iter().collect();
+        let svg = svg("register 0 <&>", &refs, &[0, 1], Some(2));
+        assert!(svg.contains("register 0 &lt;&amp;&gt;"), "{svg}");
+        assert!(svg.contains("#1 w 1") && svg.contains("#2 w 2"), "{svg}");
+        assert_eq!(svg.matches("#e05050").count(), 1, "{svg}");
+        assert!(svg.contains(">r 1<"), "{svg}");
+    }
 }

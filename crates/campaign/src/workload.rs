@@ -84,6 +84,7 @@ impl Clients {
         count: u32,
         nodes: Targets,
         hostile: bool,
+        register_reads: Option<&'static str>,
         seed: u64,
         recorder: &Recorder,
     ) -> Clients {
@@ -91,6 +92,7 @@ impl Clients {
         let mut threads = Vec::new();
         for id in 0..count {
             let mut client = Client::new(id, seed, Arc::clone(&nodes), recorder);
+            client.register_reads = register_reads;
             let stop = Arc::clone(&stop);
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -131,6 +133,8 @@ pub struct Client {
     last_seen: HashMap<u32, i64>,
     /// When the request in flight was sent.
     pending_start: Option<u64>,
+    /// The level of every register read, instead of `linearizable` or `strong`.
+    register_reads: Option<&'static str>,
 }
 
 impl Client {
@@ -146,6 +150,7 @@ impl Client {
             next_unique: 0,
             last_seen: HashMap::new(),
             pending_start: None,
+            register_reads: None,
         }
     }
 
@@ -177,10 +182,10 @@ impl Client {
         let outcome = match self.rng.u32(..100) {
             0..20 => {
                 let key = self.rng.u32(..REGISTER_KEYS);
-                let level = if self.rng.bool() {
-                    "linearizable"
-                } else {
-                    "strong"
+                let level = match self.register_reads {
+                    Some(level) => level,
+                    None if self.rng.bool() => "linearizable",
+                    None => "strong",
                 };
                 self.read(node, key, level)
             }
