@@ -416,9 +416,19 @@ impl Node {
             })
             .await;
         }
-        if let Some((stop, task)) = take(&tasks.server) {
+        if let Some((stop, mut task)) = take(&tasks.server) {
             let _ = stop.send(());
-            let _ = task.await;
+            // A graceful stop waits for every peer connection to end, and a peer that
+            // cannot be reached (a partition, a peer stopping at the same moment) never
+            // answers: the drain is bounded, then the connections are dropped.
+            if tokio::time::timeout(PEER_DRAIN, &mut task).await.is_err() {
+                tracing::warn!(
+                    raft_id = self.handle.raft_id,
+                    "peer connections still open after {PEER_DRAIN:?}; closing them"
+                );
+                task.abort();
+                let _ = task.await;
+            }
         }
         self.handle.reads.close().await;
         tracing::info!(raft_id = self.handle.raft_id, "node stopped");
@@ -430,6 +440,9 @@ impl Node {
         &self.handle.transport
     }
 }
+
+/// How long a stopping node waits for its peers' connections to end.
+const PEER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()

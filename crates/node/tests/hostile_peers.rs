@@ -60,3 +60,46 @@ async fn malformed_raft_messages_do_not_stop_a_node() {
     }
     cluster.shutdown().await;
 }
+
+/// A peer connection that never finishes its request (a peer cut off by a partition,
+/// or one stopping at the same moment) must not keep a node from stopping. Found by the
+/// fault campaign: two nodes told to stop together while their link was down waited for
+/// each other's connections for as long as TCP kept them (minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_connection_does_not_keep_a_node_from_stopping() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut cluster = Cluster::new(1).await;
+    let addr = cluster.node(0).raft_addr().to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    // HTTP/2: the preface, empty settings, and the headers of a raft batch whose body
+    // never comes (no DATA frame, no END_STREAM).
+    let path = b"/sqlraft.v1.RaftTransport/Send";
+    let mut block = vec![0x83, 0x86, 0x44, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x41, 0x01, b'x']);
+    block.extend_from_slice(&[0x5f, 0x10]);
+    block.extend_from_slice(b"application/grpc");
+    block.extend_from_slice(&[0x40, 0x02]);
+    block.extend_from_slice(b"te");
+    block.push(0x08);
+    block.extend_from_slice(b"trailers");
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]);
+    let len = block.len();
+    bytes.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x01, 0x04]);
+    bytes.extend_from_slice(&1u32.to_be_bytes());
+    bytes.extend_from_slice(&block);
+    stalled.write_all(&bytes).await.expect("send");
+    // Let the server take the request in.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), cluster.stop(0)).await;
+    assert!(
+        stopped.is_ok(),
+        "the node did not stop while a peer connection stalled"
+    );
+    drop(stalled);
+}
