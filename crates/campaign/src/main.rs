@@ -46,9 +46,10 @@ struct Args {
     /// Leave out the client that sends transaction control and PRAGMAs as reads.
     #[arg(long)]
     no_hostile: bool,
-    /// Read registers at this level instead of linearizable or strong. `none` and
-    /// `weak` reads are not linearizable, so a run with partitions or pauses should be
-    /// found INVALID: a demonstration that the checker catches stale reads.
+    /// Read registers at this level instead of a random one of weak, linearizable and
+    /// strong. `none` reads are local and not linearizable, so a run with partitions
+    /// or pauses should be found INVALID: a demonstration that the checker catches
+    /// stale reads.
     #[arg(long, value_parser = ["none", "weak", "linearizable", "strong"])]
     register_read_level: Option<String>,
     /// Where nodes live in the network: namespaces (needs root, `ip`, `nft`) or
@@ -359,6 +360,12 @@ fn print_run(r: &RunReport) {
         }
         for a in f.bank.iter().take(10) {
             println!("  bank: {a:?}");
+        }
+        if !f.unchecked.is_empty() {
+            println!("  never read, so unchecked: {}", f.unchecked.join(", "));
+        }
+        if !f.time_went_back.is_empty() {
+            println!("  stamps going back in reads: {:?}", f.time_went_back);
         }
         if !f.hostile_accepted.is_empty() {
             println!("  hostile statements run: {:?}", f.hostile_accepted);

@@ -35,8 +35,9 @@ pub struct RunConfig {
     /// The kinds of fault to draw from (none: a run without faults).
     pub faults: Vec<Fault>,
     pub hostile: bool,
-    /// The level of every register read (default: linearizable or strong). Weaker
-    /// levels are not linearizable: a run with them shows that the checker notices.
+    /// The level of every register read (default: weak, linearizable or strong, each
+    /// linearizable by the API's contract). `none` is not: a run with it shows that
+    /// the checker notices stale reads.
     pub register_reads: Option<&'static str>,
     /// Where run directories go.
     pub out: PathBuf,
@@ -162,7 +163,12 @@ pub fn run(
             break;
         }
     }
-    clients.stop();
+    let died = clients.stop();
+    if died > 0 {
+        error.get_or_insert(format!(
+            "{died} client(s) panicked: the history is incomplete"
+        ));
+    }
     let clients_stopped = recorder.now();
     report.seconds = began.elapsed().as_secs_f64();
     if let Err(e) = nemesis.heal_all() {
@@ -180,7 +186,9 @@ pub fn run(
     report.converged = nodes
         .converged(Duration::from_secs(60))
         .map_err(|e| e.to_string());
-    final_reads(&nodes, &recorder);
+    if let Err(e) = final_reads(&nodes, &recorder) {
+        error.get_or_insert(e);
+    }
 
     let history = recorder.history();
     report.ops = count_ops(&history);
@@ -228,31 +236,51 @@ fn create_schema(nodes: &Nodes) -> Result<(), String> {
 /// After healing: a linearizable read of every register and list through each member
 /// in turn, and every member's balances and stamps read locally. They join the history,
 /// so every acknowledged write must show in them.
-fn final_reads(nodes: &Nodes, recorder: &Recorder) {
+fn final_reads(nodes: &Nodes, recorder: &Recorder) -> Result<(), String> {
     let addrs: Vec<String> = nodes
         .members()
         .iter()
         .map(|&i| nodes.slots[i].http.clone())
         .collect();
     let mut reader = Client::final_reader(nodes.targets(), recorder);
-    let until_ok = |read: &mut dyn FnMut() -> Outcome| {
+    let mut missing = Vec::new();
+    let mut until_ok = |what: String, read: &mut dyn FnMut() -> Outcome| {
         for _ in 0..20 {
             if read() == Outcome::Ok {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+        missing.push(what);
     };
     let n = addrs.len();
     for key in 0..REGISTER_KEYS {
-        until_ok(&mut || reader.read(&addrs[key as usize % n], key, "linearizable"));
+        let addr = &addrs[key as usize % n];
+        until_ok(format!("register {key} on {addr}"), &mut || {
+            reader.read(addr, key, "linearizable")
+        });
     }
     for key in 0..LIST_KEYS {
-        until_ok(&mut || reader.list(&addrs[key as usize % n], key, "linearizable"));
+        let addr = &addrs[key as usize % n];
+        until_ok(format!("list {key} on {addr}"), &mut || {
+            reader.list(addr, key, "linearizable")
+        });
     }
     for addr in &addrs {
-        until_ok(&mut || reader.balances(addr, "none"));
-        until_ok(&mut || reader.stamps(addr, "none"));
+        until_ok(format!("balances on {addr}"), &mut || {
+            reader.balances(addr, "none")
+        });
+        until_ok(format!("stamps on {addr}"), &mut || {
+            reader.stamps(addr, "none")
+        });
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "final reads without an answer: {}",
+            missing.join(", ")
+        ))
     }
 }
 

@@ -113,12 +113,16 @@ impl Clients {
         Clients { stop, threads }
     }
 
-    /// Stops every client after its operation in flight and waits for them.
-    pub fn stop(self) {
+    /// Stops every client after its operation in flight and waits for them; how many
+    /// had died (a client that panicked left its last operation unrecorded, so the
+    /// history is not complete).
+    pub fn stop(self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            let _ = thread.join();
-        }
+        self.threads
+            .into_iter()
+            .map(JoinHandle::join)
+            .filter(Result::is_err)
+            .count()
     }
 }
 
@@ -184,8 +188,7 @@ impl Client {
                 let key = self.rng.u32(..REGISTER_KEYS);
                 let level = match self.register_reads {
                     Some(level) => level,
-                    None if self.rng.bool() => "linearizable",
-                    None => "strong",
+                    None => ["weak", "linearizable", "strong"][self.rng.usize(..3)],
                 };
                 self.read(node, key, level)
             }
@@ -271,7 +274,7 @@ impl Client {
             value
         ]]);
         let call = Call::Write { key, value };
-        self.execute(node, "/db/execute", &body, call, |_| Answer::Nothing)
+        self.execute(node, "/db/execute", &body, call, |_| Some(Answer::Nothing))
     }
 
     fn cas(&mut self, node: &str, key: u32, from: i64, to: i64) -> Outcome {
@@ -282,8 +285,11 @@ impl Client {
             from
         ]]);
         let call = Call::Cas { key, from, to };
-        let outcome = self.execute(node, "/db/execute", &body, call, |result| Answer::Swapped {
-            swapped: result[0]["rows_affected"].as_i64() == Some(1),
+        let outcome = self.execute(node, "/db/execute", &body, call, |results| {
+            let changed = results.first()?.get("rows_affected")?.as_i64()?;
+            Some(Answer::Swapped {
+                swapped: changed == 1,
+            })
         });
         self.last_seen.remove(&key);
         outcome
@@ -304,7 +310,7 @@ impl Client {
         ]);
         let call = Call::Transfer { from, to, amount };
         self.execute(node, "/db/execute?transaction", &body, call, |_| {
-            Answer::Nothing
+            Some(Answer::Nothing)
         })
     }
 
@@ -328,7 +334,7 @@ impl Client {
     fn append(&mut self, node: &str, key: u32, element: i64) -> Outcome {
         let body = json!([["INSERT INTO appends (k, e) VALUES (?, ?)", key, element]]);
         let call = Call::Append { key, element };
-        self.execute(node, "/db/execute", &body, call, |_| Answer::Nothing)
+        self.execute(node, "/db/execute", &body, call, |_| Some(Answer::Nothing))
     }
 
     /// Reads list `key` at `level` on node index `node`.
@@ -353,7 +359,9 @@ impl Client {
         let body = json!([
             "INSERT INTO stamps (t) VALUES (CAST(unixepoch('now', 'subsec') * 1000 AS INTEGER))"
         ]);
-        self.execute(node, "/db/execute", &body, Call::Stamp, |_| Answer::Nothing)
+        self.execute(node, "/db/execute", &body, Call::Stamp, |_| {
+            Some(Answer::Nothing)
+        })
     }
 
     /// Reads every stamp, in the order written, at `level` on `node`.
@@ -400,14 +408,22 @@ impl Client {
         path: &str,
         body: &Json,
         call: Call,
-        answer: impl FnOnce(&[Json]) -> Answer,
+        answer: impl FnOnce(&[Json]) -> Option<Answer>,
     ) -> Outcome {
         let (outcome, answer, error) = match self.send(node, path, body, false) {
             Ok(results) => match results.iter().find_map(|r| r["error"].as_str()) {
                 // A statement that failed rolled back (and, in a transaction, so did
                 // the others): nothing of it was applied.
                 Some(e) => (Outcome::Fail, Answer::Nothing, Some(e.to_string())),
-                None => (Outcome::Ok, answer(&results), None),
+                None => match answer(&results) {
+                    Some(answer) => (Outcome::Ok, answer, None),
+                    // Applied, but what it did cannot be read from the answer.
+                    None => (
+                        Outcome::Unknown,
+                        Answer::Nothing,
+                        Some(format!("unexpected results: {results:?}")),
+                    ),
+                },
             },
             Err((outcome, e)) => (outcome, Answer::Nothing, Some(e)),
         };
@@ -439,8 +455,12 @@ impl Client {
                     None => Err((unknown, format!("200 without results: {json}"))),
                 }
             }
-            Ok(r) if r.status == 500 => Err((unknown, format!("500 {}", r.text()))),
-            Ok(r) => Err((Outcome::Fail, format!("{} {}", r.status, r.text()))),
+            // The contract: after a 503 or a 4xx nothing was applied; after anything
+            // else (500, a proxy's 502 or 504, ...) it may have been.
+            Ok(r) if r.status == 503 || (400..500).contains(&r.status) => {
+                Err((Outcome::Fail, format!("{} {}", r.status, r.text())))
+            }
+            Ok(r) => Err((unknown, format!("{} {}", r.status, r.text()))),
             Err(HttpError::NotSent(e)) => Err((Outcome::Fail, format!("not sent: {e}"))),
             Err(HttpError::Unknown(e)) => Err((unknown, e)),
         }

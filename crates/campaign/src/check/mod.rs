@@ -33,6 +33,8 @@ pub struct Findings {
     pub bank: Vec<BankAnomaly>,
     /// Hostile statements that a node ran instead of refusing (operation ids).
     pub hostile_accepted: Vec<usize>,
+    /// Register and list keys that no read ever saw: nothing about them was checked.
+    pub unchecked: Vec<String>,
     /// Reads of the stamps in which SQLite's `'now'` went backwards from one write to
     /// the next (operation ids).
     pub time_went_back: Vec<usize>,
@@ -48,6 +50,7 @@ impl Findings {
             && self.bank.is_empty()
             && self.hostile_accepted.is_empty()
             && self.time_went_back.is_empty()
+            && self.unchecked.is_empty()
     }
 
     /// The register keys that failed or could not be decided.
@@ -77,7 +80,32 @@ pub fn check(history: &[Op], budget: u64) -> Findings {
         bank: bank::check(history, BANK_ACCOUNTS, BANK_BALANCE * BANK_ACCOUNTS as i64),
         hostile_accepted,
         time_went_back: time_went_back(history),
+        unchecked: unchecked(history),
     }
+}
+
+/// The register and list keys written to but never read successfully.
+pub fn unchecked(history: &[Op]) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let (mut written, mut read) = (BTreeSet::new(), BTreeSet::new());
+    for op in history {
+        match (&op.call, op.outcome) {
+            (Call::Write { key, .. } | Call::Cas { key, .. }, _) => {
+                written.insert(format!("register {key}"));
+            }
+            (Call::Append { key, .. }, _) => {
+                written.insert(format!("list {key}"));
+            }
+            (Call::Read { key, .. }, Outcome::Ok) => {
+                read.insert(format!("register {key}"));
+            }
+            (Call::List { key, .. }, Outcome::Ok) => {
+                read.insert(format!("list {key}"));
+            }
+            _ => {}
+        }
+    }
+    written.difference(&read).cloned().collect()
 }
 
 /// The stamp reads whose times are not in the order the stamps were written: the
