@@ -138,8 +138,10 @@ enum Active {
     Killed(usize),
     Paused(Paused),
     Network,
-    /// Nothing to undo (a membership change stays).
+    /// Nothing to undo.
     Done,
+    /// A membership change of this kind (it stays).
+    Changed(Fault),
     /// A ballast file that fills slot `.0`'s file system.
     Full(usize, PathBuf),
     /// Slot `.0`'s clock file, to be set back to `+0`.
@@ -162,6 +164,12 @@ impl<'a> Nemesis<'a> {
         self.notice_exits(None);
         let start = self.recorder.now();
         let (active, detail) = self.inject(fault)?;
+        // What was done: a membership change may go the other way to keep between
+        // three members and the number of slots.
+        let fault = match &active {
+            Active::Changed(done) => *done,
+            _ => fault,
+        };
         std::thread::sleep(hold);
         self.notice_exits(Some(fault));
         let end = self.recorder.now();
@@ -308,7 +316,7 @@ impl<'a> Nemesis<'a> {
             Active::Killed(i) => self.nodes.restart(i)?,
             Active::Paused(paused) => paused.resume(),
             Active::Network => self.network()?.heal()?,
-            Active::Done => {}
+            Active::Done | Active::Changed(_) => {}
             Active::Full(i, ballast) => {
                 let _ = std::fs::remove_file(&ballast);
                 if !self.nodes.running().contains(&i) {
@@ -338,7 +346,10 @@ impl<'a> Nemesis<'a> {
             };
             let via = self.random()?;
             self.nodes.join(slot, Some(via))?;
-            return Ok((Active::Done, format!("slot {slot} joined via slot {via}")));
+            return Ok((
+                Active::Changed(Fault::Join),
+                format!("slot {slot} joined via slot {via}"),
+            ));
         }
         let leader = self.nodes.leader();
         let target = if fault == Fault::RemoveLeader {
@@ -357,8 +368,13 @@ impl<'a> Nemesis<'a> {
         };
         let via = self.random()?;
         self.nodes.remove(target, via)?;
+        let done = if Some(target) == leader {
+            Fault::RemoveLeader
+        } else {
+            Fault::Remove
+        };
         Ok((
-            Active::Done,
+            Active::Changed(done),
             format!("slot {target} removed via slot {via}"),
         ))
     }
