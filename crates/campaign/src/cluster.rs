@@ -69,6 +69,9 @@ pub struct Nodes {
     options: NodeOptions,
     /// The tmpfs mounted, unmounted when the nodes are dropped.
     mounts: Vec<PathBuf>,
+    /// Processes started with libfaketime, whose shared-memory files it leaves in
+    /// `/dev/shm` when they are killed.
+    faked: Vec<i32>,
 }
 
 impl Drop for Nodes {
@@ -81,6 +84,10 @@ impl Drop for Nodes {
                 .arg("-l")
                 .arg(mount)
                 .status();
+        }
+        for pid in &self.faked {
+            let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
         }
     }
 }
@@ -123,6 +130,7 @@ impl Nodes {
             targets: Arc::new(RwLock::new(Vec::new())),
             options,
             mounts: Vec::new(),
+            faked: Vec::new(),
         };
         for i in 0..count {
             nodes.join(i, if i == 0 { None } else { Some(0) })?;
@@ -254,6 +262,9 @@ impl Nodes {
             process.set_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let started = process.try_start(join.as_deref());
+        if self.options.fake_clock.is_some() && process.is_running() {
+            self.faked.push(process.pid().as_raw());
+        }
         // Kept even when it did not start: its log says why.
         slot.process = Some(process);
         self.update_targets();
@@ -367,6 +378,9 @@ impl Nodes {
             return Ok(());
         };
         let restarted = process.try_restart();
+        if self.options.fake_clock.is_some() && process.is_running() {
+            self.faked.push(process.pid().as_raw());
+        }
         restarted.map_err(|e| self.start_error(i, e))
     }
 

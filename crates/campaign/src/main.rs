@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -14,7 +14,7 @@ use sqlraft_campaign::check::register::{DEFAULT_STEP_BUDGET, KeyVerdict};
 use sqlraft_campaign::cluster::LIBFAKETIME;
 use sqlraft_campaign::nemesis::Fault;
 use sqlraft_campaign::net::{self, Topology};
-use sqlraft_campaign::run::{RunConfig, RunReport, run};
+use sqlraft_campaign::run::{NOT_COMPARED, RunConfig, RunReport, run};
 
 #[derive(Parser, Debug)]
 #[command(about = "Jepsen-style fault campaign against real sqlraft-core processes")]
@@ -76,8 +76,8 @@ enum NetMode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.nodes < 3 || args.nodes % 2 == 0 {
-        eprintln!("--nodes must be odd and at least 3");
+    if let Err(e) = check_args(&args) {
+        eprintln!("{e}");
         return ExitCode::from(2);
     }
     let netns = match args.net {
@@ -114,6 +114,45 @@ fn main() -> ExitCode {
 /// Makes the namespaces, runs this program again inside the hub namespace, and removes
 /// the namespaces when it ends, also after Ctrl-C or SIGTERM.
 fn outside(args: &Args) -> ExitCode {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    // Blocked before anything is made (and, until it unblocks them, in the child): they
+    // are waited for, and everything made is removed.
+    if let Err(e) = signals.thread_block() {
+        eprintln!("blocking signals: {e}");
+    }
+    // 0: not started; -1: told to stop before it started; otherwise the child's pid.
+    let child_pid = Arc::new(AtomicI32::new(0));
+    {
+        let child_pid = Arc::clone(&child_pid);
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while let Ok(signal) = signals.wait() {
+                seen += 1;
+                // The first asks the run to stop (it stops its nodes and keeps its
+                // history); the second ends it at once. Whatever is left in the
+                // namespaces is killed when they are removed.
+                let (to_child, what) = if seen == 1 {
+                    (
+                        Signal::SIGTERM,
+                        "stopping the campaign (again to stop at once)",
+                    )
+                } else {
+                    (Signal::SIGKILL, "stopping the campaign now")
+                };
+                eprintln!("{signal}: {what}");
+                match child_pid.compare_exchange(0, -1, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => {}
+                    Err(pid) if pid > 0 => {
+                        let _ = kill(Pid::from_raw(pid), to_child);
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
     let topology = match Topology::create(slots(args.nodes)) {
         Ok(t) => t,
         Err(e) => {
@@ -121,26 +160,9 @@ fn outside(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    // Blocked here (and, until it unblocks them, in the child): they are waited for.
-    if let Err(e) = signals.thread_block() {
-        eprintln!("blocking signals: {e}");
-    }
-    let child_pid = Arc::new(AtomicI32::new(0));
-    {
-        let child_pid = Arc::clone(&child_pid);
-        std::thread::spawn(move || {
-            while let Ok(signal) = signals.wait() {
-                eprintln!("{signal}: stopping the campaign");
-                let pid = child_pid.load(Ordering::SeqCst);
-                if pid > 0 {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        });
+    if child_pid.load(Ordering::SeqCst) == -1 {
+        topology.remove();
+        return ExitCode::from(130);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sqlraft-campaign"));
     let mut command = Command::new("ip");
@@ -151,7 +173,14 @@ fn outside(args: &Args) -> ExitCode {
         .args(["--inside-owner", &std::process::id().to_string()]);
     let code = match command.spawn() {
         Ok(mut child) => {
-            child_pid.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+            let pid = i32::try_from(child.id()).unwrap_or(0);
+            if child_pid
+                .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // Told to stop while it started.
+                let _ = child.kill();
+            }
             match child.wait() {
                 Ok(status) => status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
                 Err(e) => {
@@ -171,9 +200,11 @@ fn outside(args: &Args) -> ExitCode {
 
 /// Runs the runs in this process (in the hub namespace, or on loopback).
 fn inside(args: &Args, faults: Vec<Fault>, topology: Option<Topology>) -> ExitCode {
+    // Children inherit the signal mask: nothing stays blocked here.
     let _ = SigSet::all().thread_unblock();
+    let stop = stop_on_signals();
     let parent = getppid();
-    let parent_alive = move || getppid() == parent;
+    let parent_alive = move || getppid() == parent && !stop.load(Ordering::SeqCst);
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -241,6 +272,84 @@ fn slots(nodes: usize) -> usize {
     nodes + 2
 }
 
+/// What the command line asks for makes a run that checks something.
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.nodes < 3 || args.nodes.is_multiple_of(2) || args.nodes > 99 {
+        return Err("--nodes must be odd, from 3 to 99".into());
+    }
+    if args.seconds < 5 {
+        return Err("--seconds must be at least 5: a shorter run checks next to nothing".into());
+    }
+    if args.clients == 0 {
+        return Err("--clients must be at least 1".into());
+    }
+    if args.runs == 0 || args.minutes == Some(0) {
+        return Err("--runs and --minutes must be at least 1".into());
+    }
+    let env = sqlraft_harness::processes::binary::BIN_ENV;
+    match std::env::var_os(env) {
+        Some(path) if !std::path::Path::new(&path).is_file() => {
+            Err(format!("{env}={} is not a file", path.to_string_lossy()))
+        }
+        Some(_) => Ok(()),
+        None => {
+            let beside = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("sqlraft-core")));
+            match beside {
+                Some(bin) if bin.is_file() => Ok(()),
+                _ => Err(format!(
+                    "sqlraft-core is not beside this program: build it (`cargo build -p sqlraft-core`) or set {env}"
+                )),
+            }
+        }
+    }
+}
+
+/// A flag set by SIGINT, SIGTERM or SIGHUP: the run in progress then stops early,
+/// its nodes are stopped (continued first when paused) and its history kept.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build();
+    match runtime {
+        Ok(runtime) => {
+            std::thread::spawn(move || {
+                runtime.block_on(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::hangup()),
+                    ) else {
+                        eprintln!("cannot listen for signals");
+                        return;
+                    };
+                    for round in 0..2 {
+                        tokio::select! {
+                            _ = int.recv() => {}
+                            _ = term.recv() => {}
+                            _ = hup.recv() => {}
+                        }
+                        if round == 0 {
+                            eprintln!(
+                                "signal: stopping the run in progress (again to stop at once)"
+                            );
+                            flag.store(true, Ordering::SeqCst);
+                        } else {
+                            std::process::exit(130);
+                        }
+                    }
+                });
+            });
+        }
+        Err(e) => eprintln!("cannot listen for signals: {e}"),
+    }
+    stop
+}
+
 fn parse_faults(spec: &str, netns: bool) -> Result<Vec<Fault>, String> {
     // Why a fault cannot run here, if it cannot.
     let missing = |fault: Fault| -> Option<String> {
@@ -266,7 +375,18 @@ fn parse_faults(spec: &str, netns: bool) -> Result<Vec<Fault>, String> {
         _ => {}
     }
     let mut faults = Vec::new();
-    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let names: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err("no fault named; say `none` for a run without faults".into());
+    }
+    for name in names {
+        if name == "all" || name == "none" {
+            return Err(format!("`{name}` stands alone, not in a list"));
+        }
         let fault = Fault::parse(name).ok_or_else(|| {
             let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
             format!(
@@ -328,6 +448,7 @@ fn print_run(r: &RunReport) {
             "  nodes identical: applied index {index}, sha256 {}",
             &hash[..hash.len().min(16)]
         ),
+        Err(e) if e == NOT_COMPARED => println!("  nodes not compared: the run ended early"),
         Err(e) => println!("  NODES DIFFER: {e}"),
     }
     for exit in &r.exits {

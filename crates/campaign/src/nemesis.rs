@@ -117,8 +117,8 @@ pub struct Exit {
     pub status: String,
     /// The fault in force when it was noticed, if any.
     pub during: Option<Fault>,
-    /// Whether the fault explains it (a full disk stops a node: it will not write a
-    /// log or a database it cannot keep).
+    /// Whether the fault explains it (a full disk stops the node it belongs to: it
+    /// will not write a log or a database it cannot keep).
     pub expected: bool,
     /// Nanoseconds since the run began, when it was noticed.
     pub at: u64,
@@ -156,6 +156,10 @@ pub struct Nemesis<'a> {
     pub recorder: Recorder,
     pub events: Vec<FaultEvent>,
     pub exits: Vec<Exit>,
+    /// The slot whose file system is full, while it is.
+    pub full: Option<usize>,
+    /// Set when a fault meant for the leader fell on a random node.
+    pub no_leader: bool,
 }
 
 impl<'a> Nemesis<'a> {
@@ -163,7 +167,11 @@ impl<'a> Nemesis<'a> {
     pub fn strike(&mut self, fault: Fault, hold: Duration) -> Result<(), NemesisError> {
         self.notice_exits(None);
         let start = self.recorder.now();
-        let (active, detail) = self.inject(fault)?;
+        self.no_leader = false;
+        let (active, mut detail) = self.inject(fault)?;
+        if self.no_leader {
+            detail.push_str(" (no leader known: a random node)");
+        }
         // What was done: a membership change may go the other way to keep between
         // three members and the number of slots.
         let fault = match &active {
@@ -190,7 +198,7 @@ impl<'a> Nemesis<'a> {
                 name,
                 status,
                 during,
-                expected: during == Some(Fault::Disk),
+                expected: during == Some(Fault::Disk) && self.full == Some(slot),
                 at: self.recorder.now(),
             });
         }
@@ -206,9 +214,13 @@ impl<'a> Nemesis<'a> {
     }
 
     /// The leader, or a random running member when none is known.
+    /// When no leader is known, the fault's detail says so.
     fn leader_or_random(&mut self) -> Result<usize, NemesisError> {
         let random = self.random()?;
-        Ok(self.nodes.leader().unwrap_or(random))
+        Ok(self.nodes.leader().unwrap_or_else(|| {
+            self.no_leader = true;
+            random
+        }))
     }
 
     fn inject(&mut self, fault: Fault) -> Result<(Active, String), NemesisError> {
@@ -292,6 +304,7 @@ impl<'a> Nemesis<'a> {
             Fault::Disk => {
                 let i = self.random()?;
                 let ballast = self.nodes.fill_disk(i)?;
+                self.full = Some(i);
                 (
                     Active::Full(i, ballast),
                     format!("slot {i}'s file system full"),
@@ -319,6 +332,7 @@ impl<'a> Nemesis<'a> {
             Active::Done | Active::Changed(_) => {}
             Active::Full(i, ballast) => {
                 let _ = std::fs::remove_file(&ballast);
+                self.full = None;
                 if !self.nodes.running().contains(&i) {
                     self.nodes.restart(i)?;
                 }

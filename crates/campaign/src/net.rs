@@ -184,12 +184,16 @@ impl Topology {
         )
     }
 
-    /// Deletes the namespaces (their links and rules go with them).
+    /// Kills whatever still runs in the namespaces (a node left stopped by a pause
+    /// when the campaign was killed, which no parent-death signal can end) and deletes
+    /// them (their links and rules go with them).
     pub fn remove(&self) {
-        for i in 0..self.nodes {
-            let _ = run("ip", &["netns", "delete", &self.node(i)]);
+        let mut names: Vec<String> = (0..self.nodes).map(|i| self.node(i)).collect();
+        names.push(self.hub());
+        for name in &names {
+            kill_all_in(name);
+            let _ = run("ip", &["netns", "delete", name]);
         }
-        let _ = run("ip", &["netns", "delete", &self.hub()]);
     }
 }
 
@@ -226,8 +230,22 @@ pub fn remove_stale() {
         };
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
         if !alive {
+            kill_all_in(name);
             let _ = run("ip", &["netns", "delete", name]);
         }
+    }
+}
+
+/// SIGCONT, then SIGKILL, to every process in namespace `ns`.
+fn kill_all_in(ns: &str) {
+    use nix::sys::signal::{Signal, kill};
+    let Ok(pids) = output("ip", &["netns", "pids", ns]) else {
+        return;
+    };
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, Signal::SIGKILL);
     }
 }
 

@@ -24,6 +24,9 @@ use crate::workload::{self, Client, Clients, LIST_KEYS, REGISTER_KEYS};
 /// of this workload's log, small enough to fill in a moment.
 const TMPFS_MIB: u64 = 256;
 
+/// What `converged` says when the run ended before the nodes were compared.
+pub const NOT_COMPARED: &str = "not compared: the run ended early";
+
 /// What a run does.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -77,7 +80,7 @@ pub struct RunReport {
 pub fn run(
     config: &RunConfig,
     topology: Option<&Topology>,
-    parent_alive: &dyn Fn() -> bool,
+    keep_going: &dyn Fn() -> bool,
 ) -> RunReport {
     let dir = config
         .out
@@ -95,7 +98,7 @@ pub fn run(
         faults: BTreeMap::new(),
         exits: Vec::new(),
         longest_without_write: 0.0,
-        converged: Err("not reached".into()),
+        converged: Err(NOT_COMPARED.into()),
         findings: None,
         error: None,
         valid: false,
@@ -122,11 +125,15 @@ pub fn run(
         Ok(nodes) => nodes,
         Err(e) => {
             report.error = Some(format!("setup: {e}"));
+            let _ = keep_evidence(&dir, &[], &[], &report);
             return report;
         }
     };
     if let Err(e) = create_schema(&nodes) {
         report.error = Some(format!("setup: {e}"));
+        nodes.preserve(&dir.join("services"));
+        drop(nodes);
+        let _ = keep_evidence(&dir, &[], &[], &report);
         return report;
     }
 
@@ -147,10 +154,12 @@ pub fn run(
         recorder: recorder.clone(),
         events: Vec::new(),
         exits: Vec::new(),
+        full: None,
+        no_leader: false,
     };
     let end = began + config.duration;
     let mut error = None;
-    while Instant::now() < end && parent_alive() {
+    while Instant::now() < end && keep_going() {
         let quiet = Duration::from_millis(nemesis.rng.u64(1000..3000));
         std::thread::sleep(quiet.min(end.saturating_duration_since(Instant::now())));
         if config.faults.is_empty() || Instant::now() >= end {
@@ -163,6 +172,12 @@ pub fn run(
             break;
         }
     }
+    // Stopped early (a signal, or the campaign's parent gone): no healing, converging or
+    // final reads; the history so far is checked and kept.
+    let interrupted = !keep_going();
+    if interrupted {
+        error.get_or_insert("interrupted before the end of the run".to_string());
+    }
     let died = clients.stop();
     if died > 0 {
         error.get_or_insert(format!(
@@ -171,7 +186,7 @@ pub fn run(
     }
     let clients_stopped = recorder.now();
     report.seconds = began.elapsed().as_secs_f64();
-    if let Err(e) = nemesis.heal_all() {
+    if !interrupted && let Err(e) = nemesis.heal_all() {
         error.get_or_insert(format!("healing: {e}"));
     }
     for event in &nemesis.events {
@@ -183,17 +198,26 @@ pub fn run(
     let events = std::mem::take(&mut nemesis.events);
     report.exits = std::mem::take(&mut nemesis.exits);
 
-    report.converged = nodes
-        .converged(Duration::from_secs(60))
-        .map_err(|e| e.to_string());
-    if let Err(e) = final_reads(&nodes, &recorder) {
-        error.get_or_insert(e);
+    if !interrupted {
+        report.converged = nodes
+            .converged(Duration::from_secs(60))
+            .map_err(|e| e.to_string());
+        if let Err(e) = final_reads(&nodes, &recorder) {
+            error.get_or_insert(e);
+        }
     }
 
     let history = recorder.history();
     report.ops = count_ops(&history);
     report.longest_without_write =
         longest_without_write(&history, clients_started, clients_stopped);
+    let acknowledged = history
+        .iter()
+        .filter(|op| op.outcome == Outcome::Ok && is_write(&op.call))
+        .count();
+    if acknowledged == 0 {
+        error.get_or_insert("no write was acknowledged: the run tested nothing".to_string());
+    }
     let findings = check::check(&history, config.budget);
     report.valid = error.is_none()
         && report.converged.is_ok()
@@ -312,21 +336,23 @@ fn count_ops(history: &[Op]) -> BTreeMap<String, (usize, usize, usize)> {
     ops
 }
 
+/// Whether `call` changes the database.
+fn is_write(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::Write { .. }
+            | Call::Cas { .. }
+            | Call::Transfer { .. }
+            | Call::Append { .. }
+            | Call::Stamp
+    )
+}
+
 /// The longest stretch between `from` and `to` in which no write was acknowledged.
 fn longest_without_write(history: &[Op], from: u64, to: u64) -> f64 {
     let mut acks: Vec<u64> = history
         .iter()
-        .filter(|op| {
-            op.outcome == Outcome::Ok
-                && matches!(
-                    op.call,
-                    Call::Write { .. }
-                        | Call::Cas { .. }
-                        | Call::Transfer { .. }
-                        | Call::Append { .. }
-                        | Call::Stamp
-                )
-        })
+        .filter(|op| op.outcome == Outcome::Ok && is_write(&op.call))
         .map(|op| op.end.clamp(from, to))
         .collect();
     acks.push(from);
