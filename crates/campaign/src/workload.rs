@@ -320,15 +320,9 @@ impl Client {
             level: level.to_string(),
         };
         let body = json!(["SELECT balance FROM accounts ORDER BY id"]);
-        let (outcome, answer, error) =
-            match self.send(node, &format!("/db/query?level={level}"), &body, true) {
-                Ok(result) => match rows(&result).and_then(|rows| integers(&rows)) {
-                    Ok(balances) => (Outcome::Ok, Answer::Balances { balances }, None),
-                    Err(e) => (Outcome::Fail, Answer::Nothing, Some(e)),
-                },
-                Err((outcome, e)) => (outcome, Answer::Nothing, Some(e)),
-            };
-        self.record(node, call, answer, outcome, error)
+        self.read_integers(node, level, &body, call, |balances| Answer::Balances {
+            balances,
+        })
     }
 
     fn append(&mut self, node: &str, key: u32, element: i64) -> Outcome {
@@ -344,15 +338,9 @@ impl Client {
             level: level.to_string(),
         };
         let body = json!([["SELECT e FROM appends WHERE k = ? ORDER BY seq", key]]);
-        let (outcome, answer, error) =
-            match self.send(node, &format!("/db/query?level={level}"), &body, true) {
-                Ok(result) => match rows(&result).and_then(|rows| integers(&rows)) {
-                    Ok(elements) => (Outcome::Ok, Answer::List { elements }, None),
-                    Err(e) => (Outcome::Fail, Answer::Nothing, Some(e)),
-                },
-                Err((outcome, e)) => (outcome, Answer::Nothing, Some(e)),
-            };
-        self.record(node, call, answer, outcome, error)
+        self.read_integers(node, level, &body, call, |elements| Answer::List {
+            elements,
+        })
     }
 
     fn stamp(&mut self, node: &str) -> Outcome {
@@ -370,10 +358,24 @@ impl Client {
             level: level.to_string(),
         };
         let body = json!(["SELECT t FROM stamps ORDER BY seq"]);
+        self.read_integers(node, level, &body, call, |elements| Answer::List {
+            elements,
+        })
+    }
+
+    /// Runs a read whose rows are one integer each, at `level` on `node`.
+    fn read_integers(
+        &mut self,
+        node: &str,
+        level: &str,
+        body: &Json,
+        call: Call,
+        answer: impl FnOnce(Vec<i64>) -> Answer,
+    ) -> Outcome {
         let (outcome, answer, error) =
-            match self.send(node, &format!("/db/query?level={level}"), &body, true) {
+            match self.send(node, &format!("/db/query?level={level}"), body, true) {
                 Ok(result) => match rows(&result).and_then(|rows| integers(&rows)) {
-                    Ok(elements) => (Outcome::Ok, Answer::List { elements }, None),
+                    Ok(values) => (Outcome::Ok, answer(values), None),
                     Err(e) => (Outcome::Fail, Answer::Nothing, Some(e)),
                 },
                 Err((outcome, e)) => (outcome, Answer::Nothing, Some(e)),
