@@ -92,9 +92,14 @@ pub fn svg(title: &str, ops: &[&Op], order: &[usize], stuck: Option<usize>) -> S
         };
         // Labels alternate above and below their bars, so neighbours overlap less.
         let label_y = if op.id % 2 == 0 { y - 3.0 } else { y + 29.0 };
+        // Labels near the right edge end at it instead of running off (about 6 px a
+        // character at this size).
+        let label_x = x0
+            .min(WIDTH - 4.0 - 6.0 * label.chars().count() as f64)
+            .max(0.0);
         let _ = write!(
             out,
-            "<text x=\"{x0:.1}\" y=\"{label_y:.1}\">{}</text>",
+            "<text x=\"{label_x:.1}\" y=\"{label_y:.1}\">{}</text>",
             escape(&label)
         );
     }
