@@ -522,3 +522,46 @@ fn print_summary(reports: &[RunReport]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut all = vec!["sqlraft-campaign"];
+        all.extend_from_slice(extra);
+        Args::parse_from(all)
+    }
+
+    #[test]
+    fn runs_that_would_check_nothing_are_refused() {
+        for bad in [
+            &["--seconds", "0"][..],
+            &["--clients", "0"],
+            &["--runs", "0"],
+            &["--minutes", "0"],
+            &["--nodes", "4"],
+            &["--nodes", "1"],
+        ] {
+            let e = check_args(&args(bad)).expect_err("refused");
+            assert!(!e.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fault_lists_are_parsed_strictly() {
+        assert_eq!(parse_faults("none", true), Ok(Vec::new()));
+        assert_eq!(
+            parse_faults("kill, pause", false),
+            Ok(vec![Fault::Kill, Fault::Pause])
+        );
+        assert!(parse_faults(",", true).is_err());
+        assert!(parse_faults("all,kill", true).is_err());
+        assert!(parse_faults("kil", true).is_err());
+        // Network and disk faults need namespaces.
+        assert!(parse_faults("partition", false).is_err());
+        assert!(parse_faults("disk", false).is_err());
+        let all_here = parse_faults("all", false).expect("all");
+        assert!(all_here.iter().all(|f| !f.needs_network()));
+    }
+}

@@ -133,6 +133,12 @@ pub enum NemesisError {
     Cluster(#[from] ClusterError),
 }
 
+/// Whether the fault in force explains that the service in `slot` stopped by itself:
+/// only a full disk does, and only that service's own.
+pub fn explained(during: Option<Fault>, full: Option<usize>, slot: usize) -> bool {
+    during == Some(Fault::Disk) && full == Some(slot)
+}
+
 /// A fault in force, and how to undo it.
 enum Active {
     Killed(usize),
@@ -198,7 +204,7 @@ impl<'a> Nemesis<'a> {
                 name,
                 status,
                 during,
-                expected: during == Some(Fault::Disk) && self.full == Some(slot),
+                expected: explained(during, self.full, slot),
                 at: self.recorder.now(),
             });
         }
@@ -414,5 +420,28 @@ impl<'a> Nemesis<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_disk_explains_only_its_own_node_stopping() {
+        assert!(explained(Some(Fault::Disk), Some(2), 2));
+        // Another node stopping while slot 2's disk is full is a finding (a tester
+        // killed slot 0 during slot 2's full disk and the run passed).
+        assert!(!explained(Some(Fault::Disk), Some(2), 0));
+        assert!(!explained(Some(Fault::Kill), Some(2), 2));
+        assert!(!explained(None, None, 0));
+    }
+
+    #[test]
+    fn every_fault_has_a_name_that_parses_back() {
+        for fault in Fault::ALL {
+            assert_eq!(Fault::parse(fault.name()), Some(fault));
+        }
+        assert_eq!(Fault::parse("all"), None);
     }
 }
