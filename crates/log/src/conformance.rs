@@ -15,7 +15,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use raft::eraftpb::{ConfState, Entry, HardState};
+use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
 use raft::{GetEntriesContext, Storage, StorageError};
 
 /// A raft log storage that keeps its state in files under one directory.
@@ -33,6 +33,13 @@ pub trait DurableLog: Storage + Sized {
     ) -> Result<(), Self::Error>;
     /// The file a crash in the middle of a write can leave with a torn end.
     fn tail_file(dir: &Path) -> PathBuf;
+    /// Opens the storage with files of a few KiB, so that a few hundred entries spread
+    /// over many of them.
+    fn open_small(dir: &Path) -> Result<Self, Self::Error>;
+    /// Drops the entries up to `index` (committed, covered by a snapshot).
+    fn compact(&mut self, index: u64) -> Result<(), Self::Error>;
+    /// Replaces the whole log by a snapshot's position.
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), Self::Error>;
 }
 
 impl DurableLog for crate::LogStore {
@@ -49,7 +56,23 @@ impl DurableLog for crate::LogStore {
         self.write(entries, hard_state, conf_state)
     }
     fn tail_file(dir: &Path) -> PathBuf {
-        dir.join(crate::LOG_FILE_NAME)
+        crate::segment_files(dir)
+            .ok()
+            .and_then(|files| files.last().cloned())
+            .unwrap_or_else(|| dir.join("missing-segment"))
+    }
+    fn open_small(dir: &Path) -> Result<Self, Self::Error> {
+        let options = crate::LogOptions {
+            segment_bytes: 4096,
+            ..Default::default()
+        };
+        crate::LogStore::open(dir, options)
+    }
+    fn compact(&mut self, index: u64) -> Result<(), Self::Error> {
+        crate::LogStore::compact(self, index)
+    }
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), Self::Error> {
+        crate::LogStore::install_snapshot(self, meta)
     }
 }
 
@@ -63,7 +86,11 @@ macro_rules! conformance_tests {
             zero_filled_tail_is_ignored, unwritten_header_of_the_last_write_is_torn,
             damaged_header_before_an_intact_record_is_an_error, damage_before_the_tail_is_an_error,
             gaps_are_refused_without_change, committed_entries_are_never_replaced,
-            out_of_range_reads_are_errors, long_log_reads_back_from_disk);
+            out_of_range_reads_are_errors, long_log_reads_back_from_disk,
+            compaction_drops_the_prefix_and_survives_reopen, compaction_needs_commit,
+            appends_after_compaction_follow_the_rules, compaction_bounds_the_disk,
+            snapshot_install_replaces_the_log, snapshot_behind_the_commit_is_refused,
+            torn_write_after_a_new_segment_loads_prefix);
     };
     (@tests $store:ty; $($name:ident),*) => {
         $(
@@ -204,6 +231,7 @@ pub fn state_survives_reopen<L: DurableLog>(dir: &Path) {
 /// A crash in the middle of the last write (the file cut anywhere inside it) loads to
 /// the log as it was before that write, and the log takes writes again.
 pub fn torn_final_write_loads_prefix<L: DurableLog>(dir: &Path) {
+    drop(open::<L>(dir));
     let file = L::tail_file(dir);
     let before_last;
     let full;
@@ -245,6 +273,7 @@ pub fn zero_filled_tail_is_ignored<L: DurableLog>(dir: &Path) {
 
 /// Damage to a record that is not the last one is reported, not silently dropped.
 pub fn damage_before_the_tail_is_an_error<L: DurableLog>(dir: &Path) {
+    drop(open::<L>(dir));
     let file = L::tail_file(dir);
     let first_end;
     {
@@ -335,6 +364,7 @@ pub fn long_log_reads_back_from_disk<L: DurableLog>(dir: &Path) {
 /// The last write's first block never reached the disk but a later one did: its header
 /// reads as zeros with data after it. That is still a torn write, not corruption.
 pub fn unwritten_header_of_the_last_write_is_torn<L: DurableLog>(dir: &Path) {
+    drop(open::<L>(dir));
     let file = L::tail_file(dir);
     let before_last;
     {
@@ -355,6 +385,7 @@ pub fn unwritten_header_of_the_last_write_is_torn<L: DurableLog>(dir: &Path) {
 /// A damaged record header with an intact record after it is corruption in the middle
 /// of the log, never mistaken for a torn tail.
 pub fn damaged_header_before_an_intact_record_is_an_error<L: DurableLog>(dir: &Path) {
+    drop(open::<L>(dir));
     let file = L::tail_file(dir);
     let (first_end, second_end);
     {
@@ -375,4 +406,188 @@ pub fn damaged_header_before_an_intact_record_is_an_error<L: DurableLog>(dir: &P
         L::open_dir(dir).is_err(),
         "damage in the middle was not reported"
     );
+}
+
+fn commit_hs(commit: u64) -> HardState {
+    HardState {
+        term: 1,
+        vote: 1,
+        commit,
+    }
+}
+
+/// Appends entries `range` in writes of ten, committing all of them.
+fn fill<L: DurableLog>(log: &mut L, range: std::ops::RangeInclusive<u64>, term: u64) {
+    let all = entries(range, term);
+    for chunk in all.chunks(10) {
+        let last = chunk.last().map_or(0, |e| e.index);
+        let hs = HardState {
+            term,
+            vote: 1,
+            commit: last,
+        };
+        append(log, chunk, Some(&hs));
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// After compaction the entries before the compaction point are gone (raft's
+/// `Compacted`), the term of the point itself is kept, the rest reads back, also after
+/// a reopen.
+pub fn compaction_drops_the_prefix_and_survives_reopen<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    fill(&mut log, 1..=300, 2);
+    log.compact(200).expect("compact");
+    let check = |log: &L| {
+        assert_eq!(bounds(log), (201, 300));
+        assert_eq!(log.term(200).expect("term of the compaction point"), 2);
+        assert!(matches!(
+            log.term(150),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            log.entries(150, 210, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(read(log, 201, 301), entries(201..=300, 2));
+        assert_eq!(log.initial_state().expect("state").hard_state.commit, 300);
+    };
+    check(&log);
+    // Compacting to a point already compacted changes nothing.
+    log.compact(150).expect("compact behind the first index");
+    check(&log);
+    drop(log);
+    check(&L::open_small(dir).expect("reopen"));
+}
+
+/// Entries not committed cannot be compacted; the refusal changes nothing.
+pub fn compaction_needs_commit<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    append(&mut log, &entries(1..=20, 1), Some(&commit_hs(10)));
+    assert!(log.compact(11).is_err(), "compacted an uncommitted entry");
+    assert!(log.compact(21).is_err(), "compacted beyond the log");
+    assert_eq!(bounds(&log), (1, 20));
+    log.compact(10).expect("compact the committed prefix");
+    assert_eq!(bounds(&log), (11, 20));
+}
+
+/// After compaction, appends follow the usual rules: a conflicting suffix above the
+/// commit index is replaced, an entry below the first index is refused.
+pub fn appends_after_compaction_follow_the_rules<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    fill(&mut log, 1..=100, 1);
+    append(&mut log, &entries(101..=120, 1), None);
+    log.compact(90).expect("compact");
+    append(&mut log, &entries(111..=115, 2), None);
+    assert_eq!(bounds(&log), (91, 115));
+    assert_eq!(log.term(111).expect("term"), 2);
+    assert!(log.append(&entries(50..=50, 2), None, None).is_err());
+    drop(log);
+    let log = L::open_small(dir).expect("reopen");
+    assert_eq!(bounds(&log), (91, 115));
+    assert_eq!(read(&log, 91, 116).len(), 25);
+    assert_eq!(log.term(115).expect("term"), 2);
+}
+
+/// With regular compaction behind a trailing window the files stay bounded, however
+/// long the history.
+pub fn compaction_bounds_the_disk<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    let mut largest = 0;
+    for round in 0..40u64 {
+        let start = round * 100 + 1;
+        fill(&mut log, start..=start + 99, 1);
+        log.compact((start + 99).saturating_sub(50))
+            .expect("compact");
+        if round >= 5 {
+            largest = largest.max(dir_bytes(dir));
+        }
+    }
+    // 4,000 entries of about 40 bytes each (200 KB) were written; what is kept is the
+    // window of 50 entries, and at most two segments of 4 KiB around it.
+    assert!(
+        largest < 16 << 10,
+        "the log directory grew to {largest} bytes"
+    );
+    assert_eq!(bounds(&log), (3951, 4000));
+}
+
+/// Installing a snapshot replaces the log by the snapshot's position: nothing before
+/// it can be read, the term at it is the snapshot's, the conf state too; entries
+/// follow it. All of that survives a reopen.
+pub fn snapshot_install_replaces_the_log<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    fill(&mut log, 1..=40, 1);
+    append(&mut log, &entries(41..=60, 1), None);
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![7],
+        ..Default::default()
+    };
+    let meta = SnapshotMetadata {
+        conf_state: Some(cs.clone()),
+        index: 500,
+        term: 4,
+    };
+    log.install_snapshot(&meta).expect("install");
+    let check = |log: &L| {
+        assert_eq!(bounds(log), (501, 500));
+        assert_eq!(log.term(500).expect("term at the snapshot"), 4);
+        assert!(log.term(45).is_err());
+        let state = log.initial_state().expect("state");
+        assert_eq!(state.conf_state, cs);
+        assert!(state.hard_state.commit >= 500);
+    };
+    check(&log);
+    append(&mut log, &entries(501..=505, 5), None);
+    drop(log);
+    let log = L::open_small(dir).expect("reopen");
+    assert_eq!(bounds(&log), (501, 505));
+    assert_eq!(log.term(500).expect("term at the snapshot"), 4);
+    assert_eq!(read(&log, 501, 506), entries(501..=505, 5));
+}
+
+/// A snapshot behind the commit index would lose committed entries: refused, nothing
+/// changes.
+pub fn snapshot_behind_the_commit_is_refused<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    fill(&mut log, 1..=50, 1);
+    let meta = SnapshotMetadata {
+        conf_state: Some(ConfState::default()),
+        index: 30,
+        term: 1,
+    };
+    assert!(log.install_snapshot(&meta).is_err());
+    assert_eq!(bounds(&log), (1, 50));
+    drop(log);
+    assert_eq!(bounds(&L::open_small(dir).expect("reopen")), (1, 50));
+}
+
+/// A crash in the middle of the first write into a new segment loads to the log
+/// before that write, across segments.
+pub fn torn_write_after_a_new_segment_loads_prefix<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    let mut index = 0;
+    let first_tail = L::tail_file(dir);
+    while L::tail_file(dir) == first_tail {
+        index += 1;
+        append(&mut log, &entries(index..=index, 1), None);
+    }
+    // The last write went into a new segment.
+    drop(log);
+    drop(open::<L>(dir));
+    let file = L::tail_file(dir);
+    let bytes = std::fs::read(&file).expect("read");
+    std::fs::write(&file, &bytes[..bytes.len() - 3]).expect("tear");
+    let log = L::open_small(dir).expect("reopen");
+    assert_eq!(bounds(&log), (1, index - 1));
+    assert_eq!(read(&log, 1, index), entries(1..=index - 1, 1));
 }

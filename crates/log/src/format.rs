@@ -6,11 +6,17 @@
 //! file_header := "SQLRAFTL" version:u32le reserved:u32le          (16 bytes)
 //! record  := len:u32le payload_crc:u32le header_crc:u32le payload (len bytes)
 //! payload := item*
-//! item    := kind:u8 len:u32le bytes                   (prost 0.11 encoding of the item)
+//! item    := kind:u8 len:u32le bytes
 //! ```
 //!
+//! Entries, hard states and conf states are prost 0.11 encodings; a segment's base and
+//! a compaction mark are fixed little-endian fields ([`Base`], [`Compact`]). The log is
+//! a sequence of such files (segments); each segment's first record starts with its
+//! [`Base`] and repeats the hard state and conf state, so that older segments can be
+//! deleted once every entry in them is compacted away.
+//!
 //! One record is written per [`crate::LogStore::write`] and followed by one fdatasync, so
-//! a crash can damage only the last record. `header_crc` covers `len` and `payload_crc`,
+//! a crash can damage only the last record of the last segment. `header_crc` covers `len` and `payload_crc`,
 //! which lets a reader tell a torn tail from corruption in the middle of the file.
 
 use prost_011::Message as _;
@@ -26,6 +32,8 @@ pub(crate) const MAX_RECORD_BYTES: u32 = 1 << 30;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_CONF_STATE: u8 = 3;
+const KIND_BASE: u8 = 4;
+const KIND_COMPACT: u8 = 5;
 const ITEM_HEADER_LEN: usize = 5;
 
 pub(crate) fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
@@ -46,6 +54,31 @@ pub(crate) enum Item {
     },
     HardState(HardState),
     ConfState(ConfState),
+    Base(Base),
+    Compact(Compact),
+}
+
+/// Where a segment starts: its first entry will have index `next_index`, and the entry
+/// before it has term `prev_term`. `reset`: the log was replaced by a snapshot here, so
+/// the entries of earlier segments are gone; otherwise `next_index` must follow them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Base {
+    pub next_index: u64,
+    pub prev_term: u64,
+    pub reset: bool,
+}
+
+/// Entries up to `index` (whose term is `term`) are compacted away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Compact {
+    pub index: u64,
+    pub term: u64,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
 /// Builds one record. `entry_spans` receives, for each entry, its offset relative to the
@@ -79,6 +112,19 @@ impl RecordBuilder {
     pub(crate) fn conf_state(&mut self, cs: &ConfState) {
         self.item_header(KIND_CONF_STATE, cs.encoded_len());
         let _ = cs.encode(&mut self.buf);
+    }
+
+    pub(crate) fn base(&mut self, base: Base) {
+        self.item_header(KIND_BASE, 17);
+        self.buf.extend_from_slice(&base.next_index.to_le_bytes());
+        self.buf.extend_from_slice(&base.prev_term.to_le_bytes());
+        self.buf.push(u8::from(base.reset));
+    }
+
+    pub(crate) fn compact(&mut self, compact: Compact) {
+        self.item_header(KIND_COMPACT, 16);
+        self.buf.extend_from_slice(&compact.index.to_le_bytes());
+        self.buf.extend_from_slice(&compact.term.to_le_bytes());
     }
 
     fn item_header(&mut self, kind: u8, len: usize) {
@@ -169,6 +215,16 @@ pub(crate) fn decode_items(payload: &[u8], payload_pos: u64) -> Result<Vec<Item>
             KIND_CONF_STATE => Item::ConfState(
                 ConfState::decode(bytes).map_err(|e| format!("bad conf state: {e}"))?,
             ),
+            KIND_BASE if len == 17 && bytes[16] <= 1 => Item::Base(Base {
+                next_index: u64_at(bytes, 0),
+                prev_term: u64_at(bytes, 8),
+                reset: bytes[16] == 1,
+            }),
+            KIND_COMPACT if len == 16 => Item::Compact(Compact {
+                index: u64_at(bytes, 0),
+                term: u64_at(bytes, 8),
+            }),
+            KIND_BASE | KIND_COMPACT => return Err(format!("item of kind {kind} has {len} bytes")),
             other => return Err(format!("unknown item kind {other}")),
         };
         items.push(item);

@@ -1,5 +1,5 @@
-//! Durable raft log for sqlraft: entries, hard state and conf state in one append-only,
-//! checksummed file, behind [`raft::Storage`].
+//! Durable raft log for sqlraft: entries, hard state and conf state in append-only,
+//! checksummed segment files, compacted behind snapshots, behind [`raft::Storage`].
 //!
 //! ```
 //! use raft::eraftpb::{Entry, HardState};
@@ -31,4 +31,4 @@ mod store;
 pub use error::{LogError, Result};
 #[cfg(feature = "testing")]
 pub use store::DurableObserver;
-pub use store::{LOG_FILE_NAME, LoadReport, LogOptions, LogStore};
+pub use store::{LoadReport, LogOptions, LogStore, segment_files};

@@ -3,16 +3,50 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost_011::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::error::{LogError, Result};
-use crate::format::{self, Item, RECORD_HEADER_LEN, RecordBuilder};
+use crate::format::{self, Base, Compact, Item, RECORD_HEADER_LEN, RecordBuilder};
 
-/// Name of the log file inside the directory given to [`LogStore::open`].
-pub const LOG_FILE_NAME: &str = "wal";
+/// Name of a log file before segments (version 1 wrote one file); it is taken over as
+/// the first segment.
+const LEGACY_FILE_NAME: &str = "wal";
+/// Segments are `wal-<sequence number, 16 hex digits>`.
+const SEGMENT_PREFIX: &str = "wal-";
+/// Held (flock) while a store has the directory open.
+const LOCK_FILE_NAME: &str = "wal.lock";
+
+/// The segment files of the log in `dir`, oldest first (for tests and tools).
+pub fn segment_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(list_segments(dir)?
+        .into_iter()
+        .map(|seq| segment_path(dir, seq))
+        .collect())
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{seq:016x}"))
+}
+
+fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(hex) = name.strip_prefix(SEGMENT_PREFIX)
+            && hex.len() == 16
+            && let Ok(seq) = u64::from_str_radix(hex, 16)
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
 
 /// Limits of a [`LogStore`].
 #[derive(Debug, Clone)]
@@ -22,9 +56,17 @@ pub struct LogOptions {
     pub cache_bytes: usize,
     /// Largest single write accepted, in bytes.
     pub max_write_bytes: usize,
+    /// A segment that has grown to this size is closed and the next write starts a new
+    /// one. Disk use is the entries not yet compacted plus at most one segment.
+    pub segment_bytes: u64,
     /// Test hook: told after every write is durable (fsynced).
     #[cfg(feature = "testing")]
     pub on_durable: Option<DurableObserver>,
+    /// Test hook: the number of file operations (a write and its sync, a file created,
+    /// a directory synced, a file deleted) that succeed; the next one fails as if the
+    /// process had been killed just before it, and the store does nothing more.
+    #[cfg(feature = "testing")]
+    pub crash_after_file_ops: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// Test hook: called after a write is durable with the log's last index and the hard
@@ -49,45 +91,65 @@ impl Default for LogOptions {
         LogOptions {
             cache_bytes: 16 << 20,
             max_write_bytes: 256 << 20,
+            segment_bytes: 16 << 20,
             #[cfg(feature = "testing")]
             on_durable: None,
+            #[cfg(feature = "testing")]
+            crash_after_file_ops: None,
         }
     }
 }
 
-/// Where an entry lives in the file; the entry itself is read back on demand.
+/// Where an entry lives on disk; the entry itself is read back on demand.
 #[derive(Debug, Clone, Copy)]
 struct EntryLoc {
+    seq: u64,
     pos: u64,
     len: u32,
     term: u64,
 }
 
-/// What loading the file found, for logging and for tests.
+/// One file of the log.
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    /// Bytes that hold records; the next record of the active segment goes here.
+    len: u64,
+}
+
+/// What loading the files found, for logging and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
     /// Records read back intact.
     pub records: u64,
-    /// Bytes of a torn final record that were cut off the end of the file.
+    /// Bytes of a torn final record that were cut off the end of the last segment.
     pub torn_bytes: u64,
+    /// Segments found.
+    pub segments: u64,
 }
 
-/// Durable raft log: entries, hard state and conf state in one append-only file.
+/// Durable raft log: entries, hard state and conf state in append-only, checksummed
+/// segment files, compacted from the front once a snapshot covers the entries.
 ///
-/// Every [`LogStore::write`] appends one checksummed record and calls `fdatasync` once,
-/// so the entries and hard state of one raft `Ready` become durable together. An entry
-/// whose index is already in the log replaces it and everything after it (raft's
-/// conflicting suffix); replay applies the same rule, so any prefix of the file loads
-/// to a valid log. Memory holds a small position index per entry and a bounded cache of
+/// Every [`LogStore::write`] appends one record and calls `fdatasync` once, so the
+/// entries and hard state of one raft `Ready` become durable together. An entry whose
+/// index is already in the log replaces it and everything after it (raft's conflicting
+/// suffix); replay applies the same rule, so any prefix of the files loads to a valid
+/// log. [`LogStore::compact`] drops a prefix and deletes the segments that hold nothing
+/// else; [`LogStore::install_snapshot`] replaces the whole log by a snapshot's position.
+/// Memory holds a small position index per entry not compacted and a bounded cache of
 /// recent entries, not the log.
 pub struct LogStore {
-    path: PathBuf,
-    file: File,
-    /// Where the next record goes; bytes beyond it are never read.
-    end: u64,
-    /// Index of `locs[0]`. There are no snapshots yet, so this is 1.
+    dir: PathBuf,
+    _lock: File,
+    /// Oldest first; the last one is written to.
+    segments: VecDeque<Segment>,
+    /// Index of `locs[0]`.
     first_index: u64,
-    locs: Vec<EntryLoc>,
+    /// Term of the entry at `first_index - 1` (compacted, or 0 before the first entry).
+    prev_term: u64,
+    locs: VecDeque<EntryLoc>,
     /// The newest entries: `cache[k]` has index `last_index() + 1 - cache.len() + k`.
     cache: VecDeque<Entry>,
     cached_bytes: usize,
@@ -98,34 +160,43 @@ pub struct LogStore {
     poisoned: bool,
     options: LogOptions,
     report: LoadReport,
+    /// The snapshot offered to followers behind the first index ([`Storage::snapshot`]).
+    snapshot: Option<Snapshot>,
+    /// Raft asked for a snapshot this store could not offer.
+    snapshot_wanted: AtomicBool,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, replaying the file. A torn final record,
-    /// left by a crash in the middle of a write, is cut off; damage anywhere else is
-    /// reported as [`LogError::Corrupt`] and nothing is changed.
+    /// Opens (or creates) the log in `dir`, replaying its segments. A torn final record,
+    /// left by a crash in the middle of a write, is cut off; damage anywhere else, or a
+    /// missing segment, is reported as [`LogError::Corrupt`] and nothing is changed.
+    /// Segments a crash left behind after a compaction are deleted.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        let path = dir.join(LOG_FILE_NAME);
-        let existed = path.exists();
-        let file = OpenOptions::new()
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| LogError::io(&path, e))?;
-        match file.try_lock() {
+            .open(&lock_path)
+            .map_err(|e| LogError::io(&lock_path, e))?;
+        match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path }),
-            Err(fs::TryLockError::Error(e)) => return Err(LogError::io(&path, e)),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LogError::io(&lock_path, e)),
         }
         let mut store = LogStore {
-            path,
-            file,
-            end: format::FILE_HEADER_LEN,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            segments: VecDeque::new(),
             first_index: 1,
-            locs: Vec::new(),
+            prev_term: 0,
+            locs: VecDeque::new(),
             cache: VecDeque::new(),
             cached_bytes: 0,
             hard_state: HardState::default(),
@@ -134,70 +205,133 @@ impl LogStore {
             poisoned: false,
             options,
             report: LoadReport::default(),
+            snapshot: None,
+            snapshot_wanted: AtomicBool::new(false),
         };
-        let len = store.file_len()?;
-        if len < format::FILE_HEADER_LEN {
-            store.create_header(existed, len)?;
-        } else {
-            store.replay(len)?;
+        let mut seqs = list_segments(dir).map_err(|e| LogError::io(dir, e))?;
+        let legacy = dir.join(LEGACY_FILE_NAME);
+        if seqs.is_empty() && legacy.is_file() {
+            // A log written before segments: the same records, taken over as segment 1.
+            let first = segment_path(dir, 1);
+            fs::rename(&legacy, &first).map_err(|e| LogError::io(&legacy, e))?;
+            store.sync_dir()?;
+            seqs.push(1);
         }
+        if let Some(pair) = seqs.windows(2).find(|w| w[1] != w[0] + 1) {
+            return Err(store.corrupt(
+                &segment_path(dir, pair[1]),
+                0,
+                &format!(
+                    "segment {:x} follows segment {:x}: the segments between are missing",
+                    pair[1], pair[0]
+                ),
+            ));
+        }
+        if seqs.is_empty() {
+            store.create_segment(
+                1,
+                Base {
+                    next_index: 1,
+                    prev_term: 0,
+                    reset: false,
+                },
+            )?;
+        } else {
+            store.replay_all(&seqs)?;
+        }
+        store.delete_obsolete_segments()?;
         Ok(store)
     }
 
-    fn file_len(&self) -> Result<u64> {
-        Ok(self
-            .file
-            .metadata()
-            .map_err(|e| LogError::io(&self.path, e))?
-            .len())
-    }
-
-    /// Writes the file header of a new log. A shorter file can only be a crash during
-    /// creation, and then it holds nothing but a piece of the header.
-    fn create_header(&mut self, existed: bool, len: u64) -> Result<()> {
-        let header = format::file_header();
-        if len > 0 {
-            let mut start = vec![0u8; len as usize];
-            self.file
-                .read_exact_at(&mut start, 0)
-                .map_err(|e| LogError::io(&self.path, e))?;
-            if start.iter().zip(header.iter()).any(|(a, b)| a != b) {
-                return Err(self.corrupt(0, "file is too short to be a sqlraft log"));
+    fn replay_all(&mut self, seqs: &[u64]) -> Result<()> {
+        for (k, &seq) in seqs.iter().enumerate() {
+            let last = k + 1 == seqs.len();
+            let path = segment_path(&self.dir, seq);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| LogError::io(&path, e))?;
+            let file_len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+            if file_len < format::FILE_HEADER_LEN {
+                if !last {
+                    return Err(self.corrupt(&path, 0, "segment is shorter than its header"));
+                }
+                check_header_prefix(&file, &path, file_len)?;
+                if k == 0 {
+                    // The very first segment was being created: start it again.
+                    drop(file);
+                    fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+                    return self.create_segment(
+                        seq,
+                        Base {
+                            next_index: 1,
+                            prev_term: 0,
+                            reset: false,
+                        },
+                    );
+                }
+                // A new segment was being created when the process stopped; the one
+                // before it is still complete.
+                drop(file);
+                self.remove_segment_file(&path)?;
+                break;
             }
-        }
-        self.file
-            .set_len(0)
-            .and_then(|()| self.file.write_all_at(&header, 0))
-            .and_then(|()| self.file.sync_all())
-            .map_err(|e| LogError::io(&self.path, e))?;
-        if !existed && let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| LogError::io(dir, e))?;
+            let (len, records) = self.replay_segment(seq, &path, &file, file_len, k == 0, last)?;
+            if records == 0 && !(k == 0 && seq == 1) {
+                // The header alone: a segment whose creation was cut short (its first
+                // record holds its base). Nothing was ever written after it.
+                if !last || k == 0 {
+                    return Err(self.corrupt(&path, len, "segment holds no records"));
+                }
+                drop(file);
+                self.remove_segment_file(&path)?;
+                break;
+            }
+            self.report.segments += 1;
+            self.segments.push_back(Segment {
+                seq,
+                path,
+                file,
+                len,
+            });
         }
         Ok(())
     }
 
-    fn replay(&mut self, len: u64) -> Result<()> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| LogError::io(&self.path, e))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+    /// Replays one segment and returns the length of its valid part and the number of
+    /// records in it.
+    fn replay_segment(
+        &mut self,
+        seq: u64,
+        path: &Path,
+        file: &File,
+        len: u64,
+        first_segment: bool,
+        last_segment: bool,
+    ) -> Result<(u64, u64)> {
+        let reader_file = file.try_clone().map_err(|e| LogError::io(path, e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, reader_file);
         let mut header = [0u8; format::FILE_HEADER_LEN as usize];
         reader
             .read_exact(&mut header)
-            .map_err(|e| LogError::io(&self.path, e))?;
+            .map_err(|e| LogError::io(path, e))?;
         if &header[..8] != format::MAGIC {
-            return Err(self.corrupt(0, "not a sqlraft log (bad magic)"));
+            return Err(self.corrupt(path, 0, "not a sqlraft log (bad magic)"));
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         if version != format::VERSION {
-            return Err(self.corrupt(0, &format!("unsupported log format version {version}")));
+            return Err(self.corrupt(
+                path,
+                0,
+                &format!("unsupported log format version {version}"),
+            ));
         }
 
         let mut offset = format::FILE_HEADER_LEN;
         let mut payload = Vec::new();
+        let mut first_item = true;
+        let mut records = 0u64;
         let torn_at = loop {
             if offset == len {
                 break None;
@@ -208,19 +342,19 @@ impl LogStore {
             let mut head = [0u8; RECORD_HEADER_LEN];
             reader
                 .read_exact(&mut head)
-                .map_err(|e| LogError::io(&self.path, e))?;
+                .map_err(|e| LogError::io(path, e))?;
             let Some(record) = format::parse_record_header(&head) else {
                 // A crash may leave allocated but unwritten (zero) blocks at the end, or
                 // an unwritten first block of the last record with later blocks of it on
                 // disk. Either way nothing valid follows, and it is no more than one
                 // write: a torn tail. A valid record after it means damage in the middle.
-                if self.is_torn_tail(offset, len)? {
+                if self.is_torn_tail(file, path, offset, len)? {
                     break Some(offset);
                 }
-                return Err(self.corrupt(offset, "record header checksum mismatch"));
+                return Err(self.corrupt(path, offset, "record header checksum mismatch"));
             };
             if record.len > format::MAX_RECORD_BYTES {
-                return Err(self.corrupt(offset, "record length out of range"));
+                return Err(self.corrupt(path, offset, "record length out of range"));
             }
             let record_end = offset + RECORD_HEADER_LEN as u64 + u64::from(record.len);
             if record_end > len {
@@ -229,54 +363,74 @@ impl LogStore {
             payload.resize(record.len as usize, 0);
             reader
                 .read_exact(&mut payload)
-                .map_err(|e| LogError::io(&self.path, e))?;
+                .map_err(|e| LogError::io(path, e))?;
             if crc32fast::hash(&payload) != record.payload_crc {
                 if record_end == len {
                     break Some(offset);
                 }
-                return Err(self.corrupt(offset, "record checksum mismatch"));
+                return Err(self.corrupt(path, offset, "record checksum mismatch"));
             }
             let items = format::decode_items(&payload, offset + RECORD_HEADER_LEN as u64)
-                .map_err(|reason| self.corrupt(offset, &reason))?;
+                .map_err(|reason| self.corrupt(path, offset, &reason))?;
             for item in items {
-                self.replay_item(item)
-                    .map_err(|reason| self.corrupt(offset, &reason))?;
+                let is_base = matches!(item, Item::Base(_));
+                if is_base && !first_item {
+                    return Err(self.corrupt(path, offset, "a segment base inside a segment"));
+                }
+                if first_item && !is_base && !(first_segment && seq == 1) {
+                    // Only a log from before segments (taken over as segment 1) starts
+                    // without a base.
+                    return Err(self.corrupt(path, offset, "segment does not start with its base"));
+                }
+                first_item = false;
+                self.replay_item(item, seq, first_segment)
+                    .map_err(|reason| self.corrupt(path, offset, &reason))?;
             }
             self.report.records += 1;
+            records += 1;
             offset = record_end;
         };
         drop(reader);
 
         if let Some(at) = torn_at {
-            tracing::warn!(path = %self.path.display(), offset = at, bytes = len - at,
+            if !last_segment {
+                return Err(self.corrupt(
+                    path,
+                    at,
+                    "damaged record at the end of a closed segment",
+                ));
+            }
+            tracing::warn!(path = %path.display(), offset = at, bytes = len - at,
                 "cutting off a torn final record left by a crash");
-            self.file
-                .set_len(at)
-                .and_then(|()| self.file.sync_all())
-                .map_err(|e| LogError::io(&self.path, e))?;
+            file.set_len(at)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| LogError::io(path, e))?;
             self.report.torn_bytes = len - at;
             offset = at;
         }
-        self.end = offset;
-        Ok(())
+        Ok((offset, records))
     }
 
     /// Whether the bytes from `offset` (where a record header is damaged) to `len` can
     /// be what is left of one interrupted write: at most one write long, and holding
     /// no intact record.
-    fn is_torn_tail(&self, offset: u64, len: u64) -> Result<bool> {
+    fn is_torn_tail(&self, file: &File, path: &Path, offset: u64, len: u64) -> Result<bool> {
         let rest = len - offset;
         if rest > (self.options.max_write_bytes + RECORD_HEADER_LEN) as u64 {
             return Ok(false);
         }
         let mut bytes = vec![0u8; rest as usize];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .map_err(|e| LogError::io(&self.path, e))?;
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|e| LogError::io(path, e))?;
         Ok(!(1..bytes.len()).any(|at| format::intact_record_at(&bytes[at..])))
     }
 
-    fn replay_item(&mut self, item: Item) -> std::result::Result<(), String> {
+    fn replay_item(
+        &mut self,
+        item: Item,
+        seq: u64,
+        first_segment: bool,
+    ) -> std::result::Result<(), String> {
         match item {
             Item::Entry { entry, pos, len } => {
                 let last = self.last();
@@ -288,7 +442,8 @@ impl LogStore {
                 }
                 self.locs
                     .truncate((entry.index - self.first_index) as usize);
-                self.locs.push(EntryLoc {
+                self.locs.push_back(EntryLoc {
+                    seq,
                     pos,
                     len,
                     term: entry.term,
@@ -296,13 +451,45 @@ impl LogStore {
             }
             Item::HardState(hs) => self.hard_state = hs,
             Item::ConfState(cs) => self.conf_state = cs,
+            Item::Base(base) => {
+                if first_segment || base.reset {
+                    self.locs.clear();
+                    self.first_index = base.next_index;
+                    self.prev_term = base.prev_term;
+                } else if base.next_index != self.last() + 1 {
+                    return Err(format!(
+                        "segment starts at entry {} but the log before it ends at {}: \
+                         a segment is missing or was replaced",
+                        base.next_index,
+                        self.last()
+                    ));
+                }
+            }
+            Item::Compact(Compact { index, term }) => {
+                if index + 1 < self.first_index {
+                    return Ok(());
+                }
+                if index > self.last() {
+                    return Err(format!(
+                        "compaction to {index} beyond the log's last entry {}",
+                        self.last()
+                    ));
+                }
+                let known = self.term_of(index).unwrap_or(term);
+                if known != term {
+                    return Err(format!(
+                        "compaction to {index} in term {term}, but that entry has term {known}"
+                    ));
+                }
+                self.drop_front_to(index, term);
+            }
         }
         Ok(())
     }
 
-    fn corrupt(&self, offset: u64, reason: &str) -> LogError {
+    fn corrupt(&self, path: &Path, offset: u64, reason: &str) -> LogError {
         LogError::Corrupt {
-            path: self.path.clone(),
+            path: path.to_path_buf(),
             offset,
             reason: reason.to_string(),
         }
@@ -311,6 +498,160 @@ impl LogStore {
     fn last(&self) -> u64 {
         self.first_index + self.locs.len() as u64 - 1
     }
+
+    fn term_of(&self, index: u64) -> Option<u64> {
+        if index + 1 == self.first_index {
+            return Some(self.prev_term);
+        }
+        index
+            .checked_sub(self.first_index)
+            .and_then(|k| self.locs.get(k as usize))
+            .map(|l| l.term)
+    }
+
+    /// Forgets entries up to `index` (term `term`) in memory.
+    fn drop_front_to(&mut self, index: u64, term: u64) {
+        let drop = ((index + 1).saturating_sub(self.first_index) as usize).min(self.locs.len());
+        self.locs.drain(..drop);
+        self.first_index = index + 1;
+        self.prev_term = term;
+        // The cache holds the newest entries, never more than the log.
+        while self.cache.len() > self.locs.len() {
+            if let Some(e) = self.cache.pop_front() {
+                self.cached_bytes -= e.data.len() + e.context.len();
+            }
+        }
+    }
+
+    // ---- file operations -------------------------------------------------------
+
+    /// Counts a file operation for the crash test hook; `Err` means "the process died
+    /// before this operation".
+    fn file_op(&mut self) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if let Some(budget) = &self.options.crash_after_file_ops
+            && budget.fetch_sub(1, Ordering::SeqCst) <= 0
+        {
+            self.poisoned = true;
+            return Err(LogError::io(
+                &self.dir,
+                std::io::Error::other("simulated crash (test hook)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> Result<()> {
+        self.file_op()?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| LogError::io(&self.dir, e))
+    }
+
+    fn remove_segment_file(&mut self, path: &Path) -> Result<()> {
+        self.file_op()?;
+        fs::remove_file(path).map_err(|e| LogError::io(path, e))?;
+        self.sync_dir()
+    }
+
+    /// Creates segment `seq`, starting with `base`, the hard state and the conf state,
+    /// makes it and its directory entry durable, and makes it the active segment.
+    fn create_segment(&mut self, seq: u64, base: Base) -> Result<()> {
+        let path = segment_path(&self.dir, seq);
+        self.file_op()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let mut record = RecordBuilder::new();
+        record.base(base);
+        record.hard_state(&self.hard_state);
+        record.conf_state(&self.conf_state);
+        let mut bytes = format::file_header().to_vec();
+        bytes.extend_from_slice(&record.finish());
+        self.file_op()?;
+        file.write_all_at(&bytes, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| LogError::io(&path, e))?;
+        self.sync_dir()?;
+        self.commit_dirty = false;
+        self.segments.push_back(Segment {
+            seq,
+            path,
+            file,
+            len: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// Closes the active segment and starts the next one.
+    fn roll(&mut self, base: Base) -> Result<()> {
+        let seq = self.segments.back().map_or(1, |s| s.seq + 1);
+        self.create_segment(seq, base)
+            .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// Deletes the segments before the one holding the oldest entry not compacted (all
+    /// but the active one when every entry is compacted), oldest first, so that a crash
+    /// in between leaves a contiguous run of segments.
+    fn delete_obsolete_segments(&mut self) -> Result<()> {
+        let Some(active) = self.segments.back().map(|s| s.seq) else {
+            return Ok(());
+        };
+        let keep_from = self.locs.front().map_or(active, |l| l.seq.min(active));
+        let mut deleted = false;
+        while self.segments.front().is_some_and(|s| s.seq < keep_from) {
+            self.file_op()?;
+            let Some(Segment { path, file, .. }) = self.segments.pop_front() else {
+                break;
+            };
+            drop(file);
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            deleted = true;
+        }
+        if deleted {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> Result<&Segment> {
+        self.segments
+            .back()
+            .ok_or_else(|| LogError::InvalidWrite("the log has no segment".into()))
+    }
+
+    /// Appends one record to the active segment and syncs it; on failure the store is
+    /// poisoned. Returns the offset the record was written at.
+    fn append_record(&mut self, bytes: &[u8]) -> Result<(u64, u64)> {
+        if self.active()?.len >= self.options.segment_bytes {
+            let base = Base {
+                next_index: self.last() + 1,
+                prev_term: self.term_of(self.last()).unwrap_or(0),
+                reset: false,
+            };
+            self.roll(base)?;
+        }
+        self.file_op()?;
+        let segment = self.segments.back_mut().ok_or(LogError::Poisoned)?;
+        let at = segment.len;
+        let written = segment
+            .file
+            .write_all_at(bytes, at)
+            .and_then(|()| segment.file.sync_data());
+        if let Err(e) = written {
+            self.poisoned = true;
+            // Best effort: keep a half-written record from sitting before later data.
+            let _ = segment.file.set_len(at);
+            return Err(LogError::io(&segment.path, e));
+        }
+        segment.len += bytes.len() as u64;
+        Ok((segment.seq, at))
+    }
+
+    // ---- the public write side --------------------------------------------------
 
     /// Makes `entries`, `hard_state` and `conf_state` durable together: one record, one
     /// `fdatasync`. Entries must be contiguous and start within `[first_index,
@@ -352,23 +693,13 @@ impl LogStore {
             )));
         }
         let bytes = record.finish();
-        let written = self
-            .file
-            .write_all_at(&bytes, self.end)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            self.poisoned = true;
-            // Best effort: keep a half-written record from sitting before later data.
-            let _ = self.file.set_len(self.end);
-            return Err(LogError::io(&self.path, e));
-        }
+        let (seq, base) = self.append_record(&bytes)?;
 
-        let base = self.end;
-        self.end += bytes.len() as u64;
         if let Some(first) = entries.first() {
             self.truncate_from(first.index);
             for (entry, (at, len)) in entries.iter().zip(spans) {
-                self.locs.push(EntryLoc {
+                self.locs.push_back(EntryLoc {
+                    seq,
                     pos: base + at,
                     len,
                     term: entry.term,
@@ -388,6 +719,94 @@ impl LogStore {
             (observer.0)(self.last(), &self.hard_state);
         }
         Ok(())
+    }
+
+    /// Compacts the log up to `index`: entries at or below it are dropped, and the
+    /// segments that hold nothing else are deleted. `index` must be committed (a
+    /// snapshot covering it must exist: the caller's business). Compacting to an index
+    /// already compacted does nothing.
+    ///
+    /// The compaction mark is durable before any segment is deleted; a crash between
+    /// the deletions leaves segments that the next [`LogStore::open`] deletes.
+    pub fn compact(&mut self, index: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        if index < self.first_index {
+            return Ok(());
+        }
+        if index > self.last() || index > self.hard_state.commit {
+            return Err(LogError::InvalidWrite(format!(
+                "cannot compact to {index}: the log ends at {} and commits {}",
+                self.last(),
+                self.hard_state.commit
+            )));
+        }
+        let term = self.term_of(index).unwrap_or(0);
+        let mut record = RecordBuilder::new();
+        record.compact(Compact { index, term });
+        if self.commit_dirty {
+            record.hard_state(&self.hard_state.clone());
+        }
+        let bytes = record.finish();
+        self.append_record(&bytes)?;
+        self.commit_dirty = false;
+        self.drop_front_to(index, term);
+        self.delete_obsolete_segments()
+            .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// Replaces the whole log by a snapshot's position: afterwards the log is empty,
+    /// its first index is `meta.index + 1`, the term before it `meta.term`, the conf
+    /// state the snapshot's, and the commit index at least `meta.index`. A new segment
+    /// starts there (durable before anything is deleted); every older one is deleted.
+    pub fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        if meta.index < self.hard_state.commit {
+            return Err(LogError::InvalidWrite(format!(
+                "snapshot at {} is behind the commit index {}",
+                meta.index, self.hard_state.commit
+            )));
+        }
+        let previous = (self.hard_state.clone(), self.conf_state.clone());
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.conf_state = meta.get_conf_state().clone();
+        let base = Base {
+            next_index: meta.index + 1,
+            prev_term: meta.term,
+            reset: true,
+        };
+        if let Err(e) = self.roll(base) {
+            (self.hard_state, self.conf_state) = previous;
+            return Err(e);
+        }
+        self.locs.clear();
+        self.cache.clear();
+        self.cached_bytes = 0;
+        self.first_index = meta.index + 1;
+        self.prev_term = meta.term;
+        self.delete_obsolete_segments()
+            .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// Offers `snapshot` to followers that are behind the first index (see
+    /// [`Storage::snapshot`]). Its data is the caller's description of the snapshot;
+    /// the store only hands it to raft.
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// The snapshot offered to followers, if any.
+    pub fn offered_snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// True (once) when raft asked for a snapshot that was not there, or did not cover
+    /// what it needed: a newer one should be made.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Notes a new commit index without a write of its own: it is written with the
@@ -478,42 +897,99 @@ impl LogStore {
         }
     }
 
-    /// Path of the log file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// What opening the file found.
+    /// Path of the segment written to.
+    pub fn path(&self) -> &Path {
+        self.segments
+            .back()
+            .map_or(self.dir.as_path(), |s| s.path.as_path())
+    }
+
+    /// What opening the files found.
     pub fn load_report(&self) -> &LoadReport {
         &self.report
     }
 
-    /// Bytes of the log file that hold records.
+    /// Bytes of the segment files that hold records.
     pub fn size_bytes(&self) -> u64 {
-        self.end
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Entries held (not compacted).
+    pub fn entry_count(&self) -> u64 {
+        self.locs.len() as u64
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+        let store_err = |e: Box<dyn std::error::Error + Send + Sync>| {
+            raft::Error::Store(StorageError::Other(e))
+        };
         let cache_first = self.last() + 1 - self.cache.len() as u64;
         if index >= cache_first {
             return Ok(self.cache[(index - cache_first) as usize].clone());
         }
         let loc = self.locs[(index - self.first_index) as usize];
+        let first_seq = self.segments.front().map_or(0, |s| s.seq);
+        let Some(segment) = loc
+            .seq
+            .checked_sub(first_seq)
+            .and_then(|k| self.segments.get(k as usize))
+        else {
+            let err = self.corrupt(
+                &self.dir,
+                loc.pos,
+                &format!("segment {:x} is gone", loc.seq),
+            );
+            return Err(store_err(Box::new(err)));
+        };
         let mut buf = vec![0u8; loc.len as usize];
-        self.file
+        segment
+            .file
             .read_exact_at(&mut buf, loc.pos)
-            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
-        let entry = format::decode_entry(&buf)
-            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+            .map_err(|e| store_err(Box::new(e)))?;
+        let entry = format::decode_entry(&buf).map_err(|e| store_err(Box::new(e)))?;
         if entry.index != index {
             let err = self.corrupt(
+                &segment.path,
                 loc.pos,
                 &format!("expected entry {index}, found {}", entry.index),
             );
-            return Err(raft::Error::Store(StorageError::Other(Box::new(err))));
+            return Err(store_err(Box::new(err)));
         }
         Ok(entry)
     }
+}
+
+/// A segment shorter than its header must hold the start of one.
+fn check_header_prefix(file: &File, path: &Path, len: u64) -> Result<()> {
+    let header = format::file_header();
+    let mut start = vec![0u8; len as usize];
+    file.read_exact_at(&mut start, 0)
+        .map_err(|e| LogError::io(path, e))?;
+    if start.iter().zip(header.iter()).any(|(a, b)| a != b) {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: "file is too short to be a sqlraft log".into(),
+        });
+    }
+    Ok(())
+}
+
+fn in_conf_state(cs: &ConfState, id: u64) -> bool {
+    cs.voters.contains(&id)
+        || cs.learners.contains(&id)
+        || cs.voters_outgoing.contains(&id)
+        || cs.learners_next.contains(&id)
 }
 
 impl Storage for LogStore {
@@ -552,17 +1028,11 @@ impl Storage for LogStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx + 1 == self.first_index {
-            // No snapshots yet: the entry before the first one is the empty index 0.
-            return Ok(0);
-        }
-        if idx < self.first_index {
+        if idx + 1 < self.first_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        match self.locs.get((idx - self.first_index) as usize) {
-            Some(loc) => Ok(loc.term),
-            None => Err(raft::Error::Store(StorageError::Unavailable)),
-        }
+        self.term_of(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -573,10 +1043,25 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted yet, so a follower can always be sent entries.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The snapshot set with [`LogStore::set_snapshot`] when it covers what raft needs:
+    /// at least `request_index`, at least the compaction point, and a configuration
+    /// that includes `to` (a follower refuses a snapshot it is not part of). Otherwise
+    /// it is temporarily unavailable and [`LogStore::take_snapshot_request`] says so.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        match &self.snapshot {
+            Some(s)
+                if s.get_metadata().index >= request_index
+                    && s.get_metadata().index + 1 >= self.first_index
+                    && in_conf_state(s.get_metadata().get_conf_state(), to) =>
+            {
+                Ok(s.clone())
+            }
+            _ => {
+                self.snapshot_wanted.store(true, Ordering::Relaxed);
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
     }
 }

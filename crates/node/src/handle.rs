@@ -32,6 +32,11 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// Where this node keeps its snapshots: `raft/snapshots`.
+    pub fn snapshot_dir(&self) -> std::path::PathBuf {
+        self.config.dir.join("raft").join("snapshots")
+    }
+
     pub fn check_running(&self) -> Result<()> {
         match self.shared.stop() {
             Some(_) => Err(self.stopped()),

@@ -19,7 +19,7 @@ mod status;
 mod watchdog;
 mod write;
 
-pub use config::{Admission, Limits, NodeConfig, RaftTimings};
+pub use config::{Admission, Limits, NodeConfig, RaftTimings, SnapshotOptions};
 pub use consistency::Consistency;
 pub use error::{ErrorKind, Fatal, NodeError, Result};
 pub use node::{MAX_WHOLE_DATABASE_READS, Node};
@@ -30,7 +30,7 @@ pub use sqlraft_sqlite::{
     Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
-pub use status::{Leadership, MemberStatus, Role, Status};
+pub use status::{Leadership, MemberStatus, Role, SnapshotInfo, SnapshotTransfer, Status};
 pub use write::WriteOutcome;
 
 /// The architecture: `docs/ARCHITECTURE.md` of the repository, checked by rustdoc

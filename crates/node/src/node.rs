@@ -97,7 +97,6 @@ impl Node {
             listener,
             PeerHandler(Arc::downgrade(&handle)),
             handle.transport.clone(),
-            handle.config.transport.max_message_bytes,
             stopped,
         ));
         let watchdog = tokio::spawn(removal_watchdog(Arc::downgrade(&handle)));
@@ -370,6 +369,31 @@ impl Node {
             .await
     }
 
+    /// Takes a snapshot of this node's state database now and compacts the log behind
+    /// it (keeping the trailing window, [`crate::SnapshotOptions`]); returns once it is
+    /// taken. A snapshot already being taken is waited for and the next one taken.
+    pub async fn snapshot(&self) -> Result<crate::SnapshotInfo> {
+        let handle = &self.handle;
+        handle.check_running()?;
+        let (reply, taken) = oneshot::channel();
+        handle.submit(Request::Snapshot { reply })?;
+        match tokio::time::timeout(SNAPSHOT_WAIT, taken).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(handle.stopped()),
+            Err(_) => Err(NodeError::Timeout(SNAPSHOT_WAIT.as_millis() as u64)),
+        }
+    }
+
+    /// Snapshot transfers in progress on this node, to followers and from the leader.
+    pub fn snapshot_transfers(&self) -> Vec<crate::SnapshotTransfer> {
+        self.handle
+            .transport
+            .snapshot_transfers()
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
+
     /// Runs a read of the whole database on a blocking thread, at most
     /// [`MAX_WHOLE_DATABASE_READS`] at a time (more are `Busy`). Its failures are this
     /// request's, never the node's: they are not fatal.
@@ -440,6 +464,9 @@ impl Node {
         &self.handle.transport
     }
 }
+
+/// How long [`Node::snapshot`] waits for the snapshot to be taken.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
 
 /// How long a stopping node waits for its peers' connections to end.
 const PEER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

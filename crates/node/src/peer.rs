@@ -1,6 +1,7 @@
 //! What this node does with what its peers send: raft messages, forwarded writes and
 //! administration, joins.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -38,8 +39,57 @@ impl Handler for PeerHandler {
             return Err(m.from);
         }
         // A full queue drops the batch; raft resends.
-        let _ = node.requests.try_send(Request::Raft { messages, sender });
+        let _ = node.requests.try_send(Request::Raft {
+            messages,
+            sender,
+            with_snapshot_file: false,
+        });
         Ok(())
+    }
+
+    fn snapshot_dir(&self) -> Option<PathBuf> {
+        self.node().map(|node| node.snapshot_dir())
+    }
+
+    fn snapshot_received(
+        &self,
+        sender: Option<pb::Member>,
+        message: raft::eraftpb::Message,
+        path: &Path,
+    ) -> Result<(), String> {
+        let node = self.node().ok_or("the node is stopping")?;
+        if node.shared.is_removed(message.from) {
+            return Err(format!(
+                "raft id {} was removed from the cluster",
+                message.from
+            ));
+        }
+        let meta = message.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let found = sqlraft_sqlite::snapshot::applied_meta(path).map_err(|e| e.to_string())?;
+        if found.index != index || found.term.is_some_and(|t| t != term) {
+            return Err(format!(
+                "the file holds entry {} (term {:?}), the message says {index} (term {term})",
+                found.index, found.term
+            ));
+        }
+        let announced = prost_011::Message::encode_to_vec(meta.get_conf_state());
+        if found.conf_state.as_deref() != Some(announced.as_slice()) {
+            return Err("the file's configuration is not the message's".into());
+        }
+        let dir = node.snapshot_dir();
+        let dest = dir.join(sqlraft_sqlite::snapshot::snapshot_file_name(index, term));
+        std::fs::rename(path, &dest)
+            .map_err(|e| format!("cannot keep the snapshot as {}: {e}", dest.display()))?;
+        sqlraft_sqlite::snapshot::sync_dir(&dir).map_err(|e| e.to_string())?;
+        tracing::info!(from = message.from, index, term, "snapshot received");
+        node.requests
+            .try_send(Request::Raft {
+                messages: vec![message],
+                sender,
+                with_snapshot_file: true,
+            })
+            .map_err(|_| "the raft loop is busy; send it again".to_string())
     }
 
     async fn forward(&self, request: pb::ForwardRequest) -> pb::ForwardResponse {
@@ -93,20 +143,13 @@ pub(crate) async fn serve_peers(
     listener: TcpListener,
     handler: PeerHandler,
     transport: Transport,
-    max_message_bytes: usize,
     stop: oneshot::Receiver<()>,
 ) {
     let shutdown = async {
         let _ = stop.await;
     };
-    if let Err(e) = sqlraft_transport::serve(
-        listener,
-        Arc::new(handler),
-        transport.blocked_set(),
-        max_message_bytes,
-        shutdown,
-    )
-    .await
+    if let Err(e) =
+        sqlraft_transport::serve(listener, Arc::new(handler), &transport, shutdown).await
     {
         tracing::error!(error = %e, "raft listener stopped");
     }

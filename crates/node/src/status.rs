@@ -70,6 +70,14 @@ pub struct Status {
     pub applied_index: u64,
     /// Last index in the local log.
     pub last_index: u64,
+    /// First index in the local log: entries before it were compacted into a snapshot.
+    pub first_index: u64,
+    /// Bytes of the local log's files.
+    pub log_bytes: u64,
+    /// The newest snapshot this node holds.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Snapshots installed from the leader since this node started.
+    pub snapshots_installed: u64,
     /// Voting members.
     pub voters: Vec<u64>,
     /// Learners.
@@ -92,4 +100,53 @@ pub struct Leadership {
     pub leader_id: Option<u64>,
     /// The term this node is in.
     pub term: u64,
+}
+
+/// A snapshot this node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    /// The applied index its content is at.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// Size of the file in bytes.
+    pub size_bytes: u64,
+    /// How long taking it took (0 for one received from the leader or found at start).
+    pub took_ms: u64,
+}
+
+/// A snapshot transfer in progress on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotTransfer {
+    /// The other node's raft id.
+    pub peer_raft_id: u64,
+    /// `"sending"` or `"receiving"`.
+    pub direction: &'static str,
+    /// The snapshot's index.
+    pub index: u64,
+    /// The snapshot's term.
+    pub term: u64,
+    /// Bytes sent (or received and checked) so far.
+    pub bytes_done: u64,
+    /// Bytes of the whole snapshot.
+    pub bytes_total: u64,
+    /// Which attempt this is (a broken stream resumes in a new one).
+    pub attempt: u32,
+}
+
+impl From<sqlraft_transport::SnapshotTransfer> for SnapshotTransfer {
+    fn from(t: sqlraft_transport::SnapshotTransfer) -> Self {
+        SnapshotTransfer {
+            peer_raft_id: t.peer,
+            direction: match t.direction {
+                sqlraft_transport::Direction::Sending => "sending",
+                sqlraft_transport::Direction::Receiving => "receiving",
+            },
+            index: t.index,
+            term: t.term,
+            bytes_done: t.bytes_done,
+            bytes_total: t.bytes_total,
+            attempt: t.attempt,
+        }
+    }
 }

@@ -40,10 +40,18 @@ async fn start_error(dir: &std::path::Path) -> NodeError {
     }
 }
 
+/// The segment of the raft log that is written to.
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    sqlraft_log::segment_files(&dir.join("raft"))
+        .expect("list segments")
+        .pop()
+        .expect("a segment")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_log_is_a_clear_error() {
     let (_root, dir) = node_with_data().await;
-    let wal = dir.join("raft").join(sqlraft_log::LOG_FILE_NAME);
+    let wal = last_segment(&dir);
     let mut bytes = std::fs::read(&wal).expect("read wal");
     let middle = bytes.len() / 2;
     for b in &mut bytes[middle..middle + 8] {
@@ -58,7 +66,7 @@ async fn corrupt_log_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_log_is_a_clear_error() {
     let (_root, dir) = node_with_data().await;
-    let wal = dir.join("raft").join(sqlraft_log::LOG_FILE_NAME);
+    let wal = last_segment(&dir);
     let bytes = std::fs::read(&wal).expect("read wal");
     // Cut at a record boundary far behind what the state database has applied.
     std::fs::write(&wal, &bytes[..16]).expect("truncate wal");
@@ -69,7 +77,7 @@ async fn truncated_log_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_that_is_not_a_log_is_a_clear_error() {
     let (_root, dir) = node_with_data().await;
-    let wal = dir.join("raft").join(sqlraft_log::LOG_FILE_NAME);
+    let wal = last_segment(&dir);
     std::fs::write(&wal, b"this is not a raft log at all, just some text").expect("overwrite");
     let err = start_error(&dir).await;
     assert!(err.to_string().contains("not a sqlraft log"), "{err}");

@@ -37,6 +37,8 @@ pub struct ApplyTxn<'a> {
     at_last_rowid: &'a Mutex<HashSet<String>>,
     applied: &'a mut u64,
     pub(crate) last_index: Option<u64>,
+    /// Term of the last entry of the batch, stored with the applied index.
+    last_term: Option<u64>,
 }
 
 impl<'a> ApplyTxn<'a> {
@@ -59,6 +61,7 @@ impl<'a> ApplyTxn<'a> {
             at_last_rowid,
             applied,
             last_index: None,
+            last_term: None,
         }
     }
 }
@@ -389,11 +392,25 @@ impl ApplyTxn<'_> {
         Ok(())
     }
 
+    /// Records the term of the last entry of the batch: stored with the applied index,
+    /// it makes a copy of the database a self-describing snapshot.
+    pub fn set_term(&mut self, term: u64) {
+        self.last_term = Some(term);
+    }
+
     /// Commits the batch together with its applied index.
     pub fn commit(self) -> Result<u64> {
         let Some(last) = self.last_index else {
             return Ok(*self.applied);
         };
+        if let Some(term) = self.last_term {
+            self.tx
+                .execute(
+                    "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_term', ?1)",
+                    [term as i64],
+                )
+                .map_err(SqliteError::Apply)?;
+        }
         self.tx
             .execute(
                 "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_index', ?1)",

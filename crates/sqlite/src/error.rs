@@ -63,6 +63,9 @@ pub enum SqliteError {
     /// A backup could not be written.
     #[error("backup failed: {0}")]
     Backup(String),
+    /// A snapshot could not be taken, read or installed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// A connection from the read pool could not be had.
     #[error("read pool unavailable: {0}")]
     PoolUnavailable(String),

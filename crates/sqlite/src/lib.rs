@@ -43,6 +43,7 @@ mod random;
 mod read;
 mod registry;
 mod schema;
+pub mod snapshot;
 mod state_machine;
 mod types;
 

@@ -176,6 +176,57 @@ impl StateMachine {
             .map_err(SqliteError::Apply)
     }
 
+    /// Replaces the whole content by the snapshot file at `snapshot`, which must be at
+    /// applied index `index`: its pages are copied in with SQLite's backup API in one
+    /// write transaction, so every connection on the database sees the old content or
+    /// the new, and a crash leaves one of the two. The file is left in place.
+    pub fn install_snapshot(&mut self, snapshot: &Path, index: u64) -> Result<()> {
+        let meta = crate::snapshot::applied_meta(snapshot)?;
+        if meta.index != index {
+            return Err(SqliteError::Snapshot(format!(
+                "{} holds entry {}, not {index}",
+                snapshot.display(),
+                meta.index
+            )));
+        }
+        let source = Connection::open_with_flags(
+            snapshot,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| SqliteError::Open {
+            path: snapshot.to_path_buf(),
+            source,
+        })?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut self.conn)
+                .map_err(SqliteError::Apply)?;
+            match backup.step(-1).map_err(SqliteError::Apply)? {
+                rusqlite::backup::StepResult::Done => {}
+                other => {
+                    return Err(SqliteError::Snapshot(format!(
+                        "copying the snapshot into the database stopped: {other:?}"
+                    )));
+                }
+            }
+        }
+        drop(source);
+        // Everything cached about the old content goes with the old connection.
+        let fresh = StateMachine::open(&self.path)?;
+        if fresh.applied != index {
+            return Err(SqliteError::Inconsistent(format!(
+                "after installing the snapshot at {index} the database is at {}",
+                fresh.applied
+            )));
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    /// What the database records about its applied entries.
+    pub fn applied_meta(&self) -> Result<crate::snapshot::AppliedMeta> {
+        crate::snapshot::read_applied_meta(&self.conn).map_err(SqliteError::Apply)
+    }
+
     /// Starts applying a batch of committed entries.
     pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
         let tx = self

@@ -32,6 +32,8 @@ pub struct TransportOptions {
     pub backoff_min_ms: u64,
     /// See `backoff_min_ms`.
     pub backoff_max_ms: u64,
+    /// Largest snapshot file this node accepts from a leader.
+    pub max_snapshot_bytes: u64,
     /// Test hook: told of every raft message handed to [`Transport::send`], before it
     /// is queued.
     #[cfg(feature = "testing")]
@@ -40,6 +42,22 @@ pub struct TransportOptions {
     /// answer, as a connection cut after the leader applied the request would.
     #[cfg(feature = "testing")]
     pub lose_forward_answer: Option<ForwardFault>,
+    /// Test hook: asked with the file offset of each snapshot chunk before it is sent;
+    /// `true` breaks the stream there, as a lost connection would.
+    #[cfg(feature = "testing")]
+    pub break_snapshot_stream: Option<SnapshotStreamFault>,
+}
+
+/// Test hook: decides where a snapshot stream breaks.
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct SnapshotStreamFault(pub Arc<dyn Fn(u64) -> bool + Send + Sync>);
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for SnapshotStreamFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotStreamFault")
+    }
 }
 
 /// Test hook: decides whether the answer to a forwarded request is lost.
@@ -77,10 +95,13 @@ impl Default for TransportOptions {
             request_timeout_ms: 10_000,
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
+            max_snapshot_bytes: 64 << 30,
             #[cfg(feature = "testing")]
             on_send: None,
             #[cfg(feature = "testing")]
             lose_forward_answer: None,
+            #[cfg(feature = "testing")]
+            break_snapshot_stream: None,
         }
     }
 }
@@ -116,6 +137,13 @@ pub enum PeerEvent {
         /// The peer that said so.
         by: u64,
     },
+    /// A snapshot transfer to this peer ended (feed it to `RawNode::report_snapshot`).
+    SnapshotSent {
+        /// The receiver.
+        to: u64,
+        /// It received the whole file and took it.
+        ok: bool,
+    },
 }
 
 /// Sends raft messages to peers and makes request RPCs to them. Cheap to clone.
@@ -137,6 +165,10 @@ struct Inner {
     events: mpsc::Sender<PeerEvent>,
     /// This node, named in every batch sent.
     local: Arc<RwLock<Option<pb::Member>>>,
+    /// Snapshot transfers in progress, both ways.
+    transfers: Arc<crate::snapshot::Transfers>,
+    /// Where this node's snapshot files are.
+    snapshot_files: RwLock<Option<crate::SnapshotFiles>>,
     /// Sender tasks run here, whichever thread adds a peer (the raft loop has no runtime).
     runtime: tokio::runtime::Handle,
 }
@@ -163,6 +195,8 @@ impl Transport {
                 dice: std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15),
                 events,
                 local: Arc::new(RwLock::new(None)),
+                transfers: Arc::default(),
+                snapshot_files: RwLock::new(None),
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
@@ -182,6 +216,85 @@ impl Transport {
     /// The transport's options.
     pub fn options(&self) -> &TransportOptions {
         &self.inner.options
+    }
+
+    /// Tells the transport where the files of this node's snapshots are, so that a
+    /// raft snapshot message can be sent with its file.
+    pub fn set_snapshot_files(&self, files: crate::SnapshotFiles) {
+        *self
+            .inner
+            .snapshot_files
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(files);
+    }
+
+    /// Snapshot transfers in progress, sending and receiving.
+    pub fn snapshot_transfers(&self) -> Vec<crate::SnapshotTransfer> {
+        self.inner.transfers.list()
+    }
+
+    pub(crate) fn transfers(&self) -> Arc<crate::snapshot::Transfers> {
+        Arc::clone(&self.inner.transfers)
+    }
+
+    /// Starts streaming the snapshot a `MsgSnapshot` announces, with its file.
+    fn send_snapshot(&self, message: Message, addr: &str) {
+        use prost::Message as _;
+        let to = message.to;
+        let report_failure = || {
+            let _ = self
+                .inner
+                .events
+                .try_send(PeerEvent::SnapshotSent { to, ok: false });
+        };
+        let snapshot = message.get_snapshot();
+        let descriptor = match pb::SnapshotDescriptor::decode(snapshot.data.as_slice()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(to, error = %e, "snapshot message without a descriptor");
+                return report_failure();
+            }
+        };
+        let files = self
+            .inner
+            .snapshot_files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(path) = files.and_then(|f| f(descriptor.index, descriptor.term)) else {
+            tracing::warn!(to, index = descriptor.index, "the snapshot's file is gone");
+            return report_failure();
+        };
+        let client = match self.client(addr) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(to, error = %e, "cannot send a snapshot");
+                return report_failure();
+            }
+        };
+        let outgoing = crate::snapshot::Outgoing {
+            client,
+            to,
+            addr: addr.to_string(),
+            message,
+            descriptor,
+            path,
+            sender: self
+                .inner
+                .local
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            transfers: self.transfers(),
+            events: self.inner.events.clone(),
+            request_timeout: Duration::from_millis(self.inner.options.request_timeout_ms),
+            backoff: Duration::from_millis(self.inner.options.backoff_max_ms),
+            #[cfg(feature = "testing")]
+            fault: self.inner.options.break_snapshot_stream.clone(),
+        };
+        if let Some(outgoing) = outgoing.register() {
+            self.inner.runtime.spawn(outgoing.run());
+        }
     }
 
     /// Adds a peer or changes its address.
@@ -267,6 +380,11 @@ impl Transport {
                 tracing::debug!(to = message.to, "dropping message to unknown peer");
                 continue;
             };
+            if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                let addr = peer.addr.clone();
+                self.send_snapshot(message, &addr);
+                continue;
+            }
             let bytes = Bytes::from(message.encode_to_vec());
             if bytes.len() > self.inner.options.max_message_bytes {
                 tracing::warn!(

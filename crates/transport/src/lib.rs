@@ -7,6 +7,9 @@
 //!   can slow down probing.
 //! * [`serve`] runs the receiving side on a listener and hands what arrives to a
 //!   [`Handler`]: raft messages, writes forwarded by followers, join requests.
+//! * Snapshots travel beside the raft message that announces them: the file is streamed
+//!   in checksummed chunks, resumed after a broken stream, and verified whole before the
+//!   receiver sees the message (see the `snapshot` module).
 //!
 //! Raft messages travel as opaque bytes: they are `eraftpb::Message`s encoded with the
 //! prost version raft-rs is built against (0.11), while tonic uses prost 0.14.
@@ -19,14 +22,19 @@
 mod client;
 mod error;
 mod server;
+mod snapshot;
 
 #[cfg(feature = "testing")]
 mod faults;
 
 #[cfg(feature = "testing")]
-pub use client::{ForwardFault, SendObserver};
+pub use client::{ForwardFault, SendObserver, SnapshotStreamFault};
 pub use client::{PeerEvent, Transport, TransportOptions};
 pub use error::TransportError;
 #[cfg(feature = "testing")]
 pub use faults::LinkFault;
 pub use server::{Handler, REMOVED, serve};
+pub use snapshot::{
+    ATTEMPTS as SNAPSHOT_ATTEMPTS, CHUNK_BYTES as SNAPSHOT_CHUNK_BYTES, Direction, SnapshotFiles,
+    SnapshotTransfer,
+};

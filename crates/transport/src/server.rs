@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use prost_011::Message as _;
@@ -32,11 +33,34 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         request: pb::JoinRequest,
     ) -> impl Future<Output = Result<pb::JoinResponse, Status>> + Send;
+    /// Where snapshots being received are written; `None` refuses snapshots.
+    fn snapshot_dir(&self) -> Option<PathBuf>;
+    /// A snapshot file received whole, its size and SHA-256 checked against what the
+    /// sender announced, with the raft message (`MsgSnapshot`) that goes with it. The
+    /// node checks the content, takes the file over and steps the message into raft.
+    /// `Err(reason)` refuses it; the file is deleted.
+    fn snapshot_received(
+        &self,
+        sender: Option<pb::Member>,
+        message: Message,
+        path: &Path,
+    ) -> Result<(), String>;
 }
 
 struct Service<H> {
     handler: Arc<H>,
     blocked: Arc<RwLock<HashSet<u64>>>,
+    transfers: Arc<crate::snapshot::Transfers>,
+    max_snapshot_bytes: u64,
+}
+
+impl<H> Service<H> {
+    fn is_blocked(&self, peer: u64) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&peer)
+    }
 }
 
 #[tonic::async_trait]
@@ -93,22 +117,74 @@ impl<H: Handler> RaftTransport for Service<H> {
             .await
             .map(Response::new)
     }
+
+    async fn snapshot_offset(
+        &self,
+        request: Request<pb::SnapshotOffer>,
+    ) -> Result<Response<pb::SnapshotResume>, Status> {
+        let offer = request.into_inner();
+        let Some(dir) = self.handler.snapshot_dir() else {
+            return Err(Status::unavailable("this node takes no snapshots"));
+        };
+        let offset = crate::snapshot::resume_offset(&dir, &offer).await;
+        Ok(Response::new(pb::SnapshotResume { offset }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        let Some(dir) = self.handler.snapshot_dir() else {
+            return Err(Status::unavailable("this node takes no snapshots"));
+        };
+        let incoming = crate::snapshot::Incoming {
+            dir,
+            transfers: &self.transfers,
+            max_bytes: self.max_snapshot_bytes,
+        };
+        let received = incoming
+            .receive(request.into_inner(), |peer| self.is_blocked(peer))
+            .await?;
+        let handler = Arc::clone(&self.handler);
+        let path = received.path.clone();
+        let (sender, message) = (received.sender, received.message);
+        // Opening the file to check it is blocking work.
+        let accepted =
+            tokio::task::spawn_blocking(move || handler.snapshot_received(sender, message, &path))
+                .await
+                .map_err(|e| Status::internal(format!("snapshot check failed: {e}")))?;
+        if let Err(reason) = accepted {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Err(Status::invalid_argument(format!(
+                "snapshot refused: {reason}"
+            )));
+        }
+        Ok(Response::new(pb::SnapshotAck {
+            received: received.size,
+        }))
+    }
 }
 
 /// Serves the peer transport on `listener` until `shutdown` completes.
 ///
-/// `blocked` is the same set as the node's [`crate::Transport`] uses (see
-/// [`crate::Transport::blocked_set`]): raft messages from those peers are dropped.
+/// `transport` is the node's own: raft messages from the peers it blocks are dropped
+/// (see [`crate::Transport::blocked_set`]), and snapshots being received show in its
+/// [`crate::Transport::snapshot_transfers`].
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
-    blocked: Arc<RwLock<HashSet<u64>>>,
-    max_message_bytes: usize,
+    transport: &crate::Transport,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
-    let service = RaftTransportServer::new(Service { handler, blocked })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+    let max_message_bytes = transport.options().max_message_bytes;
+    let service = RaftTransportServer::new(Service {
+        handler,
+        blocked: transport.blocked_set(),
+        transfers: transport.transfers(),
+        max_snapshot_bytes: transport.options().max_snapshot_bytes,
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)

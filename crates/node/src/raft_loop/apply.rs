@@ -110,6 +110,9 @@ impl RaftLoop {
                 };
                 outcomes.push(outcome);
             }
+            if let Some((_, term, _)) = steps.last() {
+                txn.set_term(*term);
+            }
             txn.commit()?;
             return Ok(outcomes);
         }

@@ -18,8 +18,11 @@ mod admin;
 mod apply;
 mod peers;
 mod publish;
+mod snapshot;
 mod validate;
 mod waiters;
+
+pub(crate) use snapshot::{SnapshotInfo, Snapshots, delete_older_snapshots, raft_snapshot};
 
 pub(crate) use publish::Outbox;
 use waiters::{EntryOutcome, Pending, Waiters};
@@ -49,6 +52,12 @@ pub(crate) enum Request {
         messages: Vec<Message>,
         /// The sender's member record, as it named itself.
         sender: Option<pb::Member>,
+        /// A snapshot message whose file was received and checked.
+        with_snapshot_file: bool,
+    },
+    /// Take a snapshot now.
+    Snapshot {
+        reply: oneshot::Sender<Result<SnapshotInfo>>,
     },
     Propose {
         command: Vec<u8>,
@@ -165,6 +174,9 @@ pub(crate) struct LoopParts {
     pub timings: RaftTimings,
     pub limits: Limits,
     pub admission: Admission,
+    pub snapshots: Snapshots,
+    #[cfg(feature = "testing")]
+    pub crash_at: Option<&'static str>,
 }
 
 pub(crate) struct RaftLoop {
@@ -187,6 +199,9 @@ pub(crate) struct RaftLoop {
     removed: bool,
     /// Highest commit index carried by a message from a leader.
     leader_commit: u64,
+    snapshots: Snapshots,
+    #[cfg(feature = "testing")]
+    crash_at: Option<&'static str>,
 }
 
 impl RaftLoop {
@@ -209,6 +224,9 @@ impl RaftLoop {
             waiters: Waiters::new(),
             removed: false,
             leader_commit: 0,
+            snapshots: parts.snapshots,
+            #[cfg(feature = "testing")]
+            crash_at: parts.crash_at,
         }
     }
 
@@ -284,6 +302,14 @@ impl RaftLoop {
                         tracing::warn!(by, "a member says this node was removed");
                         self.removed = true;
                     }
+                    PeerEvent::SnapshotSent { to, ok } => {
+                        let status = if ok {
+                            raft::SnapshotStatus::Finish
+                        } else {
+                            raft::SnapshotStatus::Failure
+                        };
+                        self.raw.report_snapshot(to, status);
+                    }
                 }
             }
             if Instant::now() >= next_tick {
@@ -295,6 +321,7 @@ impl RaftLoop {
                 self.on_tick();
             }
             self.on_ready()?;
+            self.maybe_snapshot()?;
             self.publish();
             if self.removed {
                 return Ok(());
@@ -305,7 +332,11 @@ impl RaftLoop {
     /// Takes one request; an error ends the loop (the node cannot be trusted).
     fn handle(&mut self, request: Request) -> Result<()> {
         match request {
-            Request::Raft { messages, sender } => {
+            Request::Raft {
+                messages,
+                sender,
+                with_snapshot_file,
+            } => {
                 if let (Some(sender), Some(first)) = (sender, messages.first()) {
                     self.learn_sender(sender, first.term);
                 }
@@ -317,6 +348,7 @@ impl RaftLoop {
                         knows: |id| {
                             self.members.contains_key(&id) || self.transport.peer_addr(id).is_some()
                         },
+                        with_snapshot_file,
                     };
                     if let Err(reason) = validate::check_peer_message(&message, &receiver) {
                         tracing::warn!(from = message.from, kind = ?message.get_msg_type(), reason,
@@ -341,6 +373,7 @@ impl RaftLoop {
             }
             Request::Propose { command, reply } => self.propose(command, reply),
             Request::ReadIndex { reply } => self.read_index(reply),
+            Request::Snapshot { reply } => self.request_snapshot(reply),
             Request::Join { request, reply } => self.join(request, reply),
             Request::Admin { request, reply } => self.admin(request, reply),
             Request::Services { reply } => match self.sm.services().map_err(NodeError::from) {
@@ -444,10 +477,8 @@ impl RaftLoop {
             self.transport.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            return Err(Fatal::Invariant(
-                "received a snapshot, which this version cannot install".into(),
-            )
-            .into());
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
         }
         self.apply(ready.take_committed_entries())?;
         for state in ready.take_read_states() {

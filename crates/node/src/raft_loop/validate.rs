@@ -1,7 +1,8 @@
 //! What a message from the network must look like before raft-rs sees it. raft-rs
 //! trusts its input: some malformed messages make it panic (a read-index request
-//! without its context entry, a heartbeat committing past the log, an empty proposal),
-//! and a snapshot would stop this version. Such messages are dropped here.
+//! without its context entry, a heartbeat committing past the log, an empty proposal).
+//! Such messages are dropped here, and so is a snapshot message that did not come with
+//! its file (through the snapshot stream, which checks the file first).
 
 use raft::eraftpb::{Message, MessageType};
 
@@ -13,6 +14,8 @@ pub(super) struct Receiver<K: Fn(u64) -> bool> {
     pub last_index: u64,
     /// Whether a raft id is a member it knows (and can answer).
     pub knows: K,
+    /// The message came through the snapshot stream, with its file received and checked.
+    pub with_snapshot_file: bool,
 }
 
 /// `Err(reason)` when the message must be dropped.
@@ -35,7 +38,14 @@ pub(super) fn check_peer_message<K: Fn(u64) -> bool>(
         MsgHup | MsgBeat | MsgPropose | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum => {
             Err("local message type")
         }
-        MsgSnapshot => Err("snapshots are not supported"),
+        MsgSnapshot if !receiver.with_snapshot_file => {
+            Err("a snapshot message without its file (snapshots come through their stream)")
+        }
+        MsgSnapshot if m.term == 0 || m.get_snapshot().get_metadata().index == 0 => {
+            Err("snapshot without a term or an index")
+        }
+        MsgSnapshot => Ok(()),
+        _ if receiver.with_snapshot_file => Err("only a snapshot message comes with a file"),
         // Forwarded to the leader without a term, as raft-rs sends it.
         MsgReadIndex if m.entries.len() == 1 => Ok(()),
         MsgReadIndex | MsgReadIndexResp if m.entries.len() != 1 => {
@@ -75,6 +85,7 @@ mod tests {
             me: 1,
             last_index: 10,
             knows: |id| id == 2 || id == 3,
+            with_snapshot_file: false,
         };
         check_peer_message(m, &receiver)
     }

@@ -183,6 +183,29 @@ impl Waiters {
         }
     }
 
+    /// Entries up to `index` were applied through a snapshot from the leader: their
+    /// results are not known here. Proposals waiting on them get an unknown outcome.
+    pub fn applied_by_snapshot(&mut self, index: u64) {
+        let unknown = || {
+            NodeError::UnknownOutcome(format!(
+                "entries up to {index} arrived as a snapshot; the result is not known here"
+            ))
+        };
+        let keep = index + 1;
+        let later = self.writes.split_off(&keep);
+        for (_, p) in std::mem::replace(&mut self.writes, later) {
+            let _ = p.reply.send(Err(unknown()));
+        }
+        let later = self.admin.split_off(&keep);
+        for (_, p) in std::mem::replace(&mut self.admin, later) {
+            let _ = p.reply.send(Err(unknown()));
+        }
+        let later = self.joins.split_off(&keep);
+        for (_, j) in std::mem::replace(&mut self.joins, later) {
+            let _ = j.pending.reply.send(Err(unknown()));
+        }
+    }
+
     /// The loop stopped: proposals get an unknown outcome (they may still commit
     /// elsewhere), joins and reads `Stopped`.
     pub fn fail_all(&mut self) {

@@ -5,6 +5,7 @@
 mod cluster;
 mod reset;
 mod restore;
+mod snapshots;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,7 +24,7 @@ use crate::error::{Fatal, NodeError, Result};
 use crate::handle::Handle;
 use crate::identity::{self, Identity};
 use crate::known_peers;
-use crate::raft_loop::{LoopParts, Outbox, RaftLoop, Shared};
+use crate::raft_loop::{LoopParts, Outbox, RaftLoop, Shared, Snapshots};
 use crate::status::Leadership;
 
 use cluster::{bootstrap, join_cluster};
@@ -59,7 +60,9 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         .unwrap_or_else(|| bound.to_string());
 
     let mut log = LogStore::open(&raft_dir, config.log.clone())?;
-    let sm = StateMachine::open(&db_dir.join("state.db"))?;
+    let mut sm = StateMachine::open(&db_dir.join("state.db"))?;
+    let snapshot_dir = raft_dir.join("snapshots");
+    let latest_snapshot = snapshots::recover(&snapshot_dir, &mut log, &mut sm)?;
     let (transport, peer_events) = Transport::new(config.transport.clone());
     let identity = identify(&config, &raft_addr, &transport, &mut log, &sm).await?;
 
@@ -71,6 +74,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
     // applied state does not know yet (it wins where it does).
     let mut hinted = known_peers::load(&raft_dir);
     hinted.extend(known_peers::from_log_tail(&log, sm.applied_index())?);
+    let log_bytes = log.size_bytes();
     let raw = restore_raft(&config, identity.raft_id, log, &sm)?;
     let members: BTreeMap<u64, Member> =
         sm.members()?.into_iter().map(|m| (m.raft_id, m)).collect();
@@ -85,6 +89,11 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
             transport.set_peer(m.raft_id, &m.raft_addr)?;
         }
     }
+    let files_dir = snapshot_dir.clone();
+    transport.set_snapshot_files(Arc::new(move |index, term| {
+        let path = files_dir.join(sqlraft_sqlite::snapshot::snapshot_file_name(index, term));
+        path.is_file().then_some(path)
+    }));
     transport.set_local(pb::Member {
         raft_id: identity.raft_id,
         service_id: identity.service_id.clone(),
@@ -132,6 +141,15 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         timings: config.raft.clone(),
         limits: config.limits.clone(),
         admission: config.admission,
+        snapshots: Snapshots::new(
+            snapshot_dir,
+            db_dir.join("state.db"),
+            config.snapshot.clone(),
+            latest_snapshot,
+            log_bytes,
+        ),
+        #[cfg(feature = "testing")]
+        crash_at: config.crash_at,
     });
     let raft_thread = std::thread::Builder::new()
         .name(format!("raft-{}", identity.raft_id))

@@ -1,0 +1,320 @@
+//! Snapshots in the raft loop: deciding when to take one, taking it off the loop's
+//! thread, offering it to followers and compacting the log behind it; installing one a
+//! leader sent.
+//!
+//! Order of the durable steps, each safe to crash after:
+//!
+//! * taking: the copy is written, synced and renamed to its final name
+//!   (`raft/snapshots/snap-<index>-<term>.sqlite`) by the job; then the log is compacted
+//!   to at most that index (the compaction mark is durable before any segment goes);
+//!   then older snapshot files are deleted. The log never starts after the newest
+//!   snapshot file, so a state database that lost its last commits in a power failure
+//!   can always be brought back to where the log starts (see `startup`).
+//! * installing: the received file is already durable under its final name; the log is
+//!   reset to the snapshot's position first; then the file's pages are copied into the
+//!   state database in one transaction. A crash in between leaves a state database
+//!   behind the log's start, and the next start installs the file again.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+
+use prost::Message as _;
+use raft::Storage;
+use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
+use sqlraft_proto::v1 as pb;
+use sqlraft_sqlite::snapshot::{SnapshotFile, list_snapshots, snapshot_file_name};
+use tokio::sync::oneshot;
+
+use super::RaftLoop;
+use crate::config::SnapshotOptions;
+use crate::error::{Fatal, NodeError, Result};
+pub(crate) use crate::status::SnapshotInfo;
+
+/// The loop's snapshot state.
+pub(crate) struct Snapshots {
+    /// `raft/snapshots`.
+    pub dir: PathBuf,
+    /// The state database.
+    pub db: PathBuf,
+    pub options: SnapshotOptions,
+    job: Option<Job>,
+    /// Callers of [`crate::Node::snapshot`] waiting for the next snapshot.
+    waiting: Vec<oneshot::Sender<Result<SnapshotInfo>>>,
+    /// The newest snapshot this node holds.
+    pub latest: Option<SnapshotInfo>,
+    /// Size of the log when it was last compacted.
+    log_bytes_at_compaction: u64,
+    /// Snapshots installed from the leader since start.
+    pub installed: u64,
+}
+
+struct Job {
+    done: Receiver<sqlraft_sqlite::Result<SnapshotFile>>,
+    started: Instant,
+}
+
+impl Snapshots {
+    /// `latest`: the newest snapshot found at start; `log_bytes`: the log's size then.
+    pub fn new(
+        dir: PathBuf,
+        db: PathBuf,
+        options: SnapshotOptions,
+        latest: Option<SnapshotInfo>,
+        log_bytes: u64,
+    ) -> Self {
+        Snapshots {
+            dir,
+            db,
+            options,
+            job: None,
+            waiting: Vec::new(),
+            latest,
+            log_bytes_at_compaction: log_bytes,
+            installed: 0,
+        }
+    }
+
+    /// Where the file of the snapshot at (`index`, `term`) is.
+    pub fn path(dir: &Path, index: u64, term: u64) -> PathBuf {
+        dir.join(snapshot_file_name(index, term))
+    }
+}
+
+/// The raft snapshot that offers `file` to followers: its position and configuration,
+/// and as data the descriptor the transport sends the file by.
+pub(crate) fn raft_snapshot(
+    index: u64,
+    term: u64,
+    conf_state: ConfState,
+    size: u64,
+    sha256: &[u8],
+) -> Snapshot {
+    let descriptor = pb::SnapshotDescriptor {
+        index,
+        term,
+        size,
+        sha256: sha256.to_vec(),
+    };
+    Snapshot {
+        data: descriptor.encode_to_vec(),
+        metadata: Some(SnapshotMetadata {
+            conf_state: Some(conf_state),
+            index,
+            term,
+        }),
+    }
+}
+
+/// Deletes the snapshot files older than `keep` and leftovers of copies that never
+/// finished. Failures are only logged: a stale file costs disk, nothing else.
+pub(crate) fn delete_older_snapshots(dir: &Path, keep: u64) {
+    match list_snapshots(dir) {
+        Ok(found) => {
+            for (index, _, path) in found {
+                if index < keep
+                    && let Err(e) = std::fs::remove_file(&path)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete an old snapshot");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot list snapshots"),
+    }
+}
+
+impl RaftLoop {
+    /// Asks for a snapshot now; `reply` gets it once it is taken.
+    pub(super) fn request_snapshot(&mut self, reply: oneshot::Sender<Result<SnapshotInfo>>) {
+        self.snapshots.waiting.push(reply);
+    }
+
+    /// Once a turn: collects a finished snapshot job, and starts one when it is due.
+    pub(super) fn maybe_snapshot(&mut self) -> Result<()> {
+        if let Some(job) = &self.snapshots.job {
+            match job.done.try_recv() {
+                Ok(outcome) => {
+                    let took_ms = job.started.elapsed().as_millis() as u64;
+                    self.snapshots.job = None;
+                    self.snapshot_taken(outcome, took_ms)?;
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    self.snapshots.job = None;
+                    self.fail_snapshot_waiters("the snapshot job ended without an answer");
+                }
+            }
+        }
+        let applied = self.sm.applied_index();
+        let since = self.snapshots.latest.as_ref().map_or(0, |s| s.index);
+        let store = self.raw.store();
+        let asked_by_raft = store.take_snapshot_request();
+        let grown = store
+            .size_bytes()
+            .saturating_sub(self.snapshots.log_bytes_at_compaction);
+        let due = applied > since
+            && (applied - since >= self.snapshots.options.entries
+                || grown >= self.snapshots.options.log_bytes);
+        let asked = !self.snapshots.waiting.is_empty() || asked_by_raft;
+        if self.snapshots.job.is_none() && applied > 0 && (due || asked) {
+            self.start_snapshot_job(applied)?;
+        }
+        Ok(())
+    }
+
+    fn start_snapshot_job(&mut self, applied: u64) -> Result<()> {
+        // A database last written before terms were recorded gets its term from the
+        // log, for the index applied now.
+        let term_now = self.raw.store().term(applied).ok();
+        let (db, dir) = (self.snapshots.db.clone(), self.snapshots.dir.clone());
+        let (done, job) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let outcome = sqlraft_sqlite::snapshot::take_snapshot(&db, &dir, |index| {
+                    (index == applied).then_some(term_now).flatten()
+                });
+                let _ = done.send(outcome);
+            })
+            .map_err(|e| Fatal::io("cannot start the snapshot thread", e))?;
+        self.snapshots.job = Some(Job {
+            done: job,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn fail_snapshot_waiters(&mut self, reason: &str) {
+        for reply in self.snapshots.waiting.drain(..) {
+            let _ = reply.send(Err(NodeError::Unavailable(format!(
+                "snapshot failed: {reason}"
+            ))));
+        }
+    }
+
+    fn snapshot_taken(
+        &mut self,
+        outcome: sqlraft_sqlite::Result<SnapshotFile>,
+        took_ms: u64,
+    ) -> Result<()> {
+        let file = match outcome {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!(error = %e, "taking a snapshot failed");
+                self.fail_snapshot_waiters(&e.to_string());
+                return Ok(());
+            }
+        };
+        self.crash_point("snapshot:taken")?;
+        let conf_state = <ConfState as prost_011::Message>::decode(file.conf_state.as_slice())
+            .map_err(|e| Fatal::corrupt(format!("undecodable configuration in a snapshot: {e}")))?;
+        let info = SnapshotInfo {
+            index: file.index,
+            term: file.term,
+            size_bytes: file.size,
+            took_ms,
+        };
+        tracing::info!(
+            index = file.index,
+            term = file.term,
+            bytes = file.size,
+            took_ms,
+            "snapshot taken"
+        );
+        let store = self.raw.mut_store();
+        store.set_snapshot(raft_snapshot(
+            file.index,
+            file.term,
+            conf_state,
+            file.size,
+            &file.sha256,
+        ));
+        // Compact behind the snapshot, keeping a window for followers that lag a little;
+        // never past what is committed here (the snapshot is applied, so committed).
+        let point = file
+            .index
+            .saturating_sub(self.snapshots.options.trailing_entries)
+            .min(store.hard_state().commit);
+        if point >= store.first_index().unwrap_or(1) {
+            store.compact(point).map_err(NodeError::from)?;
+            tracing::info!(
+                to = point,
+                first_index = point + 1,
+                log_bytes = store.size_bytes(),
+                segments = store.segment_count(),
+                "log compacted"
+            );
+        }
+        self.snapshots.log_bytes_at_compaction = store.size_bytes();
+        self.crash_point("snapshot:compacted")?;
+        delete_older_snapshots(&self.snapshots.dir, file.index);
+        self.snapshots.latest = Some(info.clone());
+        // Whoever is told it was taken sees it in the status.
+        self.publish();
+        for reply in self.snapshots.waiting.drain(..) {
+            let _ = reply.send(Ok(info.clone()));
+        }
+        Ok(())
+    }
+
+    /// Installs the snapshot raft restored from a leader's message: its file was
+    /// received and checked before the message was stepped.
+    pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let path = Snapshots::path(&self.snapshots.dir, index, term);
+        if !path.is_file() {
+            return Err(Fatal::Invariant(format!(
+                "raft restored the snapshot at {index} but its file {} is not here",
+                path.display()
+            ))
+            .into());
+        }
+        let started = Instant::now();
+        self.raw
+            .mut_store()
+            .install_snapshot(meta)
+            .map_err(NodeError::from)?;
+        self.crash_point("install:log")?;
+        self.sm
+            .install_snapshot(&path, index)
+            .map_err(|e| Fatal::corrupt(format!("cannot install the snapshot at {index}: {e}")))?;
+        self.crash_point("install:db")?;
+        // The file is now this node's newest snapshot; it offers it in turn.
+        let store = self.raw.mut_store();
+        store.set_snapshot(snapshot.clone());
+        self.snapshots.log_bytes_at_compaction = store.size_bytes();
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.snapshots.latest = Some(SnapshotInfo {
+            index,
+            term,
+            size_bytes: size,
+            took_ms: 0,
+        });
+        self.snapshots.installed += 1;
+        delete_older_snapshots(&self.snapshots.dir, index);
+        tracing::info!(
+            index,
+            term,
+            bytes = size,
+            took_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        self.outbox.applied(index);
+        self.reload_members()?;
+        self.waiters.applied_by_snapshot(index);
+        Ok(())
+    }
+
+    /// Test hook: stops the loop as if the process were killed here.
+    #[cfg_attr(not(feature = "testing"), allow(clippy::unused_self))]
+    pub(super) fn crash_point(&self, name: &'static str) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if self.crash_at == Some(name) {
+            tracing::warn!(point = name, "simulated crash (test hook)");
+            return Err(Fatal::Invariant(format!("simulated crash at {name}")).into());
+        }
+        let _ = name;
+        Ok(())
+    }
+}
