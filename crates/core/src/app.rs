@@ -18,7 +18,7 @@ use crate::state::{AppState, Counters, Shared};
 pub use crate::data_api::{APPLIED_HEADER, IDEMPOTENCY_HEADER};
 pub use crate::services_api::MAX_SERVICES_BODY_BYTES;
 pub use crate::state::ApiOptions;
-use crate::{cluster_api, data_api, metrics, services_api, web};
+use crate::{cluster_api, data_api, metrics, services_api, system_api, web};
 
 /// The router for a running node.
 pub fn router(node: Node, options: ApiOptions) -> Router {
@@ -38,6 +38,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         .merge(cluster_api::routes())
         .merge(metrics::routes())
         .merge(services_api::routes())
+        .merge(system_api::routes())
         .merge(web::routes())
         .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(limit))

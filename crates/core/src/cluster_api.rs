@@ -42,6 +42,14 @@ fn status_json(node: &Node) -> Json {
         "voters": s.voters,
         "learners": s.learners,
         "ready": readiness(&s).is_ok(),
+        "log": {
+            "first_index": s.first_index,
+            "last_index": s.last_index,
+            "bytes": s.log_bytes,
+        },
+        "snapshot": s.snapshot,
+        "snapshots_installed": s.snapshots_installed,
+        "snapshot_transfers": node.snapshot_transfers(),
     })
 }
 

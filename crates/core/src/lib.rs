@@ -4,7 +4,8 @@
 //! - [`app`]: builds the router, with the checks every route shares;
 //! - `data_api`: rqlite's data API (`/db/execute`, `/db/query`, `/db/request`,
 //!   `/db/hash`); `cluster_api`: `/status`, `/nodes`, `/readyz`; `metrics`;
-//!   `services_api`: core services over REST and backup; [`web`]: the web interface;
+//!   `services_api`: core services over REST; `system_api`: backup, restore and
+//!   snapshots; [`web`]: the web interface;
 //! - `http_error`: the one mapping from a node error to an HTTP status;
 //! - `cluster_view`, [`services`]: the cluster and its services as this node sees
 //!   them, without HTTP.
@@ -56,6 +57,7 @@ mod services_api;
 mod state;
 pub mod statements;
 pub mod supervisor;
+mod system_api;
 pub mod web;
 
 pub use error::CoreError;

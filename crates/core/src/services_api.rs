@@ -1,15 +1,14 @@
-//! Core services over REST: `GET|POST /api/v1/services`, `DELETE /api/v1/services/{id}`,
-//! and the system endpoints `GET /api/v1/system/backup`, `POST /api/v1/system/restore`.
+//! Core services over REST: `GET|POST /api/v1/services`, `DELETE /api/v1/services/{id}`.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,8 +23,6 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/services", get(list).post(create_handler))
         .route("/api/v1/services/{id}", delete(delete_handler))
-        .route("/api/v1/system/backup", get(backup))
-        .route("/api/v1/system/restore", post(restore))
         .layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES))
 }
 
@@ -105,70 +102,4 @@ async fn delete_handler(
         &json!({ "id": id, "removed": true, "raft_index": index }),
         false,
     ))
-}
-
-/// A consistent copy of this node's state database ([`sqlraft::Node::backup`]: content
-/// and index read in one transaction), written to a temporary file, then streamed back.
-async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let internal = |m: String| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: m,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("sqlraft-backup-")
-        .tempdir()
-        .map_err(|e| internal(format!("cannot create a temporary directory: {e}")))?;
-    let path = dir.path().join("backup.sqlite3");
-    let applied = state.node.backup(&path).await?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| internal(format!("cannot open the backup: {e}")))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| internal(format!("cannot read the backup: {e}")))?
-        .len();
-    // The open file outlives its name: the directory can go now.
-    drop(dir);
-    let stream = futures::stream::unfold(file, |mut file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 << 10];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    });
-    let filename = format!(
-        "sqlraft-{}-{applied}.sqlite3",
-        state.node.service_id().get(..8).unwrap_or("backup")
-    );
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-            (
-                header::HeaderName::from_static("x-sqlraft-applied-index"),
-                applied.to_string(),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-async fn restore() -> Response {
-    json_response(
-        StatusCode::NOT_IMPLEMENTED,
-        &json!({ "error": "restore is not implemented yet: restoring a cluster needs raft snapshots, which sqlraft does not have yet; a backup (GET /api/v1/system/backup) is a plain SQLite file that can be inspected with sqlite3" }),
-        false,
-    )
 }

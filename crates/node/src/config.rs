@@ -179,6 +179,8 @@ pub struct Limits {
     pub read_timeout_ms: u64,
     /// How long joining waits for the cluster to admit this node.
     pub join_timeout_ms: u64,
+    /// Largest backup [`crate::Node::restore`] takes, in bytes.
+    pub max_restore_bytes: u64,
 }
 
 impl Default for Limits {
@@ -192,6 +194,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             join_timeout_ms: 60_000,
+            max_restore_bytes: 1 << 30,
         }
     }
 }

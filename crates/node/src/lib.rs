@@ -30,7 +30,9 @@ pub use sqlraft_sqlite::{
     Value, WriteRequest,
 };
 pub use sqlraft_transport::TransportOptions;
-pub use status::{Leadership, MemberStatus, Role, SnapshotInfo, SnapshotTransfer, Status};
+pub use status::{
+    Leadership, MemberStatus, RestoreOutcome, Role, SnapshotInfo, SnapshotTransfer, Status,
+};
 pub use write::WriteOutcome;
 
 /// The architecture: `docs/ARCHITECTURE.md` of the repository, checked by rustdoc

@@ -37,6 +37,8 @@ pub const MAX_WHOLE_DATABASE_READS: usize = 2;
 /// own heavy work.
 struct Tasks {
     whole_database_reads: tokio::sync::Semaphore,
+    /// One restore at a time.
+    restoring: tokio::sync::Mutex<()>,
     subscriptions: Subscriptions,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
@@ -112,6 +114,7 @@ impl Node {
             handle,
             tasks: Arc::new(Tasks {
                 whole_database_reads: tokio::sync::Semaphore::new(MAX_WHOLE_DATABASE_READS),
+                restoring: tokio::sync::Mutex::new(()),
                 subscriptions,
                 server: Mutex::new(Some((stop_server, server))),
                 watchdog: Mutex::new(Some(watchdog)),
@@ -384,6 +387,97 @@ impl Node {
         }
     }
 
+    /// Replaces the replicated user content on every node by the SQLite database at
+    /// `upload` (a backup from [`Node::backup`] or any SQLite file of the same shape).
+    ///
+    /// The file is checked first: a SQLite database that passes `integrity_check`, holds
+    /// no `_sqlraft_*` object sqlraft does not know, is at most
+    /// [`crate::Limits::max_restore_bytes`], and restores cleanly into a scratch
+    /// database; otherwise [`NodeError::Invalid`] and nothing changes. Then it goes
+    /// through the log in chunks staged on every node, and a final entry replaces every
+    /// user table, index, view and trigger (with `sqlite_sequence` and `user_version`)
+    /// in one transaction on each node. The members, the services registry and the
+    /// idempotency records stay as they are on the cluster: a restore never changes
+    /// membership. Returns once this node has applied the restore.
+    ///
+    /// A restore that fails half way (a leader change between chunks) changes nothing;
+    /// its staged chunks are dropped by the next restore. One restore runs at a time
+    /// per node.
+    pub async fn restore(&self, upload: &Path) -> Result<crate::RestoreOutcome> {
+        let Ok(_one) = self.tasks.restoring.try_lock() else {
+            return Err(NodeError::Busy("a restore is already running on this node"));
+        };
+        self.handle.check_running()?;
+        let work = self
+            .handle
+            .config
+            .dir
+            .join("db")
+            .join(format!("restore-work-{}", uuid::Uuid::new_v4()));
+        let outcome = self.restore_in(upload, &work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        outcome
+    }
+
+    async fn restore_in(&self, upload: &Path, work: &Path) -> Result<crate::RestoreOutcome> {
+        let max = self.handle.config.limits.max_restore_bytes;
+        let (upload, dir) = (upload.to_path_buf(), work.to_path_buf());
+        let prepared = tokio::task::spawn_blocking(move || {
+            sqlraft_sqlite::restore::prepare_restore(&upload, &dir, max)
+        })
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("restore check failed: {e}")))?
+        .map_err(|e| match e {
+            sqlraft_sqlite::SqliteError::Restore(m) => NodeError::Invalid(m),
+            other => NodeError::Unavailable(other.to_string()),
+        })?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut file = tokio::fs::File::open(&prepared.path)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("cannot read the checked copy: {e}")))?;
+        let chunk_bytes = RESTORE_CHUNK_BYTES.min(self.handle.config.limits.max_request_bytes / 2);
+        let mut seq = 0u32;
+        let mut sent = 0u64;
+        while sent < prepared.size || seq == 0 {
+            use tokio::io::AsyncReadExt;
+            let want = chunk_bytes.min((prepared.size - sent) as usize);
+            let mut data = vec![0u8; want];
+            file.read_exact(&mut data).await.map_err(|e| {
+                NodeError::Unavailable(format!("cannot read the checked copy: {e}"))
+            })?;
+            sent += want as u64;
+            let chunk = pb::RestoreChunk {
+                id: id.clone(),
+                seq,
+                data,
+            };
+            self.admin(pb::admin_request::Kind::RestoreChunk(chunk))
+                .await?;
+            seq += 1;
+        }
+        tracing::info!(
+            id,
+            chunks = seq,
+            bytes = prepared.size,
+            "restore staged; committing"
+        );
+        let commit = pb::RestoreCommit {
+            id,
+            chunks: seq,
+            size: prepared.size,
+            sha256: prepared.sha256.to_vec(),
+        };
+        let index = self
+            .admin(pb::admin_request::Kind::RestoreCommit(commit))
+            .await?;
+        self.applied_here_after_commit(index).await?;
+        Ok(crate::RestoreOutcome {
+            raft_index: index,
+            bytes: prepared.size,
+            tables: prepared.tables,
+        })
+    }
+
     /// Snapshot transfers in progress on this node, to followers and from the leader.
     pub fn snapshot_transfers(&self) -> Vec<crate::SnapshotTransfer> {
         self.handle
@@ -464,6 +558,9 @@ impl Node {
         &self.handle.transport
     }
 }
+
+/// Bytes of a backup per log entry of a restore.
+const RESTORE_CHUNK_BYTES: usize = 4 << 20;
 
 /// How long [`Node::snapshot`] waits for the snapshot to be taken.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);

@@ -150,3 +150,15 @@ impl From<sqlraft_transport::SnapshotTransfer> for SnapshotTransfer {
         }
     }
 }
+
+/// What [`crate::Node::restore`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreOutcome {
+    /// The entry that replaced the content: every node serves the restored content
+    /// once it has applied this index.
+    pub raft_index: u64,
+    /// Bytes of the restored database (after normalizing).
+    pub bytes: u64,
+    /// User tables it holds.
+    pub tables: usize,
+}

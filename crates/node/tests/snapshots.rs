@@ -316,3 +316,50 @@ async fn a_snapshot_transfer_broken_half_way_resumes_where_it_stopped() {
     assert!(cluster.node(follower).status().snapshots_installed >= 1);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_recovers_a_lost_majority_on_a_compacted_log_and_new_members_join_by_snapshot() {
+    let mut cluster = Cluster::with_config(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    create_table(cluster.node(leader)).await;
+    insert_rows(cluster.node(leader), 0..300).await;
+    cluster.converge().await;
+    let survivor = cluster.followers(leader)[0];
+    let survivor_id = cluster.node(survivor).raft_id();
+    assert!(
+        cluster.node(survivor).status().first_index > 1,
+        "not compacted"
+    );
+    for i in 0..3 {
+        cluster.stop(i).await;
+    }
+    let reset = cluster.nodes[survivor].dir.join("raft").join(".reset");
+    std::fs::write(&reset, b"").expect("reset file");
+    cluster.restart(survivor).await;
+    assert!(!reset.exists(), "the reset file is consumed");
+    cluster
+        .wait("the survivor leads alone", |c| {
+            let s = c.node(survivor).status();
+            s.role == Role::Leader && s.voters == vec![survivor_id]
+        })
+        .await;
+    assert_rows(cluster.node(survivor), 300).await;
+    insert_rows(cluster.node(survivor), 300..350).await;
+    // New members join the recovered cluster from its snapshot.
+    cluster.add_node().await;
+    cluster.add_node().await;
+    cluster
+        .wait("three voters again", |c| {
+            c.node(survivor).status().voters.len() == 3
+        })
+        .await;
+    same_content(&cluster).await;
+    for node in cluster.live() {
+        assert_rows(node, 350).await;
+    }
+    for i in [3, 4] {
+        let status = cluster.node(i).status();
+        assert!(status.snapshots_installed >= 1, "node {i}: {status:?}");
+    }
+    cluster.shutdown().await;
+}

@@ -392,6 +392,31 @@ impl ApplyTxn<'_> {
         Ok(())
     }
 
+    /// Stages chunk `seq` of restore `id` (entry `index`): kept in `_sqlraft_restore`
+    /// until the restore's commit entry uses it. The first chunk of a restore drops
+    /// whatever an abandoned one left.
+    pub fn stage_restore_chunk(
+        &mut self,
+        index: u64,
+        id: &str,
+        seq: u32,
+        data: &[u8],
+    ) -> Result<()> {
+        self.entry(index)?;
+        if seq == 0 {
+            self.tx
+                .execute("DELETE FROM _sqlraft_restore WHERE id != ?1", [id])
+                .map_err(SqliteError::Apply)?;
+        }
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO _sqlraft_restore (id, seq, data) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, seq, data],
+            )
+            .map_err(SqliteError::Apply)?;
+        Ok(())
+    }
+
     /// Records the term of the last entry of the batch: stored with the applied index,
     /// it makes a copy of the database a self-describing snapshot.
     pub fn set_term(&mut self, term: u64) {
@@ -491,7 +516,7 @@ fn last_rowid_refusal(what: &str) -> String {
 /// Errors that depend on this node's disk or memory rather than on the statement and
 /// the replicated state: another node would not see them, so they cannot become a
 /// statement's result.
-fn is_environmental(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_environmental(e: &rusqlite::Error) -> bool {
     match e.sqlite_error_code() {
         Some(code) => matches!(
             code,

@@ -63,6 +63,9 @@ pub enum SqliteError {
     /// A backup could not be written.
     #[error("backup failed: {0}")]
     Backup(String),
+    /// A restore was refused: the file is not a usable backup.
+    #[error("{0}")]
+    Restore(String),
     /// A snapshot could not be taken, read or installed.
     #[error("snapshot: {0}")]
     Snapshot(String),

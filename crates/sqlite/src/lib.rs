@@ -42,6 +42,7 @@ mod lex;
 mod random;
 mod read;
 mod registry;
+pub mod restore;
 mod schema;
 pub mod snapshot;
 mod state_machine;

@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS _sqlraft_requests (
     results BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _sqlraft_requests_by_index ON _sqlraft_requests (entry_index);
+CREATE TABLE IF NOT EXISTS _sqlraft_restore (
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (id, seq)
+) WITHOUT ROWID;
 ";
 
 /// The SQLite state machine: applies committed raft entries to the state database.
@@ -220,6 +226,73 @@ impl StateMachine {
         }
         *self = fresh;
         Ok(())
+    }
+
+    /// Applies the commit of a staged restore (entry `index` of `term`): reassembles
+    /// the file from its chunks, checks its size and SHA-256, and replaces the user
+    /// content with the file's in one transaction together with the applied index (see
+    /// [`crate::restore`]). `Ok(Err(reason))`: the restore failed the same way on
+    /// every node and changed nothing but the applied index; `Err`: this node's
+    /// database failed.
+    pub fn restore_content(
+        &mut self,
+        index: u64,
+        term: u64,
+        commit: &crate::restore::RestoreCommit,
+    ) -> Result<std::result::Result<usize, String>> {
+        if index != self.applied + 1 {
+            return Err(SqliteError::Inconsistent(format!(
+                "restore at entry {index} applied out of order: expected {}",
+                self.applied + 1
+            )));
+        }
+        let file = self.path.with_file_name(format!("restore-{index}.sqlite"));
+        let assembled = crate::restore::assemble(
+            &self.conn,
+            &commit.id,
+            commit.chunks,
+            commit.size,
+            &commit.sha256,
+            &file,
+        )?;
+        let finish = |conn: &Connection| -> rusqlite::Result<()> {
+            conn.execute("DELETE FROM _sqlraft_restore", [])?;
+            conn.execute(
+                "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_index', ?1)",
+                [index as i64],
+            )?;
+            conn.execute(
+                "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_term', ?1)",
+                [term as i64],
+            )?;
+            Ok(())
+        };
+        let outcome = match assembled {
+            Err(reason) => Err(reason),
+            Ok(()) => {
+                match crate::restore::replace_user_content_then(&mut self.conn, &file, &finish) {
+                    Ok(tables) => Ok(tables),
+                    Err(e) if crate::apply::is_environmental(&e) => {
+                        let _ = std::fs::remove_file(&file);
+                        return Err(SqliteError::Apply(e));
+                    }
+                    Err(e) => Err(format!("the restore failed: {e}")),
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&file);
+        if outcome.is_err() {
+            // Counted as applied, and the staged chunks go, like on every other node.
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(SqliteError::Apply)?;
+            finish(&tx).map_err(SqliteError::Apply)?;
+            tx.commit().map_err(SqliteError::Apply)?;
+        }
+        // Everything cached about the old content goes with the old connection.
+        *self = StateMachine::open(&self.path)?;
+        Ok(outcome)
     }
 
     /// What the database records about its applied entries.

@@ -116,6 +116,22 @@ impl RaftLoop {
                 }
             }
             Some(Kind::RemoveService(id)) => self.remove_service(&id, reply),
+            Some(Kind::RestoreChunk(chunk)) => {
+                let command = pb::Command {
+                    kind: Some(pb::command::Kind::RestoreChunk(chunk)),
+                };
+                if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
+                    self.waiters.admin(index, pending);
+                }
+            }
+            Some(Kind::RestoreCommit(commit)) => {
+                let command = pb::Command {
+                    kind: Some(pb::command::Kind::RestoreCommit(commit)),
+                };
+                if let Some((index, pending)) = self.propose_entry(command.encode_to_vec(), reply) {
+                    self.waiters.admin(index, pending);
+                }
+            }
             Some(Kind::TransferLeader(to)) => {
                 self.raw.transfer_leader(to);
                 let _ = reply.send(Ok(AdminOutcome { index: 0 }));

@@ -84,17 +84,64 @@ impl RaftLoop {
             Ok(pb::Command {
                 kind: Some(Kind::RemoveService(r)),
             }) => Step::RemoveService(r.id),
+            Ok(pb::Command {
+                kind: Some(Kind::RestoreChunk(c)),
+            }) => Step::RestoreChunk(c),
+            Ok(pb::Command {
+                kind: Some(Kind::RestoreCommit(c)),
+            }) => Step::RestoreCommit(sqlraft_sqlite::restore::RestoreCommit {
+                id: c.id,
+                chunks: c.chunks,
+                size: c.size,
+                sha256: c.sha256,
+            }),
             Ok(_) => Step::Skip,
             // Deterministic: every node fails to decode it alike.
             Err(e) => Step::Failed(format!("undecodable entry: {e}")),
         })
     }
 
+    /// Runs the steps: in one SQLite transaction per run of steps between restore
+    /// commits, each of which is applied on its own (it replaces the content in a
+    /// transaction of its own).
+    fn run_steps(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
+        let mut outcomes = Vec::with_capacity(steps.len());
+        let mut start = 0;
+        while start < steps.len() {
+            let end = steps[start..]
+                .iter()
+                .position(|(_, _, s)| matches!(s, Step::RestoreCommit(_)))
+                .map_or(steps.len(), |k| start + k);
+            if end > start {
+                outcomes.extend(self.run_batch(&mut steps[start..end])?);
+            }
+            if let Some((index, term, Step::RestoreCommit(commit))) = steps.get(end) {
+                let outcome = self
+                    .sm
+                    .restore_content(*index, *term, commit)
+                    .map_err(NodeError::from)?;
+                match &outcome {
+                    Ok(tables) => tracing::warn!(
+                        index,
+                        tables,
+                        "the replicated content was restored from a backup"
+                    ),
+                    Err(reason) => {
+                        tracing::warn!(index, %reason, "a restore failed; nothing changed")
+                    }
+                }
+                outcomes.push(EntryOutcome::Restore(outcome));
+            }
+            start = end + 1;
+        }
+        Ok(outcomes)
+    }
+
     /// Runs the steps in one SQLite transaction and commits it with the applied index.
     /// When a statement makes SQLite roll the whole transaction back, its entry is
     /// recorded as failed and the batch runs again: apply is deterministic, so the
     /// other entries give the same results the second time.
-    fn run_steps(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
+    fn run_batch(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
         'batch: loop {
             let mut txn = self.sm.begin()?;
             let mut outcomes = Vec::with_capacity(steps.len());
@@ -159,6 +206,9 @@ pub(super) enum Step {
     },
     CreateService(pb::CreateService),
     RemoveService(String),
+    RestoreChunk(pb::RestoreChunk),
+    /// Applied on its own, outside a batch (see `run_steps`).
+    RestoreCommit(sqlraft_sqlite::restore::RestoreCommit),
     /// A conf change; `cs` is the configuration after it, `None` if raft refused it.
     Conf {
         cc: ConfChangeV2,
@@ -184,6 +234,13 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
                 .map(|_| ()),
         ),
         Step::RemoveService(id) => EntryOutcome::Registry(txn.remove_created_service(index, id)?),
+        Step::RestoreChunk(c) => {
+            txn.stage_restore_chunk(index, &c.id, c.seq, &c.data)?;
+            EntryOutcome::Done
+        }
+        Step::RestoreCommit(_) => {
+            return Err(Fatal::Invariant("a restore commit inside a batch".into()).into());
+        }
         Step::Conf { cc, cs } => {
             txn.skip(index)?;
             if let Some(cs) = cs {

@@ -38,6 +38,8 @@ pub(crate) enum EntryOutcome {
     /// repeated request id).
     Write(Vec<StatementResult>, u64),
     Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
+    /// A restore's commit: the tables restored, or why it failed (on every node alike).
+    Restore(std::result::Result<usize, String>),
     Done,
 }
 
@@ -175,6 +177,7 @@ impl Waiters {
         } else if let Some(p) = admin {
             let result = match outcome {
                 EntryOutcome::Registry(Err(e)) => Err(e.into()),
+                EntryOutcome::Restore(Err(reason)) => Err(NodeError::Invalid(reason)),
                 _ => Ok(AdminOutcome { index }),
             };
             let _ = p.reply.send(result);

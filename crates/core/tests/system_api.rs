@@ -1,0 +1,247 @@
+//! The system endpoints over HTTP: restore on a three-node cluster (every node serves
+//! the backup's content afterwards, membership and registry untouched), restores
+//! refused for files that are not usable backups (nothing changes), and snapshots on
+//! demand.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, TIMEOUT};
+use serde_json::{Value as Json, json};
+use sqlraft_core::client;
+
+async fn upload(h: &Harness, bytes: &[u8]) -> client::Response {
+    client::request_with_headers(
+        &h.http,
+        "POST",
+        "/api/v1/system/restore",
+        &[("Content-Type", "application/octet-stream")],
+        Some(bytes),
+        TIMEOUT,
+    )
+    .await
+    .expect("restore answered")
+}
+
+async fn query(h: &Harness, sql: &str) -> Json {
+    let path = format!("/db/query?q={}", urlencode(sql));
+    h.get_json(&path).await["results"][0].clone()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn hash(h: &Harness) -> Json {
+    h.get_json("/db/hash").await
+}
+
+async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_on_three_nodes_replaces_the_content_everywhere_and_keeps_the_cluster() {
+    let leader = Harness::start().await;
+    let second = Harness::join("127.0.0.2", &leader).await;
+    let third = Harness::join("127.0.0.3", &leader).await;
+    wait_for("three voters", async || {
+        leader.get_json("/status").await["voters"]
+            .as_array()
+            .is_some_and(|v| v.len() == 3)
+    })
+    .await;
+    leader
+        .post_json(
+            "/db/execute",
+            r#"[
+                "CREATE TABLE kept (v TEXT)",
+                ["INSERT INTO kept VALUES (?)", "in the backup"],
+                "CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)",
+                "INSERT INTO seq (v) VALUES ('a'), ('b'), ('c')",
+                "DELETE FROM seq WHERE id = 3",
+                "CREATE INDEX kept_v ON kept (v)",
+                "CREATE VIEW kept_upper AS SELECT upper(v) AS u FROM kept",
+                "CREATE TABLE audit (what TEXT)",
+                "CREATE TRIGGER kept_audit AFTER INSERT ON kept BEGIN INSERT INTO audit VALUES (new.v); END"
+            ]"#,
+        )
+        .await;
+    // The backup comes from a follower, at the index it names.
+    let backup = second.get("/api/v1/system/backup").await;
+    assert_eq!(backup.status, 200, "{}", backup.text());
+    let backup_index: u64 = backup
+        .header("x-sqlraft-applied-index")
+        .and_then(|v| v.parse().ok())
+        .expect("applied index header");
+    let before = hash(&second).await;
+    assert_eq!(before["applied_index"], json!(backup_index));
+
+    leader
+        .post_json(
+            "/db/execute",
+            r#"["INSERT INTO kept VALUES ('after the backup')", "CREATE TABLE later (x)", "DROP VIEW kept_upper"]"#,
+        )
+        .await;
+
+    let r = upload(&third, &backup.body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json().expect("JSON");
+    assert_eq!(answer["restored"], json!(true), "{answer}");
+    assert_eq!(answer["applied_everywhere"], json!(true), "{answer}");
+    assert_eq!(
+        answer["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{answer}"
+    );
+
+    // Every node serves the backup's content, on its own file (level none).
+    for h in [&leader, &second, &third] {
+        let kept = query(h, "SELECT v FROM kept ORDER BY v").await;
+        assert_eq!(
+            kept["values"],
+            json!([["in the backup"]]),
+            "{}: {kept}",
+            h.http
+        );
+        let later = query(h, "SELECT * FROM later").await;
+        assert!(
+            later["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no such table")),
+            "{later}"
+        );
+        let view = query(h, "SELECT u FROM kept_upper").await;
+        assert_eq!(view["values"], json!([["IN THE BACKUP"]]), "{view}");
+        let after = hash(h).await;
+        assert_eq!(
+            after["sha256"], before["sha256"],
+            "{}: content differs from the backup's",
+            h.http
+        );
+    }
+    // The cluster is untouched: three voters, three services in the registry.
+    let status = leader.get_json("/status").await;
+    assert_eq!(
+        status["voters"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    let services = leader.get_json("/api/v1/services").await;
+    assert_eq!(
+        services["services"].as_array().map(Vec::len),
+        Some(3),
+        "{services}"
+    );
+    // Writes go on from the restored state: AUTOINCREMENT continues after 3, the
+    // trigger fires.
+    leader
+        .post_json(
+            "/db/execute",
+            r#"["INSERT INTO seq (v) VALUES ('d')", "INSERT INTO kept VALUES ('new')"]"#,
+        )
+        .await;
+    let r = leader
+        .post_json(
+            "/db/query?level=strong",
+            r#"["SELECT max(id) FROM seq", "SELECT count(*) FROM audit"]"#,
+        )
+        .await;
+    assert_eq!(r["results"][0]["values"], json!([[4]]), "{r}");
+    assert_eq!(r["results"][1]["values"], json!([[1]]), "{r}");
+    third.stop().await;
+    second.stop().await;
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_refuses_files_that_are_not_usable_backups_and_changes_nothing() {
+    let h = Harness::start().await;
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE kept (v TEXT)", "INSERT INTO kept VALUES ('still here')"]"#,
+    )
+    .await;
+    let backup = h.get("/api/v1/system/backup").await;
+    assert_eq!(backup.status, 200);
+    let before = hash(&h).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reserved = dir.path().join("reserved.sqlite3");
+    {
+        let conn = sqlraft::sql::rusqlite::Connection::open(&reserved).expect("create");
+        conn.execute_batch("CREATE TABLE t (x); CREATE TABLE _sqlraft_extra (x);")
+            .expect("schema");
+    }
+    let reserved = std::fs::read(&reserved).expect("read");
+    // The second page holds a table's b-tree: its header scrambled.
+    let mut damaged = backup.body.clone();
+    let page_size = usize::from(u16::from_be_bytes([damaged[16], damaged[17]]));
+    for b in &mut damaged[page_size..page_size + 64] {
+        *b ^= 0x5a;
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty"),
+        (
+            "garbage",
+            b"this is not a database at all, not even close".repeat(100),
+            "not a SQLite database",
+        ),
+        (
+            "truncated",
+            backup.body[..backup.body.len() / 2].to_vec(),
+            "truncated",
+        ),
+        ("damaged", damaged, ""),
+        ("reserved name", reserved, "_sqlraft_extra"),
+    ];
+    for (what, bytes, says) in cases {
+        let r = upload(&h, &bytes).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        let error = r.json().expect("JSON")["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(error.contains(says), "{what}: {error}");
+        let after = hash(&h).await;
+        assert_eq!(after, before, "{what}: the content changed");
+    }
+    let kept = query(&h, "SELECT v FROM kept").await;
+    assert_eq!(kept["values"], json!([["still here"]]));
+    // And a good one still works afterwards.
+    let r = upload(&h, &backup.body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_on_demand_shows_in_the_status() {
+    let h = Harness::start().await;
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]"#,
+    )
+    .await;
+    let taken = h.post_json("/api/v1/system/snapshot", "").await;
+    let index = taken["index"].as_u64().expect("index");
+    assert!(index > 0, "{taken}");
+    assert!(
+        taken["size_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{taken}"
+    );
+    let status = h.get_json("/status").await;
+    assert_eq!(status["snapshot"]["index"], json!(index), "{status}");
+    assert!(status["log"]["first_index"].as_u64().is_some(), "{status}");
+    assert!(status["snapshot_transfers"].is_array(), "{status}");
+    h.stop().await;
+}

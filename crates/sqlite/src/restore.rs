@@ -1,0 +1,362 @@
+//! Restoring the replicated state from a backup, through the log.
+//!
+//! A restore replaces the **user content** (every table, index, view and trigger that
+//! is not SQLite's or sqlraft's own, with their rows, `sqlite_sequence` and
+//! `user_version`) by the backup's. sqlraft's own tables stay as they are on the
+//! cluster now: the members and the services registry (a restore never changes who is
+//! in the cluster: an old backup must not bring removed services back or drop current
+//! ones), the idempotency records and the applied index, which moves on to the restore's
+//! own entry.
+//!
+//! The node that receives the file checks it ([`prepare_restore`]: a SQLite file that
+//! passes `integrity_check`, no unknown `_sqlraft_*` objects, within the size limit,
+//! and a trial restore into a scratch database succeeds), then proposes it in chunks
+//! that every node stages in `_sqlraft_restore` (in the apply transaction, like any
+//! entry), and a final entry that every node applies with
+//! [`crate::StateMachine::restore_content`]: it reassembles the file, checks its
+//! SHA-256, and replaces the content in one SQLite transaction with the applied index.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, SqliteError};
+use crate::schema::quote_ident;
+
+/// sqlraft's own objects a backup may hold; any other `_sqlraft_*` object is refused.
+const KNOWN_INTERNAL: &[&str] = &[
+    "_sqlraft_meta",
+    "_sqlraft_members",
+    "_sqlraft_services",
+    "_sqlraft_requests",
+    "_sqlraft_requests_by_index",
+    "_sqlraft_restore",
+];
+
+/// A file checked and made ready to be proposed.
+#[derive(Debug, Clone)]
+pub struct PreparedRestore {
+    /// The normalized copy to propose (compact, not in WAL mode).
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// User tables it holds.
+    pub tables: usize,
+}
+
+fn refuse(message: impl std::fmt::Display) -> SqliteError {
+    SqliteError::Restore(message.to_string())
+}
+
+/// Checks an uploaded file and writes the normalized copy to propose into `work_dir`.
+/// Every refusal is a [`SqliteError::Restore`] with a message for the uploader.
+pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result<PreparedRestore> {
+    let size = std::fs::metadata(upload)
+        .map_err(|e| refuse(format!("cannot read the upload: {e}")))?
+        .len();
+    if size == 0 {
+        return Err(refuse("the upload is empty"));
+    }
+    if size > max_bytes {
+        return Err(refuse(format!(
+            "the upload has {size} bytes; a restore takes at most {max_bytes}"
+        )));
+    }
+    let mut header = [0u8; 100];
+    {
+        use std::io::Read;
+        let mut file = std::fs::File::open(upload)
+            .map_err(|e| refuse(format!("cannot read the upload: {e}")))?;
+        file.read_exact(&mut header)
+            .map_err(|_| refuse("not a SQLite database: the file is shorter than its header"))?;
+    }
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(refuse("not a SQLite database (bad header)"));
+    }
+    // The header's page count times the page size: a file cut short is refused before
+    // SQLite reads past its end.
+    let page_size = match u32::from(u16::from_be_bytes([header[16], header[17]])) {
+        1 => 65536,
+        n => n,
+    };
+    let pages = u32::from_be_bytes([header[28], header[29], header[30], header[31]]);
+    if pages > 0 && u64::from(pages) * u64::from(page_size) > size {
+        return Err(refuse(format!(
+            "the file is truncated: its header counts {pages} pages of {page_size} bytes, \
+             it holds {size} bytes"
+        )));
+    }
+    let conn = open_read_only(upload)?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(|e| refuse(format!("not a usable SQLite database: {e}")))?;
+    if check != "ok" {
+        return Err(refuse(format!(
+            "the database fails its integrity check: {check}"
+        )));
+    }
+    let internal: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\' \
+             ORDER BY name",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| refuse(format!("cannot read the schema: {e}")))?;
+    if let Some(unknown) = internal
+        .iter()
+        .find(|n| !KNOWN_INTERNAL.contains(&n.as_str()))
+    {
+        return Err(refuse(format!(
+            "the database holds {unknown}, which is not one of sqlraft's tables: \
+             names starting with _sqlraft_ are reserved"
+        )));
+    }
+    drop(conn);
+
+    std::fs::create_dir_all(work_dir)
+        .map_err(|e| refuse(format!("cannot create {}: {e}", work_dir.display())))?;
+    let normalized = work_dir.join("restore.sqlite");
+    let _ = std::fs::remove_file(&normalized);
+    let source = open_read_only(upload)?;
+    let target = normalized
+        .to_str()
+        .ok_or_else(|| refuse("the work directory is not a UTF-8 path"))?;
+    source
+        .execute("VACUUM INTO ?1", [target])
+        .map_err(|e| refuse(format!("cannot copy the database: {e}")))?;
+    drop(source);
+
+    // A trial restore into an empty scratch database: whatever the real one would
+    // refuse (a virtual table of an unknown module, a generated column it cannot fill)
+    // is refused now, before anything reaches the log.
+    let scratch = work_dir.join("trial.sqlite");
+    let _ = std::fs::remove_file(&scratch);
+    let mut trial = Connection::open(&scratch)
+        .map_err(|e| refuse(format!("cannot create a scratch database: {e}")))?;
+    let tables = replace_user_content(&mut trial, &normalized)
+        .map_err(|e| refuse(format!("the database cannot be restored: {e}")))?;
+    drop(trial);
+    let _ = std::fs::remove_file(&scratch);
+    let (size, sha256) = crate::snapshot::hash_file(&normalized)?;
+    Ok(PreparedRestore {
+        path: normalized,
+        size,
+        sha256,
+        tables,
+    })
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| refuse(format!("not a SQLite database: {e}")))
+}
+
+/// The final entry of a restore: which staged chunks make the file, and what the whole
+/// file must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreCommit {
+    /// The restore's id (its chunks carry it).
+    pub id: String,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Bytes of the file.
+    pub size: u64,
+    /// SHA-256 of the file.
+    pub sha256: Vec<u8>,
+}
+
+/// Attaches `file` as `restored`, replaces the user content of `main` with its in one
+/// transaction, detaches it. Returns the number of tables restored. On error nothing
+/// changed.
+pub(crate) fn replace_user_content(conn: &mut Connection, file: &Path) -> rusqlite::Result<usize> {
+    replace_user_content_then(conn, file, &|_| Ok(()))
+}
+
+/// Like [`replace_user_content`], running `then` last in the same transaction.
+pub(crate) fn replace_user_content_then(
+    conn: &mut Connection,
+    file: &Path,
+    then: Then<'_>,
+) -> rusqlite::Result<usize> {
+    let text = file
+        .to_str()
+        .ok_or(rusqlite::Error::InvalidPath(file.to_path_buf()))?;
+    conn.execute("ATTACH DATABASE ?1 AS restored", [text])?;
+    let outcome = (|| -> rusqlite::Result<usize> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tables = replace_in(&tx, Some(then))?;
+        tx.commit()?;
+        Ok(tables)
+    })();
+    let detached = conn.execute_batch("DETACH DATABASE restored");
+    let tables = outcome?;
+    detached?;
+    Ok(tables)
+}
+
+/// Objects of a schema that are the user's: not SQLite's, not sqlraft's.
+const USER_OBJECT: &str = "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                           AND name NOT LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
+
+/// What runs last in a restore's transaction.
+type Then<'a> = &'a dyn Fn(&Connection) -> rusqlite::Result<()>;
+
+/// Replaces the user content of `main` by that of the attached `restored`, inside the
+/// caller's transaction. `then`, when given, runs last in the same transaction.
+pub(crate) fn replace_in(conn: &Connection, then: Option<Then<'_>>) -> rusqlite::Result<usize> {
+    // Drop what is there: triggers and views first, then tables (their indexes go with
+    // them). Virtual tables drop their own shadow tables.
+    let shadows = shadow_tables(conn, "main")?;
+    for kind in ["trigger", "view", "table"] {
+        let names: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM main.sqlite_schema WHERE type = ?1 AND {USER_OBJECT} ORDER BY name"
+            ))?
+            .query_map([kind], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for name in names {
+            if kind == "table" && shadows.contains(&name) {
+                continue;
+            }
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM main.sqlite_schema WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                conn.execute_batch(&format!(
+                    "DROP {} main.{}",
+                    kind.to_ascii_uppercase(),
+                    quote_ident(&name)
+                ))?;
+            }
+        }
+    }
+    // Create the backup's tables and copy their rows, then indexes, views, triggers.
+    let restored_shadows = shadow_tables(conn, "restored")?;
+    let objects: Vec<(String, String, String)> = conn
+        .prepare(&format!(
+            "SELECT type, name, sql FROM restored.sqlite_schema \
+             WHERE sql IS NOT NULL AND {USER_OBJECT} \
+             ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, name"
+        ))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tables = 0;
+    for (kind, name, sql) in &objects {
+        if kind == "table" && restored_shadows.contains(name) {
+            continue;
+        }
+        conn.execute_batch(sql)?;
+        if kind == "table" {
+            tables += 1;
+            let columns: Vec<String> = conn
+                .prepare(
+                    "SELECT name FROM pragma_table_xinfo(?1, 'restored') WHERE hidden IN (0, 1)",
+                )?
+                .query_map([name], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if columns.is_empty() {
+                continue;
+            }
+            let list = columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let quoted = quote_ident(name);
+            conn.execute_batch(&format!(
+                "INSERT INTO main.{quoted} ({list}) SELECT {list} FROM restored.{quoted}"
+            ))?;
+        }
+    }
+    let has_sequence = |schema: &str| -> rusqlite::Result<bool> {
+        Ok(conn
+            .query_row(
+                &format!("SELECT 1 FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some())
+    };
+    if has_sequence("main")? {
+        conn.execute_batch("DELETE FROM main.sqlite_sequence")?;
+        if has_sequence("restored")? {
+            conn.execute_batch(
+                "INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM restored.sqlite_sequence",
+            )?;
+        }
+    }
+    let user_version: i64 = conn.query_row("PRAGMA restored.user_version", [], |r| r.get(0))?;
+    conn.execute_batch(&format!("PRAGMA main.user_version = {user_version}"))?;
+    if let Some(then) = then {
+        then(conn)?;
+    }
+    Ok(tables)
+}
+
+/// The shadow tables of virtual tables (FTS5's `_data`, `_idx`, ...) in `schema`: they
+/// belong to their virtual table, which creates and fills them itself.
+fn shadow_tables(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT name FROM pragma_table_list WHERE schema = ?1 AND type = 'shadow'")?
+        .query_map([schema], |r| r.get(0))?
+        .collect()
+}
+
+/// Reassembles a staged restore into `file` and checks it: `Err(reason)` when chunks
+/// are missing or the size or SHA-256 differ from the commit's.
+pub(crate) fn assemble(
+    conn: &Connection,
+    id: &str,
+    chunks: u32,
+    size: u64,
+    sha256: &[u8],
+    file: &Path,
+) -> Result<std::result::Result<(), String>> {
+    use std::io::Write;
+    let mut out = std::fs::File::create(file)
+        .map_err(|e| SqliteError::Restore(format!("cannot create {}: {e}", file.display())))?;
+    let mut stmt = conn
+        .prepare("SELECT seq, data FROM _sqlraft_restore WHERE id = ?1 ORDER BY seq")
+        .map_err(SqliteError::Apply)?;
+    let mut rows = stmt.query([id]).map_err(SqliteError::Apply)?;
+    let mut hasher = Sha256::new();
+    let (mut expected_seq, mut total) = (0u32, 0u64);
+    while let Some(row) = rows.next().map_err(SqliteError::Apply)? {
+        let seq: u32 = row.get(0).map_err(SqliteError::Apply)?;
+        if seq != expected_seq {
+            return Ok(Err(format!(
+                "chunk {expected_seq} of the restore is missing"
+            )));
+        }
+        let data = row.get_ref(1).map_err(SqliteError::Apply)?;
+        let data = data.as_blob().map_err(|e| SqliteError::Apply(e.into()))?;
+        hasher.update(data);
+        out.write_all(data)
+            .map_err(|e| SqliteError::Restore(format!("cannot write {}: {e}", file.display())))?;
+        total += data.len() as u64;
+        expected_seq += 1;
+    }
+    if expected_seq != chunks {
+        return Ok(Err(format!(
+            "the restore has {expected_seq} chunks, its commit says {chunks}"
+        )));
+    }
+    if total != size || hasher.finalize().as_slice() != sha256 {
+        return Ok(Err(
+            "the restored file does not match its size or SHA-256".into()
+        ));
+    }
+    out.sync_all()
+        .map_err(|e| SqliteError::Restore(format!("cannot sync {}: {e}", file.display())))?;
+    Ok(Ok(()))
+}
