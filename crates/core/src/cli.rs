@@ -74,6 +74,18 @@ pub struct RunArgs {
         hide = true
     )]
     pub join_timeout_ms: u64,
+    /// Take a snapshot (and compact the log) every this many applied entries.
+    #[arg(long = "raft.snapshot.entries", value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
+    pub snapshot_entries: u64,
+    /// ... or once the log has grown by this many bytes, whichever comes first.
+    #[arg(long = "raft.snapshot.log-bytes", value_name = "BYTES", default_value_t = DEFAULT_SNAPSHOT_LOG_BYTES)]
+    pub snapshot_log_bytes: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    #[arg(long = "raft.snapshot.trailing", value_name = "N", default_value_t = DEFAULT_SNAPSHOT_TRAILING)]
+    pub snapshot_trailing: u64,
+    /// Largest backup `POST /api/v1/system/restore` takes, in bytes.
+    #[arg(long = "restore.max-bytes", value_name = "BYTES", default_value_t = DEFAULT_RESTORE_MAX_BYTES)]
+    pub restore_max_bytes: u64,
     /// Install the service instead of running it: a systemd unit, enabled and started, or
     /// where systemd is not running a supervised background process (docs/OPERATIONS.md).
     #[arg(long = "install")]
@@ -139,7 +151,20 @@ pub struct RunConfig {
     pub http: SocketAddr,
     /// Join timeout.
     pub join_timeout_ms: u64,
+    /// When snapshots are taken and how much log they leave.
+    pub snapshot: sqlraft::SnapshotOptions,
+    /// Largest backup a restore takes.
+    pub restore_max_bytes: u64,
 }
+
+/// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+/// See [`DEFAULT_SNAPSHOT_ENTRIES`].
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+/// See [`DEFAULT_SNAPSHOT_ENTRIES`].
+pub const DEFAULT_SNAPSHOT_TRAILING: u64 = 5_000;
+/// Default of `--restore.max-bytes`.
+pub const DEFAULT_RESTORE_MAX_BYTES: u64 = 1 << 30;
 
 impl RunConfig {
     /// The service directory `<root>/core/<id>`.
@@ -184,6 +209,21 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
             )));
         }
     }
+    if args.snapshot_entries == 0 {
+        return Err(CoreError::Usage(
+            "--raft.snapshot.entries must be at least 1".into(),
+        ));
+    }
+    if args.snapshot_log_bytes < 1 << 20 {
+        return Err(CoreError::Usage(
+            "--raft.snapshot.log-bytes must be at least 1048576 (1 MiB)".into(),
+        ));
+    }
+    if args.restore_max_bytes == 0 {
+        return Err(CoreError::Usage(
+            "--restore.max-bytes must be at least 1".into(),
+        ));
+    }
     Ok(RunConfig {
         id,
         root: args.root.clone(),
@@ -192,6 +232,12 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
         join: args.join.clone(),
         http,
         join_timeout_ms: args.join_timeout_ms,
+        snapshot: sqlraft::SnapshotOptions {
+            entries: args.snapshot_entries,
+            log_bytes: args.snapshot_log_bytes,
+            trailing_entries: args.snapshot_trailing,
+        },
+        restore_max_bytes: args.restore_max_bytes,
     })
 }
 
@@ -289,6 +335,33 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
             "--raft.join.timeout-ms".into(),
             config.join_timeout_ms.to_string(),
         ]);
+    }
+    let snapshot = &config.snapshot;
+    for (flag, value, default) in [
+        (
+            "--raft.snapshot.entries",
+            snapshot.entries,
+            DEFAULT_SNAPSHOT_ENTRIES,
+        ),
+        (
+            "--raft.snapshot.log-bytes",
+            snapshot.log_bytes,
+            DEFAULT_SNAPSHOT_LOG_BYTES,
+        ),
+        (
+            "--raft.snapshot.trailing",
+            snapshot.trailing_entries,
+            DEFAULT_SNAPSHOT_TRAILING,
+        ),
+        (
+            "--restore.max-bytes",
+            config.restore_max_bytes,
+            DEFAULT_RESTORE_MAX_BYTES,
+        ),
+    ] {
+        if value != default {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
     }
     args
 }

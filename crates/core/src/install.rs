@@ -553,6 +553,8 @@ mod tests {
             join: Some("core-2.example.com:7209".into()),
             http: "0.0.0.0:7220".parse().expect("addr"),
             join_timeout_ms: DEFAULT_JOIN_TIMEOUT_MS,
+            snapshot: sqlraft::SnapshotOptions::default(),
+            restore_max_bytes: crate::cli::DEFAULT_RESTORE_MAX_BYTES,
         };
         assert_eq!(
             service_args(&config).join(" "),
@@ -569,6 +571,19 @@ mod tests {
             service_args(&slow)
                 .join(" ")
                 .ends_with("--http 0.0.0.0:7220 --raft.join.timeout-ms 5")
+        );
+        let snapshots = RunConfig {
+            snapshot: sqlraft::SnapshotOptions {
+                entries: 500,
+                ..Default::default()
+            },
+            ..slow
+        };
+        assert!(
+            service_args(&snapshots)
+                .join(" ")
+                .ends_with("--raft.join.timeout-ms 5 --raft.snapshot.entries 500"),
+            "a changed snapshot interval stays on the installed command line"
         );
     }
 

@@ -38,7 +38,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
         &role_samples,
     );
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let single: [(&str, &str, &str, u64); 13] = [
+    let single: [(&str, &str, &str, u64); 17] = [
+        (
+            "sqlraft_log_first_index",
+            "gauge",
+            "First index in the local raft log (entries before it are in a snapshot).",
+            s.first_index,
+        ),
+        (
+            "sqlraft_log_bytes",
+            "gauge",
+            "Bytes of the local raft log's segment files.",
+            s.log_bytes,
+        ),
+        (
+            "sqlraft_snapshot_index",
+            "gauge",
+            "Index of the newest local snapshot (0: none).",
+            s.snapshot.as_ref().map_or(0, |x| x.index),
+        ),
+        (
+            "sqlraft_snapshots_installed_total",
+            "counter",
+            "Snapshots installed from the leader since start.",
+            s.snapshots_installed,
+        ),
         ("sqlraft_term", "gauge", "Current raft term.", s.term),
         (
             "sqlraft_commit_index",

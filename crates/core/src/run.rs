@@ -95,6 +95,8 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     // Only services created in the registry (web interface, POST /api/v1/services) join.
     node_config.admission = sqlraft::Admission::Registered;
     node_config.limits.join_timeout_ms = config.join_timeout_ms;
+    node_config.limits.max_restore_bytes = config.restore_max_bytes;
+    node_config.snapshot = config.snapshot.clone();
     tracing::info!(service_id = %config.id, dir = %dir.display(), raft_addr = %config.advertise,
         http = %config.http, join = ?config.join, "starting core service");
 

@@ -148,6 +148,11 @@ pub(crate) struct Overview {
     pub(crate) voters: usize,
     pub(crate) learners: usize,
     pub(crate) services: Vec<ServiceView>,
+    /// This node's newest snapshot, its log, and the snapshot transfers it runs.
+    pub(crate) snapshot: Option<sqlraft::SnapshotInfo>,
+    pub(crate) log_first_index: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) transfers: Vec<sqlraft::SnapshotTransfer>,
 }
 
 /// Every registered service, oldest first, with live information.
@@ -189,6 +194,10 @@ pub(crate) async fn overview(node: &Node, probe_timeout: Duration) -> Result<Ove
         voters: status.voters.len(),
         learners: status.learners.len(),
         services,
+        snapshot: status.snapshot.clone(),
+        log_first_index: status.first_index,
+        log_bytes: status.log_bytes,
+        transfers: node.snapshot_transfers(),
     })
 }
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -177,9 +178,23 @@ async fn wait_for_members(state: &AppState, index: u64, limit: Duration) -> Vec<
     }
 }
 
-/// Takes a snapshot now and compacts the log behind it.
-async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let info = state.node.snapshot().await?;
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotParams {
+    /// Entries to keep in the log behind the snapshot this time.
+    trailing: Option<u64>,
+}
+
+/// Takes a snapshot now and compacts the log behind it (`?trailing=N`: keep only N
+/// entries behind it this time; 0 compacts everything the snapshot covers).
+async fn snapshot(
+    State(state): State<AppState>,
+    params: Result<Query<SnapshotParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| {
+        ApiError::bad_request(format!("expected ?trailing=<entries>: {}", e.body_text()))
+    })?;
+    let info = state.node.snapshot_keeping(params.trailing).await?;
     let status = state.node.status();
     Ok(json_response(
         StatusCode::OK,

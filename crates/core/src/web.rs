@@ -440,7 +440,72 @@ pub(crate) fn render_cluster(o: &Overview) -> String {
         }
         out.push_str("</tbody>\n</table>\n");
     }
+    out.push_str(&render_snapshots(o));
     out
+}
+
+/// This node's snapshot and log, and the snapshot transfers it sends or receives with
+/// their progress.
+fn render_snapshots(o: &Overview) -> String {
+    let mut out = String::from("<h2>Snapshots</h2>\n");
+    let snapshot = match &o.snapshot {
+        Some(s) => format!(
+            "snapshot at index {} ({})",
+            s.index,
+            human_bytes(s.size_bytes)
+        ),
+        None => "no snapshot yet".to_string(),
+    };
+    out.push_str(&format!(
+        "<p class=\"summary\" id=\"snapshot-summary\">This node: {snapshot} · log from index {} ({})</p>\n",
+        o.log_first_index,
+        human_bytes(o.log_bytes),
+    ));
+    if o.transfers.is_empty() {
+        out.push_str(
+            "<p class=\"hint\" id=\"no-transfers\">No snapshot is being sent or received.</p>\n",
+        );
+        return out;
+    }
+    out.push_str("<table id=\"transfers\">\n<thead><tr><th>Peer</th><th>Direction</th><th>Snapshot index</th><th>Progress</th><th>Attempt</th></tr></thead>\n<tbody>\n");
+    for t in &o.transfers {
+        let peer = o
+            .services
+            .iter()
+            .find(|v| v.live.as_ref().is_some_and(|m| m.raft_id == t.peer_raft_id))
+            .map_or_else(
+                || format!("raft id {}", t.peer_raft_id),
+                |v| v.service.name.clone(),
+            );
+        let percent = (t.bytes_done * 100)
+            .checked_div(t.bytes_total)
+            .unwrap_or(100);
+        out.push_str(&format!(
+            "<tr><td>{peer}</td><td>{direction}</td><td>{index}</td><td>{done} of {total} ({percent}%)</td><td>{attempt}</td></tr>\n",
+            peer = escape(&peer),
+            direction = escape(t.direction),
+            index = t.index,
+            done = human_bytes(t.bytes_done),
+            total = human_bytes(t.bytes_total),
+            attempt = t.attempt,
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn render_row(v: &ServiceView) -> String {
@@ -566,6 +631,10 @@ mod tests {
             voters: 1,
             learners: 1,
             services,
+            snapshot: None,
+            log_first_index: 1,
+            log_bytes: 0,
+            transfers: Vec::new(),
         }
     }
 
@@ -593,6 +662,39 @@ mod tests {
             assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         }
         assert!(page.contains("is a learner: it becomes a voter when one more core service joins, so that the number of voters stays odd"));
+    }
+
+    #[test]
+    fn snapshot_transfers_show_their_progress() {
+        let mut o = overview(vec![view(
+            "core-2",
+            "core-2.example.com",
+            ServiceState::Learner,
+            true,
+        )]);
+        assert!(render_cluster(&o).contains("No snapshot is being sent or received"));
+        o.snapshot = Some(sqlraft::SnapshotInfo {
+            index: 4_000,
+            term: 3,
+            size_bytes: 3 << 20,
+            took_ms: 12,
+        });
+        o.transfers = vec![sqlraft::SnapshotTransfer {
+            peer_raft_id: 2,
+            direction: "sending",
+            index: 4_000,
+            term: 3,
+            bytes_done: 1 << 20,
+            bytes_total: 3 << 20,
+            attempt: 2,
+        }];
+        let html = render_cluster(&o);
+        assert!(html.contains("snapshot at index 4000 (3.0 MiB)"), "{html}");
+        assert!(
+            html.contains("<td>core-2</td><td>sending</td><td>4000</td><td>1.0 MiB of 3.0 MiB (33%)</td><td>2</td>"),
+            "{html}"
+        );
+        assert_eq!(human_bytes(512), "512 B");
     }
 
     #[test]

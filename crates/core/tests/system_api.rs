@@ -243,5 +243,21 @@ async fn a_snapshot_on_demand_shows_in_the_status() {
     assert_eq!(status["snapshot"]["index"], json!(index), "{status}");
     assert!(status["log"]["first_index"].as_u64().is_some(), "{status}");
     assert!(status["snapshot_transfers"].is_array(), "{status}");
+    // The default window keeps these few entries; ?trailing=0 compacts all it covers.
+    assert_eq!(status["log"]["first_index"], json!(1), "{status}");
+    h.post_json("/db/execute", r#"["INSERT INTO t VALUES (2)"]"#)
+        .await;
+    let taken = h.post_json("/api/v1/system/snapshot?trailing=0", "").await;
+    let index = taken["index"].as_u64().expect("index");
+    assert_eq!(taken["log_first_index"], json!(index + 1), "{taken}");
+    let r = h.post("/api/v1/system/snapshot?trailing=lots", "").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The node restarts from the snapshot and the empty log behind it.
+    let mut h = h;
+    h.pause().await;
+    h.resume().await;
+    h.wait_ready().await;
+    let rows = query(&h, "SELECT count(*) FROM t").await;
+    assert_eq!(rows["values"], json!([[2]]), "{rows}");
     h.stop().await;
 }

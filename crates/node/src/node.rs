@@ -376,10 +376,17 @@ impl Node {
     /// it (keeping the trailing window, [`crate::SnapshotOptions`]); returns once it is
     /// taken. A snapshot already being taken is waited for and the next one taken.
     pub async fn snapshot(&self) -> Result<crate::SnapshotInfo> {
+        self.snapshot_keeping(None).await
+    }
+
+    /// Like [`Node::snapshot`], keeping only `trailing` entries behind the snapshot
+    /// this time (the configured window when `None`; it is never widened). Followers
+    /// further behind are sent the snapshot.
+    pub async fn snapshot_keeping(&self, trailing: Option<u64>) -> Result<crate::SnapshotInfo> {
         let handle = &self.handle;
         handle.check_running()?;
         let (reply, taken) = oneshot::channel();
-        handle.submit(Request::Snapshot { reply })?;
+        handle.submit(Request::Snapshot { reply, trailing })?;
         match tokio::time::timeout(SNAPSHOT_WAIT, taken).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(handle.stopped()),

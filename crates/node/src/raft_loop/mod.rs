@@ -55,9 +55,11 @@ pub(crate) enum Request {
         /// A snapshot message whose file was received and checked.
         with_snapshot_file: bool,
     },
-    /// Take a snapshot now.
+    /// Take a snapshot now, keeping `trailing` entries behind it (the configured
+    /// window when `None`).
     Snapshot {
         reply: oneshot::Sender<Result<SnapshotInfo>>,
+        trailing: Option<u64>,
     },
     Propose {
         command: Vec<u8>,
@@ -373,7 +375,7 @@ impl RaftLoop {
             }
             Request::Propose { command, reply } => self.propose(command, reply),
             Request::ReadIndex { reply } => self.read_index(reply),
-            Request::Snapshot { reply } => self.request_snapshot(reply),
+            Request::Snapshot { reply, trailing } => self.request_snapshot(reply, trailing),
             Request::Join { request, reply } => self.join(request, reply),
             Request::Admin { request, reply } => self.admin(request, reply),
             Request::Services { reply } => match self.sm.services().map_err(NodeError::from) {

@@ -39,8 +39,9 @@ pub(crate) struct Snapshots {
     pub db: PathBuf,
     pub options: SnapshotOptions,
     job: Option<Job>,
-    /// Callers of [`crate::Node::snapshot`] waiting for the next snapshot.
-    waiting: Vec<oneshot::Sender<Result<SnapshotInfo>>>,
+    /// Callers of [`crate::Node::snapshot`] waiting for the next snapshot, each with
+    /// the trailing window it asked for.
+    waiting: Vec<(oneshot::Sender<Result<SnapshotInfo>>, Option<u64>)>,
     /// The newest snapshot this node holds.
     pub latest: Option<SnapshotInfo>,
     /// Size of the log when it was last compacted.
@@ -124,9 +125,14 @@ pub(crate) fn delete_older_snapshots(dir: &Path, keep: u64) {
 }
 
 impl RaftLoop {
-    /// Asks for a snapshot now; `reply` gets it once it is taken.
-    pub(super) fn request_snapshot(&mut self, reply: oneshot::Sender<Result<SnapshotInfo>>) {
-        self.snapshots.waiting.push(reply);
+    /// Asks for a snapshot now; `reply` gets it once it is taken. `trailing`: entries
+    /// to keep behind it this time instead of the configured window.
+    pub(super) fn request_snapshot(
+        &mut self,
+        reply: oneshot::Sender<Result<SnapshotInfo>>,
+        trailing: Option<u64>,
+    ) {
+        self.snapshots.waiting.push((reply, trailing));
     }
 
     /// Once a turn: collects a finished snapshot job, and starts one when it is due.
@@ -185,7 +191,7 @@ impl RaftLoop {
     }
 
     fn fail_snapshot_waiters(&mut self, reason: &str) {
-        for reply in self.snapshots.waiting.drain(..) {
+        for (reply, _) in self.snapshots.waiting.drain(..) {
             let _ = reply.send(Err(NodeError::Unavailable(format!(
                 "snapshot failed: {reason}"
             ))));
@@ -229,11 +235,18 @@ impl RaftLoop {
             file.size,
             &file.sha256,
         ));
-        // Compact behind the snapshot, keeping a window for followers that lag a little;
-        // never past what is committed here (the snapshot is applied, so committed).
+        // Compact behind the snapshot, keeping a window for followers that lag a little
+        // (smaller when a caller asked for less); never past what is committed here (the
+        // snapshot is applied, so committed).
+        let trailing = self
+            .snapshots
+            .waiting
+            .iter()
+            .filter_map(|(_, t)| *t)
+            .fold(self.snapshots.options.trailing_entries, u64::min);
         let point = file
             .index
-            .saturating_sub(self.snapshots.options.trailing_entries)
+            .saturating_sub(trailing)
             .min(store.hard_state().commit);
         if point >= store.first_index().unwrap_or(1) {
             store.compact(point).map_err(NodeError::from)?;
@@ -251,7 +264,7 @@ impl RaftLoop {
         self.snapshots.latest = Some(info.clone());
         // Whoever is told it was taken sees it in the status.
         self.publish();
-        for reply in self.snapshots.waiting.drain(..) {
+        for (reply, _) in self.snapshots.waiting.drain(..) {
             let _ = reply.send(Ok(info.clone()));
         }
         Ok(())
