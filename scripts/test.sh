@@ -14,7 +14,7 @@ cargo test --workspace --locked
 
 # The fault campaign's smoke run (docs/TESTING.md): fixed seeds, each group of faults on
 # its own and then all mixed, about three minutes. Longer: scripts/campaign.sh --minutes N.
-bash scripts/campaign.sh --seconds 30 --seed 1 --nemesis kill,kill-leader,pause,pause-leader
+bash scripts/campaign.sh --seconds 30 --seed 1 --nemesis kill,kill-leader,pause,pause-leader,snapshot
 if [ "$(id -u)" -eq 0 ]; then
   bash scripts/campaign.sh --seconds 30 --seed 2 --nemesis partition,bridge,one-way,loss
   bash scripts/campaign.sh --seconds 30 --seed 3 --nemesis join,remove,remove-leader,disk,clock

@@ -254,6 +254,14 @@ impl Nodes {
             &slot.http,
             slot.netns.as_deref(),
         );
+        // Snapshots every few hundred entries: every run takes them, compacts the log
+        // behind them and sends them to nodes that come back after a fault.
+        process.add_args(&[
+            "--raft.snapshot.entries",
+            SNAPSHOT_ENTRIES,
+            "--raft.snapshot.trailing",
+            SNAPSHOT_TRAILING,
+        ]);
         if let Some(lib) = &self.options.fake_clock {
             std::fs::write(&clock, "+0").map_err(|e| io_error(&clock, &e))?;
             process.set_env("LD_PRELOAD", &lib.to_string_lossy());
@@ -519,6 +527,33 @@ fn mount_tmpfs(dir: &Path, mib: u64) -> Result<(), ClusterError> {
         )));
     }
     Ok(())
+}
+
+/// Entries between the services' automatic snapshots in a campaign.
+pub const SNAPSHOT_ENTRIES: &str = "400";
+/// Entries they keep in the log behind a snapshot.
+pub const SNAPSHOT_TRAILING: &str = "100";
+
+impl Nodes {
+    /// `POST /api/v1/system/snapshot?trailing=0` on the member in slot `i`: a snapshot
+    /// and the whole log behind it compacted. `Err` says why it did not happen.
+    pub fn compact(&self, i: usize) -> Result<u64, String> {
+        let slot = &self.slots[i];
+        let r = http::post(
+            &slot.http,
+            "/api/v1/system/snapshot?trailing=0",
+            &json!({}),
+            Duration::from_secs(30),
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        if r.status != 200 {
+            return Err(format!("{}: {}", r.status, r.text()));
+        }
+        serde_json::from_slice::<Json>(&r.body)
+            .ok()
+            .and_then(|j| j["index"].as_u64())
+            .ok_or_else(|| format!("no index in {}", r.text()))
+    }
 }
 
 /// `GET /db/hash`: (applied index, sha256).

@@ -33,7 +33,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     runs: u64,
     /// Faults to draw from, comma-separated: kill, kill-leader, pause, pause-leader,
-    /// partition, bridge, one-way, loss, join, remove, remove-leader, disk, clock;
+    /// partition, bridge, one-way, loss, join, remove, remove-leader, disk, clock,
+    /// snapshot;
     /// `all` (those this machine allows) or `none`.
     #[arg(long, default_value = "all")]
     nemesis: String,

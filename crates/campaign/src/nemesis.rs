@@ -44,11 +44,15 @@ pub enum Fault {
     /// One node's wall clock (the leader's, half of the time) jumps two hours forward
     /// or back, and later returns.
     Clock,
+    /// A random node is killed; meanwhile every other member takes a snapshot and
+    /// compacts its whole log behind it, so the node, restarted, catches up from a
+    /// snapshot sent by the leader.
+    Snapshot,
 }
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::Pause,
@@ -62,6 +66,7 @@ impl Fault {
         Fault::RemoveLeader,
         Fault::Disk,
         Fault::Clock,
+        Fault::Snapshot,
     ];
 
     /// The name used on the command line and in reports.
@@ -80,6 +85,7 @@ impl Fault {
             Fault::RemoveLeader => "remove-leader",
             Fault::Disk => "disk",
             Fault::Clock => "clock",
+            Fault::Snapshot => "snapshot",
         }
     }
 
@@ -314,6 +320,25 @@ impl<'a> Nemesis<'a> {
                 (
                     Active::Full(i, ballast),
                     format!("slot {i}'s file system full"),
+                )
+            }
+            Fault::Snapshot => {
+                let i = self.random()?;
+                if let Some(p) = self.nodes.process(i) {
+                    p.kill9();
+                }
+                // Let the others apply a few more writes, then compact everything.
+                std::thread::sleep(Duration::from_millis(500));
+                let mut done = Vec::new();
+                for other in self.nodes.running() {
+                    match self.nodes.compact(other) {
+                        Ok(index) => done.push(format!("slot {other} at {index}")),
+                        Err(e) => done.push(format!("slot {other} failed: {e}")),
+                    }
+                }
+                (
+                    Active::Killed(i),
+                    format!("slot {i} killed; snapshots: {}", done.join(", ")),
                 )
             }
             Fault::Clock => {

@@ -32,6 +32,8 @@ pub struct CoreProcess {
     netns: Option<String>,
     /// Extra environment variables.
     env: Vec<(String, String)>,
+    /// Extra flags of `run`.
+    args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -101,9 +103,15 @@ impl CoreProcess {
             http: http.to_string(),
             netns: netns.map(str::to_string),
             env: Vec::new(),
+            args: Vec::new(),
             child: None,
             starts: 0,
         }
+    }
+
+    /// Adds flags to `sqlraft-core run` for every later start.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
     }
 
     /// Sets an environment variable for every later start.
@@ -208,6 +216,7 @@ impl CoreProcess {
             // Gone with the test even when it is killed and Drop never runs (the
             // signal follows the spawning thread: the test's own).
             .arg("--exit-with-parent")
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
