@@ -8,10 +8,12 @@
 //! are healed the nodes must converge to one content hash, and the [`check`]er decides
 //! whether the history is linearizable per key and keeps the bank and list invariants.
 //! [`run`] puts one run together; `docs/TESTING.md` says how to run and reproduce it.
+//! [`measure`] serves the measuring tools (`sqlraft-history`, `sqlraft-snapshot-bench`).
 
 pub mod check;
 pub mod cluster;
 pub mod history;
+pub mod measure;
 pub mod nemesis;
 pub mod net;
 pub mod run;

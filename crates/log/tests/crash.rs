@@ -156,5 +156,6 @@ fn a_crash_between_any_two_file_operations_loses_nothing_durable() {
         crash_points += 1;
     }
     // Every write, segment, deletion and sync of the scenario was a crash point.
+    println!("{crash_points} crash points");
     assert!(crash_points > 40, "only {crash_points} crash points");
 }

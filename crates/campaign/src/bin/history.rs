@@ -15,17 +15,15 @@
 //! `--out/summary.json`). Every process it starts is stopped, and its directory removed
 //! unless `--keep`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Value as Json, json};
+use sqlraft_campaign::measure::{sample, start_cluster, start_node, status};
 use sqlraft_harness::http;
-use sqlraft_harness::processes::FIRST_SERVICE_ID;
-use sqlraft_harness::processes::cluster::{create_service, loopback_host};
-use sqlraft_harness::processes::process::{CoreProcess, free_port};
 
 #[derive(Debug, Parser)]
 #[command(name = "sqlraft-history", about = "Measure what a long history costs")]
@@ -64,40 +62,6 @@ fn main() {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn status(node: &CoreProcess) -> Json {
-    http::get(&node.http, "/status", Duration::from_secs(5))
-        .ok()
-        .filter(|r| r.status == 200)
-        .map(|r| r.json())
-        .unwrap_or(Json::Null)
-}
-
 fn snapshot_flags(no_snapshots: bool) -> Vec<&'static str> {
     if no_snapshots {
         vec![
@@ -111,41 +75,6 @@ fn snapshot_flags(no_snapshots: bool) -> Vec<&'static str> {
     }
 }
 
-/// Starts service `id` as node `i` on its own loopback host, joining `join`.
-fn start(
-    root: &Path,
-    i: usize,
-    id_for: impl FnOnce(&str) -> String,
-    join: Option<&str>,
-    flags: &[&str],
-) -> Result<CoreProcess, String> {
-    let host = loopback_host(i);
-    let raft = format!("{host}:{}", free_port(&host));
-    let http_addr = format!("{host}:{}", free_port(&host));
-    let id = id_for(&raft);
-    let mut node = CoreProcess::at(root, &format!("node-{i}"), &id, &raft, &http_addr, None);
-    node.add_args(flags);
-    node.try_start(join)
-        .map_err(|e| format!("node-{i}: {e:?}\n{}", node.log_tail(30)))?;
-    Ok(node)
-}
-
-/// A node's numbers now.
-fn sample(node: &CoreProcess) -> Json {
-    let dir = node.dir();
-    let s = status(node);
-    json!({
-        "name": node.name,
-        "raft_dir_bytes": dir_bytes(&dir.join("raft")),
-        "log_bytes": s["log"]["bytes"],
-        "log_first_index": s["log"]["first_index"],
-        "db_bytes": dir_bytes(&dir.join("db")),
-        "rss_kib": node.is_running().then(|| rss_kib(node.pid().as_raw())),
-        "applied_index": s["applied_index"],
-        "snapshot_index": s["snapshot"]["index"],
-    })
-}
-
 fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let root = tempfile::Builder::new()
@@ -153,22 +82,8 @@ fn run(args: &Args) -> Result<(), String> {
         .tempdir_in(&args.out)
         .map_err(|e| e.to_string())?;
     let flags = snapshot_flags(args.no_snapshots);
-    let first = start(root.path(), 0, |_| FIRST_SERVICE_ID.to_string(), None, &flags)?;
-    let admin = first.http.clone();
-    let join = first.raft.clone();
-    let mut nodes = vec![first];
-    for i in 1..3 {
-        let node = start(root.path(), i, |raft| create_service(&admin, raft), Some(&join), &flags)?;
-        nodes.push(node);
-    }
-    // Wait for three voters.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&nodes[0])["voters"].as_array().map(Vec::len) != Some(3) {
-        if Instant::now() > deadline {
-            return Err("no three voters within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut nodes = start_cluster(root.path(), 3, &flags)?;
+    let join = nodes[0].raft.clone();
     let leader = nodes
         .iter()
         .position(|n| status(n)["role"] == "leader")
@@ -263,13 +178,7 @@ fn run(args: &Args) -> Result<(), String> {
     // committed when it started, and did it get a snapshot?
     let commit = status(&nodes[leader])["commit_index"].as_u64().unwrap_or(0);
     let join_started = Instant::now();
-    let joiner = start(
-        root.path(),
-        3,
-        |raft| create_service(&target, raft),
-        Some(&join),
-        &flags,
-    )?;
+    let joiner = start_node(root.path(), 3, Some((&target, &join)), &flags)?;
     let caught_up = loop {
         let s = status(&joiner);
         if s["applied_index"].as_u64().unwrap_or(0) >= commit {
@@ -300,7 +209,10 @@ fn run(args: &Args) -> Result<(), String> {
         "samples": samples,
         "final": final_samples,
     });
-    println!("{}", serde_json::to_string_pretty(&summary["join"]).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary["join"]).unwrap_or_default()
+    );
     println!(
         "write rate: {:.0}/s over {:.0} s",
         args.writes as f64 / write_seconds,
@@ -311,8 +223,11 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         "summary.json"
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("summary: {}", path.display());
     for node in &mut nodes {
         if node.is_running() {

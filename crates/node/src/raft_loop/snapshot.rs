@@ -211,6 +211,32 @@ impl RaftLoop {
                 return Ok(());
             }
         };
+        if self
+            .snapshots
+            .latest
+            .as_ref()
+            .is_some_and(|latest| latest.index >= file.index)
+        {
+            // A snapshot from the leader was installed while this one was copied: it is
+            // newer, and stays the one offered.
+            tracing::info!(
+                index = file.index,
+                "dropping a snapshot older than the one installed meanwhile"
+            );
+            if let Some(latest) = &self.snapshots.latest
+                && latest.index > file.index
+            {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            let info = self.snapshots.latest.clone();
+            for (reply, _) in self.snapshots.waiting.drain(..) {
+                let _ = reply.send(
+                    info.clone()
+                        .ok_or(NodeError::Unavailable("no snapshot".into())),
+                );
+            }
+            return Ok(());
+        }
         self.crash_point("snapshot:taken")?;
         let conf_state = <ConfState as prost_011::Message>::decode(file.conf_state.as_slice())
             .map_err(|e| Fatal::corrupt(format!("undecodable configuration in a snapshot: {e}")))?;
