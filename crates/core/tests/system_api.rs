@@ -77,15 +77,26 @@ async fn restore_on_three_nodes_replaces_the_content_everywhere_and_keeps_the_cl
             ]"#,
         )
         .await;
-    // The backup comes from a follower, at the index it names.
-    let backup = second.get("/api/v1/system/backup").await;
-    assert_eq!(backup.status, 200, "{}", backup.text());
-    let backup_index: u64 = backup
-        .header("x-sqlraft-applied-index")
-        .and_then(|v| v.parse().ok())
-        .expect("applied index header");
-    let before = hash(&second).await;
-    assert_eq!(before["applied_index"], json!(backup_index));
+    // The backup comes from a follower, at the index it names; its content hash is
+    // the follower's at that index (taken when nothing was applied in between: the
+    // cluster may still be finishing a configuration change).
+    let mut found = None;
+    for _ in 0..50 {
+        let first = hash(&second).await;
+        let backup = second.get("/api/v1/system/backup").await;
+        assert_eq!(backup.status, 200, "{}", backup.text());
+        let backup_index: u64 = backup
+            .header("x-sqlraft-applied-index")
+            .and_then(|v| v.parse().ok())
+            .expect("applied index header");
+        let then = hash(&second).await;
+        if first == then && then["applied_index"] == json!(backup_index) {
+            found = Some((backup, then));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (backup, before) = found.expect("a backup taken while nothing was applied");
 
     leader
         .post_json(
