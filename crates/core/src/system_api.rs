@@ -94,6 +94,13 @@ async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
 /// member to apply it too; the answer says which did.
 async fn restore(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let node = &state.node;
+    if node.is_restoring() {
+        // Refused before the body is stored, not after.
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "a restore is already running on this node".into(),
+        });
+    }
     let limit = node.config().limits.max_restore_bytes;
     let parent = node.config().dir.join("db");
     let dir = tempfile::Builder::new()

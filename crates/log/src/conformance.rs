@@ -90,7 +90,8 @@ macro_rules! conformance_tests {
             compaction_drops_the_prefix_and_survives_reopen, compaction_needs_commit,
             appends_after_compaction_follow_the_rules, compaction_bounds_the_disk,
             snapshot_install_replaces_the_log, snapshot_behind_the_commit_is_refused,
-            torn_write_after_a_new_segment_loads_prefix);
+            torn_write_after_a_new_segment_loads_prefix,
+            a_conflicting_suffix_across_segments_survives_compaction);
     };
     (@tests $store:ty; $($name:ident),*) => {
         $(
@@ -590,4 +591,40 @@ pub fn torn_write_after_a_new_segment_loads_prefix<L: DurableLog>(dir: &Path) {
     let log = L::open_small(dir).expect("reopen");
     assert_eq!(bounds(&log), (1, index - 1));
     assert_eq!(read(&log, 1, index), entries(1..=index - 1, 1));
+}
+
+/// A new segment starts at the log's end; a new leader's entries may then replace
+/// entries below that start, written into the new segment. Once compaction deletes the
+/// segment before it, the log still opens and reads back.
+pub fn a_conflicting_suffix_across_segments_survives_compaction<L: DurableLog>(dir: &Path) {
+    let mut log = L::open_small(dir).expect("open");
+    fill(&mut log, 1..=10, 1);
+    let big = |index: u64, term: u64| Entry {
+        index,
+        term,
+        data: vec![7u8; 1024],
+        ..Default::default()
+    };
+    // Uncommitted entries of term 1, until one of them starts a new segment.
+    append(&mut log, &[big(11, 1)], None);
+    let first_tail = L::tail_file(dir);
+    let mut last = 11;
+    while L::tail_file(dir) == first_tail {
+        last += 1;
+        append(&mut log, &[big(last, 1)], None);
+    }
+    assert!(
+        last >= 12,
+        "the new segment starts above the entries to be replaced"
+    );
+    // A new leader's entries replace everything after 10, in the new segment.
+    append(&mut log, &[big(11, 2)], None);
+    append(&mut log, &[big(12, 2), big(13, 2)], Some(&commit_hs(13)));
+    assert_eq!(bounds(&log), (1, 13));
+    log.compact(12).expect("compact");
+    drop(log);
+    let log = L::open_small(dir).expect("reopen after compaction");
+    assert_eq!(bounds(&log), (13, 13));
+    assert_eq!(log.term(12).expect("term"), 2);
+    assert_eq!(read(&log, 13, 14)[0].term, 2);
 }

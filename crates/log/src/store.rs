@@ -149,6 +149,10 @@ pub struct LogStore {
     first_index: u64,
     /// Term of the entry at `first_index - 1` (compacted, or 0 before the first entry).
     prev_term: u64,
+    /// Only while replaying: the first segment held an entry below its base (a write
+    /// that replaced a conflicting suffix), so the log was restarted there and the
+    /// term before it is not known until a compaction mark covers it.
+    prev_term_unknown: bool,
     locs: VecDeque<EntryLoc>,
     /// The newest entries: `cache[k]` has index `last_index() + 1 - cache.len() + k`.
     cache: VecDeque<Entry>,
@@ -196,6 +200,7 @@ impl LogStore {
             segments: VecDeque::new(),
             first_index: 1,
             prev_term: 0,
+            prev_term_unknown: false,
             locs: VecDeque::new(),
             cache: VecDeque::new(),
             cached_bytes: 0,
@@ -238,6 +243,17 @@ impl LogStore {
             )?;
         } else {
             store.replay_all(&seqs)?;
+            if store.prev_term_unknown {
+                return Err(store.corrupt(
+                    dir,
+                    0,
+                    &format!(
+                        "the log starts at entry {} but the term before it is not recorded: \
+                         a segment is missing",
+                        store.first_index
+                    ),
+                ));
+            }
         }
         store.delete_obsolete_segments()?;
         Ok(store)
@@ -433,6 +449,15 @@ impl LogStore {
     ) -> std::result::Result<(), String> {
         match item {
             Item::Entry { entry, pos, len } => {
+                if entry.index < self.first_index && first_segment {
+                    // The oldest segment left began at the log's end then; this write
+                    // replaced a conflicting suffix below it. What came before was
+                    // compacted away, and the compaction mark that allowed deleting
+                    // it follows (checked at the end of the replay).
+                    self.locs.clear();
+                    self.first_index = entry.index;
+                    self.prev_term_unknown = true;
+                }
                 let last = self.last();
                 if entry.index < self.first_index || entry.index > last + 1 {
                     return Err(format!(
@@ -456,13 +481,28 @@ impl LogStore {
                     self.locs.clear();
                     self.first_index = base.next_index;
                     self.prev_term = base.prev_term;
-                } else if base.next_index != self.last() + 1 {
+                } else if base.next_index > self.last() + 1 || base.next_index < self.first_index {
                     return Err(format!(
-                        "segment starts at entry {} but the log before it ends at {}: \
+                        "segment starts at entry {} but the log before it holds [{}, {}]: \
                          a segment is missing or was replaced",
                         base.next_index,
+                        self.first_index,
                         self.last()
                     ));
+                } else {
+                    // A segment started by a write that replaced a conflicting suffix
+                    // begins below the end of the one before: what follows replaces it.
+                    let known = self.term_of(base.next_index - 1);
+                    if known.is_some_and(|t| t != base.prev_term) {
+                        return Err(format!(
+                            "segment starts after entry {} of term {}, but that entry has \
+                             term {known:?}",
+                            base.next_index - 1,
+                            base.prev_term
+                        ));
+                    }
+                    self.locs
+                        .truncate((base.next_index - self.first_index) as usize);
                 }
             }
             Item::Compact(Compact { index, term }) => {
@@ -475,7 +515,11 @@ impl LogStore {
                         self.last()
                     ));
                 }
-                let known = self.term_of(index).unwrap_or(term);
+                let known = if self.prev_term_unknown && index + 1 == self.first_index {
+                    term
+                } else {
+                    self.term_of(index).unwrap_or(term)
+                };
                 if known != term {
                     return Err(format!(
                         "compaction to {index} in term {term}, but that entry has term {known}"
@@ -511,6 +555,7 @@ impl LogStore {
 
     /// Forgets entries up to `index` (term `term`) in memory.
     fn drop_front_to(&mut self, index: u64, term: u64) {
+        self.prev_term_unknown = false;
         let drop = ((index + 1).saturating_sub(self.first_index) as usize).min(self.locs.len());
         self.locs.drain(..drop);
         self.first_index = index + 1;
@@ -624,12 +669,15 @@ impl LogStore {
     }
 
     /// Appends one record to the active segment and syncs it; on failure the store is
-    /// poisoned. Returns the offset the record was written at.
-    fn append_record(&mut self, bytes: &[u8]) -> Result<(u64, u64)> {
+    /// poisoned. `next_index` is the index of the record's first entry (or of the next
+    /// entry when it holds none): a new segment started for it begins there, which is
+    /// below the log's end when the record replaces a conflicting suffix. Returns the
+    /// segment and offset the record was written at.
+    fn append_record(&mut self, bytes: &[u8], next_index: u64) -> Result<(u64, u64)> {
         if self.active()?.len >= self.options.segment_bytes {
             let base = Base {
-                next_index: self.last() + 1,
-                prev_term: self.term_of(self.last()).unwrap_or(0),
+                next_index,
+                prev_term: self.term_of(next_index - 1).unwrap_or(0),
                 reset: false,
             };
             self.roll(base)?;
@@ -693,7 +741,8 @@ impl LogStore {
             )));
         }
         let bytes = record.finish();
-        let (seq, base) = self.append_record(&bytes)?;
+        let next_index = entries.first().map_or(self.last() + 1, |e| e.index);
+        let (seq, base) = self.append_record(&bytes, next_index)?;
 
         if let Some(first) = entries.first() {
             self.truncate_from(first.index);
@@ -749,7 +798,7 @@ impl LogStore {
             record.hard_state(&self.hard_state.clone());
         }
         let bytes = record.finish();
-        self.append_record(&bytes)?;
+        self.append_record(&bytes, self.last() + 1)?;
         self.commit_dirty = false;
         self.drop_front_to(index, term);
         self.delete_obsolete_segments()
@@ -789,6 +838,25 @@ impl LogStore {
         self.prev_term = meta.term;
         self.delete_obsolete_segments()
             .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// The compaction point that keeps at most `max_bytes` of entries up to `upto`: the
+    /// entries after it, to `upto`, add up to no more than that (at least the entry at
+    /// `upto` itself is dropped from the count). Never below the current compaction
+    /// point.
+    pub fn index_keeping_bytes(&self, upto: u64, max_bytes: u64) -> u64 {
+        let upto = upto.min(self.last());
+        let mut kept = 0u64;
+        let mut index = upto;
+        while index >= self.first_index {
+            let len = u64::from(self.locs[(index - self.first_index) as usize].len);
+            if kept + len > max_bytes {
+                return index;
+            }
+            kept += len;
+            index -= 1;
+        }
+        self.first_index - 1
     }
 
     /// Offers `snapshot` to followers that are behind the first index (see

@@ -79,8 +79,9 @@ impl NodeConfig {
 /// log has grown by `log_bytes` since it was last compacted, whichever comes first, and
 /// on demand ([`crate::Node::snapshot`]); a leader also takes one when a follower needs
 /// a newer one than it has. The log is then compacted up to `trailing_entries` before
-/// the snapshot: a follower that lags by less catches up from the log, one that lags by
-/// more is sent the snapshot.
+/// the snapshot, and never keeps more than a quarter of `log_bytes` of entries behind
+/// it: a follower that lags by less catches up from the log, one that lags by more is
+/// sent the snapshot.
 ///
 /// The defaults follow etcd (a snapshot every 10,000 entries, 5,000 entries kept for
 /// followers that lag): the log's memory (about 32 bytes per entry held) and disk stay
@@ -94,7 +95,7 @@ pub struct SnapshotOptions {
     pub entries: u64,
     /// Bytes of log written between automatic snapshots.
     pub log_bytes: u64,
-    /// Entries kept in the log behind a snapshot.
+    /// Entries kept in the log behind a snapshot (at most `log_bytes / 4` of them).
     pub trailing_entries: u64,
 }
 

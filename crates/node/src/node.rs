@@ -426,6 +426,11 @@ impl Node {
         outcome
     }
 
+    /// True while a restore runs on this node (another one would be refused).
+    pub fn is_restoring(&self) -> bool {
+        self.tasks.restoring.try_lock().is_err()
+    }
+
     async fn restore_in(&self, upload: &Path, work: &Path) -> Result<crate::RestoreOutcome> {
         let max = self.handle.config.limits.max_restore_bytes;
         let (upload, dir) = (upload.to_path_buf(), work.to_path_buf());

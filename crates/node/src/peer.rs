@@ -77,6 +77,8 @@ impl Handler for PeerHandler {
         if found.conf_state.as_deref() != Some(announced.as_slice()) {
             return Err("the file's configuration is not the message's".into());
         }
+        // The leader's copy may have been damaged on its disk after it was taken.
+        sqlraft_sqlite::snapshot::check_integrity(path).map_err(|e| e.to_string())?;
         let dir = node.snapshot_dir();
         let dest = dir.join(sqlraft_sqlite::snapshot::snapshot_file_name(index, term));
         std::fs::rename(path, &dest)

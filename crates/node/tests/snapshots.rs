@@ -363,3 +363,70 @@ async fn reset_recovers_a_lost_majority_on_a_compacted_log_and_new_members_join_
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_window_behind_a_snapshot_is_bounded_in_bytes_too() {
+    let cluster = Cluster::with_config(1, |c| {
+        c.snapshot.entries = 1_000_000;
+        c.snapshot.trailing_entries = 1_000;
+        c.snapshot.log_bytes = 4 << 20;
+        c.log.segment_bytes = 1 << 20;
+    })
+    .await;
+    create_table(cluster.node(0)).await;
+    // Twenty entries of 512 KiB: far fewer than the thousand entries of the window,
+    // far more than its quarter of log_bytes (1 MiB).
+    for id in 0..20u64 {
+        let sql = format!(
+            "INSERT INTO t (id, v) VALUES ({id}, '{}')",
+            "x".repeat(512 << 10)
+        );
+        write_ok(cluster.node(0), &sql).await;
+    }
+    let info = cluster.node(0).snapshot().await.expect("snapshot");
+    let status = cluster.node(0).status();
+    assert!(
+        info.index + 1 - status.first_index <= 2,
+        "the window kept {} entries of 512 KiB: {status:?}",
+        info.index + 1 - status.first_index
+    );
+    // On disk: the window, and the rest of the segment it starts in.
+    assert!(status.log_bytes < 3 << 20, "{status:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_file_damaged_on_disk_is_neither_offered_nor_installed() {
+    let mut cluster = Cluster::with_config(1, small_snapshots).await;
+    create_table(cluster.node(0)).await;
+    insert_rows(cluster.node(0), 0..50).await;
+    let info = cluster.node(0).snapshot().await.expect("snapshot");
+    cluster.stop(0).await;
+    let file = cluster.nodes[0]
+        .dir
+        .join("raft")
+        .join("snapshots")
+        .join(format!("snap-{:020}-{:020}.sqlite", info.index, info.term));
+    let mut bytes = std::fs::read(&file).expect("snapshot file");
+    let page = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    for b in &mut bytes[page..page + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, &bytes).expect("damage");
+    cluster.restart(0).await;
+    cluster
+        .wait("leader", |c| c.node(0).status().role == Role::Leader)
+        .await;
+    assert_eq!(
+        cluster.node(0).status().snapshot,
+        None,
+        "a damaged file was offered"
+    );
+    assert_rows(cluster.node(0), 50).await;
+    // The next snapshot is taken from the database, and a new node joins with it.
+    cluster.node(0).snapshot().await.expect("a new snapshot");
+    cluster.add_node().await;
+    cluster.add_node().await;
+    same_content(&cluster).await;
+    cluster.shutdown().await;
+}

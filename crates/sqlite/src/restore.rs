@@ -136,6 +136,13 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
     let _ = std::fs::remove_file(&scratch);
     let mut trial = Connection::open(&scratch)
         .map_err(|e| refuse(format!("cannot create a scratch database: {e}")))?;
+    // The same limit on values as the connection that applies entries.
+    trial
+        .set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+            crate::MAX_VALUE_BYTES as i32,
+        )
+        .map_err(|e| refuse(format!("cannot create a scratch database: {e}")))?;
     let tables = replace_user_content(&mut trial, &normalized)
         .map_err(|e| refuse(format!("the database cannot be restored: {e}")))?;
     drop(trial);
@@ -210,6 +217,31 @@ type Then<'a> = &'a dyn Fn(&Connection) -> rusqlite::Result<()>;
 /// Replaces the user content of `main` by that of the attached `restored`, inside the
 /// caller's transaction. `then`, when given, runs last in the same transaction.
 pub(crate) fn replace_in(conn: &Connection, then: Option<Then<'_>>) -> rusqlite::Result<usize> {
+    // Foreign keys are checked once, at commit: tables are dropped, created and filled
+    // in name order, whatever references what.
+    conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    // An AUTOINCREMENT counter at the largest rowid would make the next insert fail
+    // with SQLITE_FULL, which looks like a full disk and stops every node: the guard
+    // keeps writes from putting it there, and a restore may not either.
+    if has_sequence(conn, "restored")? {
+        let exhausted: Option<String> = conn
+            .query_row(
+                "SELECT name FROM restored.sqlite_sequence WHERE seq >= 9223372036854775807 \
+                 OR seq < 0 LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(table) = exhausted {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                Some(format!(
+                    "the AUTOINCREMENT counter of table {table} is at the largest rowid (or \
+                     negative): no row could be added to it"
+                )),
+            ));
+        }
+    }
     // Drop what is there: triggers and views first, then tables (their indexes go with
     // them). Virtual tables drop their own shadow tables.
     let shadows = shadow_tables(conn, "main")?;
@@ -240,7 +272,8 @@ pub(crate) fn replace_in(conn: &Connection, then: Option<Then<'_>>) -> rusqlite:
             }
         }
     }
-    // Create the backup's tables and copy their rows, then indexes, views, triggers.
+    // Create every table of the backup, then copy the rows (so that rows referencing
+    // a table later in name order find it), then indexes, views, triggers.
     let restored_shadows = shadow_tables(conn, "restored")?;
     let objects: Vec<(String, String, String)> = conn
         .prepare(&format!(
@@ -250,47 +283,24 @@ pub(crate) fn replace_in(conn: &Connection, then: Option<Then<'_>>) -> rusqlite:
         ))?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut tables = 0;
-    for (kind, name, sql) in &objects {
-        if kind == "table" && restored_shadows.contains(name) {
-            continue;
-        }
+    let tables: Vec<&(String, String, String)> = objects
+        .iter()
+        .filter(|(kind, name, _)| kind == "table" && !restored_shadows.contains(name))
+        .collect();
+    for (_, _, sql) in &tables {
         conn.execute_batch(sql)?;
-        if kind == "table" {
-            tables += 1;
-            let columns: Vec<String> = conn
-                .prepare(
-                    "SELECT name FROM pragma_table_xinfo(?1, 'restored') WHERE hidden IN (0, 1)",
-                )?
-                .query_map([name], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if columns.is_empty() {
-                continue;
-            }
-            let list = columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let quoted = quote_ident(name);
-            conn.execute_batch(&format!(
-                "INSERT INTO main.{quoted} ({list}) SELECT {list} FROM restored.{quoted}"
-            ))?;
+    }
+    for (_, name, sql) in &tables {
+        copy_rows(conn, name, sql)?;
+    }
+    for (kind, _, sql) in &objects {
+        if kind != "table" {
+            conn.execute_batch(sql)?;
         }
     }
-    let has_sequence = |schema: &str| -> rusqlite::Result<bool> {
-        Ok(conn
-            .query_row(
-                &format!("SELECT 1 FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"),
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .is_some())
-    };
-    if has_sequence("main")? {
+    if has_sequence(conn, "main")? {
         conn.execute_batch("DELETE FROM main.sqlite_sequence")?;
-        if has_sequence("restored")? {
+        if has_sequence(conn, "restored")? {
             conn.execute_batch(
                 "INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM restored.sqlite_sequence",
             )?;
@@ -301,7 +311,62 @@ pub(crate) fn replace_in(conn: &Connection, then: Option<Then<'_>>) -> rusqlite:
     if let Some(then) = then {
         then(conn)?;
     }
-    Ok(tables)
+    Ok(tables.len())
+}
+
+fn has_sequence(conn: &Connection, schema: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT 1 FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"),
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Copies the rows of table `name` (created by `sql`) from `restored` to `main`: its
+/// ordinary columns (not generated ones, not a virtual table's hidden ones) and, for a
+/// table with rowids whose rowid is not a column already, the rowid itself, so that
+/// rows keep their rowids.
+fn copy_rows(conn: &Connection, name: &str, sql: &str) -> rusqlite::Result<()> {
+    let mut columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_xinfo(?1, 'restored') WHERE hidden = 0")?
+        .query_map([name], |r| r.get::<_, String>(0))?
+        .map(|c| c.map(|c| quote_ident(&c)))
+        .collect::<rusqlite::Result<_>>()?;
+    let (kind, without_rowid): (String, bool) = conn.query_row(
+        "SELECT type, wr FROM pragma_table_list WHERE schema = 'restored' AND name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let lower = sql.to_ascii_lowercase();
+    let keeps_rowid = match kind.as_str() {
+        "table" => !without_rowid && !has_rowid_alias(conn, name)?,
+        // Full-text tables take their rowids (documents are found by them).
+        "virtual" => lower.contains("using fts"),
+        _ => false,
+    };
+    if keeps_rowid && let Some(rowid) = crate::schema::rowid_name_in(conn, "restored", name)? {
+        columns.insert(0, rowid.to_string());
+    }
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let list = columns.join(", ");
+    let quoted = quote_ident(name);
+    conn.execute_batch(&format!(
+        "INSERT INTO main.{quoted} ({list}) SELECT {list} FROM restored.{quoted}"
+    ))
+}
+
+/// Whether table `name` has an `INTEGER PRIMARY KEY` column, which is its rowid.
+fn has_rowid_alias(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let keys: Vec<String> = conn
+        .prepare("SELECT upper(type) FROM pragma_table_info(?1, 'restored') WHERE pk > 0")?
+        .query_map([name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(keys.len() == 1 && keys[0] == "INTEGER")
 }
 
 /// The shadow tables of virtual tables (FTS5's `_data`, `_idx`, ...) in `schema`: they
@@ -310,6 +375,23 @@ fn shadow_tables(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<String
     conn.prepare("SELECT name FROM pragma_table_list WHERE schema = ?1 AND type = 'shadow'")?
         .query_map([schema], |r| r.get(0))?
         .collect()
+}
+
+/// Why a restore's commit changed nothing (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreRefusal {
+    /// Its chunks are gone: another restore started meanwhile.
+    Conflict(String),
+    /// The content cannot be restored.
+    Invalid(String),
+}
+
+impl std::fmt::Display for RestoreRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreRefusal::Conflict(m) | RestoreRefusal::Invalid(m) => f.write_str(m),
+        }
+    }
 }
 
 /// Reassembles a staged restore into `file` and checks it: `Err(reason)` when chunks
@@ -321,7 +403,7 @@ pub(crate) fn assemble(
     size: u64,
     sha256: &[u8],
     file: &Path,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), RestoreRefusal>> {
     use std::io::Write;
     let mut out = std::fs::File::create(file)
         .map_err(|e| SqliteError::Restore(format!("cannot create {}: {e}", file.display())))?;
@@ -334,9 +416,10 @@ pub(crate) fn assemble(
     while let Some(row) = rows.next().map_err(SqliteError::Apply)? {
         let seq: u32 = row.get(0).map_err(SqliteError::Apply)?;
         if seq != expected_seq {
-            return Ok(Err(format!(
-                "chunk {expected_seq} of the restore is missing"
-            )));
+            return Ok(Err(RestoreRefusal::Conflict(format!(
+                "chunk {expected_seq} of the restore is missing: another restore started \
+                 meanwhile; try again"
+            ))));
         }
         let data = row.get_ref(1).map_err(SqliteError::Apply)?;
         let data = data.as_blob().map_err(|e| SqliteError::Apply(e.into()))?;
@@ -347,16 +430,141 @@ pub(crate) fn assemble(
         expected_seq += 1;
     }
     if expected_seq != chunks {
-        return Ok(Err(format!(
-            "the restore has {expected_seq} chunks, its commit says {chunks}"
-        )));
+        return Ok(Err(RestoreRefusal::Conflict(format!(
+            "the restore has {expected_seq} of its {chunks} chunks: another restore started \
+             meanwhile; try again"
+        ))));
     }
     if total != size || hasher.finalize().as_slice() != sha256 {
-        return Ok(Err(
-            "the restored file does not match its size or SHA-256".into()
-        ));
+        return Ok(Err(RestoreRefusal::Invalid(
+            "the restored file does not match its size or SHA-256".into(),
+        )));
     }
     out.sync_all()
         .map_err(|e| SqliteError::Restore(format!("cannot sync {}: {e}", file.display())))?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(dir: &Path, name: &str, sql: &str) -> PathBuf {
+        let path = dir.join(name);
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(sql).expect("schema");
+        path
+    }
+
+    fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn foreign_keys_full_text_and_rowids_survive_a_restore() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backup = db(
+            dir.path(),
+            "backup.db",
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE z_parent (id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE a_child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES z_parent(id));
+             INSERT INTO z_parent VALUES (1, 'p');
+             INSERT INTO a_child VALUES (10, 1);
+             CREATE TABLE plain (v TEXT);
+             INSERT INTO plain (rowid, v) VALUES (100, 'a'), (200, 'b'), (5, 'c');
+             CREATE VIRTUAL TABLE docs USING fts5(body);
+             INSERT INTO docs (rowid, body) VALUES (42, 'hello restored world');",
+        );
+        // The current content references its own parent: dropping it must not trip the
+        // foreign key either.
+        let live = db(
+            dir.path(),
+            "live.db",
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE a_parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE z_kid (id INTEGER PRIMARY KEY, p INTEGER REFERENCES a_parent(id));
+             INSERT INTO a_parent VALUES (1);
+             INSERT INTO z_kid VALUES (1, 1);",
+        );
+        let mut conn = Connection::open(&live).expect("open");
+        conn.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
+        let tables = replace_user_content(&mut conn, &backup).expect("restore");
+        assert_eq!(tables, 4);
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('a_parent', 'z_kid')"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            rows(&conn, "SELECT rowid || v FROM plain ORDER BY rowid"),
+            vec!["5c", "100a", "200b"]
+        );
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT rowid || body FROM docs WHERE docs MATCH 'restored'"
+            ),
+            vec!["42hello restored world"]
+        );
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT name FROM a_child JOIN z_parent ON z_parent.id = a_child.parent"
+            ),
+            vec!["p"]
+        );
+    }
+
+    #[test]
+    fn an_autoincrement_counter_at_the_largest_rowid_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let upload = db(
+            dir.path(),
+            "upload.db",
+            "CREATE TABLE ai (id INTEGER PRIMARY KEY AUTOINCREMENT, v);
+             INSERT INTO ai (v) VALUES (1);
+             UPDATE sqlite_sequence SET seq = 9223372036854775807;",
+        );
+        let err = prepare_restore(&upload, &dir.path().join("work"), 1 << 30).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("AUTOINCREMENT counter of table ai"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_value_larger_than_writes_may_store_is_refused_before_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let upload = db(
+            dir.path(),
+            "upload.db",
+            &format!(
+                "CREATE TABLE big (v); INSERT INTO big VALUES (zeroblob({}));",
+                crate::MAX_VALUE_BYTES + 1
+            ),
+        );
+        let err = prepare_restore(&upload, &dir.path().join("work"), 1 << 30).expect_err("refused");
+        assert!(err.to_string().contains("cannot be restored"), "{err}");
+    }
+
+    #[test]
+    fn uploads_over_the_limit_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let upload = db(
+            dir.path(),
+            "upload.db",
+            "CREATE TABLE t (v); INSERT INTO t VALUES (1);",
+        );
+        let err = prepare_restore(&upload, &dir.path().join("work"), 100).expect_err("refused");
+        assert!(err.to_string().contains("at most 100"), "{err}");
+    }
 }

@@ -21,6 +21,21 @@ pub(crate) fn rowid_name(conn: &Connection, table: &str) -> rusqlite::Result<Opt
         .find(|name| !columns.iter().any(|c| c == name)))
 }
 
+/// Like [`rowid_name`], for a table of the attached schema `schema`.
+pub(crate) fn rowid_name_in(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+) -> rusqlite::Result<Option<&'static str>> {
+    let columns: Vec<String> = conn
+        .prepare_cached("SELECT lower(name) FROM pragma_table_xinfo(?1, ?2)")?
+        .query_map([table, schema], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(["_rowid_", "rowid", "oid"]
+        .into_iter()
+        .find(|name| !columns.iter().any(|c| c == name)))
+}
+
 /// Whether `table` holds a row at the largest rowid (after which SQLite would choose
 /// rowids at random). Views, virtual and WITHOUT ROWID tables never do.
 pub(crate) fn holds_last_rowid(conn: &Connection, table: &str) -> rusqlite::Result<bool> {

@@ -153,7 +153,8 @@ pub(crate) fn read_applied_meta(conn: &Connection) -> rusqlite::Result<AppliedMe
 /// Takes a snapshot of the state database at `db` into `dir`: a consistent copy (one
 /// read transaction) made durable and named by its applied index and term. `term_of`
 /// gives the term of an index for a database that does not record it. An existing
-/// snapshot of the same index and term is kept and returned.
+/// snapshot of the same index and term is replaced by the new copy (the same content;
+/// a transfer reading the old file keeps reading it).
 pub fn take_snapshot(
     db: &Path,
     dir: &Path,
@@ -209,7 +210,7 @@ pub fn take_snapshot(
 }
 
 /// Describes an existing snapshot file (its name gives index and term; its content
-/// must agree).
+/// must agree, and pass `quick_check`).
 pub fn open_snapshot(path: &Path) -> Result<SnapshotFile> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let (index, term) = parse_snapshot_file_name(name)
@@ -226,6 +227,7 @@ pub fn open_snapshot(path: &Path) -> Result<SnapshotFile> {
     let conf_state = meta
         .conf_state
         .ok_or_else(|| snapshot_error(format!("{} records no configuration", path.display())))?;
+    check_integrity(path)?;
     let (size, sha256) = hash_file(path)?;
     Ok(SnapshotFile {
         path: path.to_path_buf(),
@@ -235,6 +237,26 @@ pub fn open_snapshot(path: &Path) -> Result<SnapshotFile> {
         size,
         sha256,
     })
+}
+
+/// Checks that a snapshot file is a sound SQLite database (`PRAGMA quick_check`): a
+/// file damaged on disk is never installed or offered.
+pub fn check_integrity(path: &Path) -> Result<()> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| snapshot_error(format!("cannot open {}: {e}", path.display())))?;
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| snapshot_error(format!("{} cannot be checked: {e}", path.display())))?;
+    if verdict != "ok" {
+        return Err(snapshot_error(format!(
+            "{} is damaged: {verdict}",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Size and SHA-256 of a file.

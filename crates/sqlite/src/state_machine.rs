@@ -239,7 +239,7 @@ impl StateMachine {
         index: u64,
         term: u64,
         commit: &crate::restore::RestoreCommit,
-    ) -> Result<std::result::Result<usize, String>> {
+    ) -> Result<std::result::Result<usize, crate::restore::RestoreRefusal>> {
         if index != self.applied + 1 {
             return Err(SqliteError::Inconsistent(format!(
                 "restore at entry {index} applied out of order: expected {}",
@@ -256,7 +256,7 @@ impl StateMachine {
             &file,
         )?;
         let finish = |conn: &Connection| -> rusqlite::Result<()> {
-            conn.execute("DELETE FROM _sqlraft_restore", [])?;
+            conn.execute("DELETE FROM _sqlraft_restore WHERE id = ?1", [&commit.id])?;
             conn.execute(
                 "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_index', ?1)",
                 [index as i64],
@@ -276,7 +276,9 @@ impl StateMachine {
                         let _ = std::fs::remove_file(&file);
                         return Err(SqliteError::Apply(e));
                     }
-                    Err(e) => Err(format!("the restore failed: {e}")),
+                    Err(e) => Err(crate::restore::RestoreRefusal::Invalid(format!(
+                        "the restore failed: {e}"
+                    ))),
                 }
             }
         };

@@ -241,11 +241,13 @@ impl Transport {
     fn send_snapshot(&self, message: Message, addr: &str) {
         use prost::Message as _;
         let to = message.to;
+        // Raft sends a snapshot again only after it hears how this one ended: the
+        // report must not be lost to a full channel.
         let report_failure = || {
-            let _ = self
-                .inner
-                .events
-                .try_send(PeerEvent::SnapshotSent { to, ok: false });
+            let events = self.inner.events.clone();
+            self.inner.runtime.spawn(async move {
+                let _ = events.send(PeerEvent::SnapshotSent { to, ok: false }).await;
+            });
         };
         let snapshot = message.get_snapshot();
         let descriptor = match pb::SnapshotDescriptor::decode(snapshot.data.as_slice()) {
@@ -373,14 +375,24 @@ impl Transport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for message in messages {
-            if blocked.contains(&message.to) {
-                continue;
-            }
-            let Some(peer) = peers.get(&message.to) else {
-                tracing::debug!(to = message.to, "dropping message to unknown peer");
+            let is_snapshot = message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+            let peer = peers
+                .get(&message.to)
+                .filter(|_| !blocked.contains(&message.to));
+            let Some(peer) = peer else {
+                tracing::debug!(
+                    to = message.to,
+                    "dropping message to an unknown or cut-off peer"
+                );
+                if is_snapshot {
+                    let (events, to) = (self.inner.events.clone(), message.to);
+                    self.inner.runtime.spawn(async move {
+                        let _ = events.send(PeerEvent::SnapshotSent { to, ok: false }).await;
+                    });
+                }
                 continue;
             };
-            if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            if is_snapshot {
                 let addr = peer.addr.clone();
                 self.send_snapshot(message, &addr);
                 continue;

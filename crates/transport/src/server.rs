@@ -187,6 +187,10 @@ pub async fn serve<H: Handler>(
     .max_encoding_message_size(max_message_bytes);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // A peer that vanished (killed, paused, cut off) is noticed, and a stream it
+        // held open (a snapshot being received) ends.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -37,6 +37,22 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// Streams tried (each resuming where the last one stopped) before raft is told the
 /// snapshot failed.
 pub const ATTEMPTS: u32 = 5;
+/// A receiving stream that brings no chunk for this long is given up (the part file is
+/// kept for the next attempt).
+pub const CHUNK_IDLE: Duration = Duration::from_secs(30);
+
+/// The next chunk of a stream, within [`CHUNK_IDLE`].
+async fn next_chunk(
+    stream: &mut Streaming<pb::SnapshotChunk>,
+) -> Result<Option<pb::SnapshotChunk>, Status> {
+    match tokio::time::timeout(CHUNK_IDLE, stream.message()).await {
+        Ok(next) => next,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no snapshot chunk for {} s",
+            CHUNK_IDLE.as_secs()
+        ))),
+    }
+}
 
 /// Finds the local file of the snapshot at `(index, term)`.
 pub type SnapshotFiles = Arc<dyn Fn(u64, u64) -> Option<PathBuf> + Send + Sync>;
@@ -305,8 +321,7 @@ impl Incoming<'_> {
         mut stream: Streaming<pb::SnapshotChunk>,
         blocked: impl Fn(u64) -> bool,
     ) -> Result<Received, Status> {
-        let first = stream
-            .message()
+        let first = next_chunk(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let message = Message::decode(first.message.as_slice())
@@ -392,7 +407,7 @@ impl Incoming<'_> {
         loop {
             let chunk = match next.take() {
                 Some(chunk) => chunk,
-                None => match stream.message().await? {
+                None => match next_chunk(stream).await? {
                     Some(chunk) => chunk,
                     None => {
                         let _ = file.flush().await;

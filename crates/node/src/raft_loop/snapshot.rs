@@ -161,7 +161,9 @@ impl RaftLoop {
         let due = applied > since
             && (applied - since >= self.snapshots.options.entries
                 || grown >= self.snapshots.options.log_bytes);
-        let asked = !self.snapshots.waiting.is_empty() || asked_by_raft;
+        // Raft asks again while a copy is being made: a copy of the same index would be
+        // the same snapshot.
+        let asked = !self.snapshots.waiting.is_empty() || (asked_by_raft && applied > since);
         if self.snapshots.job.is_none() && applied > 0 && (due || asked) {
             self.start_snapshot_job(applied)?;
         }
@@ -270,9 +272,14 @@ impl RaftLoop {
             .iter()
             .filter_map(|(_, t)| *t)
             .fold(self.snapshots.options.trailing_entries, u64::min);
+        // The window is also bounded in bytes (a quarter of the log growth that triggers
+        // a snapshot), so that large entries cannot make it unbounded.
+        let by_bytes = store.index_keeping_bytes(file.index, self.snapshots.options.log_bytes / 4);
         let point = file
             .index
             .saturating_sub(trailing)
+            .max(by_bytes)
+            .min(file.index)
             .min(store.hard_state().commit);
         if point >= store.first_index().unwrap_or(1) {
             store.compact(point).map_err(NodeError::from)?;

@@ -39,7 +39,7 @@ pub(crate) enum EntryOutcome {
     Write(Vec<StatementResult>, u64),
     Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
     /// A restore's commit: the tables restored, or why it failed (on every node alike).
-    Restore(std::result::Result<usize, String>),
+    Restore(std::result::Result<usize, sqlraft_sqlite::restore::RestoreRefusal>),
     Done,
 }
 
@@ -177,7 +177,10 @@ impl Waiters {
         } else if let Some(p) = admin {
             let result = match outcome {
                 EntryOutcome::Registry(Err(e)) => Err(e.into()),
-                EntryOutcome::Restore(Err(reason)) => Err(NodeError::Invalid(reason)),
+                EntryOutcome::Restore(Err(refusal)) => Err(match refusal {
+                    sqlraft_sqlite::restore::RestoreRefusal::Conflict(m) => NodeError::Conflict(m),
+                    sqlraft_sqlite::restore::RestoreRefusal::Invalid(m) => NodeError::Invalid(m),
+                }),
                 _ => Ok(AdminOutcome { index }),
             };
             let _ = p.reply.send(result);

@@ -62,6 +62,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
     let mut log = LogStore::open(&raft_dir, config.log.clone())?;
     let mut sm = StateMachine::open(&db_dir.join("state.db"))?;
     let snapshot_dir = raft_dir.join("snapshots");
+    snapshots::remove_restore_leftovers(&db_dir);
     let latest_snapshot = snapshots::recover(&snapshot_dir, &mut log, &mut sm)?;
     let (transport, peer_events) = Transport::new(config.transport.clone());
     let identity = identify(&config, &raft_addr, &transport, &mut log, &sm).await?;

@@ -96,6 +96,30 @@ pub(crate) fn recover(
     }))
 }
 
+/// What a restore that was cut short (the process killed) leaves beside the state
+/// database: the upload, the checked copy, the reassembled file. Nothing refers to them
+/// after a restart.
+pub(crate) fn remove_restore_leftovers(db_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(db_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let removed = if name.starts_with("upload-") || name.starts_with("restore-work-") {
+            std::fs::remove_dir_all(&path)
+        } else if name.starts_with("restore-") && name.ends_with(".sqlite") {
+            std::fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        if let Err(e) = removed {
+            tracing::warn!(file = %name, error = %e, "cannot delete what a restore left");
+        }
+    }
+}
+
 /// Copies cut short (`tmp-*`) and partial transfers (`recv-*.part`): nothing refers to
 /// them after a restart.
 fn remove_leftovers(dir: &Path) {
