@@ -106,7 +106,15 @@ impl Waiters {
     /// Reads past their deadline get a timeout of `timeout_ms`; returns the contexts of
     /// the reads not answered for `again`, to ask raft once more (raft-rs drops a
     /// read-index request silently when the leader has not committed an entry in its
-    /// term, or when it was lost on the way; a duplicate answer is harmless).
+    /// term, or when it was lost on the way).
+    ///
+    /// A read asked again gets a **new context**, and an answer to its old one is
+    /// ignored. Reusing the context would be unsafe: the leader counts every heartbeat
+    /// response that echoes a context as an acknowledgement of the request with that
+    /// context, and releases every request queued before it. A response to a heartbeat
+    /// of the first round (sent before a leader was paused and deposed, say) would then
+    /// release requests that arrived later at that old commit index: stale reads. A
+    /// fresh context can only be echoed by heartbeats sent after it was queued.
     pub fn expire_reads(&mut self, now: Instant, again: Duration, timeout_ms: u64) -> Vec<Vec<u8>> {
         self.reads.retain(|_, read| {
             if read.deadline > now {
@@ -116,11 +124,20 @@ impl Waiters {
             let _ = reply.send(Err(NodeError::Timeout(timeout_ms)));
             false
         });
-        let mut ask = Vec::new();
-        for (id, read) in self.reads.iter_mut() {
-            if now.duration_since(read.asked) >= again {
+        let stale: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| now.duration_since(read.asked) >= again)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut ask = Vec::with_capacity(stale.len());
+        for id in stale {
+            if let Some(mut read) = self.reads.remove(&id) {
                 read.asked = now;
-                ask.push(read_context(self.read_nonce, *id));
+                let fresh = self.next_read_id;
+                self.next_read_id += 1;
+                self.reads.insert(fresh, read);
+                ask.push(read_context(self.read_nonce, fresh));
             }
         }
         ask
@@ -351,6 +368,39 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Ok(Applied { index: 4, .. }))));
     }
 
+    /// Found by the fault campaign (a paused, deposed leader answered reads at its old
+    /// commit index): a read asked again must never reuse its context.
+    #[test]
+    fn a_read_asked_again_gets_a_fresh_context_and_its_old_one_is_ignored() {
+        let mut w = Waiters::new();
+        let start = Instant::now();
+        let (reply, mut rx) = oneshot::channel();
+        let first = w.read(start, start + Duration::from_secs(5), reply);
+        let later = start + Duration::from_millis(500);
+        let again = w.expire_reads(later, Duration::from_millis(400), 5_000);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0], first, "the context was reused");
+        // An answer to the first round does not answer the read.
+        w.read_ready(&first, 7);
+        assert!(rx.try_recv().is_err());
+        w.read_ready(&again[0], 9);
+        assert!(matches!(rx.try_recv(), Ok(Ok(9))));
+        // Asked a third time, a third context.
+        let (reply, _rx) = oneshot::channel();
+        let one = w.read(later, later + Duration::from_secs(5), reply);
+        let two = w.expire_reads(
+            later + Duration::from_millis(400),
+            Duration::from_millis(400),
+            5_000,
+        );
+        let three = w.expire_reads(
+            later + Duration::from_millis(800),
+            Duration::from_millis(400),
+            5_000,
+        );
+        assert!(one != two[0] && two[0] != three[0] && one != three[0]);
+    }
+
     #[test]
     fn reads_match_only_their_own_contexts_and_time_out() {
         let mut w = Waiters::new();
@@ -368,7 +418,8 @@ mod tests {
         let (reply, mut rx) = oneshot::channel();
         let ctx = w.read(now, now + Duration::from_millis(10), reply);
         let ask = w.expire_reads(now + Duration::from_millis(5), Duration::from_millis(1), 10);
-        assert_eq!(ask, vec![ctx], "asked again");
+        assert_eq!(ask.len(), 1, "asked again");
+        assert_ne!(ask[0], ctx, "asked again under a new context");
         let ask = w.expire_reads(
             now + Duration::from_millis(20),
             Duration::from_millis(1),
