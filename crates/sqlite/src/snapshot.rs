@@ -175,9 +175,27 @@ pub fn take_snapshot(
         let tmp_text = tmp
             .to_str()
             .ok_or_else(|| snapshot_error(format!("{} is not a UTF-8 path", tmp.display())))?;
-        source
+        // The copy's pages are written back as it grows, a little at a time, rather
+        // than all at once by the final sync: a sync of a large file holds up every
+        // other sync on the disk, the raft log's among them.
+        let copying = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flusher = {
+            let (copying, tmp) = (std::sync::Arc::clone(&copying), tmp.clone());
+            std::thread::spawn(move || {
+                while copying.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if let Ok(file) = File::open(&tmp) {
+                        let _ = file.sync_data();
+                    }
+                }
+            })
+        };
+        let copied = source
             .execute("VACUUM INTO ?1", [tmp_text])
-            .map_err(|e| snapshot_error(format!("cannot copy the database: {e}")))?;
+            .map_err(|e| snapshot_error(format!("cannot copy the database: {e}")));
+        copying.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = flusher.join();
+        copied?;
         drop(source);
         let meta = applied_meta(&tmp)?;
         let term = match meta.term {

@@ -441,6 +441,13 @@ impl Incoming<'_> {
             written += chunk.data.len() as u64;
             self.transfers
                 .update(from, Direction::Receiving, |t| t.bytes_done = written);
+            // Written back as it arrives, 16 MiB at a time, not all at once by the
+            // final sync (which would hold up the raft log's syncs on the same disk).
+            if written % (16 << 20) < chunk.data.len() as u64 {
+                file.sync_data().await.map_err(|e| {
+                    Status::internal(format!("cannot sync {}: {e}", path.display()))
+                })?;
+            }
             if chunk.last {
                 break;
             }
