@@ -183,7 +183,7 @@ pub fn take_snapshot(
             let (copying, tmp) = (std::sync::Arc::clone(&copying), tmp.clone());
             std::thread::spawn(move || {
                 while copying.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::park_timeout(std::time::Duration::from_millis(50));
                     if let Ok(file) = File::open(&tmp) {
                         let _ = file.sync_data();
                     }
@@ -194,6 +194,7 @@ pub fn take_snapshot(
             .execute("VACUUM INTO ?1", [tmp_text])
             .map_err(|e| snapshot_error(format!("cannot copy the database: {e}")));
         copying.store(false, std::sync::atomic::Ordering::Relaxed);
+        flusher.thread().unpark();
         let _ = flusher.join();
         copied?;
         drop(source);
