@@ -866,11 +866,6 @@ impl LogStore {
         self.snapshot = Some(snapshot);
     }
 
-    /// The snapshot offered to followers, if any.
-    pub fn offered_snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
-    }
-
     /// True (once) when raft asked for a snapshot that was not there, or did not cover
     /// what it needed: a newer one should be made.
     pub fn take_snapshot_request(&self) -> bool {
@@ -990,11 +985,6 @@ impl LogStore {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
-    }
-
-    /// Entries held (not compacted).
-    pub fn entry_count(&self) -> u64 {
-        self.locs.len() as u64
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {

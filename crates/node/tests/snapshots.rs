@@ -299,7 +299,6 @@ async fn a_snapshot_transfer_broken_half_way_resumes_where_it_stopped() {
         write_ok(cluster.node(leader), &sql).await;
     }
     insert_rows(cluster.node(leader), 100_000..100_200).await;
-    let _ = assert_rows;
     cluster.restart(follower).await;
     same_content(&cluster).await;
     assert!(BROKEN.load(Ordering::SeqCst), "the stream never broke");

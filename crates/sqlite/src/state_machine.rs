@@ -297,11 +297,6 @@ impl StateMachine {
         Ok(outcome)
     }
 
-    /// What the database records about its applied entries.
-    pub fn applied_meta(&self) -> Result<crate::snapshot::AppliedMeta> {
-        crate::snapshot::read_applied_meta(&self.conn).map_err(SqliteError::Apply)
-    }
-
     /// Starts applying a batch of committed entries.
     pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
         let tx = self
