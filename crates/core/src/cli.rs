@@ -30,6 +30,59 @@ pub enum Command {
     /// Check an inventory or print its install plan.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Measure a cluster: named workloads at given client counts, a table of ops/s and
+    /// latency percentiles, JSON and CSV results and SVG plots.
+    Bench(BenchArgs),
+}
+
+/// `sqlraft-core bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Nodes of the local cluster started for the run (odd; ignored with --urls).
+    #[arg(long = "nodes", value_name = "N", default_value_t = 3)]
+    pub nodes: usize,
+    /// Measure running nodes instead of starting a cluster: their HTTP addresses
+    /// (`host:port` or `http://host:port`), comma separated.
+    #[arg(long = "urls", value_name = "URL,...", value_delimiter = ',')]
+    pub urls: Vec<String>,
+    /// Workloads to run, comma separated (`--list` describes them).
+    #[arg(
+        long = "workloads",
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        default_value = "write,write-batch,read-none-follower,read-linearizable-follower,mixed"
+    )]
+    pub workloads: Vec<String>,
+    /// Concurrent clients, comma separated: each workload runs once per count.
+    #[arg(
+        long = "clients",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "1,8,32"
+    )]
+    pub clients: Vec<usize>,
+    /// How long each run measures, in seconds.
+    #[arg(long = "duration", value_name = "SECONDS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// How long each run warms up first (not measured), in seconds.
+    #[arg(long = "warmup", value_name = "SECONDS", default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Rows the read workloads choose from (written before the first run).
+    #[arg(long = "rows", value_name = "N", default_value_t = 1000)]
+    pub rows: u64,
+    /// Size of a row written by `write-large`, in bytes.
+    #[arg(long = "large-bytes", value_name = "BYTES", default_value_t = 65536)]
+    pub large_bytes: usize,
+    /// Where results.json, results.csv and the plots are written.
+    #[arg(long = "out", value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Root directory of the local cluster [default: a temporary directory, removed
+    /// at exit].
+    #[arg(long = "root", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Describe the workloads and exit.
+    #[arg(long = "list")]
+    pub list: bool,
 }
 
 /// `sqlraft-core run`.

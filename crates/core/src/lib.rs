@@ -14,6 +14,8 @@
 //! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation;
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log;
 //! - [`demo`]: a local cluster of child processes;
+//! - [`bench`]: named workloads against a local cluster or given nodes, with a table,
+//!   results files and plots;
 //! - [`install`]: `run ... --install` as a systemd unit; [`supervisor`]: the same as a
 //!   supervised background process where systemd is not running;
 //! - [`client`]: a small HTTP client for probing other services.
@@ -38,6 +40,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod client;
 mod cluster_api;

@@ -143,6 +143,41 @@ struct Demo {
     children: Children,
 }
 
+/// A local cluster of child `sqlraft-core run` processes started as the demo starts
+/// them (node N on 127.0.0.N, each further service created through the REST API and
+/// joined); `bench` measures one. Every process is stopped by [`LocalCluster::stop`],
+/// or killed when the value is dropped.
+pub(crate) struct LocalCluster(Demo);
+
+impl LocalCluster {
+    /// Starts `count` services under `root` and waits until every one sees them all
+    /// as voters.
+    pub(crate) async fn start(root: &Path, count: usize) -> Result<Self, CoreError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
+        let mut demo = Demo {
+            exe,
+            root: root.to_path_buf(),
+            children: Children(Vec::new()),
+        };
+        if let Err(e) = demo.start_all(count).await {
+            demo.children.stop().await;
+            return Err(e);
+        }
+        Ok(LocalCluster(demo))
+    }
+
+    /// Each running service's HTTP address (`host:port`), in the order started.
+    pub(crate) fn http_addrs(&self) -> Vec<String> {
+        self.0.children.running().map(|n| n.http.clone()).collect()
+    }
+
+    /// Stops every service (SIGTERM, then SIGKILL after a timeout).
+    pub(crate) async fn stop(mut self) {
+        self.0.children.stop().await;
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
