@@ -263,3 +263,40 @@ async fn reads_build_no_value_larger_than_a_stored_one() {
         .expect("a value that fits");
     assert_eq!(rows.values.len(), 1);
 }
+
+/// Reads first run on the caller's thread within a small budget; one that takes longer
+/// is stopped there and run again from the start on a blocking thread: its answer is
+/// whole and right, and short reads meanwhile are answered too.
+#[tokio::test]
+async fn a_read_longer_than_the_inline_budget_is_answered_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    let long = Statement::new(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) \
+         SELECT sum(x), count(*) FROM c",
+    );
+    let started = std::time::Instant::now();
+    let rows = pool.query(&long).await.expect("long read");
+    assert!(
+        started.elapsed() > std::time::Duration::from_millis(1),
+        "the read is meant to outlast the inline budget"
+    );
+    assert_eq!(
+        rows.values,
+        vec![vec![
+            sqlraft_sqlite::Value::Integer(2_000_001_000_000),
+            sqlraft_sqlite::Value::Integer(2_000_000)
+        ]]
+    );
+    let (long_again, short) = tokio::join!(pool.query(&long), count(&pool));
+    assert_eq!(long_again.expect("long read").values, rows.values);
+    assert_eq!(short, 1);
+    // The connections went back to the pool in a usable state.
+    for _ in 0..20 {
+        assert_eq!(count(&pool).await, 1);
+    }
+}

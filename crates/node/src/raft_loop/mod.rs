@@ -322,6 +322,7 @@ impl RaftLoop {
                 }
                 self.on_tick();
             }
+            self.ask_reads();
             self.on_ready()?;
             self.maybe_snapshot()?;
             self.publish();
@@ -449,21 +450,22 @@ impl RaftLoop {
             let _ = reply.send(Err(NodeError::NoLeader));
             return;
         }
-        let now = Instant::now();
-        let deadline = now + Duration::from_millis(self.limits.read_timeout_ms);
-        let ctx = self.waiters.read(now, deadline, reply);
-        self.raw.read_index(ctx);
+        let deadline = Instant::now() + Duration::from_millis(self.limits.read_timeout_ms);
+        self.waiters.read(deadline, reply);
+    }
+
+    /// Asks raft for one read index for every read registered since the last round.
+    fn ask_reads(&mut self) {
+        if let Some(ctx) = self.waiters.take_round(Instant::now()) {
+            self.raw.read_index(ctx);
+        }
     }
 
     fn on_tick(&mut self) {
         let again =
             Duration::from_millis(self.timings.tick_ms * self.timings.heartbeat_ticks as u64 * 2);
-        let ask = self
-            .waiters
+        self.waiters
             .expire_reads(Instant::now(), again, self.limits.read_timeout_ms);
-        for ctx in ask {
-            self.raw.read_index(ctx);
-        }
         if self.is_leader() {
             self.note_leader_contact();
             self.manage_membership();

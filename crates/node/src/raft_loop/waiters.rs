@@ -27,9 +27,14 @@ pub(super) struct PendingJoin {
 
 struct PendingRead {
     deadline: Instant,
-    /// When the read index was last requested from raft.
-    asked: Instant,
     reply: oneshot::Sender<Result<u64>>,
+}
+
+/// One read-index request to raft, answering every read registered before it was made.
+struct ReadRound {
+    /// When it was handed to raft.
+    asked: Instant,
+    reads: Vec<u64>,
 }
 
 /// What applying one entry produced, for whoever waits on it.
@@ -48,6 +53,11 @@ pub(super) struct Waiters {
     admin: BTreeMap<u64, Pending<AdminOutcome>>,
     joins: BTreeMap<u64, PendingJoin>,
     reads: HashMap<u64, PendingRead>,
+    /// Reads registered since the last round was asked: they share the next one.
+    unasked: Vec<u64>,
+    /// Rounds handed to raft and not answered yet, by round id (their context).
+    rounds: HashMap<u64, ReadRound>,
+    /// Ids of reads and rounds alike; never repeated within a process.
     next_read_id: u64,
     /// Random per process: read-index contexts must never repeat, across nodes and
     /// restarts, or raft-rs could match a new request with an old answer.
@@ -61,6 +71,8 @@ impl Waiters {
             admin: BTreeMap::new(),
             joins: BTreeMap::new(),
             reads: HashMap::new(),
+            unasked: Vec::new(),
+            rounds: HashMap::new(),
             next_read_id: 1,
             read_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
         }
@@ -82,40 +94,51 @@ impl Waiters {
         !self.joins.is_empty()
     }
 
-    /// Registers a read that gives up at `deadline`; returns the context to hand to
-    /// raft's `read_index`.
-    pub fn read(
-        &mut self,
-        now: Instant,
-        deadline: Instant,
-        reply: oneshot::Sender<Result<u64>>,
-    ) -> Vec<u8> {
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        self.reads.insert(
-            id,
-            PendingRead {
-                deadline,
-                asked: now,
-                reply,
-            },
-        );
-        read_context(self.read_nonce, id)
+    /// Registers a read that gives up at `deadline`. It is answered by the next round
+    /// ([`Waiters::take_round`]), with every other read registered meanwhile.
+    pub fn read(&mut self, deadline: Instant, reply: oneshot::Sender<Result<u64>>) {
+        let id = self.next_id();
+        self.reads.insert(id, PendingRead { deadline, reply });
+        self.unasked.push(id);
     }
 
-    /// Reads past their deadline get a timeout of `timeout_ms`; returns the contexts of
-    /// the reads not answered for `again`, to ask raft once more (raft-rs drops a
+    /// The context of a new read-index round for every read registered since the last
+    /// one, to hand to raft's `read_index`; `None` when no read waits for one.
+    ///
+    /// One round serves them all: the read index raft answers with is the leader's
+    /// commit index at a moment after each of these reads arrived, confirmed by a
+    /// quorum, so every one of them may read there. A read registered after the round
+    /// was asked waits for the next round.
+    pub fn take_round(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.unasked.is_empty() {
+            return None;
+        }
+        let id = self.next_id();
+        let reads = std::mem::take(&mut self.unasked);
+        self.rounds.insert(id, ReadRound { asked: now, reads });
+        Some(read_context(self.read_nonce, id))
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        id
+    }
+
+    /// Reads past their deadline get a timeout of `timeout_ms`. Rounds not answered
+    /// for `again` are abandoned and their reads join the next round (raft-rs drops a
     /// read-index request silently when the leader has not committed an entry in its
     /// term, or when it was lost on the way).
     ///
-    /// A read asked again gets a **new context**, and an answer to its old one is
-    /// ignored. Reusing the context would be unsafe: the leader counts every heartbeat
-    /// response that echoes a context as an acknowledgement of the request with that
-    /// context, and releases every request queued before it. A response to a heartbeat
-    /// of the first round (sent before a leader was paused and deposed, say) would then
-    /// release requests that arrived later at that old commit index: stale reads. A
-    /// fresh context can only be echoed by heartbeats sent after it was queued.
-    pub fn expire_reads(&mut self, now: Instant, again: Duration, timeout_ms: u64) -> Vec<Vec<u8>> {
+    /// A read asked again goes out under a **new context**, and an answer to the
+    /// abandoned one is ignored. Reusing the context would be unsafe: the leader counts
+    /// every heartbeat response that echoes a context as an acknowledgement of the
+    /// request with that context, and releases every request queued before it. A
+    /// response to a heartbeat of the first round (sent before a leader was paused and
+    /// deposed, say) would then release requests that arrived later at that old commit
+    /// index: stale reads. A fresh context can only be echoed by heartbeats sent after
+    /// it was queued.
+    pub fn expire_reads(&mut self, now: Instant, again: Duration, timeout_ms: u64) {
         self.reads.retain(|_, read| {
             if read.deadline > now {
                 return true;
@@ -125,26 +148,26 @@ impl Waiters {
             false
         });
         let stale: Vec<u64> = self
-            .reads
+            .rounds
             .iter()
-            .filter(|(_, read)| now.duration_since(read.asked) >= again)
+            .filter(|(_, round)| now.duration_since(round.asked) >= again)
             .map(|(id, _)| *id)
             .collect();
-        let mut ask = Vec::with_capacity(stale.len());
         for id in stale {
-            if let Some(mut read) = self.reads.remove(&id) {
-                read.asked = now;
-                let fresh = self.next_read_id;
-                self.next_read_id += 1;
-                self.reads.insert(fresh, read);
-                ask.push(read_context(self.read_nonce, fresh));
+            if let Some(round) = self.rounds.remove(&id) {
+                let waiting = round
+                    .reads
+                    .into_iter()
+                    .filter(|r| self.reads.contains_key(r));
+                self.unasked.extend(waiting);
             }
         }
-        ask
+        self.unasked.retain(|r| self.reads.contains_key(r));
     }
 
-    /// Raft answered the read with context `ctx`: everything up to `index` is
-    /// committed. Contexts of other processes or other nodes are ignored.
+    /// Raft answered the round with context `ctx`: everything up to `index` is
+    /// committed, and every read of the round may be served there. Contexts of other
+    /// processes or other nodes, and of abandoned rounds, are ignored.
     pub fn read_ready(&mut self, ctx: &[u8], index: u64) {
         let (Some(nonce), Some(id)) = (ctx.get(..8), ctx.get(8..16)) else {
             return;
@@ -153,9 +176,20 @@ impl Waiters {
         if ctx.len() != 16 || word(nonce) != self.read_nonce {
             return;
         }
-        if let Some(read) = self.reads.remove(&word(id)) {
-            let _ = read.reply.send(Ok(index));
+        let Some(round) = self.rounds.remove(&word(id)) else {
+            return;
+        };
+        for read in round.reads {
+            if let Some(read) = self.reads.remove(&read) {
+                let _ = read.reply.send(Ok(index));
+            }
         }
+    }
+
+    /// Reads waiting, in a round or for one.
+    #[cfg(test)]
+    fn reads_waiting(&self) -> usize {
+        self.reads.len()
     }
 
     /// Proposals whose entries the log no longer holds at their index and term (a
@@ -245,6 +279,8 @@ impl Waiters {
         for (_, p) in std::mem::take(&mut self.reads) {
             let _ = p.reply.send(Err(NodeError::Stopped));
         }
+        self.unasked.clear();
+        self.rounds.clear();
     }
 }
 
@@ -368,45 +404,82 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Ok(Applied { index: 4, .. }))));
     }
 
+    fn read(w: &mut Waiters, deadline: Instant) -> oneshot::Receiver<Result<u64>> {
+        let (reply, rx) = oneshot::channel();
+        w.read(deadline, reply);
+        rx
+    }
+
     /// Found by the fault campaign (a paused, deposed leader answered reads at its old
     /// commit index): a read asked again must never reuse its context.
     #[test]
     fn a_read_asked_again_gets_a_fresh_context_and_its_old_one_is_ignored() {
         let mut w = Waiters::new();
         let start = Instant::now();
-        let (reply, mut rx) = oneshot::channel();
-        let first = w.read(start, start + Duration::from_secs(5), reply);
+        let mut rx = read(&mut w, start + Duration::from_secs(5));
+        let first = w.take_round(start).expect("a round");
+        assert!(w.take_round(start).is_none(), "no read left unasked");
         let later = start + Duration::from_millis(500);
-        let again = w.expire_reads(later, Duration::from_millis(400), 5_000);
-        assert_eq!(again.len(), 1);
-        assert_ne!(again[0], first, "the context was reused");
+        w.expire_reads(later, Duration::from_millis(400), 5_000);
+        let again = w.take_round(later).expect("asked again");
+        assert_ne!(again, first, "the context was reused");
         // An answer to the first round does not answer the read.
         w.read_ready(&first, 7);
         assert!(rx.try_recv().is_err());
-        w.read_ready(&again[0], 9);
+        w.read_ready(&again, 9);
         assert!(matches!(rx.try_recv(), Ok(Ok(9))));
         // Asked a third time, a third context.
-        let (reply, _rx) = oneshot::channel();
-        let one = w.read(later, later + Duration::from_secs(5), reply);
-        let two = w.expire_reads(
+        let _rx = read(&mut w, later + Duration::from_secs(5));
+        let one = w.take_round(later).unwrap();
+        w.expire_reads(
             later + Duration::from_millis(400),
             Duration::from_millis(400),
             5_000,
         );
-        let three = w.expire_reads(
+        let two = w.take_round(later + Duration::from_millis(400)).unwrap();
+        w.expire_reads(
             later + Duration::from_millis(800),
             Duration::from_millis(400),
             5_000,
         );
-        assert!(one != two[0] && two[0] != three[0] && one != three[0]);
+        let three = w.take_round(later + Duration::from_millis(800)).unwrap();
+        assert!(one != two && two != three && one != three);
+    }
+
+    #[test]
+    fn one_round_answers_every_read_registered_before_it_and_no_later_one() {
+        let mut w = Waiters::new();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(5);
+        let mut early: Vec<_> = (0..5).map(|_| read(&mut w, deadline)).collect();
+        let round = w.take_round(now).expect("a round");
+        let mut late = read(&mut w, deadline);
+        w.read_ready(&round, 42);
+        for rx in &mut early {
+            assert!(matches!(rx.try_recv(), Ok(Ok(42))));
+        }
+        assert!(
+            late.try_recv().is_err(),
+            "a later read waits for its own round"
+        );
+        let next = w.take_round(now).expect("the next round");
+        assert_ne!(next, round);
+        w.read_ready(&round, 43);
+        assert!(
+            late.try_recv().is_err(),
+            "an answered round is not answered twice"
+        );
+        w.read_ready(&next, 44);
+        assert!(matches!(late.try_recv(), Ok(Ok(44))));
+        assert_eq!(w.reads_waiting(), 0);
     }
 
     #[test]
     fn reads_match_only_their_own_contexts_and_time_out() {
         let mut w = Waiters::new();
         let now = Instant::now();
-        let (reply, mut rx) = oneshot::channel();
-        let ctx = w.read(now, now + Duration::from_secs(5), reply);
+        let mut rx = read(&mut w, now + Duration::from_secs(5));
+        let ctx = w.take_round(now).unwrap();
         // Another process's context with the same id is ignored.
         let mut foreign = ctx.clone();
         foreign[0] ^= 1;
@@ -415,17 +488,20 @@ mod tests {
         w.read_ready(&ctx, 10);
         assert!(matches!(rx.try_recv(), Ok(Ok(10))));
 
-        let (reply, mut rx) = oneshot::channel();
-        let ctx = w.read(now, now + Duration::from_millis(10), reply);
-        let ask = w.expire_reads(now + Duration::from_millis(5), Duration::from_millis(1), 10);
-        assert_eq!(ask.len(), 1, "asked again");
-        assert_ne!(ask[0], ctx, "asked again under a new context");
-        let ask = w.expire_reads(
+        let mut rx = read(&mut w, now + Duration::from_millis(10));
+        let ctx = w.take_round(now).unwrap();
+        w.expire_reads(now + Duration::from_millis(5), Duration::from_millis(1), 10);
+        let ask = w
+            .take_round(now + Duration::from_millis(5))
+            .expect("asked again");
+        assert_ne!(ask, ctx, "asked again under a new context");
+        w.expire_reads(
             now + Duration::from_millis(20),
             Duration::from_millis(1),
             10,
         );
-        assert!(ask.is_empty());
+        assert!(w.take_round(now + Duration::from_millis(20)).is_none());
         assert!(matches!(rx.try_recv(), Ok(Err(NodeError::Timeout(10)))));
+        assert_eq!(w.reads_waiting(), 0);
     }
 }
