@@ -220,6 +220,80 @@ fn follower_forwards_writes_and_answers_itself() {
     }
 }
 
+/// The Grafana dashboard in `deploy/grafana` charts only metrics a cluster exposes:
+/// every `sqlraft_*` name in its queries is on the leader's `/metrics` (after writes and
+/// reads, so every histogram has samples, and with followers, so replication lag has).
+#[test]
+fn the_dashboard_charts_only_metrics_the_cluster_exposes() {
+    let _serial = serial();
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(None);
+    cluster.execute(
+        leader,
+        &json!(["CREATE TABLE d (v)", "INSERT INTO d VALUES (1)"]),
+    );
+    for level in ["none", "linearizable", "strong"] {
+        let r = http::post(
+            &cluster.nodes[leader].http,
+            &format!("/db/query?level={level}"),
+            &json!(["SELECT v FROM d"]),
+            WAIT,
+        )
+        .expect("read");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/sqlraft-dashboard.json"),
+    )
+    .expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("JSON");
+    let exposed = http::get(&cluster.nodes[leader].http, "/metrics", WAIT)
+        .expect("metrics")
+        .text();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    exposed
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{base}_bucket"))
+                            || l.starts_with(&format!("{name} "))
+                            || l.starts_with(&format!("{name}{{"))),
+                    "panel {:?} charts {name}, which /metrics does not have:\n{exposed}",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} metric names found in the dashboard"
+    );
+}
+
+/// The `sqlraft_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("sqlraft_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
 /// A counter or gauge from `/metrics` (0 when absent).
 fn metric(addr: &str, name: &str) -> f64 {
     let r = http::get(addr, "/metrics", Duration::from_secs(10)).expect("metrics");

@@ -27,6 +27,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         node,
         options,
         counters: Counters::default(),
+        http_seconds: crate::state::http_seconds(),
     });
     data_api::routes()
         // Counts errors of the data API only: the routes above.
@@ -103,7 +104,19 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    // The data API's own paths only (this layer wraps nothing else): a bounded label.
+    let path = match request.uri().path() {
+        "/db/execute" => "/db/execute",
+        "/db/query" => "/db/query",
+        "/db/request" => "/db/request",
+        _ => "other",
+    };
     let response = next.run(request).await;
+    state
+        .http_seconds
+        .with_label_values(&[path])
+        .observe(started.elapsed().as_secs_f64());
     if response.status().is_client_error() || response.status().is_server_error() {
         state.counters.http_errors.fetch_add(1, Ordering::Relaxed);
     }

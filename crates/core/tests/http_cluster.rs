@@ -91,6 +91,42 @@ async fn status_nodes_readyz_and_metrics() {
             "missing {prefix}"
         );
     }
+    // Histograms that explain where the time went: each observed what happened above.
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("missing {series} in\n{text}"))
+            .parse()
+            .expect("a number")
+    };
+    for stage in ["queue", "commit", "apply"] {
+        let count = sample(&format!(
+            "sqlraft_write_stage_seconds_count{{stage=\"{stage}\"}}"
+        ));
+        assert!(count >= 1.0, "{stage}: {count}");
+    }
+    assert!(sample("sqlraft_log_write_seconds_count") >= 1.0);
+    assert!(sample("sqlraft_apply_seconds_count") >= 1.0);
+    assert!(sample("sqlraft_apply_batch_entries_count") >= 1.0);
+    assert_eq!(sample("sqlraft_read_seconds_count{level=\"local\"}"), 1.0);
+    assert_eq!(
+        sample("sqlraft_http_request_seconds_count{path=\"/db/execute\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("sqlraft_http_request_seconds_count{path=\"/db/query\"}"),
+        2.0
+    );
+    assert!(text.contains("# TYPE sqlraft_write_stage_seconds histogram"));
+    // A linearizable read is one ReadIndex round (a single node answers at once).
+    h.post_json("/db/query?level=linearizable", r#"["SELECT * FROM m"]"#)
+        .await;
+    let text = h.get("/metrics").await.text();
+    let rounds = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sqlraft_read_index_rounds_total "))
+        .expect("rounds");
+    assert!(rounds.parse::<u64>().expect("a count") >= 1, "{rounds}");
     h.stop().await;
 }
 

@@ -29,6 +29,7 @@ pub(crate) struct Handle {
     pub applied: watch::Receiver<u64>,
     pub transport: Transport,
     pub reads: ReadPool,
+    pub metrics: crate::Metrics,
 }
 
 impl Handle {
@@ -48,7 +49,9 @@ impl Handle {
         self.requests.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => NodeError::Busy("raft queue is full"),
             TrySendError::Disconnected(_) => self.stopped(),
-        })
+        })?;
+        self.metrics.loop_queue.inc();
+        Ok(())
     }
 
     /// The error a request gets once the loop has stopped.
@@ -92,6 +95,7 @@ impl Handle {
         self.submit(Request::Propose {
             command: encoded,
             reply,
+            sent: Instant::now(),
         })?;
         let wait = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(wait, outcome).await {

@@ -10,6 +10,7 @@ mod identity;
 mod known_peers;
 mod logger;
 mod membership;
+mod metrics;
 mod node;
 mod params;
 mod peer;
@@ -22,6 +23,7 @@ mod write;
 pub use config::{Admission, Limits, NodeConfig, RaftTimings, SnapshotOptions};
 pub use consistency::Consistency;
 pub use error::{ErrorKind, Fatal, NodeError, Result};
+pub use metrics::Metrics;
 pub use node::{MAX_WHOLE_DATABASE_READS, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{

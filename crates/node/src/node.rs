@@ -257,8 +257,21 @@ impl Node {
 
     /// Runs one read statement at the given consistency, on this node.
     pub async fn query(&self, statement: &Statement, consistency: Consistency) -> Result<Rows> {
+        let started = Instant::now();
         self.barrier(consistency).await?;
-        Ok(self.handle.reads.query(statement).await?)
+        let rows = self.handle.reads.query(statement).await?;
+        self.handle
+            .metrics
+            .read
+            .with_label_values(&[consistency.level_name()])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(rows)
+    }
+
+    /// This node's metrics (`/metrics` of `sqlraft-core` encodes them); an embedding
+    /// service may register its own metrics in [`Metrics::registry`].
+    pub fn metrics(&self) -> &crate::Metrics {
+        &self.handle.metrics
     }
 
     /// Registers a core service that may then join with the returned id and the given

@@ -25,6 +25,7 @@ impl RaftLoop {
                 let pending = Pending {
                     term: self.raw.raft.term,
                     reply,
+                    proposed: std::time::Instant::now(),
                 };
                 self.waiters.join(index, PendingJoin { raft_id, pending });
             }
@@ -184,6 +185,7 @@ impl RaftLoop {
                 let pending = Pending {
                     term: self.raw.raft.term,
                     reply,
+                    proposed: std::time::Instant::now(),
                 };
                 self.waiters.admin(index, pending);
             }

@@ -30,7 +30,11 @@ impl RaftLoop {
             conf_changed |= matches!(step, Step::Conf { cs: Some(_), .. });
             steps.push((entry.index, entry.term, step));
         }
+        let started = std::time::Instant::now();
         let outcomes = self.run_steps(&mut steps)?;
+        self.metrics.apply.observe(started.elapsed().as_secs_f64());
+        self.metrics.apply_batch.observe(steps.len() as f64);
+        self.waiters.apply_started(started);
         // Published before any waiter is answered: once a write is acknowledged, this
         // node's status shows it applied.
         self.outbox.applied(last_index);

@@ -64,6 +64,8 @@ pub(crate) enum Request {
     Propose {
         command: Vec<u8>,
         reply: oneshot::Sender<Result<Applied>>,
+        /// When it was handed to the loop.
+        sent: Instant,
     },
     ReadIndex {
         reply: oneshot::Sender<Result<u64>>,
@@ -177,6 +179,7 @@ pub(crate) struct LoopParts {
     pub limits: Limits,
     pub admission: Admission,
     pub snapshots: Snapshots,
+    pub metrics: crate::Metrics,
     #[cfg(feature = "testing")]
     pub crash_at: Option<&'static str>,
 }
@@ -202,6 +205,9 @@ pub(crate) struct RaftLoop {
     /// Highest commit index carried by a message from a leader.
     leader_commit: u64,
     snapshots: Snapshots,
+    metrics: crate::Metrics,
+    /// The leader last published, to count changes.
+    known_leader: u64,
     #[cfg(feature = "testing")]
     crash_at: Option<&'static str>,
 }
@@ -223,10 +229,12 @@ impl RaftLoop {
             timings: parts.timings,
             limits: parts.limits,
             admission: parts.admission,
-            waiters: Waiters::new(),
+            waiters: Waiters::new(parts.metrics.clone()),
             removed: false,
             leader_commit: 0,
             snapshots: parts.snapshots,
+            metrics: parts.metrics,
+            known_leader: raft::INVALID_ID,
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
         }
@@ -334,6 +342,7 @@ impl RaftLoop {
 
     /// Takes one request; an error ends the loop (the node cannot be trusted).
     fn handle(&mut self, request: Request) -> Result<()> {
+        self.metrics.loop_queue.dec();
         match request {
             Request::Raft {
                 messages,
@@ -374,7 +383,18 @@ impl RaftLoop {
                 tracing::warn!("a member says this service was removed");
                 self.removed = true;
             }
-            Request::Propose { command, reply } => self.propose(command, reply),
+            Request::Propose {
+                command,
+                reply,
+                sent,
+            } => {
+                let queued = sent.elapsed().as_secs_f64();
+                self.metrics
+                    .write_stage
+                    .with_label_values(&["queue"])
+                    .observe(queued);
+                self.propose(command, reply)
+            }
             Request::ReadIndex { reply } => self.read_index(reply),
             Request::Snapshot { reply, trailing } => self.request_snapshot(reply, trailing),
             Request::Join { request, reply } => self.join(request, reply),
@@ -422,6 +442,7 @@ impl RaftLoop {
                 Pending {
                     term: self.raw.raft.term,
                     reply,
+                    proposed: Instant::now(),
                 },
             )),
             // Still the leader: raft-rs drops a proposal over max_uncommitted_size.
@@ -469,6 +490,26 @@ impl RaftLoop {
         if self.is_leader() {
             self.note_leader_contact();
             self.manage_membership();
+            let last = self.raw.raft.raft_log.last_index();
+            let me = self.raw.raft.id;
+            for (id, progress) in self.raw.raft.prs().iter() {
+                if *id != me {
+                    self.metrics
+                        .replication_lag
+                        .with_label_values(&[&id.to_string()])
+                        .set(
+                            i64::try_from(last.saturating_sub(progress.matched))
+                                .unwrap_or(i64::MAX),
+                        );
+                }
+            }
+        }
+        let leader = self.raw.raft.leader_id;
+        if leader != self.known_leader {
+            if leader != raft::INVALID_ID {
+                self.metrics.leader_changes.inc();
+            }
+            self.known_leader = leader;
         }
     }
 
@@ -488,9 +529,15 @@ impl RaftLoop {
         for state in ready.take_read_states() {
             self.waiters.read_ready(&state.request_ctx, state.index);
         }
-        self.raw
-            .mut_store()
-            .write(ready.entries(), ready.hs(), None)?;
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            let started = Instant::now();
+            self.raw
+                .mut_store()
+                .write(ready.entries(), ready.hs(), None)?;
+            self.metrics
+                .log_write
+                .observe(started.elapsed().as_secs_f64());
+        }
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }

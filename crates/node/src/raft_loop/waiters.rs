@@ -17,6 +17,8 @@ use crate::error::{NodeError, Result};
 pub(super) struct Pending<T> {
     pub term: u64,
     pub reply: oneshot::Sender<Result<T>>,
+    /// When it was proposed.
+    pub proposed: Instant,
 }
 
 /// A join waiting for the conf change that adds `raft_id`.
@@ -49,6 +51,9 @@ pub(crate) enum EntryOutcome {
 }
 
 pub(super) struct Waiters {
+    metrics: crate::Metrics,
+    /// When the apply transaction of the entries being resolved began.
+    apply_started: Instant,
     writes: BTreeMap<u64, Pending<Applied>>,
     admin: BTreeMap<u64, Pending<AdminOutcome>>,
     joins: BTreeMap<u64, PendingJoin>,
@@ -65,8 +70,10 @@ pub(super) struct Waiters {
 }
 
 impl Waiters {
-    pub fn new() -> Self {
+    pub fn new(metrics: crate::Metrics) -> Self {
         Waiters {
+            metrics,
+            apply_started: Instant::now(),
             writes: BTreeMap::new(),
             admin: BTreeMap::new(),
             joins: BTreeMap::new(),
@@ -115,6 +122,8 @@ impl Waiters {
         }
         let id = self.next_id();
         let reads = std::mem::take(&mut self.unasked);
+        self.metrics.read_rounds.inc();
+        self.metrics.reads_per_round.observe(reads.len() as f64);
         self.rounds.insert(id, ReadRound { asked: now, reads });
         Some(read_context(self.read_nonce, id))
     }
@@ -220,6 +229,15 @@ impl Waiters {
         drop_all(dropped.into_iter().map(|j| j.pending).collect());
         // One entry has at most one waiter.
         if let Some(p) = write {
+            let stages = &self.metrics.write_stage;
+            let commit = self.apply_started.saturating_duration_since(p.proposed);
+            stages
+                .with_label_values(&["commit"])
+                .observe(commit.as_secs_f64());
+            let apply = self.apply_started.elapsed();
+            stages
+                .with_label_values(&["apply"])
+                .observe(apply.as_secs_f64());
             let (results, index) = match outcome {
                 EntryOutcome::Write(results, applied_at) => (results, applied_at),
                 _ => (Vec::new(), index),
@@ -238,6 +256,11 @@ impl Waiters {
         } else if let Some(j) = join {
             let _ = j.pending.reply.send(Ok(join_response(j.raft_id)));
         }
+    }
+
+    /// The apply transaction of the entries about to be resolved began at `at`.
+    pub fn apply_started(&mut self, at: Instant) {
+        self.apply_started = at;
     }
 
     /// Entries up to `index` were applied through a snapshot from the leader: their
@@ -358,12 +381,19 @@ mod tests {
 
     fn pending<T>(term: u64) -> (Pending<T>, oneshot::Receiver<Result<T>>) {
         let (reply, rx) = oneshot::channel();
-        (Pending { term, reply }, rx)
+        (
+            Pending {
+                term,
+                reply,
+                proposed: Instant::now(),
+            },
+            rx,
+        )
     }
 
     #[test]
     fn an_applied_entry_answers_its_proposer_and_drops_replaced_ones_below_it() {
-        let mut w = Waiters::new();
+        let mut w = Waiters::new(crate::Metrics::new());
         let (replaced, mut replaced_rx) = pending::<Applied>(2);
         let (other_term, mut other_term_rx) = pending::<Applied>(2);
         let (mine, mut mine_rx) = pending::<Applied>(3);
@@ -397,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_repeated_request_is_answered_with_the_index_that_applied_it_first() {
-        let mut w = Waiters::new();
+        let mut w = Waiters::new(crate::Metrics::new());
         let (p, mut rx) = pending::<Applied>(1);
         w.write(9, p);
         w.resolve(9, 1, EntryOutcome::Write(Vec::new(), 4), |_| unreachable!());
@@ -414,7 +444,7 @@ mod tests {
     /// commit index): a read asked again must never reuse its context.
     #[test]
     fn a_read_asked_again_gets_a_fresh_context_and_its_old_one_is_ignored() {
-        let mut w = Waiters::new();
+        let mut w = Waiters::new(crate::Metrics::new());
         let start = Instant::now();
         let mut rx = read(&mut w, start + Duration::from_secs(5));
         let first = w.take_round(start).expect("a round");
@@ -448,7 +478,7 @@ mod tests {
 
     #[test]
     fn one_round_answers_every_read_registered_before_it_and_no_later_one() {
-        let mut w = Waiters::new();
+        let mut w = Waiters::new(crate::Metrics::new());
         let now = Instant::now();
         let deadline = now + Duration::from_secs(5);
         let mut early: Vec<_> = (0..5).map(|_| read(&mut w, deadline)).collect();
@@ -476,7 +506,7 @@ mod tests {
 
     #[test]
     fn reads_match_only_their_own_contexts_and_time_out() {
-        let mut w = Waiters::new();
+        let mut w = Waiters::new(crate::Metrics::new());
         let now = Instant::now();
         let mut rx = read(&mut w, now + Duration::from_secs(5));
         let ctx = w.take_round(now).unwrap();

@@ -123,7 +123,9 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         leader_contact: Mutex::new(Instant::now()),
     });
     let (requests, queue) = std::sync::mpsc::sync_channel(config.limits.loop_queue_len);
+    let metrics = crate::Metrics::new();
     let raft_loop = RaftLoop::new(LoopParts {
+        metrics: metrics.clone(),
         raw,
         sm,
         transport: transport.clone(),
@@ -157,6 +159,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         .spawn(move || raft_loop.run())
         .map_err(|e| Fatal::io("cannot start the raft thread", e))?;
     let handle = Arc::new(Handle {
+        metrics,
         raft_id: identity.raft_id,
         service_id: identity.service_id,
         raft_addr,
