@@ -55,6 +55,24 @@ struct Job {
     started: Instant,
 }
 
+/// Whether an automatic snapshot is due, `entries` applied and `grown` bytes of log
+/// written since the last one, which was `latest_size` bytes.
+///
+/// A snapshot copies the whole database, so its cost is the database's size however
+/// few entries it covers: every `options.entries` entries, a 1 GiB database written at
+/// 7,000 small writes a second would be copied every 1.4 s, each copy taking seconds.
+/// So the log must also have grown by an eighth of the last snapshot's size (the copy
+/// costs at most eight times the log it replaces), and the size trigger is at least
+/// half of it. For databases up to a few hundred MiB this changes nothing: an eighth
+/// of them is less than `options.entries` entries of log.
+fn snapshot_due(options: &SnapshotOptions, entries: u64, grown: u64, latest_size: u64) -> bool {
+    if entries == 0 {
+        return false;
+    }
+    (entries >= options.entries && grown >= latest_size / 8)
+        || grown >= options.log_bytes.max(latest_size / 2)
+}
+
 impl Snapshots {
     /// `latest`: the newest snapshot found at start; `log_bytes`: the log's size then.
     pub fn new(
@@ -158,9 +176,13 @@ impl RaftLoop {
         let grown = store
             .size_bytes()
             .saturating_sub(self.snapshots.log_bytes_at_compaction);
-        let due = applied > since
-            && (applied - since >= self.snapshots.options.entries
-                || grown >= self.snapshots.options.log_bytes);
+        let latest_size = self.snapshots.latest.as_ref().map_or(0, |s| s.size_bytes);
+        let due = snapshot_due(
+            &self.snapshots.options,
+            applied.saturating_sub(since),
+            grown,
+            latest_size,
+        );
         // Raft asks again while a copy is being made: a copy of the same index would be
         // the same snapshot.
         let asked = !self.snapshots.waiting.is_empty() || (asked_by_raft && applied > since);
@@ -362,5 +384,34 @@ impl RaftLoop {
         }
         let _ = name;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_databases_are_copied_in_proportion_to_the_log_they_replace() {
+        let options = SnapshotOptions {
+            entries: 10_000,
+            log_bytes: 64 << 20,
+            trailing_entries: 5_000,
+        };
+        // Nothing applied since the last snapshot: never due.
+        assert!(!snapshot_due(&options, 0, 1 << 30, 0));
+        // A small database: the entry count decides, as configured.
+        assert!(!snapshot_due(&options, 9_999, 1 << 20, 4 << 20));
+        assert!(snapshot_due(&options, 10_000, 1 << 20, 4 << 20));
+        assert!(snapshot_due(&options, 10, 64 << 20, 4 << 20));
+        // A 1 GiB database: 10,000 small entries are not worth a copy of it...
+        let gib = 1u64 << 30;
+        assert!(!snapshot_due(&options, 10_000, 2 << 20, gib));
+        assert!(!snapshot_due(&options, 1_000_000, (gib / 8) - 1, gib));
+        // ...an eighth of it in log is.
+        assert!(snapshot_due(&options, 1_000_000, gib / 8, gib));
+        // Few but large entries: the size trigger, at least half the database.
+        assert!(!snapshot_due(&options, 100, 64 << 20, gib));
+        assert!(snapshot_due(&options, 100, gib / 2, gib));
     }
 }
