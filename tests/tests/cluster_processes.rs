@@ -220,6 +220,33 @@ fn follower_forwards_writes_and_answers_itself() {
     }
 }
 
+/// A write costs each node one log fsync: the hard state whose only change is the
+/// commit index (the next turn after every write) is noted, not written and synced
+/// (raft's `must_sync` rule). Counted with the log-write histogram, not timed.
+#[test]
+fn a_write_costs_one_log_fsync_per_node() {
+    let _serial = serial();
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(None);
+    let follower = (leader + 1) % 3;
+    cluster.execute(leader, &json!(["CREATE TABLE s (v)"]));
+    let count = |node: usize| metric(&cluster.nodes[node].http, "sqlraft_log_write_seconds_count");
+    let before = (count(leader), count(follower));
+    let writes = 100;
+    for i in 0..writes {
+        cluster.execute(leader, &statement("INSERT INTO s VALUES (?)", &[json!(i)]));
+    }
+    let after = (count(leader), count(follower));
+    let (on_leader, on_follower) = (after.0 - before.0, after.1 - before.1);
+    // Heartbeats and elections write nothing; a little slack for a term change.
+    for (name, n) in [("leader", on_leader), ("follower", on_follower)] {
+        assert!(
+            n >= f64::from(writes) && n <= f64::from(writes) * 1.2,
+            "{name}: {n} log writes for {writes} sequential writes ({before:?} -> {after:?})"
+        );
+    }
+}
+
 /// The Grafana dashboard in `deploy/grafana` charts only metrics a cluster exposes:
 /// every `sqlraft_*` name in its queries is on the leader's `/metrics` (after writes and
 /// reads, so every histogram has samples, and with followers, so replication lag has).

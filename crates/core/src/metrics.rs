@@ -138,6 +138,9 @@ fn render(state: &AppState) -> prometheus::Result<String> {
     let mut families = registry.gather();
     families.extend(prometheus::core::Collector::collect(&state.http_seconds));
     families.extend(state.node.metrics().registry().gather());
+    // A labelled metric nothing was observed in yet has no samples, and the encoder
+    // refuses an empty family (a node that served no data API request had no /metrics).
+    families.retain(|f| !f.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     prometheus::TextEncoder::new().encode_to_string(&families)
 }

@@ -7,7 +7,8 @@
 //!    its own fsync);
 //! 2. apply committed entries (raft-rs hands out only entries already persisted here),
 //!    all of them in one SQLite transaction together with `applied_index`;
-//! 3. write the new entries and hard state with one fsync;
+//! 3. write the new entries and hard state with one fsync (a hard state whose only
+//!    change is the commit index is noted, not written: raft's `must_sync` rule);
 //! 4. only then send the messages that depend on them (votes, append responses);
 //! 5. advance, and do the same for the light ready.
 //!
@@ -529,7 +530,14 @@ impl RaftLoop {
         for state in ready.take_read_states() {
             self.waiters.read_ready(&state.request_ctx, state.index);
         }
-        if !ready.entries().is_empty() || ready.hs().is_some() {
+        if !ready.must_sync() {
+            // Nothing new but the commit index: no fsync for that (etcd's rule too).
+            // It rides along with the next write; lost in a crash, raft learns it again
+            // from the leader, and the applied index is its floor at start.
+            if let Some(hs) = ready.hs() {
+                self.raw.mut_store().note_commit(hs.commit);
+            }
+        } else if !ready.entries().is_empty() || ready.hs().is_some() {
             let started = Instant::now();
             self.raw
                 .mut_store()
