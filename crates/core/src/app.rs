@@ -28,6 +28,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         options,
         counters: Counters::default(),
         http_seconds: crate::state::http_seconds(),
+        restore_slot: tokio::sync::Mutex::new(()),
     });
     data_api::routes()
         // Counts errors of the data API only: the routes above.

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Seconds of each data API request, by path.
     pub(crate) http_seconds: prometheus::HistogramVec,
+    /// Held by the restore being uploaded or applied on this node.
+    pub(crate) restore_slot: tokio::sync::Mutex<()>,
 }
 
 /// The data API's latency histogram: 100 µs to 10 s.

@@ -92,16 +92,40 @@ async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
 /// beside the node's database, up to the node's restore limit (413 beyond). Answers
 /// once this node applied the restore, after waiting (up to 10 s) for every other
 /// member to apply it too; the answer says which did.
-async fn restore(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+/// How long a restore upload may send nothing before it is given up.
+const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn restore(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let node = &state.node;
+    // One restore per node at a time, from the first byte of its upload to its answer:
+    // a second is refused before its body is read, not after it was stored.
+    let Ok(_slot) = state.restore_slot.try_lock() else {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "a restore is already running on this node".into(),
+        });
+    };
     if node.is_restoring() {
-        // Refused before the body is stored, not after.
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "a restore is already running on this node".into(),
         });
     }
     let limit = node.config().limits.max_restore_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("a restore takes at most {limit} bytes"),
+        });
+    }
     let parent = node.config().dir.join("db");
     let dir = tempfile::Builder::new()
         .prefix("upload-")
@@ -113,7 +137,20 @@ async fn restore(State(state): State<AppState>, body: Body) -> Result<Response, 
         .map_err(|e| internal(format!("cannot store the upload: {e}")))?;
     let mut stream = body.into_data_stream();
     let mut received = 0u64;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A client that stops sending does not hold the restore slot for ever.
+        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the upload stalled: nothing received for {} s",
+                    UPLOAD_IDLE_TIMEOUT.as_secs()
+                ),
+            })?;
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk: Bytes = chunk
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         received += chunk.len() as u64;

@@ -195,6 +195,19 @@ async fn restore_refuses_files_that_are_not_usable_backups_and_changes_nothing()
             .expect("schema");
     }
     let reserved = std::fs::read(&reserved).expect("read");
+    // Found by a hostile review: a clock function in an index expression passed every
+    // check and then stopped every node (SQLite calls the schema malformed on the
+    // applying connection, whose clock functions are not deterministic).
+    let clock_index = dir.path().join("clock-index.sqlite3");
+    {
+        let conn = sqlraft::sql::rusqlite::Connection::open(&clock_index).expect("create");
+        conn.execute_batch(
+            "CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('2024-01-01');
+             CREATE INDEX ti ON t (date(x));",
+        )
+        .expect("schema");
+    }
+    let clock_index = std::fs::read(&clock_index).expect("read");
     // The second page holds a table's b-tree: its header scrambled.
     let mut damaged = backup.body.clone();
     let page_size = usize::from(u16::from_be_bytes([damaged[16], damaged[17]]));
@@ -215,6 +228,11 @@ async fn restore_refuses_files_that_are_not_usable_backups_and_changes_nothing()
         ),
         ("damaged", damaged, ""),
         ("reserved name", reserved, "_sqlraft_extra"),
+        (
+            "clock function in an index",
+            clock_index,
+            "cannot be restored",
+        ),
     ];
     for (what, bytes, says) in cases {
         let r = upload(&h, &bytes).await;
@@ -270,5 +288,82 @@ async fn a_snapshot_on_demand_shows_in_the_status() {
     h.wait_ready().await;
     let rows = query(&h, "SELECT count(*) FROM t").await;
     assert_eq!(rows["values"], json!([[2]]), "{rows}");
+    h.stop().await;
+}
+
+/// Found by a hostile review: uploads were not limited. One restore per node at a
+/// time from the first byte of its upload (a second gets 503 before its body is read),
+/// and a declared length over the limit gets 413 before anything is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_restore_is_refused_while_one_uploads_and_oversized_ones_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE t (v)"]"#)
+        .await;
+    let backup = h.get("/api/v1/system/backup").await;
+    assert_eq!(backup.status, 200);
+
+    // An upload that declares its length, sends a little and stalls.
+    let mut slow = tokio::net::TcpStream::connect(&h.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/system/restore HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        h.http,
+        backup.body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("send head");
+    slow.write_all(&backup.body[..100])
+        .await
+        .expect("send a little");
+    // Until the handler has taken the slot, a second upload may still win it.
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = upload(&h, &backup.body).await;
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a second restore is refused while one uploads");
+    assert!(
+        refused.text().contains("already running"),
+        "{}",
+        refused.text()
+    );
+    drop(slow);
+    // Once the stalled client went away, restores are taken again.
+    let mut done = false;
+    for _ in 0..50 {
+        let r = upload(&h, &backup.body).await;
+        if r.status == 200 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        done,
+        "restores are taken again after the stalled upload ended"
+    );
+
+    // A declared length over the limit: 413 without a byte of body sent.
+    let mut huge = tokio::net::TcpStream::connect(&h.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/system/restore HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000000000\r\n\r\n",
+        h.http
+    );
+    huge.write_all(head.as_bytes()).await.expect("send head");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), huge.read(&mut answer))
+        .await
+        .expect("answered before any body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     h.stop().await;
 }

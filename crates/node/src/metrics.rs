@@ -44,6 +44,8 @@ pub struct Metrics {
     pub(crate) replication_lag: IntGaugeVec,
     /// Requests handed to the raft loop and not yet taken.
     pub(crate) loop_queue: IntGauge,
+    /// Snapshots that could not be taken.
+    pub(crate) snapshot_failures: IntCounter,
 }
 
 impl Metrics {
@@ -110,6 +112,10 @@ impl Metrics {
                 "sqlraft_reads_per_read_index_round",
                 "Linearizable reads served by one ReadIndex round.",
                 COUNTS,
+            ),
+            snapshot_failures: counter(
+                "sqlraft_snapshot_failures_total",
+                "Snapshots this node failed to take (retried after 1 s, doubling up to 60 s).",
             ),
             leader_changes: counter(
                 "sqlraft_leader_changes_total",
@@ -186,6 +192,7 @@ mod tests {
             "sqlraft_leader_changes_total",
             "sqlraft_replication_lag_entries",
             "sqlraft_raft_queue_depth",
+            "sqlraft_snapshot_failures_total",
         ] {
             assert!(
                 names.iter().any(|n| n == name),

@@ -431,3 +431,49 @@ async fn a_snapshot_file_damaged_on_disk_is_neither_offered_nor_installed() {
     same_content(&cluster).await;
     cluster.shutdown().await;
 }
+
+/// Found by a hostile review: a snapshot that cannot be written (a read-only or full
+/// disk) was tried again at every turn of the raft loop, 786 times in 6 s, each try a
+/// whole copy of the database. Failures now back off (1 s, doubling to 60 s); writes
+/// go on meanwhile, and once the directory is usable again snapshots resume.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_snapshot_is_retried_with_backoff_not_every_turn() {
+    let cluster = Cluster::with_config(1, |c| {
+        c.snapshot.entries = 5;
+        c.snapshot.trailing_entries = 2;
+    })
+    .await;
+    let node = cluster.node(0);
+    create_table(node).await;
+    // The snapshot directory becomes a file: every copy fails.
+    let snapshots = cluster.nodes[0].dir.join("raft").join("snapshots");
+    std::fs::remove_dir_all(&snapshots).expect("remove the snapshot directory");
+    std::fs::write(&snapshots, b"in the way").expect("put a file in its place");
+    let failures = || {
+        node.metrics()
+            .registry()
+            .gather()
+            .iter()
+            .find(|f| f.name() == "sqlraft_snapshot_failures_total")
+            .map_or(0.0, |f| f.get_metric()[0].get_counter().get_value())
+    };
+    let started = std::time::Instant::now();
+    insert_rows(node, 0..200).await;
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        insert_rows(node, 1000..1001).await;
+        write_ok(node, "DELETE FROM t WHERE id = 1000").await;
+    }
+    let failed = failures();
+    // Without backoff: hundreds (one per turn). With it: at 0, 1 and 3 s at most.
+    assert!(
+        (1.0..=4.0).contains(&failed),
+        "{failed} failed snapshots in 2.5 s"
+    );
+    std::fs::remove_file(&snapshots).expect("remove the file");
+    let info = node
+        .snapshot()
+        .await
+        .expect("a snapshot asked for is tried at once");
+    assert!(info.index > 200, "{info:?}");
+    cluster.shutdown().await;
+}

@@ -136,13 +136,18 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
     let _ = std::fs::remove_file(&scratch);
     let mut trial = Connection::open(&scratch)
         .map_err(|e| refuse(format!("cannot create a scratch database: {e}")))?;
-    // The same limit on values as the connection that applies entries.
+    // The same limit on values and the same functions as the connection that applies
+    // entries: its clock functions are not deterministic, so a schema that uses them
+    // in a generated column or an index is refused there, and must be here.
     trial
         .set_limit(
             rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
             crate::MAX_VALUE_BYTES as i32,
         )
+        .and_then(|_| install_replicated_functions(&trial))
         .map_err(|e| refuse(format!("cannot create a scratch database: {e}")))?;
+    check_schema(&normalized)
+        .map_err(|e| refuse(format!("the database cannot be restored: {e}")))?;
     let tables = replace_user_content(&mut trial, &normalized)
         .map_err(|e| refuse(format!("the database cannot be restored: {e}")))?;
     drop(trial);
@@ -154,6 +159,37 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
         sha256,
         tables,
     })
+}
+
+/// Replaces SQLite's clock and random functions as the applying connection does
+/// ([`crate::StateMachine::open`]), so that a connection judges a schema alike.
+fn install_replicated_functions(conn: &Connection) -> rusqlite::Result<()> {
+    crate::random::install_deterministic_random(
+        conn,
+        &std::sync::Arc::new(std::sync::Mutex::new(0)),
+    )?;
+    crate::clock::install(conn, &crate::clock::EntryClock::default())
+}
+
+/// Reads the schema of the database at `path` on a connection with the applying
+/// connection's functions: a schema that connection would refuse (a clock function
+/// in a generated column, an index expression or a partial index's `WHERE`: SQLite
+/// calls it malformed) fails here. Checked before a restore is proposed and again,
+/// on every node alike, before it is applied (the file's bytes are the same
+/// everywhere: their SHA-256 was checked), so that such a file is refused rather than
+/// taken for a damaged database.
+pub(crate) fn check_schema(path: &Path) -> std::result::Result<(), String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    install_replicated_functions(&conn).map_err(|e| e.to_string())?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(drop)
+    .map_err(|e| e.to_string())
 }
 
 fn open_read_only(path: &Path) -> Result<Connection> {
@@ -554,6 +590,43 @@ mod tests {
         );
         let err = prepare_restore(&upload, &dir.path().join("work"), 1 << 30).expect_err("refused");
         assert!(err.to_string().contains("cannot be restored"), "{err}");
+    }
+
+    /// Found by a hostile review: a clock function in a generated column, an index
+    /// expression or a partial index passed the trial (plain SQLite functions) and
+    /// then failed on every node's applying connection, whose clock functions are not
+    /// deterministic: SQLite calls that schema malformed, taken for a damaged
+    /// database, and every node stopped, again at every start.
+    #[test]
+    fn a_clock_function_in_a_generated_column_or_an_index_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (i, schema) in [
+            "CREATE TABLE g (x TEXT, y TEXT GENERATED ALWAYS AS (date(x)));
+             INSERT INTO g (x) VALUES ('2024-01-01');",
+            "CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('2024-01-01');
+             CREATE INDEX ti ON t (date(x));",
+            "CREATE TABLE p (x TEXT); INSERT INTO p VALUES ('2024-01-01');
+             CREATE INDEX pi ON p (x) WHERE unixepoch(x) > 0;",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let upload = db(dir.path(), &format!("upload-{i}.db"), schema);
+            let err =
+                prepare_restore(&upload, &dir.path().join("work"), 1 << 30).expect_err("refused");
+            assert!(
+                err.to_string().contains("cannot be restored"),
+                "{schema}: {err}"
+            );
+            // The file itself reads fine anywhere else: only the check knows.
+            assert!(check_schema(&upload).is_err(), "{schema}");
+        }
+        let fine = db(
+            dir.path(),
+            "fine.db",
+            "CREATE TABLE f (x TEXT, y AS (upper(x)));",
+        );
+        assert!(check_schema(&fine).is_ok());
     }
 
     #[test]

@@ -97,6 +97,12 @@ impl StateMachine {
             MAX_VALUE_BYTES as i32,
         )
         .map_err(open_err)?;
+        // Defensive mode: client SQL cannot write a virtual table's shadow tables (an
+        // FTS5 index edited by hand makes later statements fail with "corrupt", which
+        // is taken for a damaged disk and stopped every node, at every start: found by
+        // a hostile review), nor the schema or a page directly.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
 
         let guard = Guard::default();
@@ -267,7 +273,13 @@ impl StateMachine {
             )?;
             Ok(())
         };
-        let outcome = match assembled {
+        let outcome = match assembled.and_then(|()| {
+            crate::restore::check_schema(&file).map_err(|e| {
+                crate::restore::RestoreRefusal::Invalid(format!(
+                    "the database cannot be restored: {e}"
+                ))
+            })
+        }) {
             Err(reason) => Err(reason),
             Ok(()) => {
                 match crate::restore::replace_user_content_then(&mut self.conn, &file, &finish) {
