@@ -14,7 +14,7 @@
 //! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation;
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log;
 //! - [`demo`]: a local cluster of child processes;
-//! - [`bench`]: named workloads against a local cluster or given nodes, with a table,
+//! - [`mod@bench`]: named workloads against a local cluster or given nodes, with a table,
 //!   results files and plots;
 //! - [`install`]: `run ... --install` as a systemd unit; [`supervisor`]: the same as a
 //!   supervised background process where systemd is not running;

@@ -269,7 +269,7 @@ impl Node {
     }
 
     /// This node's metrics (`/metrics` of `sqlraft-core` encodes them); an embedding
-    /// service may register its own metrics in [`Metrics::registry`].
+    /// service may register its own metrics in [`crate::Metrics::registry`].
     pub fn metrics(&self) -> &crate::Metrics {
         &self.handle.metrics
     }
