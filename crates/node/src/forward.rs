@@ -21,6 +21,32 @@ pub(crate) enum LeaderRequest {
     Admin(pb::admin_request::Kind),
 }
 
+/// How long the leader may take to apply administrative request `kind`: the write
+/// timeout, and for a restore's commit a second more per 4 MiB it restores: its apply
+/// copies the whole file (a 406 MB restore, answered "not applied within 10000 ms"
+/// after it had worked, found by a hostile review).
+pub(crate) fn admin_wait(
+    write_timeout: Duration,
+    kind: Option<&pb::admin_request::Kind>,
+) -> Duration {
+    match kind {
+        Some(pb::admin_request::Kind::RestoreCommit(commit)) => {
+            write_timeout + Duration::from_secs(commit.size / (4 << 20))
+        }
+        _ => write_timeout,
+    }
+}
+
+impl LeaderRequest {
+    /// How long the leader may take to answer it.
+    fn wait(&self, write_timeout: Duration) -> Duration {
+        match self {
+            LeaderRequest::Write(_) => write_timeout,
+            LeaderRequest::Admin(kind) => admin_wait(write_timeout, Some(kind)),
+        }
+    }
+}
+
 /// The leader's answer.
 pub(crate) enum LeaderAnswer {
     Write(WriteOutcome),
@@ -58,7 +84,8 @@ impl Handle {
     /// Runs `request` on the leader until it is answered, retrying while that is safe
     /// and time is left.
     pub async fn on_leader(&self, mut request: LeaderRequest) -> Result<LeaderAnswer> {
-        let deadline = Instant::now() + self.write_timeout();
+        let wait = request.wait(self.write_timeout());
+        let deadline = Instant::now() + wait;
         // Administration waits a whole tick: a removal of the leader retried too soon
         // would restart the leadership transfer it is waiting for.
         let pause = match request {
@@ -83,9 +110,15 @@ impl Handle {
                     w.request_id = format!("sqlraft-forward-{}", uuid::Uuid::new_v4());
                 }
                 let forward = request.to_forward();
-                send_to_leader(&self.transport, &leader.raft_addr, leader.raft_id, forward)
-                    .await
-                    .and_then(answer_of)
+                send_to_leader(
+                    &self.transport,
+                    &leader.raft_addr,
+                    leader.raft_id,
+                    forward,
+                    wait,
+                )
+                .await
+                .and_then(answer_of)
             } else {
                 Err(NodeError::NoLeader)
             };
@@ -151,8 +184,12 @@ async fn send_to_leader(
     addr: &str,
     leader_id: u64,
     request: pb::ForwardRequest,
+    wait: Duration,
 ) -> Result<pb::forward_response::Outcome> {
-    let response = match transport.forward(addr, leader_id, request).await {
+    let response = match transport
+        .forward_within(addr, leader_id, request, wait)
+        .await
+    {
         Ok(response) => response,
         Err(TransportError::Blocked(_) | TransportError::InvalidAddress { .. }) => {
             return Err(NodeError::NoLeader);
@@ -259,5 +296,35 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_commit_may_take_a_second_per_4_mib_more_than_a_write() {
+        let write = Duration::from_secs(10);
+        let commit = |size| {
+            pb::admin_request::Kind::RestoreCommit(pb::RestoreCommit {
+                id: "x".into(),
+                chunks: 1,
+                size,
+                sha256: Vec::new(),
+            })
+        };
+        assert_eq!(admin_wait(write, None), write);
+        assert_eq!(admin_wait(write, Some(&commit(1 << 20))), write);
+        assert_eq!(
+            admin_wait(write, Some(&commit(406 << 20))),
+            write + Duration::from_secs(101)
+        );
+        let create = pb::admin_request::Kind::RemoveService("s".into());
+        assert_eq!(admin_wait(write, Some(&create)), write);
+        assert_eq!(
+            LeaderRequest::Write(pb::WriteRequest::default()).wait(write),
+            write
+        );
     }
 }

@@ -112,12 +112,16 @@ impl Handle {
 
     /// Hands an administrative request to this node's raft loop (it is the leader).
     pub async fn admin_local(&self, request: pb::AdminRequest) -> Result<AdminOutcome> {
+        let wait = crate::forward::admin_wait(self.write_timeout(), request.kind.as_ref());
         let (reply, outcome) = oneshot::channel();
         self.submit(Request::Admin { request, reply })?;
-        match tokio::time::timeout(self.write_timeout(), outcome).await {
+        match tokio::time::timeout(wait, outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.stopped()),
-            Err(_) => Err(self.not_applied_in_time()),
+            Err(_) => Err(NodeError::UnknownOutcome(format!(
+                "not applied within {} ms",
+                wait.as_millis()
+            ))),
         }
     }
 
@@ -135,13 +139,19 @@ impl Handle {
 
     /// Waits until this node has applied `index` (bounded by the read timeout).
     pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let wait = Duration::from_millis(self.config.limits.read_timeout_ms);
+        self.wait_applied_within(index, wait).await
+    }
+
+    /// Waits until this node has applied `index`, at most `wait`.
+    pub async fn wait_applied_within(&self, index: u64, wait: Duration) -> Result<()> {
         let mut applied = self.applied.clone();
-        let limit = self.config.limits.read_timeout_ms;
-        let wait = Duration::from_millis(limit);
         match tokio::time::timeout(wait, applied.wait_for(|a| *a >= index)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(self.stopped()),
-            Err(_) => Err(NodeError::Timeout(limit)),
+            Err(_) => Err(NodeError::Timeout(
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            )),
         }
     }
 

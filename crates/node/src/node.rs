@@ -486,16 +486,23 @@ impl Node {
             bytes = prepared.size,
             "restore staged; committing"
         );
-        let commit = pb::RestoreCommit {
+        let commit = pb::admin_request::Kind::RestoreCommit(pb::RestoreCommit {
             id,
             chunks: seq,
             size: prepared.size,
             sha256: prepared.sha256.to_vec(),
-        };
-        let index = self
-            .admin(pb::admin_request::Kind::RestoreCommit(commit))
-            .await?;
-        self.applied_here_after_commit(index).await?;
+        });
+        // Applying it copies the whole file, here as on the leader.
+        let wait = crate::forward::admin_wait(self.handle.write_timeout(), Some(&commit));
+        let index = self.admin(commit).await?;
+        match self.handle.wait_applied_within(index, wait).await {
+            Err(NodeError::Timeout(ms)) => {
+                return Err(NodeError::UnknownOutcome(format!(
+                    "applied by the leader at index {index}, but not on this node within {ms} ms"
+                )));
+            }
+            other => other?,
+        }
         Ok(crate::RestoreOutcome {
             raft_index: index,
             bytes: prepared.size,

@@ -430,12 +430,26 @@ impl Transport {
         }
     }
 
-    /// Sends a write to the leader at `addr` and waits for its outcome.
+    /// Sends a write to the leader at `addr` and waits for its outcome, at most the
+    /// request timeout.
     pub async fn forward(
         &self,
         addr: &str,
         leader_id: u64,
         request: pb::ForwardRequest,
+    ) -> Result<pb::ForwardResponse, TransportError> {
+        let timeout = Duration::from_millis(self.inner.options.request_timeout_ms);
+        self.forward_within(addr, leader_id, request, timeout).await
+    }
+
+    /// Like [`Transport::forward`], waiting at most `timeout` (at least the request
+    /// timeout) for a request the leader takes long to answer (a large restore).
+    pub async fn forward_within(
+        &self,
+        addr: &str,
+        leader_id: u64,
+        request: pb::ForwardRequest,
+        timeout: Duration,
     ) -> Result<pb::ForwardResponse, TransportError> {
         if self.is_blocked(leader_id) {
             return Err(TransportError::Blocked(addr.to_string()));
@@ -449,7 +463,7 @@ impl Transport {
             .as_ref()
             .is_some_and(|fault| (fault.0)(&request));
         let mut rpc = tonic::Request::new(request);
-        rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
+        rpc.set_timeout(timeout.max(Duration::from_millis(self.inner.options.request_timeout_ms)));
         let answer = client
             .forward(rpc)
             .await
