@@ -21,28 +21,12 @@ pub(crate) enum LeaderRequest {
     Admin(pb::admin_request::Kind),
 }
 
-/// How long the leader may take to apply administrative request `kind`: the write
-/// timeout, and for a restore's commit a second more per 4 MiB it restores: its apply
-/// copies the whole file (a 406 MB restore, answered "not applied within 10000 ms"
-/// after it had worked, found by a hostile review).
-pub(crate) fn admin_wait(
-    write_timeout: Duration,
-    kind: Option<&pb::admin_request::Kind>,
-) -> Duration {
-    match kind {
-        Some(pb::admin_request::Kind::RestoreCommit(commit)) => {
-            write_timeout + Duration::from_secs(commit.size / (4 << 20))
-        }
-        _ => write_timeout,
-    }
-}
-
 impl LeaderRequest {
     /// How long the leader may take to answer it.
     fn wait(&self, write_timeout: Duration) -> Duration {
         match self {
             LeaderRequest::Write(_) => write_timeout,
-            LeaderRequest::Admin(kind) => admin_wait(write_timeout, Some(kind)),
+            LeaderRequest::Admin(kind) => crate::handle::admin_wait(write_timeout, Some(kind)),
         }
     }
 }
@@ -302,6 +286,7 @@ mod tests {
 #[cfg(test)]
 mod wait_tests {
     use super::*;
+    use crate::handle::admin_wait;
 
     #[test]
     fn a_restore_commit_may_take_a_second_per_4_mib_more_than_a_write() {

@@ -493,7 +493,7 @@ impl Node {
             sha256: prepared.sha256.to_vec(),
         });
         // Applying it copies the whole file, here as on the leader.
-        let wait = crate::forward::admin_wait(self.handle.write_timeout(), Some(&commit));
+        let wait = crate::handle::admin_wait(self.handle.write_timeout(), Some(&commit));
         let index = self.admin(commit).await?;
         match self.handle.wait_applied_within(index, wait).await {
             Err(NodeError::Timeout(ms)) => {
