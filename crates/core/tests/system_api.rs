@@ -307,38 +307,66 @@ async fn a_second_restore_is_refused_while_one_uploads_and_oversized_ones_at_onc
     let mut slow = tokio::net::TcpStream::connect(&h.http)
         .await
         .expect("connect");
-    let head = format!(
-        "POST /api/v1/system/restore HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        h.http,
-        backup.body.len()
-    );
-    slow.write_all(head.as_bytes()).await.expect("send head");
+    let head = |length: usize| {
+        format!(
+            "POST /api/v1/system/restore HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n",
+            h.http
+        )
+    };
+    slow.write_all(head(backup.body.len()).as_bytes())
+        .await
+        .expect("send head");
     slow.write_all(&backup.body[..100])
         .await
         .expect("send a little");
-    // Until the handler has taken the slot, a second upload may still win it.
-    let mut refused = None;
-    for _ in 0..50 {
-        let r = upload(&h, &backup.body).await;
-        if r.status == 503 {
-            refused = Some(r);
-            break;
-        }
-        assert_eq!(r.status, 200, "{}", r.text());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Its handler holds the slot once it stores the upload (db/upload-*).
+    let db = h.node.config().dir.join("db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_dir(&db)
+        .expect("db dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let refused = refused.expect("a second restore is refused while one uploads");
-    assert!(
-        refused.text().contains("already running"),
-        "{}",
-        refused.text()
-    );
+    // A second restore is refused before its body is read: the answer comes to a
+    // client that has sent only its head (as a client waiting for 100-continue).
+    let mut second = tokio::net::TcpStream::connect(&h.http)
+        .await
+        .expect("connect");
+    second
+        .write_all(head(backup.body.len()).as_bytes())
+        .await
+        .expect("send head");
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), second.read(&mut answer))
+        .await
+        .expect("answered before any body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("already running"), "{answer}");
+    drop(second);
     drop(slow);
-    // Once the stalled client went away, restores are taken again.
+    // Once the stalled client went away, restores are taken again. (Until the server
+    // has noticed, a refusal may reach this client as a closed connection: it sends
+    // its body, which the refusal does not read.)
     let mut done = false;
     for _ in 0..50 {
-        let r = upload(&h, &backup.body).await;
-        if r.status == 200 {
+        let r = client::request_with_headers(
+            &h.http,
+            "POST",
+            "/api/v1/system/restore",
+            &[("Content-Type", "application/octet-stream")],
+            Some(&backup.body),
+            TIMEOUT,
+        )
+        .await;
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
             done = true;
             break;
         }
