@@ -191,6 +191,13 @@ import json, sys, urllib.request
 rows = [["INSERT INTO bench_rows (v) VALUES (?)", "readvalue"]] * 1000
 urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/db/execute", json.dumps(rows).encode(), {"Content-Type": "application/json"})).read()
 ' "$leader"
+  # wrk reads only status codes: check once that each read level answers a row.
+  for level in none linearizable; do
+    curl -s -m 10 -X POST "$follower/db/query?level=$level" -H 'Content-Type: application/json' \
+      -d '[["SELECT id, v FROM bench_rows WHERE id = ?", 7]]' |
+      python3 -c 'import json,sys; r=json.load(sys.stdin)["results"][0]; assert "error" not in r and r["values"], r' ||
+      { echo "bench-vs-etcd: a $level read on the follower failed" >&2; exit 1; }
+  done
   local before after
   before=$(count_rows "$leader")
   run_wrk "sqlraft-$round-write-$CLIENTS" "$leader" "$WORK/sqlraft-write.lua" "$(threads_for "$CLIENTS")" "$CLIENTS"

@@ -86,6 +86,30 @@ fn every_workload_runs_and_writes_results_and_plots() {
             assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{run}");
         }
     }
+    // Resource figures of the local cluster: CPU per 1k requests (every run uses
+    // some), bytes written per request (writes write), idle memory of each node.
+    for run in runs {
+        assert!(
+            run["cpu_ms_per_1k_ops"].as_f64().is_some_and(|v| v > 0.0),
+            "{run}"
+        );
+        assert!(
+            run["max_rss_mib"].as_f64().is_some_and(|v| v > 1.0),
+            "{run}"
+        );
+        if run["workload"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("write"))
+        {
+            assert!(
+                run["disk_bytes_per_op"].as_f64().is_some_and(|v| v > 0.0),
+                "{run}"
+            );
+        }
+    }
+    let idle = results["idle_rss_mib"].as_array().expect("idle RSS");
+    assert_eq!(idle.len(), 3, "{results:#}");
+    assert!(idle.iter().all(|m| m.as_f64().is_some_and(|m| m > 1.0)));
     let csv = std::fs::read_to_string(out.path().join("results.csv")).expect("csv");
     assert_eq!(csv.lines().count(), runs.len() + 1);
     for plot in ["throughput.svg", "latency.svg"] {
@@ -132,6 +156,81 @@ fn bad_arguments_are_refused_before_anything_starts() {
         assert!(
             stderr.starts_with("sqlraft-core: error:"),
             "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Found by a review: stopped by a signal (`timeout`, `kill`), the bench exited at
+/// once and left its temporary directory behind. It stops every node it started and
+/// removes what it created before it exits.
+#[test]
+fn a_stopped_bench_stops_its_cluster_and_removes_its_directory() {
+    use std::io::{BufRead, BufReader};
+    let out = tempfile::tempdir().expect("out dir");
+    let child = Command::new(BIN)
+        .args([
+            "bench",
+            "--nodes",
+            "3",
+            "--clients",
+            "1",
+            "--duration",
+            "600",
+        ])
+        .args(["--workloads", "read-none-leader"])
+        .arg("--out")
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bench");
+    let mut guard = ChildGuard(Some(child));
+    let stderr = guard.child().stderr.take().expect("stderr");
+    let mut first = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut first)
+        .expect("first line");
+    let root = first
+        .trim()
+        .rsplit(" under ")
+        .next()
+        .map(std::path::PathBuf::from)
+        .expect("the bench says where its cluster lives");
+    assert!(root.exists(), "{first}");
+    let stdout = guard.child().stdout.take().expect("stdout");
+    let mut addrs = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(at) = line.find("ready at http://") {
+            addrs.push(line[at + "ready at http://".len()..].trim().to_string());
+        }
+        if addrs.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(addrs.len(), 3, "the cluster did not start");
+    // Let the run begin, then stop the bench as `timeout` would.
+    std::thread::sleep(Duration::from_secs(2));
+    guard.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while guard.child().try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the bench did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!root.exists(), "{} was left behind", root.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for addr in &addrs {
+        let answer = rt.block_on(sqlraft_core::client::get(
+            addr,
+            "/status",
+            Duration::from_secs(2),
+        ));
+        assert!(
+            answer.is_err(),
+            "{addr} still answers after the bench stopped"
         );
     }
 }

@@ -118,6 +118,9 @@ async fn status_nodes_readyz_and_metrics() {
         2.0
     );
     assert!(text.contains("# TYPE sqlraft_write_stage_seconds histogram"));
+    // Every request handed to the raft loop was taken: the depth is back to zero (it
+    // drifted below zero when requests sent past the counter were counted down).
+    assert_eq!(sample("sqlraft_raft_queue_depth"), 0.0);
     // A linearizable read is one ReadIndex round (a single node answers at once).
     h.post_json("/db/query?level=linearizable", r#"["SELECT * FROM m"]"#)
         .await;

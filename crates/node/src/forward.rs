@@ -21,6 +21,9 @@ pub(crate) enum LeaderRequest {
     Admin(pb::admin_request::Kind),
 }
 
+/// How much longer a forwarded request waits than the leader does.
+const FORWARD_MARGIN: Duration = Duration::from_secs(2);
+
 impl LeaderRequest {
     /// How long the leader may take to answer it.
     fn wait(&self, write_timeout: Duration) -> Duration {
@@ -94,12 +97,22 @@ impl Handle {
                     w.request_id = format!("sqlraft-forward-{}", uuid::Uuid::new_v4());
                 }
                 let forward = request.to_forward();
+                // A write's attempt waits the transport's request timeout, so that a
+                // hung old leader leaves time to try the new one; administration
+                // waits what is left (a restore's commit takes long on the leader),
+                // and a little more than the leader itself waits.
+                let attempt_wait = match request {
+                    LeaderRequest::Write(_) => Duration::ZERO,
+                    LeaderRequest::Admin(_) => {
+                        deadline.saturating_duration_since(Instant::now()) + FORWARD_MARGIN
+                    }
+                };
                 send_to_leader(
                     &self.transport,
                     &leader.raft_addr,
                     leader.raft_id,
                     forward,
-                    wait,
+                    attempt_wait,
                 )
                 .await
                 .and_then(answer_of)

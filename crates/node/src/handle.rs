@@ -45,13 +45,19 @@ impl Handle {
         }
     }
 
+    /// Hands `request` to the raft loop (every request but `Shutdown` goes through
+    /// here, so that the queue-depth gauge, counted up here and down as the loop takes
+    /// each one, stays true).
     pub fn submit(&self, request: Request) -> Result<()> {
-        self.requests.try_send(request).map_err(|e| match e {
-            TrySendError::Full(_) => NodeError::Busy("raft queue is full"),
-            TrySendError::Disconnected(_) => self.stopped(),
-        })?;
+        // Counted before it is sent: the loop may take it at once.
         self.metrics.loop_queue.inc();
-        Ok(())
+        self.requests.try_send(request).map_err(|e| {
+            self.metrics.loop_queue.dec();
+            match e {
+                TrySendError::Full(_) => NodeError::Busy("raft queue is full"),
+                TrySendError::Disconnected(_) => self.stopped(),
+            }
+        })
     }
 
     /// The error a request gets once the loop has stopped.

@@ -39,7 +39,7 @@ impl Handler for PeerHandler {
             return Err(m.from);
         }
         // A full queue drops the batch; raft resends.
-        let _ = node.requests.try_send(Request::Raft {
+        let _ = node.submit(Request::Raft {
             messages,
             sender,
             with_snapshot_file: false,
@@ -85,13 +85,12 @@ impl Handler for PeerHandler {
             .map_err(|e| format!("cannot keep the snapshot as {}: {e}", dest.display()))?;
         sqlraft_sqlite::snapshot::sync_dir(&dir).map_err(|e| e.to_string())?;
         tracing::info!(from = message.from, index, term, "snapshot received");
-        node.requests
-            .try_send(Request::Raft {
-                messages: vec![message],
-                sender,
-                with_snapshot_file: true,
-            })
-            .map_err(|_| "the raft loop is busy; send it again".to_string())
+        node.submit(Request::Raft {
+            messages: vec![message],
+            sender,
+            with_snapshot_file: true,
+        })
+        .map_err(|_| "the raft loop is busy; send it again".to_string())
     }
 
     async fn forward(&self, request: pb::ForwardRequest) -> pb::ForwardResponse {

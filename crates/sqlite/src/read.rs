@@ -69,10 +69,131 @@ pub struct ReadPool {
 struct PoolShared {
     path: PathBuf,
     options: ReadOptions,
+    /// The read running on an async thread, if any (at most one at a time).
+    inline: Arc<InlineWatch>,
     /// One permit per read running; the permit goes with the blocking task, so a read
     /// whose caller left still counts until it has stopped.
     running: Arc<Semaphore>,
     idle: Mutex<Vec<ReadConnection>>,
+}
+
+/// Watches the one read that may run on an async thread: a thread of its own stops it
+/// through SQLite's interrupt once it passed its budget. The progress handler alone
+/// is not enough: some single steps run long without calling it (`count(*)` walks a
+/// whole table in one step), and an async thread held for seconds would hold up the
+/// HTTP server and the raft transport sharing the runtime (found by a hostile review).
+///
+/// The watcher checks every millisecond while reads come in and sleeps once none came
+/// for a while, so a read costs no thread wake-up (that was what running in place
+/// saves), except the first after a quiet spell.
+struct InlineWatch {
+    /// Reads running inline; one that finds [`INLINE_READS`] running goes to a
+    /// blocking thread.
+    busy: std::sync::atomic::AtomicUsize,
+    /// Each inline read's deadline and its connection's interrupt.
+    slots: Mutex<Vec<Option<(Instant, rusqlite::InterruptHandle)>>>,
+    /// When the last inline read started (for the watcher's sleep).
+    last: Mutex<Instant>,
+    /// The watcher is asleep until woken.
+    asleep: AtomicBool,
+    wake: std::sync::Condvar,
+    stop: AtomicBool,
+}
+
+impl InlineWatch {
+    fn start() -> Arc<InlineWatch> {
+        let watch = Arc::new(InlineWatch {
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            slots: Mutex::new((0..INLINE_READS).map(|_| None).collect()),
+            last: Mutex::new(Instant::now()),
+            asleep: AtomicBool::new(false),
+            wake: std::sync::Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        // The watcher holds no strong reference: it ends once the pool is gone.
+        let watcher = Arc::downgrade(&watch);
+        let spawned = std::thread::Builder::new()
+            .name("read-watch".into())
+            .spawn(move || {
+                while let Some(watch) = watcher.upgrade() {
+                    if !watch.watch_once() {
+                        break;
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No watcher: no read runs inline.
+            watch.busy.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+        watch
+    }
+
+    /// One look at the running reads, then a nap: a millisecond while reads come in,
+    /// up to a second (or until woken) when none came for a while. `false` once the
+    /// pool is closed.
+    fn watch_once(&self) -> bool {
+        const QUIET: Duration = Duration::from_millis(200);
+        {
+            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            for (deadline, handle) in slots.iter().flatten() {
+                if now >= *deadline {
+                    handle.interrupt();
+                }
+            }
+        }
+        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.elapsed() < QUIET || self.busy.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            let guard = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            self.asleep.store(true, Ordering::SeqCst);
+            // Woken by the next inline read or by close; a spurious wake just loops.
+            let _ = self.wake.wait_timeout(guard, Duration::from_secs(1));
+            self.asleep.store(false, Ordering::SeqCst);
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Claims an inline slot for a read on `conn` until `deadline`; `None` when
+    /// [`INLINE_READS`] reads hold them all.
+    fn claim(&self, conn: &Connection, deadline: Instant) -> Option<usize> {
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= INLINE_READS {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let free = slots.iter().position(Option::is_none);
+            if let Some(i) = free {
+                slots[i] = Some((deadline, conn.get_interrupt_handle()));
+            }
+            free
+        };
+        if slot.is_none() {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if self.asleep.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+        slot
+    }
+
+    /// Ends a read's claim; after this the watcher no longer touches its connection
+    /// (a late interrupt is cleared by SQLite when the next statement is prepared).
+    fn release(&self, slot: usize) {
+        if let Some(s) = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(slot)
+        {
+            *s = None;
+        }
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One client read connection and the state its hooks look at.
@@ -117,6 +238,9 @@ impl RunLimits {
 /// again from the start on a blocking thread.
 const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
+/// Reads that may run on async threads at once; more go to blocking threads.
+const INLINE_READS: usize = 2;
+
 impl ReadPool {
     /// Opens a pool on the state database at `path`, which must exist (the
     /// [`crate::StateMachine`] creates it).
@@ -142,6 +266,7 @@ impl ReadPool {
             options: options.clone(),
             running: Arc::new(Semaphore::new(options.max_connections.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
+            inline: InlineWatch::start(),
         });
         // Fail now, not on the first read, if the file cannot be read.
         let first = ReadConnection::open(&shared.path, &shared.options)?;
@@ -157,6 +282,8 @@ impl ReadPool {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.shared.inline.stop.store(true, Ordering::Relaxed);
+        self.shared.inline.wake.notify_one();
         self.shared
             .idle
             .lock()
@@ -224,17 +351,26 @@ impl PoolShared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()?;
+        let deadline = Instant::now() + INLINE_BUDGET;
+        let Some(slot) = self.inline.claim(&read.conn, deadline) else {
+            self.give_back(read);
+            return None;
+        };
         *read.limits.lock().unwrap_or_else(PoisonError::into_inner) =
             RunLimits::new(INLINE_BUDGET, Arc::new(AtomicBool::new(false)));
         if read.conn.busy_timeout(Duration::ZERO).is_err() {
+            self.inline.release(slot);
             return None;
         }
         let outcome = read.query(statement, &self.options);
+        self.inline.release(slot);
+        // Stopped by the progress handler, or by the watcher's interrupt.
         let interrupted = read
             .limits
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .interrupted;
+            .interrupted
+            || Instant::now() >= deadline;
         // Back to waiting for locks, as the blocking path expects; a connection that
         // cannot be restored, or is outside autocommit, is not pooled again.
         if read.conn.busy_timeout(BUSY_TIMEOUT).is_ok() && read.conn.is_autocommit() {

@@ -178,18 +178,28 @@ fn install_replicated_functions(conn: &Connection) -> rusqlite::Result<()> {
 /// on every node alike, before it is applied (the file's bytes are the same
 /// everywhere: their SHA-256 was checked), so that such a file is refused rather than
 /// taken for a damaged database.
-pub(crate) fn check_schema(path: &Path) -> std::result::Result<(), String> {
+pub(crate) fn check_schema(path: &Path) -> rusqlite::Result<()> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| e.to_string())?;
-    install_replicated_functions(&conn).map_err(|e| e.to_string())?;
+    )?;
+    install_replicated_functions(&conn)?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
     })
     .map(drop)
-    .map_err(|e| e.to_string())
+}
+
+/// Whether `e`, from reading a restore's assembled file, says something about the
+/// file (the same on every node: its bytes were checked against their SHA-256) rather
+/// than about this node (out of memory, an I/O error, no file descriptor left): a
+/// node must not refuse a restore the others apply because its disk failed.
+pub(crate) fn says_about_the_file(e: &rusqlite::Error) -> bool {
+    !crate::apply::is_environmental(e)
+        || matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
 }
 
 fn open_read_only(path: &Path) -> Result<Connection> {

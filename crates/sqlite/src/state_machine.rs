@@ -97,12 +97,6 @@ impl StateMachine {
             MAX_VALUE_BYTES as i32,
         )
         .map_err(open_err)?;
-        // Defensive mode: client SQL cannot write a virtual table's shadow tables (an
-        // FTS5 index edited by hand makes later statements fail with "corrupt", which
-        // is taken for a damaged disk and stopped every node, at every start: found by
-        // a hostile review), nor the schema or a page directly.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
 
         let guard = Guard::default();
@@ -273,13 +267,23 @@ impl StateMachine {
             )?;
             Ok(())
         };
-        let outcome = match assembled.and_then(|()| {
-            crate::restore::check_schema(&file).map_err(|e| {
-                crate::restore::RestoreRefusal::Invalid(format!(
-                    "the database cannot be restored: {e}"
-                ))
-            })
-        }) {
+        let checked = match assembled {
+            Err(reason) => Err(reason),
+            Ok(()) => match crate::restore::check_schema(&file) {
+                Ok(()) => Ok(()),
+                Err(e) if crate::restore::says_about_the_file(&e) => {
+                    Err(crate::restore::RestoreRefusal::Invalid(format!(
+                        "the database cannot be restored: {e}"
+                    )))
+                }
+                // This node failed, not the file: stop, as apply does.
+                Err(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    return Err(SqliteError::Apply(e));
+                }
+            },
+        };
+        let outcome = match checked {
             Err(reason) => Err(reason),
             Ok(()) => {
                 match crate::restore::replace_user_content_then(&mut self.conn, &file, &finish) {

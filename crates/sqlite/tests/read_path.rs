@@ -295,6 +295,23 @@ async fn a_read_longer_than_the_inline_budget_is_answered_whole() {
     let (long_again, short) = tokio::join!(pool.query(&long), count(&pool));
     assert_eq!(long_again.expect("long read").values, rows.values);
     assert_eq!(short, 1);
+    // A step that calls no progress handler (count(*) walks the table in one step) is
+    // stopped by the watcher's interrupt and run again: the answer is whole.
+    write(
+        &mut sm,
+        &[
+            "CREATE TABLE many (v)",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) INSERT INTO many SELECT x FROM c",
+        ],
+    );
+    let counted = pool
+        .query(&Statement::new("SELECT count(*) FROM many"))
+        .await
+        .expect("count");
+    assert_eq!(
+        counted.values,
+        vec![vec![sqlraft_sqlite::Value::Integer(300_000)]]
+    );
     // The connections went back to the pool in a usable state.
     for _ in 0..20 {
         assert_eq!(count(&pool).await, 1);

@@ -485,36 +485,3 @@ async fn reads_are_bounded_in_time_and_stop_when_abandoned() {
     .expect("embedder query");
     assert_eq!(n.0, 200_000);
 }
-
-/// Found by a hostile review: a client could write FTS5's shadow tables; a later
-/// statement on the full-text table then failed with "corrupt", taken for a damaged
-/// disk, and every node stopped at every start. The applying connection is defensive:
-/// the write to the shadow table is an error result, and the table stays usable.
-#[test]
-fn shadow_tables_of_full_text_tables_cannot_be_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = sm(&dir);
-    let results = apply(
-        &mut sm,
-        1,
-        tx(&[
-            "CREATE VIRTUAL TABLE ft USING fts5(body)",
-            "INSERT INTO ft(body) VALUES ('hello world')",
-        ]),
-    );
-    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
-    for (i, sql) in [
-        "UPDATE ft_data SET block = x'ffffffffffffffff'",
-        "DELETE FROM ft_idx",
-        "INSERT INTO ft_content (id, c0) VALUES (99, 'x')",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let results = apply(&mut sm, 2 + i as u64, tx(&[sql]));
-        assert!(results[0].error.is_some(), "{sql}: {results:?}");
-    }
-    let results = apply(&mut sm, 5, tx(&["DELETE FROM ft WHERE ft MATCH 'hello'"]));
-    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
-    assert_eq!(count(&dir, "SELECT count(*) FROM ft"), 0);
-}

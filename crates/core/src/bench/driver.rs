@@ -38,6 +38,8 @@ pub(crate) struct Measured {
     /// The first error's text, to say what went wrong.
     pub first_error: Option<String>,
     pub elapsed: Duration,
+    /// Requests completed in all, warm-up included.
+    pub completed: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -84,6 +86,7 @@ pub(crate) async fn run(plan: &Plan<'_>) -> Measured {
         errors: 0,
         first_error: None,
         elapsed: plan.duration,
+        completed: 0,
     };
     for task in tasks {
         match task.await {
@@ -104,6 +107,7 @@ pub(crate) async fn run(plan: &Plan<'_>) -> Measured {
         }
     }
     progress.abort();
+    measured.completed = done.load(Ordering::Relaxed);
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
         let _ = std::io::stderr().flush();

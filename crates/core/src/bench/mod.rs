@@ -15,6 +15,7 @@
 
 mod driver;
 mod report;
+mod resources;
 mod workload;
 
 use std::time::{Duration, Instant};
@@ -96,9 +97,15 @@ pub async fn bench(args: BenchArgs) -> Result<(), CoreError> {
         );
         let cluster = LocalCluster::start(&root, args.nodes).await?;
         let addrs = cluster.http_addrs();
-        let outcome = measure(&args, &workloads, &addrs).await;
+        let pids = cluster.pids();
+        // Stopped by a signal too, so that no node outlives the bench.
+        let outcome = tokio::select! {
+            outcome = measure(&args, &workloads, &addrs, &pids) => outcome,
+            _ = stop_signal() => Err(CoreError::Failed("interrupted".into())),
+        };
         cluster.stop().await;
-        finish(&args, "local", args.nodes, started_unix, outcome?)
+        let (idle, runs) = outcome?;
+        finish(&args, "local", args.nodes, started_unix, idle, runs)
     } else {
         let addrs: Vec<String> = args
             .urls
@@ -111,8 +118,25 @@ pub async fn bench(args: BenchArgs) -> Result<(), CoreError> {
             })
             .filter(|u| !u.is_empty())
             .collect();
-        let outcome = measure(&args, &workloads, &addrs).await?;
-        finish(&args, "given", addrs.len(), started_unix, outcome)
+        let (idle, runs) = measure(&args, &workloads, &addrs, &[]).await?;
+        finish(&args, "given", addrs.len(), started_unix, idle, runs)
+    }
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGHUP (never, if they cannot be watched).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
     }
 }
 
@@ -121,9 +145,14 @@ fn finish(
     cluster: &'static str,
     nodes: usize,
     started_unix: u64,
+    idle_rss_mib: Option<Vec<f64>>,
     runs: Vec<RunResult>,
 ) -> Result<(), CoreError> {
     println!("{}", report::table(&runs));
+    if let Some(idle) = &idle_rss_mib {
+        let each: Vec<String> = idle.iter().map(|m| format!("{m:.1}")).collect();
+        println!("idle RSS per node before the runs: {} MiB", each.join(", "));
+    }
     let report = Report {
         started_unix,
         version: env!("CARGO_PKG_VERSION"),
@@ -132,6 +161,7 @@ fn finish(
         nodes,
         warmup_s: args.warmup,
         duration_s: args.duration,
+        idle_rss_mib,
         runs,
     };
     report::write_all(&args.out, &report)?;
@@ -148,13 +178,24 @@ fn finish(
 }
 
 /// Creates and fills the table, then runs every workload at every client count.
+/// The local cluster's idle RSS (when `pids` are known) and every run's result.
+type Measurements = (Option<Vec<f64>>, Vec<RunResult>);
+
 async fn measure(
     args: &BenchArgs,
     workloads: &[Workload],
     addrs: &[String],
-) -> Result<Vec<RunResult>, CoreError> {
+    pids: &[u32],
+) -> Result<Measurements, CoreError> {
     let (leader, _) = roles(addrs).await?;
     prepare(&leader, args.rows).await?;
+    let idle = (!pids.is_empty()).then(|| {
+        resources::Sample::of(pids)
+            .rss_kib
+            .iter()
+            .map(|k| *k as f64 / 1024.0)
+            .collect()
+    });
     let large = "x".repeat(args.large_bytes);
     let mut runs = Vec::new();
     for workload in workloads {
@@ -175,8 +216,19 @@ async fn measure(
                 rows: args.rows,
                 large: &large,
             };
+            let before = resources::Sample::of(pids);
             let measured = driver::run(&plan).await;
-            let result = summarize(workload, target, addr, clients, measured);
+            let after = resources::Sample::of(pids);
+            let mut result = summarize(workload, target, addr, clients, &measured);
+            if !pids.is_empty() && measured.completed > 0 {
+                let per_op = |v: f64| v / measured.completed as f64;
+                result.cpu_ms_per_1k_ops =
+                    Some(per_op((after.cpu_seconds - before.cpu_seconds) * 1e6));
+                result.disk_bytes_per_op = Some(per_op(
+                    after.write_bytes.saturating_sub(before.write_bytes) as f64,
+                ));
+                result.max_rss_mib = after.rss_kib.iter().max().map(|k| *k as f64 / 1024.0);
+            }
             eprintln!(
                 "{:<28} {:>4} clients: {:>8.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  errors {}{}",
                 result.workload,
@@ -194,7 +246,7 @@ async fn measure(
             runs.push(result);
         }
     }
-    Ok(runs)
+    Ok((idle, runs))
 }
 
 fn summarize(
@@ -202,7 +254,7 @@ fn summarize(
     target: &str,
     addr: String,
     clients: usize,
-    m: driver::Measured,
+    m: &driver::Measured,
 ) -> RunResult {
     let seconds = m.elapsed.as_secs_f64();
     let ms = |q: f64| m.latencies.value_at_quantile(q) as f64 / 1000.0;
@@ -231,7 +283,10 @@ fn summarize(
         p90_ms: p90,
         p99_ms: p99,
         max_ms: max,
-        first_error: m.first_error,
+        first_error: m.first_error.clone(),
+        cpu_ms_per_1k_ops: None,
+        disk_bytes_per_op: None,
+        max_rss_mib: None,
     }
 }
 

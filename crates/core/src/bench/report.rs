@@ -30,6 +30,17 @@ pub(crate) struct RunResult {
     pub max_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// With a local cluster: CPU milliseconds of all nodes together per 1,000
+    /// requests (warm-up included in both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_1k_ops: Option<f64>,
+    /// With a local cluster: bytes all nodes handed to the disk per request (raft log,
+    /// SQLite WAL and checkpoints, snapshots): the write amplification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_per_op: Option<f64>,
+    /// With a local cluster: the largest node's resident memory after the run, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rss_mib: Option<f64>,
 }
 
 /// Everything one bench measured, as `results.json` holds it.
@@ -44,6 +55,9 @@ pub(crate) struct Report {
     pub nodes: usize,
     pub warmup_s: f64,
     pub duration_s: f64,
+    /// With a local cluster: each node's resident memory before the first run, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_rss_mib: Option<Vec<f64>>,
     pub runs: Vec<RunResult>,
 }
 
@@ -75,13 +89,35 @@ impl Machine {
 /// The table, as printed after the runs.
 pub(crate) fn table(runs: &[RunResult]) -> String {
     let mut out = format!(
-        "{:<28} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
-        "workload", "clients", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+        "{:<28} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>11} {:>8}\n",
+        "workload",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "cpu ms/1k",
+        "disk B/op",
+        "rss MiB"
     );
+    let or_dash =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for r in runs {
         out.push_str(&format!(
-            "{:<28} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}\n",
-            r.workload, r.clients, r.ops_per_s, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.errors
+            "{:<28} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>11} {:>11} {:>8}\n",
+            r.workload,
+            r.clients,
+            r.ops_per_s,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors,
+            or_dash(r.cpu_ms_per_1k_ops, 0),
+            or_dash(r.disk_bytes_per_op, 0),
+            or_dash(r.max_rss_mib, 1)
         ));
     }
     out
@@ -90,11 +126,11 @@ pub(crate) fn table(runs: &[RunResult]) -> String {
 /// `results.csv`: one line per run.
 pub(crate) fn csv(runs: &[RunResult]) -> String {
     let mut out = String::from(
-        "workload,target,clients,duration_s,ops,errors,ops_per_s,rows_per_s,p50_ms,p90_ms,p99_ms,max_ms\n",
+        "workload,target,clients,duration_s,ops,errors,ops_per_s,rows_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_ms_per_1k_ops,disk_bytes_per_op,max_rss_mib\n",
     );
     for r in runs {
         out.push_str(&format!(
-            "{},{},{},{:.3},{},{},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3}\n",
+            "{},{},{},{:.3},{},{},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{}\n",
             r.workload,
             r.target,
             r.clients,
@@ -106,7 +142,12 @@ pub(crate) fn csv(runs: &[RunResult]) -> String {
             r.p50_ms,
             r.p90_ms,
             r.p99_ms,
-            r.max_ms
+            r.max_ms,
+            r.cpu_ms_per_1k_ops
+                .map_or(String::new(), |v| format!("{v:.1}")),
+            r.disk_bytes_per_op
+                .map_or(String::new(), |v| format!("{v:.0}")),
+            r.max_rss_mib.map_or(String::new(), |v| format!("{v:.1}"))
         ));
     }
     out
@@ -285,6 +326,9 @@ mod tests {
             p99_ms: 3.0,
             max_ms: 4.0,
             first_error: None,
+            cpu_ms_per_1k_ops: Some(12.0),
+            disk_bytes_per_op: None,
+            max_rss_mib: Some(30.0),
         }
     }
 
@@ -299,6 +343,7 @@ mod tests {
             nodes: 3,
             warmup_s: 0.0,
             duration_s: 1.0,
+            idle_rss_mib: None,
             runs: vec![
                 run("write", 8, 900.0),
                 run("write", 1, 100.0),

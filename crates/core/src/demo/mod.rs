@@ -172,6 +172,11 @@ impl LocalCluster {
         self.0.children.running().map(|n| n.http.clone()).collect()
     }
 
+    /// Each running service's process id.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.0.children.running().filter_map(|n| n.pid()).collect()
+    }
+
     /// Stops every service (SIGTERM, then SIGKILL after a timeout).
     pub(crate) async fn stop(mut self) {
         self.0.children.stop().await;

@@ -209,6 +209,8 @@ pub(crate) struct RaftLoop {
     metrics: crate::Metrics,
     /// The leader last published, to count changes.
     known_leader: u64,
+    /// Peers whose replication lag is in the metrics (this node leads).
+    lag_peers: HashSet<u64>,
     #[cfg(feature = "testing")]
     crash_at: Option<&'static str>,
 }
@@ -236,6 +238,7 @@ impl RaftLoop {
             snapshots: parts.snapshots,
             metrics: parts.metrics,
             known_leader: raft::INVALID_ID,
+            lag_peers: HashSet::new(),
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
         }
@@ -493,17 +496,31 @@ impl RaftLoop {
             self.manage_membership();
             let last = self.raw.raft.raft_log.last_index();
             let me = self.raw.raft.id;
+            let mut peers = HashSet::new();
             for (id, progress) in self.raw.raft.prs().iter() {
                 if *id != me {
+                    peers.insert(*id);
+                    let lag =
+                        i64::try_from(last.saturating_sub(progress.matched)).unwrap_or(i64::MAX);
                     self.metrics
                         .replication_lag
                         .with_label_values(&[&id.to_string()])
-                        .set(
-                            i64::try_from(last.saturating_sub(progress.matched))
-                                .unwrap_or(i64::MAX),
-                        );
+                        .set(lag);
                 }
             }
+            // Peers removed since the last tick go from the gauge.
+            for gone in self.lag_peers.difference(&peers) {
+                let _ = self
+                    .metrics
+                    .replication_lag
+                    .remove_label_values(&[&gone.to_string()]);
+            }
+            self.lag_peers = peers;
+        }
+        if !self.is_leader() && !self.lag_peers.is_empty() {
+            // No longer the leader: the lag it measured is no longer known.
+            self.metrics.replication_lag.reset();
+            self.lag_peers.clear();
         }
         let leader = self.raw.raft.leader_id;
         if leader != self.known_leader {

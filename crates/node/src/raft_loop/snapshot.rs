@@ -137,13 +137,25 @@ pub(crate) fn raft_snapshot(
 /// Deletes the snapshot files older than `keep` and leftovers of copies that never
 /// finished. Failures are only logged: a stale file costs disk, nothing else.
 pub(crate) fn delete_older_snapshots(dir: &Path, keep: u64) {
+    delete_snapshots_below(dir, keep, &[]);
+}
+
+/// Deletes the snapshot files below index `keep`; those at an index in `sending`
+/// (a transfer reads them) are unlinked at once, not cut down first: a transfer
+/// reading a file keeps it whole through its open handle only if it is not truncated.
+fn delete_snapshots_below(dir: &Path, keep: u64, sending: &[u64]) {
     match list_snapshots(dir) {
         Ok(found) => {
             for (index, _, path) in found {
                 if index >= keep {
                     continue;
                 }
-                match remove_gradually(&path) {
+                let removed = if sending.contains(&index) {
+                    std::fs::remove_file(&path)
+                } else {
+                    remove_gradually(&path)
+                };
+                match removed {
                     Ok(()) => {}
                     // Another deletion got there first.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -162,8 +174,7 @@ pub(crate) fn delete_older_snapshots(dir: &Path, keep: u64) {
 /// among them (RocksDB's deletion scheduler does the same). Measured with
 /// `sqlraft-snapshot-bench --mib 400` (a 535 MiB snapshot replacing another): the
 /// slowest write while the old file went was 77 ms deleted at once on this thread,
-/// 23 ms cut down first (and 110-145 ms when the raft thread deleted it). A transfer
-/// still sending the old file fails and raft sends the newer snapshot instead.
+/// 23 ms cut down first (and 110-145 ms when the raft thread deleted it).
 fn remove_gradually(path: &Path) -> std::io::Result<()> {
     const SLICE: u64 = 32 << 20;
     if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
@@ -183,18 +194,27 @@ fn remove_gradually(path: &Path) -> std::io::Result<()> {
 /// blocks and takes time (90 ms for 405 MB on ext4, measured by a hostile review: on
 /// the raft thread it held every write and read up for that long after each
 /// snapshot). A transfer still reading an old file keeps its open handle.
-fn delete_older_snapshots_later(dir: &Path, keep: u64) {
+fn delete_older_snapshots_later(dir: &Path, keep: u64, sending: Vec<u64>) {
     let owned = dir.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("snapshot-delete".into())
-        .spawn(move || delete_older_snapshots(&owned, keep));
+        .spawn(move || delete_snapshots_below(&owned, keep, &sending));
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start a thread to delete old snapshots; deleting them here");
-        delete_older_snapshots(dir, keep);
+        tracing::warn!(error = %e, "cannot start a thread to delete old snapshots");
     }
 }
 
 impl RaftLoop {
+    /// Indexes of the snapshots being sent to followers now.
+    fn snapshots_sending(&self) -> Vec<u64> {
+        self.transport
+            .snapshot_transfers()
+            .into_iter()
+            .filter(|t| t.direction == sqlraft_transport::Direction::Sending)
+            .map(|t| t.index)
+            .collect()
+    }
+
     /// Asks for a snapshot now; `reply` gets it once it is taken. `trailing`: entries
     /// to keep behind it this time instead of the configured window.
     pub(super) fn request_snapshot(
@@ -317,7 +337,8 @@ impl RaftLoop {
             if let Some(latest) = &self.snapshots.latest
                 && latest.index > file.index
             {
-                let _ = std::fs::remove_file(&file.path);
+                let keep = latest.index;
+                delete_older_snapshots_later(&self.snapshots.dir, keep, self.snapshots_sending());
             }
             let info = self.snapshots.latest.clone();
             for (reply, _) in self.snapshots.waiting.drain(..) {
@@ -382,7 +403,7 @@ impl RaftLoop {
         }
         self.snapshots.log_bytes_at_compaction = store.size_bytes();
         self.crash_point("snapshot:compacted")?;
-        delete_older_snapshots_later(&self.snapshots.dir, file.index);
+        delete_older_snapshots_later(&self.snapshots.dir, file.index, self.snapshots_sending());
         self.snapshots.latest = Some(info.clone());
         // Whoever is told it was taken sees it in the status.
         self.publish();
@@ -427,7 +448,7 @@ impl RaftLoop {
             took_ms: 0,
         });
         self.snapshots.installed += 1;
-        delete_older_snapshots_later(&self.snapshots.dir, index);
+        delete_older_snapshots_later(&self.snapshots.dir, index, self.snapshots_sending());
         tracing::info!(
             index,
             term,
