@@ -120,22 +120,14 @@ fn every_workload_runs_and_writes_results_and_plots() {
         );
     }
     // The cluster it started is stopped: its nodes no longer answer.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut addrs: Vec<&str> = runs.iter().filter_map(|r| r["addr"].as_str()).collect();
+    let mut addrs: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r["addr"].as_str().map(str::to_string))
+        .collect();
     addrs.sort_unstable();
     addrs.dedup();
     assert!(addrs.len() >= 2, "leader and follower runs: {addrs:?}");
-    for addr in addrs {
-        let answer = rt.block_on(sqlraft_core::client::get(
-            addr,
-            "/status",
-            Duration::from_secs(2),
-        ));
-        assert!(answer.is_err(), "{addr} still answers after the bench");
-    }
+    assert_nothing_answers(&addrs);
 }
 
 #[test]
@@ -218,19 +210,21 @@ fn a_stopped_bench_stops_its_cluster_and_removes_its_directory() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!root.exists(), "{} was left behind", root.display());
+    assert_nothing_answers(&addrs);
+}
+
+/// The nodes the bench started are gone: none of them answers.
+fn assert_nothing_answers(addrs: &[String]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    for addr in &addrs {
+    for addr in addrs {
         let answer = rt.block_on(sqlraft_core::client::get(
             addr,
             "/status",
             Duration::from_secs(2),
         ));
-        assert!(
-            answer.is_err(),
-            "{addr} still answers after the bench stopped"
-        );
+        assert!(answer.is_err(), "{addr} still answers after the bench");
     }
 }

@@ -90,6 +90,33 @@ impl Prober {
     }
 }
 
+/// Takes a snapshot on `target` while small writes go on, from half a second before
+/// to `after_ms` after it: its answer, its wall time in seconds, and the writes'
+/// latency meanwhile.
+fn snapshot_while_writing(
+    target: &str,
+    what: &str,
+    after_ms: u64,
+) -> Result<(Json, f64, Json), String> {
+    let probe = Prober::start(target);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let r = http::post(
+        target,
+        "/api/v1/system/snapshot",
+        &json!({}),
+        Duration::from_secs(1800),
+    )
+    .map_err(|e| e.to_string())?;
+    let wall = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(after_ms));
+    let writes = probe.stop();
+    if r.status != 200 {
+        return Err(format!("{what}: {} {}", r.status, r.text()));
+    }
+    Ok((r.json(), wall, writes))
+}
+
 fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let root = tempfile::Builder::new()
@@ -143,23 +170,7 @@ fn measure(
     let probe = Prober::start(&target);
     std::thread::sleep(Duration::from_secs(5));
     let baseline = probe.stop();
-    let probe = Prober::start(&target);
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let r = http::post(
-        &target,
-        "/api/v1/system/snapshot",
-        &json!({}),
-        Duration::from_secs(1800),
-    )
-    .map_err(|e| e.to_string())?;
-    let snapshot_wall = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(500));
-    let during_snapshot = probe.stop();
-    if r.status != 200 {
-        return Err(format!("snapshot: {} {}", r.status, r.text()));
-    }
-    let taken = r.json();
+    let (taken, snapshot_wall, during_snapshot) = snapshot_while_writing(&target, "snapshot", 500)?;
     println!(
         "snapshot: {taken} in {snapshot_wall:.1} s; writes meanwhile {during_snapshot}, before {baseline}"
     );
@@ -167,25 +178,10 @@ fn measure(
     // first snapshot of a fresh database does not show (deleting a large file takes
     // time; it must not hold the raft thread up).
     execute(&target, &json!(["INSERT INTO probe (k) VALUES (-1)"]))?;
-    let probe = Prober::start(&target);
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let r = http::post(
-        &target,
-        "/api/v1/system/snapshot",
-        &json!({}),
-        Duration::from_secs(1800),
-    )
-    .map_err(|e| e.to_string())?;
-    let second_wall = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(1000));
-    let during_second = probe.stop();
-    if r.status != 200 {
-        return Err(format!("second snapshot: {} {}", r.status, r.text()));
-    }
+    let (second, second_wall, during_second) =
+        snapshot_while_writing(&target, "second snapshot", 1000)?;
     println!(
-        "second snapshot (the first one's file deleted after it): {} in {second_wall:.1} s; writes meanwhile {during_second}",
-        r.json()
+        "second snapshot (the first one's file deleted after it): {second} in {second_wall:.1} s; writes meanwhile {during_second}"
     );
 
     // A follower stopped, every live log compacted, the follower back: it needs the

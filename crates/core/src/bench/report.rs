@@ -209,30 +209,54 @@ fn x_range(series: &[(String, Vec<&RunResult>)]) -> std::ops::Range<f64> {
 fn plot_throughput(path: &Path, series: &[(String, Vec<&RunResult>)]) -> PlotResult {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
+    let title = "Throughput (successful requests per second)";
+    panel(&root, title, "ops/s", series, |r| r.ops_per_s)?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_latency(path: &Path, series: &[(String, Vec<&RunResult>)]) -> PlotResult {
+    let root = SVGBackend::new(path, (1200, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let pick: [(&str, Metric); 2] = [
+        ("Latency p50 (ms)", |r| r.p50_ms),
+        ("Latency p99 (ms)", |r| r.p99_ms),
+    ];
+    for (area, (title, value)) in panels.iter().zip(pick) {
+        panel(area, title, "ms", series, value)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// One chart on `area`: `value` of every workload's runs against clients (a
+/// logarithmic axis), a line with points per workload, and a legend.
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    unit: &str,
+    series: &[(String, Vec<&RunResult>)],
+    value: Metric,
+) -> PlotResult {
     let top = series
         .iter()
-        .flat_map(|(_, l)| l.iter().map(|r| r.ops_per_s))
-        .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Throughput (successful requests per second)",
-            ("sans-serif", 22),
-        )
-        .margin(16)
+        .flat_map(|(_, l)| l.iter().map(|r| value(r)))
+        .fold(0.1f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(x_range(series).log_scale(), 0.0..top * 1.1)?;
     chart
         .configure_mesh()
         .x_desc("concurrent clients")
-        .y_desc("ops/s")
+        .y_desc(unit)
         .draw()?;
     for (i, (name, runs)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = runs
-            .iter()
-            .map(|r| (r.clients as f64, r.ops_per_s))
-            .collect();
+        let points: Vec<(f64, f64)> = runs.iter().map(|r| (r.clients as f64, value(r))).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(name.as_str())
@@ -251,58 +275,6 @@ fn plot_throughput(path: &Path, series: &[(String, Vec<&RunResult>)]) -> PlotRes
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.present()?;
-    Ok(())
-}
-
-fn plot_latency(path: &Path, series: &[(String, Vec<&RunResult>)]) -> PlotResult {
-    let root = SVGBackend::new(path, (1200, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let panels = root.split_evenly((1, 2));
-    let pick: [(&str, Metric); 2] = [
-        ("Latency p50 (ms)", |r| r.p50_ms),
-        ("Latency p99 (ms)", |r| r.p99_ms),
-    ];
-    for (panel, (title, value)) in panels.iter().zip(pick) {
-        let top = series
-            .iter()
-            .flat_map(|(_, l)| l.iter().map(|r| value(r)))
-            .fold(0.1f64, f64::max);
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range(series).log_scale(), 0.0..top * 1.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("concurrent clients")
-            .y_desc("ms")
-            .draw()?;
-        for (i, (name, runs)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let points: Vec<(f64, f64)> =
-                runs.iter().map(|r| (r.clients as f64, value(r))).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
-    }
-    root.present()?;
     Ok(())
 }
 
