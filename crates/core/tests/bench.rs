@@ -26,29 +26,26 @@ fn every_workload_runs_and_writes_results_and_plots() {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
     assert!(names.len() >= 10, "workloads: {names:?}");
-    let child = Command::new(BIN)
-        .args([
-            "bench",
-            "--nodes",
-            "3",
+    let workloads = names.join(",");
+    let mut guard = start_bench(
+        &[
             "--clients",
             "1,2",
             "--duration",
             "0.5",
-        ])
-        .args(["--warmup", "0.2", "--rows", "50", "--large-bytes", "4096"])
-        .arg("--workloads")
-        .arg(names.join(","))
-        .arg("--out")
-        .arg(out.path())
-        .arg("--root")
-        .arg(root.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bench");
-    let mut guard = ChildGuard(Some(child));
+            "--warmup",
+            "0.2",
+            "--rows",
+            "50",
+            "--large-bytes",
+            "4096",
+            "--workloads",
+            &workloads,
+            "--root",
+            root.path().to_str().expect("UTF-8 path"),
+        ],
+        out.path(),
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         if let Some(status) = guard.child().try_wait().expect("wait") {
@@ -159,25 +156,17 @@ fn bad_arguments_are_refused_before_anything_starts() {
 fn a_stopped_bench_stops_its_cluster_and_removes_its_directory() {
     use std::io::{BufRead, BufReader};
     let out = tempfile::tempdir().expect("out dir");
-    let child = Command::new(BIN)
-        .args([
-            "bench",
-            "--nodes",
-            "3",
+    let mut guard = start_bench(
+        &[
             "--clients",
             "1",
             "--duration",
             "600",
-        ])
-        .args(["--workloads", "read-none-leader"])
-        .arg("--out")
-        .arg(out.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bench");
-    let mut guard = ChildGuard(Some(child));
+            "--workloads",
+            "read-none-leader",
+        ],
+        out.path(),
+    );
     let stderr = guard.child().stderr.take().expect("stderr");
     let mut first = String::new();
     BufReader::new(stderr)
@@ -227,4 +216,19 @@ fn assert_nothing_answers(addrs: &[String]) {
         ));
         assert!(answer.is_err(), "{addr} still answers after the bench");
     }
+}
+
+/// `sqlraft-core bench --nodes 3 <args> --out <out>`, its output piped.
+fn start_bench(args: &[&str], out: &std::path::Path) -> ChildGuard {
+    let child = Command::new(BIN)
+        .args(["bench", "--nodes", "3"])
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bench");
+    ChildGuard(Some(child))
 }
