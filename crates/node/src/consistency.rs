@@ -22,13 +22,4 @@ pub enum Consistency {
 impl Consistency {
     /// This node's file as it is, without waiting.
     pub const LOCAL: Consistency = Consistency::Local { min_index: None };
-
-    /// Its name as a metric label: `local`, `linearizable` or `strong`.
-    pub fn level_name(&self) -> &'static str {
-        match self {
-            Consistency::Local { .. } => "local",
-            Consistency::Linearizable => "linearizable",
-            Consistency::Strong => "strong",
-        }
-    }
 }

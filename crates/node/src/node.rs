@@ -262,8 +262,7 @@ impl Node {
         let rows = self.handle.reads.query(statement).await?;
         self.handle
             .metrics
-            .read
-            .with_label_values(&[consistency.level_name()])
+            .read_at(&consistency)
             .observe(started.elapsed().as_secs_f64());
         Ok(rows)
     }
@@ -340,7 +339,13 @@ impl Node {
     /// Waits for this node to apply `index`, an entry the leader has applied already: a
     /// timeout here must not read as "nothing was applied".
     async fn applied_here_after_commit(&self, index: u64) -> Result<()> {
-        match self.handle.wait_applied(index).await {
+        let wait = Duration::from_millis(self.handle.config.limits.read_timeout_ms);
+        self.applied_here_within(index, wait).await
+    }
+
+    /// Like [`Node::applied_here_after_commit`], waiting at most `wait`.
+    async fn applied_here_within(&self, index: u64, wait: Duration) -> Result<()> {
+        match self.handle.wait_applied_within(index, wait).await {
             Err(NodeError::Timeout(ms)) => Err(NodeError::UnknownOutcome(format!(
                 "applied by the leader at index {index}, but not on this node within {ms} ms"
             ))),
@@ -495,14 +500,7 @@ impl Node {
         // Applying it copies the whole file, here as on the leader.
         let wait = crate::handle::admin_wait(self.handle.write_timeout(), Some(&commit));
         let index = self.admin(commit).await?;
-        match self.handle.wait_applied_within(index, wait).await {
-            Err(NodeError::Timeout(ms)) => {
-                return Err(NodeError::UnknownOutcome(format!(
-                    "applied by the leader at index {index}, but not on this node within {ms} ms"
-                )));
-            }
-            other => other?,
-        }
+        self.applied_here_within(index, wait).await?;
         Ok(crate::RestoreOutcome {
             raft_index: index,
             bytes: prepared.size,

@@ -393,10 +393,7 @@ impl RaftLoop {
                 sent,
             } => {
                 let queued = sent.elapsed().as_secs_f64();
-                self.metrics
-                    .write_stage
-                    .with_label_values(&["queue"])
-                    .observe(queued);
+                self.metrics.write_queue.observe(queued);
                 self.propose(command, reply)
             }
             Request::ReadIndex { reply } => self.read_index(reply),

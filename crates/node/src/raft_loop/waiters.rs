@@ -229,15 +229,10 @@ impl Waiters {
         drop_all(dropped.into_iter().map(|j| j.pending).collect());
         // One entry has at most one waiter.
         if let Some(p) = write {
-            let stages = &self.metrics.write_stage;
             let commit = self.apply_started.saturating_duration_since(p.proposed);
-            stages
-                .with_label_values(&["commit"])
-                .observe(commit.as_secs_f64());
+            self.metrics.write_commit.observe(commit.as_secs_f64());
             let apply = self.apply_started.elapsed();
-            stages
-                .with_label_values(&["apply"])
-                .observe(apply.as_secs_f64());
+            self.metrics.write_apply.observe(apply.as_secs_f64());
             let (results, index) = match outcome {
                 EntryOutcome::Write(results, applied_at) => (results, applied_at),
                 _ => (Vec::new(), index),
