@@ -516,7 +516,18 @@ fn last_rowid_refusal(what: &str) -> String {
 /// Errors that depend on this node's disk or memory rather than on the statement and
 /// the replicated state: another node would not see them, so they cannot become a
 /// statement's result.
+///
+/// SQLITE_CORRUPT_VTAB is not one of them: a virtual table module (FTS3/4/5, R-tree)
+/// reports with it that its index, kept in ordinary shadow tables, is inconsistent.
+/// Client SQL can make it so, identically on every node (a write to a shadow table, or
+/// FTS5's `'delete'` command with values other than those indexed); damage to the file
+/// itself shows first as plain SQLITE_CORRUPT from the b-tree layer below.
 pub(crate) fn is_environmental(e: &rusqlite::Error) -> bool {
+    if let rusqlite::Error::SqliteFailure(failure, _) = e {
+        if failure.extended_code == rusqlite::ffi::SQLITE_CORRUPT_VTAB {
+            return false;
+        }
+    }
     match e.sqlite_error_code() {
         Some(code) => matches!(
             code,

@@ -593,3 +593,64 @@ fn rtree_tables_can_be_created_and_used() {
         vec![vec![Value::Integer(1)]]
     );
 }
+
+/// A full-text or R-tree index that client SQL made inconsistent (by writing its shadow
+/// tables, or by FTS5's documented `'delete'` command with values other than those
+/// indexed) makes SQLite report SQLITE_CORRUPT_VTAB. Every node holds the same index, so
+/// every node fails the same statement: that is a statement's result, not a damaged disk
+/// that stops the node (which, on every node at once, would stop the cluster for good).
+#[test]
+fn an_index_made_inconsistent_by_client_sql_fails_statements_not_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let setup = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE VIRTUAL TABLE ft USING fts5 (body)",
+            "INSERT INTO ft (body) VALUES ('hello world')",
+            "CREATE TABLE src (id INTEGER PRIMARY KEY, body TEXT)",
+            "INSERT INTO src VALUES (1, 'alpha beta')",
+            "CREATE VIRTUAL TABLE ext USING fts5 (body, content='src', content_rowid='id')",
+            "INSERT INTO ext (rowid, body) VALUES (1, 'alpha beta')",
+        ],
+    );
+    assert!(setup.iter().all(|r| r.error.is_none()), "{setup:?}");
+    let damage = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "UPDATE ft_data SET block = x'ffffffffffffffff'",
+            "INSERT INTO ext (ext, rowid, body) VALUES ('delete', 1, 'gamma delta')",
+        ],
+    );
+    assert!(damage.iter().all(|r| r.error.is_none()), "{damage:?}");
+
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let results = apply_at(
+            &mut sm,
+            AT,
+            &[
+                "DELETE FROM ft WHERE ft MATCH 'hello'",
+                "INSERT INTO ext (ext, rank) VALUES ('integrity-check', 1)",
+                "CREATE TABLE IF NOT EXISTS after (n)",
+                "INSERT INTO after VALUES (1)",
+            ],
+        );
+        let first = results[0].error.clone().unwrap_or_default();
+        assert!(first.contains("corrupt"), "{results:?}");
+        let second = results[1].error.clone().unwrap_or_default();
+        assert!(second.contains("malformed"), "{results:?}");
+        assert!(results[3].error.is_none(), "{results:?}");
+        outcomes.push(results.into_iter().map(|r| r.error).collect::<Vec<_>>());
+        // The same statements again after a restart: the same answers.
+        drop(sm);
+        sm = open(&dir, "a.db");
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM after"),
+        vec![vec![Value::Integer(2)]]
+    );
+}
