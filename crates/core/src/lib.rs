@@ -30,7 +30,7 @@
 //! let node = sqlraft::Node::start(config).await?;
 //! let router = sqlraft_core::app::router(node.clone(), sqlraft_core::app::ApiOptions::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = tokio::spawn(async move { axum::serve(listener, router).await });
+//! let server = tokio::spawn(async move { axum::serve(sqlraft_core::app::listener(listener), router).await });
 //! // ... requests to /db/execute, /db/query ...
 //! server.abort();
 //! node.shutdown().await;

@@ -109,7 +109,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app::router(node.clone(), ApiOptions::default());
     let mut server = tokio::spawn(async move {
-        axum::serve(http, router)
+        axum::serve(app::listener(http), router)
             .with_graceful_shutdown(async {
                 let _ = http_stopped.await;
             })

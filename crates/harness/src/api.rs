@@ -99,7 +99,7 @@ impl Harness {
         let router = app::router(self.node.clone(), self.options.clone());
         self.stop = Some(stop);
         self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
+            let _ = axum::serve(app::listener(listener), router)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
