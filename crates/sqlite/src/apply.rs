@@ -523,10 +523,10 @@ fn last_rowid_refusal(what: &str) -> String {
 /// FTS5's `'delete'` command with values other than those indexed); damage to the file
 /// itself shows first as plain SQLITE_CORRUPT from the b-tree layer below.
 pub(crate) fn is_environmental(e: &rusqlite::Error) -> bool {
-    if let rusqlite::Error::SqliteFailure(failure, _) = e {
-        if failure.extended_code == rusqlite::ffi::SQLITE_CORRUPT_VTAB {
-            return false;
-        }
+    if let rusqlite::Error::SqliteFailure(failure, _) = e
+        && failure.extended_code == rusqlite::ffi::SQLITE_CORRUPT_VTAB
+    {
+        return false;
     }
     match e.sqlite_error_code() {
         Some(code) => matches!(
