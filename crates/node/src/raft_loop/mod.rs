@@ -336,6 +336,11 @@ impl RaftLoop {
             }
             self.ask_reads();
             self.on_ready()?;
+            // A round answered in that Ready lets the reads that waited for it ask the
+            // next one now, not at the next turn.
+            if self.ask_reads() {
+                self.on_ready()?;
+            }
             self.maybe_snapshot()?;
             self.publish();
             if self.removed {
@@ -476,10 +481,15 @@ impl RaftLoop {
         self.waiters.read(deadline, reply);
     }
 
-    /// Asks raft for one read index for every read registered since the last round.
-    fn ask_reads(&mut self) {
-        if let Some(ctx) = self.waiters.take_round(Instant::now()) {
-            self.raw.read_index(ctx);
+    /// Asks raft for one read index for every read registered since the last round,
+    /// unless a round is still in flight; whether it asked.
+    fn ask_reads(&mut self) -> bool {
+        match self.waiters.take_round(Instant::now()) {
+            Some(ctx) => {
+                self.raw.read_index(ctx);
+                true
+            }
+            None => false,
         }
     }
 

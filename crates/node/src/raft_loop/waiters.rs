@@ -116,8 +116,13 @@ impl Waiters {
     /// commit index at a moment after each of these reads arrived, confirmed by a
     /// quorum, so every one of them may read there. A read registered after the round
     /// was asked waits for the next round.
+    ///
+    /// One round at a time: while one is in flight, reads arriving wait for it to be
+    /// answered (or abandoned) and then share the next. Under load each round serves
+    /// every read that came during the last, instead of each loop turn (a few reads)
+    /// paying its own quorum of heartbeats.
     pub fn take_round(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.unasked.is_empty() {
+        if self.unasked.is_empty() || !self.rounds.is_empty() {
             return None;
         }
         let id = self.next_id();
@@ -496,6 +501,54 @@ mod tests {
         );
         w.read_ready(&next, 44);
         assert!(matches!(late.try_recv(), Ok(Ok(44))));
+        assert_eq!(w.reads_waiting(), 0);
+    }
+
+    #[test]
+    fn reads_arriving_while_a_round_is_in_flight_share_the_next_one() {
+        let mut w = Waiters::new(crate::Metrics::new());
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(5);
+        let mut first = read(&mut w, deadline);
+        let round = w.take_round(now).expect("a round");
+        let mut later: Vec<_> = (0..3).map(|_| read(&mut w, deadline)).collect();
+        assert!(
+            w.take_round(now).is_none(),
+            "a second round while one is in flight"
+        );
+        w.read_ready(&round, 7);
+        assert!(matches!(first.try_recv(), Ok(Ok(7))));
+        for rx in &mut later {
+            assert!(
+                rx.try_recv().is_err(),
+                "answered by a round asked before it came"
+            );
+        }
+        let next = w
+            .take_round(now)
+            .expect("the next round, once the first is answered");
+        w.read_ready(&next, 8);
+        for rx in &mut later {
+            assert!(matches!(rx.try_recv(), Ok(Ok(8))));
+        }
+        // A round that is never answered holds the next one back only until abandoned.
+        let mut stuck = read(&mut w, deadline);
+        let lost = w.take_round(now).expect("a round");
+        let mut behind = read(&mut w, deadline);
+        assert!(w.take_round(now).is_none());
+        let then = now + Duration::from_millis(500);
+        w.expire_reads(then, Duration::from_millis(400), 5_000);
+        let again = w
+            .take_round(then)
+            .expect("asked again after the round was abandoned");
+        w.read_ready(&lost, 9);
+        assert!(
+            stuck.try_recv().is_err(),
+            "the abandoned round's answer is ignored"
+        );
+        w.read_ready(&again, 10);
+        assert!(matches!(stuck.try_recv(), Ok(Ok(10))));
+        assert!(matches!(behind.try_recv(), Ok(Ok(10))));
         assert_eq!(w.reads_waiting(), 0);
     }
 
