@@ -681,9 +681,11 @@ fn connection_never_opened(status: &tonic::Status) -> bool {
     false
 }
 
-/// Drains one peer's queue: everything queued goes out in one RPC, up to
-/// `max_batch_bytes`. A failed RPC drops its batch, reports the peer unreachable and
-/// backs off before the next attempt.
+/// Drains one lane's queue: everything queued goes out as one batch, up to
+/// `max_batch_bytes`, on a long-lived `Stream` call (one per lane, reopened when it
+/// ends). A peer that does not know `Stream` (an older version) gets one `Send` call
+/// per batch instead. A failure drops the batch, reports the peer unreachable and backs
+/// off before the next attempt; raft resends what matters.
 async fn send_loop(
     id: u64,
     addr: String,
@@ -693,9 +695,15 @@ async fn send_loop(
     events: mpsc::Sender<PeerEvent>,
     local: Arc<RwLock<Option<pb::Member>>>,
 ) {
-    let mut client = RaftTransportClient::new(channel)
+    let client = RaftTransportClient::new(channel)
         .max_encoding_message_size(options.max_message_bytes)
         .max_decoding_message_size(options.max_message_bytes);
+    let mut link = Link {
+        client,
+        stream: None,
+        streaming: true,
+        send_timeout: Duration::from_millis(options.send_timeout_ms),
+    };
     let mut backoff = Duration::from_millis(options.backoff_min_ms);
     let max_backoff = Duration::from_millis(options.backoff_max_ms);
     while let Some(first) = queue.recv().await {
@@ -711,10 +719,8 @@ async fn send_loop(
             }
         }
         let sender = local.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let mut rpc = tonic::Request::new(pb::RaftBatch { messages, sender });
-        rpc.set_timeout(Duration::from_millis(options.send_timeout_ms));
-        match client.send(rpc).await {
-            Ok(_) => backoff = Duration::from_millis(options.backoff_min_ms),
+        match link.send(pb::RaftBatch { messages, sender }).await {
+            Ok(()) => backoff = Duration::from_millis(options.backoff_min_ms),
             Err(status)
                 if status.code() == tonic::Code::PermissionDenied
                     && status.message().starts_with(crate::server::REMOVED) =>
@@ -732,6 +738,87 @@ async fn send_loop(
                 while queue.try_recv().is_ok() {}
             }
         }
+    }
+}
+
+/// Batches handed to the open `Stream` call ahead of what the connection has taken.
+const STREAM_DEPTH: usize = 4;
+
+/// One lane's connection to its peer: a `Stream` call, or one `Send` call per batch.
+struct Link {
+    client: RaftTransportClient<Channel>,
+    stream: Option<OpenStream>,
+    /// False once the peer answered that it does not know `Stream`.
+    streaming: bool,
+    /// How long a batch may wait to be taken (by the stream or by a `Send` call).
+    send_timeout: Duration,
+}
+
+struct OpenStream {
+    batches: mpsc::Sender<pb::RaftBatch>,
+    /// The call; it ends (with the peer's reason when that is an error) when the
+    /// connection breaks or the peer refuses a batch.
+    call: JoinHandle<Result<tonic::Response<pb::RaftAck>, tonic::Status>>,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.call.abort();
+    }
+}
+
+impl Link {
+    async fn send(&mut self, batch: pb::RaftBatch) -> Result<(), tonic::Status> {
+        if !self.streaming {
+            let mut rpc = tonic::Request::new(batch);
+            rpc.set_timeout(self.send_timeout);
+            return self.client.send(rpc).await.map(drop);
+        }
+        if self.stream.as_ref().is_some_and(|s| s.call.is_finished()) {
+            // It ended since the last batch: say why, and open another for the next.
+            return Err(self.end_stream().await);
+        }
+        let stream = self.stream.get_or_insert_with(|| {
+            let (batches, rx) = mpsc::channel(STREAM_DEPTH);
+            let mut client = self.client.clone();
+            let call = tokio::spawn(async move {
+                client
+                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            });
+            OpenStream { batches, call }
+        });
+        match tokio::time::timeout(self.send_timeout, stream.batches.send(batch)).await {
+            Ok(Ok(())) => Ok(()),
+            // The call ended and dropped its receiver.
+            Ok(Err(_)) => Err(self.end_stream().await),
+            Err(_) => {
+                self.stream = None;
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "the peer took no batch for {} ms",
+                    self.send_timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Closes the stream, whose call ended or is ending, and returns why it ended.
+    async fn end_stream(&mut self) -> tonic::Status {
+        let Some(mut stream) = self.stream.take() else {
+            return tonic::Status::unavailable("no stream");
+        };
+        let ended = tokio::time::timeout(self.send_timeout, &mut stream.call).await;
+        let status = match ended {
+            Ok(Ok(Ok(_))) => tonic::Status::unavailable("the peer ended the stream"),
+            Ok(Ok(Err(status))) => status,
+            Ok(Err(join)) => tonic::Status::internal(format!("stream task failed: {join}")),
+            Err(_) => tonic::Status::deadline_exceeded("the stream did not end"),
+        };
+        if status.code() == tonic::Code::Unimplemented {
+            tracing::info!("peer does not know streamed raft batches; sending one batch per call");
+            self.streaming = false;
+        }
+        status
     }
 }
 

@@ -51,6 +51,9 @@ struct Service<H> {
     blocked: Arc<RwLock<HashSet<u64>>>,
     transfers: Arc<crate::snapshot::Transfers>,
     max_snapshot_bytes: u64,
+    /// Becomes true when the server is told to stop: open `Stream` calls end then,
+    /// instead of holding their connections (and the server's graceful stop) open.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<H> Service<H> {
@@ -62,10 +65,10 @@ impl<H> Service<H> {
     }
 }
 
-#[tonic::async_trait]
-impl<H: Handler> RaftTransport for Service<H> {
-    async fn send(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
-        let batch = request.into_inner();
+impl<H: Handler> Service<H> {
+    /// Hands one batch to the node. `Err`: the sender was removed from the cluster, or
+    /// sent something undecodable.
+    fn deliver(&self, batch: pb::RaftBatch) -> Result<(), Status> {
         let sender = batch.sender;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for bytes in batch.messages {
@@ -91,7 +94,35 @@ impl<H: Handler> RaftTransport for Service<H> {
                 "{REMOVED}: raft id {sender} is no longer a member of this cluster"
             )));
         }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl<H: Handler> RaftTransport for Service<H> {
+    async fn send(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
+        self.deliver(request.into_inner())?;
         Ok(Response::new(pb::RaftAck {}))
+    }
+
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<pb::RaftAck>, Status> {
+        let mut batches = request.into_inner();
+        let mut stopping = self.stopping.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = batches.message() => batch?,
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    return Err(Status::unavailable("the peer is stopping"));
+                }
+            };
+            match batch {
+                Some(batch) => self.deliver(batch)?,
+                None => return Ok(Response::new(pb::RaftAck {})),
+            }
+        }
     }
 
     async fn forward(
@@ -176,11 +207,17 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
     let max_message_bytes = transport.options().max_message_bytes;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let service = RaftTransportServer::new(Service {
         handler,
         blocked: transport.blocked_set(),
         transfers: transport.transfers(),
         max_snapshot_bytes: transport.options().max_snapshot_bytes,
+        stopping,
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);

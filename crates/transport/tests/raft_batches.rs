@@ -1,0 +1,306 @@
+//! Raft messages between two transports: streamed batches, a peer that restarts, a peer
+//! that says this node was removed, a peer of a version without streamed batches, and a
+//! server that stops while peers hold streams open.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{Message, MessageType};
+use sqlraft_proto::v1 as pb;
+use sqlraft_transport::{Handler, PeerEvent, Transport, TransportOptions};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Collects what arrives; refuses every sender once `removed` is set.
+#[derive(Default)]
+struct Collector {
+    got: Mutex<Vec<Message>>,
+    removed: std::sync::atomic::AtomicBool,
+}
+
+impl Collector {
+    fn commits(&self) -> Vec<u64> {
+        self.got.lock().unwrap().iter().map(|m| m.commit).collect()
+    }
+}
+
+impl Handler for Collector {
+    fn raft_messages(&self, _: Option<pb::Member>, messages: Vec<Message>) -> Result<(), u64> {
+        if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(messages[0].from);
+        }
+        self.got.lock().unwrap().extend(messages);
+        Ok(())
+    }
+
+    async fn forward(&self, _: pb::ForwardRequest) -> pb::ForwardResponse {
+        pb::ForwardResponse::default()
+    }
+
+    async fn join(&self, _: pb::JoinRequest) -> Result<pb::JoinResponse, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    fn snapshot_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn snapshot_received(&self, _: Option<pb::Member>, _: Message, _: &Path) -> Result<(), String> {
+        Err("not in this test".into())
+    }
+}
+
+/// A peer transport server, stopped by `stop`.
+struct Server {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(addr: SocketAddr, handler: Arc<Collector>) -> Server {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let (transport, _events) = Transport::new(TransportOptions::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sqlraft_transport::serve(listener, handler, &transport, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Server {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops it gracefully.
+    async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the server stops")
+            .expect("server task");
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn heartbeat(commit: u64) -> Message {
+    Message {
+        msg_type: MessageType::MsgHeartbeat as i32,
+        from: 1,
+        to: 2,
+        term: 1,
+        commit,
+        ..Default::default()
+    }
+}
+
+/// Waits until `done` holds, for at most 10 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn sender() -> (Transport, mpsc::Receiver<PeerEvent>) {
+    Transport::new(TransportOptions {
+        backoff_min_ms: 10,
+        backoff_max_ms: 50,
+        ..TransportOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arrive_in_order_and_again_after_the_peer_restarts() {
+    let addr = free_addr();
+    let collector = Arc::new(Collector::default());
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    let (transport, mut events) = sender();
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    for commit in 1..=200 {
+        transport.send(vec![heartbeat(commit)]);
+        if commit % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eventually("200 heartbeats", || collector.commits().len() == 200).await;
+    assert_eq!(collector.commits(), (1..=200).collect::<Vec<_>>());
+
+    // The peer stops (its streams end) and comes back on the same address.
+    server.stop().await;
+    let collector = Arc::new(Collector::default());
+    let mut sent = 1000;
+    let mut unreachable = false;
+    // While it is away, sending reports it unreachable.
+    while !unreachable {
+        sent += 1;
+        transport.send(vec![heartbeat(sent)]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(event) = events.try_recv() {
+            unreachable |= event == PeerEvent::Unreachable(2);
+        }
+        assert!(sent < 1500, "never reported unreachable");
+    }
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while collector.commits().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived after the restart"
+        );
+        sent += 1;
+        transport.send(vec![heartbeat(sent)]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = collector.commits();
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
+    drop(transport);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_says_this_node_was_removed_is_reported() {
+    let addr = free_addr();
+    let collector = Arc::new(Collector::default());
+    collector
+        .removed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    let (transport, mut events) = sender();
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut commit = 0;
+    'wait: loop {
+        assert!(Instant::now() < deadline, "never told it was removed");
+        commit += 1;
+        transport.send(vec![heartbeat(commit)]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(event) = events.try_recv() {
+            if event == (PeerEvent::Removed { by: 2 }) {
+                break 'wait;
+            }
+        }
+    }
+    assert!(collector.commits().is_empty());
+    drop(transport);
+    server.stop().await;
+}
+
+/// A server that stops while a peer holds a stream open ends that stream, so its
+/// graceful stop does not wait for the peer (a node would take seconds to stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_the_streams_peers_hold_open() {
+    let addr = free_addr();
+    let collector = Arc::new(Collector::default());
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    let (transport, _events) = sender();
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    transport.send(vec![heartbeat(1)]);
+    eventually("the first heartbeat", || collector.commits() == vec![1]).await;
+    // Without ending the stream, the graceful stop would wait for the peer for ever
+    // (`stop` gives up after 30 s).
+    server.stop().await;
+    drop(transport);
+}
+
+/// A peer of an older version, which answers `Stream` with "unimplemented": batches go
+/// to it one `Send` call each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
+    use sqlraft_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
+    use tonic::{Request, Response, Status, Streaming};
+
+    struct Old(Arc<Mutex<Vec<u64>>>);
+
+    #[tonic::async_trait]
+    impl RaftTransport for Old {
+        async fn send(
+            &self,
+            request: Request<pb::RaftBatch>,
+        ) -> Result<Response<pb::RaftAck>, Status> {
+            use prost_011::Message as _;
+            for bytes in request.into_inner().messages {
+                let message =
+                    Message::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.0.lock().unwrap().push(message.commit);
+            }
+            Ok(Response::new(pb::RaftAck {}))
+        }
+        async fn stream(
+            &self,
+            _: Request<Streaming<pb::RaftBatch>>,
+        ) -> Result<Response<pb::RaftAck>, Status> {
+            Err(Status::unimplemented("unknown method Stream"))
+        }
+        async fn snapshot_offset(
+            &self,
+            _: Request<pb::SnapshotOffer>,
+        ) -> Result<Response<pb::SnapshotResume>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<pb::SnapshotChunk>>,
+        ) -> Result<Response<pb::SnapshotAck>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn forward(
+            &self,
+            _: Request<pb::ForwardRequest>,
+        ) -> Result<Response<pb::ForwardResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn join(
+            &self,
+            _: Request<pb::JoinRequest>,
+        ) -> Result<Response<pb::JoinResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RaftTransportServer::new(Old(Arc::clone(&got))))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let (transport, _events) = sender();
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut commit = 0;
+    while got.lock().unwrap().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "batches never arrived: {:?}",
+            got.lock().unwrap()
+        );
+        commit += 1;
+        transport.send(vec![heartbeat(commit)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    drop(transport);
+    let _ = stop.send(());
+    let _ = server.await;
+}
