@@ -242,6 +242,28 @@ impl Cluster {
         .await;
     }
 
+    /// Waits until every live node reports the same content hash at the same applied
+    /// index. Entries the cluster appends on its own (a member's admission recorded
+    /// after its promotion) may land between two nodes' hashes: those are taken again.
+    pub async fn same_content(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.converge().await;
+            let mut hashes = Vec::new();
+            for node in self.live() {
+                hashes.push(node.content_hash().await.expect("content hash"));
+            }
+            if hashes.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "content differs between nodes: {hashes:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until every live node has applied `index`.
     pub async fn wait_applied(&self, index: u64) {
         self.wait(&format!("all nodes apply index {index}"), |c| {

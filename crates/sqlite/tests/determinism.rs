@@ -653,4 +653,17 @@ fn an_index_made_inconsistent_by_client_sql_fails_statements_not_the_node() {
         rows(&dir.path().join("a.db"), "SELECT count(*) FROM after"),
         vec![vec![Value::Integer(2)]]
     );
+    // FTS5's 'rebuild' repairs the index from its content, as the API docs say.
+    let repaired = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "INSERT INTO ft (ft) VALUES ('rebuild')",
+            "DELETE FROM ft WHERE ft MATCH 'hello'",
+            "INSERT INTO ext (ext) VALUES ('rebuild')",
+            "INSERT INTO ext (ext, rank) VALUES ('integrity-check', 1)",
+        ],
+    );
+    assert!(repaired.iter().all(|r| r.error.is_none()), "{repaired:?}");
+    assert_eq!(repaired[1].rows_affected, 1, "{repaired:?}");
 }
