@@ -231,12 +231,22 @@ stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
+  # What the last cluster left for the kernel to write back must not slow the next.
+  sync
+  sleep 2
 }
 
 echo "bench-vs-etcd: $ROUNDS round(s), ${DURATION}s per run after ${WARMUP}s warm-up, $CLIENTS clients; results in $OUT" >&2
+# Odd rounds start with etcd, even rounds with sqlraft, so that neither always runs on
+# a machine the other just warmed (or left busy).
 for round in $(seq 1 "$ROUNDS"); do
-  run_etcd "$round"
-  run_sqlraft "$round"
+  if ((round % 2)); then
+    run_etcd "$round"
+    run_sqlraft "$round"
+  else
+    run_sqlraft "$round"
+    run_etcd "$round"
+  fi
 done
 
 python3 - "$OUT" "$ROUNDS" "$CLIENTS" <<'EOF'
