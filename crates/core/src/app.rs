@@ -20,20 +20,6 @@ pub use crate::services_api::MAX_SERVICES_BODY_BYTES;
 pub use crate::state::ApiOptions;
 use crate::{cluster_api, data_api, metrics, services_api, system_api, web};
 
-/// `listener` with Nagle's algorithm off on every connection it accepts, for
-/// `axum::serve`. With it on, an answer written in more than one piece (headers, then a
-/// body that took longer to produce) waits for the client's delayed ACK: 40 ms.
-pub fn listener(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot turn Nagle's algorithm off on a connection");
-        }
-    })
-}
-
 /// The router for a running node.
 pub fn router(node: Node, options: ApiOptions) -> Router {
     let limit = options.max_body_bytes;
@@ -162,18 +148,5 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&h));
-    }
-
-    /// Every connection the API accepts has Nagle's algorithm off.
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        use axum::serve::Listener as _;
-        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = bound.local_addr().unwrap();
-        let mut listener = listener(bound);
-        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
-        let (accepted, _) = listener.accept().await;
-        assert!(accepted.nodelay().unwrap());
-        drop(client.await.unwrap().unwrap());
     }
 }

@@ -30,7 +30,8 @@
 //! let node = sqlraft::Node::start(config).await?;
 //! let router = sqlraft_core::app::router(node.clone(), sqlraft_core::app::ApiOptions::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = tokio::spawn(async move { axum::serve(sqlraft_core::app::listener(listener), router).await });
+//! let limits = sqlraft_core::server::HttpLimits::default();
+//! let server = tokio::spawn(sqlraft_core::server::serve(listener, router, limits, std::future::pending()));
 //! // ... requests to /db/execute, /db/query ...
 //! server.abort();
 //! node.shutdown().await;
@@ -55,6 +56,7 @@ pub mod logfile;
 mod metrics;
 pub mod results;
 pub mod run;
+pub mod server;
 pub mod services;
 mod services_api;
 mod state;

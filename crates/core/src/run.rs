@@ -108,13 +108,14 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app::router(node.clone(), ApiOptions::default());
-    let mut server = tokio::spawn(async move {
-        axum::serve(app::listener(http), router)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .await
-    });
+    let mut server = tokio::spawn(crate::server::serve(
+        http,
+        router,
+        crate::server::HttpLimits::for_this_process(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
 
     let mut poll = tokio::time::interval(Duration::from_millis(FAILURE_POLL_MS));
     let mut server_done = false;
@@ -125,8 +126,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
             served = &mut server => {
                 server_done = true;
                 break Stop::Failed(match served {
-                    Ok(Ok(())) => "HTTP server stopped".into(),
-                    Ok(Err(e)) => format!("HTTP server failed: {e}"),
+                    Ok(()) => "HTTP server stopped".into(),
                     Err(e) => format!("HTTP server task failed: {e}"),
                 });
             }

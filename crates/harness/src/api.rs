@@ -98,13 +98,14 @@ impl Harness {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = app::router(self.node.clone(), self.options.clone());
         self.stop = Some(stop);
-        self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(app::listener(listener), router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        }));
+        self.server = Some(tokio::spawn(sqlraft_core::server::serve(
+            listener,
+            router,
+            sqlraft_core::server::HttpLimits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )));
     }
 
     /// Stops the node and its API, keeping its directory: [`Harness::resume`] starts it

@@ -1,0 +1,236 @@
+//! The HTTP server under the API: hyper's HTTP/1 with limits that `axum::serve` does not
+//! set. A client must send a request's headers within `header_read_timeout` (a
+//! slow-loris connection, or one left idle between requests, is closed then), at most
+//! `max_connections` are open at once (more are closed as soon as they are accepted, so
+//! a flood of connections cannot use up the file descriptors that the raft transport,
+//! the log and SQLite need), and Nagle's algorithm is off on every connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Limits of the HTTP server's connections.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, counted from when the server
+    /// starts waiting for them: on a new connection, and on a kept-alive one after
+    /// each answer. Past it the connection is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The defaults, with at most half of this process's open-file limit
+    /// (`RLIMIT_NOFILE`) for HTTP connections: the other half stays for the raft
+    /// transport, the log, snapshots and SQLite, so that a flood of connections cannot
+    /// take the descriptors the node needs.
+    pub fn for_this_process() -> HttpLimits {
+        let limits = HttpLimits::default();
+        match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) => HttpLimits {
+                max_connections: limits
+                    .max_connections
+                    .min(usize::try_from(soft / 2).unwrap_or(usize::MAX))
+                    .max(16),
+                ..limits
+            },
+            Err(_) => limits,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and
+/// waits for the requests in progress to be answered (bound that wait by a timeout on
+/// this future). Errors accepting a connection (a full descriptor table, say) are
+/// logged and retried after a pause; they never end the server.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(
+                max = limits.max_connections,
+                "HTTP connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        nagle_off(&stream);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Nagle's algorithm off: with it on, an answer written in more than one piece
+/// (headers, then a body that took longer to produce) waits for the client's delayed
+/// ACK, 40 ms.
+fn nagle_off(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot turn Nagle's algorithm off on a connection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// Reads until the server closes the connection (or 10 s pass: then `None`).
+    async fn closed_by_server(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let read_all = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_all)
+            .await
+            .ok()?;
+        Some(got)
+    }
+
+    async fn get(addr: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = closed_by_server(&mut stream).await.expect("an answer");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn limits(max_connections: usize) -> HttpLimits {
+        HttpLimits {
+            max_connections,
+            header_read_timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// A client that sends part of its headers and then nothing (slow loris) is cut off.
+    #[tokio::test]
+    async fn headers_that_never_finish_close_the_connection() {
+        let (addr, _stop) = start(limits(16)).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let got = closed_by_server(&mut stream).await;
+        let got = got.expect("the server closed the connection");
+        assert!(!String::from_utf8_lossy(&got).contains("ok"), "{got:?}");
+    }
+
+    /// A kept-alive connection left idle after an answer is closed too.
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let (addr, _stop) = start(limits(16)).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = closed_by_server(&mut stream).await;
+        let got = String::from_utf8_lossy(&got.expect("closed after the idle time")).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+            "{got}"
+        );
+    }
+
+    /// Past the limit a new connection is closed at once; idle ones free their slots
+    /// when their header time runs out, and requests are answered again.
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed_and_idle_ones_give_way() {
+        let (addr, _stop) = start(limits(4)).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // The four are accepted (each holds a slot) before the fifth arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut fifth = TcpStream::connect(addr).await.unwrap();
+        let _ = fifth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let got = closed_by_server(&mut fifth).await.expect("closed");
+        assert!(got.is_empty(), "answered past the limit: {got:?}");
+        // The idle four are closed after their header time; then requests get in.
+        for stream in &mut idle {
+            assert!(closed_by_server(stream).await.is_some());
+        }
+        assert!(get(addr).await.ends_with("ok"));
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(TcpStream::connect(addr));
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap());
+        nagle_off(&accepted);
+        assert!(accepted.nodelay().unwrap());
+        drop(client.await.unwrap().unwrap());
+    }
+}
