@@ -425,3 +425,37 @@ async fn a_follower_that_cannot_apply_never_answers_503_for_an_applied_change() 
     follower.stop().await;
     leader.stop().await;
 }
+
+/// An R-tree written by a trigger while the statement firing it reads that R-tree
+/// fails with SQLITE_LOCKED_VTAB, the same on every node: the statement's result. It
+/// stopped every node, at every start (found by a review).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_r_tree_fails_the_statement_not_the_node() {
+    let h = Harness::start().await;
+    let setup = h
+        .post_json(
+            "/db/execute",
+            r#"["CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1)",
+                "INSERT INTO rt VALUES (1, 1, 2), (2, 3, 4), (3, 5, 6)",
+                "CREATE TABLE t(a)", "INSERT INTO t VALUES (1), (2), (3)",
+                "CREATE TRIGGER tr AFTER UPDATE ON t BEGIN INSERT INTO rt VALUES (new.a + 100, 1, 2); END"]"#,
+        )
+        .await;
+    assert!(!setup.to_string().contains("error"), "{setup}");
+    let out = h
+        .post_json(
+            "/db/execute",
+            r#"["UPDATE t SET a = a WHERE EXISTS (SELECT 1 FROM rt WHERE rt.id = t.a)", "INSERT INTO t VALUES (4)"]"#,
+        )
+        .await;
+    let results = out["results"].as_array().expect("results");
+    let error = results[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("locked"), "{out}");
+    assert_eq!(results[1]["rows_affected"], 1, "{out}");
+    assert!(h.node.failure().is_none());
+    let count = h
+        .get_json("/db/query?q=SELECT%20count(*)%20FROM%20rt&level=strong")
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[3]]), "{count}");
+    h.stop().await;
+}

@@ -259,6 +259,7 @@ impl ApplyTxn<'_> {
         if statement.sql.trim().is_empty() {
             return Err(rusqlite::Error::InvalidQuery);
         }
+        self.guard.own(|| self.know_shadow_tables())?;
         let mut stmt = self.guard.preparing(|| self.tx.prepare(&statement.sql))?;
         bind(&mut stmt, &statement.params)?;
         self.guard.own(|| self.check_last_rowid_before())?;
@@ -328,7 +329,31 @@ impl ApplyTxn<'_> {
     }
 
     fn control(&self, sql: &str) -> Result<()> {
+        if crate::lex::has_keyword(sql, "ROLLBACK") {
+            self.guard.forget_shadow();
+        }
         self.tx.execute_batch(sql).map_err(SqliteError::Apply)
+    }
+
+    /// Tells the guard which tables are virtual tables' shadow tables, unless it knows
+    /// them for this schema version already.
+    fn know_shadow_tables(&self) -> rusqlite::Result<()> {
+        let version: i64 = self
+            .tx
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        if self.guard.shadow_version() == Some(version) {
+            return Ok(());
+        }
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT name, sql FROM sqlite_schema \
+             WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
+        )?;
+        let vtabs = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        self.guard
+            .set_shadow(version, crate::guard::shadow_tables(&vtabs));
+        Ok(())
     }
 
     /// Records an entry that changes nothing in the database (a no-op or a
@@ -517,11 +542,18 @@ fn last_rowid_refusal(what: &str) -> String {
 /// the replicated state: another node would not see them, so they cannot become a
 /// statement's result.
 ///
-/// SQLITE_CORRUPT_VTAB is not one of them: a virtual table module (FTS3/4/5, R-tree)
-/// reports with it that its index, kept in ordinary shadow tables, is inconsistent.
-/// Client SQL can make it so, identically on every node (a write to a shadow table, or
-/// FTS5's `'delete'` command with values other than those indexed); damage to the file
-/// itself shows first as plain SQLITE_CORRUPT from the b-tree layer below.
+/// Two codes are left out, because a statement causes them the same way on every node:
+///
+/// * SQLITE_CORRUPT_VTAB: a full-text or R-tree module finds its index inconsistent.
+///   Client SQL cannot write the shadow tables the index is kept in (the guard refuses
+///   it), but FTS5's `'delete'` command with values other than those indexed (the
+///   documented way to keep an external-content index) damages it on every node
+///   alike. Stopping for it would stop every node at every start. (Damage to the file
+///   that leaves the b-tree intact can show as this code too, on one node; so can it
+///   as wrong rows from any table. SQLite has no checksums; `/db/hash` compares nodes.)
+/// * SQLITE_LOCKED: the apply connection is the only one writing and shares no cache,
+///   so a table is locked only by the statement itself (an R-tree written by a trigger
+///   while the statement reads it, a table dropped while a statement reads it).
 pub(crate) fn is_environmental(e: &rusqlite::Error) -> bool {
     if let rusqlite::Error::SqliteFailure(failure, _) = e
         && failure.extended_code == rusqlite::ffi::SQLITE_CORRUPT_VTAB
@@ -541,7 +573,6 @@ pub(crate) fn is_environmental(e: &rusqlite::Error) -> bool {
                 | ErrorCode::PermissionDenied
                 | ErrorCode::FileLockingProtocolFailed
                 | ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
         ),
         None => false,
     }

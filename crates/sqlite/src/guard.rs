@@ -7,6 +7,7 @@
 //! objects (they would live on one node's connection only) and any change to sqlraft's
 //! own `_sqlraft_*` tables. Every refusal is deterministic: the same on every node.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -48,6 +49,10 @@ struct GuardState {
     calls: u64,
     /// The statement used up its budget and was interrupted.
     over_budget: bool,
+    /// Shadow tables (lowercase name -> their virtual table) at a schema version, for
+    /// the current batch; forgotten at each batch and rollback, when the schema version
+    /// may come back to a number it had with other content.
+    shadow: Option<(i64, HashMap<String, String>)>,
 }
 
 /// VM instructions between two calls of the progress handler.
@@ -161,6 +166,21 @@ impl Guard {
         self.with(|s| s.inserted.clone())
     }
 
+    /// The schema version the known shadow tables belong to.
+    pub(crate) fn shadow_version(&self) -> Option<i64> {
+        self.with(|s| s.shadow.as_ref().map(|(version, _)| *version))
+    }
+
+    /// The shadow tables at schema version `version`.
+    pub(crate) fn set_shadow(&self, version: i64, tables: HashMap<String, String>) {
+        self.with(|s| s.shadow = Some((version, tables)));
+    }
+
+    /// Forgets the shadow tables (a new batch, a rollback).
+    pub(crate) fn forget_shadow(&self) {
+        self.with(|s| s.shadow = None);
+    }
+
     /// Why the last statement was refused, if it was.
     pub(crate) fn take_refusal(&self) -> Option<String> {
         self.with(|s| s.refusal.take())
@@ -192,7 +212,11 @@ impl Guard {
             let in_temp = ctx
                 .database_name
                 .is_some_and(|db| db.eq_ignore_ascii_case("temp"));
-            match temp_refusal(&ctx.action, in_temp).or_else(|| refusal(&ctx.action)) {
+            let shadow = state.shadow.as_ref().map(|(_, tables)| tables);
+            let refused = temp_refusal(&ctx.action, in_temp)
+                .or_else(|| refusal(&ctx.action))
+                .or_else(|| shadow.and_then(|tables| shadow_refusal(&ctx.action, tables)));
+            match refused {
                 None => Authorization::Allow,
                 Some(reason) => {
                     state.refusal = Some(reason);
@@ -301,6 +325,102 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
     }
 }
 
+/// Tables a virtual table module keeps its index in, by module: `<vtab>_<suffix>`
+/// (SQLite's own rule, the modules' `xShadowName`).
+const SHADOW_SUFFIXES: &[(&str, &[&str])] = &[
+    (
+        "fts3",
+        &["content", "docsize", "segdir", "segments", "stat"],
+    ),
+    (
+        "fts4",
+        &["content", "docsize", "segdir", "segments", "stat"],
+    ),
+    ("fts5", &["config", "content", "data", "docsize", "idx"]),
+    ("rtree", &["node", "parent", "rowid"]),
+    ("rtree_i32", &["node", "parent", "rowid"]),
+    ("geopoly", &["node", "parent", "rowid"]),
+];
+
+/// The shadow tables of the virtual tables `vtabs` (name, `CREATE VIRTUAL TABLE`
+/// statement), lowercase, each with its virtual table. A full-text table declared with
+/// `content=` keeps no `_content` table of its own: a table of that name is the
+/// user's (external content), not a shadow table.
+pub(crate) fn shadow_tables(vtabs: &[(String, String)]) -> HashMap<String, String> {
+    let mut shadow = HashMap::new();
+    for (name, sql) in vtabs {
+        let Some(module) = module_of(sql) else {
+            continue;
+        };
+        let Some((_, suffixes)) = SHADOW_SUFFIXES
+            .iter()
+            .find(|(m, _)| m.eq_ignore_ascii_case(&module))
+        else {
+            continue;
+        };
+        let external = module.to_ascii_lowercase().starts_with("fts") && declares_content(sql);
+        for suffix in *suffixes {
+            if *suffix == "content" && external {
+                continue;
+            }
+            shadow.insert(
+                format!("{name}_{suffix}").to_ascii_lowercase(),
+                name.clone(),
+            );
+        }
+    }
+    shadow
+}
+
+/// The module of a `CREATE VIRTUAL TABLE ... USING module(...)` statement: the word
+/// after the first `USING` in its code.
+fn module_of(sql: &str) -> Option<String> {
+    let words: Vec<&str> = crate::lex::code_spans(sql)
+        .into_iter()
+        .flat_map(|(start, end)| {
+            sql[start..end].split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let at = words.iter().position(|w| w.eq_ignore_ascii_case("using"))?;
+    words.get(at + 1).map(|w| w.to_string())
+}
+
+/// Whether the arguments of a full-text table's statement set `content=`.
+fn declares_content(sql: &str) -> bool {
+    crate::lex::code_spans(sql).into_iter().any(|(start, end)| {
+        let code = &sql[start..end];
+        let lower = code.to_ascii_lowercase();
+        lower.match_indices("content").any(|(at, _)| {
+            let before = lower[..at].chars().next_back();
+            let word_start = !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            word_start && lower[at + "content".len()..].trim_start().starts_with('=')
+        })
+    })
+}
+
+/// Client SQL may read a virtual table's shadow tables but not change, drop, rename,
+/// index or trigger on them: the module caches what they hold per connection, so a
+/// change made behind its back is seen by a node whose connection reopened (a restart,
+/// a snapshot) and not by one that kept its cache; the nodes would diverge.
+fn shadow_refusal(action: &AuthAction<'_>, shadow: &HashMap<String, String>) -> Option<String> {
+    use AuthAction::*;
+    let table = match *action {
+        Insert { table_name }
+        | Update { table_name, .. }
+        | Delete { table_name }
+        | DropTable { table_name }
+        | AlterTable { table_name, .. }
+        | CreateIndex { table_name, .. }
+        | CreateTrigger { table_name, .. } => table_name,
+        _ => return None,
+    };
+    let vtab = shadow.get(&table.to_ascii_lowercase())?;
+    Some(format!(
+        "table {table} is where the virtual table {vtab} keeps its index: it can be read,          but only {vtab} itself can change it"
+    ))
+}
+
 /// Refusals that SQLite's authorizer cannot see. A ROLLBACK conflict resolution
 /// (`INSERT OR ROLLBACK`, `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK, ...)`) ends the whole
 /// transaction that applies a batch of entries, not just the request's savepoint.
@@ -310,4 +430,63 @@ pub(crate) fn static_refusal(sql: &str) -> Option<String> {
          use ABORT or FAIL; a failing request is rolled back anyway"
             .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shadow_tables;
+
+    fn shadows(vtabs: &[(&str, &str)]) -> Vec<String> {
+        let owned: Vec<(String, String)> = vtabs
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        let mut names: Vec<String> = shadow_tables(&owned).into_keys().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn shadow_tables_follow_the_module_and_its_content_option() {
+        assert_eq!(
+            shadows(&[(
+                "Docs",
+                "CREATE VIRTUAL TABLE \"Docs\" USING FTS5(title, content)"
+            )]),
+            [
+                "docs_config",
+                "docs_content",
+                "docs_data",
+                "docs_docsize",
+                "docs_idx"
+            ]
+        );
+        // External content, and contentless: no _content table of its own.
+        assert_eq!(
+            shadows(&[(
+                "n",
+                "CREATE VIRTUAL TABLE n USING fts5(body, content = 'n_content')"
+            )]),
+            ["n_config", "n_data", "n_docsize", "n_idx"]
+        );
+        assert_eq!(
+            shadows(&[("n", "CREATE VIRTUAL TABLE n USING fts4(body, content=\"\")")]),
+            ["n_docsize", "n_segdir", "n_segments", "n_stat"]
+        );
+        assert_eq!(
+            shadows(&[("rt", "CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1)")]),
+            ["rt_node", "rt_parent", "rt_rowid"]
+        );
+        // A name with USING in quotes, and a module without shadow tables.
+        assert_eq!(
+            shadows(&[
+                (
+                    "a using b",
+                    "CREATE VIRTUAL TABLE \"a using b\" USING rtree(id, x0, x1)"
+                ),
+                ("v", "CREATE VIRTUAL TABLE v USING fts5vocab(docs, 'row')"),
+            ]),
+            ["a using b_node", "a using b_parent", "a using b_rowid"]
+        );
+    }
 }

@@ -448,7 +448,7 @@ impl ReadConnection {
         let judging = Arc::new(Judging::default());
         let judge = Arc::clone(&judging);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            if !judge.preparing.load(Ordering::Relaxed) {
+            if !judge.preparing.load(Ordering::Relaxed) || r_tree_own_statement(&ctx) {
                 return Authorization::Allow;
             }
             match read_refusal(&ctx.action) {
@@ -620,6 +620,27 @@ fn read_refusal(action: &AuthAction<'_>) -> Option<SqliteError> {
         ),
         _ => Some(SqliteError::WriteInRead("a read may only read".into())),
     }
+}
+
+/// The R-tree module prepares its statements, writes to its shadow tables among them,
+/// when a statement first uses an R-tree on a connection, that is while the client's
+/// statement is being prepared (FTS5 prepares its own later, while it runs). They are
+/// the module's, not the client's: the client's statement must still be read-only by
+/// SQLite's own account, and the connection is opened read-only.
+fn r_tree_own_statement(ctx: &AuthContext<'_>) -> bool {
+    use AuthAction::*;
+    let table = match ctx.action {
+        Insert { table_name } | Update { table_name, .. } | Delete { table_name } => table_name,
+        _ => return false,
+    };
+    let in_main = ctx
+        .database_name
+        .is_some_and(|db| db.eq_ignore_ascii_case("main"));
+    let lower = table.to_ascii_lowercase();
+    in_main
+        && ["_node", "_parent", "_rowid"]
+            .iter()
+            .any(|s| lower.ends_with(s))
 }
 
 /// Pragmas that describe one schema object, named by their argument.

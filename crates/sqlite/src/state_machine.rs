@@ -315,6 +315,8 @@ impl StateMachine {
 
     /// Starts applying a batch of committed entries.
     pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
+        // The last batch may have been rolled back: what was known of its schema goes.
+        self.guard.forget_shadow();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

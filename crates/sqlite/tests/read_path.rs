@@ -235,6 +235,43 @@ async fn full_text_tables_can_be_read() {
     }
 }
 
+/// R-tree tables can be read (the module prepares its own statements, writes among
+/// them, while the client's statement is prepared: they were taken for the client's
+/// and the read refused); the client still cannot write through a read.
+#[tokio::test]
+async fn r_tree_tables_can_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(
+        &mut sm,
+        &[
+            "CREATE VIRTUAL TABLE boxes USING rtree (id, x0, x1, y0, y1)",
+            "INSERT INTO boxes VALUES (1, 0, 10, 0, 10), (2, 20, 30, 20, 30)",
+        ],
+    );
+    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
+        .await
+        .expect("pool");
+    for (sql, count) in [
+        ("SELECT id FROM boxes WHERE x0 >= 5", 1),
+        ("SELECT * FROM boxes", 2),
+        ("SELECT count(*) FROM boxes_node", 1),
+    ] {
+        let rows = pool
+            .query(&Statement::new(sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(rows.values.len(), count, "{sql}");
+    }
+    for sql in [
+        "DELETE FROM boxes_node",
+        "INSERT INTO boxes VALUES (3, 0, 1, 0, 1)",
+    ] {
+        let err = pool.query(&Statement::new(sql)).await.expect_err(sql);
+        assert!(matches!(err, SqliteError::WriteInRead(_)), "{sql}: {err:?}");
+    }
+}
+
 /// A read builds no value larger than any a write may store, whatever its byte budget:
 /// sorting a few dozen 60 MB values held gigabytes.
 #[tokio::test]
