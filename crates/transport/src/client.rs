@@ -106,10 +106,11 @@ impl Default for TransportOptions {
     }
 }
 
-/// A peer's two lanes, each a queue and an RPC loop over the same connection: appends
-/// that carry entries on one, everything else (heartbeats, votes, responses) on the
-/// other, so that megabytes of entries in flight never hold a heartbeat back long
-/// enough for the followers to call an election. Raft tolerates the reordering.
+/// A peer's two lanes, each a queue and a stream over the same connection: appends
+/// that carry entries on one, everything else (heartbeats, votes, responses, read
+/// index) on the other, so that a heartbeat never waits behind queued megabytes of
+/// entries long enough for the followers to call an election. Raft tolerates the
+/// reordering.
 struct Peer {
     addr: String,
     entries: Lane,
@@ -406,10 +407,13 @@ impl Transport {
                 );
                 continue;
             }
-            let lane = if message.entries.is_empty() {
-                &peer.control
-            } else {
+            // Only appends that carry entries take the entries lane: a read-index
+            // request and its answer carry their context as an entry, but belong with
+            // the heartbeats that confirm them, not behind megabytes of appends.
+            let lane = if carries_log_entries(&message) {
                 &peer.entries
+            } else {
+                &peer.control
             };
             #[cfg(feature = "testing")]
             let Some(bytes) = self.inject_fault(
@@ -626,8 +630,11 @@ impl Transport {
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(Duration::from_millis(options.connect_timeout_ms))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // Raft batches go on streams that stay open: a peer that stopped answering
+            // (paused, cut off) is noticed by a ping not answered, within 5 s, and its
+            // streams end; with a call per batch that was each call's timeout.
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(3))
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -772,7 +779,10 @@ impl Link {
         if !self.streaming {
             let mut rpc = tonic::Request::new(batch);
             rpc.set_timeout(self.send_timeout);
-            return self.client.send(rpc).await.map(drop);
+            let sent = self.client.send(rpc).await.map(drop);
+            // The peer may come back upgraded: try a stream again after a failure.
+            self.streaming = sent.is_err();
+            return sent;
         }
         if self.stream.as_ref().is_some_and(|s| s.call.is_finished()) {
             // It ended since the last batch: say why, and open another for the next.
@@ -824,7 +834,33 @@ impl Link {
 
 /// An append with entries (read-index messages carry their context as an entry too, but
 /// no log).
-#[cfg(feature = "testing")]
 fn carries_log_entries(message: &Message) -> bool {
     message.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && !message.entries.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::{Entry, Message, MessageType};
+
+    /// Only appends with entries take the entries lane; a read-index request and its
+    /// answer carry an entry (their context) but go with the heartbeats.
+    #[test]
+    fn only_appends_with_entries_take_the_entries_lane() {
+        let with_entry = |kind: MessageType| Message {
+            msg_type: kind as i32,
+            entries: vec![Entry::default()],
+            ..Default::default()
+        };
+        assert!(super::carries_log_entries(&with_entry(
+            MessageType::MsgAppend
+        )));
+        for kind in [MessageType::MsgReadIndex, MessageType::MsgReadIndexResp] {
+            assert!(!super::carries_log_entries(&with_entry(kind)), "{kind:?}");
+        }
+        let empty_append = Message {
+            msg_type: MessageType::MsgAppend as i32,
+            ..Default::default()
+        };
+        assert!(!super::carries_log_entries(&empty_append));
+    }
 }

@@ -209,6 +209,10 @@ pub(crate) struct RaftLoop {
     metrics: crate::Metrics,
     /// The leader last published, to count changes.
     known_leader: u64,
+    /// Term and leader when the read rounds in flight were asked: a round asked of
+    /// another leader or in another term is not answered (raft-rs forgets pending
+    /// read-index requests when the term changes), so it is asked again at once.
+    read_epoch: (u64, u64),
     /// Peers whose replication lag is in the metrics (this node leads).
     lag_peers: HashSet<u64>,
     #[cfg(feature = "testing")]
@@ -238,6 +242,7 @@ impl RaftLoop {
             snapshots: parts.snapshots,
             metrics: parts.metrics,
             known_leader: raft::INVALID_ID,
+            read_epoch: (0, raft::INVALID_ID),
             lag_peers: HashSet::new(),
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
@@ -482,8 +487,17 @@ impl RaftLoop {
     }
 
     /// Asks raft for one read index for every read registered since the last round,
-    /// unless a round is still in flight; whether it asked.
+    /// unless a round is still in flight; whether it asked. A leader that has not
+    /// committed an entry of its term yet waits: raft-rs would drop the request.
     fn ask_reads(&mut self) -> bool {
+        let epoch = (self.raw.raft.term, self.raw.raft.leader_id);
+        if epoch != self.read_epoch {
+            self.waiters.abandon_rounds();
+            self.read_epoch = epoch;
+        }
+        if self.is_leader() && !self.raw.raft.commit_to_current_term() {
+            return false;
+        }
         match self.waiters.take_round(Instant::now()) {
             Some(ctx) => {
                 self.raw.read_index(ctx);

@@ -179,6 +179,18 @@ impl Waiters {
         self.unasked.retain(|r| self.reads.contains_key(r));
     }
 
+    /// Abandons every round in flight: their reads join the next round, asked under a
+    /// new context (an answer to an abandoned round is ignored).
+    pub fn abandon_rounds(&mut self) {
+        for (_, round) in self.rounds.drain() {
+            let waiting = round
+                .reads
+                .into_iter()
+                .filter(|r| self.reads.contains_key(r));
+            self.unasked.extend(waiting);
+        }
+    }
+
     /// Raft answered the round with context `ctx`: everything up to `index` is
     /// committed, and every read of the round may be served there. Contexts of other
     /// processes or other nodes, and of abandoned rounds, are ignored.
@@ -549,6 +561,28 @@ mod tests {
         w.read_ready(&again, 10);
         assert!(matches!(stuck.try_recv(), Ok(Ok(10))));
         assert!(matches!(behind.try_recv(), Ok(Ok(10))));
+        assert_eq!(w.reads_waiting(), 0);
+    }
+
+    /// A new term or leader abandons the rounds in flight at once (raft-rs forgot them):
+    /// their reads are asked again under a new context, not after a timeout.
+    #[test]
+    fn abandoned_rounds_are_asked_again_at_once_under_a_new_context() {
+        let mut w = Waiters::new(crate::Metrics::new());
+        let now = Instant::now();
+        let mut rx = read(&mut w, now + Duration::from_secs(5));
+        let first = w.take_round(now).expect("a round");
+        assert!(w.take_round(now).is_none());
+        w.abandon_rounds();
+        let again = w.take_round(now).expect("asked again at once");
+        assert_ne!(again, first);
+        w.read_ready(&first, 3);
+        assert!(
+            rx.try_recv().is_err(),
+            "an abandoned round's answer is ignored"
+        );
+        w.read_ready(&again, 4);
+        assert!(matches!(rx.try_recv(), Ok(Ok(4))));
         assert_eq!(w.reads_waiting(), 0);
     }
 
