@@ -245,7 +245,12 @@ impl ApplyTxn<'_> {
             }
             return Err(SqliteError::Apply(e));
         }
-        let message = match (self.guard.take_refusal(), e) {
+        // The guard's reason only for its own refusal: a refusal it gave a module's
+        // statement (answered by the module some other way) is not this error's cause.
+        let refusal = self.guard.take_refusal();
+        let denied = e.sqlite_error_code() == Some(ErrorCode::AuthorizationForStatementDenied)
+            || e.to_string().starts_with("not authorized");
+        let message = match (refusal.filter(|_| denied), e) {
             (Some(reason), _) => reason,
             (None, rusqlite::Error::MultipleStatement) => {
                 "one statement per item: split the SQL into several statements".into()
@@ -336,7 +341,13 @@ impl ApplyTxn<'_> {
     }
 
     /// Tells the guard which tables are virtual tables' shadow tables, unless it knows
-    /// them for this schema version already.
+    /// them for this schema version already. Listing the tables also connects every
+    /// virtual table, here, under sqlraft's own statements: after a rollback SQLite
+    /// resets the schema and the modules reconnect at their next use, preparing their
+    /// own statements (writes to their shadow tables, `PRAGMA page_size`); were that
+    /// the client's statement, the guard would judge them, refuse them, and a node
+    /// that reconnected at start would not (found by a review: R-tree tables stopped
+    /// working, and FTS4 chose another page size, on running nodes only).
     fn know_shadow_tables(&self) -> rusqlite::Result<()> {
         let version: i64 = self
             .tx
@@ -344,15 +355,19 @@ impl ApplyTxn<'_> {
         if self.guard.shadow_version() == Some(version) {
             return Ok(());
         }
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT name, sql FROM sqlite_schema \
-             WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
-        )?;
-        let vtabs = stmt
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT name, type FROM pragma_table_list WHERE schema = 'main'")?;
+        let shadow = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .filter_map(|row| match row {
+                Ok((name, kind)) if kind == "shadow" => Some(Ok(name)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
             .collect::<rusqlite::Result<Vec<_>>>()?;
         self.guard
-            .set_shadow(version, crate::guard::shadow_tables(&vtabs));
+            .set_shadow(version, crate::guard::shadow_tables(&shadow));
         Ok(())
     }
 
