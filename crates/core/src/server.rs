@@ -1,6 +1,7 @@
 //! The HTTP server under the API: hyper's HTTP/1 with limits that `axum::serve` does not
 //! set. A client must send a request's headers within `header_read_timeout` (a
-//! slow-loris connection, or one left idle between requests, is closed then), at most
+//! slow-loris connection, or one left idle between requests, is closed then) and may
+//! not pause its body for longer than `body_idle_timeout`, at most
 //! `max_connections` are open at once (more are closed as soon as they are accepted, so
 //! a flood of connections cannot use up the file descriptors that the raft transport,
 //! the log and SQLite need), and Nagle's algorithm is off on every connection.
@@ -25,6 +26,9 @@ pub struct HttpLimits {
     /// starts waiting for them: on a new connection, and on a kept-alive one after
     /// each answer. Past it the connection is closed.
     pub header_read_timeout: Duration,
+    /// Longest pause while a request's body is read: a body that stops arriving for
+    /// this long fails the request, and its connection is closed.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -32,6 +36,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -94,7 +99,10 @@ pub async fn serve(
             continue;
         };
         nagle_off(&stream);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(tower_http::timeout::RequestBodyTimeout::new(
+            router.clone(),
+            limits.body_idle_timeout,
+        ));
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -166,7 +174,33 @@ mod tests {
         HttpLimits {
             max_connections,
             header_read_timeout: Duration::from_millis(300),
+            body_idle_timeout: Duration::from_millis(300),
         }
+    }
+
+    /// A client that sends its headers and then stalls its body is cut off too.
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_ends_the_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
+        );
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits(16), async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            .await
+            .unwrap();
+        let got = closed_by_server(&mut stream)
+            .await
+            .expect("the server ended it");
+        let got = String::from_utf8_lossy(&got).into_owned();
+        assert!(!got.contains("200 OK"), "{got}");
     }
 
     /// A client that sends part of its headers and then nothing (slow loris) is cut off.
