@@ -220,7 +220,12 @@ impl ApplyTxn<'_> {
         let exhausted = self.guard.wrote_last_rowid() && !self.tx.is_autocommit();
         let e = match outcome {
             Ok(_) if exhausted => return Ok(Err(last_rowid_refusal("a table"))),
-            Ok(result) => return Ok(Ok(result)),
+            Ok(result) => {
+                self.guard
+                    .own(|| self.settle_schema())
+                    .map_err(SqliteError::Apply)?;
+                return Ok(Ok(result));
+            }
             Err(e) if exhausted && e.sqlite_error_code() == Some(ErrorCode::DiskFull) => {
                 return Ok(Err(last_rowid_refusal("a table")));
             }
@@ -340,20 +345,61 @@ impl ApplyTxn<'_> {
         self.tx.execute_batch(sql).map_err(SqliteError::Apply)
     }
 
-    /// Tells the guard which tables are virtual tables' shadow tables, unless it knows
-    /// them for this schema version already. Listing the tables also connects every
-    /// virtual table, here, under sqlraft's own statements: after a rollback SQLite
-    /// resets the schema and the modules reconnect at their next use, preparing their
-    /// own statements (writes to their shadow tables, `PRAGMA page_size`); were that
-    /// the client's statement, the guard would judge them, refuse them, and a node
-    /// that reconnected at start would not (found by a review: R-tree tables stopped
-    /// working, and FTS4 chose another page size, on running nodes only).
+    /// After a client statement that changed the schema, resets SQLite's in-memory
+    /// schema as a restart would: the virtual tables disconnect, and which tables are
+    /// shadow tables is worked out again from the schema as it now is. Otherwise a
+    /// running node keeps what it connected and flagged under an older schema (a
+    /// full-text table whose content table was dropped, a shadow flag left on a table
+    /// after its virtual table was dropped) and a restarted node does not: found by a
+    /// review. An empty savepoint rolled back does it: SQLite resets the schema on a
+    /// rollback in a transaction that changed it.
+    fn settle_schema(&self) -> rusqlite::Result<()> {
+        let version: i64 = self
+            .tx
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        if self.guard.shadow_version() == Some(version) {
+            return Ok(());
+        }
+        self.tx.execute_batch(
+            "SAVEPOINT sqlraft_schema; ROLLBACK TO sqlraft_schema; RELEASE sqlraft_schema",
+        )?;
+        self.guard.forget_shadow();
+        Ok(())
+    }
+
+    /// Connects every virtual table and tells the guard which tables are their shadow
+    /// tables, unless it knows them for this schema version already. Both under
+    /// sqlraft's own statements: a module connecting while the client's statement is
+    /// prepared would have its own statements (writes to its shadow tables, `PRAGMA
+    /// page_size`) judged as the client's and refused, on a node whose schema was
+    /// reset (a rollback, a schema change) and not on one that connected it before.
+    /// Each virtual table is connected on its own, so that one that cannot connect
+    /// (its content table dropped) keeps no other from connecting; its failure is
+    /// the same on every node.
     fn know_shadow_tables(&self) -> rusqlite::Result<()> {
         let version: i64 = self
             .tx
             .query_row("PRAGMA schema_version", [], |r| r.get(0))?;
         if self.guard.shadow_version() == Some(version) {
             return Ok(());
+        }
+        let vtabs = {
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT name FROM sqlite_schema \
+                 WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
+            )?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for vtab in vtabs {
+            let sql = format!(
+                "SELECT * FROM main.\"{}\" LIMIT 0",
+                vtab.replace('"', "\"\"")
+            );
+            match self.tx.prepare(&sql) {
+                Err(e) if is_environmental(&e) => return Err(e),
+                _ => {}
+            }
         }
         let mut stmt = self
             .tx
