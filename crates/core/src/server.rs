@@ -29,6 +29,11 @@ pub struct HttpLimits {
     /// Longest pause while a request's body is read: a body that stops arriving for
     /// this long fails the request, and its connection is closed.
     pub body_idle_timeout: Duration,
+    /// Slowest a request's body may arrive on average, in bytes per second, once
+    /// `body_idle_timeout` has passed since the first byte was asked for: a body
+    /// trickled a byte at a time, each just within the idle timeout, would hold its
+    /// connection for ever.
+    pub min_body_bytes_per_sec: u64,
 }
 
 impl Default for HttpLimits {
@@ -37,6 +42,7 @@ impl Default for HttpLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
+            min_body_bytes_per_sec: 1024,
         }
     }
 }
@@ -71,6 +77,12 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (grace, rate) = (limits.body_idle_timeout, limits.min_body_bytes_per_sec);
+    let router = router.layer(axum::middleware::map_request(
+        move |request: axum::extract::Request| async move {
+            request.map(|body| axum::body::Body::new(MinRate::new(body, grace, rate)))
+        },
+    ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -114,6 +126,69 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A request body that fails once it arrives slower than `rate` bytes per second on
+/// average, counted after `grace` from its first poll.
+struct MinRate<B> {
+    inner: B,
+    started: Option<std::time::Instant>,
+    received: u64,
+    grace: Duration,
+    rate: u64,
+}
+
+impl<B> MinRate<B> {
+    fn new(inner: B, grace: Duration, rate: u64) -> Self {
+        MinRate {
+            inner,
+            started: None,
+            received: 0,
+            grace,
+            rate,
+        }
+    }
+}
+
+impl<B> http_body::Body for MinRate<B>
+where
+    B: http_body::Body<Data = axum::body::Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let std::task::Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled.map(|f| f.map(|r| r.map_err(Into::into)));
+        };
+        if let Some(data) = frame.data_ref() {
+            self.received += data.len() as u64;
+        }
+        let late = started.elapsed().saturating_sub(self.grace);
+        let due = (late.as_secs_f64() * self.rate as f64) as u64;
+        if !late.is_zero() && self.received < due {
+            return std::task::Poll::Ready(Some(Err(format!(
+                "the request body arrives slower than {} bytes per second",
+                self.rate
+            )
+            .into())));
+        }
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Nagle's algorithm off: with it on, an answer written in more than one piece
@@ -175,7 +250,55 @@ mod tests {
             max_connections,
             header_read_timeout: Duration::from_millis(300),
             body_idle_timeout: Duration::from_millis(300),
+            min_body_bytes_per_sec: 1024,
         }
+    }
+
+    /// A body trickled a byte at a time, each within the idle timeout, fails once it
+    /// falls behind the minimum rate.
+    #[tokio::test]
+    async fn a_trickled_body_ends_the_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
+        );
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits(16), async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .unwrap();
+        // A byte every 100 ms: well within the 300 ms idle timeout, far below 1 KiB/s.
+        let mut answer = Vec::new();
+        let mut cut = false;
+        for _ in 0..100 {
+            if stream.write_all(b"a").await.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => cut = true,
+                Ok(Ok(n)) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    cut = true;
+                }
+                Err(_) => {}
+            }
+            if cut {
+                break;
+            }
+        }
+        // Cut off while it still trickled (10 s of it), not after it stopped.
+        assert!(cut, "the trickle was never cut off");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(!answer.contains("200 OK"), "{answer}");
     }
 
     /// A client that sends its headers and then stalls its body is cut off too.
