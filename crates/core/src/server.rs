@@ -209,7 +209,11 @@ mod tests {
     async fn start(limits: HttpLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|| async { "ok" })
+                .post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, router, limits, async {
             let _ = stopped.await;
@@ -258,16 +262,7 @@ mod tests {
     /// falls behind the minimum rate.
     #[tokio::test]
     async fn a_trickled_body_ends_the_request() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = Router::new().route(
-            "/",
-            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
-        );
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits(16), async {
-            let _ = stopped.await;
-        }));
+        let (addr, _stop) = start(limits(16)).await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
@@ -304,16 +299,7 @@ mod tests {
     /// A client that sends its headers and then stalls its body is cut off too.
     #[tokio::test]
     async fn a_body_that_stops_arriving_ends_the_request() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = Router::new().route(
-            "/",
-            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
-        );
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits(16), async {
-            let _ = stopped.await;
-        }));
+        let (addr, _stop) = start(limits(16)).await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
