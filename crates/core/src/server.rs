@@ -239,14 +239,22 @@ mod tests {
         Some(got)
     }
 
-    async fn get(addr: std::net::SocketAddr) -> String {
+    /// Sends `request` on a new connection; what came back before the server closed
+    /// it (`None`: not closed within 10 s).
+    async fn send(addr: std::net::SocketAddr, request: &[u8]) -> Option<String> {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let got = closed_by_server(&mut stream).await.expect("an answer");
-        String::from_utf8_lossy(&got).into_owned()
+        stream.write_all(request).await.unwrap();
+        let got = closed_by_server(&mut stream).await?;
+        Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    async fn get(addr: std::net::SocketAddr) -> String {
+        send(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("an answer")
     }
 
     fn limits(max_connections: usize) -> HttpLimits {
@@ -300,15 +308,12 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_stops_arriving_ends_the_request() {
         let (addr, _stop) = start(limits(16)).await;
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
-            .await
-            .unwrap();
-        let got = closed_by_server(&mut stream)
-            .await
-            .expect("the server ended it");
-        let got = String::from_utf8_lossy(&got).into_owned();
+        let got = send(
+            addr,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab",
+        )
+        .await
+        .expect("the server ended it");
         assert!(!got.contains("200 OK"), "{got}");
     }
 
@@ -316,27 +321,19 @@ mod tests {
     #[tokio::test]
     async fn headers_that_never_finish_close_the_connection() {
         let (addr, _stop) = start(limits(16)).await;
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        let got = send(addr, b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
-            .unwrap();
-        let got = closed_by_server(&mut stream).await;
-        let got = got.expect("the server closed the connection");
-        assert!(!String::from_utf8_lossy(&got).contains("ok"), "{got:?}");
+            .expect("the server closed the connection");
+        assert!(!got.contains("ok"), "{got:?}");
     }
 
     /// A kept-alive connection left idle after an answer is closed too.
     #[tokio::test]
     async fn an_idle_kept_alive_connection_is_closed() {
         let (addr, _stop) = start(limits(16)).await;
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let got = send(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
-            .unwrap();
-        let got = closed_by_server(&mut stream).await;
-        let got = String::from_utf8_lossy(&got.expect("closed after the idle time")).into_owned();
+            .expect("closed after the idle time");
         assert!(
             got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
             "{got}"
