@@ -30,9 +30,50 @@ pub enum Command {
     /// Check an inventory or print its install plan.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Make the certificates of mutual TLS between core services.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Measure a cluster: named workloads at given client counts, a table of ops/s and
     /// latency percentiles, JSON and CSV results and SVG plots.
     Bench(BenchArgs),
+}
+
+/// `sqlraft-core certs`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a cluster CA: `ca.crt` and `ca.key` (mode 0600) in --dir.
+    Init {
+        /// Where the CA is written; an existing CA there is never overwritten.
+        #[arg(long = "dir", value_name = "DIR", default_value = "/opt/sqlraft/tls")]
+        dir: PathBuf,
+        /// How long the CA is valid, in days.
+        #[arg(long = "days", value_name = "DAYS", default_value_t = crate::certs::CA_DAYS)]
+        days: u32,
+    },
+    /// Issue a service's certificate: `<id>.crt`, `<id>.key` (mode 0600) and a copy of
+    /// `ca.crt` in --out. Issuing again for the same id renews it.
+    Issue {
+        /// The service id the certificate names.
+        #[arg(long = "id", value_name = "SERVICE-ID")]
+        id: String,
+        /// The host other services reach it at (the host of its `--raft.node.addr`):
+        /// an FQDN or an IP address.
+        #[arg(long = "fqdn", value_name = "FQDN")]
+        fqdn: String,
+        /// Where the CA is (`certs init --dir`).
+        #[arg(
+            long = "ca-dir",
+            value_name = "DIR",
+            default_value = "/opt/sqlraft/tls"
+        )]
+        ca_dir: PathBuf,
+        /// Where the files are written [default: --ca-dir].
+        #[arg(long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// How long the certificate is valid, in days.
+        #[arg(long = "days", value_name = "DAYS", default_value_t = crate::certs::SERVICE_DAYS)]
+        days: u32,
+    },
 }
 
 /// `sqlraft-core bench`.
@@ -139,6 +180,20 @@ pub struct RunArgs {
     /// Largest backup `POST /api/v1/system/restore` takes, in bytes.
     #[arg(long = "restore.max-bytes", value_name = "BYTES", default_value_t = DEFAULT_RESTORE_MAX_BYTES)]
     pub restore_max_bytes: u64,
+    /// The cluster CA's certificate (PEM), for mutual TLS with the other core services.
+    #[arg(long = "raft.tls.ca", value_name = "FILE")]
+    pub raft_tls_ca: Option<PathBuf>,
+    /// This service's certificate (PEM), issued by the cluster CA
+    /// (`sqlraft-core certs issue`).
+    #[arg(long = "raft.tls.cert", value_name = "FILE")]
+    pub raft_tls_cert: Option<PathBuf>,
+    /// This service's private key (PEM).
+    #[arg(long = "raft.tls.key", value_name = "FILE")]
+    pub raft_tls_key: Option<PathBuf>,
+    /// Run the raft transport in plaintext, without TLS: anyone who can reach the raft
+    /// port can then join, vote and replicate. For tests and isolated networks only.
+    #[arg(long = "raft.insecure")]
+    pub raft_insecure: bool,
     /// Install the service instead of running it: a systemd unit, enabled and started, or
     /// where systemd is not running a supervised background process (docs/OPERATIONS.md).
     #[arg(long = "install")]
@@ -208,6 +263,8 @@ pub struct RunConfig {
     pub snapshot: sqlraft::SnapshotOptions,
     /// Largest backup a restore takes.
     pub restore_max_bytes: u64,
+    /// Mutual TLS between services (absolute paths); `None` with `--raft.insecure`.
+    pub raft_tls: Option<sqlraft::TlsFiles>,
 }
 
 /// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
@@ -277,6 +334,7 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
             "--restore.max-bytes must be at least 1".into(),
         ));
     }
+    let raft_tls = raft_tls(args)?;
     Ok(RunConfig {
         id,
         root: args.root.clone(),
@@ -291,7 +349,51 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
             trailing_entries: args.snapshot_trailing,
         },
         restore_max_bytes: args.restore_max_bytes,
+        raft_tls,
     })
+}
+
+/// The `--raft.tls.*` files, all three or none; none only with `--raft.insecure`.
+fn raft_tls(args: &RunArgs) -> Result<Option<sqlraft::TlsFiles>, CoreError> {
+    let given = [
+        ("--raft.tls.ca", &args.raft_tls_ca),
+        ("--raft.tls.cert", &args.raft_tls_cert),
+        ("--raft.tls.key", &args.raft_tls_key),
+    ];
+    let missing: Vec<&str> = given
+        .iter()
+        .filter(|(_, path)| path.is_none())
+        .map(|(flag, _)| *flag)
+        .collect();
+    match (missing.len(), args.raft_insecure) {
+        (0, true) => Err(CoreError::Usage(
+            "--raft.insecure and --raft.tls.* contradict each other: give one or the other".into(),
+        )),
+        (0, false) => {
+            let absolute = |path: &Option<PathBuf>| -> Result<PathBuf, CoreError> {
+                let path = path.clone().unwrap_or_default();
+                std::path::absolute(&path).map_err(|e| {
+                    CoreError::Usage(format!("{}: not a usable path: {e}", path.display()))
+                })
+            };
+            Ok(Some(sqlraft::TlsFiles {
+                ca: absolute(&args.raft_tls_ca)?,
+                cert: absolute(&args.raft_tls_cert)?,
+                key: absolute(&args.raft_tls_key)?,
+            }))
+        }
+        (3, true) => Ok(None),
+        (3, false) => Err(CoreError::Usage(
+            "the raft transport needs TLS: give --raft.tls.ca, --raft.tls.cert and --raft.tls.key \
+             (`sqlraft-core certs init` and `certs issue` make them), or --raft.insecure to run \
+             it in plaintext"
+                .into(),
+        )),
+        _ => Err(CoreError::Usage(format!(
+            "--raft.tls.ca, --raft.tls.cert and --raft.tls.key go together: {} missing",
+            missing.join(", ")
+        ))),
+    }
 }
 
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
@@ -383,6 +485,18 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
         args.extend(["--raft.join".into(), join.clone()]);
     }
     args.extend(["--http".into(), config.http.to_string()]);
+    match &config.raft_tls {
+        Some(files) => {
+            for (flag, path) in [
+                ("--raft.tls.ca", &files.ca),
+                ("--raft.tls.cert", &files.cert),
+                ("--raft.tls.key", &files.key),
+            ] {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+        }
+        None => args.push("--raft.insecure".into()),
+    }
     if config.join_timeout_ms != DEFAULT_JOIN_TIMEOUT_MS {
         args.extend([
             "--raft.join.timeout-ms".into(),
@@ -422,8 +536,10 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn args(extra: &[&str]) -> Result<RunConfig, CoreError> {
+        let tls_given = extra.iter().any(|a| a.starts_with("--raft.tls"));
         let mut argv = vec![
             "sqlraft-core",
             "run",
@@ -432,7 +548,10 @@ mod tests {
             "--root",
             "/tmp/x",
         ];
-        argv.extend_from_slice(extra);
+        if !tls_given && !extra.contains(&"--no-insecure") {
+            argv.push("--raft.insecure");
+        }
+        argv.extend(extra.iter().filter(|a| **a != "--no-insecure"));
         let Command::Run(run) = Cli::try_parse_from(argv).expect("parse").command else {
             panic!("not run");
         };
@@ -472,5 +591,39 @@ mod tests {
             "{}",
             default.advertise
         );
+    }
+
+    #[test]
+    fn the_raft_transport_is_tls_unless_insecure_is_asked_for() {
+        let message = |extra: &[&str]| match args(extra) {
+            Err(CoreError::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        };
+        assert!(message(&["--no-insecure"]).contains("needs TLS"));
+        assert!(
+            message(&["--raft.tls.ca", "ca.crt"])
+                .contains("--raft.tls.cert, --raft.tls.key missing")
+        );
+        let all = [
+            "--raft.tls.ca",
+            "ca.crt",
+            "--raft.tls.cert",
+            "a.crt",
+            "--raft.tls.key",
+            "a.key",
+        ];
+        let with_insecure: Vec<&str> = all.iter().copied().chain(["--raft.insecure"]).collect();
+        assert!(message(&with_insecure).contains("contradict"));
+        let tls = args(&all).expect("valid").raft_tls.expect("TLS");
+        assert!(tls.ca.is_absolute() && tls.cert.ends_with("a.crt") && tls.key.ends_with("a.key"));
+        let insecure = args(&[]).expect("valid");
+        assert!(insecure.raft_tls.is_none());
+        assert!(service_args(&insecure).contains(&"--raft.insecure".to_string()));
+        let installed = service_args(&args(&all).expect("valid"));
+        let at = installed
+            .iter()
+            .position(|a| a == "--raft.tls.key")
+            .expect("key flag");
+        assert!(Path::new(&installed[at + 1]).is_absolute(), "{installed:?}");
     }
 }

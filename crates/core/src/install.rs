@@ -555,12 +555,13 @@ mod tests {
             join_timeout_ms: DEFAULT_JOIN_TIMEOUT_MS,
             snapshot: sqlraft::SnapshotOptions::default(),
             restore_max_bytes: crate::cli::DEFAULT_RESTORE_MAX_BYTES,
+            raft_tls: None,
         };
         assert_eq!(
             service_args(&config).join(" "),
             "run --id 00000000-0000-0000-0000-000000000000 --root /opt/sqlraft \
              --raft.node.listen 0.0.0.0:7209 --raft.node.addr core-1.example.com:7209 \
-             --raft.join core-2.example.com:7209 --http 0.0.0.0:7220"
+             --raft.join core-2.example.com:7209 --http 0.0.0.0:7220 --raft.insecure"
         );
         let slow = RunConfig {
             join_timeout_ms: 5,
@@ -570,7 +571,7 @@ mod tests {
         assert!(
             service_args(&slow)
                 .join(" ")
-                .ends_with("--http 0.0.0.0:7220 --raft.join.timeout-ms 5")
+                .ends_with("--http 0.0.0.0:7220 --raft.insecure --raft.join.timeout-ms 5")
         );
         let snapshots = RunConfig {
             snapshot: sqlraft::SnapshotOptions {

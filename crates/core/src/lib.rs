@@ -12,6 +12,7 @@
 //!
 //! The binary's commands:
 //! - [`cli`]: the flags of `run`, `demo` and `inventory` and their validation;
+//! - [`certs`]: the cluster CA and the services' certificates (`certs init|issue`);
 //! - [`run`]: one service with its directory `<root>/core/<id>/` and its rotated log;
 //! - [`demo`]: a local cluster of child processes;
 //! - [`mod@bench`]: named workloads against a local cluster or given nodes, with a table,
@@ -42,6 +43,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod client;
 mod cluster_api;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "sqlraft-core: error: missing subcommand: run, demo, inventory or bench (see --help)"
+                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs or bench (see --help)"
             );
             return ExitCode::from(2);
         }
@@ -62,6 +62,7 @@ fn execute(command: Command) -> Result<(), CoreError> {
         }
         Command::Demo(args) => runtime()?.block_on(sqlraft_core::demo::demo(args)),
         Command::Bench(args) => runtime()?.block_on(sqlraft_core::bench::bench(args)),
+        Command::Certs(command) => sqlraft_core::certs::command(command),
         Command::Inventory(InventoryCommand::Check { file }) => {
             sqlraft_core::inventory::check(&file)
         }

@@ -72,6 +72,52 @@ pub(crate) fn watch_signal(kind: SignalKind, name: &str) -> Result<Signal, CoreE
     signal(kind).map_err(|e| CoreError::Io(format!("cannot watch {name}: {e}")))
 }
 
+/// How often the TLS files are checked for a change.
+const TLS_WATCH: Duration = Duration::from_secs(5);
+
+/// The peer TLS material, checked against this service: its certificate must name this
+/// service id and the host its peers reach it at. Watched for changes from now on.
+/// `None` with `--raft.insecure`, said loudly.
+fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
+    let Some(files) = &config.raft_tls else {
+        let warning = format!(
+            "--raft.insecure: the raft transport on {} runs WITHOUT TLS; anyone who can reach \
+             it can join, vote, replicate and write. Use it only on a network you trust \
+             completely.",
+            config.listen
+        );
+        tracing::warn!("{warning}");
+        eprintln!("sqlraft-core: WARNING: {warning}");
+        return Ok(None);
+    };
+    let tls = sqlraft::PeerTls::load(files.clone())
+        .map_err(|e| CoreError::Usage(format!("--raft.tls: {e}")))?;
+    if tls.service_id() != config.id {
+        return Err(CoreError::Usage(format!(
+            "--raft.tls.cert {} is service {}'s certificate, not this service's ({}): issue one \
+             with `sqlraft-core certs issue --id {}`",
+            files.cert.display(),
+            tls.service_id(),
+            config.id,
+            config.id
+        )));
+    }
+    let (host, _) =
+        crate::cli::split_host_port(&config.advertise).unwrap_or((config.advertise.as_str(), 0));
+    if !tls.names_host(host) {
+        return Err(CoreError::Usage(format!(
+            "--raft.tls.cert {} is not valid for {host}, where the other services reach this \
+             one (--raft.node.addr {}): issue it with --fqdn {host}",
+            files.cert.display(),
+            config.advertise
+        )));
+    }
+    tls.watch(TLS_WATCH);
+    tracing::info!(cert = %files.cert.display(), not_after_unix = tls.not_after_unix(),
+        "mutual TLS with the other services");
+    Ok(Some(tls))
+}
+
 /// Runs the service until a signal (Ok) or a fatal error (Err).
 pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
@@ -79,6 +125,8 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     init_logging(&config)?;
     let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
+    let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
+    let peer_tls = peer_tls(&config)?;
 
     let http = TcpListener::bind(config.http)
         .await
@@ -97,6 +145,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     node_config.limits.join_timeout_ms = config.join_timeout_ms;
     node_config.limits.max_restore_bytes = config.restore_max_bytes;
     node_config.snapshot = config.snapshot.clone();
+    node_config.transport.tls = peer_tls.clone();
     tracing::info!(service_id = %config.id, dir = %dir.display(), raft_addr = %config.advertise,
         http = %config.http, join = ?config.join, "starting core service");
 
@@ -123,6 +172,11 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
         tokio::select! {
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sighup.recv() => {
+                if let Some(tls) = &peer_tls {
+                    tls.reload_and_log("SIGHUP");
+                }
+            }
             served = &mut server => {
                 server_done = true;
                 break Stop::Failed(match served {

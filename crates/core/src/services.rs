@@ -68,8 +68,10 @@ pub fn check_new_service(fqdn: &str, raft_addr: &str) -> Result<(), String> {
 /// The command to run on the new service's host: `sqlraft-core run ... --install`,
 /// joining the cluster at `join` (a current member's raft address). The flags are the
 /// ones of the install plan (`sqlraft-core inventory plan`), with the HTTP address
-/// spelled out.
-pub fn install_command(id: &str, raft_addr: &str, join: &str) -> String {
+/// spelled out. With `tls` (the cluster runs mutual TLS) it names the service's
+/// certificate files where `sqlraft-core certs issue --out /opt/sqlraft/tls` writes
+/// them; without, it says `--raft.insecure` as the cluster does.
+pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool) -> String {
     let port = raft_addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -80,9 +82,23 @@ pub fn install_command(id: &str, raft_addr: &str, join: &str) -> String {
         cmd.push_str(&format!(" --raft.node.listen 0.0.0.0:{port}"));
     }
     cmd.push_str(&format!(
-        " --raft.join {join} --http 0.0.0.0:{DEFAULT_HTTP_PORT} --install"
+        " --raft.join {join} --http 0.0.0.0:{DEFAULT_HTTP_PORT}"
     ));
+    if tls {
+        let dir = format!("{INSTALL_ROOT}/tls");
+        cmd.push_str(&format!(
+            " --raft.tls.ca {dir}/ca.crt --raft.tls.cert {dir}/{id}.crt --raft.tls.key {dir}/{id}.key"
+        ));
+    } else {
+        cmd.push_str(" --raft.insecure");
+    }
+    cmd.push_str(" --install");
     cmd
+}
+
+/// True when this node's raft transport runs mutual TLS.
+pub(crate) fn runs_tls(node: &Node) -> bool {
+    node.config().transport.tls.is_some()
 }
 
 /// The member address a new service is told to join: this node's own.
@@ -105,7 +121,12 @@ pub(crate) async fn create(
 ) -> Result<Created, ServiceError> {
     check_new_service(fqdn, raft_addr).map_err(ServiceError::Invalid)?;
     let service = node.create_service(fqdn, raft_addr).await?;
-    let install_command = install_command(&service.id, &service.raft_addr, &join_address(node));
+    let install_command = install_command(
+        &service.id,
+        &service.raft_addr,
+        &join_address(node),
+        runs_tls(node),
+    );
     tracing::info!(id = %service.id, fqdn, raft_addr, "core service created");
     Ok(Created {
         service,
@@ -153,6 +174,8 @@ pub(crate) struct Overview {
     pub(crate) log_first_index: u64,
     pub(crate) log_bytes: u64,
     pub(crate) transfers: Vec<sqlraft::SnapshotTransfer>,
+    /// The raft transport runs mutual TLS (install commands name certificates).
+    pub(crate) raft_tls: bool,
 }
 
 /// Every registered service, oldest first, with live information.
@@ -198,6 +221,7 @@ pub(crate) async fn overview(node: &Node, probe_timeout: Duration) -> Result<Ove
         log_first_index: status.first_index,
         log_bytes: status.log_bytes,
         transfers: node.snapshot_transfers(),
+        raft_tls: runs_tls(node),
     })
 }
 
@@ -261,12 +285,22 @@ mod tests {
     #[test]
     fn the_install_command_has_the_contract_flags() {
         assert_eq!(
-            install_command("abc", "core-2.example.com:7209", "core-1.example.com:7209"),
-            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --install"
+            install_command(
+                "abc",
+                "core-2.example.com:7209",
+                "core-1.example.com:7209",
+                false
+            ),
+            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.insecure --install"
         );
         assert_eq!(
-            install_command("abc", "core-2.example.com:7300", "core-1.example.com:7209"),
-            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --install"
+            install_command(
+                "abc",
+                "core-2.example.com:7300",
+                "core-1.example.com:7209",
+                true
+            ),
+            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --install"
         );
     }
 

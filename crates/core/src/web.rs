@@ -323,7 +323,7 @@ fn render_install(o: &Overview, id: &str, join: &str) -> String {
         );
     };
     let s = &view.service;
-    let command = install_command(&s.id, &s.raft_addr, join);
+    let command = install_command(&s.id, &s.raft_addr, join, o.raft_tls);
     format!(
         "<section id=\"install\" class=\"install\">\n<h2>Install {name}</h2>\n\
          <p>Core service <strong>{name}</strong> was created with id <code>{id}</code>. Run this command on <strong>{fqdn}</strong> (as root; the binary must be on the PATH there). It joins the cluster as a learner:</p>\n\
@@ -635,6 +635,7 @@ mod tests {
             log_first_index: 1,
             log_bytes: 0,
             transfers: Vec::new(),
+            raft_tls: false,
         }
     }
 

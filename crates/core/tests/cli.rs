@@ -110,7 +110,10 @@ fn bad_flags_fail_with_one_line() {
         "own address",
     );
     // A new peer without --raft.join would found a second cluster.
-    assert_one_line_failure(&["run", "--id", OTHER_ID, "--root", root], "--raft.join");
+    assert_one_line_failure(
+        &["run", "--id", OTHER_ID, "--root", root, "--raft.insecure"],
+        "--raft.join",
+    );
     assert_one_line_failure(&["demo", "--nodes", "2"], "odd");
     let earlier = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(earlier.path().join("core").join(FIRST_SERVICE_ID))
@@ -127,6 +130,8 @@ struct Service {
     guard: ChildGuard,
     http: String,
     raft: String,
+    /// Started with `--raft.insecure`: its stderr starts with the warning.
+    insecure: bool,
 }
 
 fn spawn(id: &str, root: &Path, join: Option<&str>, extra: &[&str]) -> Service {
@@ -145,6 +150,11 @@ fn spawn(id: &str, root: &Path, join: Option<&str>, extra: &[&str]) -> Service {
             &http,
         ])
         .args(extra)
+        .args(if extra.iter().any(|a| a.starts_with("--raft.tls")) {
+            &[][..]
+        } else {
+            &["--raft.insecure"][..]
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -156,6 +166,7 @@ fn spawn(id: &str, root: &Path, join: Option<&str>, extra: &[&str]) -> Service {
         guard: ChildGuard(Some(child)),
         http,
         raft,
+        insecure: !extra.iter().any(|a| a.starts_with("--raft.tls")),
     }
 }
 
@@ -200,7 +211,8 @@ impl Service {
         text
     }
 
-    /// Waits for the exit and returns (success, stderr).
+    /// Waits for the exit and returns (success, stderr). A plaintext service's stderr
+    /// must start with the `--raft.insecure` warning, which is checked and left out.
     fn finish(mut self, timeout: Duration) -> (bool, String) {
         let status = {
             let deadline = Instant::now() + timeout;
@@ -212,7 +224,15 @@ impl Service {
                 std::thread::sleep(Duration::from_millis(50));
             }
         };
-        let stderr = self.stderr();
+        let mut stderr = self.stderr();
+        if self.insecure {
+            let (warning, rest) = stderr.split_once('\n').unwrap_or((&stderr, ""));
+            assert!(
+                warning.starts_with("sqlraft-core: WARNING: --raft.insecure: "),
+                "no loud warning of plaintext: {stderr}"
+            );
+            stderr = rest.to_string();
+        }
         self.guard.0 = None;
         (status.success(), stderr)
     }

@@ -51,6 +51,7 @@ fn dry_run_prints_the_unit_and_changes_nothing() {
             "core-1.example.test:7209",
             "--http",
             "127.0.0.1:7220",
+            "--raft.insecure",
             "--install",
             "--dry-run",
         ],
@@ -62,7 +63,7 @@ fn dry_run_prints_the_unit_and_changes_nothing() {
     let dir = root.join("core").join(FIRST_ID);
     let exec = format!(
         "ExecStart={BIN} run --id {FIRST_ID} --root {} --raft.node.listen 0.0.0.0:7209 \
-         --raft.node.addr core-1.example.test:7209 --http 127.0.0.1:7220",
+         --raft.node.addr core-1.example.test:7209 --http 127.0.0.1:7220 --raft.insecure",
         root.display()
     );
     for line in [
@@ -103,6 +104,7 @@ fn dry_run_with_a_user_names_it_in_the_unit() {
             "/opt/sqlraft",
             "--user",
             "root",
+            "--raft.insecure",
             "--install",
             "--dry-run",
         ],
@@ -174,6 +176,7 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
         &raft_addr,
         "--http",
         &http,
+        "--raft.insecure",
         "--install",
     ];
     let dir = root.join("core").join(FIRST_ID);

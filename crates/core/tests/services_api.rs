@@ -83,7 +83,7 @@ async fn services_are_validated_created_listed_and_removed() {
         created["install_command"],
         format!(
             "sqlraft-core run --id {id} --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 \
-             --raft.node.listen 0.0.0.0:7300 --raft.join {} --http 0.0.0.0:7220 --install",
+             --raft.node.listen 0.0.0.0:7300 --raft.join {} --http 0.0.0.0:7220 --raft.insecure --install",
             h.node.raft_addr()
         )
     );

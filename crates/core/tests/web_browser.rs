@@ -43,6 +43,7 @@ impl CoreProcess {
             .args(["--raft.node.addr", raft_addr])
             .args(["--raft.node.listen", &format!("{host}:{raft_port}")])
             .args(["--http", &http])
+            .arg("--raft.insecure")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));

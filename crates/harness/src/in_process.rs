@@ -36,6 +36,8 @@ pub struct Cluster {
     root: tempfile::TempDir,
     /// Applied to every node's configuration after `fast_config`.
     tweak: fn(&mut NodeConfig),
+    /// Nodes talk mutual TLS, with certificates from a CA in [`Cluster::tls_dir`].
+    tls: bool,
 }
 
 pub fn fast_config(service_id: &str, dir: PathBuf, listen: &str) -> NodeConfig {
@@ -62,11 +64,22 @@ impl Cluster {
 
     /// Like [`Cluster::new`], each node's configuration changed by `tweak`.
     pub async fn with_config(size: usize, tweak: fn(&mut NodeConfig)) -> Cluster {
+        Cluster::build(size, tweak, false).await
+    }
+
+    /// Like [`Cluster::new`], the nodes talking mutual TLS: a cluster CA in
+    /// [`Cluster::tls_dir`] and a certificate per node for 127.0.0.1.
+    pub async fn with_tls(size: usize) -> Cluster {
+        Cluster::build(size, |_| {}, true).await
+    }
+
+    async fn build(size: usize, tweak: fn(&mut NodeConfig), tls: bool) -> Cluster {
         init_logging();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root: tempfile::tempdir().expect("temp dir"),
             tweak,
+            tls,
         };
         cluster.add_node().await;
         for _ in 1..size {
@@ -100,6 +113,7 @@ impl Cluster {
         let dir = self.root.path().join(format!("node-{i}"));
         let mut config = fast_config(&service_id, dir.clone(), "127.0.0.1:0");
         (self.tweak)(&mut config);
+        self.secure(&mut config);
         if i > 0 {
             let via = self
                 .live()
@@ -117,6 +131,31 @@ impl Cluster {
             dir,
         });
         self.nodes[i].node.as_ref().expect("just started")
+    }
+
+    /// Where the cluster CA (`ca.crt`, `ca.key`) and the nodes' certificates are, for
+    /// a cluster made by [`Cluster::with_tls`].
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.path().join("tls")
+    }
+
+    /// Gives `config` its certificate (issued once per service) when the cluster runs TLS.
+    fn secure(&self, config: &mut NodeConfig) {
+        if !self.tls {
+            return;
+        }
+        let dir = self.tls_dir();
+        let id = config.service_id.clone();
+        let ca = sqlraft_core::certs::Ca::open_or_create(&dir, 30).expect("cluster CA");
+        let mut files = sqlraft_core::certs::service_files(&dir, &id);
+        if !files.cert.exists() {
+            files = sqlraft_core::certs::write_service_files(&ca, &id, "127.0.0.1", 30, &dir)
+                .expect("node certificate");
+        }
+        let tls = sqlraft::PeerTls::load(files).expect("node TLS");
+        // Rotation tests replace the files; the node notices within a moment.
+        tls.watch(Duration::from_millis(200));
+        config.transport.tls = Some(tls);
     }
 
     pub fn node(&self, i: usize) -> &Node {
@@ -169,6 +208,7 @@ impl Cluster {
         let n = &self.nodes[i];
         let mut config = fast_config(&n.service_id, n.dir.clone(), &n.raft_addr);
         (self.tweak)(&mut config);
+        self.secure(&mut config);
         let node = Node::start(config).await.expect("restart node");
         self.nodes[i].node = Some(node);
     }

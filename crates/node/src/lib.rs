@@ -31,7 +31,14 @@ pub use sqlraft_sqlite::{
     ReadOptions, Rows, Service, ServiceState, SqliteError, Statement, StatementResult, UtcTime,
     Value, WriteRequest,
 };
-pub use sqlraft_transport::TransportOptions;
+pub use sqlraft_transport::{PeerTls, TlsError, TlsFiles, TransportOptions};
+
+/// Mutual TLS between services: the certificate conventions.
+pub mod tls {
+    pub use sqlraft_transport::{
+        PeerTls, SERVICE_URI_PREFIX, TlsError, TlsFiles, service_id_of, service_uri,
+    };
+}
 pub use status::{
     Leadership, MemberStatus, RestoreOutcome, Role, SnapshotInfo, SnapshotTransfer, Status,
 };

@@ -29,6 +29,7 @@ impl PeerHandler {
 impl Handler for PeerHandler {
     fn raft_messages(
         &self,
+        caller: Option<Arc<str>>,
         sender: Option<pb::Member>,
         messages: Vec<raft::eraftpb::Message>,
     ) -> Result<(), u64> {
@@ -42,6 +43,7 @@ impl Handler for PeerHandler {
         let _ = node.submit(Request::Raft {
             messages,
             sender,
+            caller,
             with_snapshot_file: false,
         });
         Ok(())
@@ -53,6 +55,7 @@ impl Handler for PeerHandler {
 
     fn snapshot_received(
         &self,
+        caller: Option<Arc<str>>,
         sender: Option<pb::Member>,
         message: raft::eraftpb::Message,
         path: &Path,
@@ -88,12 +91,17 @@ impl Handler for PeerHandler {
         node.submit(Request::Raft {
             messages: vec![message],
             sender,
+            caller,
             with_snapshot_file: true,
         })
         .map_err(|_| "the raft loop is busy; send it again".to_string())
     }
 
-    async fn forward(&self, request: pb::ForwardRequest) -> pb::ForwardResponse {
+    async fn forward(
+        &self,
+        _caller: Option<Arc<str>>,
+        request: pb::ForwardRequest,
+    ) -> pb::ForwardResponse {
         let Some(node) = self.node() else {
             return forward_error(&NodeError::Stopped);
         };

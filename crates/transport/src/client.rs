@@ -34,6 +34,8 @@ pub struct TransportOptions {
     pub backoff_max_ms: u64,
     /// Largest snapshot file this node accepts from a leader.
     pub max_snapshot_bytes: u64,
+    /// Mutual TLS with every peer, both ways; `None`: plaintext (insecure).
+    pub tls: Option<crate::PeerTls>,
     /// Test hook: told of every raft message handed to [`Transport::send`], before it
     /// is queued.
     #[cfg(feature = "testing")]
@@ -96,6 +98,7 @@ impl Default for TransportOptions {
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
             max_snapshot_bytes: 64 << 30,
+            tls: None,
             #[cfg(feature = "testing")]
             on_send: None,
             #[cfg(feature = "testing")]
@@ -626,7 +629,7 @@ impl Transport {
         }
         let options = &self.inner.options;
         let _runtime = self.inner.runtime.enter();
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(Duration::from_millis(options.connect_timeout_ms))
             .tcp_nodelay(true)
@@ -634,8 +637,12 @@ impl Transport {
             // (paused, cut off) is noticed by a ping not answered, within 5 s, and its
             // streams end; with a call per batch that was each call's timeout.
             .http2_keep_alive_interval(Duration::from_secs(2))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(3));
+        let channel = match &options.tls {
+            // The URI stays `http://`: TLS is the connector's, not tonic's.
+            Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::Connector(tls.clone())),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

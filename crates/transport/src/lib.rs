@@ -23,6 +23,7 @@ mod client;
 mod error;
 mod server;
 mod snapshot;
+mod tls;
 
 #[cfg(feature = "testing")]
 mod faults;
@@ -38,3 +39,4 @@ pub use snapshot::{
     ATTEMPTS as SNAPSHOT_ATTEMPTS, CHUNK_BYTES as SNAPSHOT_CHUNK_BYTES, Direction, SnapshotFiles,
     SnapshotTransfer,
 };
+pub use tls::{PeerTls, SERVICE_URI_PREFIX, TlsError, TlsFiles, service_id_of, service_uri};

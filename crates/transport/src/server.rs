@@ -18,16 +18,26 @@ pub const REMOVED: &str = "member removed";
 /// What a node does with what its peers send.
 pub trait Handler: Send + Sync + 'static {
     /// Raft messages from peers, with the sender's member record when it sent one
-    /// (its raft id is that of every message). Must not block: queue them for the
-    /// raft loop. `Err(sender)`: the sender was removed from the cluster; it is told so.
-    fn raft_messages(&self, sender: Option<pb::Member>, messages: Vec<Message>) -> Result<(), u64>;
+    /// (its raft id is that of every message). `caller` is the service id the sender's
+    /// certificate names (`None` without TLS); when the record is there it names the
+    /// same service (checked here), and the node must check that every message's raft
+    /// id is that service's. Must not block: queue them for the raft loop.
+    /// `Err(sender)`: the sender was removed from the cluster; it is told so.
+    fn raft_messages(
+        &self,
+        caller: Option<Arc<str>>,
+        sender: Option<pb::Member>,
+        messages: Vec<Message>,
+    ) -> Result<(), u64>;
     /// A write or an administrative request forwarded by another node; answered once
-    /// it is applied here.
+    /// it is applied here. `caller` as for [`Handler::raft_messages`].
     fn forward(
         &self,
+        caller: Option<Arc<str>>,
         request: pb::ForwardRequest,
     ) -> impl Future<Output = pb::ForwardResponse> + Send;
-    /// A service asking to join the cluster.
+    /// A service asking to join the cluster (with TLS, its certificate names the
+    /// service id it asks to join as: checked here).
     fn join(
         &self,
         request: pb::JoinRequest,
@@ -37,9 +47,11 @@ pub trait Handler: Send + Sync + 'static {
     /// A snapshot file received whole, its size and SHA-256 checked against what the
     /// sender announced, with the raft message (`MsgSnapshot`) that goes with it. The
     /// node checks the content, takes the file over and steps the message into raft.
-    /// `Err(reason)` refuses it; the file is deleted.
+    /// `Err(reason)` refuses it; the file is deleted. `caller` as for
+    /// [`Handler::raft_messages`].
     fn snapshot_received(
         &self,
+        caller: Option<Arc<str>>,
         sender: Option<pb::Member>,
         message: Message,
         path: &Path,
@@ -54,9 +66,28 @@ struct Service<H> {
     /// Becomes true when the server is told to stop: open `Stream` calls end then,
     /// instead of holding their connections (and the server's graceful stop) open.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Connections are mutual TLS: every call must name its service by certificate.
+    tls: bool,
 }
 
 impl<H> Service<H> {
+    /// The service id the caller's certificate names; `None` without TLS.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<Arc<str>>, Status> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let id = certs
+            .first()
+            .and_then(crate::tls::service_id_of)
+            .ok_or_else(|| {
+                Status::permission_denied("the client certificate names no sqlraft service")
+            })?;
+        Ok(Some(Arc::from(id)))
+    }
+
     fn is_blocked(&self, peer: u64) -> bool {
         self.blocked
             .read()
@@ -68,8 +99,9 @@ impl<H> Service<H> {
 impl<H: Handler> Service<H> {
     /// Hands one batch to the node. `Err`: the sender was removed from the cluster, or
     /// sent something undecodable.
-    fn deliver(&self, batch: pb::RaftBatch) -> Result<(), Status> {
+    fn deliver(&self, caller: &Option<Arc<str>>, batch: pb::RaftBatch) -> Result<(), Status> {
         let sender = batch.sender;
+        check_claim(caller, sender.as_ref().map(|s| s.service_id.as_str()))?;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for bytes in batch.messages {
             let message = Message::decode(bytes)
@@ -88,7 +120,7 @@ impl<H: Handler> Service<H> {
         // A sender record that does not match the messages' sender is ignored.
         let sender = sender.filter(|s| messages.iter().all(|m| m.from == s.raft_id));
         if !messages.is_empty()
-            && let Err(sender) = self.handler.raft_messages(sender, messages)
+            && let Err(sender) = self.handler.raft_messages(caller.clone(), sender, messages)
         {
             return Err(Status::permission_denied(format!(
                 "{REMOVED}: raft id {sender} is no longer a member of this cluster"
@@ -101,7 +133,8 @@ impl<H: Handler> Service<H> {
 #[tonic::async_trait]
 impl<H: Handler> RaftTransport for Service<H> {
     async fn send(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
-        self.deliver(request.into_inner())?;
+        let caller = self.caller(&request)?;
+        self.deliver(&caller, request.into_inner())?;
         Ok(Response::new(pb::RaftAck {}))
     }
 
@@ -109,6 +142,7 @@ impl<H: Handler> RaftTransport for Service<H> {
         &self,
         request: Request<tonic::Streaming<pb::RaftBatch>>,
     ) -> Result<Response<pb::RaftAck>, Status> {
+        let caller = self.caller(&request)?;
         let mut batches = request.into_inner();
         let mut stopping = self.stopping.clone();
         loop {
@@ -119,7 +153,7 @@ impl<H: Handler> RaftTransport for Service<H> {
                 }
             };
             match batch {
-                Some(batch) => self.deliver(batch)?,
+                Some(batch) => self.deliver(&caller, batch)?,
                 None => return Ok(Response::new(pb::RaftAck {})),
             }
         }
@@ -129,29 +163,31 @@ impl<H: Handler> RaftTransport for Service<H> {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         if request.request.is_some() == request.admin.is_some() {
             return Err(Status::invalid_argument(
                 "a forward request carries exactly one of a write and an admin request",
             ));
         }
-        Ok(Response::new(self.handler.forward(request).await))
+        Ok(Response::new(self.handler.forward(caller, request).await))
     }
 
     async fn join(
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        self.handler
-            .join(request.into_inner())
-            .await
-            .map(Response::new)
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        check_claim(&caller, Some(&request.service_id))?;
+        self.handler.join(request).await.map(Response::new)
     }
 
     async fn snapshot_offset(
         &self,
         request: Request<pb::SnapshotOffer>,
     ) -> Result<Response<pb::SnapshotResume>, Status> {
+        self.caller(&request)?;
         let offer = request.into_inner();
         let Some(dir) = self.handler.snapshot_dir() else {
             return Err(Status::unavailable("this node takes no snapshots"));
@@ -164,6 +200,7 @@ impl<H: Handler> RaftTransport for Service<H> {
         &self,
         request: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
+        let caller = self.caller(&request)?;
         let Some(dir) = self.handler.snapshot_dir() else {
             return Err(Status::unavailable("this node takes no snapshots"));
         };
@@ -178,11 +215,16 @@ impl<H: Handler> RaftTransport for Service<H> {
         let handler = Arc::clone(&self.handler);
         let path = received.path.clone();
         let (sender, message) = (received.sender, received.message);
+        if let Err(refused) = check_claim(&caller, sender.as_ref().map(|s| s.service_id.as_str())) {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Err(refused);
+        }
         // Opening the file to check it is blocking work.
-        let accepted =
-            tokio::task::spawn_blocking(move || handler.snapshot_received(sender, message, &path))
-                .await
-                .map_err(|e| Status::internal(format!("snapshot check failed: {e}")))?;
+        let accepted = tokio::task::spawn_blocking(move || {
+            handler.snapshot_received(caller, sender, message, &path)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("snapshot check failed: {e}")))?;
         if let Err(reason) = accepted {
             let _ = tokio::fs::remove_file(&received.path).await;
             return Err(Status::invalid_argument(format!(
@@ -192,6 +234,19 @@ impl<H: Handler> RaftTransport for Service<H> {
         Ok(Response::new(pb::SnapshotAck {
             received: received.size,
         }))
+    }
+}
+
+/// With TLS, a service may speak only for itself: the service id a request claims
+/// (`claimed`) must be the one its certificate names.
+fn check_claim(caller: &Option<Arc<str>>, claimed: Option<&str>) -> Result<(), Status> {
+    match (caller, claimed) {
+        (Some(caller), Some(claimed)) if **caller != *claimed => {
+            Err(Status::permission_denied(format!(
+                "the client certificate is service {caller}'s, the request speaks for {claimed}"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -218,19 +273,79 @@ pub async fn serve<H: Handler>(
         transfers: transport.transfers(),
         max_snapshot_bytes: transport.options().max_snapshot_bytes,
         stopping,
+        tls: transport.options().tls.is_some(),
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
-    let incoming = incoming(listener);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // A peer that vanished (killed, paused, cut off) is noticed, and a stream it
         // held open (a snapshot being received) ends.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_service(service);
+    match transport.options().tls.clone() {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming(listener), shutdown)
+                .await?
+        }
+    }
     Ok(())
+}
+
+/// How long a connecting peer has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections accepted on `listener` that completed a mutual-TLS handshake (each
+/// handshake runs on its own task, so a slow one holds up no other). A connection
+/// without a certificate from the cluster CA (plaintext, another CA, expired) is
+/// closed during the handshake and logged.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: crate::PeerTls,
+) -> tokio_stream::wrappers::ReceiverStream<
+    std::io::Result<crate::tls::Rotating<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>,
+> {
+    let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                next = listener.accept() => match next {
+                    Ok(next) => next,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // taken: wait a little rather than spin.
+                        tracing::warn!(error = %e, "raft listener could not accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = accepted.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let tls = tls.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = accepted.send(Ok(tls.bind(stream))).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%remote, error = %e, "refused a peer connection: TLS handshake failed")
+                    }
+                    Err(_) => tracing::warn!(%remote,
+                        "refused a peer connection: no TLS handshake within 10 s"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
 }
 
 /// Connections accepted on `listener`, with Nagle's algorithm off: a raft batch's

@@ -27,7 +27,12 @@ impl Collector {
 }
 
 impl Handler for Collector {
-    fn raft_messages(&self, _: Option<pb::Member>, messages: Vec<Message>) -> Result<(), u64> {
+    fn raft_messages(
+        &self,
+        _: Option<Arc<str>>,
+        _: Option<pb::Member>,
+        messages: Vec<Message>,
+    ) -> Result<(), u64> {
         if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(messages[0].from);
         }
@@ -35,7 +40,7 @@ impl Handler for Collector {
         Ok(())
     }
 
-    async fn forward(&self, _: pb::ForwardRequest) -> pb::ForwardResponse {
+    async fn forward(&self, _: Option<Arc<str>>, _: pb::ForwardRequest) -> pb::ForwardResponse {
         pb::ForwardResponse::default()
     }
 
@@ -47,7 +52,13 @@ impl Handler for Collector {
         None
     }
 
-    fn snapshot_received(&self, _: Option<pb::Member>, _: Message, _: &Path) -> Result<(), String> {
+    fn snapshot_received(
+        &self,
+        _: Option<Arc<str>>,
+        _: Option<pb::Member>,
+        _: Message,
+        _: &Path,
+    ) -> Result<(), String> {
         Err("not in this test".into())
     }
 }

@@ -81,13 +81,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
             temp.path().to_path_buf()
         }
     };
-    let exe = std::env::current_exe()
-        .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
-    let mut demo = Demo {
-        exe,
-        root,
-        children: Children(Vec::new()),
-    };
+    let mut demo = Demo::new(&root)?;
     let started = tokio::select! {
         started = demo.start_all(args.nodes) => started,
         _ = sigterm.recv() => Err(CoreError::Failed("interrupted while starting".into())),
@@ -141,6 +135,8 @@ struct Demo {
     exe: PathBuf,
     root: PathBuf,
     children: Children,
+    /// The cluster's CA: every service gets a certificate from it, in `<root>/tls/`.
+    ca: crate::certs::Ca,
 }
 
 /// A local cluster of child `sqlraft-core run` processes started as the demo starts
@@ -153,13 +149,7 @@ impl LocalCluster {
     /// Starts `count` services under `root` and waits until every one sees them all
     /// as voters.
     pub(crate) async fn start(root: &Path, count: usize) -> Result<Self, CoreError> {
-        let exe = std::env::current_exe()
-            .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
-        let mut demo = Demo {
-            exe,
-            root: root.to_path_buf(),
-            children: Children(Vec::new()),
-        };
+        let mut demo = Demo::new(root)?;
         if let Err(e) = demo.start_all(count).await {
             demo.children.stop().await;
             return Err(e);
@@ -190,6 +180,20 @@ enum Flow {
 }
 
 impl Demo {
+    /// A demo of no services yet under `root`, with a new cluster CA in `<root>/tls/`.
+    fn new(root: &Path) -> Result<Demo, CoreError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
+        let ca = crate::certs::Ca::new(crate::certs::CA_DAYS)?;
+        ca.write(&root.join("tls"))?;
+        Ok(Demo {
+            exe,
+            root: root.to_path_buf(),
+            children: Children(Vec::new()),
+            ca,
+        })
+    }
+
     async fn start_all(&mut self, count: usize) -> Result<(), CoreError> {
         for _ in 0..count {
             self.add().await?;
@@ -235,7 +239,22 @@ impl Demo {
             }
             Some((http, raft)) => (create_service(&http, &host, &addrs.0).await?, Some(raft)),
         };
-        let node = DemoNode::spawn(&self.exe, &self.root, number, id, addrs, join.as_deref())?;
+        let tls = crate::certs::write_service_files(
+            &self.ca,
+            &id,
+            &host,
+            crate::certs::SERVICE_DAYS,
+            &self.root.join("tls"),
+        )?;
+        let node = DemoNode::spawn(
+            &self.exe,
+            &self.root,
+            number,
+            id,
+            addrs,
+            join.as_deref(),
+            crate::certs::run_flags(&tls),
+        )?;
         self.children.0.push(node);
         let node = self
             .children

@@ -46,7 +46,7 @@ pub(super) struct DemoNode {
 
 impl DemoNode {
     /// Starts service `id` as node `number`; `join` is a member's raft address, for
-    /// every service but the first.
+    /// every service but the first; `tls_flags` name its certificate files.
     pub fn spawn(
         exe: &Path,
         root: &Path,
@@ -54,6 +54,7 @@ impl DemoNode {
         id: String,
         (raft, http): (String, String),
         join: Option<&str>,
+        tls_flags: Vec<String>,
     ) -> Result<Self, CoreError> {
         let mut command = vec![
             "run".to_string(),
@@ -69,6 +70,7 @@ impl DemoNode {
             "--http".into(),
             http.clone(),
         ];
+        command.extend(tls_flags);
         if let Some(join) = join {
             command.extend(["--raft.join".to_string(), join.to_string()]);
         }

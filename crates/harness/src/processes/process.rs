@@ -213,6 +213,7 @@ impl CoreProcess {
             .args(["--raft.node.listen", &self.raft])
             .args(["--raft.node.addr", &self.raft])
             .args(["--http", &self.http])
+            .args(self.tls_flags()?)
             // Gone with the test even when it is killed and Drop never runs (the
             // signal follows the spawning thread: the test's own).
             .arg("--exit-with-parent")
@@ -229,6 +230,29 @@ impl CoreProcess {
             .map_err(|e| StartError::NotReady(format!("spawn sqlraft-core run: {e}")))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Mutual TLS, as an installed cluster runs: a CA for the cluster in `<root>/tls/`
+    /// and a certificate for this service (kept across restarts). None when the test
+    /// gave `--raft.insecure` or its own `--raft.tls.*` flags.
+    fn tls_flags(&self) -> Result<Vec<String>, StartError> {
+        if self
+            .args
+            .iter()
+            .any(|a| a == "--raft.insecure" || a.starts_with("--raft.tls"))
+        {
+            return Ok(Vec::new());
+        }
+        let dir = self.root.join("tls");
+        let failed = |e: sqlraft_core::CoreError| StartError::NotReady(format!("TLS files: {e}"));
+        let mut files = sqlraft_core::certs::service_files(&dir, &self.id);
+        if !files.cert.exists() {
+            let ca = sqlraft_core::certs::Ca::open_or_create(&dir, 30).map_err(failed)?;
+            let (host, _) = self.raft.rsplit_once(':').unwrap_or((&self.raft, ""));
+            files = sqlraft_core::certs::write_service_files(&ca, &self.id, host, 30, &dir)
+                .map_err(failed)?;
+        }
+        Ok(sqlraft_core::certs::run_flags(&files))
     }
 
     /// Polls `/readyz` until it answers 200 (within [`WAIT`]).

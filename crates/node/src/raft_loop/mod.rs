@@ -53,6 +53,9 @@ pub(crate) enum Request {
         messages: Vec<Message>,
         /// The sender's member record, as it named itself.
         sender: Option<pb::Member>,
+        /// The service id the sender's TLS certificate names (`None` without TLS):
+        /// every message must come from that service's raft id.
+        caller: Option<Arc<str>>,
         /// A snapshot message whose file was received and checked.
         with_snapshot_file: bool,
     },
@@ -361,8 +364,18 @@ impl RaftLoop {
             Request::Raft {
                 messages,
                 sender,
+                caller,
                 with_snapshot_file,
             } => {
+                if let Some(caller) = &caller
+                    && let Some(m) = messages
+                        .iter()
+                        .find(|m| !self.speaks_for(caller, m.from, sender.as_ref()))
+                {
+                    tracing::warn!(from = m.from, service = %caller,
+                        "dropping raft messages whose sender is not the service its certificate names");
+                    return Ok(());
+                }
                 if let (Some(sender), Some(first)) = (sender, messages.first()) {
                     self.learn_sender(sender, first.term);
                 }

@@ -37,6 +37,17 @@ impl RaftLoop {
         self.store_known();
     }
 
+    /// True when raft id `from` is service `caller` (the service a TLS certificate
+    /// names): by the applied state, else by what this node learned, else (a member it
+    /// does not know yet) by the batch's own sender record, which the transport
+    /// checked against the certificate.
+    pub(super) fn speaks_for(&self, caller: &str, from: u64, sender: Option<&pb::Member>) -> bool {
+        match self.members.get(&from).or_else(|| self.known.get(&from)) {
+            Some(member) => member.service_id == caller,
+            None => sender.is_some_and(|s| s.raft_id == from && s.service_id == caller),
+        }
+    }
+
     /// Forgets hints about members the applied state now knows or has removed.
     pub(super) fn prune_known(&mut self) {
         let before = self.known.len();
