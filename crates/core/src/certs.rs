@@ -279,39 +279,29 @@ fn replace(path: &Path, text: &str, mode: u32) -> Result<(), CoreError> {
         .map_err(|e| CoreError::Io(format!("cannot replace {}: {e}", path.display())))
 }
 
-/// `sqlraft-core certs init|issue`.
-pub fn command(command: crate::cli::CertsCommand) -> Result<(), CoreError> {
-    use crate::cli::CertsCommand;
-    match command {
-        CertsCommand::Init { dir, days } => {
-            check_days(days)?;
-            let (cert, key) = Ca::new(days)?.write(&dir)?;
-            println!("CA certificate: {}", cert.display());
-            println!(
-                "CA key:         {} (keep it secret; it makes members)",
-                key.display()
-            );
-            Ok(())
-        }
-        CertsCommand::Issue {
-            id,
-            fqdn,
-            ca_dir,
-            out,
-            days,
-        } => {
-            check_days(days)?;
-            let id = crate::cli::parse_service_id(&id)?;
-            let ca = Ca::read(&ca_dir)?;
-            let out = out.unwrap_or(ca_dir);
-            let files = write_service_files(&ca, &id, &fqdn, days, &out)?;
-            println!("certificate: {}", files.cert.display());
-            println!("key:         {}", files.key.display());
-            println!("CA:          {}", files.ca.display());
-            println!("run flags:   {}", run_flags(&files).join(" "));
-            Ok(())
-        }
-    }
+/// `sqlraft-core certs init`: a new CA in `dir`.
+pub fn init(dir: &Path, days: u32) -> Result<(), CoreError> {
+    check_days(days)?;
+    let (cert, key) = Ca::new(days)?.write(dir)?;
+    println!("CA certificate: {}", cert.display());
+    println!(
+        "CA key:         {} (keep it secret: it makes members)",
+        key.display()
+    );
+    Ok(())
+}
+
+/// `sqlraft-core certs issue`: service `id`'s certificate for `host`, from the CA in
+/// `ca_dir`, written to `out`.
+pub fn issue(id: &str, host: &str, ca_dir: &Path, out: &Path, days: u32) -> Result<(), CoreError> {
+    check_days(days)?;
+    let ca = Ca::read(ca_dir)?;
+    let files = write_service_files(&ca, id, host, days, out)?;
+    println!("certificate: {}", files.cert.display());
+    println!("key:         {}", files.key.display());
+    println!("CA:          {}", files.ca.display());
+    println!("run flags:   {}", run_flags(&files).join(" "));
+    Ok(())
 }
 
 fn check_days(days: u32) -> Result<(), CoreError> {

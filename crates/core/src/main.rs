@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sqlraft_core::CoreError;
-use sqlraft_core::cli::{Cli, Command, InventoryCommand, validate_run};
+use sqlraft_core::cli::{CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -62,7 +62,18 @@ fn execute(command: Command) -> Result<(), CoreError> {
         }
         Command::Demo(args) => runtime()?.block_on(sqlraft_core::demo::demo(args)),
         Command::Bench(args) => runtime()?.block_on(sqlraft_core::bench::bench(args)),
-        Command::Certs(command) => sqlraft_core::certs::command(command),
+        Command::Certs(CertsCommand::Init { dir, days }) => sqlraft_core::certs::init(&dir, days),
+        Command::Certs(CertsCommand::Issue {
+            id,
+            fqdn,
+            ca_dir,
+            out,
+            days,
+        }) => {
+            let id = sqlraft_core::cli::parse_service_id(&id)?;
+            let out = out.unwrap_or_else(|| ca_dir.clone());
+            sqlraft_core::certs::issue(&id, &fqdn, &ca_dir, &out, days)
+        }
         Command::Inventory(InventoryCommand::Check { file }) => {
             sqlraft_core::inventory::check(&file)
         }
