@@ -13,6 +13,7 @@ use serde_json::json;
 use sqlraft::Node;
 
 use crate::http_error::json_response;
+use crate::routes::{Access, Routes};
 use crate::state::{AppState, Counters, Shared};
 
 pub use crate::data_api::{APPLIED_HEADER, IDEMPOTENCY_HEADER};
@@ -23,29 +24,68 @@ use crate::{cluster_api, data_api, metrics, services_api, system_api, web};
 /// The router for a running node.
 pub fn router(node: Node, options: ApiOptions) -> Router {
     let limit = options.max_body_bytes;
+    let (data, data_table) = data_api::routes().into_parts();
+    let (rest, rest_table) = routes().into_parts();
     let state = Arc::new(Shared {
         node,
         options,
         counters: Counters::default(),
         http_seconds: crate::state::http_seconds(),
         restore_slot: tokio::sync::Mutex::new(()),
+        routes: data_table.into_iter().chain(rest_table).collect(),
+        sessions: crate::sessions::Sessions::default(),
     });
-    data_api::routes()
+    data
         // Counts errors of the data API only: the routes above.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             count_errors,
         ))
-        .merge(data_api::hash_routes())
+        .merge(rest)
+        // Runs after routing (each route is wrapped), so it knows the matched route.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::access::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            refuse_cross_site,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(close_after_refused_body))
+        .with_state(state)
+}
+
+/// Every route but the data API's, with the access each needs.
+fn routes() -> Routes<AppState> {
+    data_api::hash_routes()
         .merge(cluster_api::routes())
         .merge(metrics::routes())
         .merge(services_api::routes())
         .merge(system_api::routes())
         .merge(web::routes())
-        .layer(middleware::from_fn(refuse_cross_site))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(close_after_refused_body))
-        .with_state(state)
+}
+
+/// Every route of the router, with the access it needs: the table of permissions
+/// (`docs/SECURITY.md`), for its tests.
+pub fn route_table() -> Vec<(&'static str, &'static str, String)> {
+    let (_, data) = data_api::routes().into_parts();
+    let (_, rest) = routes().into_parts();
+    data.into_iter()
+        .chain(rest)
+        .map(|d| {
+            let access = match d.access {
+                Access::Public => "public".to_string(),
+                Access::Api(perms) => format!("api:{}", names(perms)),
+                Access::Web(perms) => format!("web:{}", names(perms)),
+            };
+            (d.verb.name(), d.path, access)
+        })
+        .collect()
+}
+
+fn names(perms: &[crate::auth::Perm]) -> String {
+    perms.iter().map(|p| p.name()).collect::<Vec<_>>().join("+")
 }
 
 /// A body refused for its size was not read, so the connection cannot carry another
@@ -67,12 +107,39 @@ async fn close_after_refused_body(request: Request, next: Next) -> Response {
 /// reach this node (a `text/plain` POST needs no CORS preflight, and a form post from
 /// another site could remove a service). Requests without an `Origin` header, as
 /// rqlite clients and curl send them, are not affected.
-async fn refuse_cross_site(request: Request, next: Next) -> Response {
+///
+/// With allowed hosts (`--http.allowed-hosts`, or the defaults `sqlraft-core run`
+/// gives), a browser's request must also name one of them in `Host`: a page on a name
+/// an attacker controls and points at this node (DNS rebinding) is then refused, even
+/// though its `Origin` and `Host` agree.
+async fn refuse_cross_site(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = &state.options.allowed_hosts;
+    if !allowed.is_empty() && from_browser(request.headers()) {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !host_allowed(host, allowed) {
+            let message = format!(
+                "this node does not answer browsers under the name {host:?}: open it under one of {} (--http.allowed-hosts)",
+                allowed.join(", ")
+            );
+            if request.uri().path() == "/" || request.uri().path().starts_with("/ui/") {
+                return web::refusal_page(StatusCode::FORBIDDEN, &message);
+            }
+            return json_response(StatusCode::FORBIDDEN, &json!({ "error": message }), false);
+        }
+    }
     let changes = !matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
-    if changes && !same_origin(request.headers()) {
+    if changes && !same_origin(request.headers(), allowed) {
         if request.uri().path().starts_with("/ui/") {
             return web::cross_site_page();
         }
@@ -86,9 +153,10 @@ async fn refuse_cross_site(request: Request, next: Next) -> Response {
 }
 
 /// True unless the request says it comes from another site: `Sec-Fetch-Site:
-/// cross-site`, or an `Origin` that is not this node's own `Host`. A header that is
-/// there but cannot be read counts as another site's.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+/// cross-site`, or an `Origin` that is not one of `allowed` hosts (without allowed
+/// hosts: not this node's own `Host`). A header that is there but cannot be read
+/// counts as another site's.
+pub(crate) fn same_origin(headers: &HeaderMap, allowed: &[String]) -> bool {
     if let Some(Ok("cross-site") | Err(_)) = headers.get("sec-fetch-site").map(|v| v.to_str()) {
         return false;
     }
@@ -97,11 +165,44 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
         Some(Err(_)) => return false,
         Some(Ok(origin)) => origin,
     };
+    let Some(origin_host) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if !allowed.is_empty() {
+        return host_allowed(origin_host, allowed);
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    origin == format!("http://{host}") || origin == format!("https://{host}")
+    origin_host == host
+}
+
+/// A request a browser sent: browsers send `Origin` or `Sec-Fetch-Site` (every current
+/// one), or a cookie; rqlite clients and curl send none of them.
+fn from_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers.contains_key("sec-fetch-site")
+        || headers.contains_key(header::COOKIE)
+}
+
+/// True when `host` (`name` or `name:port`, as `Host` and `Origin` carry it) is one of
+/// `allowed`: an entry with a port must match with it, one without matches any port.
+/// Names compare without regard to case.
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:7220`, `name:7220`; a bare IPv6 address has no brackets here.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    allowed
+        .iter()
+        .any(|entry| entry.eq_ignore_ascii_case(host) || entry.eq_ignore_ascii_case(name))
 }
 
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -132,11 +233,11 @@ mod tests {
     fn forms_from_other_sites_are_refused() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:7220".parse().unwrap());
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, &[]));
         h.insert(header::ORIGIN, "http://127.0.0.1:7220".parse().unwrap());
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, &[]));
         h.insert(header::ORIGIN, "http://evil.example.com".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, &[]));
         // Found by a hostile tester: an Origin with a byte that is not UTF-8 passed.
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:7220".parse().unwrap());
@@ -144,9 +245,34 @@ mod tests {
             header::ORIGIN,
             axum::http::HeaderValue::from_bytes(b"http://evil.example\xff").unwrap(),
         );
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, &[]));
         let mut h = HeaderMap::new();
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, &[]));
+    }
+
+    #[test]
+    fn with_allowed_hosts_the_origin_is_compared_with_them_not_with_host() {
+        let allowed = vec![
+            "core-1.example.com".to_string(),
+            "10.0.0.5:7220".to_string(),
+        ];
+        let mut h = HeaderMap::new();
+        // DNS rebinding: the attacker's name in both Host and Origin.
+        h.insert(header::HOST, "evil.example:7220".parse().unwrap());
+        h.insert(header::ORIGIN, "http://evil.example:7220".parse().unwrap());
+        assert!(same_origin(&h, &[]), "without allowed hosts they agree");
+        assert!(!same_origin(&h, &allowed));
+        h.insert(
+            header::ORIGIN,
+            "https://CORE-1.example.com:7220".parse().unwrap(),
+        );
+        assert!(same_origin(&h, &allowed));
+        assert!(host_allowed("10.0.0.5:7220", &allowed));
+        assert!(!host_allowed("10.0.0.5:7221", &allowed));
+        assert!(!host_allowed("10.0.0.5", &allowed));
+        assert!(host_allowed("core-1.example.com", &allowed));
+        assert!(host_allowed("[::1]:7220", &["[::1]".to_string()]));
+        assert!(!host_allowed("core-1.example.com.evil.example", &allowed));
     }
 }

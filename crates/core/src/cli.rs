@@ -1,7 +1,7 @@
 //! Command-line flags (the outside contract in DESIGN.md) and their validation.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one core service.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a local cluster on 127.0.0.1 (child processes) until Ctrl-C.
     Demo(DemoArgs),
     /// Check an inventory or print its install plan.
@@ -190,6 +190,25 @@ pub struct RunArgs {
     /// This service's private key (PEM).
     #[arg(long = "raft.tls.key", value_name = "FILE")]
     pub raft_tls_key: Option<PathBuf>,
+    /// Users and permissions of the HTTP API: rqlite's JSON auth file. Without it the
+    /// API is open to anyone who reaches it.
+    #[arg(long = "auth", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// Serve the API and the web interface over HTTPS with this certificate (PEM).
+    #[arg(long = "http.tls.cert", value_name = "FILE", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM).
+    #[arg(long = "http.tls.key", value_name = "FILE", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Names browsers may open this node under (`Host`), comma separated; requests from
+    /// browser pages under other names are refused (DNS rebinding) [default: the host of
+    /// --raft.node.addr, the --http address, localhost].
+    #[arg(
+        long = "http.allowed-hosts",
+        value_name = "HOST,...",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Run the raft transport in plaintext, without TLS: anyone who can reach the raft
     /// port can then join, vote and replicate. For tests and isolated networks only.
     #[arg(long = "raft.insecure")]
@@ -265,6 +284,12 @@ pub struct RunConfig {
     pub restore_max_bytes: u64,
     /// Mutual TLS between services (absolute paths); `None` with `--raft.insecure`.
     pub raft_tls: Option<sqlraft::TlsFiles>,
+    /// The auth file (absolute), if any.
+    pub auth: Option<PathBuf>,
+    /// HTTPS certificate and key (absolute), if any.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// `--http.allowed-hosts` as given (empty: the defaults).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
@@ -280,6 +305,26 @@ impl RunConfig {
     /// The service directory `<root>/core/<id>`.
     pub fn dir(&self) -> PathBuf {
         self.root.join("core").join(&self.id)
+    }
+
+    /// The names browsers may reach this node under: `--http.allowed-hosts`, or the
+    /// host of the advertised raft address, the HTTP listen address when it is not a
+    /// wildcard, and localhost.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        if !self.allowed_hosts.is_empty() {
+            return self.allowed_hosts.clone();
+        }
+        let (host, _) = split_host_port(&self.advertise).unwrap_or((self.advertise.as_str(), 0));
+        let mut hosts = vec![host.to_string()];
+        if !self.http.ip().is_unspecified() {
+            hosts.push(match self.http.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            });
+        }
+        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+        hosts.dedup();
+        hosts
     }
 
     /// The advertised HTTP address: the advertised raft host with the HTTP port.
@@ -335,6 +380,26 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
         ));
     }
     let raft_tls = raft_tls(args)?;
+    let auth = args.auth.as_deref().map(absolute).transpose()?;
+    let http_tls = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some((absolute(cert)?, absolute(key)?)),
+        (None, None) => None,
+        _ => {
+            return Err(CoreError::Usage(
+                "--http.tls.cert and --http.tls.key go together".into(),
+            ));
+        }
+    };
+    let mut allowed_hosts = Vec::new();
+    for host in &args.allowed_hosts {
+        let host = host.trim();
+        if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
+            return Err(CoreError::Usage(format!(
+                "--http.allowed-hosts: {host:?} is not a host name or host:port"
+            )));
+        }
+        allowed_hosts.push(host.to_string());
+    }
     Ok(RunConfig {
         id,
         root: args.root.clone(),
@@ -350,7 +415,16 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
         },
         restore_max_bytes: args.restore_max_bytes,
         raft_tls,
+        auth,
+        http_tls,
+        allowed_hosts,
     })
+}
+
+/// `path` made absolute (an installed unit runs in another directory).
+fn absolute(path: &std::path::Path) -> Result<PathBuf, CoreError> {
+    std::path::absolute(path)
+        .map_err(|e| CoreError::Usage(format!("{}: not a usable path: {e}", path.display())))
 }
 
 /// The `--raft.tls.*` files, all three or none; none only with `--raft.insecure`.
@@ -370,16 +444,11 @@ fn raft_tls(args: &RunArgs) -> Result<Option<sqlraft::TlsFiles>, CoreError> {
             "--raft.insecure and --raft.tls.* contradict each other: give one or the other".into(),
         )),
         (0, false) => {
-            let absolute = |path: &Option<PathBuf>| -> Result<PathBuf, CoreError> {
-                let path = path.clone().unwrap_or_default();
-                std::path::absolute(&path).map_err(|e| {
-                    CoreError::Usage(format!("{}: not a usable path: {e}", path.display()))
-                })
-            };
+            let file = |path: &Option<PathBuf>| absolute(path.as_deref().unwrap_or(Path::new("")));
             Ok(Some(sqlraft::TlsFiles {
-                ca: absolute(&args.raft_tls_ca)?,
-                cert: absolute(&args.raft_tls_cert)?,
-                key: absolute(&args.raft_tls_key)?,
+                ca: file(&args.raft_tls_ca)?,
+                cert: file(&args.raft_tls_cert)?,
+                key: file(&args.raft_tls_key)?,
             }))
         }
         (3, true) => Ok(None),
@@ -497,6 +566,23 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
         }
         None => args.push("--raft.insecure".into()),
     }
+    if let Some(auth) = &config.auth {
+        args.extend(["--auth".into(), auth.display().to_string()]);
+    }
+    if let Some((cert, key)) = &config.http_tls {
+        args.extend([
+            "--http.tls.cert".into(),
+            cert.display().to_string(),
+            "--http.tls.key".into(),
+            key.display().to_string(),
+        ]);
+    }
+    if !config.allowed_hosts.is_empty() {
+        args.extend([
+            "--http.allowed-hosts".into(),
+            config.allowed_hosts.join(","),
+        ]);
+    }
     if config.join_timeout_ms != DEFAULT_JOIN_TIMEOUT_MS {
         args.extend([
             "--raft.join.timeout-ms".into(),
@@ -536,7 +622,6 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn args(extra: &[&str]) -> Result<RunConfig, CoreError> {
         let tls_given = extra.iter().any(|a| a.starts_with("--raft.tls"));

@@ -2,24 +2,25 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Value as Json, json};
 use sqlraft::Node;
 use sqlraft::naming::{host_of, service_name};
 
+use crate::auth::Perm;
 use crate::cluster_view::{live_members, readiness, role_name};
 use crate::http_error::json_response;
+use crate::routes::{Access, Routes, Verb};
 use crate::state::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/status", get(status))
-        .route("/nodes", get(nodes))
-        .route("/readyz", get(readyz))
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new()
+        .add(Verb::Get, "/status", Access::Api(&[Perm::Status]), status)
+        .add(Verb::Get, "/nodes", Access::Api(&[Perm::Status]), nodes)
+        // Load balancers and health checks ask without credentials.
+        .add(Verb::Get, "/readyz", Access::Public, readyz)
 }
 
 fn status_json(node: &Node) -> Json {

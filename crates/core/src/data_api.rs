@@ -3,32 +3,59 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde_json::json;
 use sqlraft::{Consistency, ErrorKind, NodeError, SqliteError, Statement, WriteRequest};
 
+use crate::auth::Perm;
 use crate::http_error::{ApiError, json_response};
 use crate::results::{ResultItem, Shape};
+use crate::routes::{Access, Routes, Verb};
 use crate::state::{AppState, Shared};
 use crate::statements;
 
 /// The data routes; `/db/hash` is not counted as a data request.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/db/execute", post(execute))
-        .route("/db/query", get(query_get).post(query_post))
-        .route("/db/request", post(request))
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new()
+        .add(
+            Verb::Post,
+            "/db/execute",
+            Access::Api(&[Perm::Execute]),
+            execute,
+        )
+        .add(
+            Verb::Get,
+            "/db/query",
+            Access::Api(&[Perm::Query]),
+            query_get,
+        )
+        .add(
+            Verb::Post,
+            "/db/query",
+            Access::Api(&[Perm::Query]),
+            query_post,
+        )
+        // rqlite asks for both: the request may read and write.
+        .add(
+            Verb::Post,
+            "/db/request",
+            Access::Api(&[Perm::Execute, Perm::Query]),
+            request,
+        )
 }
 
 /// `GET /db/hash`.
-pub(crate) fn hash_routes() -> Router<AppState> {
-    Router::new().route("/db/hash", get(content_hash))
+pub(crate) fn hash_routes() -> Routes<AppState> {
+    Routes::new().add(
+        Verb::Get,
+        "/db/hash",
+        Access::Api(&[Perm::Query]),
+        content_hash,
+    )
 }
 
 /// Read consistency, rqlite's `level=`.

@@ -556,6 +556,9 @@ mod tests {
             snapshot: sqlraft::SnapshotOptions::default(),
             restore_max_bytes: crate::cli::DEFAULT_RESTORE_MAX_BYTES,
             raft_tls: None,
+            auth: None,
+            http_tls: None,
+            allowed_hosts: Vec::new(),
         };
         assert_eq!(
             service_args(&config).join(" "),

@@ -32,7 +32,7 @@
 //! let router = sqlraft_core::app::router(node.clone(), sqlraft_core::app::ApiOptions::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let limits = sqlraft_core::server::HttpLimits::default();
-//! let server = tokio::spawn(sqlraft_core::server::serve(listener, router, limits, std::future::pending()));
+//! let server = tokio::spawn(sqlraft_core::server::serve(listener, router, limits, None, std::future::pending()));
 //! // ... requests to /db/execute, /db/query ...
 //! server.abort();
 //! node.shutdown().await;
@@ -41,7 +41,9 @@
 //! ```
 #![deny(missing_docs)]
 
+mod access;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod cli;
@@ -52,15 +54,18 @@ mod data_api;
 pub mod demo;
 pub mod error;
 mod http_error;
+pub mod https;
 pub mod install;
 pub mod inventory;
 pub mod logfile;
 mod metrics;
 pub mod results;
+mod routes;
 pub mod run;
 pub mod server;
 pub mod services;
 mod services_api;
+mod sessions;
 mod state;
 pub mod statements;
 pub mod supervisor;

@@ -2,17 +2,17 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
+use crate::auth::Perm;
 use crate::cluster_view::role_name;
+use crate::routes::{Access, Routes, Verb};
 use crate::state::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new().add(Verb::Get, "/metrics", Access::Api(&[Perm::Status]), metrics)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -118,6 +118,42 @@ fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
     Ok(Some(tls))
 }
 
+/// The HTTP API's options: users from `--auth`, HTTPS from `--http.tls.*` (watched for
+/// changes), the allowed hosts.
+fn api_options(
+    config: &RunConfig,
+) -> Result<(ApiOptions, Option<crate::https::HttpTls>), CoreError> {
+    let auth = match &config.auth {
+        Some(path) => {
+            let users = crate::auth::Users::load(path)
+                .map_err(|e| CoreError::Usage(format!("--auth: {e}")))?;
+            tracing::info!(file = %path.display(), "HTTP API: users and permissions from the auth file");
+            Some(std::sync::Arc::new(users))
+        }
+        None => {
+            tracing::warn!(
+                "HTTP API without --auth: anyone who reaches it may read, write and administer"
+            );
+            None
+        }
+    };
+    let http_tls = match &config.http_tls {
+        Some((cert, key)) => {
+            let tls = crate::https::HttpTls::load(cert, key)?;
+            tls.watch(TLS_WATCH);
+            Some(tls)
+        }
+        None => None,
+    };
+    let options = ApiOptions {
+        auth,
+        https: http_tls.is_some(),
+        allowed_hosts: config.allowed_hosts(),
+        ..ApiOptions::default()
+    };
+    Ok((options, http_tls))
+}
+
 /// Runs the service until a signal (Ok) or a fatal error (Err).
 pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
@@ -127,6 +163,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
     let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
     let peer_tls = peer_tls(&config)?;
+    let (api_options, http_tls) = api_options(&config)?;
 
     let http = TcpListener::bind(config.http)
         .await
@@ -156,11 +193,12 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     };
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = app::router(node.clone(), ApiOptions::default());
+    let router = app::router(node.clone(), api_options.clone());
     let mut server = tokio::spawn(crate::server::serve(
         http,
         router,
         crate::server::HttpLimits::for_this_process(),
+        http_tls.clone(),
         async {
             let _ = http_stopped.await;
         },
@@ -174,6 +212,9 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sighup.recv() => {
                 if let Some(tls) = &peer_tls {
+                    tls.reload_and_log("SIGHUP");
+                }
+                if let Some(tls) = &http_tls {
                     tls.reload_and_log("SIGHUP");
                 }
             }

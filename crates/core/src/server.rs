@@ -71,10 +71,14 @@ impl HttpLimits {
 /// waits for the requests in progress to be answered (bound that wait by a timeout on
 /// this future). Errors accepting a connection (a full descriptor table, say) are
 /// logged and retried after a pause; they never end the server.
+///
+/// With `tls`, every connection must complete a TLS handshake within
+/// `header_read_timeout` first (HTTPS).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<crate::https::HttpTls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (grace, rate) = (limits.body_idle_timeout, limits.min_body_bytes_per_sec);
@@ -86,6 +90,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
+    // (`Builder` is cheap to clone: each HTTPS connection takes a copy to its task.)
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
@@ -115,11 +120,32 @@ pub async fn serve(
             router.clone(),
             limits.body_idle_timeout,
         ));
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, bounded like the headers.
+        let (acceptor, http, watcher) = (tls.acceptor(), http.clone(), graceful.watcher());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "HTTPS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+                tracing::debug!(error = %e, "HTTPS connection ended with an error");
             }
             drop(slot);
         });
@@ -215,7 +241,7 @@ mod tests {
                 .post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits, async {
+        tokio::spawn(serve(listener, router, limits, None, async {
             let _ = stopped.await;
         }));
         (addr, stop)

@@ -2,28 +2,45 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
+use crate::auth::Perm;
 use crate::http_error::{ApiError, json_response};
+use crate::routes::{Access, Routes, Verb};
 use crate::services::{ServiceView, create, overview, remove, rfc3339};
 use crate::state::AppState;
 
 /// Largest body of a services request (a few hundred bytes are enough).
 pub const MAX_SERVICES_BODY_BYTES: usize = 16 << 10;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/services", get(list).post(create_handler))
-        .route("/api/v1/services/{id}", delete(delete_handler))
-        .layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES))
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new()
+        .add(
+            Verb::Get,
+            "/api/v1/services",
+            Access::Api(&[Perm::Status]),
+            list,
+        )
+        // A created service may then join.
+        .add(
+            Verb::Post,
+            "/api/v1/services",
+            Access::Api(&[Perm::Join]),
+            create_handler,
+        )
+        .add(
+            Verb::Delete,
+            "/api/v1/services/{id}",
+            Access::Api(&[Perm::Remove]),
+            delete_handler,
+        )
+        .map(|router| router.layer(DefaultBodyLimit::max(MAX_SERVICES_BODY_BYTES)))
 }
 
 fn service_json(view: &ServiceView) -> Json {

@@ -18,6 +18,13 @@ pub struct ApiOptions {
     /// [`sqlraft::Rows::json_cost`] counts them); each read is bounded on its own by
     /// the node's `ReadOptions::max_result_bytes`.
     pub max_result_bytes: usize,
+    /// Users and permissions (`--auth`); `None`: every route is open, as in rqlite.
+    pub auth: Option<std::sync::Arc<crate::auth::Users>>,
+    /// The API is served over HTTPS (the session cookie is then `Secure`).
+    pub https: bool,
+    /// The names browsers may reach this node under (`Host`, `Origin`); empty: no
+    /// check of `Host`, and an `Origin` must match the request's own `Host`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiOptions {
@@ -27,6 +34,9 @@ impl Default for ApiOptions {
             max_statements: 10_000,
             probe_timeout_ms: 1_000,
             max_result_bytes: 64 << 20,
+            auth: None,
+            https: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -50,6 +60,10 @@ pub(crate) struct Shared {
     pub(crate) http_seconds: prometheus::HistogramVec,
     /// Held by the restore being uploaded or applied on this node.
     pub(crate) restore_slot: tokio::sync::Mutex<()>,
+    /// Every route and the access it needs.
+    pub(crate) routes: Vec<crate::routes::Declared>,
+    /// Signed-in browsers.
+    pub(crate) sessions: crate::sessions::Sessions,
 }
 
 /// The data API's latency histogram: 100 µs to 10 s.

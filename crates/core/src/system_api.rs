@@ -4,26 +4,41 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+use crate::auth::Perm;
 use crate::http_error::{ApiError, json_response};
+use crate::routes::{Access, Routes, Verb};
 use crate::services::overview;
 use crate::state::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/system/backup", get(backup))
-        .route("/api/v1/system/restore", post(restore))
-        .route("/api/v1/system/snapshot", post(snapshot))
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new()
+        .add(
+            Verb::Get,
+            "/api/v1/system/backup",
+            Access::Api(&[Perm::Backup]),
+            backup,
+        )
+        .add(
+            Verb::Post,
+            "/api/v1/system/restore",
+            Access::Api(&[Perm::Load]),
+            restore,
+        )
+        .add(
+            Verb::Post,
+            "/api/v1/system/snapshot",
+            Access::Api(&[Perm::Snapshot]),
+            snapshot,
+        )
 }
 
 fn internal(message: String) -> ApiError {

@@ -11,12 +11,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use sqlraft::ServiceState;
 
@@ -28,23 +26,47 @@ use crate::state::AppState;
 
 const STYLE: &str = include_str!("web/style.css");
 const SCRIPT: &str = include_str!("web/app.js");
-/// Largest form body.
-const MAX_FORM_BYTES: usize = 8 << 10;
+use axum::Extension;
+
+use crate::auth::Perm;
+use crate::routes::{Access, Routes, Verb};
+use crate::sessions::{MAX_FORM_BYTES, SESSION_COOKIE, WebSession};
 /// Longest message carried back in the query string.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(page))
-        .route("/ui/cluster", get(cluster_fragment))
-        .route("/ui/style.css", get(style))
-        .route("/ui/app.js", get(script))
-        .route("/ui/services", axum::routing::post(create))
-        .route(
-            "/ui/services/{id}/remove",
-            get(confirm_removal).post(remove),
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new()
+        .add(Verb::Get, "/", Access::Web(&[Perm::Status]), page)
+        .add(
+            Verb::Get,
+            "/ui/cluster",
+            Access::Web(&[Perm::Status]),
+            cluster_fragment,
         )
-        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .add(Verb::Get, "/ui/style.css", Access::Public, style)
+        .add(Verb::Get, "/ui/app.js", Access::Public, script)
+        .add(Verb::Get, "/ui/login", Access::Public, login_page)
+        .add(Verb::Post, "/ui/login", Access::Public, login)
+        .add(Verb::Post, "/ui/logout", Access::Web(&[]), logout)
+        .add(
+            Verb::Post,
+            "/ui/services",
+            Access::Web(&[Perm::Join]),
+            create,
+        )
+        .add(
+            Verb::Get,
+            "/ui/services/{id}/remove",
+            Access::Web(&[Perm::Remove]),
+            confirm_removal,
+        )
+        .add(
+            Verb::Post,
+            "/ui/services/{id}/remove",
+            Access::Web(&[Perm::Remove]),
+            remove,
+        )
+        .map(|router| router.layer(DefaultBodyLimit::max(MAX_FORM_BYTES)))
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -126,20 +148,27 @@ pub(crate) struct PageMessages {
     pub(crate) raft_addr: String,
     /// A created service whose install command is shown.
     pub(crate) created: Option<String>,
+    /// The signed-in user (with `--auth`) and the session's CSRF token for the forms.
+    pub(crate) user: Option<String>,
+    pub(crate) csrf: String,
 }
 
 async fn page(
     State(state): State<AppState>,
+    session: Option<Extension<WebSession>>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let get = |k: &str| query.get(k).map(|v| clip(v));
+    let (user, csrf) = signed_in(session.as_deref());
     let mut messages = PageMessages {
         error: get("error"),
         notice: None,
         fqdn: get("fqdn").unwrap_or_default(),
         raft_addr: get("raft_addr").unwrap_or_default(),
         created: get("created"),
+        user,
+        csrf,
     };
     let overview = services::overview(&state.node, probe_timeout(&state)).await;
     if let (Some(removed), Ok(o)) = (get("removed"), &overview) {
@@ -226,7 +255,12 @@ async fn create(
     }
 }
 
-async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn confirm_removal(
+    State(state): State<AppState>,
+    session: Option<Extension<WebSession>>,
+    Path(id): Path<String>,
+) -> Response {
+    let (_, csrf) = signed_in(session.as_deref());
     let overview = match services::overview(&state.node, probe_timeout(&state)).await {
         Ok(o) => o,
         Err(e) => {
@@ -234,7 +268,7 @@ async fn confirm_removal(State(state): State<AppState>, Path(id): Path<String>) 
         }
     };
     match overview.services.iter().find(|v| v.service.id == id) {
-        Some(view) => html(StatusCode::OK, render_confirmation(view, &overview)),
+        Some(view) => html(StatusCode::OK, render_confirmation(view, &overview, &csrf)),
         None => html(
             StatusCode::NOT_FOUND,
             render_shell(
@@ -293,6 +327,15 @@ pub(crate) fn render_page(o: &Overview, m: &PageMessages, join: &str) -> String 
         escape(&this_name(o)),
         escape(this_role_name(o)),
     ));
+    if let Some(user) = &m.user {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/ui/logout\" id=\"logout-form\" class=\"signed-in\">\n{}\
+             <span>Signed in as <strong id=\"user\">{}</strong></span>\n\
+             <button type=\"submit\" id=\"logout-button\">Sign out</button>\n</form>\n",
+            csrf_input(&m.csrf),
+            escape(user)
+        ));
+    }
     if let Some(error) = &m.error {
         body.push_str(&format!(
             "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>\n",
@@ -341,7 +384,7 @@ fn render_form(m: &PageMessages) -> String {
     format!(
         "<section id=\"create\">\n<h2>Create a core service</h2>\n\
          <p>One core service per server. It gets its id here; then you install it on its server with the command shown.</p>\n\
-         <form method=\"post\" action=\"/ui/services\" id=\"create-form\">\n\
+         <form method=\"post\" action=\"/ui/services\" id=\"create-form\">\n{token}\
          <label for=\"fqdn\">Host name (FQDN)</label>\n\
          <input id=\"fqdn\" name=\"fqdn\" required maxlength=\"253\" placeholder=\"core-2.example.com\" value=\"{fqdn}\">\n\
          <label for=\"raft_addr\">Raft address</label>\n\
@@ -349,7 +392,152 @@ fn render_form(m: &PageMessages) -> String {
          <button type=\"submit\" id=\"create-button\">Create</button>\n</form>\n</section>\n",
         fqdn = escape(&m.fqdn),
         raft_addr = escape(&m.raft_addr),
+        token = csrf_input(&m.csrf),
     )
+}
+
+/// The hidden field that carries the session's CSRF token (none without `--auth`).
+fn csrf_input(csrf: &str) -> String {
+    if csrf.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n",
+        escape(csrf)
+    )
+}
+
+/// The signed-in user and the CSRF token of a web request's session.
+fn signed_in(session: Option<&WebSession>) -> (Option<String>, String) {
+    match session {
+        Some(s) => (s.session.principal.username.clone(), s.session.csrf.clone()),
+        None => (None, String::new()),
+    }
+}
+
+/// The page for a refused web request.
+pub(crate) fn refusal_page(status: StatusCode, message: &str) -> Response {
+    let next = if status == StatusCode::UNAUTHORIZED {
+        "<p><a href=\"/ui/login\">Sign in</a></p>"
+    } else {
+        "<p><a href=\"/\">Back to the cluster</a></p>"
+    };
+    html(
+        status,
+        render_shell(
+            "Refused",
+            &format!(
+                "<h1>Refused</h1><p class=\"error\" id=\"error\" role=\"alert\">{}</p>{next}",
+                escape(message)
+            ),
+        ),
+    )
+}
+
+/// Where to go after signing in: a path on this node, never another site.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+fn render_login(next: &str, error: Option<&str>) -> String {
+    let error = error.map_or_else(String::new, |e| {
+        format!(
+            "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>\n",
+            escape(e)
+        )
+    });
+    render_shell(
+        "Sign in",
+        &format!(
+            "<header><h1>sqlraft core cluster</h1></header>\n{error}<section id=\"login\">\n<h2>Sign in</h2>\n\
+             <form method=\"post\" action=\"/ui/login\" id=\"login-form\">\n\
+             <input type=\"hidden\" name=\"next\" value=\"{next}\">\n\
+             <label for=\"username\">User name</label>\n\
+             <input id=\"username\" name=\"username\" required autocomplete=\"username\">\n\
+             <label for=\"password\">Password</label>\n\
+             <input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\">\n\
+             <button type=\"submit\" id=\"login-button\">Sign in</button>\n</form>\n</section>\n",
+            next = escape(next),
+        ),
+    )
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if state.options.auth.is_none() {
+        return redirect("/".into());
+    }
+    html(
+        StatusCode::OK,
+        render_login(&local_path(query.get("next").map(String::as_str)), None),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Some(users) = state.options.auth.clone() else {
+        return redirect("/".into());
+    };
+    let Ok(Form(form)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            render_login("/", Some("Fill in the user name and the password.")),
+        );
+    };
+    let next = local_path(form.next.as_deref());
+    let Some(principal) = users.authenticate(&form.username, &form.password).await else {
+        tracing::warn!(user = %form.username, "web sign-in refused: wrong user name or password");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            render_login(&next, Some("Wrong user name or password.")),
+        );
+    };
+    tracing::info!(user = %form.username, "signed in to the web interface");
+    let id = state.sessions.open(principal);
+    let secure = if state.options.https { "; Secure" } else { "" };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, next),
+            (
+                header::SET_COOKIE,
+                format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+async fn logout(State(state): State<AppState>, session: Option<Extension<WebSession>>) -> Response {
+    if let Some(Extension(session)) = session {
+        state.sessions.close(&session.id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/ui/login".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 fn yes_no(value: Option<bool>) -> &'static str {
@@ -544,7 +732,7 @@ fn render_row(v: &ServiceView) -> String {
     )
 }
 
-fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
+fn render_confirmation(v: &ServiceView, o: &Overview, csrf: &str) -> String {
     let s = &v.service;
     let mut consequences = String::new();
     match s.state {
@@ -574,7 +762,7 @@ fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
     let body = format!(
         "<h1>Remove {name}?</h1>\n<p>Core service <strong>{name}</strong> (id <code>{id}</code>, raft address {addr}) will be removed from the cluster. \
          The removed service stops itself; its id can never join again. Afterwards stop and delete it on {fqdn}: its unit and its directory.</p>\n{consequences}\n\
-         <form method=\"post\" action=\"/ui/services/{id_q}/remove\" id=\"confirm-form\">\n\
+         <form method=\"post\" action=\"/ui/services/{id_q}/remove\" id=\"confirm-form\">\n{token}\
          <button type=\"submit\" class=\"danger\" id=\"confirm-remove\">Yes, remove {name}</button>\n\
          <a class=\"button\" href=\"/\" id=\"cancel-remove\">Cancel</a>\n</form>\n",
         name = escape(&s.name),
@@ -582,6 +770,7 @@ fn render_confirmation(v: &ServiceView, o: &Overview) -> String {
         id_q = escape(&encode_component(&s.id)),
         addr = escape(&s.raft_addr),
         fqdn = escape(&s.fqdn),
+        token = csrf_input(csrf),
     );
     render_shell(&format!("Remove {}", s.name), &body)
 }
@@ -653,10 +842,13 @@ mod tests {
             fqdn: EVIL.into(),
             raft_addr: EVIL.into(),
             created: Some(format!("id-{EVIL}")),
+            user: Some(EVIL.into()),
+            csrf: EVIL.into(),
         };
         let page = render_page(&o, &m, EVIL);
-        let confirm = render_confirmation(&o.services[0], &o);
-        for html in [&page, &confirm] {
+        let confirm = render_confirmation(&o.services[0], &o, EVIL);
+        let login = render_login(EVIL, Some(EVIL));
+        for html in [&page, &confirm, &login] {
             assert!(!html.contains("<script>alert"), "{html}");
             assert!(!html.contains("<img"), "{html}");
             assert!(!html.contains("\"'>"), "{html}");

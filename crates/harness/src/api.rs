@@ -102,6 +102,7 @@ impl Harness {
             listener,
             router,
             sqlraft_core::server::HttpLimits::default(),
+            None,
             async {
                 let _ = stopped.await;
             },

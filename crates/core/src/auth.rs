@@ -1,0 +1,435 @@
+//! Users and permissions of the HTTP API, from an auth file in rqlite's format:
+//!
+//! ```json
+//! [
+//!   {"username": "admin", "password": "$2b$10$...", "perms": ["all"]},
+//!   {"username": "reader", "password": "secret", "perms": ["query", "status"]},
+//!   {"username": "*", "perms": ["status"]}
+//! ]
+//! ```
+//!
+//! A password is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`) or, as rqlite also allows, the
+//! password itself. The user `*` (no password) gives its permissions to everyone,
+//! anonymous requests included. Clients authenticate with HTTP basic auth, as rqlite's
+//! clients do; the web interface logs in once and keeps a session.
+//!
+//! A bcrypt check costs tens of milliseconds of CPU: a password checked once is
+//! remembered (as a salted SHA-256, per user, until the file is read again), and at
+//! most two checks run at a time, on blocking threads, so a flood of wrong passwords
+//! cannot take the CPU from raft.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// A permission of rqlite's auth file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Perm {
+    /// Every permission.
+    All,
+    /// Writes (`/db/execute`, and `/db/request`, which also needs `query`).
+    Execute,
+    /// Reads (`/db/query`, `/db/hash`).
+    Query,
+    /// Backups (`/api/v1/system/backup`).
+    Backup,
+    /// Restores (`/api/v1/system/restore`).
+    Load,
+    /// Cluster state (`/status`, `/nodes`, `/metrics`, the service list, the web
+    /// interface).
+    Status,
+    /// `/readyz` (which is public: load balancers ask it without credentials).
+    Ready,
+    /// Creating core services (they then join).
+    Join,
+    /// Joining as a non-voter (rqlite's; sqlraft has no read-only members: accepted in
+    /// the file, it grants nothing here).
+    JoinReadOnly,
+    /// Removing core services.
+    Remove,
+    /// Taking a snapshot on request.
+    Snapshot,
+}
+
+impl Perm {
+    /// The name in the auth file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Perm::All => "all",
+            Perm::Execute => "execute",
+            Perm::Query => "query",
+            Perm::Backup => "backup",
+            Perm::Load => "load",
+            Perm::Status => "status",
+            Perm::Ready => "ready",
+            Perm::Join => "join",
+            Perm::JoinReadOnly => "join-read-only",
+            Perm::Remove => "remove",
+            Perm::Snapshot => "snapshot",
+        }
+    }
+
+    /// Every permission but `all`.
+    pub const EACH: [Perm; 10] = [
+        Perm::Execute,
+        Perm::Query,
+        Perm::Backup,
+        Perm::Load,
+        Perm::Status,
+        Perm::Ready,
+        Perm::Join,
+        Perm::JoinReadOnly,
+        Perm::Remove,
+        Perm::Snapshot,
+    ];
+
+    fn parse(name: &str) -> Option<Perm> {
+        std::iter::once(Perm::All)
+            .chain(Perm::EACH)
+            .find(|p| p.name() == name)
+    }
+}
+
+/// Errors of an auth file.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The file could not be read.
+    #[error("cannot read the auth file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid auth file.
+    #[error("auth file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    perms: Vec<String>,
+}
+
+/// How a user's password is kept in the file.
+enum Secret {
+    /// A bcrypt hash.
+    Bcrypt(String),
+    /// The password itself (SHA-256 of it, for a comparison in constant time).
+    Plain([u8; 32]),
+}
+
+struct User {
+    secret: Secret,
+    perms: BTreeSet<Perm>,
+}
+
+/// Who is asking, and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `None`: anonymous.
+    pub username: Option<String>,
+    perms: BTreeSet<Perm>,
+}
+
+impl Principal {
+    /// True when every one of `perms` is granted.
+    pub fn may_all(&self, perms: &[Perm]) -> bool {
+        self.perms.contains(&Perm::All) || perms.iter().all(|p| self.perms.contains(p))
+    }
+}
+
+/// The users of an auth file. Its `Debug` shows names and permissions, never secrets.
+pub struct Users {
+    path: PathBuf,
+    users: HashMap<String, User>,
+    /// The permissions of `*`: everyone's.
+    everyone: BTreeSet<Perm>,
+    /// Passwords checked against a bcrypt hash: SHA-256 of salt and password, per user.
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+    salt: [u8; 16],
+    /// bcrypt checks running at once.
+    checks: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.users.keys().collect();
+        names.sort();
+        f.debug_struct("Users")
+            .field("path", &self.path)
+            .field("users", &names)
+            .field("everyone", &self.everyone)
+            .finish()
+    }
+}
+
+fn digest(salt: &[u8], password: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(salt);
+    hash.update(password.as_bytes());
+    hash.finalize().into()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_bcrypt(text: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$", "$2x$"]
+        .iter()
+        .any(|p| text.starts_with(p))
+}
+
+impl Users {
+    /// Reads an auth file.
+    pub fn load(path: &Path) -> Result<Users, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Users::parse(path, &text)
+    }
+
+    /// Parses an auth file's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Users, AuthError> {
+        let invalid = |reason: String| AuthError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| {
+            invalid(format!(
+                "not rqlite's auth file format (a JSON list of {{\"username\", \"password\", \"perms\"}}): {e}"
+            ))
+        })?;
+        let mut users = HashMap::new();
+        let mut everyone = BTreeSet::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let mut perms = BTreeSet::new();
+            for name in &entry.perms {
+                let perm = Perm::parse(name).ok_or_else(|| {
+                    invalid(format!(
+                        "user {:?}: unknown permission {name:?} (known: all, {})",
+                        entry.username,
+                        Perm::EACH.map(Perm::name).join(", ")
+                    ))
+                })?;
+                perms.insert(perm);
+            }
+            if entry.username == "*" {
+                everyone.extend(perms);
+                continue;
+            }
+            if entry.username.is_empty() || entry.username.contains(':') {
+                return Err(invalid(format!(
+                    "entry {}: a user name must not be empty or contain ':'",
+                    i + 1
+                )));
+            }
+            let password = entry
+                .password
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| invalid(format!("user {:?} has no password", entry.username)))?;
+            let secret = if is_bcrypt(&password) {
+                password.parse::<bcrypt::HashParts>().map_err(|e| {
+                    invalid(format!(
+                        "user {:?}: not a usable bcrypt hash: {e}",
+                        entry.username
+                    ))
+                })?;
+                Secret::Bcrypt(password)
+            } else {
+                Secret::Plain(digest(&[], &password))
+            };
+            if users
+                .insert(entry.username.clone(), User { secret, perms })
+                .is_some()
+            {
+                return Err(invalid(format!("user {:?} appears twice", entry.username)));
+            }
+        }
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..]);
+        Ok(Users {
+            path: path.to_path_buf(),
+            users,
+            everyone,
+            verified: Mutex::new(HashMap::new()),
+            salt,
+            checks: Arc::new(Semaphore::new(2)),
+        })
+    }
+
+    /// Anonymous: what `*` grants.
+    pub fn anonymous(&self) -> Principal {
+        Principal {
+            username: None,
+            perms: self.everyone.clone(),
+        }
+    }
+
+    /// The principal for `username` and `password`; `None` when the user is unknown
+    /// or the password wrong.
+    pub async fn authenticate(&self, username: &str, password: &str) -> Option<Principal> {
+        let user = self.users.get(username)?;
+        let ok = match &user.secret {
+            Secret::Plain(stored) => same(stored, &digest(&[], password)),
+            Secret::Bcrypt(hash) => self.check_bcrypt(username, hash, password).await,
+        };
+        ok.then(|| Principal {
+            username: Some(username.to_string()),
+            perms: user.perms.union(&self.everyone).copied().collect(),
+        })
+    }
+
+    async fn check_bcrypt(&self, username: &str, hash: &str, password: &str) -> bool {
+        let seen = digest(&self.salt, password);
+        let remembered = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(username)
+            .copied();
+        if remembered.is_some_and(|r| same(&r, &seen)) {
+            return true;
+        }
+        let Ok(_permit) = Arc::clone(&self.checks).acquire_owned().await else {
+            return false;
+        };
+        let (hash, candidate) = (hash.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(candidate, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if ok {
+            self.verified
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(username.to_string(), seen);
+        }
+        ok
+    }
+}
+
+/// The user name and password of an `Authorization: Basic` header; `None` without
+/// one, `Some(Err)` for one that cannot be read.
+pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Result<(String, String), ()>> {
+    use base64::Engine as _;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    let parsed = (|| {
+        let text = value.to_str().ok()?;
+        let (scheme, encoded) = text.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (user, password) = text.split_once(':')?;
+        Some((user.to_string(), password.to_string()))
+    })();
+    Some(parsed.ok_or(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(json: &str) -> Result<Users, AuthError> {
+        Users::parse(Path::new("auth.json"), json)
+    }
+
+    #[tokio::test]
+    async fn rqlite_auth_files_grant_what_they_say() {
+        let hash = bcrypt::hash("s3cret", 4).expect("hash");
+        let file = format!(
+            r#"[
+              {{"username": "admin", "password": "{hash}", "perms": ["all"]}},
+              {{"username": "reader", "password": "plain", "perms": ["query"]}},
+              {{"username": "*", "perms": ["status", "ready"]}}
+            ]"#
+        );
+        let u = users(&file).expect("valid");
+        let admin = u.authenticate("admin", "s3cret").await.expect("admin");
+        assert!(admin.may_all(&Perm::EACH));
+        // Remembered: the second check is the cache's, and still exact.
+        assert!(u.authenticate("admin", "s3cret").await.is_some());
+        assert!(u.authenticate("admin", "s3cret ").await.is_none());
+        assert!(u.authenticate("admin", "plain").await.is_none());
+        let reader = u.authenticate("reader", "plain").await.expect("reader");
+        assert!(reader.may_all(&[Perm::Query, Perm::Status]));
+        assert!(!reader.may_all(&[Perm::Execute]));
+        assert!(u.authenticate("reader", "wrong").await.is_none());
+        assert!(u.authenticate("nobody", "plain").await.is_none());
+        let anonymous = u.anonymous();
+        assert!(anonymous.may_all(&[Perm::Status]));
+        assert!(!anonymous.may_all(&[Perm::Query]));
+        let shown = format!("{u:?}");
+        assert!(
+            !shown.contains("plain") && !shown.contains(&hash),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_auth_files_are_refused_with_the_reason() {
+        for (json, says) in [
+            ("{}", "JSON list"),
+            (r#"[{"username": "a", "perms": ["all"]}]"#, "no password"),
+            (
+                r#"[{"username": "a", "password": "x", "perms": ["everything"]}]"#,
+                "unknown permission",
+            ),
+            (
+                r#"[{"username": "a", "password": "x"}, {"username": "a", "password": "y"}]"#,
+                "twice",
+            ),
+            (r#"[{"username": "a:b", "password": "x"}]"#, "':'"),
+            (
+                r#"[{"username": "a", "password": "$2b$10$short"}]"#,
+                "bcrypt",
+            ),
+            (r#"[{"username": "a", "pasword": "x"}]"#, "unknown field"),
+        ] {
+            let e = users(json).expect_err(json).to_string();
+            assert!(e.contains(says), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_read_as_clients_send_them() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(basic_credentials(&h), None);
+        // "bob:pa:ss" — a password may contain ':'.
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Basic Ym9iOnBhOnNz".parse().unwrap(),
+        );
+        assert_eq!(
+            basic_credentials(&h),
+            Some(Ok(("bob".into(), "pa:ss".into())))
+        );
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer xyz".parse().unwrap(),
+        );
+        assert_eq!(basic_credentials(&h), Some(Err(())));
+    }
+}
