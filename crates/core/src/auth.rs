@@ -327,6 +327,66 @@ impl Users {
     }
 }
 
+/// `sqlraft-core auth init`: writes an auth file with one administrator (every
+/// permission) and a random password, and the password into `password_file` (both
+/// readable by their owner only). Existing files are never overwritten. Returns the
+/// password.
+pub fn init_file(file: &Path, user: &str, password_file: &Path) -> Result<String, crate::CoreError> {
+    use base64::Engine as _;
+    use crate::CoreError;
+    if user.is_empty() || user.contains(':') || user == "*" {
+        return Err(CoreError::Usage(format!(
+            "--user {user:?}: a user name must not be empty, `*` or contain ':'"
+        )));
+    }
+    for path in [file, password_file] {
+        if path.exists() {
+            return Err(CoreError::Failed(format!(
+                "{} exists: it is never overwritten (remove it first)",
+                path.display()
+            )));
+        }
+    }
+    let mut random = Vec::with_capacity(32);
+    random.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    random.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    // 18 bytes of the 244 random bits: 24 characters.
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&random[..18]);
+    let hash = bcrypt::hash(&password, 10)
+        .map_err(|e| CoreError::Failed(format!("cannot hash the password: {e}")))?;
+    let text = serde_json::to_string_pretty(&serde_json::json!([
+        {"username": user, "password": hash, "perms": ["all"]}
+    ]))
+    .map_err(|e| CoreError::Failed(e.to_string()))?;
+    write_private(password_file, &format!("{password}\n"))?;
+    write_private(file, &format!("{text}\n"))?;
+    Ok(password)
+}
+
+/// `sqlraft-core auth hash`: a bcrypt hash of `password`, for an auth file.
+pub fn hash_password(password: &str) -> Result<String, crate::CoreError> {
+    if password.is_empty() {
+        return Err(crate::CoreError::Usage("an empty password".into()));
+    }
+    bcrypt::hash(password, 10).map_err(|e| crate::CoreError::Failed(format!("bcrypt: {e}")))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), crate::CoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| crate::CoreError::Io(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)
+}
+
 /// The user name and password of an `Authorization: Basic` header; `None` without
 /// one, `Some(Err)` for one that cannot be read.
 pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Result<(String, String), ()>> {
@@ -386,6 +446,25 @@ mod tests {
             !shown.contains("plain") && !shown.contains(&hash),
             "{shown}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_initial_auth_file_lets_its_administrator_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (file, secret) = (dir.path().join("auth.json"), dir.path().join("admin.password"));
+        let password = init_file(&file, "admin", &secret).expect("init");
+        assert_eq!(password.len(), 24);
+        assert_eq!(std::fs::read_to_string(&secret).expect("password file").trim(), password);
+        use std::os::unix::fs::PermissionsExt;
+        for path in [&file, &secret] {
+            let mode = std::fs::metadata(path).expect("file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+        let users = Users::load(&file).expect("valid auth file");
+        let admin = users.authenticate("admin", &password).await.expect("admin");
+        assert!(admin.may_all(&Perm::EACH));
+        assert!(init_file(&file, "admin", &dir.path().join("other")).is_err(), "never overwritten");
+        assert!(!std::fs::read_to_string(&file).expect("file").contains(&password));
     }
 
     #[test]

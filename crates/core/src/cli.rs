@@ -33,9 +33,33 @@ pub enum Command {
     /// Make the certificates of mutual TLS between core services.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Make the users file of `--auth` (rqlite's format).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Measure a cluster: named workloads at given client counts, a table of ops/s and
     /// latency percentiles, JSON and CSV results and SVG plots.
     Bench(BenchArgs),
+}
+
+/// `sqlraft-core auth`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Write an auth file with one administrator (every permission) and a random
+    /// password, and the password into a file of its own (both mode 0600).
+    Init {
+        /// The auth file to write (never overwritten).
+        #[arg(long = "file", value_name = "FILE", default_value = "/opt/sqlraft/auth.json")]
+        file: PathBuf,
+        /// The administrator's user name.
+        #[arg(long = "user", value_name = "NAME", default_value = "admin")]
+        user: String,
+        /// Where the password is written [default: admin.password beside --file].
+        #[arg(long = "password-file", value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Read a password (one line) on standard input and print its bcrypt hash, for an
+    /// auth file's `password`.
+    Hash,
 }
 
 /// `sqlraft-core certs`.

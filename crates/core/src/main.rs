@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sqlraft_core::CoreError;
-use sqlraft_core::cli::{CertsCommand, Cli, Command, InventoryCommand, validate_run};
+use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs or bench (see --help)"
+                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs, auth or bench (see --help)"
             );
             return ExitCode::from(2);
         }
@@ -62,6 +62,30 @@ fn execute(command: Command) -> Result<(), CoreError> {
         }
         Command::Demo(args) => runtime()?.block_on(sqlraft_core::demo::demo(args)),
         Command::Bench(args) => runtime()?.block_on(sqlraft_core::bench::bench(args)),
+        Command::Auth(AuthCommand::Init {
+            file,
+            user,
+            password_file,
+        }) => {
+            let password_file = password_file.unwrap_or_else(|| {
+                file.parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("admin.password")
+            });
+            sqlraft_core::auth::init_file(&file, &user, &password_file)?;
+            println!("auth file: {} (user {user}, every permission)", file.display());
+            println!("password:  in {} (readable by its owner only)", password_file.display());
+            Ok(())
+        }
+        Command::Auth(AuthCommand::Hash) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CoreError::Io(format!("cannot read the password: {e}")))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            println!("{}", sqlraft_core::auth::hash_password(password)?);
+            Ok(())
+        }
         Command::Certs(CertsCommand::Init { dir, days }) => sqlraft_core::certs::init(&dir, days),
         Command::Certs(CertsCommand::Issue {
             id,

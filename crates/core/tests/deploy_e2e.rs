@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use install_support::{BIN, FIRST_ID, SupervisedGuard, free_port, http_get, wait_ready};
+use install_support::{
+    BIN, FIRST_ID, SupervisedGuard, free_port, http_get, http_get_as, wait_ready,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, Uid, User};
 
@@ -241,7 +243,17 @@ fn install_then_expand_then_install_again_changes_nothing() {
         wait_ready(&http, Duration::from_secs(30)),
         "first core service not ready"
     );
-    let (_, status) = http_get(&http, "/status").expect("status");
+    // Secure by default: mutual TLS certificates and an administrator made by the
+    // installer; the API answers only with credentials.
+    for file in ["tls/ca.crt", "tls/ca.key", &format!("tls/{FIRST_ID}.crt"), "auth.json"] {
+        assert!(core.root.join(file).is_file(), "{file} missing");
+    }
+    let (code, _) = http_get(&http, "/status").expect("status");
+    assert_eq!(code, 401, "the API asks for credentials");
+    let password = std::fs::read_to_string(core.root.join("admin.password")).expect("password");
+    let (code, status) =
+        http_get_as(&http, "/status", Some(("admin", password.trim()))).expect("status");
+    assert_eq!(code, 200, "{status}");
     assert!(status.contains(FIRST_ID), "{status}");
     assert!(status.contains("\"leader\""), "{status}");
     let supervisor = guard.supervisor_pid().expect("supervisor runs");

@@ -24,10 +24,22 @@ pub fn free_port() -> u16 {
 
 /// `GET path` on `addr`: the status code and the body, or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with HTTP basic auth as `(user, password)`.
+pub fn http_get_as(addr: &str, path: &str, user: Option<(&str, &str)>) -> Option<(u16, String)> {
+    use base64::Engine as _;
     let mut stream =
         TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let auth = user.map_or_else(String::new, |(u, p)| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    });
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
