@@ -34,6 +34,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         restore_slot: tokio::sync::Mutex::new(()),
         routes: data_table.into_iter().chain(rest_table).collect(),
         sessions: crate::sessions::Sessions::default(),
+        issued: Default::default(),
     });
     data
         // Counts errors of the data API only: the routes above.

@@ -331,9 +331,13 @@ impl Users {
 /// permission) and a random password, and the password into `password_file` (both
 /// readable by their owner only). Existing files are never overwritten. Returns the
 /// password.
-pub fn init_file(file: &Path, user: &str, password_file: &Path) -> Result<String, crate::CoreError> {
-    use base64::Engine as _;
+pub fn init_file(
+    file: &Path,
+    user: &str,
+    password_file: &Path,
+) -> Result<String, crate::CoreError> {
     use crate::CoreError;
+    use base64::Engine as _;
     if user.is_empty() || user.contains(':') || user == "*" {
         return Err(CoreError::Usage(format!(
             "--user {user:?}: a user name must not be empty, `*` or contain ':'"
@@ -374,7 +378,8 @@ pub fn hash_password(password: &str) -> Result<String, crate::CoreError> {
 fn write_private(path: &Path, text: &str) -> Result<(), crate::CoreError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| crate::CoreError::Io(format!("cannot write {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| crate::CoreError::Io(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -384,7 +389,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), crate::CoreError> {
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io)
 }
 
 /// The user name and password of an `Authorization: Basic` header; `None` without
@@ -451,10 +458,18 @@ mod tests {
     #[tokio::test]
     async fn an_initial_auth_file_lets_its_administrator_in() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (file, secret) = (dir.path().join("auth.json"), dir.path().join("admin.password"));
+        let (file, secret) = (
+            dir.path().join("auth.json"),
+            dir.path().join("admin.password"),
+        );
         let password = init_file(&file, "admin", &secret).expect("init");
         assert_eq!(password.len(), 24);
-        assert_eq!(std::fs::read_to_string(&secret).expect("password file").trim(), password);
+        assert_eq!(
+            std::fs::read_to_string(&secret)
+                .expect("password file")
+                .trim(),
+            password
+        );
         use std::os::unix::fs::PermissionsExt;
         for path in [&file, &secret] {
             let mode = std::fs::metadata(path).expect("file").permissions().mode();
@@ -463,8 +478,15 @@ mod tests {
         let users = Users::load(&file).expect("valid auth file");
         let admin = users.authenticate("admin", &password).await.expect("admin");
         assert!(admin.may_all(&Perm::EACH));
-        assert!(init_file(&file, "admin", &dir.path().join("other")).is_err(), "never overwritten");
-        assert!(!std::fs::read_to_string(&file).expect("file").contains(&password));
+        assert!(
+            init_file(&file, "admin", &dir.path().join("other")).is_err(),
+            "never overwritten"
+        );
+        assert!(
+            !std::fs::read_to_string(&file)
+                .expect("file")
+                .contains(&password)
+        );
     }
 
     #[test]

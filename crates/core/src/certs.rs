@@ -36,6 +36,8 @@ pub struct Ca {
 /// A certificate and its private key, PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The CA's certificate (what the holder trusts).
+    pub ca_pem: String,
     /// The certificate.
     pub cert_pem: String,
     /// Its private key (PKCS#8).
@@ -201,6 +203,7 @@ impl Ca {
             .signed_by(&key, &self.issuer)
             .map_err(failed("cannot sign the certificate"))?;
         Ok(Issued {
+            ca_pem: self.cert_pem.clone(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })

@@ -48,7 +48,11 @@ pub enum AuthCommand {
     /// password, and the password into a file of its own (both mode 0600).
     Init {
         /// The auth file to write (never overwritten).
-        #[arg(long = "file", value_name = "FILE", default_value = "/opt/sqlraft/auth.json")]
+        #[arg(
+            long = "file",
+            value_name = "FILE",
+            default_value = "/opt/sqlraft/auth.json"
+        )]
         file: PathBuf,
         /// The administrator's user name.
         #[arg(long = "user", value_name = "NAME", default_value = "admin")]

@@ -73,8 +73,14 @@ fn execute(command: Command) -> Result<(), CoreError> {
                     .join("admin.password")
             });
             sqlraft_core::auth::init_file(&file, &user, &password_file)?;
-            println!("auth file: {} (user {user}, every permission)", file.display());
-            println!("password:  in {} (readable by its owner only)", password_file.display());
+            println!(
+                "auth file: {} (user {user}, every permission)",
+                file.display()
+            );
+            println!(
+                "password:  in {} (readable by its owner only)",
+                password_file.display()
+            );
             Ok(())
         }
         Command::Auth(AuthCommand::Hash) => {

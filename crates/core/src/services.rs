@@ -70,8 +70,9 @@ pub fn check_new_service(fqdn: &str, raft_addr: &str) -> Result<(), String> {
 /// ones of the install plan (`sqlraft-core inventory plan`), with the HTTP address
 /// spelled out. With `tls` (the cluster runs mutual TLS) it names the service's
 /// certificate files where `sqlraft-core certs issue --out /opt/sqlraft/tls` writes
-/// them; without, it says `--raft.insecure` as the cluster does.
-pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool) -> String {
+/// them; without, it says `--raft.insecure` as the cluster does. With `auth` (the API
+/// takes users) it names the users file, which every core service must be given.
+pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool, auth: bool) -> String {
     let port = raft_addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -92,8 +93,20 @@ pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool) -> Stri
     } else {
         cmd.push_str(" --raft.insecure");
     }
+    if auth {
+        cmd.push_str(&format!(" --auth {INSTALL_ROOT}/auth.json"));
+    }
     cmd.push_str(" --install");
     cmd
+}
+
+/// The cluster CA, when this node can issue certificates with it: its `ca.key` beside
+/// the `--raft.tls.ca` file, readable (the installer keeps it so on the first core
+/// service's host).
+fn cluster_ca(node: &Node) -> Option<crate::certs::Ca> {
+    let tls = node.config().transport.tls.as_ref()?;
+    let dir = tls.files().ca.parent()?;
+    crate::certs::Ca::read(dir).ok()
 }
 
 /// True when this node's raft transport runs mutual TLS.
@@ -111,6 +124,8 @@ pub(crate) fn join_address(node: &Node) -> String {
 pub(crate) struct Created {
     pub(crate) service: Service,
     pub(crate) install_command: String,
+    /// Its certificate and key for mutual TLS, when this node holds the cluster CA.
+    pub(crate) certificate: Option<crate::certs::Issued>,
 }
 
 /// Validates and creates a service (on the leader, wherever it is).
@@ -118,6 +133,7 @@ pub(crate) async fn create(
     node: &Node,
     fqdn: &str,
     raft_addr: &str,
+    auth: bool,
 ) -> Result<Created, ServiceError> {
     check_new_service(fqdn, raft_addr).map_err(ServiceError::Invalid)?;
     let service = node.create_service(fqdn, raft_addr).await?;
@@ -126,9 +142,21 @@ pub(crate) async fn create(
         &service.raft_addr,
         &join_address(node),
         runs_tls(node),
+        auth,
     );
+    let certificate = match cluster_ca(node) {
+        Some(ca) => match ca.issue(&service.id, &service.fqdn, crate::certs::SERVICE_DAYS) {
+            Ok(issued) => Some(issued),
+            Err(e) => {
+                tracing::error!(id = %service.id, error = %e, "cannot issue the new service's certificate");
+                None
+            }
+        },
+        None => None,
+    };
     tracing::info!(id = %service.id, fqdn, raft_addr, "core service created");
     Ok(Created {
+        certificate,
         service,
         install_command,
     })
@@ -289,6 +317,7 @@ mod tests {
                 "abc",
                 "core-2.example.com:7209",
                 "core-1.example.com:7209",
+                false,
                 false
             ),
             "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.insecure --install"
@@ -298,9 +327,10 @@ mod tests {
                 "abc",
                 "core-2.example.com:7300",
                 "core-1.example.com:7209",
+                true,
                 true
             ),
-            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --install"
+            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --auth /opt/sqlraft/auth.json --install"
         );
     }
 

@@ -96,9 +96,15 @@ async fn create_handler(
             "expected {{\"fqdn\": \"<fqdn>\", \"raft_addr\": \"<fqdn>:<port>\"}}: {e}"
         ))
     })?;
-    let created = create(&state.node, &new.fqdn, &new.raft_addr).await?;
+    let created = create(
+        &state.node,
+        &new.fqdn,
+        &new.raft_addr,
+        state.options.auth.is_some(),
+    )
+    .await?;
     let s = &created.service;
-    let body = json!({
+    let mut body = json!({
         "id": s.id,
         "name": s.name,
         "fqdn": s.fqdn,
@@ -106,6 +112,14 @@ async fn create_handler(
         "state": s.state.as_str(),
         "install_command": created.install_command,
     });
+    // Its mutual-TLS material, issued now and kept nowhere: the files the install
+    // command names (ca.crt, <id>.crt, <id>.key in /opt/sqlraft/tls).
+    if let (Some(issued), Some(map)) = (&created.certificate, body.as_object_mut()) {
+        map.insert(
+            "certificate".into(),
+            json!({"ca": issued.ca_pem, "cert": issued.cert_pem, "key": issued.key_pem}),
+        );
+    }
     Ok(json_response(StatusCode::CREATED, &body, false))
 }
 

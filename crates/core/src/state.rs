@@ -64,6 +64,37 @@ pub(crate) struct Shared {
     pub(crate) routes: Vec<crate::routes::Declared>,
     /// Signed-in browsers.
     pub(crate) sessions: crate::sessions::Sessions,
+    /// Certificates issued to services created in the web interface, until the page
+    /// that shows them (once) is rendered, at most [`ISSUED_KEPT`].
+    pub(crate) issued: std::sync::Mutex<
+        std::collections::HashMap<String, (crate::certs::Issued, std::time::Instant)>,
+    >,
+}
+
+/// How long a certificate issued in the web interface waits to be shown.
+pub(crate) const ISSUED_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Shared {
+    /// Keeps `issued` for the page that shows service `id`'s install command.
+    pub(crate) fn keep_issued(&self, id: &str, issued: crate::certs::Issued) {
+        let mut map = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, (_, at)| at.elapsed() < ISSUED_KEPT);
+        map.insert(id.to_string(), (issued, std::time::Instant::now()));
+    }
+
+    /// Takes service `id`'s issued certificate: it is shown once.
+    pub(crate) fn take_issued(&self, id: &str) -> Option<crate::certs::Issued> {
+        let mut map = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(id)
+            .filter(|(_, at)| at.elapsed() < ISSUED_KEPT)
+            .map(|(issued, _)| issued)
+    }
 }
 
 /// The data API's latency histogram: 100 µs to 10 s.

@@ -151,6 +151,10 @@ pub(crate) struct PageMessages {
     /// The signed-in user (with `--auth`) and the session's CSRF token for the forms.
     pub(crate) user: Option<String>,
     pub(crate) csrf: String,
+    /// The API takes users (`--auth`): install commands name the users file.
+    pub(crate) auth: bool,
+    /// The created service's certificate, issued by this node (shown once).
+    pub(crate) certificate: Option<crate::certs::Issued>,
 }
 
 async fn page(
@@ -169,7 +173,13 @@ async fn page(
         created: get("created"),
         user,
         csrf,
+        auth: state.options.auth.is_some(),
+        certificate: None,
     };
+    messages.certificate = messages
+        .created
+        .as_deref()
+        .and_then(|id| state.take_issued(id));
     let overview = services::overview(&state.node, probe_timeout(&state)).await;
     if let (Some(removed), Ok(o)) = (get("removed"), &overview) {
         let name = o
@@ -241,11 +251,16 @@ async fn create(
     };
     let fqdn = form.fqdn.trim().to_string();
     let raft_addr = form.raft_addr.trim().to_string();
-    match services::create(&state.node, &fqdn, &raft_addr).await {
-        Ok(created) => redirect(format!(
-            "/?created={}#install",
-            encode_component(&created.service.id)
-        )),
+    match services::create(&state.node, &fqdn, &raft_addr, state.options.auth.is_some()).await {
+        Ok(created) => {
+            if let Some(issued) = created.certificate {
+                state.keep_issued(&created.service.id, issued);
+            }
+            redirect(format!(
+                "/?created={}#install",
+                encode_component(&created.service.id)
+            ))
+        }
         Err(e) => redirect(format!(
             "/?error={}&fqdn={}&raft_addr={}#create",
             encode_component(&clip(&format!("Cannot create the core service: {e}"))),
@@ -349,7 +364,7 @@ pub(crate) fn render_page(o: &Overview, m: &PageMessages, join: &str) -> String 
         ));
     }
     if let Some(created) = &m.created {
-        body.push_str(&render_install(o, created, join));
+        body.push_str(&render_install(o, m, created, join));
     }
     body.push_str("<section id=\"cluster\" aria-live=\"polite\">\n");
     body.push_str(&render_cluster(o));
@@ -358,7 +373,7 @@ pub(crate) fn render_page(o: &Overview, m: &PageMessages, join: &str) -> String 
     render_shell("Cluster", &body)
 }
 
-fn render_install(o: &Overview, id: &str, join: &str) -> String {
+fn render_install(o: &Overview, m: &PageMessages, id: &str, join: &str) -> String {
     let Some(view) = o.services.iter().find(|v| v.service.id == id) else {
         return format!(
             "<p class=\"error\" id=\"error\">There is no core service with id {}.</p>\n",
@@ -366,10 +381,12 @@ fn render_install(o: &Overview, id: &str, join: &str) -> String {
         );
     };
     let s = &view.service;
-    let command = install_command(&s.id, &s.raft_addr, join, o.raft_tls);
+    let command = install_command(&s.id, &s.raft_addr, join, o.raft_tls, m.auth);
+    let files = render_files(&s.id, &s.fqdn, o.raft_tls, m);
     format!(
         "<section id=\"install\" class=\"install\">\n<h2>Install {name}</h2>\n\
-         <p>Core service <strong>{name}</strong> was created with id <code>{id}</code>. Run this command on <strong>{fqdn}</strong> (as root; the binary must be on the PATH there). It joins the cluster as a learner:</p>\n\
+         <p>Core service <strong>{name}</strong> was created with id <code>{id}</code>.</p>\n{files}\
+         <p>Run this command on <strong>{fqdn}</strong> (as root; the binary must be on the PATH there). It joins the cluster as a learner:</p>\n\
          <pre id=\"install-command\">{command}</pre>\n\
          <button type=\"button\" class=\"copy\" data-copy=\"install-command\">Copy the command</button>\n\
          <p class=\"hint\">Install the services one after another: start the next one once this one shows up below.</p>\n</section>\n",
@@ -378,6 +395,53 @@ fn render_install(o: &Overview, id: &str, join: &str) -> String {
         fqdn = escape(&s.fqdn),
         command = escape(&command),
     )
+}
+
+/// What must be on the new service's host before its install command runs: its
+/// certificate (issued here, shown once) and the users file.
+fn render_files(id: &str, fqdn: &str, tls: bool, m: &PageMessages) -> String {
+    let mut out = String::new();
+    let dir = "/opt/sqlraft/tls";
+    if tls {
+        match &m.certificate {
+            Some(issued) => {
+                let script = format!(
+                    "install -d -m 0755 {dir}\n\
+                     cat > {dir}/ca.crt <<'EOF'\n{ca}EOF\n\
+                     cat > {dir}/{id}.crt <<'EOF'\n{cert}EOF\n\
+                     (umask 077; cat > {dir}/{id}.key <<'EOF'\n{key}EOF\n)\n",
+                    ca = issued.ca_pem,
+                    cert = issued.cert_pem,
+                    key = issued.key_pem,
+                );
+                out.push_str(&format!(
+                    "<p>First put its certificate for mutual TLS on <strong>{fqdn}</strong>: run this there as root. \
+                     It holds the service's private key and is shown <strong>only this once</strong> \
+                     (if it is lost, remove the service and create it again, or issue another with \
+                     <code>sqlraft-core certs issue --id {id} --fqdn {fqdn}</code> where the cluster CA is).</p>\n\
+                     <pre id=\"certificate-script\">{script}</pre>\n\
+                     <button type=\"button\" class=\"copy\" data-copy=\"certificate-script\">Copy the certificate commands</button>\n",
+                    fqdn = escape(fqdn),
+                    id = escape(id),
+                    script = escape(&script),
+                ));
+            }
+            None => out.push_str(&format!(
+                "<p>It needs its certificate for mutual TLS in {dir}: on the host that holds the cluster CA, run \
+                 <code>sqlraft-core certs issue --id {id} --fqdn {fqdn} --ca-dir {dir} --out /tmp/{id}</code> \
+                 and copy <code>ca.crt</code>, <code>{id}.crt</code> and <code>{id}.key</code> to {dir} on <strong>{fqdn}</strong>.</p>\n",
+                id = escape(id),
+                fqdn = escape(fqdn),
+            )),
+        }
+    }
+    if m.auth {
+        out.push_str(&format!(
+            "<p>Copy the users file <code>/opt/sqlraft/auth.json</code> from this host to <strong>{}</strong> (mode 0600): every core service checks the same users.</p>\n",
+            escape(fqdn)
+        ));
+    }
+    out
 }
 
 fn render_form(m: &PageMessages) -> String {
@@ -844,11 +908,25 @@ mod tests {
             created: Some(format!("id-{EVIL}")),
             user: Some(EVIL.into()),
             csrf: EVIL.into(),
+            auth: true,
+            certificate: Some(crate::certs::Issued {
+                ca_pem: EVIL.into(),
+                cert_pem: EVIL.into(),
+                key_pem: EVIL.into(),
+            }),
         };
         let page = render_page(&o, &m, EVIL);
+        let mut tls = o.clone();
+        tls.raft_tls = true;
+        let created = PageMessages {
+            created: Some(o.services[0].service.id.clone()),
+            ..m
+        };
+        let install = render_page(&tls, &created, EVIL);
+        assert!(install.contains("certificate-script"), "{install}");
         let confirm = render_confirmation(&o.services[0], &o, EVIL);
         let login = render_login(EVIL, Some(EVIL));
-        for html in [&page, &confirm, &login] {
+        for html in [&page, &confirm, &login, &install] {
             assert!(!html.contains("<script>alert"), "{html}");
             assert!(!html.contains("<img"), "{html}");
             assert!(!html.contains("\"'>"), "{html}");

@@ -245,7 +245,12 @@ fn install_then_expand_then_install_again_changes_nothing() {
     );
     // Secure by default: mutual TLS certificates and an administrator made by the
     // installer; the API answers only with credentials.
-    for file in ["tls/ca.crt", "tls/ca.key", &format!("tls/{FIRST_ID}.crt"), "auth.json"] {
+    for file in [
+        "tls/ca.crt",
+        "tls/ca.key",
+        &format!("tls/{FIRST_ID}.crt"),
+        "auth.json",
+    ] {
         assert!(core.root.join(file).is_file(), "{file} missing");
     }
     let (code, _) = http_get(&http, "/status").expect("status");
