@@ -228,6 +228,10 @@ pub struct RunArgs {
     /// The HTTPS certificate's private key (PEM).
     #[arg(long = "http.tls.key", value_name = "FILE", requires = "http_tls_cert")]
     pub http_tls_key: Option<PathBuf>,
+    /// HTTP connections open at once [default: 4096, at most half the open-file limit];
+    /// at the limit the connection idle the longest is closed for a new one.
+    #[arg(long = "http.max-connections", value_name = "N")]
+    pub http_max_connections: Option<usize>,
     /// Names browsers may open this node under (`Host`), comma separated; requests from
     /// browser pages under other names are refused (DNS rebinding) [default: the host of
     /// --raft.node.addr, the --http address, localhost].
@@ -318,6 +322,8 @@ pub struct RunConfig {
     pub http_tls: Option<(PathBuf, PathBuf)>,
     /// `--http.allowed-hosts` as given (empty: the defaults).
     pub allowed_hosts: Vec<String>,
+    /// `--http.max-connections`, if given.
+    pub http_max_connections: Option<usize>,
 }
 
 /// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
@@ -446,6 +452,14 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
         auth,
         http_tls,
         allowed_hosts,
+        http_max_connections: match args.http_max_connections {
+            Some(0) => {
+                return Err(CoreError::Usage(
+                    "--http.max-connections must be at least 1".into(),
+                ));
+            }
+            other => other,
+        },
     })
 }
 
@@ -604,6 +618,9 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
             "--http.tls.key".into(),
             key.display().to_string(),
         ]);
+    }
+    if let Some(n) = config.http_max_connections {
+        args.extend(["--http.max-connections".into(), n.to_string()]);
     }
     if !config.allowed_hosts.is_empty() {
         args.extend([

@@ -559,6 +559,7 @@ mod tests {
             auth: None,
             http_tls: None,
             allowed_hosts: Vec::new(),
+            http_max_connections: None,
         };
         assert_eq!(
             service_args(&config).join(" "),

@@ -154,6 +154,14 @@ fn api_options(
     Ok((options, http_tls))
 }
 
+fn http_limits(config: &RunConfig) -> crate::server::HttpLimits {
+    let mut limits = crate::server::HttpLimits::for_this_process();
+    if let Some(n) = config.http_max_connections {
+        limits.max_connections = n;
+    }
+    limits
+}
+
 /// Runs the service until a signal (Ok) or a fatal error (Err).
 pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
@@ -197,7 +205,7 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     let mut server = tokio::spawn(crate::server::serve(
         http,
         router,
-        crate::server::HttpLimits::for_this_process(),
+        http_limits(&config),
         http_tls.clone(),
         async {
             let _ = http_stopped.await;

@@ -88,9 +88,10 @@ pub async fn serve(
         },
     ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(Open::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    // (`Builder` is cheap to clone: each HTTPS connection takes a copy to its task.)
+    // (`Builder` is cheap to clone: each connection's task takes a copy.)
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
@@ -108,50 +109,243 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!(
-                max = limits.max_connections,
-                "HTTP connection limit reached; closing a new connection"
-            );
-            continue;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            // At the limit: the connection idle the longest gives way (a flood of idle
+            // connections must not lock clients out until the header timeout); with
+            // none idle, the new connection is closed.
+            Err(_) if open.evict_idlest() => {
+                match tokio::time::timeout(EVICTION_WAIT, Arc::clone(&slots).acquire_owned()).await
+                {
+                    Ok(Ok(slot)) => slot,
+                    _ => continue,
+                }
+            }
+            Err(_) => {
+                tracing::debug!(
+                    max = limits.max_connections,
+                    "HTTP connection limit reached, none idle; closing a new connection"
+                );
+                continue;
+            }
         };
         nagle_off(&stream);
+        let (id, evicted, busy) = open.add();
         let service = TowerToHyperService::new(tower_http::timeout::RequestBodyTimeout::new(
-            router.clone(),
+            Busy {
+                inner: router.clone(),
+                busy,
+            },
             limits.body_idle_timeout,
         ));
-        let Some(tls) = &tls else {
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                }
-                drop(slot);
-            });
-            continue;
-        };
-        // The handshake runs in the connection's own task, bounded like the headers.
-        let (acceptor, http, watcher) = (tls.acceptor(), http.clone(), graceful.watcher());
-        let handshake_timeout = limits.header_read_timeout;
+        let (acceptor, http, watcher) = (
+            tls.as_ref().map(crate::https::HttpTls::acceptor),
+            http.clone(),
+            graceful.watcher(),
+        );
+        let (open, handshake_timeout) = (Arc::clone(&open), limits.header_read_timeout);
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "HTTPS handshake failed");
-                        return;
+            let served = async {
+                match acceptor {
+                    None => {
+                        let connection =
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "HTTP connection ended with an error");
+                        }
                     }
-                    Err(_) => return,
-                };
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                    // The handshake runs here, bounded like the headers.
+                    Some(acceptor) => {
+                        let accepted =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                        let stream = match accepted {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "HTTPS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let connection =
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                // Dropping the connection closes it; it had no request in progress.
+                _ = evicted => tracing::debug!("an idle HTTP connection gave way to a new one"),
             }
+            open.remove(id);
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// How long a new connection at the limit waits for the one that gives way.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections: whether each has a request in progress, and how to close it.
+#[derive(Default)]
+struct Open {
+    next: std::sync::atomic::AtomicU64,
+    connections: std::sync::Mutex<std::collections::HashMap<u64, Connection>>,
+}
+
+struct Connection {
+    /// Requests in progress (until their response body is sent or dropped).
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// When it last went idle (or opened).
+    idle_since: Arc<std::sync::Mutex<std::time::Instant>>,
+    evict: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// What a connection's service keeps up to date for [`Open`].
+#[derive(Clone)]
+struct BusyState {
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    idle_since: Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+impl Open {
+    fn add(&self) -> (u64, tokio::sync::oneshot::Receiver<()>, BusyState) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (evict, evicted) = tokio::sync::oneshot::channel();
+        let state = BusyState {
+            busy: Arc::default(),
+            idle_since: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        };
+        self.lock().insert(
+            id,
+            Connection {
+                busy: Arc::clone(&state.busy),
+                idle_since: Arc::clone(&state.idle_since),
+                evict: Some(evict),
+            },
+        );
+        (id, evicted, state)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Tells the connection idle the longest to close; false when none is idle.
+    fn evict_idlest(&self) -> bool {
+        let mut connections = self.lock();
+        let idlest = connections
+            .iter()
+            .filter(|(_, c)| {
+                c.evict.is_some() && c.busy.load(std::sync::atomic::Ordering::Acquire) == 0
+            })
+            .min_by_key(|(_, c)| {
+                *c.idle_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .map(|(id, _)| *id);
+        let Some(sender) = idlest.and_then(|id| connections.get_mut(&id)?.evict.take()) else {
+            return false;
+        };
+        sender.send(()).is_ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Connection>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The router, counting the requests of one connection in progress: from the request's
+/// arrival until its response body is sent (or dropped).
+#[derive(Clone)]
+struct Busy {
+    inner: Router,
+    busy: BusyState,
+}
+
+/// Ends a request's "in progress" when dropped (with its response body).
+struct Done(BusyState);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self
+            .0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            *self
+                .0
+                .idle_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        }
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Busy
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        self.busy
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let done = Done(self.busy.clone());
+        let request = request.map(axum::body::Body::new);
+        let future = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|body| axum::body::Body::new(WithDone { body, _done: done })))
+        })
+    }
+}
+
+/// A response body that holds its request's [`Done`] until it is dropped.
+struct WithDone {
+    body: axum::body::Body,
+    _done: Done,
+}
+
+impl http_body::Body for WithDone {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A request body that fails once it arrives slower than `rate` bytes per second on
@@ -369,23 +563,60 @@ mod tests {
     /// Past the limit a new connection is closed at once; idle ones free their slots
     /// when their header time runs out, and requests are answered again.
     #[tokio::test]
-    async fn connections_past_the_limit_are_closed_and_idle_ones_give_way() {
-        let (addr, _stop) = start(limits(4)).await;
+    async fn at_the_limit_the_connection_idle_longest_gives_way() {
+        // Headers may take 30 s here: what closes the idle connection is the newcomer.
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            ..limits(4)
+        };
+        let (addr, _stop) = start(limits).await;
         let mut idle = Vec::new();
         for _ in 0..4 {
             idle.push(TcpStream::connect(addr).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The four are accepted (each holds a slot) before the fifth arrives.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut fifth = TcpStream::connect(addr).await.unwrap();
-        let _ = fifth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        let got = closed_by_server(&mut fifth).await.expect("closed");
-        assert!(got.is_empty(), "answered past the limit: {got:?}");
-        // The idle four are closed after their header time; then requests get in.
-        for stream in &mut idle {
-            assert!(closed_by_server(stream).await.is_some());
+        let started = std::time::Instant::now();
+        assert!(get(addr).await.ends_with("ok"), "the fifth is answered");
+        let oldest = closed_by_server(&mut idle[0]).await.expect("closed");
+        assert!(oldest.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "closed for the newcomer, not by the header timeout"
+        );
+    }
+
+    /// With no connection idle (each has a request whose body is on its way), one
+    /// more is closed unanswered.
+    #[tokio::test]
+    async fn at_the_limit_with_none_idle_a_new_connection_is_closed() {
+        let limits = HttpLimits {
+            body_idle_timeout: Duration::from_secs(30),
+            ..limits(2)
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+                .await
+                .unwrap();
+            busy.push(stream);
         }
-        assert!(get(addr).await.ends_with("ok"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let got = closed_by_server(&mut third).await.expect("closed");
+        assert!(got.is_empty(), "answered past the limit: {got:?}");
+        // The uploads were not the ones to go.
+        for stream in &mut busy {
+            stream.write_all(b"defghij").await.unwrap();
+            let mut answer = vec![0u8; 256];
+            let n = stream.read(&mut answer).await.unwrap();
+            assert!(String::from_utf8_lossy(&answer[..n]).ends_with("10"));
+        }
     }
 
     #[tokio::test]

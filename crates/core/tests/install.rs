@@ -139,14 +139,29 @@ fn install_refusals_change_nothing() {
             "--id",
             FIRST_ID,
             "--install",
+            "--raft.insecure",
             "--user",
             "no-such-user-sqlraft",
         ],
         "no such user",
     );
+    // Neither TLS nor an explicit --raft.insecure.
+    assert_refused(&["--id", FIRST_ID, "--install"], "needs TLS");
     // A new peer without --raft.join would found a second cluster.
-    assert_refused(&["--id", OTHER_ID, "--install"], "--raft.join");
-    assert_refused(&["--id", OTHER_ID, "--install", "--dry-run"], "--raft.join");
+    assert_refused(
+        &["--id", OTHER_ID, "--install", "--raft.insecure"],
+        "--raft.join",
+    );
+    assert_refused(
+        &[
+            "--id",
+            OTHER_ID,
+            "--install",
+            "--dry-run",
+            "--raft.insecure",
+        ],
+        "--raft.join",
+    );
     assert_refused(&["--id", "core-1", "--install"], "not a service id");
 }
 

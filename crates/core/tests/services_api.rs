@@ -354,7 +354,7 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
         .to_string();
     let page = h.get(&format!("/?created={id}")).await.text();
     let command = format!(
-        "sqlraft-core run --id {id} --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:7220 --install",
+        "sqlraft-core run --id {id} --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:7220 --raft.insecure --install",
         h.node.raft_addr()
     );
     assert!(page.contains(&command), "{page}");

@@ -3,7 +3,9 @@
 //! `sqlraft-core run` processes, one per loopback address (127.0.0.1, .2, .3), the way
 //! an operator grows a cluster: create a service in the form, copy the install command,
 //! start it, watch it become a learner and then a voter, remove one with the button and
-//! its confirmation.
+//! its confirmation. Secure as `install.sh` leaves a cluster: mutual TLS between the
+//! services and users (`--auth`): the browser signs in first, and each created service
+//! is started with the certificate the page issued for it.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/setup.sh installs them). Set
 //! `SQLRAFT_SCREENSHOT=<file.png>` to keep the final screenshot.
@@ -32,7 +34,14 @@ struct CoreProcess {
 }
 
 impl CoreProcess {
-    fn start(root: &Path, id: &str, host: &str, raft_addr: &str, join: Option<&str>) -> Self {
+    fn start(
+        root: &Path,
+        id: &str,
+        host: &str,
+        raft_addr: &str,
+        join: Option<&str>,
+        security: &[String],
+    ) -> Self {
         let raft_port = raft_addr.rsplit_once(':').expect("port").1;
         let http = format!("{host}:{}", free_port_on(host));
         let stderr = root.join(format!("{host}.stderr"));
@@ -43,7 +52,7 @@ impl CoreProcess {
             .args(["--raft.node.addr", raft_addr])
             .args(["--raft.node.listen", &format!("{host}:{raft_port}")])
             .args(["--http", &http])
-            .arg("--raft.insecure")
+            .args(security)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -434,22 +443,72 @@ fn create_in_browser(browser: &Browser, base: &str, host: &str) -> String {
     let command = browser.text_of(&element);
     assert_eq!(flag(&command, "--raft.node.addr"), raft, "{command}");
     assert!(command.starts_with("sqlraft-core run --id "), "{command}");
+    let id = flag(&command, "--id");
     assert!(
-        command.ends_with("--http 0.0.0.0:7220 --install"),
+        command.ends_with(&format!(
+            "--http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt \
+             --raft.tls.cert /opt/sqlraft/tls/{id}.crt --raft.tls.key /opt/sqlraft/tls/{id}.key \
+             --auth /opt/sqlraft/auth.json --install"
+        )),
         "{command}"
     );
     command
 }
 
+/// The three PEM blocks of the certificate commands the page shows once (CA,
+/// certificate, key), written into `dir` as the `run` flags name them.
+fn write_issued(browser: &Browser, dir: &Path, id: &str) -> Vec<String> {
+    let element = browser.find("#certificate-script");
+    let script = browser.text_of(&element);
+    let blocks: Vec<String> = script
+        .split("-----BEGIN ")
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find("-----END ").expect("END line");
+            let tail = &rest[end..];
+            let line_end = tail[9..].find("-----").expect("END dashes") + 9 + 5;
+            format!("-----BEGIN {}{}\n", &rest[..end], &tail[..line_end])
+        })
+        .collect();
+    assert_eq!(blocks.len(), 3, "{script}");
+    std::fs::create_dir_all(dir).expect("dir");
+    let files = [
+        dir.join("ca.crt"),
+        dir.join(format!("{id}.crt")),
+        dir.join(format!("{id}.key")),
+    ];
+    for (file, pem) in files.iter().zip(&blocks) {
+        std::fs::write(file, pem).expect("write");
+    }
+    let [ca, cert, key] = files.map(|f| f.display().to_string());
+    vec![
+        "--raft.tls.ca".into(),
+        ca,
+        "--raft.tls.cert".into(),
+        cert,
+        "--raft.tls.key".into(),
+        key,
+    ]
+}
+
 /// Starts the service the way the install command says (in the foreground, on its own
-/// loopback address, without --install).
-fn start_from_command(root: &Path, host: &str, command: &str) -> (String, CoreProcess) {
+/// loopback address, without --install), with the certificate the page issued and
+/// the users file.
+fn start_from_command(
+    browser: &Browser,
+    root: &Path,
+    host: &str,
+    command: &str,
+    auth: &Path,
+) -> (String, CoreProcess) {
     let id = flag(command, "--id").to_string();
     let raft = flag(command, "--raft.node.addr");
     let join = flag(command, "--raft.join");
+    let mut security = write_issued(browser, &root.join("issued").join(host), &id);
+    security.extend(["--auth".to_string(), auth.display().to_string()]);
     (
         id.clone(),
-        CoreProcess::start(root, &id, host, raft, Some(join)),
+        CoreProcess::start(root, &id, host, raft, Some(join), &security),
     )
 }
 
@@ -459,11 +518,38 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
     let root = temp.path().join("root");
     std::fs::create_dir_all(&root).expect("root");
     let first_raft = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
-    let first = CoreProcess::start(&root, FIRST_ID, "127.0.0.1", &first_raft, None);
+    // As install.sh sets the first service up: a CA, its certificate, an administrator.
+    let tls = root.join("tls");
+    let ca = sqlraft_core::certs::Ca::new(30).expect("CA");
+    ca.write(&tls).expect("write CA");
+    let files = sqlraft_core::certs::write_service_files(&ca, FIRST_ID, "127.0.0.1", 30, &tls)
+        .expect("first certificate");
+    let auth = root.join("auth.json");
+    let password =
+        sqlraft_core::auth::init_file(&auth, "admin", &root.join("admin.password")).expect("users");
+    let mut security = sqlraft_core::certs::run_flags(&files);
+    security.extend(["--auth".to_string(), auth.display().to_string()]);
+    let first = CoreProcess::start(&root, FIRST_ID, "127.0.0.1", &first_raft, None, &security);
     let base = format!("http://{}", first.http);
 
     let browser = Browser::start(&temp.path().join("profile"));
+    // Not signed in: the sign-in page; a wrong password is refused.
     browser.goto(&format!("{base}/"));
+    browser.wait_for("the sign-in page", |t| t.contains("Sign in"));
+    browser.type_into("#username", "admin");
+    browser.type_into("#password", "wrong");
+    browser.click("#login-button");
+    browser.wait_for("the refusal", |t| {
+        t.contains("Wrong user name or password.")
+    });
+    browser.type_into("#username", "admin");
+    browser.type_into("#password", &password);
+    browser.click("#login-button");
+    browser.wait_for("the first service", |t| {
+        t.contains("Signed in as admin")
+            && t.contains("core-1")
+            && t.contains("1 voter, 0 learners")
+    });
     browser.wait_for("the first service", |t| {
         t.contains("core-1") && t.contains("1 voter, 0 learners")
     });
@@ -480,14 +566,14 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
     let command = create_in_browser(&browser, &base, "127.0.0.2");
     assert_eq!(flag(&command, "--raft.join"), first_raft);
     browser.wait_for("the created service", |t| t.contains("has not joined yet"));
-    let (second_id, second) = start_from_command(&root, "127.0.0.2", &command);
+    let (second_id, second) = start_from_command(&browser, &root, "127.0.0.2", &command, &auth);
     browser.wait_for("the learner's explanation", |t| {
         t.contains(&format!("core-127.0.0.2 {WAITS_FOR_A_SECOND_ONE}"))
     });
 
     // The third: both learners become voters together.
     let command = create_in_browser(&browser, &base, "127.0.0.3");
-    let (third_id, third) = start_from_command(&root, "127.0.0.3", &command);
+    let (third_id, third) = start_from_command(&browser, &root, "127.0.0.3", &command, &auth);
     browser.goto(&format!("{base}/"));
     let text = browser.wait_for("three voters", |t| {
         t.contains("3 voters, 0 learners") && !t.contains("learner:")
@@ -530,6 +616,13 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
         .map_or_else(|| temp.path().join("cluster.png"), PathBuf::from);
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000));
+
+    // Signing out: the cluster page asks to sign in again.
+    browser.goto(&format!("{base}/"));
+    browser.click("#logout-button");
+    browser.wait_for("the sign-in page again", |t| {
+        t.contains("Sign in") && !t.contains("Signed in as")
+    });
 
     drop(browser);
     second.stop();
