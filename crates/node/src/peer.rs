@@ -99,12 +99,26 @@ impl Handler for PeerHandler {
 
     async fn forward(
         &self,
-        _caller: Option<Arc<str>>,
+        caller: Option<Arc<str>>,
         request: pb::ForwardRequest,
     ) -> pb::ForwardResponse {
         let Some(node) = self.node() else {
             return forward_error(&NodeError::Stopped);
         };
+        // With TLS, only a member forwards: a removed service keeps a valid certificate.
+        if let Some(caller) = &caller
+            && !node
+                .shared
+                .status
+                .borrow()
+                .members
+                .iter()
+                .any(|m| *m.service_id == **caller)
+        {
+            return forward_error(&NodeError::Invalid(format!(
+                "service {caller} is not a member of this cluster; it may not forward requests"
+            )));
+        }
         if node.shared.status().role != Role::Leader {
             return forward_error(&NodeError::NoLeader);
         }

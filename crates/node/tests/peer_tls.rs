@@ -175,12 +175,44 @@ async fn only_a_member_with_its_own_cluster_certificate_is_heard() {
         "{refused}"
     );
 
+    // ... and forwards no write: only members forward.
+    let forged = pb::ForwardRequest {
+        request: Some(pb::WriteRequest {
+            statements: vec![pb::Statement {
+                sql: "CREATE TABLE forged (v)".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        admin: None,
+    };
+    let answer = stranger
+        .forward(target.raft_addr(), target.raft_id(), forged.clone())
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&answer.outcome, Some(pb::forward_response::Outcome::Error(e)) if e.message.contains("not a member")),
+        "{answer:?}"
+    );
+
     for node in cluster.live() {
         assert!(node.failure().is_none(), "node {}", node.raft_id());
     }
 
     // The control: the member's own certificate is heard (the checks above are not
     // refusing everything). The bomb moves the target's term.
+    let own_tls = PeerTls::load(service_files(&cluster.tls_dir(), &member_id)).expect("member TLS");
+    let answer = outsider(Some(own_tls))
+        .forward(target.raft_addr(), target.raft_id(), forged)
+        .await
+        .expect("answered");
+    assert!(
+        matches!(
+            &answer.outcome,
+            Some(pb::forward_response::Outcome::Response(_))
+        ),
+        "a member forwards: {answer:?}"
+    );
     let term = target.status().term;
     let own = outsider(Some(
         PeerTls::load(service_files(&cluster.tls_dir(), &member_id)).expect("member TLS"),
