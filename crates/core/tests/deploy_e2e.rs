@@ -131,6 +131,18 @@ fn inventory(core: &Host, raft_port: u16, http_port: u16, peers: &[&Host], user:
 
 /// Prepared: the binary in `<root>/bin`, an empty `<root>/core`, nothing running.
 fn assert_prepared_only(host: &Host) {
+    // What every core service shares came from the kuma_core host.
+    for file in ["tls/ca.crt", "auth.json"] {
+        assert!(
+            host.root.join(file).is_file(),
+            "{}: {file} missing",
+            host.name
+        );
+    }
+    assert!(
+        !host.root.join("tls/ca.key").exists(),
+        "the CA key stays on the core host"
+    );
     let bin = host.root.join("bin").join("sqlraft-core");
     let meta = std::fs::metadata(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     assert!(meta.len() > 0, "{} is empty", bin.display());

@@ -162,6 +162,11 @@ fn run_command(id: &str, addr: &RaftAddr, join: Option<&RaftAddr>) -> String {
     if let Some(join) = join {
         cmd.push_str(&format!(" --raft.join {join}"));
     }
+    // Mutual TLS and users, as the installer sets them up (docs/SECURITY.md).
+    cmd.push_str(&format!(
+        " --raft.tls.ca {DEFAULT_ROOT}/tls/ca.crt --raft.tls.cert {DEFAULT_ROOT}/tls/{id}.crt \
+         --raft.tls.key {DEFAULT_ROOT}/tls/{id}.key --auth {DEFAULT_ROOT}/auth.json"
+    ));
     cmd.push_str(" --install");
     cmd
 }
@@ -222,7 +227,10 @@ impl fmt::Display for InstallPlan {
                     f,
                     "left alone: the running cluster (raft address {raft_addr}) is not touched"
                 )?,
-                HostAction::Prepare => writeln!(f, "prepared only; no core service is installed")?,
+                HostAction::Prepare => writeln!(
+                    f,
+                    "prepared only (the cluster CA's certificate and the users file copied from the kuma_core host); no core service is installed"
+                )?,
             }
         }
         if self.operator_steps.is_empty() {
@@ -251,7 +259,7 @@ impl fmt::Display for InstallPlan {
                 OperatorStep::InstallPeer { host, command, .. } => {
                     writeln!(
                         f,
-                        "  {n}. On {host}, install its core service with the command the web interface printed:"
+                        "  {n}. On {host}, put its certificate in place and install its core service with the commands the web interface printed:"
                     )?;
                     writeln!(f, "       {command}")?;
                     writeln!(

@@ -101,7 +101,11 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
             assert_eq!(
                 command,
                 "sqlraft-core run --id 00000000-0000-0000-0000-000000000000 --root /opt/sqlraft \
-                 --raft.node.addr kuma-core-1.siem.example.com:7209 --install"
+                 --raft.node.addr kuma-core-1.siem.example.com:7209 \
+                 --raft.tls.ca /opt/sqlraft/tls/ca.crt \
+                 --raft.tls.cert /opt/sqlraft/tls/00000000-0000-0000-0000-000000000000.crt \
+                 --raft.tls.key /opt/sqlraft/tls/00000000-0000-0000-0000-000000000000.key \
+                 --auth /opt/sqlraft/auth.json --install"
             );
         }
         other => panic!("first step: {other:?}"),
@@ -132,7 +136,11 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
         command,
         "sqlraft-core run --id <id of core-kuma-core-3.siem.example.com> --root /opt/sqlraft \
          --raft.node.addr kuma-core-3.siem.example.com:7209 \
-         --raft.join kuma-core-1.siem.example.com:7209 --install"
+         --raft.join kuma-core-1.siem.example.com:7209 \
+         --raft.tls.ca /opt/sqlraft/tls/ca.crt \
+         --raft.tls.cert /opt/sqlraft/tls/<id of core-kuma-core-3.siem.example.com>.crt \
+         --raft.tls.key /opt/sqlraft/tls/<id of core-kuma-core-3.siem.example.com>.key \
+         --auth /opt/sqlraft/auth.json --install"
     );
     let text = plan.to_string();
     assert!(
@@ -141,7 +149,7 @@ fn distributed_plan_installs_core_1_and_prepares_peers_in_file_order() {
     );
     assert!(
         text.contains(
-            "  2. kuma-core-2.siem.example.com (ssh as root, via 10.0.0.12): prepared only"
+            "  2. kuma-core-2.siem.example.com (ssh as root, via 10.0.0.12): prepared only (the cluster CA's certificate and the users file copied from the kuma_core host)"
         ),
         "{text}"
     );
@@ -205,7 +213,11 @@ fn precedence_host_over_nested_group_over_parent_over_all() {
         command,
         "sqlraft-core run --id <id of core-peer2.dc1.example.org> --root /opt/sqlraft \
          --raft.node.addr peer2.dc1.example.org:7301 --raft.node.listen 0.0.0.0:7301 \
-         --raft.join core.dc1.example.org:7300 --install"
+         --raft.join core.dc1.example.org:7300 \
+         --raft.tls.ca /opt/sqlraft/tls/ca.crt \
+         --raft.tls.cert /opt/sqlraft/tls/<id of core-peer2.dc1.example.org>.crt \
+         --raft.tls.key /opt/sqlraft/tls/<id of core-peer2.dc1.example.org>.key \
+         --auth /opt/sqlraft/auth.json --install"
     );
 }
 
