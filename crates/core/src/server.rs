@@ -427,6 +427,13 @@ mod tests {
     use tokio::net::TcpStream;
 
     async fn start(limits: HttpLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        start_with(limits, None).await
+    }
+
+    async fn start_with(
+        limits: HttpLimits,
+        tls: Option<crate::https::HttpTls>,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route(
@@ -435,7 +442,7 @@ mod tests {
                 .post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits, None, async {
+        tokio::spawn(serve(listener, router, limits, tls, async {
             let _ = stopped.await;
         }));
         (addr, stop)
@@ -629,5 +636,93 @@ mod tests {
         nagle_off(&accepted);
         assert!(accepted.nodelay().unwrap());
         drop(client.await.unwrap().unwrap());
+    }
+
+    /// `GET /` over TLS trusting `ca_pem`; the answer, or `None` when the handshake or
+    /// the request failed.
+    async fn https_get(addr: std::net::SocketAddr, ca_pem: &str) -> Option<String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.ok()?).ok()?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn https_serves_with_the_certificate_and_takes_a_new_one_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("http.crt"), dir.path().join("http.key"));
+        let write = |issued: &crate::certs::Issued| {
+            std::fs::write(dir.path().join("new.crt"), &issued.cert_pem).unwrap();
+            std::fs::write(dir.path().join("new.key"), &issued.key_pem).unwrap();
+            std::fs::rename(dir.path().join("new.key"), &key).unwrap();
+            std::fs::rename(dir.path().join("new.crt"), &cert).unwrap();
+        };
+        let first = crate::certs::Ca::new(1).unwrap();
+        write(
+            &first
+                .issue("00000000-0000-0000-0000-000000000000", "127.0.0.1", 1)
+                .unwrap(),
+        );
+        let tls = crate::https::HttpTls::load(&cert, &key).unwrap();
+        let (addr, _stop) = start_with(limits(8), Some(tls.clone())).await;
+
+        let answer = https_get(addr, first.cert_pem())
+            .await
+            .expect("an HTTPS answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
+        // Plaintext HTTP on the HTTPS port gets no HTTP answer.
+        let plain = send(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(!plain.unwrap_or_default().contains("200 OK"));
+
+        // A certificate from another CA: after the reload it is the one served.
+        let second = crate::certs::Ca::new(1).unwrap();
+        write(
+            &second
+                .issue("00000000-0000-0000-0000-000000000000", "127.0.0.1", 1)
+                .unwrap(),
+        );
+        assert!(tls.reload().unwrap(), "the files changed");
+        assert!(!tls.reload().unwrap(), "unchanged the second time");
+        assert!(
+            https_get(addr, first.cert_pem()).await.is_none(),
+            "the old one is gone"
+        );
+        let answer = https_get(addr, second.cert_pem())
+            .await
+            .expect("the new one");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        // Unusable files leave the certificate in use.
+        std::fs::write(&key, "not a key").unwrap();
+        assert!(tls.reload().is_err());
+        assert!(https_get(addr, second.cert_pem()).await.is_some());
     }
 }
