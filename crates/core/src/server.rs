@@ -34,6 +34,9 @@ pub struct HttpLimits {
     /// trickled a byte at a time, each just within the idle timeout, would hold its
     /// connection for ever.
     pub min_body_bytes_per_sec: u64,
+    /// Longest a write to a client may wait for the client to take data (a client
+    /// that stops reading its answer, a backup download say, is cut off then).
+    pub send_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -43,6 +46,7 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             min_body_bytes_per_sec: 1024,
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -144,6 +148,7 @@ pub async fn serve(
             graceful.watcher(),
         );
         let (open, handshake_timeout) = (Arc::clone(&open), limits.header_read_timeout);
+        let stream = SendTimeout::new(stream, limits.send_timeout);
         tokio::spawn(async move {
             let served = async {
                 match acceptor {
@@ -185,6 +190,114 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection whose writes fail once one has waited `limit` for the client to take
+/// data (nginx's `send_timeout`): a client that stops reading would otherwise hold its
+/// connection, and what its answer holds (a backup's copy of the database), for ever.
+struct SendTimeout<T> {
+    io: T,
+    limit: Duration,
+    /// Armed while a write waits.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> SendTimeout<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        SendTimeout {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write came back `Pending`: `Err` once it has waited `limit`.
+    fn check_stall(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no data for the send timeout",
+            )),
+            std::task::Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SendTimeout<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
+            std::task::Poll::Pending => match self.check_stall(cx) {
+                Ok(()) => std::task::Poll::Pending,
+                Err(e) => std::task::Poll::Ready(Err(e)),
+            },
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => match self.check_stall(cx) {
+                Ok(()) => std::task::Poll::Pending,
+                Err(e) => std::task::Poll::Ready(Err(e)),
+            },
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.io).poll_flush(cx) {
+            std::task::Poll::Pending => match self.check_stall(cx) {
+                Ok(()) => std::task::Poll::Pending,
+                Err(e) => std::task::Poll::Ready(Err(e)),
+            },
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// How long a new connection at the limit waits for the one that gives way.
@@ -490,6 +603,7 @@ mod tests {
             header_read_timeout: Duration::from_millis(300),
             body_idle_timeout: Duration::from_millis(300),
             min_body_bytes_per_sec: 1024,
+            send_timeout: Duration::from_millis(300),
         }
     }
 
@@ -724,5 +838,41 @@ mod tests {
         std::fs::write(&key, "not a key").unwrap();
         assert!(tls.reload().is_err());
         assert!(https_get(addr, second.cert_pem()).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // An answer far larger than the socket buffers.
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(|| async { vec![b'x'; 64 << 20] }),
+        );
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits(8), None, async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Read nothing for a while: the server's writes stall, then it gives up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let read_all = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_all)
+            .await
+            .expect("the server closed the connection");
+        assert!(got < 64 << 20, "the whole answer arrived: {got}");
     }
 }
