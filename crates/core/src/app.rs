@@ -110,22 +110,24 @@ async fn close_after_refused_body(request: Request, next: Next) -> Response {
 /// rqlite clients and curl send them, are not affected.
 ///
 /// With allowed hosts (`--http.allowed-hosts`, or the defaults `sqlraft-core run`
-/// gives), a browser's request must also name one of them in `Host`: a page on a name
-/// an attacker controls and points at this node (DNS rebinding) is then refused, even
-/// though its `Origin` and `Host` agree.
+/// gives), every request's `Host` must be one of them or an IP address: a page on a
+/// name an attacker controls and points at this node (DNS rebinding) is then refused,
+/// even though its `Origin` and `Host` agree. Every request, not only those that look
+/// like a browser's: a same-origin `fetch` GET over plain HTTP carries neither `Origin`
+/// nor `Sec-Fetch-*` (found by a review).
 async fn refuse_cross_site(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let allowed = &state.options.allowed_hosts;
-    if !allowed.is_empty() && from_browser(request.headers()) {
+    if !allowed.is_empty() {
         let host = request
             .headers()
             .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
             .unwrap_or_default();
-        if !host_allowed(host, allowed) {
+        if !host.is_empty() && !is_ip_host(host) && !host_allowed(host, allowed) {
             let message = format!(
                 "this node does not answer browsers under the name {host:?}: open it under one of {} (--http.allowed-hosts)",
                 allowed.join(", ")
@@ -182,12 +184,23 @@ pub(crate) fn same_origin(headers: &HeaderMap, allowed: &[String]) -> bool {
     origin_host == host
 }
 
-/// A request a browser sent: browsers send `Origin` or `Sec-Fetch-Site` (every current
-/// one), or a cookie; rqlite clients and curl send none of them.
-fn from_browser(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::ORIGIN)
-        || headers.contains_key("sec-fetch-site")
-        || headers.contains_key(header::COOKIE)
+/// True when `host` (as `Host` carries it, with or without a port) is an IP address:
+/// a browser sends the name it resolved, so an address cannot be a rebound name.
+fn is_ip_host(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok()))
+        });
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        && host
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_ok())
 }
 
 /// True when `host` (`name` or `name:port`, as `Host` and `Origin` carry it) is one of
@@ -274,6 +287,9 @@ mod tests {
         assert!(!host_allowed("10.0.0.5", &allowed));
         assert!(host_allowed("core-1.example.com", &allowed));
         assert!(host_allowed("[::1]:7220", &["[::1]".to_string()]));
+        assert!(is_ip_host("10.1.2.3:7220") && is_ip_host("10.1.2.3") && is_ip_host("[::1]:7220"));
+        assert!(!is_ip_host("evil.example:7220") && !is_ip_host("10.1.2.3.evil.example"));
+        assert!(!is_ip_host("10.1.2.3:x") && !is_ip_host("[::1]x"));
         assert!(!host_allowed("core-1.example.com.evil.example", &allowed));
     }
 }

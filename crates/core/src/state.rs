@@ -64,36 +64,71 @@ pub(crate) struct Shared {
     pub(crate) routes: Vec<crate::routes::Declared>,
     /// Signed-in browsers.
     pub(crate) sessions: crate::sessions::Sessions,
-    /// Certificates issued to services created in the web interface, until the page
-    /// that shows them (once) is rendered, at most [`ISSUED_KEPT`].
-    pub(crate) issued: std::sync::Mutex<
-        std::collections::HashMap<String, (crate::certs::Issued, std::time::Instant)>,
-    >,
+    /// Certificates issued to services created in the web interface.
+    pub(crate) issued: IssuedStore,
 }
 
 /// How long a certificate issued in the web interface waits to be shown.
 pub(crate) const ISSUED_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 
-impl Shared {
-    /// Keeps `issued` for the page that shows service `id`'s install command.
-    pub(crate) fn keep_issued(&self, id: &str, issued: crate::certs::Issued) {
+/// Certificates issued in the web interface, each kept for the session that created
+/// its service until the page that shows it (once) is rendered, at most
+/// [`ISSUED_KEPT`]. Another session, or anonymous, never gets it (found by a review:
+/// an anonymous request for the page took the key first).
+#[derive(Default)]
+pub(crate) struct IssuedStore {
+    map: std::sync::Mutex<
+        std::collections::HashMap<String, (crate::certs::Issued, std::time::Instant)>,
+    >,
+}
+
+impl IssuedStore {
+    /// Keeps `issued` for service `id`'s page in `session` (a session id; empty
+    /// without `--auth`, where everything is open anyway).
+    pub(crate) fn keep(&self, session: &str, id: &str, issued: crate::certs::Issued) {
         let mut map = self
-            .issued
+            .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, (_, at)| at.elapsed() < ISSUED_KEPT);
-        map.insert(id.to_string(), (issued, std::time::Instant::now()));
+        map.insert(
+            format!("{session}/{id}"),
+            (issued, std::time::Instant::now()),
+        );
     }
 
-    /// Takes service `id`'s issued certificate: it is shown once.
-    pub(crate) fn take_issued(&self, id: &str) -> Option<crate::certs::Issued> {
+    /// Takes service `id`'s certificate for `session`: it is shown once.
+    pub(crate) fn take(&self, session: &str, id: &str) -> Option<crate::certs::Issued> {
         let mut map = self
-            .issued
+            .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.remove(id)
+        map.remove(&format!("{session}/{id}"))
             .filter(|(_, at)| at.elapsed() < ISSUED_KEPT)
             .map(|(issued, _)| issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_certificate_goes_once_to_the_session_that_created_its_service() {
+        let store = IssuedStore::default();
+        let issued = crate::certs::Issued {
+            ca_pem: "ca".into(),
+            cert_pem: "cert".into(),
+            key_pem: "key".into(),
+        };
+        store.keep("session-a", "svc", issued);
+        assert!(store.take("", "svc").is_none(), "anonymous");
+        assert!(store.take("session-b", "svc").is_none(), "another session");
+        assert_eq!(
+            store.take("session-a", "svc").map(|i| i.key_pem).as_deref(),
+            Some("key")
+        );
+        assert!(store.take("session-a", "svc").is_none(), "shown once");
     }
 }
 

@@ -179,7 +179,7 @@ async fn page(
     messages.certificate = messages
         .created
         .as_deref()
-        .and_then(|id| state.take_issued(id));
+        .and_then(|id| state.issued.take(session_key(session.as_deref()), id));
     let overview = services::overview(&state.node, probe_timeout(&state)).await;
     if let (Some(removed), Ok(o)) = (get("removed"), &overview) {
         let name = o
@@ -229,6 +229,7 @@ struct CreateForm {
 
 async fn create(
     State(state): State<AppState>,
+    session: Option<Extension<WebSession>>,
     form: Result<Form<CreateForm>, FormRejection>,
 ) -> Response {
     let form = match form {
@@ -254,7 +255,9 @@ async fn create(
     match services::create(&state.node, &fqdn, &raft_addr, state.options.auth.is_some()).await {
         Ok(created) => {
             if let Some(issued) = created.certificate {
-                state.keep_issued(&created.service.id, issued);
+                state
+                    .issued
+                    .keep(session_key(session.as_deref()), &created.service.id, issued);
             }
             redirect(format!(
                 "/?created={}#install",
@@ -471,6 +474,12 @@ fn csrf_input(csrf: &str) -> String {
     )
 }
 
+/// Whose an issued certificate is: the session's id (empty without a session, which
+/// means without `--auth`: a web POST with `--auth` always has one).
+fn session_key(session: Option<&WebSession>) -> &str {
+    session.map_or("", |s| s.id.as_str())
+}
+
 /// The signed-in user and the CSRF token of a web request's session.
 fn signed_in(session: Option<&WebSession>) -> (Option<String>, String) {
     match session {
@@ -498,10 +507,19 @@ pub(crate) fn refusal_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Where to go after signing in: a path on this node, never another site.
+/// Where to go after signing in: a path on this node, never another site. Only
+/// printable ASCII without a backslash, starting with one `/` (browsers drop tabs and
+/// line breaks from URLs, so `/\t/evil.example` would become `//evil.example`: found
+/// by a review).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -893,6 +911,23 @@ mod tests {
     }
 
     const EVIL: &str = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+
+    #[test]
+    fn after_signing_in_only_a_path_here_is_followed() {
+        for (next, to) in [
+            (Some("/ui/services/x/remove"), "/ui/services/x/remove"),
+            (Some("/?created=a#install"), "/?created=a#install"),
+            (Some("//evil.example/"), "/"),
+            (Some("/\t/evil.example/x"), "/"),
+            (Some("/\n/evil.example"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/ a"), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(local_path(next), to, "{next:?}");
+        }
+    }
 
     #[test]
     fn everything_rendered_is_escaped() {

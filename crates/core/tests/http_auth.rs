@@ -439,3 +439,41 @@ async fn public_routes_need_nothing_and_the_star_user_grants_to_everyone() {
     );
     h.stop().await;
 }
+
+/// DNS rebinding: a page on an attacker's name that resolves to the node reaches it
+/// with that name in `Host`; every request under a name that is not an allowed host
+/// (nor an IP address) is refused, a plain GET without `Origin` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_under_a_name_that_is_not_an_allowed_host_are_refused() {
+    let h = Harness::with_options(ApiOptions {
+        allowed_hosts: vec!["core-1.example.com".into(), "localhost".into()],
+        ..ApiOptions::default()
+    })
+    .await;
+    let client = client();
+    let port = h.http.rsplit_once(':').expect("port").1;
+    for (host, allowed) in [
+        (format!("attacker.example:{port}"), false),
+        ("attacker.example".to_string(), false),
+        (format!("127.0.0.1:{port}"), true),
+        (format!("CORE-1.example.com:{port}"), true),
+        (format!("localhost:{port}"), true),
+        (format!("[::1]:{port}"), true),
+    ] {
+        for path in ["/status", "/db/query?q=SELECT+1", "/"] {
+            let r = client
+                .get(format!("http://{}{path}", h.http))
+                .header("Host", &host)
+                .send()
+                .await
+                .expect(path);
+            assert_eq!(
+                r.status() != StatusCode::FORBIDDEN,
+                allowed,
+                "{host} {path}: {}",
+                r.status()
+            );
+        }
+    }
+    h.stop().await;
+}

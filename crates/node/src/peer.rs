@@ -53,6 +53,11 @@ impl Handler for PeerHandler {
         self.node().map(|node| node.snapshot_dir())
     }
 
+    fn speaks_for(&self, caller: &str, raft_id: u64) -> bool {
+        self.node()
+            .is_some_and(|node| node.shared.is_service(raft_id, caller))
+    }
+
     fn snapshot_received(
         &self,
         caller: Option<Arc<str>>,
@@ -61,6 +66,16 @@ impl Handler for PeerHandler {
         path: &Path,
     ) -> Result<(), String> {
         let node = self.node().ok_or("the node is stopping")?;
+        // Checked before the file takes the place of a snapshot (the transport checked
+        // at the start of the stream; membership may have changed since).
+        if let Some(caller) = &caller
+            && !node.shared.is_service(message.from, caller)
+        {
+            return Err(format!(
+                "raft id {} is not service {caller}'s",
+                message.from
+            ));
+        }
         if node.shared.is_removed(message.from) {
             return Err(format!(
                 "raft id {} was removed from the cluster",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use raft::eraftpb::{Message, MessageType};
+use sha2::Digest as _;
 use sqlraft::{PeerTls, TlsFiles};
 use sqlraft_core::certs::{Ca, service_files, write_service_files};
 use sqlraft_proto::v1 as pb;
@@ -363,6 +364,137 @@ async fn write_through(cluster: &Cluster, sql: &str) -> sqlraft::WriteOutcome {
             Err(e) => panic!("{sql}: {e}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_never_joined_is_heard_under_no_raft_id() {
+    let cluster = Cluster::with_tls(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.node(cluster.followers(leader)[0]);
+    // Created (its certificate issued), never joined: it has no raft id.
+    let created = cluster
+        .node(leader)
+        .create_service("127.0.0.9", "127.0.0.9:9")
+        .await
+        .expect("create");
+    let ca = Ca::read(&cluster.tls_dir()).expect("cluster CA");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let attacker = outsider(Some(tls_for(scratch.path(), &ca, &created.id)));
+    // Its batches name it, truthfully, with a raft id of its choosing (found by a
+    // review: a follower took such a stranger for a member, learned its address and
+    // applied the entries it sent).
+    attacker.set_local(pb::Member {
+        raft_id: 99,
+        service_id: created.id.clone(),
+        raft_addr: "127.0.0.9:9".into(),
+        http_addr: String::new(),
+    });
+    not_heard(
+        &attacker,
+        follower,
+        term_bomb(follower, 99),
+        "a service that never joined",
+    )
+    .await;
+    assert!(
+        follower.transport().peer_addr(99).is_none(),
+        "its address was learned"
+    );
+    for node in cluster.live() {
+        assert!(node.failure().is_none(), "node {}", node.raft_id());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_under_another_members_raft_id_is_refused_before_it_is_written() {
+    use prost::Message as _;
+    use sqlraft_proto::v1::raft_transport_client::RaftTransportClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let cluster = Cluster::with_tls(3).await;
+    let leader = cluster.leader().await;
+    let target = cluster.node(leader);
+    let member = cluster.node(cluster.followers(leader)[0]);
+    let ca = Ca::read(&cluster.tls_dir()).expect("cluster CA");
+    let issued = ca.issue(STRANGER, "127.0.0.1", 1).expect("certificate");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .identity(Identity::from_pem(&issued.cert_pem, &issued.key_pem))
+        .domain_name("127.0.0.1");
+    let channel = Endpoint::from_shared(format!("https://{}", target.raft_addr()))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("the handshake succeeds: the certificate is the cluster's");
+    let mut client = RaftTransportClient::new(channel);
+
+    let data = b"not a database".to_vec();
+    let descriptor = pb::SnapshotDescriptor {
+        index: 5,
+        term: 1,
+        size: data.len() as u64,
+        sha256: sha2::Sha256::digest(&data).to_vec(),
+    };
+    let mut message = Message {
+        msg_type: MessageType::MsgSnapshot as i32,
+        to: target.raft_id(),
+        from: member.raft_id(),
+        term: target.status().term,
+        ..Default::default()
+    };
+    let snapshot = message.mut_snapshot();
+    snapshot.mut_metadata().index = 5;
+    snapshot.mut_metadata().term = 1;
+    snapshot.data = descriptor.encode_to_vec().into();
+    let encoded = prost_011::Message::encode_to_vec(&message);
+    for sender in [
+        None,
+        Some(pb::Member {
+            raft_id: member.raft_id(),
+            service_id: STRANGER.into(),
+            ..Default::default()
+        }),
+        Some(pb::Member {
+            raft_id: member.raft_id(),
+            service_id: cluster.nodes[cluster.followers(leader)[0]]
+                .service_id
+                .clone(),
+            ..Default::default()
+        }),
+    ] {
+        let chunk = pb::SnapshotChunk {
+            message: encoded.clone(),
+            sender: sender.clone(),
+            offset: 0,
+            data: data.clone(),
+            crc32: crc32fast::hash(&data),
+            last: true,
+        };
+        let refused = client
+            .install_snapshot(futures::stream::iter(vec![chunk]))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::PermissionDenied,
+            "{sender:?}: {refused}"
+        );
+    }
+    let dir = cluster.nodes[leader].dir.join("raft").join("snapshots");
+    let written: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !written
+            .iter()
+            .any(|n| n.to_string_lossy().contains("0000000005")),
+        "{written:?}"
+    );
+    assert!(target.failure().is_none());
+    cluster.shutdown().await;
 }
 
 /// Replaces a file whole (write, then rename), as an operator's tooling should.

@@ -44,6 +44,10 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<pb::JoinResponse, Status>> + Send;
     /// Where snapshots being received are written; `None` refuses snapshots.
     fn snapshot_dir(&self) -> Option<PathBuf>;
+    /// With TLS: true when raft id `raft_id` belongs to service `caller` (the service
+    /// the peer's certificate names) as far as this node trusts; a snapshot stream is
+    /// refused before anything is written otherwise.
+    fn speaks_for(&self, caller: &str, raft_id: u64) -> bool;
     /// A snapshot file received whole, its size and SHA-256 checked against what the
     /// sender announced, with the raft message (`MsgSnapshot`) that goes with it. The
     /// node checks the content, takes the file over and steps the message into raft.
@@ -210,7 +214,30 @@ impl<H: Handler> RaftTransport for Service<H> {
             max_bytes: self.max_snapshot_bytes,
         };
         let received = incoming
-            .receive(request.into_inner(), |peer| self.is_blocked(peer))
+            .receive(request.into_inner(), |from, sender| {
+                if self.is_blocked(from) {
+                    return Err(Status::unavailable("this peer is cut off"));
+                }
+                let Some(caller) = &caller else {
+                    return Ok(());
+                };
+                // With TLS the stream names its sender, and that is the certificate's
+                // service, the member with the message's raft id.
+                match sender {
+                    Some(s) if s.raft_id == from && *s.service_id == **caller => {}
+                    _ => {
+                        return Err(Status::permission_denied(
+                            "a snapshot must name its sender, the service of the client certificate",
+                        ));
+                    }
+                }
+                if !self.handler.speaks_for(caller, from) {
+                    return Err(Status::permission_denied(format!(
+                        "raft id {from} is not service {caller}'s"
+                    )));
+                }
+                Ok(())
+            })
             .await?;
         let handler = Arc::clone(&self.handler);
         let path = received.path.clone();

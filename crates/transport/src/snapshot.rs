@@ -319,18 +319,19 @@ impl Incoming<'_> {
     pub(crate) async fn receive(
         &self,
         mut stream: Streaming<pb::SnapshotChunk>,
-        blocked: impl Fn(u64) -> bool,
+        admit: impl Fn(u64, Option<&pb::Member>) -> Result<(), Status>,
     ) -> Result<Received, Status> {
         let first = next_chunk(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let message = Message::decode(first.message.as_slice())
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-        if message.get_msg_type() != MessageType::MsgSnapshot || blocked(message.from) {
+        if message.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument(
                 "a snapshot stream must start with a snapshot message",
             ));
         }
+        admit(message.from, first.sender.as_ref())?;
         let snapshot = message.get_snapshot();
         let meta = snapshot.get_metadata();
         let descriptor = pb::SnapshotDescriptor::decode(snapshot.data.as_slice()).map_err(|e| {

@@ -52,6 +52,10 @@ impl Handler for Collector {
         None
     }
 
+    fn speaks_for(&self, _: &str, _: u64) -> bool {
+        false
+    }
+
     fn snapshot_received(
         &self,
         _: Option<Arc<str>>,

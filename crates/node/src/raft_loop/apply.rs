@@ -187,6 +187,7 @@ impl RaftLoop {
         }
         self.members = members.into_iter().map(|m| (m.raft_id, m)).collect();
         self.prune_known();
+        self.publish_identities();
         let removed = self
             .sm
             .services()?

@@ -136,6 +136,11 @@ pub(crate) struct Shared {
     pub stop: Mutex<Option<Stop>>,
     /// Raft ids removed from the cluster: their messages are refused, which tells them.
     pub removed: RwLock<HashSet<u64>>,
+    /// The service id of each raft id this node trusts: members by the applied state,
+    /// and members it learned from the log tail, a join answer or the registry. With
+    /// mutual TLS, a peer speaks only for the raft ids of the service its certificate
+    /// names.
+    pub identities: RwLock<std::collections::HashMap<u64, String>>,
     /// When a message from the leader last arrived (or this node last led).
     pub leader_contact: Mutex<Instant>,
 }
@@ -150,6 +155,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// True when `raft_id` is the member of service `service_id` (see
+    /// [`Shared::identities`]).
+    pub fn is_service(&self, raft_id: u64, service_id: &str) -> bool {
+        self.identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&raft_id)
+            .is_some_and(|s| s == service_id)
     }
 
     pub fn is_removed(&self, raft_id: u64) -> bool {
@@ -250,6 +265,13 @@ impl RaftLoop {
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
         }
+        .published()
+    }
+
+    /// Publishes the identities the loop starts with.
+    fn published(self) -> Self {
+        self.publish_identities();
+        self
     }
 
     /// Runs until shutdown, removal or a fatal error.
@@ -367,12 +389,12 @@ impl RaftLoop {
                 caller,
                 with_snapshot_file,
             } => {
-                if let Some(caller) = &caller
-                    && let Some(m) = messages
-                        .iter()
-                        .find(|m| !self.speaks_for(caller, m.from, sender.as_ref()))
+                // One sender per batch, checked once (the registry may be asked).
+                if let (Some(caller), Some(first)) = (&caller, messages.first())
+                    && (messages.iter().any(|m| m.from != first.from)
+                        || !self.speaks_for(caller, first.from))
                 {
-                    tracing::warn!(from = m.from, service = %caller,
+                    tracing::warn!(from = first.from, service = %caller,
                         "dropping raft messages whose sender is not the service its certificate names");
                     return Ok(());
                 }

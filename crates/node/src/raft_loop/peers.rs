@@ -35,17 +35,46 @@ impl RaftLoop {
             "learned a member's address from its messages");
         self.known.insert(id, Member::from(sender));
         self.store_known();
+        self.publish_identities();
     }
 
     /// True when raft id `from` is service `caller` (the service a TLS certificate
-    /// names): by the applied state, else by what this node learned, else (a member it
-    /// does not know yet) by the batch's own sender record, which the transport
-    /// checked against the certificate.
-    pub(super) fn speaks_for(&self, caller: &str, from: u64, sender: Option<&pb::Member>) -> bool {
+    /// names): by the applied state, else by what this node learned from trusted
+    /// sources, else (a member that joined after this node's applied state) by the
+    /// services registry: `caller` joined with raft id `from` and is not removed. A
+    /// batch's own sender record is never enough: a certificate of a service that was
+    /// created but never joined (or was removed) could claim any raft id with it
+    /// (found by a review: such a claim got entries applied on a follower).
+    pub(super) fn speaks_for(&self, caller: &str, from: u64) -> bool {
         match self.members.get(&from).or_else(|| self.known.get(&from)) {
             Some(member) => member.service_id == caller,
-            None => sender.is_some_and(|s| s.raft_id == from && s.service_id == caller),
+            None => match self.sm.services() {
+                Ok(services) => services.iter().any(|s| {
+                    s.id == caller
+                        && s.raft_id == Some(from)
+                        && s.state != sqlraft_sqlite::ServiceState::Removed
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the services registry");
+                    false
+                }
+            },
         }
+    }
+
+    /// Publishes who is who ([`super::Shared::identities`]) for the peer service.
+    pub(super) fn publish_identities(&self) {
+        let identities = self
+            .members
+            .values()
+            .chain(self.known.values())
+            .map(|m| (m.raft_id, m.service_id.clone()))
+            .collect();
+        *self
+            .shared
+            .identities
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = identities;
     }
 
     /// Forgets hints about members the applied state now knows or has removed.
@@ -65,6 +94,7 @@ impl RaftLoop {
         self.known.retain(|id, _| !members.contains_key(id));
         if self.known.len() != before {
             self.store_known();
+            self.publish_identities();
         }
     }
 

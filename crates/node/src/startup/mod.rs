@@ -120,6 +120,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         leadership,
         stop: Mutex::new(None),
         removed: RwLock::new(removed),
+        identities: RwLock::default(),
         leader_contact: Mutex::new(Instant::now()),
     });
     let (requests, queue) = std::sync::mpsc::sync_channel(config.limits.loop_queue_len);
