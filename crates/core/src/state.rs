@@ -109,6 +109,21 @@ impl IssuedStore {
     }
 }
 
+/// The data API's latency histogram: 100 µs to 10 s.
+pub(crate) fn http_seconds() -> prometheus::HistogramVec {
+    let opts = prometheus::HistogramOpts::new(
+        "sqlraft_http_request_seconds",
+        "Seconds from a data API request's arrival to its answer, by path.",
+    )
+    .buckets(vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ]);
+    prometheus::HistogramVec::new(opts, &["path"]).expect("metric options are constants")
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,18 +146,3 @@ mod tests {
         assert!(store.take("session-a", "svc").is_none(), "shown once");
     }
 }
-
-/// The data API's latency histogram: 100 µs to 10 s.
-pub(crate) fn http_seconds() -> prometheus::HistogramVec {
-    let opts = prometheus::HistogramOpts::new(
-        "sqlraft_http_request_seconds",
-        "Seconds from a data API request's arrival to its answer, by path.",
-    )
-    .buckets(vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0,
-    ]);
-    prometheus::HistogramVec::new(opts, &["path"]).expect("metric options are constants")
-}
-
-pub(crate) type AppState = Arc<Shared>;

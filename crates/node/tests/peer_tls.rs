@@ -448,7 +448,7 @@ async fn a_snapshot_sent_under_another_members_raft_id_is_refused_before_it_is_w
     let snapshot = message.mut_snapshot();
     snapshot.mut_metadata().index = 5;
     snapshot.mut_metadata().term = 1;
-    snapshot.data = descriptor.encode_to_vec().into();
+    snapshot.data = descriptor.encode_to_vec();
     let encoded = prost_011::Message::encode_to_vec(&message);
     for sender in [
         None,
