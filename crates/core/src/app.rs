@@ -129,7 +129,7 @@ async fn refuse_cross_site(
             .unwrap_or_default();
         if !host.is_empty() && !is_ip_host(host) && !host_allowed(host, allowed) {
             let message = format!(
-                "this node does not answer browsers under the name {host:?}: open it under one of {} (--http.allowed-hosts)",
+                "this node does not answer under the name {host:?}: use an IP address or one of {} (--http.allowed-hosts)",
                 allowed.join(", ")
             );
             if request.uri().path() == "/" || request.uri().path().starts_with("/ui/") {

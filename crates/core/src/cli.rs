@@ -356,8 +356,11 @@ impl RunConfig {
                 ip => ip.to_string(),
             });
         }
-        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
-        hosts.dedup();
+        for local in ["localhost", "127.0.0.1", "[::1]"] {
+            if !hosts.iter().any(|h| h == local) {
+                hosts.push(local.to_string());
+            }
+        }
         hosts
     }
 

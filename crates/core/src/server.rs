@@ -313,6 +313,9 @@ struct Open {
 struct Connection {
     /// Requests in progress (until their response body is sent or dropped).
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// It has carried a whole request: a client's kept-alive connection, which may be
+    /// in its pool and about to be used (closing it then fails that request).
+    served: Arc<std::sync::atomic::AtomicBool>,
     /// When it last went idle (or opened).
     idle_since: Arc<std::sync::Mutex<std::time::Instant>>,
     evict: Option<tokio::sync::oneshot::Sender<()>>,
@@ -322,6 +325,7 @@ struct Connection {
 #[derive(Clone)]
 struct BusyState {
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    served: Arc<std::sync::atomic::AtomicBool>,
     idle_since: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
@@ -331,12 +335,14 @@ impl Open {
         let (evict, evicted) = tokio::sync::oneshot::channel();
         let state = BusyState {
             busy: Arc::default(),
+            served: Arc::default(),
             idle_since: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         };
         self.lock().insert(
             id,
             Connection {
                 busy: Arc::clone(&state.busy),
+                served: Arc::clone(&state.served),
                 idle_since: Arc::clone(&state.idle_since),
                 evict: Some(evict),
             },
@@ -348,18 +354,23 @@ impl Open {
         self.lock().remove(&id);
     }
 
-    /// Tells the connection idle the longest to close; false when none is idle.
+    /// Tells an idle connection to close: one that never carried a whole request (a
+    /// flood's, a slow-loris one) before a client's kept-alive one, which may be in
+    /// the client's pool and about to be used; of those, the one idle the longest.
+    /// False when none is idle.
     fn evict_idlest(&self) -> bool {
+        use std::sync::atomic::Ordering;
         let mut connections = self.lock();
         let idlest = connections
             .iter()
-            .filter(|(_, c)| {
-                c.evict.is_some() && c.busy.load(std::sync::atomic::Ordering::Acquire) == 0
-            })
+            .filter(|(_, c)| c.evict.is_some() && c.busy.load(Ordering::Acquire) == 0)
             .min_by_key(|(_, c)| {
-                *c.idle_since
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                (
+                    c.served.load(Ordering::Acquire),
+                    *c.idle_since
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                )
             })
             .map(|(id, _)| *id);
         let Some(sender) = idlest.and_then(|id| connections.get_mut(&id)?.evict.take()) else {
@@ -425,6 +436,9 @@ where
         self.busy
             .busy
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.busy
+            .served
+            .store(true, std::sync::atomic::Ordering::Release);
         let done = Done(self.busy.clone());
         let request = request.map(axum::body::Body::new);
         let future = tower::Service::call(&mut self.inner, request);
@@ -874,5 +888,38 @@ mod tests {
             .await
             .expect("the server closed the connection");
         assert!(got < 64 << 20, "the whole answer arrived: {got}");
+    }
+
+    #[tokio::test]
+    async fn a_clients_kept_alive_connection_outlasts_a_floods() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            ..limits(2)
+        };
+        let (addr, _stop) = start(limits).await;
+        // A client's connection: one request answered, kept alive (older than the
+        // flood's).
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The flood: more idle connections than the limit, each replacing the last.
+        let mut flood = Vec::new();
+        for _ in 0..5 {
+            flood.push(TcpStream::connect(addr).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The client's connection still carries its next request.
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"), "{n}");
     }
 }

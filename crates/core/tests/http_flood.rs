@@ -89,7 +89,7 @@ fn a_request_in_progress_is_not_what_gives_way() {
     let mut uploading = TcpStream::connect(&addr).expect("connect");
     write!(
         uploading,
-        "POST /db/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "POST /db/execute HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.len(),
         &body[..5]
     )
