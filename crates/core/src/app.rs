@@ -207,6 +207,8 @@ fn is_ip_host(host: &str) -> bool {
 /// `allowed`: an entry with a port must match with it, one without matches any port.
 /// Names compare without regard to case.
 pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    // `name.` is `name` (a fully qualified name with its root).
+    let host = host.strip_suffix('.').unwrap_or(host);
     let name = match host.rsplit_once(':') {
         // `[::1]:7220`, `name:7220`; a bare IPv6 address has no brackets here.
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
@@ -214,6 +216,7 @@ pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
         }
         _ => host,
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     allowed
         .iter()
         .any(|entry| entry.eq_ignore_ascii_case(host) || entry.eq_ignore_ascii_case(name))
@@ -291,5 +294,7 @@ mod tests {
         assert!(!is_ip_host("evil.example:7220") && !is_ip_host("10.1.2.3.evil.example"));
         assert!(!is_ip_host("10.1.2.3:x") && !is_ip_host("[::1]x"));
         assert!(!host_allowed("core-1.example.com.evil.example", &allowed));
+        assert!(host_allowed("core-1.example.com.:7220", &allowed));
+        assert!(host_allowed("core-1.example.com.", &allowed));
     }
 }

@@ -341,9 +341,10 @@ impl RunConfig {
         self.root.join("core").join(&self.id)
     }
 
-    /// The names browsers may reach this node under: `--http.allowed-hosts`, or the
-    /// host of the advertised raft address, the HTTP listen address when it is not a
-    /// wildcard, and localhost.
+    /// The names this node answers under: `--http.allowed-hosts`, or the host of the
+    /// advertised raft address, the HTTP listen address when it is not a wildcard, the
+    /// machine's host name (short and full), and localhost. (IP addresses are always
+    /// answered.)
     pub fn allowed_hosts(&self) -> Vec<String> {
         if !self.allowed_hosts.is_empty() {
             return self.allowed_hosts.clone();
@@ -356,9 +357,17 @@ impl RunConfig {
                 ip => ip.to_string(),
             });
         }
-        for local in ["localhost", "127.0.0.1", "[::1]"] {
-            if !hosts.iter().any(|h| h == local) {
-                hosts.push(local.to_string());
+        let fqdn = local_fqdn();
+        let short = fqdn.split('.').next().unwrap_or_default().to_string();
+        for local in [
+            fqdn,
+            short,
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "[::1]".into(),
+        ] {
+            if !local.is_empty() && !hosts.iter().any(|h| h.eq_ignore_ascii_case(&local)) {
+                hosts.push(local);
             }
         }
         hosts

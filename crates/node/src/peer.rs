@@ -53,6 +53,27 @@ impl Handler for PeerHandler {
         self.node().map(|node| node.snapshot_dir())
     }
 
+    fn identify(&self, caller: Option<&str>, raft_id: u64) -> Option<pb::Member> {
+        let node = self.node()?;
+        let status = node.shared.status.borrow();
+        // Only a member asks (a removed one learns nothing).
+        if let Some(caller) = caller
+            && !status.members.iter().any(|m| m.service_id == caller)
+        {
+            return None;
+        }
+        status
+            .members
+            .iter()
+            .find(|m| m.raft_id == raft_id)
+            .map(|m| pb::Member {
+                raft_id: m.raft_id,
+                service_id: m.service_id.clone(),
+                raft_addr: m.raft_addr.clone(),
+                http_addr: m.http_addr.clone(),
+            })
+    }
+
     fn speaks_for(&self, caller: &str, raft_id: u64) -> bool {
         self.node()
             .is_some_and(|node| node.shared.is_service(raft_id, caller))

@@ -497,6 +497,61 @@ async fn a_snapshot_sent_under_another_members_raft_id_is_refused_before_it_is_w
     cluster.shutdown().await;
 }
 
+/// A node that was down while a member joined knows nothing of it; it must still
+/// follow it once it leads (found by a review: with sender records no longer trusted it
+/// dropped the new leader's messages for ever). It asks the members it knows who the
+/// stranger is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_down_while_a_member_joined_follows_it_as_leader() {
+    let mut cluster = Cluster::with_tls(3).await;
+    write_through(&cluster, "CREATE TABLE before (v)").await;
+    cluster.stop(2).await;
+    cluster.add_node().await;
+    cluster.add_node().await;
+    cluster
+        .wait("five voters", |c| {
+            c.live().all(|n| n.status().voters.len() == 5)
+        })
+        .await;
+    // Leadership to a member that joined while node 2 was down.
+    let newcomer = cluster.node(3).raft_id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.node(3).status().leader_id != newcomer {
+        assert!(Instant::now() < deadline, "no leadership transfer");
+        let leader = cluster.leader().await;
+        let answer = cluster
+            .node(0)
+            .transport()
+            .forward(
+                cluster.node(leader).raft_addr(),
+                cluster.node(leader).raft_id(),
+                pb::ForwardRequest {
+                    request: None,
+                    admin: Some(pb::AdminRequest {
+                        kind: Some(pb::admin_request::Kind::TransferLeader(newcomer)),
+                    }),
+                },
+            )
+            .await;
+        tracing::info!(?answer, "transfer asked");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let written = write_through(&cluster, "CREATE TABLE after (v)").await;
+    cluster.restart(2).await;
+    let lagging = cluster.node(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lagging.status().applied_index < written.raft_index {
+        assert!(
+            Instant::now() < deadline,
+            "the node that was down does not follow the new leader: {:?}",
+            lagging.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lagging.status().leader_id, newcomer);
+    cluster.shutdown().await;
+}
+
 /// Replaces a file whole (write, then rename), as an operator's tooling should.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new");

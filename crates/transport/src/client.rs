@@ -487,6 +487,28 @@ impl Transport {
         answer
     }
 
+    /// Asks the member at `addr` who raft id `raft_id` is (`None`: it knows none).
+    pub async fn identify(
+        &self,
+        addr: &str,
+        raft_id: u64,
+    ) -> Result<Option<pb::Member>, TransportError> {
+        let mut client = self.client(addr)?;
+        let mut rpc = tonic::Request::new(pb::IdentifyRequest { raft_id });
+        rpc.set_timeout(Duration::from_millis(self.inner.options.request_timeout_ms));
+        client
+            .identify(rpc)
+            .await
+            .map(|r| r.into_inner().member)
+            .map_err(|status| status_error(addr, status))
+    }
+
+    /// Runs `task` on the transport's runtime (for a thread that has none, as the raft
+    /// loop's).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.runtime.spawn(task);
+    }
+
     /// Asks the member at `addr` to admit a service.
     pub async fn join(
         &self,

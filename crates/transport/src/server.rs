@@ -44,6 +44,10 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<pb::JoinResponse, Status>> + Send;
     /// Where snapshots being received are written; `None` refuses snapshots.
     fn snapshot_dir(&self) -> Option<PathBuf>;
+    /// The member with raft id `raft_id`, by this node's applied state, for a member
+    /// (`caller`, with TLS) that does not know it; `None` when unknown or when the
+    /// caller is not a member.
+    fn identify(&self, caller: Option<&str>, raft_id: u64) -> Option<pb::Member>;
     /// With TLS: true when raft id `raft_id` belongs to service `caller` (the service
     /// the peer's certificate names) as far as this node trusts; a snapshot stream is
     /// refused before anything is written otherwise.
@@ -185,6 +189,17 @@ impl<H: Handler> RaftTransport for Service<H> {
         let request = request.into_inner();
         check_claim(&caller, Some(&request.service_id))?;
         self.handler.join(request).await.map(Response::new)
+    }
+
+    async fn identify(
+        &self,
+        request: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let raft_id = request.into_inner().raft_id;
+        Ok(Response::new(pb::IdentifyResponse {
+            member: self.handler.identify(caller.as_deref(), raft_id),
+        }))
     }
 
     async fn snapshot_offset(

@@ -56,6 +56,10 @@ impl Handler for Collector {
         false
     }
 
+    fn identify(&self, _: Option<&str>, _: u64) -> Option<pb::Member> {
+        None
+    }
+
     fn snapshot_received(
         &self,
         _: Option<Arc<str>>,
@@ -279,6 +283,13 @@ async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
             &self,
             _: Request<pb::JoinRequest>,
         ) -> Result<Response<pb::JoinResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn identify(
+            &self,
+            _: Request<pb::IdentifyRequest>,
+        ) -> Result<Response<pb::IdentifyResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
     }

@@ -87,6 +87,10 @@ pub(crate) enum Request {
     },
     /// A member said this node's service was removed.
     Removed,
+    /// A member this node knows said who a raft id it did not know is.
+    Identified {
+        member: pb::Member,
+    },
     Shutdown,
 }
 
@@ -194,6 +198,8 @@ pub(crate) struct LoopParts {
     pub known: BTreeMap<u64, Member>,
     /// Where `raft/peers` is kept.
     pub raft_dir: std::path::PathBuf,
+    /// The loop's own queue, for answers that arrive later (who a raft id is).
+    pub to_self: std::sync::mpsc::SyncSender<Request>,
     pub timings: RaftTimings,
     pub limits: Limits,
     pub admission: Admission,
@@ -215,6 +221,9 @@ pub(crate) struct RaftLoop {
     members: BTreeMap<u64, Member>,
     known: BTreeMap<u64, Member>,
     raft_dir: std::path::PathBuf,
+    to_self: std::sync::mpsc::SyncSender<Request>,
+    /// When each unknown raft id was last asked about (see `peers::identify_later`).
+    asked: std::collections::HashMap<u64, Instant>,
     timings: RaftTimings,
     limits: Limits,
     admission: Admission,
@@ -251,6 +260,8 @@ impl RaftLoop {
             members: parts.members,
             known: parts.known,
             raft_dir: parts.raft_dir,
+            to_self: parts.to_self,
+            asked: std::collections::HashMap::new(),
             timings: parts.timings,
             limits: parts.limits,
             admission: parts.admission,
@@ -394,8 +405,18 @@ impl RaftLoop {
                     && (messages.iter().any(|m| m.from != first.from)
                         || !self.speaks_for(caller, first.from))
                 {
-                    tracing::warn!(from = first.from, service = %caller,
-                        "dropping raft messages whose sender is not the service its certificate names");
+                    let (from, named) = (first.from, sender.as_ref());
+                    // A member this node has not heard of (it joined while this node
+                    // was behind) names itself: the members this node knows are asked.
+                    let unknown =
+                        !self.members.contains_key(&from) && !self.known.contains_key(&from);
+                    let asked = unknown
+                        && named.is_some_and(|s| s.raft_id == from && *s.service_id == **caller)
+                        && self.identify_later(from, caller);
+                    if asked || !unknown {
+                        tracing::warn!(from, service = %caller,
+                            "dropping raft messages whose sender is not the service its certificate names");
+                    }
                     return Ok(());
                 }
                 if let (Some(sender), Some(first)) = (sender, messages.first()) {
@@ -428,6 +449,7 @@ impl RaftLoop {
                     self.note_leader_contact();
                 }
             }
+            Request::Identified { member } => self.identified(member),
             Request::Removed => {
                 tracing::warn!("a member says this service was removed");
                 self.removed = true;

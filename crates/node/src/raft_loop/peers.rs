@@ -62,6 +62,75 @@ impl RaftLoop {
         }
     }
 
+    /// Asks the members this node knows, in the background, who raft id `raft_id` is;
+    /// an answer naming service `service` comes back as `Request::Identified`. At most
+    /// once every 2 s per raft id. True when it asked now.
+    pub(super) fn identify_later(&mut self, raft_id: u64, service: &str) -> bool {
+        const AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
+        if self
+            .asked
+            .get(&raft_id)
+            .is_some_and(|at| at.elapsed() < AGAIN)
+        {
+            return false;
+        }
+        self.asked.retain(|_, at| at.elapsed() < AGAIN);
+        self.asked.insert(raft_id, std::time::Instant::now());
+        let me = self.raw.raft.id;
+        let peers: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.raft_id != me && !m.raft_addr.is_empty())
+            .map(|m| m.raft_addr.clone())
+            .collect();
+        let (transport, to_self, service) = (
+            self.transport.clone(),
+            self.to_self.clone(),
+            service.to_string(),
+        );
+        self.transport.spawn(async move {
+            for addr in peers {
+                match transport.identify(&addr, raft_id).await {
+                    Ok(Some(member))
+                        if member.service_id == service && member.raft_id == raft_id =>
+                    {
+                        let _ = to_self.try_send(super::Request::Identified { member });
+                        return;
+                    }
+                    // Another service, or unknown there: this member does not vouch.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(addr, error = %e, "cannot ask a member who a raft id is")
+                    }
+                }
+            }
+        });
+        true
+    }
+
+    /// A member this node knows vouched for `member`: it is trusted as a hint, as one
+    /// from the log tail would be, and its messages are heard from now on.
+    pub(super) fn identified(&mut self, member: pb::Member) {
+        let id = member.raft_id;
+        if id == self.raw.raft.id
+            || self.members.contains_key(&id)
+            || self.known.contains_key(&id)
+            || self.shared.is_removed(id)
+        {
+            return;
+        }
+        if let Err(e) = self.transport.set_peer(id, &member.raft_addr) {
+            tracing::warn!(raft_id = id, addr = %member.raft_addr, error = %e,
+                "a member vouched for a member with an unusable address");
+            return;
+        }
+        tracing::info!(raft_id = id, service = %member.service_id, addr = %member.raft_addr,
+            "learned a member that joined while this node was behind, from a member it knows");
+        self.known.insert(id, Member::from(member));
+        self.store_known();
+        self.publish_identities();
+    }
+
     /// Publishes who is who ([`super::Shared::identities`]) for the peer service.
     pub(super) fn publish_identities(&self) {
         let identities = self

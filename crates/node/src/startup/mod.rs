@@ -131,6 +131,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         sm,
         transport: transport.clone(),
         requests: queue,
+        to_self: requests.clone(),
         peer_events,
         shared: Arc::clone(&shared),
         outbox: Outbox {
