@@ -211,18 +211,27 @@ impl<T> SendTimeout<T> {
         }
     }
 
-    /// After a write came back `Pending`: `Err` once it has waited `limit`.
-    fn check_stall(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+    /// A write's outcome, watched: progress disarms the timer; `Pending` arms it (once)
+    /// and turns into an error when it has waited `limit`.
+    fn watched<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
         let limit = self.limit;
         let sleep = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         match sleep.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => Err(std::io::Error::new(
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client took no data for the send timeout",
-            )),
-            std::task::Poll::Pending => Ok(()),
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }
@@ -243,16 +252,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> 
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
-            std::task::Poll::Pending => match self.check_stall(cx) {
-                Ok(()) => std::task::Poll::Pending,
-                Err(e) => std::task::Poll::Ready(Err(e)),
-            },
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watched(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -260,16 +261,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> 
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            std::task::Poll::Pending => match self.check_stall(cx) {
-                Ok(()) => std::task::Poll::Pending,
-                Err(e) => std::task::Poll::Ready(Err(e)),
-            },
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watched(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -280,16 +273,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<T> 
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match std::pin::Pin::new(&mut self.io).poll_flush(cx) {
-            std::task::Poll::Pending => match self.check_stall(cx) {
-                Ok(()) => std::task::Poll::Pending,
-                Err(e) => std::task::Poll::Ready(Err(e)),
-            },
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.watched(cx, polled)
     }
 
     fn poll_shutdown(
