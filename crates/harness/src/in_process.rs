@@ -104,6 +104,12 @@ impl Cluster {
     /// Starts a new node: the first one bootstraps, the others join node 0 (or any
     /// live node).
     pub async fn add_node(&mut self) -> &Node {
+        self.add_node_via(None).await
+    }
+
+    /// [`Cluster::add_node`] joining through node `via` (whatever its role), or the
+    /// first live node.
+    pub async fn add_node_via(&mut self, via: Option<usize>) -> &Node {
         let i = self.nodes.len();
         let service_id = if i == 0 {
             FIRST_SERVICE_ID.to_string()
@@ -115,13 +121,11 @@ impl Cluster {
         (self.tweak)(&mut config);
         self.secure(&mut config);
         if i > 0 {
-            let via = self
-                .live()
-                .next()
-                .expect("a live node to join")
-                .raft_addr()
-                .to_string();
-            config.join = Some(via);
+            let via = match via {
+                Some(via) => self.node(via),
+                None => self.live().next().expect("a live node to join"),
+            };
+            config.join = Some(via.raft_addr().to_string());
         }
         let node = Node::start(config).await.expect("start node");
         self.nodes.push(TestNode {

@@ -183,10 +183,31 @@ impl Handler for PeerHandler {
         }
     }
 
-    async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse, tonic::Status> {
+    async fn join(
+        &self,
+        caller: Option<Arc<str>>,
+        request: pb::JoinRequest,
+    ) -> Result<pb::JoinResponse, tonic::Status> {
         let Some(node) = self.node() else {
             return Err(tonic::Status::unavailable("node is stopping"));
         };
+        // With TLS a service joins only as itself; a member may pass a join on to the
+        // leader (it checked the joining service's certificate first).
+        if let Some(caller) = &caller
+            && **caller != *request.service_id
+            && !node
+                .shared
+                .status
+                .borrow()
+                .members
+                .iter()
+                .any(|m| *m.service_id == **caller)
+        {
+            return Err(tonic::Status::permission_denied(format!(
+                "the client certificate is service {caller}'s, the request speaks for {}",
+                request.service_id
+            )));
+        }
         node.join(request).await.map_err(|e| match e {
             NodeError::Join(message) => tonic::Status::failed_precondition(message),
             NodeError::ServiceRemoved(message) => tonic::Status::permission_denied(format!(

@@ -552,6 +552,24 @@ async fn a_node_that_was_down_while_a_member_joined_follows_it_as_leader() {
     cluster.shutdown().await;
 }
 
+/// A follower passes a join on to the leader over its own connection, with its own
+/// certificate: the leader takes it from a member (found by the fault campaign: every
+/// join through a follower was refused as "speaking for another service").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_joins_through_a_follower() {
+    let mut cluster = Cluster::with_tls(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    let joined = cluster.add_node_via(Some(follower)).await.raft_id();
+    cluster
+        .wait("the new member known everywhere", |c| {
+            c.live()
+                .all(|n| n.status().members.iter().any(|m| m.raft_id == joined))
+        })
+        .await;
+    cluster.shutdown().await;
+}
+
 /// Replaces a file whole (write, then rename), as an operator's tooling should.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new");

@@ -36,10 +36,12 @@ pub trait Handler: Send + Sync + 'static {
         caller: Option<Arc<str>>,
         request: pb::ForwardRequest,
     ) -> impl Future<Output = pb::ForwardResponse> + Send;
-    /// A service asking to join the cluster (with TLS, its certificate names the
-    /// service id it asks to join as: checked here).
+    /// A service asking to join the cluster, or a member passing such a request on to
+    /// the leader. With TLS, `caller` is the certificate's service: the joining service
+    /// itself, or a member (which checked the joining one's certificate).
     fn join(
         &self,
+        caller: Option<Arc<str>>,
         request: pb::JoinRequest,
     ) -> impl Future<Output = Result<pb::JoinResponse, Status>> + Send;
     /// Where snapshots being received are written; `None` refuses snapshots.
@@ -186,9 +188,10 @@ impl<H: Handler> RaftTransport for Service<H> {
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        check_claim(&caller, Some(&request.service_id))?;
-        self.handler.join(request).await.map(Response::new)
+        self.handler
+            .join(caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn identify(

@@ -44,7 +44,11 @@ impl Handler for Collector {
         pb::ForwardResponse::default()
     }
 
-    async fn join(&self, _: pb::JoinRequest) -> Result<pb::JoinResponse, tonic::Status> {
+    async fn join(
+        &self,
+        _: Option<Arc<str>>,
+        _: pb::JoinRequest,
+    ) -> Result<pb::JoinResponse, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }
 
