@@ -139,6 +139,8 @@ pub async fn serve(
             Busy {
                 inner: router.clone(),
                 busy,
+                answer_grace: limits.send_timeout,
+                answer_rate: limits.min_body_bytes_per_sec,
             },
             limits.body_idle_timeout,
         ));
@@ -377,6 +379,9 @@ impl Open {
 struct Busy {
     inner: Router,
     busy: BusyState,
+    /// The slowest an answer may be taken, after the send timeout ([`MinRate`]).
+    answer_grace: Duration,
+    answer_rate: u64,
 }
 
 /// Ends a request's "in progress" when dropped (with its response body).
@@ -424,12 +429,15 @@ where
         self.busy
             .served
             .store(true, std::sync::atomic::Ordering::Release);
+        let (grace, rate) = (self.answer_grace, self.answer_rate);
         let done = Done(self.busy.clone());
         let request = request.map(axum::body::Body::new);
         let future = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
             let response = future.await?;
-            Ok(response.map(|body| axum::body::Body::new(WithDone { body, _done: done })))
+            Ok(response.map(|body| {
+                axum::body::Body::new(MinRate::answer(WithDone { body, _done: done }, grace, rate))
+            }))
         })
     }
 }
@@ -460,14 +468,18 @@ impl http_body::Body for WithDone {
     }
 }
 
-/// A request body that fails once it arrives slower than `rate` bytes per second on
-/// average, counted after `grace` from its first poll.
+/// A body that fails once it moves slower than `rate` bytes per second on average,
+/// counted after `grace` from its first poll: a request body the client trickles, or an
+/// answer the client takes a few bytes at a time (each read just within the send
+/// timeout, which alone would let it hold its connection for ever).
 struct MinRate<B> {
     inner: B,
     started: Option<std::time::Instant>,
     received: u64,
     grace: Duration,
     rate: u64,
+    /// What is too slow, for the error.
+    what: &'static str,
 }
 
 impl<B> MinRate<B> {
@@ -478,6 +490,14 @@ impl<B> MinRate<B> {
             received: 0,
             grace,
             rate,
+            what: "the request body arrives",
+        }
+    }
+
+    fn answer(inner: B, grace: Duration, rate: u64) -> Self {
+        MinRate {
+            what: "the client takes its answer",
+            ..MinRate::new(inner, grace, rate)
         }
     }
 }
@@ -506,8 +526,8 @@ where
         let due = (late.as_secs_f64() * self.rate as f64) as u64;
         if !late.is_zero() && self.received < due {
             return std::task::Poll::Ready(Some(Err(format!(
-                "the request body arrives slower than {} bytes per second",
-                self.rate
+                "{} slower than {} bytes per second",
+                self.what, self.rate
             )
             .into())));
         }
@@ -906,5 +926,47 @@ mod tests {
             .unwrap();
         let n = client.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"), "{n}");
+    }
+
+    /// A client that reads its answer, but slowly (each read within the send timeout),
+    /// is cut off once it falls behind the minimum rate.
+    #[tokio::test]
+    async fn a_client_that_reads_its_answer_too_slowly_is_cut_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(|| async { vec![b'x'; 64 << 20] }),
+        );
+        let limits = HttpLimits {
+            // Reads below come every 50 ms, within the send timeout, but at about
+            // 1.3 MB/s, far below this rate.
+            min_body_bytes_per_sec: 50 << 20,
+            ..limits(8)
+        };
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits, None, async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        let slow = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), slow)
+            .await
+            .expect("the server closed the connection");
+        assert!(got < 64 << 20, "the whole answer arrived: {got}");
     }
 }
