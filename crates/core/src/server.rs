@@ -859,24 +859,34 @@ mod tests {
         assert!(https_get(addr, second.cert_pem()).await.is_some());
     }
 
-    #[tokio::test]
-    async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+    /// A server with `limits` whose `/big` answer is far larger than the socket
+    /// buffers, and a connection that asked for it (the server stops when the test
+    /// ends).
+    async fn ask_for_a_big_answer(limits: HttpLimits) -> TcpStream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // An answer far larger than the socket buffers.
         let router = Router::new().route(
             "/big",
             axum::routing::get(|| async { vec![b'x'; 64 << 20] }),
         );
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits(8), None, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            None,
+            std::future::pending(),
+        ));
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+        let mut stream = ask_for_a_big_answer(limits(8)).await;
         // Read nothing for a while: the server's writes stall, then it gives up.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut got = 0usize;
@@ -932,27 +942,13 @@ mod tests {
     /// is cut off once it falls behind the minimum rate.
     #[tokio::test]
     async fn a_client_that_reads_its_answer_too_slowly_is_cut_off() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = Router::new().route(
-            "/big",
-            axum::routing::get(|| async { vec![b'x'; 64 << 20] }),
-        );
-        let limits = HttpLimits {
+        let mut stream = ask_for_a_big_answer(HttpLimits {
             // Reads below come every 50 ms, within the send timeout, but at about
             // 1.3 MB/s, far below this rate.
             min_body_bytes_per_sec: 50 << 20,
             ..limits(8)
-        };
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits, None, async {
-            let _ = stopped.await;
-        }));
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        })
+        .await;
         let mut got = 0usize;
         let mut buf = vec![0u8; 64 << 10];
         let slow = async {

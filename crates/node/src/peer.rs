@@ -143,13 +143,7 @@ impl Handler for PeerHandler {
         };
         // With TLS, only a member forwards: a removed service keeps a valid certificate.
         if let Some(caller) = &caller
-            && !node
-                .shared
-                .status
-                .borrow()
-                .members
-                .iter()
-                .any(|m| *m.service_id == **caller)
+            && !node.shared.is_member(caller)
         {
             return forward_error(&NodeError::Invalid(format!(
                 "service {caller} is not a member of this cluster; it may not forward requests"
@@ -195,13 +189,7 @@ impl Handler for PeerHandler {
         // leader (it checked the joining service's certificate first).
         if let Some(caller) = &caller
             && **caller != *request.service_id
-            && !node
-                .shared
-                .status
-                .borrow()
-                .members
-                .iter()
-                .any(|m| *m.service_id == **caller)
+            && !node.shared.is_member(caller)
         {
             return Err(tonic::Status::permission_denied(format!(
                 "the client certificate is service {caller}'s, the request speaks for {}",

@@ -161,6 +161,15 @@ impl Shared {
             .clone()
     }
 
+    /// True when service `service_id` is a member, by the applied state.
+    pub fn is_member(&self, service_id: &str) -> bool {
+        self.status
+            .borrow()
+            .members
+            .iter()
+            .any(|m| m.service_id == service_id)
+    }
+
     /// True when `raft_id` is the member of service `service_id` (see
     /// [`Shared::identities`]).
     pub fn is_service(&self, raft_id: u64, service_id: &str) -> bool {
