@@ -220,6 +220,23 @@ pub fn service_files(dir: &Path, id: &str) -> TlsFiles {
     }
 }
 
+/// Service `id`'s files in `dir` (as [`write_service_files`] names them): kept when its
+/// certificate is there already (a restart), otherwise issued for `host` from the CA in
+/// `dir`, made there first when there is none. For the test harnesses.
+pub fn ensure_service_files(
+    dir: &Path,
+    id: &str,
+    host: &str,
+    days: u32,
+) -> Result<TlsFiles, CoreError> {
+    let files = service_files(dir, id);
+    if files.cert.exists() {
+        return Ok(files);
+    }
+    let ca = Ca::open_or_create(dir, days)?;
+    write_service_files(&ca, id, host, days, dir)
+}
+
 /// The `run` flags that use `files`.
 pub fn run_flags(files: &TlsFiles) -> Vec<String> {
     vec![

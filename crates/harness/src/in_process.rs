@@ -148,14 +148,13 @@ impl Cluster {
         if !self.tls {
             return;
         }
-        let dir = self.tls_dir();
-        let id = config.service_id.clone();
-        let ca = sqlraft_core::certs::Ca::open_or_create(&dir, 30).expect("cluster CA");
-        let mut files = sqlraft_core::certs::service_files(&dir, &id);
-        if !files.cert.exists() {
-            files = sqlraft_core::certs::write_service_files(&ca, &id, "127.0.0.1", 30, &dir)
-                .expect("node certificate");
-        }
+        let files = sqlraft_core::certs::ensure_service_files(
+            &self.tls_dir(),
+            &config.service_id,
+            "127.0.0.1",
+            30,
+        )
+        .expect("node certificate");
         let tls = sqlraft::PeerTls::load(files).expect("node TLS");
         // Rotation tests replace the files; the node notices within a moment.
         tls.watch(Duration::from_millis(200));

@@ -131,7 +131,7 @@ impl PeerTls {
     /// True when this service's certificate is valid for `host` (a DNS name, `*.`
     /// wildcards included, or an IP address): peers reaching it at `host` accept it.
     pub fn names_host(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = unbracketed(host);
         let ip = host.parse::<std::net::IpAddr>().ok();
         self.current()
             .hosts
@@ -380,6 +380,11 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     })
 }
 
+/// `host` without the brackets of an IPv6 literal.
+fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Opens a TLS connection to `host:port` (TCP with Nagle off, then the handshake,
 /// verifying that the peer's certificate names `host`).
 pub(crate) async fn connect(
@@ -387,12 +392,11 @@ pub(crate) async fn connect(
     host: &str,
     port: u16,
 ) -> io::Result<Rotating<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
-    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+    let bare = unbracketed(host);
+    let name = ServerName::try_from(bare)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?
         .to_owned();
-    let tcp =
-        tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
-            .await?;
+    let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
     tcp.set_nodelay(true)?;
     let connector = tls.connector();
     let stream = connector.connect(name, tcp).await.map_err(|e| {

@@ -243,15 +243,10 @@ impl CoreProcess {
         {
             return Ok(Vec::new());
         }
-        let dir = self.root.join("tls");
-        let failed = |e: sqlraft_core::CoreError| StartError::NotReady(format!("TLS files: {e}"));
-        let mut files = sqlraft_core::certs::service_files(&dir, &self.id);
-        if !files.cert.exists() {
-            let ca = sqlraft_core::certs::Ca::open_or_create(&dir, 30).map_err(failed)?;
-            let (host, _) = self.raft.rsplit_once(':').unwrap_or((&self.raft, ""));
-            files = sqlraft_core::certs::write_service_files(&ca, &self.id, host, 30, &dir)
-                .map_err(failed)?;
-        }
+        let host = sqlraft::naming::host_of(&self.raft);
+        let files =
+            sqlraft_core::certs::ensure_service_files(&self.root.join("tls"), &self.id, host, 30)
+                .map_err(|e| StartError::NotReady(format!("TLS files: {e}")))?;
         Ok(sqlraft_core::certs::run_flags(&files))
     }
 

@@ -233,6 +233,9 @@ pub(crate) struct RaftLoop {
     to_self: std::sync::mpsc::SyncSender<Request>,
     /// When each unknown raft id was last asked about (see `peers::identify_later`).
     asked: std::collections::HashMap<u64, Instant>,
+    /// When each raft id the registry did not vouch for was last checked (see
+    /// `peers::speaks_for`).
+    strangers: std::collections::HashMap<u64, Instant>,
     timings: RaftTimings,
     limits: Limits,
     admission: Admission,
@@ -271,6 +274,7 @@ impl RaftLoop {
             raft_dir: parts.raft_dir,
             to_self: parts.to_self,
             asked: std::collections::HashMap::new(),
+            strangers: std::collections::HashMap::new(),
             timings: parts.timings,
             limits: parts.limits,
             admission: parts.admission,

@@ -6,6 +6,10 @@ use sqlraft_sqlite::Member;
 use super::RaftLoop;
 use crate::known_peers;
 
+/// How long a raft id found untrusted stays so before it is checked (and asked about)
+/// again.
+const STRANGER_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl RaftLoop {
     /// A batch of raft messages named its sender. When the applied state does not
     /// know that member (this node is behind: it restarted after members joined, or it
@@ -44,29 +48,44 @@ impl RaftLoop {
     /// services registry: `caller` joined with raft id `from` and is not removed. A
     /// batch's own sender record is never enough: a certificate of a service that was
     /// created but never joined (or was removed) could claim any raft id with it
-    /// (found by a review: such a claim got entries applied on a follower).
-    pub(super) fn speaks_for(&self, caller: &str, from: u64) -> bool {
-        match self.members.get(&from).or_else(|| self.known.get(&from)) {
-            Some(member) => member.service_id == caller,
-            None => match self.sm.services() {
-                Ok(services) => services.iter().any(|s| {
-                    s.id == caller
-                        && s.raft_id == Some(from)
-                        && s.state != sqlraft_sqlite::ServiceState::Removed
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the services registry");
-                    false
-                }
-            },
+    /// (found by a review: such a claim got entries applied on a follower). The
+    /// registry (a query on this thread) is read at most once per [`STRANGER_WINDOW`]
+    /// for a raft id it did not vouch for: a stranger's batches keep coming.
+    pub(super) fn speaks_for(&mut self, caller: &str, from: u64) -> bool {
+        if let Some(member) = self.members.get(&from).or_else(|| self.known.get(&from)) {
+            return member.service_id == caller;
         }
+        if self
+            .strangers
+            .get(&from)
+            .is_some_and(|at| at.elapsed() < STRANGER_WINDOW)
+        {
+            return false;
+        }
+        let vouched = match self.sm.services() {
+            Ok(services) => services.iter().any(|s| {
+                s.id == caller
+                    && s.raft_id == Some(from)
+                    && s.state != sqlraft_sqlite::ServiceState::Removed
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the services registry");
+                false
+            }
+        };
+        if !vouched {
+            self.strangers
+                .retain(|_, at| at.elapsed() < STRANGER_WINDOW);
+            self.strangers.insert(from, std::time::Instant::now());
+        }
+        vouched
     }
 
     /// Asks the members this node knows, in the background, who raft id `raft_id` is;
     /// an answer naming service `service` comes back as `Request::Identified`. At most
     /// once every 2 s per raft id. True when it asked now.
     pub(super) fn identify_later(&mut self, raft_id: u64, service: &str) -> bool {
-        const AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
+        const AGAIN: std::time::Duration = STRANGER_WINDOW;
         if self
             .asked
             .get(&raft_id)
