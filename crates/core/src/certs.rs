@@ -377,4 +377,31 @@ mod tests {
         assert!(by_ip.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(ca.issue(id, "", 30).is_err());
     }
+
+    /// A reload keeps the service's identity and host: files for another service, or
+    /// not valid for the pinned host, are refused and the old ones stay in use.
+    #[test]
+    fn a_reload_refuses_another_services_or_another_hosts_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new(30).expect("ca");
+        let me = "6f1c0a3e-1234-4abc-9def-0123456789ab";
+        let files = write_service_files(&ca, me, "127.0.0.1", 30, dir.path()).expect("issue");
+        let tls = sqlraft::PeerTls::load(files.clone()).expect("load");
+        tls.pin_host("127.0.0.1");
+        let replace = |issued: Issued| {
+            std::fs::write(&files.cert, issued.cert_pem).expect("cert");
+            std::fs::write(&files.key, issued.key_pem).expect("key");
+        };
+        replace(
+            ca.issue("00000000-0000-0000-0000-000000000000", "127.0.0.1", 30)
+                .expect("other"),
+        );
+        assert!(tls.reload().is_err(), "another service's certificate");
+        replace(ca.issue(me, "127.0.0.2", 30).expect("other host"));
+        assert!(tls.reload().is_err(), "not valid for the pinned host");
+        assert_eq!(tls.service_id(), me);
+        assert!(tls.names_host("127.0.0.1"));
+        replace(ca.issue(me, "127.0.0.1", 30).expect("renewed"));
+        assert!(tls.reload().expect("a renewal is taken"));
+    }
 }

@@ -112,6 +112,7 @@ fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
             config.advertise
         )));
     }
+    tls.pin_host(host);
     tls.watch(TLS_WATCH);
     tracing::info!(cert = %files.cert.display(), not_after_unix = tls.not_after_unix(),
         "mutual TLS with the other services");

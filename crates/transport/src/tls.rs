@@ -82,6 +82,8 @@ struct Inner {
     current: RwLock<Arc<Loaded>>,
     /// Bumped on every change of the material: connections made before it end.
     generation: Arc<AtomicU64>,
+    /// The host every certificate must be valid for ([`PeerTls::pin_host`]).
+    host: RwLock<Option<String>>,
 }
 
 struct Loaded {
@@ -114,6 +116,7 @@ impl PeerTls {
                 files,
                 current: RwLock::new(Arc::new(loaded)),
                 generation: Arc::new(AtomicU64::new(0)),
+                host: RwLock::new(None),
             }),
         })
     }
@@ -131,21 +134,7 @@ impl PeerTls {
     /// True when this service's certificate is valid for `host` (a DNS name, `*.`
     /// wildcards included, or an IP address): peers reaching it at `host` accept it.
     pub fn names_host(&self, host: &str) -> bool {
-        let host = unbracketed(host);
-        let ip = host.parse::<std::net::IpAddr>().ok();
-        self.current()
-            .hosts
-            .iter()
-            .any(|name| match (ip, name.parse::<std::net::IpAddr>()) {
-                (Some(ip), Ok(named)) => ip == named,
-                (Some(_), Err(_)) | (None, Ok(_)) => false,
-                (None, Err(_)) => match name.strip_prefix("*.") {
-                    Some(parent) => host
-                        .split_once('.')
-                        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
-                    None => name.eq_ignore_ascii_case(host),
-                },
-            })
+        names_host(&self.current().hosts, host)
     }
 
     /// When this service's certificate expires (seconds since the Unix epoch).
@@ -162,6 +151,33 @@ impl PeerTls {
             return Ok(false);
         }
         let loaded = load(&self.inner.files)?;
+        // A service keeps its identity and the host its peers reach it at: a new
+        // certificate for another id, or one not valid for that host, would cut it off
+        // (found by a review: such files were taken on SIGHUP).
+        let current = self.current();
+        let invalid = |reason: String| TlsError::Invalid {
+            path: self.inner.files.cert.clone(),
+            reason,
+        };
+        if loaded.service_id != current.service_id {
+            return Err(invalid(format!(
+                "the new certificate is service {}'s, this service is {}",
+                loaded.service_id, current.service_id
+            )));
+        }
+        let pinned = self
+            .inner
+            .host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(host) = pinned
+            && !names_host(&loaded.hosts, &host)
+        {
+            return Err(invalid(format!(
+                "the new certificate is not valid for {host}, where the other services reach this one"
+            )));
+        }
         *self
             .inner
             .current
@@ -169,6 +185,16 @@ impl PeerTls {
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// Requires every later certificate to be valid for `host` (where the other
+    /// services reach this one); a reload that is not is refused.
+    pub fn pin_host(&self, host: &str) {
+        *self
+            .inner
+            .host
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(host.to_string());
     }
 
     /// Checks the files every `interval` and reloads them when they change, until the
@@ -248,6 +274,24 @@ pub fn service_id_of(cert: &CertificateDer<'_>) -> Option<String> {
         return None;
     }
     Some(id.to_string())
+}
+
+/// True when `hosts` (a certificate's DNS names and IP addresses) cover `host`.
+fn names_host(hosts: &[String], host: &str) -> bool {
+    let host = unbracketed(host);
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    hosts
+        .iter()
+        .any(|name| match (ip, name.parse::<std::net::IpAddr>()) {
+            (Some(ip), Ok(named)) => ip == named,
+            (Some(_), Err(_)) | (None, Ok(_)) => false,
+            (None, Err(_)) => match name.strip_prefix("*.") {
+                Some(parent) => host
+                    .split_once('.')
+                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
+                None => name.eq_ignore_ascii_case(host),
+            },
+        })
 }
 
 fn hosts_and_expiry(cert: &CertificateDer<'_>) -> (Vec<String>, i64) {
