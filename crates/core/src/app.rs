@@ -27,6 +27,7 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
     let (data, data_table) = data_api::routes().into_parts();
     let (rest, rest_table) = routes().into_parts();
     let state = Arc::new(Shared {
+        queue: crate::queue::WriteQueue::new(node.clone()),
         node,
         options,
         counters: Counters::default(),
@@ -35,6 +36,8 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         routes: data_table.into_iter().chain(rest_table).collect(),
         sessions: crate::sessions::Sessions::default(),
         issued: Default::default(),
+        started: std::time::Instant::now(),
+        started_at: time::OffsetDateTime::now_utc(),
     });
     data
         // Counts errors of the data API only: the routes above.
@@ -54,7 +57,21 @@ pub fn router(node: Node, options: ApiOptions) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(close_after_refused_body))
+        .layer(middleware::map_response(rqlite_version))
         .with_state(state)
+}
+
+/// `X-Rqlite-Version`, on every answer as rqlite sends it. rqlite's tools look for the
+/// header to recognise the API (its shell requires exactly one); the value names this
+/// server and its version rather than an rqlite release it is not.
+pub const RQLITE_VERSION: &str = concat!("sqlraft-", env!("CARGO_PKG_VERSION"));
+
+async fn rqlite_version(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "x-rqlite-version",
+        axum::http::HeaderValue::from_static(RQLITE_VERSION),
+    );
+    response
 }
 
 /// Every route but the data API's, with the access each needs.

@@ -1,17 +1,18 @@
 //! The cluster endpoints: `/status`, `/nodes`, `/readyz`.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
-use sqlraft::Node;
+use sqlraft::Role;
 use sqlraft::naming::{host_of, service_name};
 
 use crate::auth::Perm;
 use crate::cluster_view::{live_members, readiness, role_name};
-use crate::http_error::json_response;
+use crate::http_error::{ApiError, json_response};
 use crate::routes::{Access, Routes, Verb};
 use crate::state::AppState;
 
@@ -23,10 +24,24 @@ pub(crate) fn routes() -> Routes<AppState> {
         .add(Verb::Get, "/readyz", Access::Public, readyz)
 }
 
-fn status_json(node: &Node) -> Json {
+/// rqlite's name for a role, as `store.raft.state` shows it (hashicorp raft's names:
+/// a non-voter is a follower there).
+fn rqlite_state(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "Leader",
+        Role::Candidate => "Candidate",
+        Role::Follower | Role::Learner | Role::Joining => "Follower",
+    }
+}
+
+fn status_json(state: &AppState) -> Json {
+    let node = &state.node;
     let s = node.status();
     let leader = s.leader();
     let own = s.members.iter().find(|m| m.raft_id == s.raft_id);
+    let http_addr = own.map_or("", |m| m.http_addr.as_str());
+    let ready = readiness(&s).is_ok();
+    let voter = s.voters.contains(&s.raft_id);
     json!({
         "id": s.service_id,
         "raft_id": s.raft_id,
@@ -39,10 +54,10 @@ fn status_json(node: &Node) -> Json {
         "applied_index": s.applied_index,
         "last_index": s.last_index,
         "raft_addr": node.raft_addr(),
-        "http_addr": own.map_or("", |m| m.http_addr.as_str()),
+        "http_addr": http_addr,
         "voters": s.voters,
         "learners": s.learners,
-        "ready": readiness(&s).is_ok(),
+        "ready": ready,
         "log": {
             "first_index": s.first_index,
             "last_index": s.last_index,
@@ -51,11 +66,66 @@ fn status_json(node: &Node) -> Json {
         "snapshot": s.snapshot,
         "snapshots_installed": s.snapshots_installed,
         "snapshot_transfers": node.snapshot_transfers(),
+        // rqlite's shape, read by its clients to find the leader (gorqlite reads
+        // store.leader.addr and store.leader.node_id): node ids are service ids,
+        // addresses raft addresses, as rqlite's are.
+        "store": {
+            "node_id": s.service_id,
+            "addr": node.raft_addr(),
+            "leader": {
+                "node_id": leader.map_or("", |l| l.service_id.as_str()),
+                "addr": leader.map_or("", |l| l.raft_addr.as_str()),
+            },
+            "ready": ready,
+            "raft": {
+                "state": rqlite_state(s.role),
+                "term": s.term,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "last_log_index": s.last_index,
+                "voter": voter,
+                "num_peers": s.voters.len().saturating_sub(usize::from(voter)),
+            },
+            "nodes": s.members.iter().map(|m| json!({
+                "id": m.service_id,
+                "addr": m.raft_addr,
+                "suffrage": if m.voter { "Voter" } else { "Nonvoter" },
+            })).collect::<Vec<_>>(),
+        },
+        "http": {
+            "bind_addr": http_addr,
+            "auth": if state.options.auth.is_some() { "enabled" } else { "disabled" },
+            "tls": { "enabled": if state.options.https { "true" } else { "false" } },
+            // Queued writes (`/db/execute?queue`), where rqlite shows them: every
+            // request numbered up to sequence_number has been written through the log
+            // (its statements' errors are only counted).
+            "queue": {
+                "_default": {
+                    "sequence_number": state.queue.applied_sequence_number(),
+                    "max_size": crate::queue::CAPACITY,
+                    "batch_size": crate::queue::BATCH_REQUESTS,
+                    "timeout": format!("{}ms", crate::queue::BATCH_TIMEOUT.as_millis()),
+                    "last_sequence_number": state.queue.last_sequence_number(),
+                    "pending": state.queue.counters.pending.load(Ordering::Relaxed),
+                    "batches": state.queue.counters.batches.load(Ordering::Relaxed),
+                    "failed_batches": state.queue.counters.failed_batches.load(Ordering::Relaxed),
+                    "failed_statements": state.queue.counters.failed_statements.load(Ordering::Relaxed),
+                },
+            },
+        },
+        "build": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "compiler": "rustc",
+        },
+        "node": {
+            "start_time": state.started_at_rfc3339(),
+            "uptime": format!("{}s", state.started.elapsed().as_secs()),
+        },
     })
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    json_response(StatusCode::OK, &status_json(&state.node), false)
+    json_response(StatusCode::OK, &status_json(&state), false)
 }
 
 /// Ready: a leader is known, and this node has applied the leader's commit index as a
@@ -88,24 +158,65 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn nodes(State(state): State<AppState>) -> Response {
-    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
-    let (_, members) = live_members(&state.node, timeout).await;
-    let nodes: Vec<Json> = members
+/// `/nodes` options: rqlite's `ver`, `nonvoters`, `timeout`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NodesQuery {
+    ver: Option<String>,
+    nonvoters: Option<String>,
+    timeout: Option<String>,
+}
+
+/// `GET /nodes` in rqlite's shapes: a map keyed by node id, or with `?ver=2` a list
+/// under `nodes`. Voters only unless `?nonvoters`, as rqlite; sqlraft's own keys
+/// (`raft_id`, `name`, `raft_addr`, `http_addr`, `role`, `applied_index`) are extra.
+async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -> Response {
+    let nonvoters = query
+        .nonvoters
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "false" | "0"));
+    let timeout = match query.timeout.as_deref().map(crate::duration::parse) {
+        None => Duration::from_millis(state.options.probe_timeout_ms),
+        Some(Ok(t)) => t.min(Duration::from_secs(60)),
+        Some(Err(e)) => {
+            return ApiError::bad_request(format!("timeout: {e}")).into_response();
+        }
+    };
+    let scheme = if state.options.https { "https" } else { "http" };
+    let (status, members) = live_members(&state.node, timeout).await;
+    let entries: Vec<(String, Json)> = members
         .iter()
+        .filter(|m| m.voter || nonvoters)
         .map(|m| {
-            json!({
+            let mut entry = json!({
                 "id": m.service_id,
+                "api_addr": if m.http_addr.is_empty() {
+                    String::new()
+                } else {
+                    format!("{scheme}://{}", m.http_addr)
+                },
+                "addr": m.raft_addr,
+                "version": m.version.clone().unwrap_or_default(),
+                "voter": m.voter,
+                "reachable": m.reachable,
+                "leader": m.raft_id == status.leader_id,
+                "time": m.seconds,
                 "raft_id": m.raft_id,
                 "name": service_name(&m.service_id, host_of(&m.raft_addr)),
                 "raft_addr": m.raft_addr,
                 "http_addr": m.http_addr,
                 "role": m.role,
-                "voter": m.voter,
-                "reachable": m.reachable,
                 "applied_index": m.applied_index,
-            })
+            });
+            if let (Some(error), false) = (&m.error, m.reachable) {
+                entry["error"] = json!(error);
+            }
+            (m.service_id.clone(), entry)
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "nodes": nodes }), false)
+    let body = if query.ver.as_deref() == Some("2") {
+        json!({ "nodes": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>() })
+    } else {
+        Json::Object(entries.into_iter().collect())
+    };
+    json_response(StatusCode::OK, &body, false)
 }

@@ -36,18 +36,29 @@ pub(crate) struct Probe {
     pub(crate) role: Option<String>,
     pub(crate) applied_index: Option<u64>,
     pub(crate) term: Option<u64>,
+    /// The version it runs (`build.version`).
+    pub(crate) version: Option<String>,
+    /// Seconds the answer took.
+    pub(crate) seconds: f64,
 }
 
-async fn probe(http_addr: String, timeout: Duration) -> Option<Probe> {
-    let response = client::get(&http_addr, "/status", timeout).await.ok()?;
+async fn probe(http_addr: String, timeout: Duration) -> Result<Probe, String> {
+    let started = std::time::Instant::now();
+    let response = client::get(&http_addr, "/status", timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     if response.status != 200 {
-        return None;
+        return Err(format!("{http_addr}: /status answered {}", response.status));
     }
-    let body = response.json().ok()?;
-    Some(Probe {
+    let body = response
+        .json()
+        .map_err(|e| format!("{http_addr}: /status: {e}"))?;
+    Ok(Probe {
         role: body["role"].as_str().map(str::to_string),
         applied_index: body["applied_index"].as_u64(),
         term: body["term"].as_u64(),
+        version: body["build"]["version"].as_str().map(str::to_string),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -63,6 +74,12 @@ pub(crate) struct LiveMember {
     pub(crate) reachable: bool,
     pub(crate) applied_index: Option<u64>,
     pub(crate) term: Option<u64>,
+    /// Seconds its `/status` took to answer (0 for this node).
+    pub(crate) seconds: f64,
+    /// The version it runs, as its `/status` says; `None` when not known.
+    pub(crate) version: Option<String>,
+    /// Why its `/status` could not be read, when it could not.
+    pub(crate) error: Option<String>,
 }
 
 /// This node's status and every member it knows, with each other member's `/status`
@@ -78,9 +95,16 @@ pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec
         }
     }
     let mut found = std::collections::HashMap::new();
+    let mut failed = std::collections::HashMap::new();
     while let Some(joined) = probes.join_next().await {
-        if let Ok((id, Some(p))) = joined {
-            found.insert(id, p);
+        match joined {
+            Ok((id, Ok(p))) => {
+                found.insert(id, p);
+            }
+            Ok((id, Err(e))) => {
+                failed.insert(id, e);
+            }
+            Err(_) => {}
         }
     }
     let leader = s.role == Role::Leader;
@@ -119,6 +143,13 @@ pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec
                     probed.and_then(|p| p.term),
                 )
             };
+            let error = if me {
+                None
+            } else if m.http_addr.is_empty() {
+                Some("its HTTP address is not known yet".to_string())
+            } else {
+                failed.get(&m.raft_id).cloned()
+            };
             LiveMember {
                 raft_id: m.raft_id,
                 service_id: m.service_id.clone(),
@@ -129,6 +160,13 @@ pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec
                 reachable,
                 applied_index,
                 term,
+                seconds: probed.map_or(0.0, |p| p.seconds),
+                version: if me {
+                    Some(env!("CARGO_PKG_VERSION").to_string())
+                } else {
+                    probed.and_then(|p| p.version.clone())
+                },
+                error,
             }
         })
         .collect();

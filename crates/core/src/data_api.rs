@@ -6,8 +6,8 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sqlraft::{Consistency, ErrorKind, NodeError, SqliteError, Statement, WriteRequest};
 
@@ -78,6 +78,10 @@ struct Flags {
     level: Option<Level>,
     min_index: Option<u64>,
     q: Option<String>,
+    redirect: bool,
+    queue: bool,
+    wait: bool,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Flags {
@@ -112,11 +116,28 @@ impl Flags {
                     })?)
                 }
                 "q" => flags.q = Some(value.clone()),
+                "redirect" => flags.redirect = on,
+                "queue" => flags.queue = on,
+                "wait" => flags.wait = on,
+                "timeout" => {
+                    flags.timeout = Some(
+                        crate::duration::parse(value)
+                            .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
+                    )
+                }
                 // Accepted for compatibility with rqlite clients, without effect here.
                 _ => {}
             }
         }
         Ok(flags)
+    }
+
+    /// How rows are written.
+    fn shape(&self) -> Shape {
+        Shape {
+            associative: self.associative,
+            blob_array: self.blob_array,
+        }
     }
 
     /// How results are written, for what they cost.
@@ -137,6 +158,54 @@ impl Flags {
             Level::Weak | Level::Linearizable => Consistency::Linearizable,
             Level::Strong => Consistency::Strong,
         }
+    }
+}
+
+/// With `?redirect`, a request that needs the leader and reached another node is
+/// answered 301 with the same path and query on the leader's API, as rqlite does
+/// (clients find the leader this way); 503 while no leader is known. `None`: serve it
+/// here (this node leads, or no redirect was asked for).
+fn redirect_to_leader(state: &Shared, flags: &Flags, uri: &Uri) -> Option<Response> {
+    if !flags.redirect {
+        return None;
+    }
+    let status = state.node.status();
+    if status.role == sqlraft::Role::Leader {
+        return None;
+    }
+    let leader = status.leader().filter(|l| !l.http_addr.is_empty());
+    let Some(leader) = leader else {
+        return Some(
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "leader not found".into(),
+            }
+            .into_response(),
+        );
+    };
+    let scheme = if state.options.https { "https" } else { "http" };
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let location = format!("{scheme}://{}{target}", leader.http_addr);
+    let Ok(value) = header::HeaderValue::from_str(&location) else {
+        return Some(
+            ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("the leader's address {:?} is not a URL", leader.http_addr),
+            }
+            .into_response(),
+        );
+    };
+    let mut response = (StatusCode::MOVED_PERMANENTLY, "").into_response();
+    response.headers_mut().insert(header::LOCATION, value);
+    Some(response)
+}
+
+/// rqlite serves `weak` and `strong` reads on the leader and redirects them there;
+/// `none` and `linearizable` reads are served by any node, here too.
+fn query_redirect(state: &Shared, flags: &Flags, uri: &Uri) -> Option<Response> {
+    match flags.level {
+        Some(Level::Weak | Level::Strong) => redirect_to_leader(state, flags, uri),
+        _ => None,
     }
 }
 
@@ -212,29 +281,97 @@ fn idempotency_key(headers: &HeaderMap, max_bytes: usize) -> Result<Option<Strin
 async fn execute(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
+    if let Some(redirect) = redirect_to_leader(&state, &flags, &uri) {
+        return Ok(redirect);
+    }
     let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    if flags.queue {
+        if key.is_some() {
+            return Err(ApiError::bad_request(
+                "a queued write cannot carry an Idempotency-Key: queued batches are \
+                 already applied at most once; send it without ?queue",
+            ));
+        }
+        if statements.is_empty() && !flags.wait {
+            return Err(ApiError::bad_request("no statements"));
+        }
+        return queued(&state, statements, &flags).await;
+    }
     if statements.is_empty() {
         return Ok(finish(&flags, Vec::new(), None, started));
     }
-    let written = state.write(statements, flags.transaction, key).await?;
+    let written = state.write(statements, &flags, key).await?;
     Ok(applied_header(
         finish(&flags, written.results, Some(written.index), started),
         written.applied_here,
     ))
 }
 
+/// How long `&wait` waits for a queued request's batch without `&timeout`.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `/db/execute?queue`: `{"results": [], "sequence_number": N}` once queued, or with
+/// `&wait` once its batch is written.
+async fn queued(
+    state: &Shared,
+    statements: Vec<Statement>,
+    flags: &Flags,
+) -> Result<Response, ApiError> {
+    let unavailable = |e: crate::queue::QueueError| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: e.to_string(),
+    };
+    let c = &state.counters;
+    c.write_requests.fetch_add(1, Ordering::Relaxed);
+    c.write_statements
+        .fetch_add(statements.len() as u64, Ordering::Relaxed);
+    let (sequence_number, done) = state
+        .queue
+        .push(statements, flags.wait)
+        .await
+        .map_err(unavailable)?;
+    if let Some(done) = done {
+        let limit = flags.timeout.unwrap_or(QUEUE_WAIT);
+        match tokio::time::timeout(limit, done).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => return Err(unavailable(e)),
+            Ok(Err(_)) => return Err(unavailable(crate::queue::QueueError::Closed)),
+            Err(_) => {
+                return Err(ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: format!(
+                        "queued request {sequence_number} was not written within {} ms; it \
+                         stays queued",
+                        limit.as_millis()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": [], "sequence_number": sequence_number }),
+        flags.pretty,
+    ))
+}
+
 async fn query_get(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
+    if let Some(redirect) = query_redirect(&state, &flags, &uri) {
+        return Ok(redirect);
+    }
     let Some(q) = flags.q.clone() else {
         return Err(ApiError::bad_request("missing query parameter q"));
     };
@@ -245,10 +382,14 @@ async fn query_get(
 async fn query_post(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
+    if let Some(redirect) = query_redirect(&state, &flags, &uri) {
+        return Ok(redirect);
+    }
     let body = body?;
     let statements = match (&flags.q, body.iter().all(u8::is_ascii_whitespace)) {
         (Some(q), true) => vec![Statement::new(q.clone())],
@@ -261,6 +402,7 @@ async fn query_post(
 async fn request(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -268,6 +410,12 @@ async fn request(
     let flags = Flags::parse(&pairs)?;
     let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES - RUN_SUFFIX_BYTES)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
+    // Writes need the leader; so do reads at the levels rqlite serves there.
+    let needs_leader = statements.iter().any(|s| !statements::is_read(&s.sql))
+        || matches!(flags.level, Some(Level::Weak | Level::Strong));
+    if needs_leader && let Some(redirect) = redirect_to_leader(&state, &flags, &uri) {
+        return Ok(redirect);
+    }
     let (results, written) = state.mixed(statements, &flags, key).await?;
     let response = finish(&flags, results, written.map(|(index, _)| index), started);
     Ok(match written {
@@ -280,7 +428,7 @@ impl Shared {
     async fn write(
         &self,
         statements: Vec<Statement>,
-        transaction: bool,
+        flags: &Flags,
         request_id: Option<String>,
     ) -> Result<Written, ApiError> {
         let c = &self.counters;
@@ -291,15 +439,27 @@ impl Shared {
             .node
             .execute(WriteRequest {
                 statements,
-                transaction,
+                transaction: flags.transaction,
                 request_id,
             })
             .await?;
         let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
         c.statement_errors
             .fetch_add(failed as u64, Ordering::Relaxed);
+        let shape = flags.shape();
+        // A repeated request applied nothing and took no time.
+        let mut seconds = outcome.seconds.into_iter();
+        let results = outcome
+            .results
+            .into_iter()
+            .map(|result| ResultItem::Write {
+                result,
+                shape,
+                time: flags.timings.then(|| seconds.next().unwrap_or(0.0)),
+            })
+            .collect();
         Ok(Written {
-            results: outcome.results.into_iter().map(ResultItem::Write).collect(),
+            results,
             index: outcome.raft_index,
             applied_here: outcome.applied_here,
         })
@@ -361,10 +521,7 @@ impl Shared {
                     return Ok((ResultItem::Error(message), false));
                 }
                 *spent += cost;
-                let shape = Shape {
-                    associative: flags.associative,
-                    blob_array: flags.blob_array,
-                };
+                let shape = flags.shape();
                 let time = flags.timings.then(|| started.elapsed().as_secs_f64());
                 Ok((ResultItem::Rows { rows, shape, time }, false))
             }
@@ -439,7 +596,7 @@ impl Shared {
             }
             if !pending.is_empty() {
                 let written = self
-                    .write(std::mem::take(&mut pending), flags.transaction, run_id())
+                    .write(std::mem::take(&mut pending), flags, run_id())
                     .await?;
                 results.extend(written.results);
                 let index = written.index;
@@ -462,9 +619,7 @@ impl Shared {
             });
             if writes {
                 // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
-                let written = self
-                    .write(vec![statement], flags.transaction, run_id())
-                    .await?;
+                let written = self.write(vec![statement], flags, run_id()).await?;
                 results.extend(written.results);
                 let index = written.index;
                 *raft_index = Some(index);
@@ -477,7 +632,7 @@ impl Shared {
             }
         }
         if !pending.is_empty() {
-            let written = self.write(pending, flags.transaction, run_id()).await?;
+            let written = self.write(pending, flags, run_id()).await?;
             results.extend(written.results);
             *raft_index = Some(written.index);
             applied_here &= written.applied_here;

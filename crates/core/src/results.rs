@@ -19,8 +19,15 @@ pub struct Shape {
 /// One element of `results`.
 #[derive(Debug)]
 pub enum ResultItem {
-    /// A write statement's outcome.
-    Write(StatementResult),
+    /// A write statement's outcome, with its `RETURNING` rows if it has any.
+    Write {
+        /// What the statement did.
+        result: StatementResult,
+        /// How to write its rows.
+        shape: Shape,
+        /// Seconds the statement took on the leader (`timings`).
+        time: Option<f64>,
+    },
     /// A read's rows, with the time it took when asked for.
     Rows {
         /// What the read returned.
@@ -38,35 +45,56 @@ impl Serialize for ResultItem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             ResultItem::Error(error)
-            | ResultItem::Write(StatementResult {
-                error: Some(error), ..
-            }) => {
+            | ResultItem::Write {
+                result:
+                    StatementResult {
+                        error: Some(error), ..
+                    },
+                ..
+            } => {
                 let mut map = s.serialize_map(Some(1))?;
                 map.serialize_entry("error", error)?;
                 map.end()
             }
-            ResultItem::Write(result) => {
-                let mut map = s.serialize_map(Some(2))?;
-                map.serialize_entry("last_insert_id", &result.last_insert_id)?;
-                map.serialize_entry("rows_affected", &result.rows_affected)?;
-                map.end()
-            }
-            ResultItem::Rows { rows, shape, time } => {
+            ResultItem::Write {
+                result,
+                shape,
+                time,
+            } => {
                 let mut map = s.serialize_map(None)?;
-                if shape.associative {
-                    map.serialize_entry("types", &Columns(&rows.columns, &rows.types))?;
-                    map.serialize_entry("rows", &RowObjects(rows, *shape))?;
+                // A statement with RETURNING gives its rows instead, as in rqlite.
+                if let Some(rows) = &result.rows {
+                    serialize_rows(&mut map, rows, *shape)?;
                 } else {
-                    map.serialize_entry("columns", &rows.columns)?;
-                    map.serialize_entry("types", &rows.types)?;
-                    map.serialize_entry("values", &RowArrays(rows, *shape))?;
+                    map.serialize_entry("last_insert_id", &result.last_insert_id)?;
+                    map.serialize_entry("rows_affected", &result.rows_affected)?;
                 }
                 if let Some(time) = time {
                     map.serialize_entry("time", time)?;
                 }
                 map.end()
             }
+            ResultItem::Rows { rows, shape, time } => {
+                let mut map = s.serialize_map(None)?;
+                serialize_rows(&mut map, rows, *shape)?;
+                if let Some(time) = time {
+                    map.serialize_entry("time", time)?;
+                }
+                map.end()
+            }
         }
+    }
+}
+
+/// `columns`, `types` and `values`; or, `associative`, `types` by column and `rows`.
+fn serialize_rows<M: SerializeMap>(map: &mut M, rows: &Rows, shape: Shape) -> Result<(), M::Error> {
+    if shape.associative {
+        map.serialize_entry("types", &Columns(&rows.columns, &rows.types))?;
+        map.serialize_entry("rows", &RowObjects(rows, shape))
+    } else {
+        map.serialize_entry("columns", &rows.columns)?;
+        map.serialize_entry("types", &rows.types)?;
+        map.serialize_entry("values", &RowArrays(rows, shape))
     }
 }
 

@@ -66,6 +66,20 @@ pub(crate) struct Shared {
     pub(crate) sessions: crate::sessions::Sessions,
     /// Certificates issued to services created in the web interface.
     pub(crate) issued: IssuedStore,
+    /// When the API started (`/status` shows it and the uptime).
+    pub(crate) started: std::time::Instant,
+    pub(crate) started_at: time::OffsetDateTime,
+    /// Queued writes (`/db/execute?queue`).
+    pub(crate) queue: crate::queue::WriteQueue,
+}
+
+impl Shared {
+    /// When the API started, as RFC 3339 text.
+    pub(crate) fn started_at_rfc3339(&self) -> String {
+        self.started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
 }
 
 /// How long a certificate issued in the web interface waits to be shown.

@@ -77,8 +77,24 @@ fn statement(item: Json) -> Result<Statement, String> {
     }
 }
 
+/// A string `x'<hex>'` (or `X'...'`) with an even number of hex digits: a BLOB
+/// parameter, as rqlite binds it (its clients send blobs so).
+fn hex_blob(text: &str) -> Option<Vec<u8>> {
+    let hex = text
+        .strip_prefix("x'")
+        .or_else(|| text.strip_prefix("X'"))?
+        .strip_suffix('\'')?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// JSON to SQLite: integers stay integers, other numbers are reals, `true`/`false` are
-/// 1/0, an array of bytes (0..=255) is a BLOB.
+/// 1/0, an array of bytes (0..=255) or a string `x'<hex>'` is a BLOB.
 pub fn value(json: &Json) -> Result<Value, String> {
     match json {
         Json::Null => Ok(Value::Null),
@@ -94,7 +110,7 @@ pub fn value(json: &Json) -> Result<Value, String> {
                     .ok_or_else(|| format!("number {n} is not representable"))
             }
         }
-        Json::String(s) => Ok(Value::Text(s.clone())),
+        Json::String(s) => Ok(hex_blob(s).map_or_else(|| Value::Text(s.clone()), Value::Blob)),
         Json::Array(items) => items
             .iter()
             .map(|b| {
@@ -163,6 +179,25 @@ mod tests {
         assert!(!is_read("INSERT INTO t VALUES (1)"));
         assert!(!is_read("CREATE TABLE selected (x)"));
         assert!(!is_read(""));
+    }
+
+    #[test]
+    fn hex_strings_are_blobs_as_in_rqlite() {
+        let s = parse_body(
+            br#"[["INSERT INTO t VALUES (?, ?, ?, ?, ?)", "x'00fF'", "X''", "x'abc'", "x'zz'", "y'00'"]]"#,
+            10,
+        )
+        .expect("valid");
+        assert_eq!(
+            s[0].params,
+            Params::Positional(vec![
+                Value::Blob(vec![0, 255]),
+                Value::Blob(vec![]),
+                Value::Text("x'abc'".into()),
+                Value::Text("x'zz'".into()),
+                Value::Text("y'00'".into()),
+            ])
+        );
     }
 
     #[test]

@@ -39,6 +39,14 @@ pub(crate) fn routes() -> Routes<AppState> {
             Access::Api(&[Perm::Snapshot]),
             snapshot,
         )
+        // rqlite's paths.
+        .add(
+            Verb::Get,
+            "/db/backup",
+            Access::Api(&[Perm::Backup]),
+            db_backup,
+        )
+        .add(Verb::Post, "/db/load", Access::Api(&[Perm::Load]), db_load)
 }
 
 fn internal(message: String) -> ApiError {
@@ -51,13 +59,101 @@ fn internal(message: String) -> ApiError {
 /// A consistent copy of this node's state database ([`sqlraft::Node::backup`]: content
 /// and index read in one transaction), written to a temporary file, then streamed back.
 async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (dir, path, applied) = backup_file(&state).await?;
+    let filename = format!(
+        "sqlraft-{}-{applied}.sqlite3",
+        state.node.service_id().get(..8).unwrap_or("backup")
+    );
+    stream_file(dir, &path, "application/octet-stream", &filename, applied).await
+}
+
+/// A consistent copy of this node's database in a temporary directory, and the
+/// applied index it is at.
+async fn backup_file(
+    state: &AppState,
+) -> Result<(tempfile::TempDir, std::path::PathBuf, u64), ApiError> {
     let dir = tempfile::Builder::new()
         .prefix("sqlraft-backup-")
         .tempdir()
         .map_err(|e| internal(format!("cannot create a temporary directory: {e}")))?;
     let path = dir.path().join("backup.sqlite3");
     let applied = state.node.backup(&path).await?;
-    let file = tokio::fs::File::open(&path)
+    Ok((dir, path, applied))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct BackupParams {
+    fmt: Option<String>,
+    // Accepted as rqlite takes them; see docs/API.md.
+    #[allow(dead_code)]
+    vacuum: Option<String>,
+    #[allow(dead_code)]
+    noleader: Option<String>,
+    #[allow(dead_code)]
+    redirect: Option<String>,
+    compress: Option<String>,
+}
+
+/// `GET /db/backup` (rqlite): the database file, or with `?fmt=sql` its content as
+/// SQL text (`sqlite3 .dump`'s form). Served by this node from its own copy, as any
+/// node's backup is consistent at its applied index (`X-Sqlraft-Applied-Index`).
+async fn db_backup(
+    State(state): State<AppState>,
+    params: Result<Query<BackupParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request(format!("backup: {}", e.body_text())))?;
+    if params
+        .compress
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "false" | "0"))
+    {
+        return Err(ApiError::bad_request(
+            "compress is not supported: ask without it (and compress on the client)",
+        ));
+    }
+    let (dir, path, applied) = backup_file(&state).await?;
+    let prefix = format!(
+        "sqlraft-{}-{applied}",
+        state.node.service_id().get(..8).unwrap_or("backup")
+    );
+    match params.fmt.as_deref().unwrap_or("binary") {
+        "binary" => {
+            let name = format!("{prefix}.sqlite3");
+            stream_file(dir, &path, "application/octet-stream", &name, applied).await
+        }
+        "sql" => {
+            let sql_path = dir.path().join("backup.sql");
+            let (from, to) = (path.clone(), sql_path.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+                let file = std::fs::File::create(&to)
+                    .map_err(|e| internal(format!("cannot write the dump: {e}")))?;
+                let mut out = std::io::BufWriter::new(file);
+                sqlraft::sql_text::dump_sql(&from, &mut out)
+                    .map_err(|e| internal(e.to_string()))?;
+                std::io::Write::flush(&mut out)
+                    .map_err(|e| internal(format!("cannot write the dump: {e}")))
+            })
+            .await
+            .map_err(|e| internal(format!("the dump failed: {e}")))??;
+            let name = format!("{prefix}.sql");
+            stream_file(dir, &sql_path, "text/plain; charset=utf-8", &name, applied).await
+        }
+        other => Err(ApiError::bad_request(format!(
+            "fmt {other:?}: expected binary or sql"
+        ))),
+    }
+}
+
+/// Streams the file at `path` (in `dir`, removed once the file is open) as the answer.
+async fn stream_file(
+    dir: tempfile::TempDir,
+    path: &std::path::Path,
+    content_type: &str,
+    filename: &str,
+    applied: u64,
+) -> Result<Response, ApiError> {
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| internal(format!("cannot open the backup: {e}")))?;
     let len = file
@@ -79,14 +175,10 @@ async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
             Err(e) => Some((Err(e), file)),
         }
     });
-    let filename = format!(
-        "sqlraft-{}-{applied}.sqlite3",
-        state.node.service_id().get(..8).unwrap_or("backup")
-    );
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
             (
                 header::CONTENT_DISPOSITION,
@@ -115,20 +207,34 @@ async fn restore(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let node = &state.node;
-    // One restore per node at a time, from the first byte of its upload to its answer:
-    // a second is refused before its body is read, not after it was stored.
     let Ok(_slot) = state.restore_slot.try_lock() else {
-        return Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "a restore is already running on this node".into(),
-        });
+        return Err(restore_running());
     };
+    let (dir, path) = receive_upload(&state, &headers, body).await?;
+    let answer = restore_file(&state, dir, &path).await?;
+    Ok(json_response(StatusCode::OK, &answer, false))
+}
+
+fn restore_running() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "a restore is already running on this node".into(),
+    }
+}
+
+/// Stores the request body in a temporary directory beside the node's database, up
+/// to the node's restore limit (413 beyond). The caller holds the restore slot.
+async fn receive_upload(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<(tempfile::TempDir, std::path::PathBuf), ApiError> {
+    let node = &state.node;
+    // One restore per node at a time, from the first byte of its upload to its answer
+    // (the caller holds the slot): a second is refused before its body is read, not
+    // after it was stored.
     if node.is_restoring() {
-        return Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "a restore is already running on this node".into(),
-        });
+        return Err(restore_running());
     }
     let limit = node.config().limits.max_restore_bytes;
     let declared = headers
@@ -183,22 +289,28 @@ async fn restore(
         .await
         .map_err(|e| internal(format!("cannot store the upload: {e}")))?;
     drop(file);
-    let outcome = node.restore(&path).await?;
+    Ok((dir, path))
+}
+
+/// Restores the SQLite file at `path` on every node; what `/api/v1/system/restore`
+/// answers.
+async fn restore_file(
+    state: &AppState,
+    dir: tempfile::TempDir,
+    path: &std::path::Path,
+) -> Result<serde_json::Value, ApiError> {
+    let outcome = state.node.restore(path).await?;
     drop(dir);
-    let nodes = wait_for_members(&state, outcome.raft_index, Duration::from_secs(10)).await;
+    let nodes = wait_for_members(state, outcome.raft_index, Duration::from_secs(10)).await;
     let everywhere = nodes.iter().all(|n| n["restored"] == json!(true));
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "restored": true,
-            "raft_index": outcome.raft_index,
-            "bytes": outcome.bytes,
-            "tables": outcome.tables,
-            "applied_everywhere": everywhere,
-            "nodes": nodes,
-        }),
-        false,
-    ))
+    Ok(json!({
+        "restored": true,
+        "raft_index": outcome.raft_index,
+        "bytes": outcome.bytes,
+        "tables": outcome.tables,
+        "applied_everywhere": everywhere,
+        "nodes": nodes,
+    }))
 }
 
 /// Polls the members' status until each has applied `index` or `limit` passes; one
@@ -235,6 +347,123 @@ async fn wait_for_members(state: &AppState, index: u64, limit: Duration) -> Vec<
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
+
+/// `POST /db/load` (rqlite): a SQLite database file replaces the content on every node
+/// (as `/api/v1/system/restore`); SQL text (a dump, as `/db/backup?fmt=sql` gives)
+/// is run as writes, in transactions of at most the request statement limit each,
+/// without its `BEGIN`/`COMMIT` and `PRAGMA foreign_keys` lines.
+async fn db_load(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Ok(_slot) = state.restore_slot.try_lock() else {
+        return Err(restore_running());
+    };
+    let (dir, path) = receive_upload(&state, &headers, body).await?;
+    let mut head = [0u8; SQLITE_HEADER.len()];
+    let head_len = {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| internal(format!("cannot read the upload: {e}")))?;
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read(&mut head[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => return Err(internal(format!("cannot read the upload: {e}"))),
+            }
+        }
+        filled
+    };
+    if head[..head_len] == *SQLITE_HEADER {
+        // rqlite answers `{"results": []}`; what the restore did comes beside it.
+        let mut answer = restore_file(&state, dir, &path).await?;
+        answer["results"] = json!([]);
+        return Ok(json_response(StatusCode::OK, &answer, false));
+    }
+    let content = tokio::fs::read(&path)
+        .await
+        .map_err(|e| internal(format!("cannot read the upload: {e}")))?;
+    drop(dir);
+    let text = String::from_utf8(content).map_err(|_| {
+        ApiError::bad_request("the body is neither a SQLite database file nor UTF-8 SQL text")
+    })?;
+    let statements: Vec<sqlraft::Statement> = sqlraft::sql_text::split_statements(&text)
+        .into_iter()
+        .filter(|sql| !is_dump_framing(sql))
+        .map(sqlraft::Statement::new)
+        .collect();
+    let mut results = Vec::new();
+    let mut raft_index = None;
+    for chunk in statements.chunks(state.options.max_statements.max(1)) {
+        let outcome = state
+            .node
+            .execute(sqlraft::WriteRequest::transaction(chunk.to_vec()))
+            .await
+            .map_err(|e| match raft_index {
+                None => ApiError::from(e),
+                Some(index) => internal(format!(
+                    "the load was applied up to raft index {index}, then failed: {e}"
+                )),
+            })?;
+        let failed = outcome.results.iter().position(|r| r.error.is_some());
+        raft_index = Some(outcome.raft_index);
+        let done = results.len();
+        results.extend(outcome.results);
+        if let Some(i) = failed {
+            let message = results[done + i].error.clone().unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "statement {} of the load failed ({message}); {}",
+                done + i + 1,
+                if done == 0 {
+                    "nothing was loaded".to_string()
+                } else {
+                    format!("its first {done} statements were loaded")
+                }
+            )));
+        }
+    }
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| json!({"last_insert_id": r.last_insert_id, "rows_affected": r.rows_affected}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results, "raft_index": raft_index }),
+        false,
+    ))
+}
+
+/// A dump's own framing, which a load leaves out: it runs in transactions of its own.
+fn is_dump_framing(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == '=')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        words.as_slice(),
+        ["begin"]
+            | ["begin", "transaction"]
+            | ["begin", "deferred" | "immediate" | "exclusive"]
+            | [
+                "begin",
+                "deferred" | "immediate" | "exclusive",
+                "transaction"
+            ]
+            | ["commit"]
+            | ["commit", "transaction"]
+            | ["end"]
+            | ["end", "transaction"]
+            | ["pragma", "foreign_keys", _]
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -123,6 +123,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/system/backup", "api:backup"),
     ("POST", "/api/v1/system/restore", "api:load"),
     ("POST", "/api/v1/system/snapshot", "api:snapshot"),
+    ("GET", "/db/backup", "api:backup"),
+    ("POST", "/db/load", "api:load"),
     ("GET", "/", "web:status"),
     ("GET", "/ui/cluster", "web:status"),
     ("GET", "/ui/style.css", "public"),

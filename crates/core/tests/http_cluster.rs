@@ -30,24 +30,51 @@ async fn status_nodes_readyz_and_metrics() {
         assert!(status[key].as_u64().is_some(), "{key} in {status}");
     }
 
-    let nodes = h.get_json("/nodes").await;
-    let applied = nodes["nodes"][0]["applied_index"]
-        .as_u64()
-        .expect("applied_index");
+    // rqlite's shapes: `store.leader` for its clients, a map keyed by id from
+    // `/nodes`, a list with `?ver=2`; sqlraft's keys beside rqlite's.
+    let id = "00000000-0000-0000-0000-000000000000";
     assert_eq!(
-        nodes,
-        json!({"nodes": [{
-            "id": "00000000-0000-0000-0000-000000000000",
-            "raft_id": 1,
-            "name": "core-1",
-            "raft_addr": h.node.raft_addr(),
-            "http_addr": h.http,
-            "role": "leader",
-            "voter": true,
-            "reachable": true,
-            "applied_index": applied
-        }]})
+        status["store"]["leader"],
+        json!({"node_id": id, "addr": h.node.raft_addr()})
     );
+    assert_eq!(status["store"]["node_id"], json!(id));
+    assert_eq!(status["store"]["raft"]["state"], json!("Leader"));
+    assert_eq!(status["store"]["raft"]["voter"], json!(true));
+    assert_eq!(status["http"]["auth"], json!("disabled"));
+    assert!(
+        status["http"]["queue"]["_default"]["sequence_number"]
+            .as_u64()
+            .is_some(),
+        "{status}"
+    );
+
+    let nodes = h.get_json("/nodes").await;
+    let entry = &nodes[id];
+    let applied = entry["applied_index"].as_u64().expect("applied_index");
+    let time = entry["time"].as_f64().expect("time");
+    let expected = json!({
+        "id": id,
+        "api_addr": format!("http://{}", h.http),
+        "addr": h.node.raft_addr(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "voter": true,
+        "reachable": true,
+        "leader": true,
+        "time": time,
+        "raft_id": 1,
+        "name": "core-1",
+        "raft_addr": h.node.raft_addr(),
+        "http_addr": h.http,
+        "role": "leader",
+        "applied_index": applied
+    });
+    assert_eq!(nodes, json!({ id: expected.clone() }));
+    assert_eq!(
+        h.get_json("/nodes?ver=2").await,
+        json!({ "nodes": [expected] })
+    );
+    let bad = h.get("/nodes?timeout=soon").await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
 
     let ready = h.get("/readyz").await;
     assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));

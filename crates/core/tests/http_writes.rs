@@ -196,7 +196,7 @@ async fn request_endpoint_mixes_reads_and_writes_in_order() {
     assert_eq!(results[3], json!({"last_insert_id": 2, "rows_affected": 1}));
     assert_eq!(
         results[4],
-        json!({"columns": ["n"], "types": [""], "values": [[2]]})
+        json!({"columns": ["n"], "types": ["integer"], "values": [[2]]})
     );
     assert!(out["raft_index"].as_u64().is_some());
 
@@ -204,7 +204,7 @@ async fn request_endpoint_mixes_reads_and_writes_in_order() {
     let reads = h.post_json("/db/request", r#"["SELECT 1 AS one"]"#).await;
     assert_eq!(
         reads,
-        json!({"results": [{"columns": ["one"], "types": [""], "values": [[1]]}]})
+        json!({"results": [{"columns": ["one"], "types": ["integer"], "values": [[1]]}]})
     );
     h.stop().await;
 }

@@ -168,6 +168,7 @@ fn answer_of(outcome: pb::forward_response::Outcome) -> Result<LeaderAnswer> {
             results: r.results.into_iter().map(Into::into).collect(),
             raft_index: r.raft_index,
             applied_here: false,
+            seconds: r.seconds,
         })),
         pb::forward_response::Outcome::Admin(a) => Ok(LeaderAnswer::Admin(a.raft_index)),
         pb::forward_response::Outcome::Error(e) => Err(error_from_peer(e)),

@@ -105,10 +105,15 @@ impl Handle {
         })?;
         let wait = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(wait, outcome).await {
-            Ok(Ok(Ok(Applied { index, results }))) => Ok(WriteOutcome {
+            Ok(Ok(Ok(Applied {
+                index,
+                results,
+                seconds,
+            }))) => Ok(WriteOutcome {
                 results,
                 raft_index: index,
                 applied_here: true,
+                seconds,
             }),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.stopped()),

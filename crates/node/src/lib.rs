@@ -49,6 +49,12 @@ pub use write::WriteOutcome;
 #[doc = include_str!("../../../docs/ARCHITECTURE.md")]
 pub mod architecture {}
 
+/// SQL text in and out: dumps (`sqlite3 .dump`'s form) and splitting SQL text into
+/// statements.
+pub mod sql_text {
+    pub use sqlraft_sqlite::{dump_sql, split_statements};
+}
+
 /// How the sqlraft core product names its services (`core-1`, `core-<fqdn>`) and the
 /// id its first service bootstraps with. The library does not depend on them: any
 /// service id works.

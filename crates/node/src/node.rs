@@ -444,6 +444,11 @@ impl Node {
         outcome
     }
 
+    /// False once the node has stopped (shut down, or failed).
+    pub fn is_running(&self) -> bool {
+        self.handle.check_running().is_ok()
+    }
+
     /// True while a restore runs on this node (another one would be refused).
     pub fn is_restoring(&self) -> bool {
         self.tasks.restoring.try_lock().is_err()

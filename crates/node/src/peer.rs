@@ -171,6 +171,7 @@ impl Handler for PeerHandler {
                 outcome: Some(pb::forward_response::Outcome::Response(pb::WriteResponse {
                     results: outcome.results.iter().map(Into::into).collect(),
                     raft_index: outcome.raft_index,
+                    seconds: outcome.seconds,
                 })),
             },
             Err(e) => forward_error(&e),

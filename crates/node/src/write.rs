@@ -19,6 +19,9 @@ pub struct WriteOutcome {
     /// to the read timeout, then answers anyway with `false` (read again with
     /// [`crate::Consistency::Local`] `min_index: Some(raft_index)` to wait longer).
     pub applied_here: bool,
+    /// Seconds each statement took on the leader that applied it (rqlite's
+    /// `timings`); empty for a repeated request id, which applied nothing.
+    pub seconds: Vec<f64>,
 }
 
 /// The request in its wire form, once it is within the node's limits.

@@ -11,7 +11,7 @@ use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
 use crate::guard::Guard;
 use crate::idempotency::{self, Earlier};
-use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
+use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
 /// The outcome of a write entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,10 @@ pub struct WriteApplied {
     /// The entry that applied the write: this one, or for a repeated request id the
     /// first entry that carried it (this one then changed nothing).
     pub raft_index: u64,
+    /// Seconds each statement took on this node (rqlite's `timings`), empty for a
+    /// repeated request. A measurement, not replicated state: it differs between
+    /// nodes and is never stored.
+    pub seconds: Vec<f64>,
 }
 
 /// One SQLite transaction applying consecutive committed entries.
@@ -116,10 +120,11 @@ impl ApplyTxn<'_> {
         request: &WriteRequest,
     ) -> Result<WriteApplied> {
         let Some(id) = request.request_id.as_deref() else {
-            let results = self.run_request(index, at_unix_ms, request)?;
+            let (results, seconds) = self.run_request(index, at_unix_ms, request)?;
             return Ok(WriteApplied {
                 results,
                 raft_index: index,
+                seconds,
             });
         };
         idempotency::forget_expired(&self.tx, index)?;
@@ -133,6 +138,7 @@ impl ApplyTxn<'_> {
                 Ok(WriteApplied {
                     results,
                     raft_index: first_index,
+                    seconds: Vec::new(),
                 })
             }
             Some(Earlier::Different { first_index }) => {
@@ -146,14 +152,16 @@ impl ApplyTxn<'_> {
                         ..Default::default()
                     }],
                     raft_index: index,
+                    seconds: Vec::new(),
                 })
             }
             None => {
-                let results = self.run_request(index, at_unix_ms, request)?;
+                let (results, seconds) = self.run_request(index, at_unix_ms, request)?;
                 idempotency::remember(&self.tx, id, index, &digest, &results)?;
                 Ok(WriteApplied {
                     results,
                     raft_index: index,
+                    seconds,
                 })
             }
         }
@@ -164,7 +172,7 @@ impl ApplyTxn<'_> {
         index: u64,
         at_unix_ms: i64,
         request: &WriteRequest,
-    ) -> Result<Vec<StatementResult>> {
+    ) -> Result<(Vec<StatementResult>, Vec<f64>)> {
         self.entry(index)?;
         *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = index;
         let now = at_unix_ms.max(self.new_time_ms.unwrap_or(*self.time_ms));
@@ -174,11 +182,15 @@ impl ApplyTxn<'_> {
         self.clock.set(now);
         self.control("SAVEPOINT sqlraft_request")?;
         let mut results = Vec::with_capacity(request.statements.len());
+        let mut seconds = Vec::with_capacity(request.statements.len());
         for statement in &request.statements {
             if !request.transaction {
                 self.control("SAVEPOINT sqlraft_statement")?;
             }
-            match self.run(statement)? {
+            let started = std::time::Instant::now();
+            let outcome = self.run(statement)?;
+            seconds.push(started.elapsed().as_secs_f64());
+            match outcome {
                 Ok(result) => {
                     if !request.transaction {
                         self.control("RELEASE sqlraft_statement")?;
@@ -197,13 +209,13 @@ impl ApplyTxn<'_> {
                         ..Default::default()
                     });
                     if request.transaction {
-                        return Ok(results);
+                        return Ok((results, seconds));
                     }
                 }
             }
         }
         self.control("RELEASE sqlraft_request")?;
-        Ok(results)
+        Ok((results, seconds))
     }
 
     /// Runs one client statement. The outer `Err` is a failure of the database; the
@@ -274,9 +286,30 @@ impl ApplyTxn<'_> {
         bind(&mut stmt, &statement.params)?;
         self.guard.own(|| self.check_last_rowid_before())?;
         let before = self.tx.total_changes();
-        let mut rows = stmt.raw_query();
-        while rows.next()?.is_some() {}
-        drop(rows);
+        // A write that returns columns has a RETURNING clause: its rows are the
+        // result, as rqlite gives them. (A read sent as a write returns none, as in
+        // rqlite.)
+        let returning = (stmt.column_count() > 0 && !stmt.readonly()).then(|| Rows {
+            columns: stmt.column_names().iter().map(|c| c.to_string()).collect(),
+            types: stmt
+                .columns()
+                .iter()
+                .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
+                .collect(),
+            values: Vec::new(),
+        });
+        let returning = match returning {
+            Some(mut rows) => {
+                collect_returning(&mut stmt, &mut rows)?;
+                rows.fill_expression_types();
+                Some(rows)
+            }
+            None => {
+                let mut rows = stmt.raw_query();
+                while rows.next()?.is_some() {}
+                None
+            }
+        };
         if self.guard.altered() {
             self.guard.own(|| self.note_tables_at_last_rowid())?;
         }
@@ -293,6 +326,7 @@ impl ApplyTxn<'_> {
                 0
             },
             error: None,
+            rows: returning,
         })
     }
 
@@ -591,6 +625,40 @@ impl ToSql for Value {
     }
 }
 
+/// Bytes the rows of one statement's `RETURNING` clause may cost (as reads count
+/// them); more fail the statement, the same way on every node.
+pub const MAX_RETURNING_BYTES: usize = 16 << 20;
+
+/// Runs a statement with a `RETURNING` clause to its end, keeping its rows.
+fn collect_returning(stmt: &mut rusqlite::Statement<'_>, out: &mut Rows) -> rusqlite::Result<()> {
+    let width = out.columns.len();
+    let mut budget = MAX_RETURNING_BYTES.saturating_sub(crate::types::names_cost(&out.columns));
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(width);
+        let mut cost = crate::types::ROW_COST;
+        for i in 0..width {
+            let value = row.get_ref(i)?;
+            cost += crate::types::value_ref_cost(value, Default::default());
+            values.push(crate::read::to_value(value));
+        }
+        budget = match budget.checked_sub(cost) {
+            Some(left) => left,
+            None => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
+                    Some(format!(
+                        "the rows of RETURNING exceed {} MiB: return fewer columns or rows",
+                        MAX_RETURNING_BYTES >> 20
+                    )),
+                ));
+            }
+        };
+        out.values.push(values);
+    }
+    Ok(())
+}
+
 fn last_rowid_refusal(what: &str) -> String {
     format!(
         "{what} would hold the largest rowid ({}): SQLite would choose further rowids at \
@@ -647,6 +715,9 @@ fn statement_error_message(e: rusqlite::Error) -> String {
         rusqlite::Error::InvalidParameterName(name) => format!("no parameter named {name}"),
         rusqlite::Error::InvalidQuery => "empty statement".into(),
         rusqlite::Error::SqliteFailure(_, Some(message)) => message,
+        // SQLite's own message without the statement and offset rusqlite appends, as
+        // rqlite gives it: clients classify errors by it.
+        rusqlite::Error::SqlInputError { msg, .. } => msg,
         other => other.to_string(),
     }
 }

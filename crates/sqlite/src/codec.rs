@@ -2,7 +2,7 @@
 
 use sqlraft_proto::v1 as pb;
 
-use crate::types::{Member, Params, Statement, StatementResult, Value, WriteRequest};
+use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
 impl From<Value> for pb::Value {
     fn from(v: Value) -> Self {
@@ -102,6 +102,17 @@ impl From<&StatementResult> for pb::StatementResult {
             error: r.error.clone().unwrap_or_default(),
             rows_affected: r.rows_affected,
             last_insert_id: r.last_insert_id,
+            rows: r.rows.as_ref().map(|rows| pb::Rows {
+                columns: rows.columns.clone(),
+                types: rows.types.clone(),
+                values: rows
+                    .values
+                    .iter()
+                    .map(|row| pb::Row {
+                        values: row.iter().cloned().map(Into::into).collect(),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -112,6 +123,15 @@ impl From<pb::StatementResult> for StatementResult {
             error: (!r.error.is_empty()).then_some(r.error),
             rows_affected: r.rows_affected,
             last_insert_id: r.last_insert_id,
+            rows: r.rows.map(|rows| Rows {
+                columns: rows.columns,
+                types: rows.types,
+                values: rows
+                    .values
+                    .into_iter()
+                    .map(|row| row.values.into_iter().map(Into::into).collect())
+                    .collect(),
+            }),
         }
     }
 }

@@ -548,15 +548,17 @@ impl ReadConnection {
                 let value = row.get_ref(i).map_err(read_error)?;
                 let cost = crate::types::value_ref_cost(value, Default::default());
                 budget = budget.checked_sub(cost).ok_or_else(over)?;
-                out.push(to_value(value)?);
+                out.push(to_value(value));
             }
             values.push(out);
         }
-        Ok(Rows {
+        let mut rows = Rows {
             columns,
             types,
             values,
-        })
+        };
+        rows.fill_expression_types();
+        Ok(rows)
     }
 }
 
@@ -671,8 +673,8 @@ const VALUE_FREE_PRAGMAS: &[&str] = &[
     "freelist_count",
 ];
 
-fn to_value(value: ValueRef<'_>) -> Result<Value> {
-    Ok(match value {
+pub(crate) fn to_value(value: ValueRef<'_>) -> Value {
+    match value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),
         ValueRef::Real(r) => Value::Real(r),
@@ -681,7 +683,7 @@ fn to_value(value: ValueRef<'_>) -> Result<Value> {
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         ),
         ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    })
+    }
 }
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()> {
@@ -708,6 +710,8 @@ fn read_error(e: rusqlite::Error) -> SqliteError {
                 _ => SqliteError::Query(message),
             }
         }
+        // SQLite's own message, as rqlite gives it: clients classify errors by it.
+        rusqlite::Error::SqlInputError { msg, .. } => SqliteError::Query(msg),
         rusqlite::Error::InvalidQuery => SqliteError::Query("empty statement".into()),
         rusqlite::Error::MultipleStatement => SqliteError::Query(
             "one statement per query: split the SQL into several statements".into(),

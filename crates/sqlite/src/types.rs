@@ -192,6 +192,8 @@ pub struct StatementResult {
     pub last_insert_id: i64,
     /// Set when the statement failed; it was rolled back.
     pub error: Option<String>,
+    /// The rows of a `RETURNING` clause; `None` for a statement without one.
+    pub rows: Option<Rows>,
 }
 
 /// Rows returned by a read.
@@ -199,13 +201,35 @@ pub struct StatementResult {
 pub struct Rows {
     /// Column names.
     pub columns: Vec<String>,
-    /// Declared column types, lower case; empty for expressions.
+    /// Declared column types, lower case; for an expression (no declared type), the
+    /// type of its value in the first row, as rqlite does (`integer`, `real`, `text`,
+    /// `blob`), and empty when that is NULL or there are no rows.
     pub types: Vec<String>,
     /// The rows, each with one value per column.
     pub values: Vec<Vec<Value>>,
 }
 
 impl Rows {
+    /// Fills the type of each column without a declared type from its value in the
+    /// first row (rqlite's rule: clients decode blobs by it).
+    pub(crate) fn fill_expression_types(&mut self) {
+        let Some(first) = self.values.first() else {
+            return;
+        };
+        for (ty, value) in self.types.iter_mut().zip(first) {
+            if ty.is_empty() {
+                *ty = match value {
+                    Value::Null => "",
+                    Value::Integer(_) => "integer",
+                    Value::Real(_) => "real",
+                    Value::Text(_) => "text",
+                    Value::Blob(_) => "blob",
+                }
+                .to_string();
+            }
+        }
+    }
+
     /// What the rows cost held in memory and written out as JSON in `shape`, as the
     /// read byte budget ([`crate::ReadOptions::max_result_bytes`]) counts it: the
     /// values, base64 (or arrays) for blobs, escapes for text, and each row's column

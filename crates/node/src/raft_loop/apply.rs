@@ -232,7 +232,7 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
             at_unix_ms,
         } => {
             let applied = txn.write_request(index, *at_unix_ms, request)?;
-            EntryOutcome::Write(applied.results, applied.raft_index)
+            EntryOutcome::Write(applied)
         }
         Step::CreateService(c) => EntryOutcome::Registry(
             txn.create_service(index, &c.id, &c.fqdn, &c.raft_addr, c.at_unix_ms)?
@@ -269,13 +269,14 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
         }
         Step::Failed(message) => {
             txn.skip(index)?;
-            EntryOutcome::Write(
-                vec![StatementResult {
+            EntryOutcome::Write(sqlraft_sqlite::WriteApplied {
+                results: vec![StatementResult {
                     error: Some(message.clone()),
                     ..Default::default()
                 }],
-                index,
-            )
+                raft_index: index,
+                seconds: Vec::new(),
+            })
         }
     })
 }

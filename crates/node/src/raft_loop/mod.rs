@@ -114,6 +114,8 @@ impl Request {
 pub(crate) struct Applied {
     pub index: u64,
     pub results: Vec<StatementResult>,
+    /// Seconds each statement took on this node.
+    pub seconds: Vec<f64>,
 }
 
 /// The outcome of an applied administrative change.

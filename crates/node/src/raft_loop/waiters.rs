@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
-use sqlraft_sqlite::StatementResult;
 use tokio::sync::oneshot;
 
 use super::{AdminOutcome, Applied};
@@ -41,9 +40,9 @@ struct ReadRound {
 
 /// What applying one entry produced, for whoever waits on it.
 pub(crate) enum EntryOutcome {
-    /// A write's results and the entry that applied it (an earlier one for a
-    /// repeated request id).
-    Write(Vec<StatementResult>, u64),
+    /// A write's results, the entry that applied it (an earlier one for a repeated
+    /// request id) and the seconds each statement took here.
+    Write(sqlraft_sqlite::WriteApplied),
     Registry(std::result::Result<(), sqlraft_sqlite::RegistryError>),
     /// A restore's commit: the tables restored, or why it failed (on every node alike).
     Restore(std::result::Result<usize, sqlraft_sqlite::restore::RestoreRefusal>),
@@ -250,11 +249,17 @@ impl Waiters {
             self.metrics.write_commit.observe(commit.as_secs_f64());
             let apply = self.apply_started.elapsed();
             self.metrics.write_apply.observe(apply.as_secs_f64());
-            let (results, index) = match outcome {
-                EntryOutcome::Write(results, applied_at) => (results, applied_at),
-                _ => (Vec::new(), index),
+            let (results, index, seconds) = match outcome {
+                EntryOutcome::Write(applied) => {
+                    (applied.results, applied.raft_index, applied.seconds)
+                }
+                _ => (Vec::new(), index, Vec::new()),
             };
-            let _ = p.reply.send(Ok(Applied { index, results }));
+            let _ = p.reply.send(Ok(Applied {
+                index,
+                results,
+                seconds,
+            }));
         } else if let Some(p) = admin {
             let result = match outcome {
                 EntryOutcome::Registry(Err(e)) => Err(e.into()),
@@ -403,6 +408,15 @@ mod tests {
         )
     }
 
+    /// A write applied at `index` with no statements.
+    fn write_at(index: u64) -> EntryOutcome {
+        EntryOutcome::Write(sqlraft_sqlite::WriteApplied {
+            results: Vec::new(),
+            raft_index: index,
+            seconds: Vec::new(),
+        })
+    }
+
     #[test]
     fn an_applied_entry_answers_its_proposer_and_drops_replaced_ones_below_it() {
         let mut w = Waiters::new(crate::Metrics::new());
@@ -424,7 +438,7 @@ mod tests {
             other_term_rx.try_recv(),
             Ok(Err(NodeError::Dropped))
         ));
-        w.resolve(6, 3, EntryOutcome::Write(Vec::new(), 6), |_| unreachable!());
+        w.resolve(6, 3, write_at(6), |_| unreachable!());
         assert!(matches!(
             mine_rx.try_recv(),
             Ok(Ok(Applied { index: 6, .. }))
@@ -442,7 +456,7 @@ mod tests {
         let mut w = Waiters::new(crate::Metrics::new());
         let (p, mut rx) = pending::<Applied>(1);
         w.write(9, p);
-        w.resolve(9, 1, EntryOutcome::Write(Vec::new(), 4), |_| unreachable!());
+        w.resolve(9, 1, write_at(4), |_| unreachable!());
         assert!(matches!(rx.try_recv(), Ok(Ok(Applied { index: 4, .. }))));
     }
 
