@@ -8,6 +8,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 # deploy/install.sh puts ansible-core into a virtualenv (the deploy end-to-end test runs it).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The rqlite client libraries test runs rqlite-js (npm) and Python clients (a venv).
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 # The web interface test drives a real headless browser through chromedriver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)

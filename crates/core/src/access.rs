@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::auth::{Perm, Principal, Users, basic_credentials};
 use crate::http_error::json_response;
 use crate::routes::{Access, Declared};
-use crate::sessions::{MAX_FORM_BYTES, WebSession, session_id};
+use crate::sessions::{MAX_LARGE_FORM_BYTES, WebSession, session_id};
 use crate::state::AppState;
 
 /// Checks the request against the route table; see the module's documentation.
@@ -110,7 +110,9 @@ async fn web(
             return deny(access, &session.session.principal, perms);
         }
         let (parts, body) = request.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        // Read whole, after the session and its permissions passed: the largest form
+        // any route takes (each route's own limit applies after this).
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_LARGE_FORM_BYTES).await else {
             return refuse(
                 access,
                 StatusCode::PAYLOAD_TOO_LARGE,

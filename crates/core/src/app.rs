@@ -82,6 +82,7 @@ fn routes() -> Routes<AppState> {
         .merge(services_api::routes())
         .merge(system_api::routes())
         .merge(web::routes())
+        .merge(crate::console::routes())
 }
 
 /// Every route of the router, with the access it needs: the table of permissions

@@ -50,6 +50,7 @@ pub mod cli;
 pub mod client;
 mod cluster_api;
 mod cluster_view;
+mod console;
 mod data_api;
 pub mod demo;
 mod duration;
@@ -72,6 +73,7 @@ mod state;
 pub mod statements;
 pub mod supervisor;
 mod system_api;
+mod value_form;
 pub mod web;
 
 pub use error::CoreError;

@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use sqlraft::{Rows, StatementResult, Value};
 
+use crate::value_form::{Form, Written, convert};
+
 /// How a read's rows are shaped (rqlite's `associative` and `blob_array`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shape {
@@ -94,6 +96,11 @@ fn serialize_rows<M: SerializeMap>(map: &mut M, rows: &Rows, shape: Shape) -> Re
     } else {
         map.serialize_entry("columns", &rows.columns)?;
         map.serialize_entry("types", &rows.types)?;
+        // rqlite leaves `values` out when there are no rows; clients tell an empty
+        // result by it (rqlite-js).
+        if rows.values.is_empty() {
+            return Ok(());
+        }
         map.serialize_entry("values", &RowArrays(rows, shape))
     }
 }
@@ -107,24 +114,36 @@ impl Serialize for Columns<'_> {
     }
 }
 
+/// How each column's values are written ([`crate::value_form`]).
+fn forms(rows: &Rows) -> Vec<Form> {
+    rows.types.iter().map(|t| Form::of(t)).collect()
+}
+
 /// `[[v, ...], ...]`.
 struct RowArrays<'a>(&'a Rows, Shape);
 
 impl Serialize for RowArrays<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let forms = forms(self.0);
         let mut seq = s.serialize_seq(Some(self.0.values.len()))?;
         for row in &self.0.values {
-            seq.serialize_element(&Row(row, self.1))?;
+            seq.serialize_element(&Row(row, &forms, self.1))?;
         }
         seq.end()
     }
 }
 
-struct Row<'a>(&'a [Value], Shape);
+struct Row<'a>(&'a [Value], &'a [Form], Shape);
 
 impl Serialize for Row<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|v| Cell(v, self.1.blob_array)))
+        let blob_array = self.2.blob_array;
+        s.collect_seq(
+            self.0
+                .iter()
+                .zip(self.1)
+                .map(|(v, form)| Cell(v, *form, blob_array)),
+        )
     }
 }
 
@@ -134,35 +153,50 @@ struct RowObjects<'a>(&'a Rows, Shape);
 impl Serialize for RowObjects<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let rows = self.0;
+        let forms = forms(rows);
         let mut seq = s.serialize_seq(Some(rows.values.len()))?;
         for row in &rows.values {
-            seq.serialize_element(&RowObject(&rows.columns, row, self.1.blob_array))?;
+            seq.serialize_element(&RowObject(&rows.columns, row, &forms, self.1.blob_array))?;
         }
         seq.end()
     }
 }
 
-struct RowObject<'a>(&'a [String], &'a [Value], bool);
+struct RowObject<'a>(&'a [String], &'a [Value], &'a [Form], bool);
 
 impl Serialize for RowObject<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().zip(self.1.iter().map(|v| Cell(v, self.2))))
+        let blob_array = self.3;
+        s.collect_map(
+            self.0.iter().zip(
+                self.1
+                    .iter()
+                    .zip(self.2)
+                    .map(|(v, form)| Cell(v, *form, blob_array)),
+            ),
+        )
     }
 }
 
 /// One value as rqlite writes it: blobs as base64 text (or byte arrays), non-finite
-/// reals as null.
-struct Cell<'a>(&'a Value, bool);
+/// reals as null, and some values as their column's declared type says
+/// ([`crate::value_form`]).
+struct Cell<'a>(&'a Value, Form, bool);
 
 impl Serialize for Cell<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match convert(self.0, self.1) {
+            Some(Written::Bool(b)) => return s.serialize_bool(b),
+            Some(Written::Text(t)) => return s.serialize_str(&t),
+            None => {}
+        }
         match self.0 {
             Value::Null => s.serialize_unit(),
             Value::Integer(i) => s.serialize_i64(*i),
             Value::Real(r) if r.is_finite() => s.serialize_f64(*r),
             Value::Real(_) => s.serialize_unit(),
             Value::Text(t) => s.serialize_str(t),
-            Value::Blob(b) if self.1 => s.collect_seq(b.iter()),
+            Value::Blob(b) if self.2 => s.collect_seq(b.iter()),
             Value::Blob(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
         }
     }

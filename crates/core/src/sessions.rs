@@ -18,6 +18,8 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 10_000;
 /// Largest form a web POST may carry (the CSRF token is read from it).
 pub(crate) const MAX_FORM_BYTES: usize = 8 << 10;
+/// Largest web form of all (the query console's SQL); each route limits its own.
+pub(crate) const MAX_LARGE_FORM_BYTES: usize = 1 << 20;
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]

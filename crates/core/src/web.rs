@@ -98,7 +98,7 @@ pub fn encode_component(text: &str) -> String {
     out
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -310,7 +310,7 @@ async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Respon
     }
 }
 
-fn render_shell(title: &str, body: &str) -> String {
+pub(crate) fn render_shell(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -341,7 +341,7 @@ fn this_name(o: &Overview) -> String {
 pub(crate) fn render_page(o: &Overview, m: &PageMessages, join: &str) -> String {
     let mut body = String::new();
     body.push_str(&format!(
-        "<header><h1>sqlraft core cluster</h1><p class=\"subtitle\">This page is served by <strong>{}</strong> ({}). Writes go to the leader; every core service reads its own SQLite copy.</p></header>\n",
+        "<header><h1>sqlraft core cluster</h1><p class=\"subtitle\">This page is served by <strong>{}</strong> ({}). Writes go to the leader; every core service reads its own SQLite copy.</p><nav><a href=\"/ui/console\" id=\"console-link\">Query console</a></nav></header>\n",
         escape(&this_name(o)),
         escape(this_role_name(o)),
     ));
@@ -464,7 +464,7 @@ fn render_form(m: &PageMessages) -> String {
 }
 
 /// The hidden field that carries the session's CSRF token (none without `--auth`).
-fn csrf_input(csrf: &str) -> String {
+pub(crate) fn csrf_input(csrf: &str) -> String {
     if csrf.is_empty() {
         return String::new();
     }
@@ -481,7 +481,7 @@ fn session_key(session: Option<&WebSession>) -> &str {
 }
 
 /// The signed-in user and the CSRF token of a web request's session.
-fn signed_in(session: Option<&WebSession>) -> (Option<String>, String) {
+pub(crate) fn signed_in(session: Option<&WebSession>) -> (Option<String>, String) {
     match session {
         Some(s) => (s.session.principal.username.clone(), s.session.csrf.clone()),
         None => (None, String::new()),

@@ -135,6 +135,9 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/ui/services", "web:join"),
     ("GET", "/ui/services/{id}/remove", "web:remove"),
     ("POST", "/ui/services/{id}/remove", "web:remove"),
+    ("GET", "/ui/console", "web:query"),
+    ("POST", "/ui/console/query", "web:query"),
+    ("POST", "/ui/console/execute", "web:execute"),
 ];
 
 #[test]

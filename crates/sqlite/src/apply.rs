@@ -640,7 +640,7 @@ fn collect_returning(stmt: &mut rusqlite::Statement<'_>, out: &mut Rows) -> rusq
         for i in 0..width {
             let value = row.get_ref(i)?;
             cost += crate::types::value_ref_cost(value, Default::default());
-            values.push(crate::read::to_value(value));
+            values.push(Value::from_ref(value));
         }
         budget = match budget.checked_sub(cost) {
             Some(left) => left,

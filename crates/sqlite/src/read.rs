@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -548,7 +547,7 @@ impl ReadConnection {
                 let value = row.get_ref(i).map_err(read_error)?;
                 let cost = crate::types::value_ref_cost(value, Default::default());
                 budget = budget.checked_sub(cost).ok_or_else(over)?;
-                out.push(to_value(value));
+                out.push(Value::from_ref(value));
             }
             values.push(out);
         }
@@ -671,20 +670,30 @@ const VALUE_FREE_PRAGMAS: &[&str] = &[
     "page_size",
     "page_count",
     "freelist_count",
+    // Settings read back as values (ORMs ask for some when they connect, SQLAlchemy
+    // for read_uncommitted): without an argument they change nothing.
+    "read_uncommitted",
+    "journal_mode",
+    "synchronous",
+    "auto_vacuum",
+    "cache_size",
+    "busy_timeout",
+    "recursive_triggers",
+    "legacy_alter_table",
+    "defer_foreign_keys",
+    "query_only",
+    "automatic_index",
+    "secure_delete",
+    "temp_store",
+    "max_page_count",
+    "journal_size_limit",
+    "locking_mode",
+    "data_version",
+    "cell_size_check",
+    "ignore_check_constraints",
+    "reverse_unordered_selects",
+    "trusted_schema",
 ];
-
-pub(crate) fn to_value(value: ValueRef<'_>) -> Value {
-    match value {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(r) => Value::Real(r),
-        ValueRef::Text(t) => Value::Text(
-            String::from_utf8(t.to_vec())
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        ),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
-}
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()> {
     crate::apply::bind(stmt, params).map_err(|e| match e {

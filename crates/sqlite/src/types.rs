@@ -270,6 +270,21 @@ impl Value {
         value_ref_cost(self.as_value_ref(), shape)
     }
 
+    /// A value SQLite holds, owned (text that is not UTF-8 is repaired).
+    pub(crate) fn from_ref(value: rusqlite::types::ValueRef<'_>) -> Value {
+        use rusqlite::types::ValueRef;
+        match value {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(r) => Value::Real(r),
+            ValueRef::Text(t) => Value::Text(
+                String::from_utf8(t.to_vec())
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
+
     /// The value as SQLite's borrowed form.
     pub(crate) fn as_value_ref(&self) -> rusqlite::types::ValueRef<'_> {
         use rusqlite::types::ValueRef;

@@ -23,31 +23,42 @@ impl Cluster {
     /// joins `node-0` with a fresh UUID once the previous one is ready. Returns once
     /// every node sees `size` voters and the same leader.
     pub fn start(size: usize) -> Cluster {
+        Cluster::start_with(size, |_| Vec::new())
+    }
+
+    /// Like [`Cluster::start`], each node run with the flags `args` gives for the
+    /// cluster's root directory (e.g. `--auth <root>/auth.json`, written by `args`).
+    /// Other nodes create services anonymously: with `--auth`, `*` needs `join`, and
+    /// `status` for the readiness checks.
+    pub fn start_with(size: usize, args: impl FnOnce(&std::path::Path) -> Vec<String>) -> Cluster {
         assert!(size % 2 == 1, "voter counts are odd");
         let root = tempfile::Builder::new()
             .prefix("sqlraft-tests-")
             .tempdir()
             .expect("temp dir");
+        let args = args(root.path());
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
         };
-        let first = CoreProcess::start_new(
+        let first = CoreProcess::start_new_with(
             cluster.root.path(),
             "node-0",
             &loopback_host(0),
             |_| FIRST_SERVICE_ID.to_string(),
             None,
+            &args,
         );
         let (join, admin) = (first.raft.clone(), first.http.clone());
         cluster.nodes.push(first);
         for i in 1..size {
-            let node = CoreProcess::start_new(
+            let node = CoreProcess::start_new_with(
                 cluster.root.path(),
                 &format!("node-{i}"),
                 &loopback_host(i),
                 |raft| create_service(&admin, raft),
                 Some(&join),
+                &args,
             );
             cluster.nodes.push(node);
         }

@@ -56,8 +56,21 @@ impl CoreProcess {
         root: &Path,
         name: &str,
         host: &str,
+        id_for: impl FnMut(&str) -> String,
+        join: Option<&str>,
+    ) -> CoreProcess {
+        CoreProcess::start_new_with(root, name, host, id_for, join, &[])
+    }
+
+    /// Like [`CoreProcess::start_new`], with `args` added to `sqlraft-core run` (for
+    /// every start).
+    pub fn start_new_with(
+        root: &Path,
+        name: &str,
+        host: &str,
         mut id_for: impl FnMut(&str) -> String,
         join: Option<&str>,
+        args: &[String],
     ) -> CoreProcess {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -68,6 +81,7 @@ impl CoreProcess {
             }
             let id = id_for(&raft);
             let mut process = CoreProcess::at(root, name, &id, &raft, &http, None);
+            process.args.extend_from_slice(args);
             match process.spawn(join).and_then(|()| process.wait_ready()) {
                 Ok(()) => return process,
                 Err(StartError::Exited(_, stderr)) if stderr.contains("in use") => {
