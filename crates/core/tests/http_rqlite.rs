@@ -1,0 +1,456 @@
+//! What rqlite's clients rely on beyond the basic data API, in process: SQLite's own
+//! error texts, types of expression columns, `timings`, `RETURNING` rows, `?redirect`,
+//! queued writes, `/db/backup` and `/db/load`, `X-Rqlite-Version`, rqlite's forms of
+//! typed values, `/nodes` with non-voters, and the web interface's query console.
+//! (The client libraries themselves run in tests/rqlite_clients.rs.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use serde_json::{Value as Json, json};
+use sqlraft_core::client;
+
+const CREATE: &str = r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT UNIQUE, at DATETIME, ok BOOLEAN, note TEXT, data BLOB)"]"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_types_timings_and_returning_as_rqlite_gives_them() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", CREATE).await;
+
+    // SQLite's message, nothing appended; a UNIQUE violation names table.column.
+    let r = h
+        .post_json(
+            "/db/execute",
+            r#"["SELEC 1", "INSERT INTO foo (name) VALUES ('a')", "INSERT INTO foo (name) VALUES ('a')"]"#,
+        )
+        .await;
+    assert_eq!(
+        r["results"][0],
+        json!({"error": "near \"SELEC\": syntax error"})
+    );
+    assert_eq!(
+        r["results"][2],
+        json!({"error": "UNIQUE constraint failed: foo.name"})
+    );
+    let r = h.post_json("/db/query", r#"["SELECT * FROM nope"]"#).await;
+    assert_eq!(r["results"][0], json!({"error": "no such table: nope"}));
+
+    // Expression columns take the type of their first row's value; none without rows.
+    let r = h
+        .post_json(
+            "/db/query",
+            r#"["SELECT count(*), 1.5, 'x', x'00', NULL FROM foo", "SELECT 1 WHERE 0"]"#,
+        )
+        .await;
+    assert_eq!(
+        r["results"][0]["types"],
+        json!(["integer", "real", "text", "blob", ""])
+    );
+    assert_eq!(
+        r["results"][1],
+        json!({"columns": ["1"], "types": [""]}),
+        "no rows: no values, as rqlite"
+    );
+
+    // timings: every result and the whole request.
+    let r = h
+        .post_json(
+            "/db/execute?timings",
+            r#"["INSERT INTO foo (name) VALUES ('t')", "SELEC"]"#,
+        )
+        .await;
+    assert!(r["time"].as_f64().is_some(), "{r}");
+    assert!(r["results"][0]["time"].as_f64().is_some(), "{r}");
+    assert!(
+        r["results"][1].get("time").is_none(),
+        "errors carry no time: {r}"
+    );
+    let r = h.post_json("/db/query?timings", r#"["SELECT 1"]"#).await;
+    assert!(r["results"][0]["time"].as_f64().is_some(), "{r}");
+
+    // RETURNING: the rows instead of the counts, on /db/execute and /db/request.
+    let r = h
+        .post_json(
+            "/db/execute",
+            r#"["INSERT INTO foo (name) VALUES ('r') RETURNING id, name, 2*3", "INSERT INTO foo (name) VALUES ('s')"]"#,
+        )
+        .await;
+    let id = r["results"][0]["values"][0][0].as_i64().expect("id");
+    assert_eq!(
+        r["results"][0],
+        json!({"columns": ["id", "name", "2*3"], "types": ["integer", "text", "integer"], "values": [[id, "r", 6]]})
+    );
+    assert_eq!(r["results"][1]["rows_affected"], json!(1));
+    let r = h
+        .post_json(
+            "/db/request?associative",
+            r#"["UPDATE foo SET note = 'n' WHERE name = 'r' RETURNING name, note"]"#,
+        )
+        .await;
+    assert_eq!(
+        r["results"][0],
+        json!({"types": {"name": "text", "note": "text"}, "rows": [{"name": "r", "note": "n"}]})
+    );
+    // A RETURNING that fails is rolled back like any statement.
+    let r = h
+        .post_json(
+            "/db/execute",
+            r#"["INSERT INTO foo (name) VALUES ('r') RETURNING id"]"#,
+        )
+        .await;
+    assert_eq!(
+        r["results"][0],
+        json!({"error": "UNIQUE constraint failed: foo.name"})
+    );
+
+    // Every answer says which API it is, errors and unknown paths too.
+    for path in ["/status", "/nope"] {
+        let r = h.get(path).await;
+        assert_eq!(
+            r.header("x-rqlite-version"),
+            Some(concat!("sqlraft-", env!("CARGO_PKG_VERSION"))),
+            "{path}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typed_values_take_rqlite_forms_and_hex_strings_are_blobs() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", CREATE).await;
+    h.post_json(
+        "/db/execute",
+        r#"[
+            ["INSERT INTO foo (name, at, ok, note, data) VALUES (?, ?, ?, ?, ?)", "a", "2021-10-22 19:39:32.016087", 1, "x'68690a'", "x'00ff'"],
+            ["INSERT INTO foo (name, at, ok, note) VALUES (?, ?, ?, ?)", "b", 1000000000, 0, "plain"],
+            ["INSERT INTO foo (name, at) VALUES (?, ?)", "c", "not a time"]
+        ]"#,
+    )
+    .await;
+    let r = h
+        .post_json(
+            "/db/query",
+            r#"["SELECT name, at, ok, note, typeof(note), data FROM foo ORDER BY name"]"#,
+        )
+        .await;
+    assert_eq!(
+        r["results"][0]["values"],
+        json!([
+            // x'..' strings are bound as blobs; a blob in a text column is written as
+            // its text, one in a blob column as base64.
+            [
+                "a",
+                "2021-10-22T19:39:32.016087Z",
+                true,
+                "hi\n",
+                "blob",
+                "AP8="
+            ],
+            ["b", "2001-09-09T01:46:40Z", false, "plain", "text", null],
+            ["c", "not a time", null, null, "null", null]
+        ]),
+        "{r}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_redirects_when_asked_and_lists_learners_only_when_asked() {
+    let leader = Harness::start().await;
+    let follower = Harness::join("127.0.0.2", &leader).await;
+    leader.post_json("/db/execute", CREATE).await;
+
+    let r = follower
+        .post(
+            "/db/execute?redirect&pretty",
+            r#"["INSERT INTO foo (name) VALUES ('x')"]"#,
+        )
+        .await;
+    assert_eq!(r.status, 301, "{}", r.text());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{}/db/execute?redirect&pretty", leader.http).as_str())
+    );
+    assert!(r.body.is_empty());
+    let r = follower
+        .get("/db/query?redirect&level=strong&q=SELECT%201")
+        .await;
+    assert_eq!(r.status, 301, "{}", r.text());
+    // Reads any node serves are not redirected; nor is anything on the leader.
+    for level in ["none", "linearizable"] {
+        let r = follower
+            .get(&format!("/db/query?redirect&level={level}&q=SELECT%201"))
+            .await;
+        assert_eq!(r.status, 200, "{level}: {}", r.text());
+    }
+    let r = follower
+        .post("/db/request?redirect", r#"["SELECT 1"]"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = leader
+        .post(
+            "/db/execute?redirect",
+            r#"["INSERT INTO foo (name) VALUES ('y')"]"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Without redirect the follower forwards.
+    let r = follower
+        .post("/db/execute", r#"["INSERT INTO foo (name) VALUES ('z')"]"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The follower joined as a learner (the voters stay odd): rqlite lists voters
+    // only, unless ?nonvoters.
+    let voters = follower.get_json("/nodes").await;
+    assert_eq!(voters.as_object().map(|m| m.len()), Some(1), "{voters}");
+    let all = follower.get_json("/nodes?nonvoters").await;
+    let learner = &all[follower.node.service_id()];
+    assert_eq!(learner["voter"], json!(false), "{all}");
+    assert_eq!(learner["reachable"], json!(true), "{all}");
+    assert_eq!(
+        learner["api_addr"],
+        json!(format!("http://{}", follower.http))
+    );
+    let listed = follower.get_json("/nodes?ver=2&nonvoters").await;
+    assert_eq!(
+        listed["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let status = follower.get_json("/status").await;
+    assert_eq!(status["store"]["raft"]["voter"], json!(false));
+    assert_eq!(
+        status["store"]["leader"]["node_id"],
+        json!(leader.node.service_id())
+    );
+
+    follower.stop().await;
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_writes_are_numbered_batched_and_waited_for() {
+    let leader = Harness::start().await;
+    let follower = Harness::join("127.0.0.2", &leader).await;
+    leader.post_json("/db/execute", CREATE).await;
+
+    let mut numbers = Vec::new();
+    for i in 0..20 {
+        let r = follower
+            .post_json(
+                "/db/execute?queue",
+                &format!(r#"[["INSERT INTO foo (name) VALUES (?)", "q{i}"], "BAD SQL"]"#),
+            )
+            .await;
+        assert_eq!(r["results"], json!([]), "{r}");
+        numbers.push(r["sequence_number"].as_u64().expect("sequence_number"));
+    }
+    assert!(numbers.windows(2).all(|w| w[1] > w[0]), "{numbers:?}");
+    // &wait answers once the batch holding the request is written.
+    let waited = follower
+        .post_json(
+            "/db/execute?queue&wait&timeout=10s",
+            r#"["INSERT INTO foo (name) VALUES ('last')"]"#,
+        )
+        .await;
+    let last = waited["sequence_number"].as_u64().expect("sequence_number");
+    let count = follower
+        .post_json(
+            "/db/query",
+            r#"["SELECT count(*) FROM foo WHERE name LIKE 'q%' OR name = 'last'"]"#,
+        )
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[21]]), "{count}");
+    let status = follower.get_json("/status").await;
+    let queue = &status["http"]["queue"]["_default"];
+    assert!(queue["sequence_number"].as_u64() >= Some(last), "{queue}");
+    // Fewer batches than requests, and the bad statements were counted.
+    assert!(queue["batches"].as_u64() < Some(21), "{queue}");
+    assert_eq!(queue["failed_statements"], json!(20), "{queue}");
+    assert_eq!(queue["pending"], json!(0), "{queue}");
+
+    let r = follower.post("/db/execute?queue", "[]").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = follower.post("/db/execute?queue&wait", "[]").await;
+    assert_eq!(
+        r.status,
+        200,
+        "an empty request with wait is a checkpoint: {}",
+        r.text()
+    );
+    let r = follower.post("/db/execute?queue&timeout=soon", "[]").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = client::request_with_headers(
+        &follower.http,
+        "POST",
+        "/db/execute?queue",
+        &[
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", "k"),
+        ],
+        Some(br#"["SELECT 1"]"#),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r.status, 400, "{}", r.text());
+    follower.stop().await;
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sql_dump_from_backup_loads_back_and_a_database_file_loads_too() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", CREATE).await;
+    h.post_json(
+        "/db/execute",
+        r#"[["INSERT INTO foo (name, note, data) VALUES (?, ?, ?)", "it's", "line\nbreak", [0, 1, 255]],
+            "CREATE INDEX foo_note ON foo (note)",
+            "CREATE VIEW names AS SELECT name FROM foo"]"#,
+    )
+    .await;
+    let dump = h.get("/db/backup?fmt=sql").await;
+    assert_eq!(dump.status, 200);
+    assert_eq!(
+        dump.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let text = dump.text();
+    assert!(
+        text.starts_with("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INSERT INTO \"foo\" VALUES(1,'it''s',NULL,NULL,'line\nbreak',X'0001FF');"),
+        "{text}"
+    );
+    assert!(!text.contains("_sqlraft"), "{text}");
+    let binary = h.get("/db/backup").await;
+    assert_eq!(binary.status, 200);
+    assert!(binary.body.starts_with(b"SQLite format 3\0"));
+    for bad in ["/db/backup?fmt=csv", "/db/backup?compress"] {
+        assert_eq!(h.get(bad).await.status, 400, "{bad}");
+    }
+
+    // Loading the dump where its tables are gone gives the same content back.
+    h.post_json("/db/execute", r#"["DROP VIEW names", "DROP TABLE foo"]"#)
+        .await;
+    let loaded = h.post("/db/load", &text).await;
+    assert_eq!(loaded.status, 200, "{}", loaded.text());
+    let rows = h
+        .post_json(
+            "/db/query",
+            r#"["SELECT name, note, data FROM foo", "SELECT * FROM names"]"#,
+        )
+        .await;
+    assert_eq!(
+        rows["results"][0]["values"],
+        json!([["it's", "line\nbreak", "AAH/"]])
+    );
+    assert_eq!(rows["results"][1]["values"], json!([["it's"]]));
+    // A dump that fails part way loads nothing.
+    let r = h.post("/db/load", &text).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("already exists"), "{}", r.text());
+
+    // A database file replaces the content, answering {"results": []} as rqlite.
+    h.post_json("/db/execute", r#"["DELETE FROM foo"]"#).await;
+    let r = client::request_with_headers(
+        &h.http,
+        "POST",
+        "/db/load",
+        &[("Content-Type", "application/octet-stream")],
+        Some(&binary.body),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Json = r.json().expect("json");
+    assert_eq!(body["results"], json!([]), "{body}");
+    let rows = h
+        .post_json("/db/query", r#"["SELECT count(*) FROM foo"]"#)
+        .await;
+    assert_eq!(rows["results"][0]["values"], json!([[1]]));
+    let r = h.post("/db/load", "\u{1}\u{2}not sql").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    h.stop().await;
+}
+
+/// A form post to the console (no `--auth` here: no session or CSRF token needed).
+async fn console(h: &Harness, action: &str, form: &[(&str, &str)]) -> client::Response {
+    let body: String = form_urlencoded(form);
+    client::request_with_headers(
+        &h.http,
+        "POST",
+        action,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("answer")
+}
+
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", sqlraft_core::web::encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_query_console_runs_reads_and_writes_and_shows_tables() {
+    let h = Harness::start().await;
+    let page = h.get("/ui/console").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("id=\"console-form\""));
+    assert!(h.get("/").await.text().contains("href=\"/ui/console\""));
+
+    let written = console(
+        &h,
+        "/ui/console/execute",
+        &[
+            (
+                "sql",
+                "CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('<b>') RETURNING v",
+            ),
+            ("transaction", "on"),
+        ],
+    )
+    .await;
+    let text = written.text();
+    assert_eq!(written.status, 200, "{text}");
+    assert!(text.contains("as one transaction"), "{text}");
+    assert!(text.contains("<td>&lt;b&gt;</td>"), "{text}");
+
+    let read = console(
+        &h,
+        "/ui/console/query",
+        &[
+            ("sql", "SELECT v, 42 AS n FROM t; DELETE FROM t"),
+            ("level", "linearizable"),
+        ],
+    )
+    .await;
+    let text = read.text();
+    assert!(
+        text.contains("<td>&lt;b&gt;</td><td class=\"number\">42</td>"),
+        "{text}"
+    );
+    assert!(text.contains("Run as a write"), "{text}");
+    assert!(
+        text.contains("class=\"error\""),
+        "a write in a read is refused: {text}"
+    );
+    let still = h
+        .post_json("/db/query", r#"["SELECT count(*) FROM t"]"#)
+        .await;
+    assert_eq!(still["results"][0]["values"], json!([[1]]));
+    h.stop().await;
+}
