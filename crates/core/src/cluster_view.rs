@@ -1,11 +1,10 @@
 //! The cluster as this node sees it, for the cluster API, the services API and the web
-//! interface: roles, readiness, every member with what its own `/status` says.
+//! interface: roles, readiness, every member with what it says of itself (asked over
+//! the raft transport).
 
 use std::time::Duration;
 
 use sqlraft::{Node, Role, Status};
-
-use crate::client;
 
 /// The role name shown by the API. A node not yet in the configuration it knows of
 /// (just admitted, catching up) is shown as a learner.
@@ -30,36 +29,41 @@ pub fn readiness(status: &Status) -> Result<(), String> {
     Ok(())
 }
 
-/// What a probe of another member's `/status` found.
+/// What a probe of another member found.
 #[derive(Debug, Clone)]
 pub(crate) struct Probe {
     pub(crate) role: Option<String>,
     pub(crate) applied_index: Option<u64>,
     pub(crate) term: Option<u64>,
-    /// The version it runs (`build.version`).
+    /// The version it runs.
     pub(crate) version: Option<String>,
     /// Seconds the answer took.
     pub(crate) seconds: f64,
 }
 
-async fn probe(http_addr: String, timeout: Duration) -> Result<Probe, String> {
+/// Asks a member about itself over the raft transport (mutual TLS), not its HTTP API:
+/// that may need HTTPS or credentials this node does not have.
+async fn probe(node: Node, raft_addr: String, timeout: Duration) -> Result<Probe, String> {
     let started = std::time::Instant::now();
-    let response = client::get(&http_addr, "/status", timeout)
+    let report = node
+        .member_status(&raft_addr, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    if response.status != 200 {
-        return Err(format!("{http_addr}: /status answered {}", response.status));
-    }
-    let body = response
-        .json()
-        .map_err(|e| format!("{http_addr}: /status: {e}"))?;
     Ok(Probe {
-        role: body["role"].as_str().map(str::to_string),
-        applied_index: body["applied_index"].as_u64(),
-        term: body["term"].as_u64(),
-        version: body["build"]["version"].as_str().map(str::to_string),
+        role: Some(role_name_of(&report.role).to_string()),
+        applied_index: Some(report.applied_index),
+        term: Some(report.term),
+        version: Some(report.version),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The API's name for a role another member reports (`joining` shows as `learner`).
+fn role_name_of(role: &str) -> &str {
+    match role {
+        "joining" => "learner",
+        other => other,
+    }
 }
 
 /// One member of the configuration with what is known of it right now.
@@ -82,16 +86,16 @@ pub(crate) struct LiveMember {
     pub(crate) error: Option<String>,
 }
 
-/// This node's status and every member it knows, with each other member's `/status`
-/// asked in parallel (bounded by `timeout`). Reachability comes from raft on the
+/// This node's status and every member it knows, each other member asked about itself
+/// in parallel (bounded by `timeout`). Reachability comes from raft on the
 /// leader, from the probe elsewhere.
 pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec<LiveMember>) {
     let s = node.status();
     let mut probes = tokio::task::JoinSet::new();
     for m in &s.members {
-        if m.raft_id != s.raft_id && !m.http_addr.is_empty() {
-            let (id, addr) = (m.raft_id, m.http_addr.clone());
-            probes.spawn(async move { (id, probe(addr, timeout).await) });
+        if m.raft_id != s.raft_id {
+            let (id, addr, node) = (m.raft_id, m.raft_addr.clone(), node.clone());
+            probes.spawn(async move { (id, probe(node, addr, timeout).await) });
         }
     }
     let mut found = std::collections::HashMap::new();
@@ -145,8 +149,6 @@ pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec
             };
             let error = if me {
                 None
-            } else if m.http_addr.is_empty() {
-                Some("its HTTP address is not known yet".to_string())
             } else {
                 failed.get(&m.raft_id).cloned()
             };

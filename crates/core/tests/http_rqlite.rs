@@ -215,6 +215,13 @@ async fn a_follower_redirects_when_asked_and_lists_learners_only_when_asked() {
         learner["api_addr"],
         json!(format!("http://{}", follower.http))
     );
+    // The follower asked the leader about itself over the raft port.
+    let seen = &all[leader.node.service_id()];
+    assert_eq!(seen["reachable"], json!(true), "{all}");
+    assert_eq!(seen["leader"], json!(true), "{all}");
+    assert_eq!(seen["role"], json!("leader"), "{all}");
+    assert_eq!(seen["version"], json!(env!("CARGO_PKG_VERSION")), "{all}");
+    assert!(seen["applied_index"].as_u64() > Some(0), "{all}");
     let listed = follower.get_json("/nodes?ver=2&nonvoters").await;
     assert_eq!(
         listed["nodes"].as_array().map(Vec::len),

@@ -40,7 +40,8 @@ pub mod tls {
     };
 }
 pub use status::{
-    Leadership, MemberStatus, RestoreOutcome, Role, SnapshotInfo, SnapshotTransfer, Status,
+    Leadership, MemberReport, MemberStatus, RestoreOutcome, Role, SnapshotInfo, SnapshotTransfer,
+    Status,
 };
 pub use write::WriteOutcome;
 

@@ -587,6 +587,27 @@ impl Node {
         tracing::info!(raft_id = self.handle.raft_id, "node stopped");
     }
 
+    /// What the member at raft address `raft_addr` says of itself, asked over the raft
+    /// transport (mutual TLS when the cluster has it) within `timeout`.
+    pub async fn member_status(
+        &self,
+        raft_addr: &str,
+        timeout: std::time::Duration,
+    ) -> Result<crate::MemberReport> {
+        let answer = self
+            .handle
+            .transport
+            .node_status(raft_addr, timeout)
+            .await
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        Ok(crate::MemberReport {
+            role: answer.role,
+            term: answer.term,
+            applied_index: answer.applied_index,
+            version: answer.version,
+        })
+    }
+
     /// The transport, for the test harness's per-link faults.
     #[cfg(feature = "testing")]
     pub fn transport(&self) -> &sqlraft_transport::Transport {

@@ -53,6 +53,17 @@ impl Handler for PeerHandler {
         self.node().map(|node| node.snapshot_dir())
     }
 
+    fn node_status(&self) -> Option<pb::NodeStatusResponse> {
+        let node = self.node()?;
+        let status = node.shared.status.borrow();
+        Some(pb::NodeStatusResponse {
+            role: status.role.as_str().to_string(),
+            term: status.term,
+            applied_index: status.applied_index,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
     fn identify(&self, caller: Option<&str>, raft_id: u64) -> Option<pb::Member> {
         let node = self.node()?;
         let status = node.shared.status.borrow();

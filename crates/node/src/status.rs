@@ -93,6 +93,19 @@ impl Status {
     }
 }
 
+/// What another member says of itself ([`crate::Node::member_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReport {
+    /// Its role, as [`Role::as_str`] names it.
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// Its applied index.
+    pub applied_index: u64,
+    /// The version of sqlraft it runs.
+    pub version: String,
+}
+
 /// Who leads, as this node knows it: published on every change of leader or term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leadership {

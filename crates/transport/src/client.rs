@@ -503,6 +503,22 @@ impl Transport {
             .map_err(|status| status_error(addr, status))
     }
 
+    /// What the member at `addr` says of itself, within `timeout`.
+    pub async fn node_status(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<pb::NodeStatusResponse, TransportError> {
+        let mut client = self.client(addr)?;
+        let mut rpc = tonic::Request::new(pb::NodeStatusRequest {});
+        rpc.set_timeout(timeout);
+        client
+            .node_status(rpc)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| status_error(addr, status))
+    }
+
     /// Runs `task` on the transport's runtime (for a thread that has none, as the raft
     /// loop's).
     pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

@@ -54,6 +54,9 @@ pub trait Handler: Send + Sync + 'static {
     /// the peer's certificate names) as far as this node trusts; a snapshot stream is
     /// refused before anything is written otherwise.
     fn speaks_for(&self, caller: &str, raft_id: u64) -> bool;
+    /// What this node says of itself (role, term, applied index, version); `None`
+    /// while it has no node (starting, stopped).
+    fn node_status(&self) -> Option<pb::NodeStatusResponse>;
     /// A snapshot file received whole, its size and SHA-256 checked against what the
     /// sender announced, with the raft message (`MsgSnapshot`) that goes with it. The
     /// node checks the content, takes the file over and steps the message into raft.
@@ -203,6 +206,17 @@ impl<H: Handler> RaftTransport for Service<H> {
         Ok(Response::new(pb::IdentifyResponse {
             member: self.handler.identify(caller.as_deref(), raft_id),
         }))
+    }
+
+    async fn node_status(
+        &self,
+        request: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        self.caller(&request)?;
+        self.handler
+            .node_status()
+            .map(Response::new)
+            .ok_or_else(|| Status::unavailable("this node is not running"))
     }
 
     async fn snapshot_offset(

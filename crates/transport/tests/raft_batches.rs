@@ -60,6 +60,10 @@ impl Handler for Collector {
         false
     }
 
+    fn node_status(&self) -> Option<pb::NodeStatusResponse> {
+        None
+    }
+
     fn identify(&self, _: Option<&str>, _: u64) -> Option<pb::Member> {
         None
     }
