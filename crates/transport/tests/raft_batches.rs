@@ -300,6 +300,13 @@ async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
         ) -> Result<Response<pb::IdentifyResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+
+        async fn node_status(
+            &self,
+            _: Request<pb::NodeStatusRequest>,
+        ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
     }
 
     let got = Arc::new(Mutex::new(Vec::new()));
