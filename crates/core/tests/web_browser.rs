@@ -588,6 +588,26 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
         }
     }
 
+    // The query console: a write through the leader with its RETURNING rows, then a
+    // read, each shown as a table (text shown as text, not markup).
+    browser.click("#console-link");
+    browser.wait_for("the console", |t| t.contains("Query console"));
+    browser.type_into(
+        "#sql",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+         INSERT INTO notes (body) VALUES ('<i>hello</i>') RETURNING id, body",
+    );
+    browser.click("#run-execute");
+    browser.wait_for("the write's rows", |t| {
+        t.contains("Written through the leader") && t.contains("<i>hello</i>")
+    });
+    browser.type_into("#sql", "SELECT body, length(body) AS n FROM notes");
+    browser.click("#run-query");
+    browser.wait_for("the read's table", |t| {
+        t.contains("Read on core-1") && t.contains("<i>hello</i>") && t.contains("1 row.")
+    });
+    browser.goto(&format!("{base}/"));
+
     // Remove the third: the button, then the confirmation.
     browser.click(&format!("#remove-{third_id}"));
     browser.wait_for("the confirmation", |t| {
