@@ -164,6 +164,7 @@ struct NodesQuery {
     ver: Option<String>,
     nonvoters: Option<String>,
     timeout: Option<String>,
+    pretty: Option<String>,
 }
 
 /// `GET /nodes` in rqlite's shapes: a map keyed by node id, or with `?ver=2` a list
@@ -218,5 +219,9 @@ async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -
     } else {
         Json::Object(entries.into_iter().collect())
     };
-    json_response(StatusCode::OK, &body, false)
+    let pretty = query
+        .pretty
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "false" | "0"));
+    json_response(StatusCode::OK, &body, pretty)
 }

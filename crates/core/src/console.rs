@@ -107,9 +107,30 @@ async fn run_query(
     let statements = sqlraft::sql_text::split_statements(&form.sql);
     let mut results = Vec::with_capacity(statements.len());
     let mut level = consistency(&form.level);
+    // The reads of one run share the data API's budget for one request.
+    let budget = state.options.max_result_bytes;
+    let mut spent = 0usize;
     for sql in statements {
+        if spent > budget {
+            results.push((
+                sql,
+                Outcome::Error(format!(
+                    "not run: the results above are larger than {budget} bytes together"
+                )),
+            ));
+            continue;
+        }
         let outcome = match state.node.query(&Statement::new(sql.clone()), level).await {
-            Ok(rows) => Outcome::Rows(rows),
+            Ok(rows) => {
+                spent += rows.json_cost(sqlraft::JsonShape::default());
+                if spent > budget {
+                    Outcome::Error(format!(
+                        "the results of this run are larger than {budget} bytes: select fewer rows"
+                    ))
+                } else {
+                    Outcome::Rows(rows)
+                }
+            }
             Err(e) => Outcome::Error(read_error(&e)),
         };
         results.push((sql, outcome));

@@ -287,7 +287,10 @@ async fn execute(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&pairs)?;
-    if let Some(redirect) = redirect_to_leader(&state, &flags, &uri) {
+    // A queued write is taken by any node (rqlite ignores `redirect` for it).
+    if !flags.queue
+        && let Some(redirect) = redirect_to_leader(&state, &flags, &uri)
+    {
         return Ok(redirect);
     }
     let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES)?;
@@ -302,7 +305,7 @@ async fn execute(
         if statements.is_empty() && !flags.wait {
             return Err(ApiError::bad_request("no statements"));
         }
-        return queued(&state, statements, &flags).await;
+        return queued(&state, statements, &flags, started).await;
     }
     if statements.is_empty() {
         return Ok(finish(&flags, Vec::new(), None, started));
@@ -323,9 +326,13 @@ async fn queued(
     state: &Shared,
     statements: Vec<Statement>,
     flags: &Flags,
+    started: Instant,
 ) -> Result<Response, ApiError> {
     let unavailable = |e: crate::queue::QueueError| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
+        status: match e {
+            crate::queue::QueueError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        },
         message: e.to_string(),
     };
     let c = &state.counters;
@@ -355,11 +362,11 @@ async fn queued(
             }
         }
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "results": [], "sequence_number": sequence_number }),
-        flags.pretty,
-    ))
+    let mut body = json!({ "results": [], "sequence_number": sequence_number });
+    if flags.timings {
+        body["time"] = json!(started.elapsed().as_secs_f64());
+    }
+    Ok(json_response(StatusCode::OK, &body, flags.pretty))
 }
 
 async fn query_get(

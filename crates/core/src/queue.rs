@@ -10,14 +10,16 @@
 //!
 //! A batch that fails for want of a leader or of time is sent again, every second
 //! until the node stops (as rqlite), under the same request id, so it is applied at
-//! most once (the log's idempotency window).
+//! most once (the log's idempotency window). A request the node would refuse on its
+//! own (too many statements or bytes) is refused when it is queued; batches are cut
+//! so that each stays within the node's limits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use sqlraft::{ErrorKind, Node, Statement, WriteRequest};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 /// Requests the queue holds before new ones wait for room (rqlite's default).
 pub const CAPACITY: usize = 1024;
@@ -27,6 +29,10 @@ pub const BATCH_REQUESTS: usize = 128;
 pub const BATCH_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a queued request waits for room in a full queue before it is refused.
 pub const ROOM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes (in the log's encoding) the queued requests may hold together.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Room kept in a batch for its request id and framing.
+const BATCH_OVERHEAD_BYTES: usize = 1024;
 /// Pause before a batch is sent again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -34,8 +40,14 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum QueueError {
     /// The queue stayed full.
-    #[error("the write queue is full ({CAPACITY} requests): try again later")]
+    #[error(
+        "the write queue is full ({CAPACITY} requests or {} MiB): try again later",
+        MAX_QUEUED_BYTES >> 20
+    )]
     Full,
+    /// The request would be refused on its own.
+    #[error("{0}")]
+    Invalid(String),
     /// The node is shutting down.
     #[error("the write queue is closed: the node is stopping")]
     Closed,
@@ -48,6 +60,10 @@ pub enum QueueError {
 struct Queued {
     sequence_number: u64,
     statements: Vec<Statement>,
+    /// Its size in the log.
+    bytes: usize,
+    /// Its share of [`MAX_QUEUED_BYTES`], given back once it is written.
+    _room: OwnedSemaphorePermit,
     /// Told when the request's batch has been written (`&wait`).
     done: Option<oneshot::Sender<Result<u64, QueueError>>>,
 }
@@ -65,7 +81,14 @@ pub(crate) struct QueueCounters {
 pub(crate) struct WriteQueue {
     node: Node,
     sender: OnceLock<mpsc::Sender<Queued>>,
+    /// Held while a number is taken and its request sent, so that requests enter the
+    /// channel in the order of their numbers.
+    numbering: Mutex<()>,
     next: AtomicU64,
+    bytes: Arc<Semaphore>,
+    /// Part of every batch's request id: numbers start from the clock, which may step
+    /// back over a restart.
+    nonce: u64,
     /// Every request with a sequence number up to this one has been written (or, for
     /// a batch given up, counted as failed).
     applied: watch::Sender<u64>,
@@ -82,7 +105,14 @@ impl WriteQueue {
         WriteQueue {
             node,
             sender: OnceLock::new(),
+            numbering: Mutex::new(()),
             next: AtomicU64::new(start),
+            bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
+            nonce: u64::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            ),
             applied: watch::Sender::new(start),
             counters: Arc::default(),
         }
@@ -106,6 +136,7 @@ impl WriteQueue {
                 receiver,
                 self.applied.clone(),
                 Arc::clone(&self.counters),
+                self.nonce,
             ));
             sender
         })
@@ -118,13 +149,31 @@ impl WriteQueue {
         statements: Vec<Statement>,
         wait: bool,
     ) -> Result<(u64, Option<oneshot::Receiver<Result<u64, QueueError>>>), QueueError> {
+        // Refused now if the node would refuse it alone: a batch of such requests
+        // could never be written.
+        let request = WriteRequest {
+            statements,
+            transaction: false,
+            request_id: None,
+        };
+        let bytes = self
+            .node
+            .write_size(&request)
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let statements = request.statements;
         let sender = self.sender();
+        let room_for = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        let room = tokio::time::timeout(
+            ROOM_TIMEOUT,
+            Arc::clone(&self.bytes).acquire_many_owned(room_for),
+        )
+        .await
+        .map_err(|_| QueueError::Full)?
+        .map_err(|_| QueueError::Closed)?;
         let permit = tokio::time::timeout(ROOM_TIMEOUT, sender.reserve())
             .await
             .map_err(|_| QueueError::Full)?
             .map_err(|_| QueueError::Closed)?;
-        // Taken with the permit held: numbers enter the queue in order.
-        let sequence_number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (done, receiver) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -132,35 +181,68 @@ impl WriteQueue {
             (None, None)
         };
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        let numbering = self
+            .numbering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sequence_number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         permit.send(Queued {
             sequence_number,
             statements,
+            bytes,
+            _room: room,
             done,
         });
+        drop(numbering);
         Ok((sequence_number, receiver))
     }
 }
 
 /// The writer: takes a batch (up to [`BATCH_REQUESTS`] requests, or what came within
-/// [`BATCH_TIMEOUT`] of its first request), writes it, and goes on until every sender
-/// is gone.
+/// [`BATCH_TIMEOUT`] of its first request, and never more statements or bytes than the
+/// node takes in one request), writes it, and goes on until every sender is gone.
 async fn write_batches(
     node: Node,
     mut receiver: mpsc::Receiver<Queued>,
     applied: watch::Sender<u64>,
     counters: Arc<QueueCounters>,
+    nonce: u64,
 ) {
-    while let Some(first) = receiver.recv().await {
+    let limits = node.config().limits.clone();
+    let max_bytes = limits
+        .max_request_bytes
+        .saturating_sub(BATCH_OVERHEAD_BYTES);
+    // A request that did not fit the batch before: the first of the next.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let (mut statements, mut bytes) = (first.statements.len(), first.bytes);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + BATCH_TIMEOUT;
         while batch.len() < BATCH_REQUESTS {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(next)) => batch.push(next),
+                Ok(Some(next)) => {
+                    if statements + next.statements.len() > limits.max_statements
+                        || bytes + next.bytes > max_bytes
+                    {
+                        carried = Some(next);
+                        break;
+                    }
+                    statements += next.statements.len();
+                    bytes += next.bytes;
+                    batch.push(next);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         let last = batch.last().map_or(0, |q| q.sequence_number);
-        let outcome = write_batch(&node, &mut batch, &counters).await;
+        let outcome = write_batch(&node, &mut batch, &counters, nonce).await;
         counters
             .pending
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
@@ -180,6 +262,7 @@ async fn write_batch(
     node: &Node,
     batch: &mut [Queued],
     counters: &QueueCounters,
+    nonce: u64,
 ) -> Result<u64, QueueError> {
     let first = batch.first().map_or(0, |q| q.sequence_number);
     let statements: Vec<Statement> = batch
@@ -192,7 +275,7 @@ async fn write_batch(
     let request = WriteRequest {
         statements,
         transaction: false,
-        request_id: Some(format!("queue-{}-{first}", node.service_id())),
+        request_id: Some(format!("queue-{}-{nonce:x}-{first}", node.service_id())),
     };
     counters.batches.fetch_add(1, Ordering::Relaxed);
     let mut attempt = 0u64;
@@ -225,7 +308,7 @@ async fn write_batch(
             }
             Err(e) => {
                 counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
+                tracing::error!(
                     first_sequence_number = first,
                     requests = batch.len(),
                     error = %e,

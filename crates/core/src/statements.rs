@@ -84,7 +84,7 @@ fn hex_blob(text: &str) -> Option<Vec<u8>> {
         .strip_prefix("x'")
         .or_else(|| text.strip_prefix("X'"))?
         .strip_suffix('\'')?;
-    if hex.len() % 2 != 0 {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..hex.len())
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn hex_strings_are_blobs_as_in_rqlite() {
         let s = parse_body(
-            br#"[["INSERT INTO t VALUES (?, ?, ?, ?, ?)", "x'00fF'", "X''", "x'abc'", "x'zz'", "y'00'"]]"#,
+            br#"[["INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", "x'00fF'", "X''", "x'abc'", "x'zz'", "y'00'", "x'+f+1'"]]"#,
             10,
         )
         .expect("valid");
@@ -196,6 +196,7 @@ mod tests {
                 Value::Text("x'abc'".into()),
                 Value::Text("x'zz'".into()),
                 Value::Text("y'00'".into()),
+                Value::Text("x'+f+1'".into()),
             ])
         );
     }

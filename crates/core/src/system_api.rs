@@ -117,7 +117,13 @@ async fn db_backup(
         "sqlraft-{}-{applied}",
         state.node.service_id().get(..8).unwrap_or("backup")
     );
-    match params.fmt.as_deref().unwrap_or("binary") {
+    match params
+        .fmt
+        .as_deref()
+        .unwrap_or("binary")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "binary" => {
             let name = format!("{prefix}.sqlite3");
             stream_file(dir, &path, "application/octet-stream", &name, applied).await
@@ -137,7 +143,7 @@ async fn db_backup(
             .await
             .map_err(|e| internal(format!("the dump failed: {e}")))??;
             let name = format!("{prefix}.sql");
-            stream_file(dir, &sql_path, "text/plain; charset=utf-8", &name, applied).await
+            stream_file(dir, &sql_path, "application/sql", &name, applied).await
         }
         other => Err(ApiError::bad_request(format!(
             "fmt {other:?}: expected binary or sql"
@@ -399,12 +405,36 @@ async fn db_load(
         .filter(|sql| !is_dump_framing(sql))
         .map(sqlraft::Statement::new)
         .collect();
+    // Each transaction within the node's limits on a request: statements, and bytes
+    // (half of them, for the encoding's own).
+    let limits = &state.node.config().limits;
+    let max_statements = state
+        .options
+        .max_statements
+        .min(limits.max_statements)
+        .max(1);
+    let max_bytes = limits.max_request_bytes / 2;
+    let mut chunks: Vec<Vec<sqlraft::Statement>> = Vec::new();
+    let mut chunk_bytes = 0;
+    for statement in statements {
+        let bytes = statement.sql.len();
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < max_statements && chunk_bytes + bytes <= max_bytes => {
+                chunk_bytes += bytes;
+                chunk.push(statement);
+            }
+            _ => {
+                chunk_bytes = bytes;
+                chunks.push(vec![statement]);
+            }
+        }
+    }
     let mut results = Vec::new();
     let mut raft_index = None;
-    for chunk in statements.chunks(state.options.max_statements.max(1)) {
+    for chunk in chunks {
         let outcome = state
             .node
-            .execute(sqlraft::WriteRequest::transaction(chunk.to_vec()))
+            .execute(sqlraft::WriteRequest::transaction(chunk))
             .await
             .map_err(|e| match raft_index {
                 None => ApiError::from(e),
@@ -440,8 +470,21 @@ async fn db_load(
     ))
 }
 
-/// A dump's own framing, which a load leaves out: it runs in transactions of its own.
+/// A dump's own framing, which a load leaves out: it runs in transactions of its own
+/// (`BEGIN`, `COMMIT`, `PRAGMA foreign_keys`), and AUTOINCREMENT counters cannot be set
+/// (`sqlite_sequence`; loaded rows move them as far as their own rowids).
 fn is_dump_framing(sql: &str) -> bool {
+    let sql = without_leading_comments(sql);
+    let lower = sql.to_ascii_lowercase();
+    let sequence = ["insert into sqlite_sequence", "delete from sqlite_sequence"]
+        .iter()
+        .any(|p| {
+            lower.starts_with(p)
+                || lower.starts_with(&p.replace("sqlite_sequence", "\"sqlite_sequence\""))
+        });
+    if sequence {
+        return true;
+    }
     let words: Vec<String> = sql
         .split(|c: char| c.is_whitespace() || c == '=')
         .filter(|w| !w.is_empty())
@@ -464,6 +507,20 @@ fn is_dump_framing(sql: &str) -> bool {
             | ["end", "transaction"]
             | ["pragma", "foreign_keys", _]
     )
+}
+
+/// `sql` after the comments and white space it starts with.
+fn without_leading_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = sql.strip_prefix("/*") {
+            sql = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return sql;
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -496,4 +553,33 @@ async fn snapshot(
         }),
         false,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dumps_framing_is_recognised_behind_comments() {
+        for framing in [
+            "BEGIN TRANSACTION",
+            "-- made by sqlite3\n/* x */ begin",
+            "COMMIT",
+            "END TRANSACTION",
+            "PRAGMA foreign_keys=OFF",
+            "PRAGMA foreign_keys = off",
+            "INSERT INTO sqlite_sequence VALUES('t',5)",
+            "DELETE FROM \"sqlite_sequence\"",
+        ] {
+            assert!(is_dump_framing(framing), "{framing}");
+        }
+        for statement in [
+            "CREATE TABLE t (x)",
+            "INSERT INTO t VALUES (1)",
+            "-- BEGIN\nINSERT INTO t VALUES (1)",
+            "PRAGMA user_version = 3",
+        ] {
+            assert!(!is_dump_framing(statement), "{statement}");
+        }
+    }
 }

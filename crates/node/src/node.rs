@@ -587,6 +587,14 @@ impl Node {
         tracing::info!(raft_id = self.handle.raft_id, "node stopped");
     }
 
+    /// The size of `request` in the log, or why this node would refuse it (too many
+    /// statements, too many bytes, a bad request id): what [`Node::execute`] checks
+    /// before anything is proposed.
+    pub fn write_size(&self, request: &WriteRequest) -> Result<usize> {
+        use prost::Message as _;
+        write::checked(request.clone(), &self.config().limits).map(|wire| wire.encoded_len())
+    }
+
     /// What the member at raft address `raft_addr` says of itself, asked over the raft
     /// transport (mutual TLS when the cluster has it) within `timeout`.
     pub async fn member_status(

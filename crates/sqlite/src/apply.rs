@@ -183,12 +183,15 @@ impl ApplyTxn<'_> {
         self.control("SAVEPOINT sqlraft_request")?;
         let mut results = Vec::with_capacity(request.statements.len());
         let mut seconds = Vec::with_capacity(request.statements.len());
+        // What the request's RETURNING rows may still cost: results are kept in the
+        // replicated state for request ids, as one SQLite value.
+        let returning_left = std::cell::Cell::new(MAX_RETURNING_BYTES);
         for statement in &request.statements {
             if !request.transaction {
                 self.control("SAVEPOINT sqlraft_statement")?;
             }
             let started = std::time::Instant::now();
-            let outcome = self.run(statement)?;
+            let outcome = self.run(statement, &returning_left)?;
             seconds.push(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(result) => {
@@ -220,11 +223,17 @@ impl ApplyTxn<'_> {
 
     /// Runs one client statement. The outer `Err` is a failure of the database; the
     /// inner one a deterministic statement error.
-    fn run(&self, statement: &Statement) -> Result<Result<StatementResult, String>> {
+    fn run(
+        &self,
+        statement: &Statement,
+        returning_left: &std::cell::Cell<usize>,
+    ) -> Result<Result<StatementResult, String>> {
         if let Some(refusal) = crate::guard::static_refusal(&statement.sql) {
             return Ok(Err(refusal));
         }
-        let outcome = self.guard.client(|| self.run_client(statement));
+        let outcome = self
+            .guard
+            .client(|| self.run_client(statement, returning_left));
         // A row at the largest rowid: SQLite would go on with random rowids (different
         // on every node) or fail AUTOINCREMENT with SQLITE_FULL, which looks like a
         // full disk. Whatever happened after it, the statement fails, the same way on
@@ -277,7 +286,11 @@ impl ApplyTxn<'_> {
         Ok(Err(message))
     }
 
-    fn run_client(&self, statement: &Statement) -> rusqlite::Result<StatementResult> {
+    fn run_client(
+        &self,
+        statement: &Statement,
+        returning_left: &std::cell::Cell<usize>,
+    ) -> rusqlite::Result<StatementResult> {
         if statement.sql.trim().is_empty() {
             return Err(rusqlite::Error::InvalidQuery);
         }
@@ -300,7 +313,7 @@ impl ApplyTxn<'_> {
         });
         let returning = match returning {
             Some(mut rows) => {
-                collect_returning(&mut stmt, &mut rows)?;
+                collect_returning(&mut stmt, &mut rows, returning_left)?;
                 rows.fill_expression_types();
                 Some(rows)
             }
@@ -625,14 +638,33 @@ impl ToSql for Value {
     }
 }
 
-/// Bytes the rows of one statement's `RETURNING` clause may cost (as reads count
-/// them); more fail the statement, the same way on every node.
-pub const MAX_RETURNING_BYTES: usize = 16 << 20;
+/// Bytes the rows of the `RETURNING` clauses of one request may cost together (as
+/// reads count them, which is more than they take encoded); more fail the statement
+/// that goes over, the same way on every node. The results of a request with an id
+/// are kept in the replicated state as one value, which SQLite bounds.
+pub const MAX_RETURNING_BYTES: usize = 8 << 20;
 
-/// Runs a statement with a `RETURNING` clause to its end, keeping its rows.
-fn collect_returning(stmt: &mut rusqlite::Statement<'_>, out: &mut Rows) -> rusqlite::Result<()> {
+/// Runs a statement with a `RETURNING` clause to its end, keeping its rows, within what
+/// the request's rows may still cost (`left`, reduced by what these cost).
+fn collect_returning(
+    stmt: &mut rusqlite::Statement<'_>,
+    out: &mut Rows,
+    left: &std::cell::Cell<usize>,
+) -> rusqlite::Result<()> {
     let width = out.columns.len();
-    let mut budget = MAX_RETURNING_BYTES.saturating_sub(crate::types::names_cost(&out.columns));
+    let too_many = || {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
+            Some(format!(
+                "the rows of RETURNING in this request exceed {} MiB: return fewer columns or rows",
+                MAX_RETURNING_BYTES >> 20
+            )),
+        )
+    };
+    let mut budget = left
+        .get()
+        .checked_sub(crate::types::names_cost(&out.columns))
+        .ok_or_else(too_many)?;
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(width);
@@ -642,20 +674,10 @@ fn collect_returning(stmt: &mut rusqlite::Statement<'_>, out: &mut Rows) -> rusq
             cost += crate::types::value_ref_cost(value, Default::default());
             values.push(Value::from_ref(value));
         }
-        budget = match budget.checked_sub(cost) {
-            Some(left) => left,
-            None => {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
-                    Some(format!(
-                        "the rows of RETURNING exceed {} MiB: return fewer columns or rows",
-                        MAX_RETURNING_BYTES >> 20
-                    )),
-                ));
-            }
-        };
+        budget = budget.checked_sub(cost).ok_or_else(too_many)?;
         out.values.push(values);
     }
+    left.set(budget);
     Ok(())
 }
 

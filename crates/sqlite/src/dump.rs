@@ -23,15 +23,20 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
     conn.execute_batch("BEGIN").map_err(failed)?;
     let user =
         "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
-    let tables: Vec<(String, String)> = conn
-        .prepare(&format!(
-            "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL \
-             AND name IN (SELECT name FROM pragma_table_list \
-                          WHERE schema = 'main' AND type IN ('table', 'virtual')) \
-             AND {user} ORDER BY rowid"
-        ))
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+    let tables: Vec<(String, String, String, bool)> = conn
+        .prepare(
+            "SELECT s.name, s.sql, t.type, t.wr FROM sqlite_schema s, pragma_table_list t \
+             WHERE s.type = 'table' AND s.sql IS NOT NULL AND t.schema = 'main' \
+             AND t.name = s.name AND t.type IN ('table', 'virtual') \
+             AND s.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             AND s.name NOT LIKE '\\_sqlraft\\_%' ESCAPE '\\' ORDER BY s.rowid",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
         .map_err(failed)?;
+    let tables = parents_first(&conn, tables).map_err(failed)?;
     let others: Vec<String> = conn
         .prepare(&format!(
             "SELECT sql FROM sqlite_schema WHERE type IN ('index', 'trigger', 'view') \
@@ -43,11 +48,33 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
     out.write_all(b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n")
         .map_err(io)?;
     let mut rows_written = 0u64;
-    for (table, sql) in &tables {
+    for (table, sql, kind, without_rowid) in &tables {
         writeln!(out, "{sql};").map_err(io)?;
         let quoted = crate::schema::quote_ident(table);
+        // The stored columns (not generated ones), and the rowid where it is the
+        // table's own (so that rows keep it, as /db/hash counts it): every rowid
+        // table, and full-text tables (an external-content index refers to its
+        // content by rowid).
+        let mut columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
+            .and_then(|mut s| s.query_map([table], |r| r.get(0))?.collect())
+            .map_err(failed)?;
+        let keeps_rowid = match kind.as_str() {
+            "table" => !without_rowid,
+            _ => sql.to_ascii_lowercase().contains("using fts"),
+        };
+        if keeps_rowid
+            && let Some(rowid) = crate::schema::rowid_name(&conn, table).map_err(failed)?
+        {
+            columns.insert(0, rowid.to_string());
+        }
+        let list = columns
+            .iter()
+            .map(|c| crate::schema::quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {quoted}"))
+            .prepare(&format!("SELECT {list} FROM {quoted}"))
             .map_err(failed)?;
         let columns = stmt.column_count();
         let mut rows = stmt.query([]).map_err(failed)?;
@@ -56,7 +83,9 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
             line.clear();
             line.push_str("INSERT INTO ");
             line.push_str(&quoted);
-            line.push_str(" VALUES(");
+            line.push('(');
+            line.push_str(&list);
+            line.push_str(") VALUES(");
             for i in 0..columns {
                 if i > 0 {
                     line.push(',');
@@ -76,6 +105,55 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
     Ok(rows_written)
 }
 
+/// `tables` with every table after the tables its foreign keys name (where they form
+/// no cycle), otherwise in the order they were made.
+fn parents_first(
+    conn: &rusqlite::Connection,
+    tables: Vec<(String, String, String, bool)>,
+) -> rusqlite::Result<Vec<(String, String, String, bool)>> {
+    let mut parents = Vec::with_capacity(tables.len());
+    for (name, ..) in &tables {
+        let named: Vec<String> = conn
+            .prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?
+            .query_map([name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        parents.push(named);
+    }
+    let position = |name: &str| {
+        tables
+            .iter()
+            .position(|(t, ..)| t.eq_ignore_ascii_case(name))
+    };
+    let mut order = Vec::with_capacity(tables.len());
+    let mut state = vec![0u8; tables.len()]; // 0 new, 1 being placed, 2 placed
+    fn place(
+        i: usize,
+        parents: &[Vec<String>],
+        position: &dyn Fn(&str) -> Option<usize>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+    ) {
+        if state[i] != 0 {
+            return;
+        }
+        state[i] = 1;
+        for parent in &parents[i] {
+            if let Some(p) = position(parent)
+                && state[p] == 0
+            {
+                place(p, parents, position, state, order);
+            }
+        }
+        state[i] = 2;
+        order.push(i);
+    }
+    for i in 0..tables.len() {
+        place(i, &parents, &position, &mut state, &mut order);
+    }
+    let mut tables: Vec<Option<_>> = tables.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| tables[i].take()).collect())
+}
+
 /// Appends `value` as an SQL literal that reads back as the same value and type.
 fn push_literal(out: &mut String, value: ValueRef<'_>) {
     use std::fmt::Write as _;
@@ -88,8 +166,10 @@ fn push_literal(out: &mut String, value: ValueRef<'_>) {
             out.push_str(if r > 0.0 { "1e999" } else { "-1e999" });
         }
         ValueRef::Real(r) => {
-            // Rust's shortest form reads back as the same double; a point keeps it a
-            // real (`1` would read back as an integer).
+            // Rust's shortest form; a point keeps it a real (`1` would read back as an
+            // integer). SQLite reads it back as the same double for every magnitude
+            // between about 1e-20 and 1e20; beyond, its conversion of text to a real
+            // may differ in the last bit (docs/API.md).
             let text = format!("{r:?}");
             out.push_str(&text);
             if !text.contains(['.', 'e', 'E']) {
@@ -124,27 +204,88 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// Splits SQL text into its statements, each without its final `;`: a `;` ends a
-/// statement where SQLite would (not inside a literal, a comment or a trigger's
-/// body). Text after the last `;` is a statement when it holds code; empty
-/// statements are dropped.
+/// statement where SQLite would (`sqlite3_complete`'s rule): anywhere but inside a
+/// literal, a comment or the body of a `CREATE [TEMP] TRIGGER`, which only a `;` right
+/// after its `END` ends. Text after the last `;` is a statement when it holds code;
+/// empty statements are dropped. One pass over the text.
 pub fn split_statements(sql: &str) -> Vec<String> {
     let mut statements = Vec::new();
     let mut start = 0;
+    let mut statement = Shape::default();
+    let mut previous_end = 0;
     for (span_start, span_end) in crate::lex::code_spans(sql) {
-        for (offset, c) in sql[span_start..span_end].char_indices() {
-            if c != ';' {
+        // A literal or quoted name between two pieces of code is a token (a comment
+        // is not).
+        let gap = &sql[previous_end..span_start];
+        if !gap.is_empty() && !gap.starts_with("--") && !gap.starts_with("/*") {
+            statement.token("");
+        }
+        previous_end = span_end;
+        let code = &sql[span_start..span_end];
+        let mut word_start = None;
+        for (offset, c) in code.char_indices() {
+            let in_word = c.is_alphanumeric() || c == '_' || c == '$';
+            if in_word {
+                word_start.get_or_insert(offset);
                 continue;
             }
-            let end = span_start + offset;
-            let candidate = &sql[start..=end];
-            if is_complete(candidate) {
-                push_statement(&mut statements, &sql[start..end]);
-                start = end + 1;
+            if let Some(w) = word_start.take() {
+                statement.token(&code[w..offset]);
             }
+            if c == ';' {
+                if statement.ends_at_semicolon() {
+                    let end = span_start + offset;
+                    push_statement(&mut statements, &sql[start..end]);
+                    start = end + 1;
+                    statement = Shape::default();
+                } else {
+                    statement.token(";");
+                }
+            } else if !c.is_whitespace() {
+                statement.token("");
+            }
+        }
+        if let Some(w) = word_start {
+            statement.token(&code[w..]);
         }
     }
     push_statement(&mut statements, &sql[start..]);
     statements
+}
+
+/// What the splitter knows of the statement it is in.
+#[derive(Default)]
+struct Shape {
+    /// Its first words, up to three.
+    first: Vec<String>,
+    /// Tokens seen.
+    tokens: usize,
+    /// The last token was the word `END`.
+    after_end: bool,
+}
+
+impl Shape {
+    /// Takes a token: a word, or `""` for anything else.
+    fn token(&mut self, word: &str) {
+        if self.tokens < 3 && !word.is_empty() && word != ";" {
+            self.first.push(word.to_ascii_lowercase());
+        }
+        self.tokens += 1;
+        self.after_end = word.eq_ignore_ascii_case("end");
+    }
+
+    fn is_trigger(&self) -> bool {
+        let words: Vec<&str> = self.first.iter().map(String::as_str).collect();
+        matches!(
+            words.as_slice(),
+            ["create", "trigger", ..] | ["create", "temp" | "temporary", "trigger"]
+        )
+    }
+
+    /// A `;` here ends the statement.
+    fn ends_at_semicolon(&self) -> bool {
+        !self.is_trigger() || self.after_end
+    }
 }
 
 fn push_statement(statements: &mut Vec<String>, text: &str) {
@@ -154,58 +295,6 @@ fn push_statement(statements: &mut Vec<String>, text: &str) {
     if has_code {
         statements.push(text.trim().to_string());
     }
-}
-
-/// SQLite's rule for the end of a statement (as `sqlite3_complete` applies it): a `;`
-/// ends any statement but `CREATE [TEMP] TRIGGER`, which only a `;` right after `END`
-/// ends (a `;` in the trigger's body does not).
-fn is_complete(candidate: &str) -> bool {
-    let words = code_words(candidate);
-    let trigger = match words.as_slice() {
-        [create, temp, trigger, ..]
-            if create.eq_ignore_ascii_case("create")
-                && (temp.eq_ignore_ascii_case("temp")
-                    || temp.eq_ignore_ascii_case("temporary")) =>
-        {
-            trigger.eq_ignore_ascii_case("trigger")
-        }
-        [create, trigger, ..] if create.eq_ignore_ascii_case("create") => {
-            trigger.eq_ignore_ascii_case("trigger")
-        }
-        _ => false,
-    };
-    !trigger || words.last().is_some_and(|w| w.eq_ignore_ascii_case("end"))
-}
-
-/// The words of code in `sql` (outside literals and comments), with `;` as a word.
-fn code_words(sql: &str) -> Vec<&str> {
-    let mut words = Vec::new();
-    for (start, end) in crate::lex::code_spans(sql) {
-        let code = &sql[start..end];
-        let mut word_start = None;
-        for (i, c) in code.char_indices() {
-            let in_word = c.is_alphanumeric() || c == '_' || c == '$';
-            match (in_word, word_start) {
-                (true, None) => word_start = Some(i),
-                (false, Some(w)) => {
-                    words.push(&code[w..i]);
-                    word_start = None;
-                }
-                _ => {}
-            }
-            if c == ';' {
-                words.push(";");
-            }
-        }
-        if let Some(w) = word_start {
-            words.push(&code[w..]);
-        }
-    }
-    // The candidate ends with its own `;`: what matters is the word before it.
-    while words.last() == Some(&";") {
-        words.pop();
-    }
-    words
 }
 
 #[cfg(test)]
@@ -227,6 +316,24 @@ mod tests {
             ]
         );
         assert!(split_statements(" ; -- nothing\n").is_empty());
+        // A CASE ... END inside a trigger's body does not end the trigger; END with a
+        // comment before the `;` does.
+        let trigger = "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN \
+                       INSERT INTO l VALUES (CASE WHEN new.x > 0 THEN 'pos' ELSE 'neg' END); \
+                       UPDATE l SET y = 'END'; END /* done */; SELECT 2";
+        let split = split_statements(trigger);
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert!(split[0].ends_with("END /* done */"), "{split:?}");
+    }
+
+    #[test]
+    fn splitting_takes_one_pass() {
+        // Every `;` in an unfinished trigger used to rescan the statement from its
+        // start: this took minutes (found by a review), one pass takes milliseconds.
+        let sql = format!("CREATE TRIGGER x {}", ";".repeat(200_000));
+        let split = split_statements(&sql);
+        assert_eq!(split.len(), 1);
+        assert!(split[0].starts_with("CREATE TRIGGER x ;;"));
     }
 
     #[test]
@@ -278,5 +385,52 @@ mod tests {
             )
             .expect("schema");
         assert_eq!(views, 2);
+    }
+
+    /// What a review found a dump lost: generated columns (the insert named too many
+    /// values), rowids of tables without an INTEGER PRIMARY KEY, a child table made
+    /// before its parent (foreign keys are on where the dump is loaded), and an
+    /// external-content full-text index (it refers to its content by rowid).
+    #[test]
+    fn generated_columns_rowids_foreign_keys_and_fts_survive_a_dump() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, p REFERENCES parent (id));
+             CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE gen (a INTEGER, b AS (a * 2), c AS (a + 1) STORED);
+             CREATE TABLE plain (v TEXT);
+             CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT);
+             CREATE VIRTUAL TABLE ft USING fts5 (body, content = 'docs', content_rowid = 'id');
+             INSERT INTO parent VALUES (7, 'p');
+             INSERT INTO child VALUES (1, 7);
+             INSERT INTO gen (a) VALUES (3);
+             INSERT INTO plain VALUES ('a'), ('b'), ('c');
+             DELETE FROM plain WHERE v = 'a';
+             INSERT INTO docs VALUES (5, 'apple'), (9, 'banana');
+             INSERT INTO ft (rowid, body) SELECT id, body FROM docs;",
+        )
+        .expect("fill");
+        drop(conn);
+        let mut dump = Vec::new();
+        dump_sql(&path, &mut dump).expect("dump");
+        let text = String::from_utf8(dump).expect("utf-8");
+        let parent = text.find("CREATE TABLE parent").expect("parent");
+        let child = text.find("CREATE TABLE child").expect("child");
+        assert!(parent < child, "{text}");
+        let copy = rusqlite::Connection::open_in_memory().expect("open");
+        copy.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
+        for statement in split_statements(&text) {
+            copy.execute_batch(&statement)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        let get = |sql: &str| -> String {
+            copy.query_row(sql, [], |r| r.get::<_, String>(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        };
+        assert_eq!(get("SELECT group_concat(rowid || v) FROM plain"), "2b,3c");
+        assert_eq!(get("SELECT a || b || c FROM gen"), "364");
+        assert_eq!(get("SELECT body FROM ft WHERE ft MATCH 'banana'"), "banana");
     }
 }

@@ -431,6 +431,41 @@ fn returning_rows_are_the_same_on_every_node_and_for_a_repeat() {
     );
 }
 
+/// The RETURNING rows of one request are bounded together: a request with an id keeps
+/// its results in the replicated state as one value, which must not outgrow SQLite's
+/// limit and stop every node (found by a review). The statement that goes over fails.
+#[test]
+fn returning_rows_of_a_request_are_bounded_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    apply_at(&mut sm, AT, &["CREATE TABLE t (s TEXT)"]);
+    // Each row costs about 3 MB as reads count it (the text held and written out).
+    let big = "INSERT INTO t VALUES (printf('%.1500000c', 'x')) RETURNING s";
+    let request = WriteRequest {
+        statements: vec![Statement::new(big); 5],
+        transaction: false,
+        request_id: Some("big".into()),
+    };
+    let index = sm.applied_index() + 1;
+    let mut txn = sm.begin().expect("begin");
+    let applied = txn
+        .write_request(index, AT, &request)
+        .expect("a request over the budget is not a node failure");
+    txn.commit().expect("commit");
+    let errors: Vec<Option<&str>> = applied.results.iter().map(|r| r.error.as_deref()).collect();
+    assert!(errors[0].is_none() && errors[1].is_none(), "{errors:?}");
+    assert!(
+        errors[2..]
+            .iter()
+            .all(|e| e.is_some_and(|e| e.contains("RETURNING in this request exceed"))),
+        "{errors:?}"
+    );
+    assert_eq!(
+        applied.results[0].rows.as_ref().map(|r| r.values.len()),
+        Some(1)
+    );
+}
+
 /// A write with a request id is applied once: a repeat within the window gets the
 /// first results and raft index and changes nothing; the same id for another request
 /// is refused; past the window the id is forgotten.
