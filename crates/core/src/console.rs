@@ -22,6 +22,8 @@ use crate::web::{csrf_input, escape, html, render_shell, signed_in};
 
 /// Largest console form: the SQL typed in.
 const MAX_CONSOLE_BYTES: usize = crate::sessions::MAX_LARGE_FORM_BYTES;
+/// Statements one run takes.
+const MAX_STATEMENTS: usize = 1000;
 /// Rows shown of one result; the rest are counted.
 const SHOWN_ROWS: usize = 1000;
 /// Characters shown of one value.
@@ -72,6 +74,8 @@ fn consistency(level: &str) -> Consistency {
 /// What one statement gave.
 enum Outcome {
     Rows(Rows),
+    /// A write's RETURNING rows, some left out (over the request's budget).
+    Returned(Rows, u64),
     Written {
         rows_affected: u64,
         last_insert_id: i64,
@@ -105,6 +109,9 @@ async fn run_query(
         Err(e) => return refused(&e, user.as_deref(), &csrf),
     };
     let statements = sqlraft::sql_text::split_statements(&form.sql);
+    if statements.len() > MAX_STATEMENTS {
+        return too_many(&form, user.as_deref(), &csrf, statements.len());
+    }
     let mut results = Vec::with_capacity(statements.len());
     let mut level = consistency(&form.level);
     // The reads of one run share the data API's budget for one request.
@@ -175,6 +182,9 @@ async fn run_execute(
         Err(e) => return refused(&e, user.as_deref(), &csrf),
     };
     let statements: Vec<String> = sqlraft::sql_text::split_statements(&form.sql);
+    if statements.len() > MAX_STATEMENTS {
+        return too_many(&form, user.as_deref(), &csrf, statements.len());
+    }
     let transaction = form.transaction.is_some();
     let (summary, results) = if statements.is_empty() {
         ("Nothing to run.".to_string(), Vec::new())
@@ -192,7 +202,7 @@ async fn run_execute(
                     .map(|(sql, r)| {
                         let outcome = match (r.error, r.rows) {
                             (Some(error), _) => Outcome::Error(error),
-                            (None, Some(rows)) => Outcome::Rows(rows),
+                            (None, Some(rows)) => Outcome::Returned(rows, r.rows_omitted),
                             (None, None) => Outcome::Written {
                                 rows_affected: r.rows_affected,
                                 last_insert_id: r.last_insert_id,
@@ -220,6 +230,21 @@ async fn run_execute(
     html(
         StatusCode::OK,
         render_console(&form, user.as_deref(), &csrf, Some((&summary, &results))),
+    )
+}
+
+fn too_many(form: &ConsoleForm, user: Option<&str>, csrf: &str, count: usize) -> Response {
+    let message = format!(
+        "{count} statements: the console runs at most {MAX_STATEMENTS} at once; send more to /db/execute or /db/load"
+    );
+    html(
+        StatusCode::BAD_REQUEST,
+        render_console(
+            form,
+            user,
+            csrf,
+            Some((&message, &[] as &[(String, Outcome)])),
+        ),
     )
 }
 
@@ -311,6 +336,14 @@ fn render_console(
                     "<p class=\"notice\">{rows_affected} row(s) changed; last inserted rowid {last_insert_id}.</p>\n"
                 )),
                 Outcome::Rows(rows) => body.push_str(&render_rows(rows)),
+                Outcome::Returned(rows, omitted) => {
+                    body.push_str(&render_rows(rows));
+                    if *omitted > 0 {
+                        body.push_str(&format!(
+                            "<p class=\"hint\">{omitted} more rows were written and not returned: the rows of one request are bounded.</p>\n"
+                        ));
+                    }
+                }
             }
             body.push_str("</div>\n");
         }

@@ -29,7 +29,8 @@ pub const BATCH_REQUESTS: usize = 128;
 pub const BATCH_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a queued request waits for room in a full queue before it is refused.
 pub const ROOM_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes (in the log's encoding) the queued requests may hold together.
+/// Bytes the queued requests may hold together, counted as they are held in memory
+/// (at least their size in the log).
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Room kept in a batch for its request id and framing.
 const BATCH_OVERHEAD_BYTES: usize = 1024;
@@ -151,26 +152,30 @@ impl WriteQueue {
     ) -> Result<(u64, Option<oneshot::Receiver<Result<u64, QueueError>>>), QueueError> {
         // Refused now if the node would refuse it alone: a batch of such requests
         // could never be written.
+        // Checked with the longest id a batch carries: the first request of a batch
+        // is taken whole.
         let request = WriteRequest {
             statements,
             transaction: false,
-            request_id: None,
+            request_id: Some(batch_id(self.node.service_id(), u64::MAX, u64::MAX)),
         };
         let bytes = self
             .node
             .write_size(&request)
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
         let statements = request.statements;
+        let held = held_bytes(&statements).max(bytes);
         let sender = self.sender();
-        let room_for = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
-        let room = tokio::time::timeout(
-            ROOM_TIMEOUT,
+        let deadline = tokio::time::Instant::now() + ROOM_TIMEOUT;
+        let room_for = u32::try_from(held.min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let room = tokio::time::timeout_at(
+            deadline,
             Arc::clone(&self.bytes).acquire_many_owned(room_for),
         )
         .await
         .map_err(|_| QueueError::Full)?
         .map_err(|_| QueueError::Closed)?;
-        let permit = tokio::time::timeout(ROOM_TIMEOUT, sender.reserve())
+        let permit = tokio::time::timeout_at(deadline, sender.reserve())
             .await
             .map_err(|_| QueueError::Full)?
             .map_err(|_| QueueError::Closed)?;
@@ -196,6 +201,33 @@ impl WriteQueue {
         drop(numbering);
         Ok((sequence_number, receiver))
     }
+}
+
+/// The request id of the batch whose first request has number `first`.
+fn batch_id(service_id: &str, nonce: u64, first: u64) -> String {
+    format!("queue-{service_id}-{nonce:016x}-{first:020}")
+}
+
+/// What `statements` hold in memory, about: their text, and their values as reads
+/// count them (a `Value` and what it owns).
+fn held_bytes(statements: &[Statement]) -> usize {
+    let shape = sqlraft::JsonShape::default();
+    statements
+        .iter()
+        .map(|s| {
+            let params: usize = match &s.params {
+                sqlraft::Params::None => 0,
+                sqlraft::Params::Positional(values) => {
+                    values.iter().map(|v| v.json_cost(shape)).sum()
+                }
+                sqlraft::Params::Named(values) => values
+                    .iter()
+                    .map(|(name, v)| name.len() + v.json_cost(shape))
+                    .sum(),
+            };
+            std::mem::size_of::<Statement>() + s.sql.len() + params
+        })
+        .sum()
 }
 
 /// The writer: takes a batch (up to [`BATCH_REQUESTS`] requests, or what came within
@@ -275,7 +307,7 @@ async fn write_batch(
     let request = WriteRequest {
         statements,
         transaction: false,
-        request_id: Some(format!("queue-{}-{nonce:x}-{first}", node.service_id())),
+        request_id: Some(batch_id(node.service_id(), nonce, first)),
     };
     counters.batches.fetch_add(1, Ordering::Relaxed);
     let mut attempt = 0u64;

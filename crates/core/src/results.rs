@@ -71,6 +71,10 @@ impl Serialize for ResultItem {
                     map.serialize_entry("last_insert_id", &result.last_insert_id)?;
                     map.serialize_entry("rows_affected", &result.rows_affected)?;
                 }
+                // sqlraft's: RETURNING rows over the request's budget, left out.
+                if result.rows_omitted > 0 {
+                    map.serialize_entry("rows_omitted", &result.rows_omitted)?;
+                }
                 if let Some(time) = time {
                     map.serialize_entry("time", time)?;
                 }

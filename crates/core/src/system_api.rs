@@ -416,8 +416,16 @@ async fn db_load(
     let max_bytes = limits.max_request_bytes / 2;
     let mut chunks: Vec<Vec<sqlraft::Statement>> = Vec::new();
     let mut chunk_bytes = 0;
-    for statement in statements {
+    for (i, statement) in statements.into_iter().enumerate() {
         let bytes = statement.sql.len();
+        // Checked before anything is written: a statement no request can carry.
+        if bytes > max_bytes {
+            return Err(ApiError::bad_request(format!(
+                "statement {} of the load has {bytes} bytes, more than one write may carry \
+                 ({max_bytes}); nothing was loaded (load large values as a database file)",
+                i + 1
+            )));
+        }
         match chunks.last_mut() {
             Some(chunk) if chunk.len() < max_statements && chunk_bytes + bytes <= max_bytes => {
                 chunk_bytes += bytes;

@@ -105,6 +105,25 @@ async fn errors_types_timings_and_returning_as_rqlite_gives_them() {
         json!({"error": "UNIQUE constraint failed: foo.name"})
     );
 
+    // RETURNING rows over the request's budget are written, left out and counted.
+    let r = h
+        .post_json(
+            "/db/execute",
+            r#"["WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 6) INSERT INTO foo (name, note) SELECT 'big' || n, printf('%.1000000c', 'x') FROM c RETURNING name, note"]"#,
+        )
+        .await;
+    let kept = r["results"][0]["values"].as_array().map_or(0, Vec::len);
+    let omitted = r["results"][0]["rows_omitted"].as_u64().unwrap_or(0);
+    assert!(kept > 0 && omitted > 0, "{kept} kept, {omitted} omitted");
+    assert_eq!(kept as u64 + omitted, 6);
+    let count = h
+        .post_json(
+            "/db/query",
+            r#"["SELECT count(*) FROM foo WHERE name LIKE 'big%'"]"#,
+        )
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[6]]));
+
     // Every answer says which API it is, errors and unknown paths too.
     for path in ["/status", "/nope"] {
         let r = h.get(path).await;
@@ -478,6 +497,35 @@ async fn a_dump_written_by_other_tools_loads() {
         json!([["first; with a semicolon"]])
     );
     assert_eq!(rows["results"][1]["values"], json!([["pos"]]));
+    // A statement no write can carry is refused before anything is written.
+    let huge = format!(
+        "CREATE TABLE z (b); INSERT INTO z VALUES (X'{}');",
+        "00".repeat(4_300_000)
+    );
+    let r = h.post("/db/load", &huge).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("statement 2 of the load"), "{}", r.text());
+    let z = h
+        .post_json(
+            "/db/query",
+            r#"["SELECT count(*) FROM sqlite_schema WHERE name = 'z'"]"#,
+        )
+        .await;
+    assert_eq!(z["results"][0]["values"], json!([[0]]));
+    // A trigger whose body holds CASE ... END; loads whole.
+    let r = h
+        .post(
+            "/db/load",
+            "CREATE TABLE w (v); CREATE TABLE wl (x);\n\
+             CREATE TRIGGER wt AFTER INSERT ON w BEGIN \
+               INSERT INTO wl VALUES (1); UPDATE wl SET x = CASE WHEN new.v > 0 THEN 2 ELSE 3 END; END;\n\
+             INSERT INTO w VALUES (5);",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let wl = h.post_json("/db/query", r#"["SELECT x FROM wl"]"#).await;
+    assert_eq!(wl["results"][0]["values"], json!([[2]]));
+
     // A child row before its parent: SQLite's error, nothing loaded.
     let r = h
         .post(

@@ -208,7 +208,7 @@ impl ApplyTxn<'_> {
                     };
                     self.control(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))?;
                     results.push(StatementResult {
-                        error: Some(message),
+                        error: Some(clip(&message, MAX_ERROR_BYTES)),
                         ..Default::default()
                     });
                     if request.transaction {
@@ -307,20 +307,25 @@ impl ApplyTxn<'_> {
             types: stmt
                 .columns()
                 .iter()
-                .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
+                .map(|c| {
+                    clip(
+                        &c.decl_type().unwrap_or("").to_ascii_lowercase(),
+                        MAX_TYPE_BYTES,
+                    )
+                })
                 .collect(),
             values: Vec::new(),
         });
-        let returning = match returning {
+        let (returning, rows_omitted) = match returning {
             Some(mut rows) => {
-                collect_returning(&mut stmt, &mut rows, returning_left)?;
+                let (kept, omitted) = collect_returning(&mut stmt, &mut rows, returning_left)?;
                 rows.fill_expression_types();
-                Some(rows)
+                (kept.then_some(rows), omitted)
             }
             None => {
                 let mut rows = stmt.raw_query();
                 while rows.next()?.is_some() {}
-                None
+                (None, 0)
             }
         };
         if self.guard.altered() {
@@ -340,6 +345,7 @@ impl ApplyTxn<'_> {
             },
             error: None,
             rows: returning,
+            rows_omitted,
         })
     }
 
@@ -638,35 +644,63 @@ impl ToSql for Value {
     }
 }
 
-/// Bytes the rows of the `RETURNING` clauses of one request may cost together (as
-/// reads count them, which is more than they take encoded); more fail the statement
-/// that goes over, the same way on every node. The results of a request with an id
-/// are kept in the replicated state as one value, which SQLite bounds.
+/// Bytes the rows of the `RETURNING` clauses of one request may cost together, with
+/// their column names and types (as reads count them, which is more than they take
+/// encoded). Rows beyond are left out of the result and counted
+/// ([`StatementResult::rows_omitted`]); the statement runs whole either way, so what
+/// it writes never depends on this limit (nodes of other versions apply the same
+/// entries). The results of a request with an id are kept in the replicated state as
+/// one value, which SQLite bounds; this budget and [`MAX_ERROR_BYTES`] keep them under it.
 pub const MAX_RETURNING_BYTES: usize = 8 << 20;
 
-/// Runs a statement with a `RETURNING` clause to its end, keeping its rows, within what
-/// the request's rows may still cost (`left`, reduced by what these cost).
+/// Bytes of a statement's error message kept in its result (a trigger's `RAISE` can
+/// make one as long as the request); longer ones are cut, on a character boundary,
+/// with `…`.
+pub const MAX_ERROR_BYTES: usize = 512;
+
+/// Bytes of a declared column type kept in a `RETURNING` result.
+const MAX_TYPE_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, `…` marking the cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Runs a statement with a `RETURNING` clause to its end, keeping its rows while the
+/// request's rows may still cost something (`left`, reduced by what these cost).
+/// Whether the rows are kept at all (not when even their column names and types do
+/// not fit: the result is then a plain write's), and how many were left out.
 fn collect_returning(
     stmt: &mut rusqlite::Statement<'_>,
     out: &mut Rows,
     left: &std::cell::Cell<usize>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<(bool, u64)> {
     let width = out.columns.len();
-    let too_many = || {
-        rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
-            Some(format!(
-                "the rows of RETURNING in this request exceed {} MiB: return fewer columns or rows",
-                MAX_RETURNING_BYTES >> 20
-            )),
-        )
+    let header = crate::types::names_cost(&out.columns)
+        + out.types.iter().map(|t| t.len() + 4).sum::<usize>();
+    let Some(mut budget) = left.get().checked_sub(header) else {
+        left.set(0);
+        let mut omitted = 0u64;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {
+            omitted += 1;
+        }
+        return Ok((false, omitted));
     };
-    let mut budget = left
-        .get()
-        .checked_sub(crate::types::names_cost(&out.columns))
-        .ok_or_else(too_many)?;
+    let mut omitted = 0u64;
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
+        if omitted > 0 {
+            omitted += 1;
+            continue;
+        }
         let mut values = Vec::with_capacity(width);
         let mut cost = crate::types::ROW_COST;
         for i in 0..width {
@@ -674,11 +708,16 @@ fn collect_returning(
             cost += crate::types::value_ref_cost(value, Default::default());
             values.push(Value::from_ref(value));
         }
-        budget = budget.checked_sub(cost).ok_or_else(too_many)?;
-        out.values.push(values);
+        match budget.checked_sub(cost) {
+            Some(rest) => {
+                budget = rest;
+                out.values.push(values);
+            }
+            None => omitted = 1,
+        }
     }
     left.set(budget);
-    Ok(())
+    Ok((true, omitted))
 }
 
 fn last_rowid_refusal(what: &str) -> String {

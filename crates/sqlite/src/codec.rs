@@ -113,6 +113,7 @@ impl From<&StatementResult> for pb::StatementResult {
                     })
                     .collect(),
             }),
+            rows_omitted: r.rows_omitted,
         }
     }
 }
@@ -132,6 +133,7 @@ impl From<pb::StatementResult> for StatementResult {
                     .map(|row| row.values.into_iter().map(Into::into).collect())
                     .collect(),
             }),
+            rows_omitted: r.rows_omitted,
         }
     }
 }

@@ -47,9 +47,19 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
         .map_err(failed)?;
     out.write_all(b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n")
         .map_err(io)?;
+    // Every table first, then the rows: a foreign key may name a table made later,
+    // or two tables each other.
+    for (_, sql, ..) in &tables {
+        writeln!(out, "{sql};").map_err(io)?;
+    }
     let mut rows_written = 0u64;
     for (table, sql, kind, without_rowid) in &tables {
-        writeln!(out, "{sql};").map_err(io)?;
+        // A contentless full-text table keeps no rows to read back (its columns read
+        // as NULL): there is nothing to insert.
+        let lower = sql.to_ascii_lowercase().replace(' ', "");
+        if kind == "virtual" && lower.contains("content=''") {
+            continue;
+        }
         let quoted = crate::schema::quote_ident(table);
         // The stored columns (not generated ones), and the rowid where it is the
         // table's own (so that rows keep it, as /db/hash counts it): every rowid
@@ -105,8 +115,9 @@ pub fn dump_sql(path: &Path, out: &mut impl Write) -> Result<u64> {
     Ok(rows_written)
 }
 
-/// `tables` with every table after the tables its foreign keys name (where they form
-/// no cycle), otherwise in the order they were made.
+/// `tables` with every table after the tables its foreign keys name, where they form
+/// no cycle; the tables of a cycle after everything they lead to, otherwise in the
+/// order they were made.
 fn parents_first(
     conn: &rusqlite::Connection,
     tables: Vec<(String, String, String, bool)>,
@@ -205,8 +216,8 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 
 /// Splits SQL text into its statements, each without its final `;`: a `;` ends a
 /// statement where SQLite would (`sqlite3_complete`'s rule): anywhere but inside a
-/// literal, a comment or the body of a `CREATE [TEMP] TRIGGER`, which only a `;` right
-/// after its `END` ends. Text after the last `;` is a statement when it holds code;
+/// literal, a comment or the body of a `CREATE [TEMP] TRIGGER`, which only `; END ;`
+/// ends (a `CASE ... END;` inside the body does not). Text after the last `;` is a statement when it holds code;
 /// empty statements are dropped. One pass over the text.
 pub fn split_statements(sql: &str) -> Vec<String> {
     let mut statements = Vec::new();
@@ -256,29 +267,39 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 /// What the splitter knows of the statement it is in.
 #[derive(Default)]
 struct Shape {
-    /// Its first words, up to three.
+    /// Its first words, up to six (`EXPLAIN QUERY PLAN CREATE TEMP TRIGGER`).
     first: Vec<String>,
     /// Tokens seen.
     tokens: usize,
-    /// The last token was the word `END`.
+    /// The last token was `;`.
+    after_semicolon: bool,
+    /// The last token was the word `END`, right after a `;`.
     after_end: bool,
 }
 
 impl Shape {
-    /// Takes a token: a word, or `""` for anything else.
+    /// Takes a token: a word, `;`, or `""` for anything else.
     fn token(&mut self, word: &str) {
-        if self.tokens < 3 && !word.is_empty() && word != ";" {
+        if self.tokens < 6 && !word.is_empty() && word != ";" {
             self.first.push(word.to_ascii_lowercase());
         }
         self.tokens += 1;
-        self.after_end = word.eq_ignore_ascii_case("end");
+        self.after_end = self.after_semicolon && word.eq_ignore_ascii_case("end");
+        self.after_semicolon = word == ";";
     }
 
     fn is_trigger(&self) -> bool {
-        let words: Vec<&str> = self.first.iter().map(String::as_str).collect();
+        let mut words: &[String] = &self.first;
+        if words.first().is_some_and(|w| w == "explain") {
+            words = &words[1..];
+            if words.len() >= 2 && words[0] == "query" && words[1] == "plan" {
+                words = &words[2..];
+            }
+        }
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         matches!(
             words.as_slice(),
-            ["create", "trigger", ..] | ["create", "temp" | "temporary", "trigger"]
+            ["create", "trigger", ..] | ["create", "temp" | "temporary", "trigger", ..]
         )
     }
 
@@ -316,14 +337,17 @@ mod tests {
             ]
         );
         assert!(split_statements(" ; -- nothing\n").is_empty());
-        // A CASE ... END inside a trigger's body does not end the trigger; END with a
-        // comment before the `;` does.
+        // A CASE ... END inside a trigger's body does not end the trigger (even right
+        // before a `;`); `; END` with a comment before the `;` does.
         let trigger = "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN \
                        INSERT INTO l VALUES (CASE WHEN new.x > 0 THEN 'pos' ELSE 'neg' END); \
-                       UPDATE l SET y = 'END'; END /* done */; SELECT 2";
+                       UPDATE l SET y = CASE WHEN new.x > 0 THEN 1 ELSE 0 END; \
+                       UPDATE l SET z = 'END'; END /* done */; SELECT 2";
         let split = split_statements(trigger);
         assert_eq!(split.len(), 2, "{split:?}");
         assert!(split[0].ends_with("END /* done */"), "{split:?}");
+        let explained = "EXPLAIN CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END; SELECT 3";
+        assert_eq!(split_statements(explained).len(), 2);
     }
 
     #[test]

@@ -194,6 +194,10 @@ pub struct StatementResult {
     pub error: Option<String>,
     /// The rows of a `RETURNING` clause; `None` for a statement without one.
     pub rows: Option<Rows>,
+    /// `RETURNING` rows left out of `rows`: they went over what the rows of one
+    /// request may cost ([`crate::MAX_RETURNING_BYTES`]). The statement wrote them
+    /// all.
+    pub rows_omitted: u64,
 }
 
 /// Rows returned by a read.
