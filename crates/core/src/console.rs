@@ -98,20 +98,55 @@ async fn console_page(
     )
 }
 
+/// A posted run: who runs it, the form, and its statements; or the page that refuses
+/// it (an unreadable form, too many statements).
+struct Run {
+    user: Option<String>,
+    csrf: String,
+    form: ConsoleForm,
+    statements: Vec<String>,
+}
+
+fn take_run(
+    session: Option<&WebSession>,
+    form: Result<Form<ConsoleForm>, FormRejection>,
+) -> Result<Run, Box<Response>> {
+    let (user, csrf) = signed_in(session);
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return Err(Box::new(refused(&e, user.as_deref(), &csrf))),
+    };
+    let statements = sqlraft::sql_text::split_statements(&form.sql);
+    if statements.len() > MAX_STATEMENTS {
+        return Err(Box::new(too_many(
+            &form,
+            user.as_deref(),
+            &csrf,
+            statements.len(),
+        )));
+    }
+    Ok(Run {
+        user,
+        csrf,
+        form,
+        statements,
+    })
+}
+
 async fn run_query(
     State(state): State<AppState>,
     session: Option<Extension<WebSession>>,
     form: Result<Form<ConsoleForm>, FormRejection>,
 ) -> Response {
-    let (user, csrf) = signed_in(session.as_deref());
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(e) => return refused(&e, user.as_deref(), &csrf),
+    let Run {
+        user,
+        csrf,
+        form,
+        statements,
+    } = match take_run(session.as_deref(), form) {
+        Ok(run) => run,
+        Err(page) => return *page,
     };
-    let statements = sqlraft::sql_text::split_statements(&form.sql);
-    if statements.len() > MAX_STATEMENTS {
-        return too_many(&form, user.as_deref(), &csrf, statements.len());
-    }
     let mut results = Vec::with_capacity(statements.len());
     let mut level = consistency(&form.level);
     // The reads of one run share the data API's budget for one request.
@@ -176,15 +211,15 @@ async fn run_execute(
     session: Option<Extension<WebSession>>,
     form: Result<Form<ConsoleForm>, FormRejection>,
 ) -> Response {
-    let (user, csrf) = signed_in(session.as_deref());
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(e) => return refused(&e, user.as_deref(), &csrf),
+    let Run {
+        user,
+        csrf,
+        form,
+        statements,
+    } = match take_run(session.as_deref(), form) {
+        Ok(run) => run,
+        Err(page) => return *page,
     };
-    let statements: Vec<String> = sqlraft::sql_text::split_statements(&form.sql);
-    if statements.len() > MAX_STATEMENTS {
-        return too_many(&form, user.as_deref(), &csrf, statements.len());
-    }
     let transaction = form.transaction.is_some();
     let (summary, results) = if statements.is_empty() {
         ("Nothing to run.".to_string(), Vec::new())

@@ -200,14 +200,14 @@ async fn stream_file(
         .into_response())
 }
 
+/// How long a restore upload may send nothing before it is given up.
+const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Restores a backup (the request body: a SQLite file, as `GET /api/v1/system/backup`
 /// gives it) on every node ([`sqlraft::Node::restore`]). The body is streamed to a file
 /// beside the node's database, up to the node's restore limit (413 beyond). Answers
 /// once this node applied the restore, after waiting (up to 10 s) for every other
 /// member to apply it too; the answer says which did.
-/// How long a restore upload may send nothing before it is given up.
-const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 async fn restore(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -360,8 +360,8 @@ const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
 /// `POST /db/load` (rqlite): a SQLite database file replaces the content on every node
 /// (as `/api/v1/system/restore`); SQL text (a dump, as `/db/backup?fmt=sql` gives)
-/// is run as writes, in transactions of at most the request statement limit each,
-/// without its `BEGIN`/`COMMIT` and `PRAGMA foreign_keys` lines.
+/// is run as writes, in transactions within a request's limits (statements, bytes),
+/// without the dump's framing ([`is_dump_framing`]).
 async fn db_load(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
