@@ -20,6 +20,7 @@ pub(crate) fn routes() -> Routes<AppState> {
     Routes::new()
         .add(Verb::Get, "/status", Access::Api(&[Perm::Status]), status)
         .add(Verb::Get, "/nodes", Access::Api(&[Perm::Status]), nodes)
+        .add(Verb::Get, "/leader", Access::Api(&[Perm::Status]), leader)
         // Load balancers and health checks ask without credentials.
         .add(Verb::Get, "/readyz", Access::Public, readyz)
 }
@@ -124,8 +125,30 @@ fn status_json(state: &AppState) -> Json {
     })
 }
 
-async fn status(State(state): State<AppState>) -> Response {
-    json_response(StatusCode::OK, &status_json(&state), false)
+/// `?key=a.b.c` (rqlite): that part of the status, `{}` when there is none.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StatusQuery {
+    key: Option<String>,
+    pretty: Option<String>,
+}
+
+async fn status(State(state): State<AppState>, Query(query): Query<StatusQuery>) -> Response {
+    let status = status_json(&state);
+    let pretty = query
+        .pretty
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "false" | "0"));
+    let Some(key) = query.key.filter(|k| !k.is_empty()) else {
+        return json_response(StatusCode::OK, &status, pretty);
+    };
+    let mut part = &status;
+    for name in key.split('.') {
+        match part.get(name) {
+            Some(inner) => part = inner,
+            None => return json_response(StatusCode::OK, &json!({}), pretty),
+        }
+    }
+    json_response(StatusCode::OK, part, pretty)
 }
 
 /// Ready: a leader is known, and this node has applied the leader's commit index as a
@@ -158,6 +181,53 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /leader` (rqlite): the leader's `/nodes` entry; 503 while no leader is known.
+async fn leader(State(state): State<AppState>) -> Response {
+    let timeout = Duration::from_millis(state.options.probe_timeout_ms);
+    let (status, members) = live_members(&state.node, timeout).await;
+    match members.iter().find(|m| m.raft_id == status.leader_id) {
+        Some(m) if status.leader_id != 0 => json_response(
+            StatusCode::OK,
+            &node_entry(&state, m, status.leader_id),
+            false,
+        ),
+        _ => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "leader not found".into(),
+        }
+        .into_response(),
+    }
+}
+
+/// A member as `/nodes` and `/leader` show it: rqlite's keys, then sqlraft's.
+fn node_entry(state: &AppState, m: &crate::cluster_view::LiveMember, leader_id: u64) -> Json {
+    let scheme = if state.options.https { "https" } else { "http" };
+    let mut entry = json!({
+        "id": m.service_id,
+        "api_addr": if m.http_addr.is_empty() {
+            String::new()
+        } else {
+            format!("{scheme}://{}", m.http_addr)
+        },
+        "addr": m.raft_addr,
+        "version": m.version.clone().unwrap_or_default(),
+        "voter": m.voter,
+        "reachable": m.reachable,
+        "leader": m.raft_id == leader_id,
+        "time": m.seconds,
+        "raft_id": m.raft_id,
+        "name": service_name(&m.service_id, host_of(&m.raft_addr)),
+        "raft_addr": m.raft_addr,
+        "http_addr": m.http_addr,
+        "role": m.role,
+        "applied_index": m.applied_index,
+    });
+    if let (Some(error), false) = (&m.error, m.reachable) {
+        entry["error"] = json!(error);
+    }
+    entry
+}
+
 /// `/nodes` options: rqlite's `ver`, `nonvoters`, `timeout`.
 #[derive(Debug, Default, serde::Deserialize)]
 struct NodesQuery {
@@ -182,36 +252,15 @@ async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -
             return ApiError::bad_request(format!("timeout: {e}")).into_response();
         }
     };
-    let scheme = if state.options.https { "https" } else { "http" };
     let (status, members) = live_members(&state.node, timeout).await;
     let entries: Vec<(String, Json)> = members
         .iter()
         .filter(|m| m.voter || nonvoters)
         .map(|m| {
-            let mut entry = json!({
-                "id": m.service_id,
-                "api_addr": if m.http_addr.is_empty() {
-                    String::new()
-                } else {
-                    format!("{scheme}://{}", m.http_addr)
-                },
-                "addr": m.raft_addr,
-                "version": m.version.clone().unwrap_or_default(),
-                "voter": m.voter,
-                "reachable": m.reachable,
-                "leader": m.raft_id == status.leader_id,
-                "time": m.seconds,
-                "raft_id": m.raft_id,
-                "name": service_name(&m.service_id, host_of(&m.raft_addr)),
-                "raft_addr": m.raft_addr,
-                "http_addr": m.http_addr,
-                "role": m.role,
-                "applied_index": m.applied_index,
-            });
-            if let (Some(error), false) = (&m.error, m.reachable) {
-                entry["error"] = json!(error);
-            }
-            (m.service_id.clone(), entry)
+            (
+                m.service_id.clone(),
+                node_entry(&state, m, status.leader_id),
+            )
         })
         .collect();
     let body = if query.ver.as_deref() == Some("2") {

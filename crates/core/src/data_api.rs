@@ -379,9 +379,13 @@ async fn query_get(
     if let Some(redirect) = query_redirect(&state, &flags, &uri) {
         return Ok(redirect);
     }
+    // As rqlite: no `q` is no statement; an empty one is refused.
     let Some(q) = flags.q.clone() else {
-        return Err(ApiError::bad_request("missing query parameter q"));
+        return Ok(finish(&flags, Vec::new(), None, started));
     };
+    if q.trim().is_empty() {
+        return Err(ApiError::bad_request("query parameter not set"));
+    }
     let results = state.read(vec![Statement::new(q)], &flags).await?;
     Ok(finish(&flags, results, None, started))
 }

@@ -115,6 +115,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/db/hash", "api:query"),
     ("GET", "/status", "api:status"),
     ("GET", "/nodes", "api:status"),
+    ("GET", "/leader", "api:status"),
     ("GET", "/readyz", "public"),
     ("GET", "/metrics", "api:status"),
     ("GET", "/api/v1/services", "api:status"),

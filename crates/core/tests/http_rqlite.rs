@@ -250,6 +250,14 @@ async fn a_follower_redirects_when_asked_and_lists_learners_only_when_asked() {
     let status = follower.get_json("/status").await;
     assert_eq!(status["store"]["raft"]["voter"], json!(false));
     assert_eq!(
+        follower.get_json("/status?key=store.leader").await,
+        status["store"]["leader"]
+    );
+    assert_eq!(follower.get_json("/status?key=store.nope").await, json!({}));
+    let led = follower.get_json("/leader").await;
+    assert_eq!(led["id"], json!(leader.node.service_id()), "{led}");
+    assert_eq!(led["leader"], json!(true), "{led}");
+    assert_eq!(
         status["store"]["leader"]["node_id"],
         json!(leader.node.service_id())
     );

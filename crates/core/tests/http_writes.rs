@@ -241,8 +241,11 @@ async fn bad_requests_get_400_and_large_bodies_413() {
             r.text()
         );
     }
+    // As in rqlite: no `q` is no statement; an empty `q` is refused.
     let r = h.get("/db/query").await;
-    assert_eq!(r.status, 400, "missing q: {}", r.text());
+    assert_eq!((r.status, r.text().as_str()), (200, r#"{"results":[]}"#));
+    let r = h.get("/db/query?q=").await;
+    assert_eq!(r.status, 400, "empty q: {}", r.text());
     // As in rqlite, `auto` and levels it does not know are served as weak.
     for level in ["bogus", "auto"] {
         let r = h
