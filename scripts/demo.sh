@@ -3,6 +3,7 @@
 # Ctrl-C stops every node it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# Only what building needs (the tests' browser and tools are not the demo's).
+bash scripts/setup.sh build
 cargo build --release --locked -p sqlraft-core
 exec ./target/release/sqlraft-core demo "$@"
