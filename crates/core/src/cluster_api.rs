@@ -141,14 +141,19 @@ async fn status(State(state): State<AppState>, Query(query): Query<StatusQuery>)
     let Some(key) = query.key.filter(|k| !k.is_empty()) else {
         return json_response(StatusCode::OK, &status, pretty);
     };
+    // As rqlite: a value that is not an object ends the walk and is the answer; the
+    // part is written compact.
     let mut part = &status;
     for name in key.split('.') {
+        if !part.is_object() {
+            break;
+        }
         match part.get(name) {
             Some(inner) => part = inner,
-            None => return json_response(StatusCode::OK, &json!({}), pretty),
+            None => return json_response(StatusCode::OK, &json!({}), false),
         }
     }
-    json_response(StatusCode::OK, part, pretty)
+    json_response(StatusCode::OK, part, false)
 }
 
 /// Ready: a leader is known, and this node has applied the leader's commit index as a

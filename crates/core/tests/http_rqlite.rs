@@ -109,7 +109,7 @@ async fn errors_types_timings_and_returning_as_rqlite_gives_them() {
     let r = h
         .post_json(
             "/db/execute",
-            r#"["WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 6) INSERT INTO foo (name, note) SELECT 'big' || n, printf('%.1000000c', 'x') FROM c RETURNING name, note"]"#,
+            r#"["WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 6) INSERT INTO foo (name, note) SELECT 'big' || n, printf('%.2000000c', 'x') FROM c RETURNING name, note"]"#,
         )
         .await;
     let kept = r["results"][0]["values"].as_array().map_or(0, Vec::len);
@@ -254,6 +254,10 @@ async fn a_follower_redirects_when_asked_and_lists_learners_only_when_asked() {
         status["store"]["leader"]
     );
     assert_eq!(follower.get_json("/status?key=store.nope").await, json!({}));
+    assert_eq!(
+        follower.get_json("/status?key=store.raft.state.x").await,
+        json!("Follower")
+    );
     let led = follower.get_json("/leader").await;
     assert_eq!(led["id"], json!(leader.node.service_id()), "{led}");
     assert_eq!(led["leader"], json!(true), "{led}");

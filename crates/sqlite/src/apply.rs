@@ -644,13 +644,14 @@ impl ToSql for Value {
     }
 }
 
-/// Bytes the rows of the `RETURNING` clauses of one request may cost together, with
-/// their column names and types (as reads count them, which is more than they take
-/// encoded). Rows beyond are left out of the result and counted
+/// Bytes the rows of the `RETURNING` clauses of one request may take together, with
+/// their column names and types, counted as they are kept (text after repair to UTF-8,
+/// blobs, 24 bytes for a number or NULL, a little for each row and name; the same on
+/// every platform). Rows beyond are left out of the result and counted
 /// ([`StatementResult::rows_omitted`]); the statement runs whole either way, so what
-/// it writes never depends on this limit (nodes of other versions apply the same
-/// entries). The results of a request with an id are kept in the replicated state as
-/// one value, which SQLite bounds; this budget and [`MAX_ERROR_BYTES`] keep them under it.
+/// it writes never depends on this limit. It bounds the memory and the answer of a
+/// request; results kept for a request id are bounded on their own (a repeat of a
+/// request whose results were too large learns only that it was applied).
 pub const MAX_RETURNING_BYTES: usize = 8 << 20;
 
 /// Bytes of a statement's error message kept in its result (a trigger's `RAISE` can
@@ -683,10 +684,13 @@ fn collect_returning(
     left: &std::cell::Cell<usize>,
 ) -> rusqlite::Result<(bool, u64)> {
     let width = out.columns.len();
-    let header = crate::types::names_cost(&out.columns)
-        + out.types.iter().map(|t| t.len() + 4).sum::<usize>();
+    let header: usize = out
+        .columns
+        .iter()
+        .chain(&out.types)
+        .map(|name| name.len() + 8)
+        .sum();
     let Some(mut budget) = left.get().checked_sub(header) else {
-        left.set(0);
         let mut omitted = 0u64;
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {
@@ -702,11 +706,15 @@ fn collect_returning(
             continue;
         }
         let mut values = Vec::with_capacity(width);
-        let mut cost = crate::types::ROW_COST;
+        let mut cost = 8;
         for i in 0..width {
-            let value = row.get_ref(i)?;
-            cost += crate::types::value_ref_cost(value, Default::default());
-            values.push(Value::from_ref(value));
+            let value = Value::from_ref(row.get_ref(i)?);
+            cost += match &value {
+                Value::Text(t) => t.len() + 16,
+                Value::Blob(b) => b.len() + 16,
+                Value::Null | Value::Integer(_) | Value::Real(_) => 24,
+            };
+            values.push(value);
         }
         match budget.checked_sub(cost) {
             Some(rest) => {

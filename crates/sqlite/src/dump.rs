@@ -227,15 +227,15 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     for (span_start, span_end) in crate::lex::code_spans(sql) {
         // A literal or quoted name between two pieces of code is a token (a comment
         // is not).
-        let gap = &sql[previous_end..span_start];
-        if !gap.is_empty() && !gap.starts_with("--") && !gap.starts_with("/*") {
+        if holds_literal(&sql[previous_end..span_start]) {
             statement.token("");
         }
         previous_end = span_end;
         let code = &sql[span_start..span_end];
         let mut word_start = None;
         for (offset, c) in code.char_indices() {
-            let in_word = c.is_alphanumeric() || c == '_' || c == '$';
+            // As SQLite's tokenizer: every character beyond ASCII belongs to a name.
+            let in_word = c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii();
             if in_word {
                 word_start.get_or_insert(offset);
                 continue;
@@ -280,7 +280,7 @@ struct Shape {
 impl Shape {
     /// Takes a token: a word, `;`, or `""` for anything else.
     fn token(&mut self, word: &str) {
-        if self.tokens < 6 && !word.is_empty() && word != ";" {
+        if self.tokens < 6 {
             self.first.push(word.to_ascii_lowercase());
         }
         self.tokens += 1;
@@ -306,6 +306,21 @@ impl Shape {
     /// A `;` here ends the statement.
     fn ends_at_semicolon(&self) -> bool {
         !self.is_trigger() || self.after_end
+    }
+}
+
+/// Whether the text between two pieces of code holds a literal or quoted name, not
+/// only comments.
+fn holds_literal(mut gap: &str) -> bool {
+    loop {
+        gap = gap.trim_start();
+        if let Some(rest) = gap.strip_prefix("--") {
+            gap = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = gap.strip_prefix("/*") {
+            gap = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return !gap.is_empty();
+        }
     }
 }
 
@@ -348,6 +363,17 @@ mod tests {
         assert!(split[0].ends_with("END /* done */"), "{split:?}");
         let explained = "EXPLAIN CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END; SELECT 3";
         assert_eq!(split_statements(explained).len(), 2);
+        // Not a trigger (something between its words), as sqlite3_complete sees it:
+        // each `;` ends a statement. A literal behind a comment counts.
+        for not_trigger in [
+            "CREATE 'x' TRIGGER; SELECT 1; SELECT 2",
+            "CREATE /**/'x' TRIGGER; SELECT 1; SELECT 2",
+            "(CREATE TRIGGER; SELECT 1; SELECT 2",
+        ] {
+            assert_eq!(split_statements(not_trigger).len(), 3, "{not_trigger}");
+        }
+        // Characters beyond ASCII are part of a name.
+        assert_eq!(split_statements("€ CREATE TRIGGER; SELECT 1").len(), 2);
     }
 
     #[test]

@@ -63,7 +63,16 @@ pub(crate) fn earlier(tx: &Transaction<'_>, id: &str, digest: &[u8]) -> Result<O
     }))
 }
 
-/// Remembers that request `id` was applied at `index` with `results`.
+/// Bytes of a request's results kept for its id: below what SQLite takes as one value
+/// (`MAX_VALUE_BYTES`), with room for the row around it.
+pub(crate) const MAX_KEPT_RESULTS_BYTES: usize = crate::types::MAX_VALUE_BYTES - (64 << 10);
+
+/// Remembers that request `id` was applied at `index` with `results`. Results too
+/// large to keep as one value (many statements with long errors and `RETURNING` rows)
+/// are kept as a single result saying so: a repeat learns that the request was
+/// applied, not what it returned. Whatever the results, this never fails the entry
+/// (found by a review: results over SQLite's limit stopped every node, at every
+/// start).
 pub(crate) fn remember(
     tx: &Transaction<'_>,
     id: &str,
@@ -71,10 +80,21 @@ pub(crate) fn remember(
     digest: &[u8],
     results: &[StatementResult],
 ) -> Result<()> {
+    let mut encoded = encode_results(results);
+    if encoded.len() > MAX_KEPT_RESULTS_BYTES {
+        encoded = encode_results(&[StatementResult {
+            error: Some(format!(
+                "this request was applied at raft index {index}; its results ({} bytes) \
+                 were too large to keep for a repeat",
+                encoded.len()
+            )),
+            ..Default::default()
+        }]);
+    }
     tx.execute(
         "INSERT INTO _sqlraft_requests (id, entry_index, digest, results) \
          VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![id, index as i64, digest, encode_results(results)],
+        rusqlite::params![id, index as i64, digest, encoded],
     )
     .map(|_| ())
     .map_err(SqliteError::Apply)

@@ -450,8 +450,8 @@ fn returning_rows_and_errors_of_a_request_are_bounded() {
              SELECT RAISE(ABORT, printf('%.100000c', 'x')); END",
         ],
     );
-    // Each row costs about 3 MB as reads count it (the text held and written out).
-    let big = "INSERT INTO t VALUES (printf('%.1500000c', 'x')) RETURNING s";
+    // Each row takes 2 MB kept: four fit the budget.
+    let big = "INSERT INTO t VALUES (printf('%.2000000c', 'x')) RETURNING s";
     let mut statements = vec![Statement::new(big); 5];
     statements.extend(vec![Statement::new("INSERT INTO loud VALUES (1)"); 200]);
     let request = WriteRequest {
@@ -478,7 +478,7 @@ fn returning_rows_and_errors_of_a_request_are_bounded() {
             )
         })
         .collect();
-    assert_eq!(kept, [(1, 0), (1, 0), (0, 1), (0, 1), (0, 1)]);
+    assert_eq!(kept, [(1, 0), (1, 0), (1, 0), (1, 0), (0, 1)]);
     assert!(
         applied.results[..5]
             .iter()
@@ -505,6 +505,44 @@ fn returning_rows_and_errors_of_a_request_are_bounded() {
         .expect("delete");
     txn.commit().expect("commit");
     assert_eq!(count.results[0].rows_affected, 5);
+}
+
+/// Results too large to keep for a request id as one value (here 40 000 statements,
+/// more than a node takes in one request, each failing with a long message) are kept
+/// as one result saying so: the entry applies, and a repeat learns it was applied.
+/// Before, such results stopped every node at every start (found by a review).
+#[test]
+fn results_too_large_to_keep_are_kept_as_a_notice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE loud (x)",
+            "CREATE TRIGGER shout BEFORE INSERT ON loud BEGIN \
+             SELECT RAISE(ABORT, printf('%.2000c', 'x')); END",
+        ],
+    );
+    let request = WriteRequest {
+        statements: vec![Statement::new("INSERT INTO loud VALUES (1)"); 40_000],
+        transaction: false,
+        request_id: Some("many".into()),
+    };
+    let index = sm.applied_index() + 1;
+    let mut txn = sm.begin().expect("begin");
+    let applied = txn
+        .write_request(index, AT, &request)
+        .expect("results too large to keep are not a node failure");
+    let again = txn
+        .write_request(index + 1, AT, &request)
+        .expect("the repeat");
+    txn.commit().expect("commit");
+    assert_eq!(applied.results.len(), 40_000);
+    assert_eq!(again.raft_index, index);
+    assert_eq!(again.results.len(), 1);
+    let notice = again.results[0].error.as_deref().unwrap_or_default();
+    assert!(notice.contains("too large to keep"), "{notice}");
 }
 
 /// A write with a request id is applied once: a repeat within the window gets the
