@@ -76,6 +76,15 @@ pub struct HostSettings {
     pub no_firewall_actions: bool,
     /// `generate_etc_hosts`: write the inventory hosts into `/etc/hosts`.
     pub generate_etc_hosts: bool,
+    /// `sqlraft_root`: where the service lives; `None`: `/opt/sqlraft`.
+    pub root: Option<String>,
+    /// `sqlraft_http_listen`: the HTTP address (`ip:port`); `None`: `0.0.0.0:7220`.
+    pub http_listen: Option<String>,
+    /// `sqlraft_raft_listen`: the raft listen address (`ip:port`); `None`:
+    /// `0.0.0.0:<port of the raft address>`.
+    pub raft_listen: Option<String>,
+    /// `sqlraft_user`: the service's user; `None`: `sqlraft`.
+    pub service_user: Option<String>,
 }
 
 /// Variable names with a fixed meaning to the installer.
@@ -88,6 +97,10 @@ pub(crate) mod var {
     pub const NO_FIREWALL: &str = "no_firewall_actions";
     pub const ETC_HOSTS: &str = "generate_etc_hosts";
     pub const RAFT_NODE_ADDR: &str = "raft_node_addr";
+    pub const ROOT: &str = "sqlraft_root";
+    pub const HTTP_LISTEN: &str = "sqlraft_http_listen";
+    pub const RAFT_LISTEN: &str = "sqlraft_raft_listen";
+    pub const SERVICE_USER: &str = "sqlraft_user";
     pub const BOOLEANS: [&str; 3] = [BECOME, NO_FIREWALL, ETC_HOSTS];
 }
 
@@ -111,6 +124,10 @@ impl HostSettings {
             become_root: flag(var::BECOME),
             no_firewall_actions: flag(var::NO_FIREWALL),
             generate_etc_hosts: flag(var::ETC_HOSTS),
+            root: text(var::ROOT),
+            http_listen: text(var::HTTP_LISTEN),
+            raft_listen: text(var::RAFT_LISTEN),
+            service_user: text(var::SERVICE_USER),
         }
     }
 }

@@ -105,7 +105,7 @@ impl InstallPlan {
                 id: FIRST_SERVICE_ID.to_string(),
                 name: FIRST_SERVICE_NAME.to_string(),
                 raft_addr: core.raft_addr.clone(),
-                command: run_command(FIRST_SERVICE_ID, &core.raft_addr, None),
+                command: run_command(FIRST_SERVICE_ID, &core.raft_addr, None, &core.settings),
             },
             Mode::Expand => HostAction::LeaveRunning {
                 raft_addr: core.raft_addr.clone(),
@@ -117,7 +117,7 @@ impl InstallPlan {
         let mut operator_steps = Vec::new();
         if !inv.peers().is_empty() {
             operator_steps.push(OperatorStep::CreateServices {
-                web_url: format!("http://{}:{DEFAULT_HTTP_PORT}/", core.host),
+                web_url: format!("http://{}:{}/", core.host, http_port(&core.settings)),
                 services: inv
                     .peers()
                     .iter()
@@ -131,6 +131,7 @@ impl InstallPlan {
                     &format!("<id of core-{}>", p.host),
                     &p.raft_addr,
                     Some(&core.raft_addr),
+                    &p.settings,
                 ),
             }));
         }
@@ -152,21 +153,45 @@ fn step(member: &Member, action: HostAction) -> HostStep {
     }
 }
 
-/// The `sqlraft-core run ... --install` command for one service (see DESIGN.md).
-fn run_command(id: &str, addr: &RaftAddr, join: Option<&RaftAddr>) -> String {
-    let mut cmd =
-        format!("sqlraft-core run --id {id} --root {DEFAULT_ROOT} --raft.node.addr {addr}");
-    if addr.port() != DEFAULT_RAFT_PORT {
+/// The HTTP port a host's service listens on (`sqlraft_http_listen`, else 7220).
+fn http_port(settings: &HostSettings) -> u16 {
+    settings
+        .http_listen
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map_or(DEFAULT_HTTP_PORT, |a| a.port())
+}
+
+/// The `sqlraft-core run ... --install` command for one service (see DESIGN.md), with
+/// the host's settings (`sqlraft_root`, `sqlraft_http_listen`, `sqlraft_raft_listen`,
+/// `sqlraft_user`).
+fn run_command(
+    id: &str,
+    addr: &RaftAddr,
+    join: Option<&RaftAddr>,
+    settings: &HostSettings,
+) -> String {
+    let root = settings.root.as_deref().unwrap_or(DEFAULT_ROOT);
+    let mut cmd = format!("sqlraft-core run --id {id} --root {root} --raft.node.addr {addr}");
+    if let Some(listen) = &settings.raft_listen {
+        cmd.push_str(&format!(" --raft.node.listen {listen}"));
+    } else if addr.port() != DEFAULT_RAFT_PORT {
         cmd.push_str(&format!(" --raft.node.listen 0.0.0.0:{}", addr.port()));
     }
     if let Some(join) = join {
         cmd.push_str(&format!(" --raft.join {join}"));
     }
+    if let Some(http) = &settings.http_listen {
+        cmd.push_str(&format!(" --http {http}"));
+    }
     // Mutual TLS and users, as the installer sets them up (docs/SECURITY.md).
     cmd.push_str(&format!(
-        " --raft.tls.ca {DEFAULT_ROOT}/tls/ca.crt --raft.tls.cert {DEFAULT_ROOT}/tls/{id}.crt \
-         --raft.tls.key {DEFAULT_ROOT}/tls/{id}.key --auth {DEFAULT_ROOT}/auth.json"
+        " --raft.tls.ca {root}/tls/ca.crt --raft.tls.cert {root}/tls/{id}.crt \
+         --raft.tls.key {root}/tls/{id}.key --auth {root}/auth.json"
     ));
+    if let Some(user) = &settings.service_user {
+        cmd.push_str(&format!(" --user {user}"));
+    }
     cmd.push_str(" --install");
     cmd
 }
@@ -192,6 +217,18 @@ impl fmt::Display for HostSettings {
         }
         if self.generate_etc_hosts {
             f.write_str(", /etc/hosts generated")?;
+        }
+        if let Some(root) = &self.root {
+            write!(f, ", root {root}")?;
+        }
+        if let Some(http) = &self.http_listen {
+            write!(f, ", HTTP on {http}")?;
+        }
+        if let Some(raft) = &self.raft_listen {
+            write!(f, ", raft on {raft}")?;
+        }
+        if let Some(user) = &self.service_user {
+            write!(f, ", user {user}")?;
         }
         Ok(())
     }

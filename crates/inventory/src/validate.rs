@@ -242,6 +242,37 @@ fn variable(v: &Var, host: Option<&str>, sink: &mut Sink) {
         var::USER | var::HOST | var::IP if v.value.as_text().is_none_or(str::is_empty) => Some(
             format!("`{name}` is {shown}; it must be a single non-empty value"),
         ),
+        var::ROOT
+            if !v.value.as_text().is_some_and(|t| {
+                t.starts_with('/') && !t.contains(char::is_whitespace) && !t.contains("..")
+            }) =>
+        {
+            Some(format!(
+                "`{name}` is {shown}; use an absolute path without spaces, such as /opt/sqlraft"
+            ))
+        }
+        var::HTTP_LISTEN | var::RAFT_LISTEN
+            if !v.value.as_text().is_some_and(|t| {
+                t.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.port() != 0)
+            }) =>
+        {
+            Some(format!(
+                "`{name}` is {shown}; use an IP address and a port, such as 0.0.0.0:7220"
+            ))
+        }
+        var::SERVICE_USER
+            if !v.value.as_text().is_some_and(|t| {
+                !t.is_empty()
+                    && t.len() <= 32
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            }) =>
+        {
+            Some(format!(
+                "`{name}` is {shown}; use a user name of letters, digits, `_`, `-` or `.`"
+            ))
+        }
         _ => None,
     };
     if let Some(message) = problem {

@@ -169,6 +169,19 @@ fn connection_and_boolean_variables() {
 }
 
 #[test]
+fn root_and_http_address_variables() {
+    assert_errors(
+        "bad_install_vars.yml",
+        &[
+            "bad_install_vars.yml:3: error: `sqlraft_root` is `opt/sqlraft`; use an absolute path without spaces, such as /opt/sqlraft",
+            "bad_install_vars.yml:4: error: `sqlraft_http_listen` is `7220`; use an IP address and a port, such as 0.0.0.0:7220",
+            "bad_install_vars.yml:9: error: host core-1.example.com: `sqlraft_root` is `/opt/my dir`; use an absolute path without spaces, such as /opt/sqlraft",
+            "bad_install_vars.yml:10: error: host core-1.example.com: `sqlraft_http_listen` is `core-1.example.com:7220`; use an IP address and a port, such as 0.0.0.0:7220",
+        ],
+    );
+}
+
+#[test]
 fn every_problem_at_once_not_only_the_first() {
     let checked = fixture("bad_many.yml");
     assert_eq!(

@@ -307,3 +307,58 @@ fn windows_line_endings_keep_line_numbers() {
         ]
     );
 }
+
+/// The plan uses every setting it shows: the root and the HTTP address of each host
+/// (`sqlraft_root`, `sqlraft_http_listen`) in its commands, certificate paths and the
+/// web interface's address.
+#[test]
+fn the_plan_uses_each_hosts_root_and_http_address() {
+    let inv = valid("good_root_http.yml");
+    let plan = InstallPlan::new(&inv, Mode::Distributed);
+    let HostAction::InstallFirstService { command, .. } = &plan.host_steps[0].action else {
+        panic!("{plan:?}");
+    };
+    assert!(command.contains("--root /srv/sqlraft "), "{command}");
+    assert!(command.contains("--http 0.0.0.0:8220"), "{command}");
+    assert!(
+        command.contains("--raft.tls.ca /srv/sqlraft/tls/ca.crt"),
+        "{command}"
+    );
+    assert!(
+        command.contains("--auth /srv/sqlraft/auth.json"),
+        "{command}"
+    );
+    assert!(!command.contains("/opt/sqlraft"), "{command}");
+    let OperatorStep::CreateServices { web_url, .. } = &plan.operator_steps[0] else {
+        panic!("{plan:?}");
+    };
+    assert_eq!(web_url, "http://core-1.example.com:8220/");
+    let peers: Vec<&String> = plan
+        .operator_steps
+        .iter()
+        .filter_map(|s| match s {
+            OperatorStep::InstallPeer { command, .. } => Some(command),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        peers[0].contains("--root /srv/sqlraft ") && peers[0].contains("--http 0.0.0.0:8220"),
+        "{}",
+        peers[0]
+    );
+    assert!(
+        peers[1].contains("--root /data/sqlraft ") && peers[1].contains("--http 10.0.0.3:9220"),
+        "{}",
+        peers[1]
+    );
+    assert!(
+        peers[1].contains("--raft.tls.key /data/sqlraft/tls/"),
+        "{}",
+        peers[1]
+    );
+    let text = plan.to_string();
+    assert!(
+        text.contains("root /data/sqlraft, HTTP on 10.0.0.3:9220"),
+        "{text}"
+    );
+}
