@@ -25,8 +25,54 @@ pub enum ServiceError {
     Node(#[from] NodeError),
 }
 
-/// Where an installed service keeps its directory (the install command's `--root`).
+/// Where an installed service keeps its directory (the install command's `--root`)
+/// when this node cannot tell its own.
 pub const INSTALL_ROOT: &str = "/opt/sqlraft";
+
+/// How a new service is installed, as this one is: the root it lives under and the
+/// port its HTTP API listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallTarget {
+    /// `--root`.
+    pub root: String,
+    /// The port of `--http 0.0.0.0:<port>`.
+    pub http_port: u16,
+}
+
+impl Default for InstallTarget {
+    fn default() -> Self {
+        InstallTarget {
+            root: INSTALL_ROOT.to_string(),
+            http_port: DEFAULT_HTTP_PORT,
+        }
+    }
+}
+
+/// This node's root (its directory is `<root>/core/<id>`) and HTTP port, for the
+/// install commands of new services: the cluster's, not the defaults (a cluster
+/// installed under another root or port prints commands for it).
+pub(crate) fn install_target(node: &Node) -> InstallTarget {
+    let dir = &node.config().dir;
+    let root = (dir.file_name().and_then(|n| n.to_str()) == Some(node.service_id())
+        && dir.parent().and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new("core")))
+    .then(|| dir.parent().and_then(std::path::Path::parent))
+    .flatten()
+    .and_then(|p| p.to_str())
+    .filter(|p| p.starts_with('/') && !p.contains(char::is_whitespace))
+    .map(str::to_string);
+    let status = node.status();
+    let http_port = status
+        .members
+        .iter()
+        .find(|m| m.raft_id == status.raft_id)
+        .and_then(|m| m.http_addr.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok());
+    let default = InstallTarget::default();
+    InstallTarget {
+        root: root.unwrap_or(default.root),
+        http_port: http_port.unwrap_or(default.http_port),
+    }
+}
 
 /// Checks a new service's host name and raft address: the host must be an FQDN
 /// (`<host>.<domain>`, lower case) or an IPv4 address (local and test clusters), the
@@ -72,21 +118,29 @@ pub fn check_new_service(fqdn: &str, raft_addr: &str) -> Result<(), String> {
 /// certificate files where `sqlraft-core certs issue --out /opt/sqlraft/tls` writes
 /// them; without, it says `--raft.insecure` as the cluster does. With `auth` (the API
 /// takes users) it names the users file, which every core service must be given.
-pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool, auth: bool) -> String {
+pub fn install_command(
+    id: &str,
+    raft_addr: &str,
+    join: &str,
+    tls: bool,
+    auth: bool,
+    target: &InstallTarget,
+) -> String {
     let port = raft_addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .unwrap_or(DEFAULT_RAFT_PORT);
-    let mut cmd =
-        format!("sqlraft-core run --id {id} --root {INSTALL_ROOT} --raft.node.addr {raft_addr}");
+    let root = &target.root;
+    let mut cmd = format!("sqlraft-core run --id {id} --root {root} --raft.node.addr {raft_addr}");
     if port != DEFAULT_RAFT_PORT {
         cmd.push_str(&format!(" --raft.node.listen 0.0.0.0:{port}"));
     }
     cmd.push_str(&format!(
-        " --raft.join {join} --http 0.0.0.0:{DEFAULT_HTTP_PORT}"
+        " --raft.join {join} --http 0.0.0.0:{}",
+        target.http_port
     ));
     if tls {
-        let dir = format!("{INSTALL_ROOT}/tls");
+        let dir = format!("{root}/tls");
         cmd.push_str(&format!(
             " --raft.tls.ca {dir}/ca.crt --raft.tls.cert {dir}/{id}.crt --raft.tls.key {dir}/{id}.key"
         ));
@@ -94,7 +148,7 @@ pub fn install_command(id: &str, raft_addr: &str, join: &str, tls: bool, auth: b
         cmd.push_str(" --raft.insecure");
     }
     if auth {
-        cmd.push_str(&format!(" --auth {INSTALL_ROOT}/auth.json"));
+        cmd.push_str(&format!(" --auth {root}/auth.json"));
     }
     cmd.push_str(" --install");
     cmd
@@ -143,6 +197,7 @@ pub(crate) async fn create(
         &join_address(node),
         runs_tls(node),
         auth,
+        &install_target(node),
     );
     let certificate = match cluster_ca(node) {
         Some(ca) => match ca.issue(&service.id, &service.fqdn, crate::certs::SERVICE_DAYS) {
@@ -204,6 +259,8 @@ pub(crate) struct Overview {
     pub(crate) transfers: Vec<sqlraft::SnapshotTransfer>,
     /// The raft transport runs mutual TLS (install commands name certificates).
     pub(crate) raft_tls: bool,
+    /// How new services are installed (root, HTTP port).
+    pub(crate) install: InstallTarget,
 }
 
 /// Every registered service, oldest first, with live information.
@@ -250,6 +307,7 @@ pub(crate) async fn overview(node: &Node, probe_timeout: Duration) -> Result<Ove
         log_bytes: status.log_bytes,
         transfers: node.snapshot_transfers(),
         raft_tls: runs_tls(node),
+        install: install_target(node),
     })
 }
 
@@ -318,7 +376,8 @@ mod tests {
                 "core-2.example.com:7209",
                 "core-1.example.com:7209",
                 false,
-                false
+                false,
+                &InstallTarget::default(),
             ),
             "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.insecure --install"
         );
@@ -328,9 +387,26 @@ mod tests {
                 "core-2.example.com:7300",
                 "core-1.example.com:7209",
                 true,
-                true
+                true,
+                &InstallTarget::default(),
             ),
             "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --auth /opt/sqlraft/auth.json --install"
+        );
+        // A cluster installed elsewhere prints its own root and HTTP port.
+        let elsewhere = InstallTarget {
+            root: "/srv/sqlraft".into(),
+            http_port: 8220,
+        };
+        assert_eq!(
+            install_command(
+                "abc",
+                "core-2.example.com:7209",
+                "core-1.example.com:7209",
+                true,
+                true,
+                &elsewhere
+            ),
+            "sqlraft-core run --id abc --root /srv/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:8220 --raft.tls.ca /srv/sqlraft/tls/ca.crt --raft.tls.cert /srv/sqlraft/tls/abc.crt --raft.tls.key /srv/sqlraft/tls/abc.key --auth /srv/sqlraft/auth.json --install"
         );
     }
 

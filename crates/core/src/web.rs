@@ -384,8 +384,8 @@ fn render_install(o: &Overview, m: &PageMessages, id: &str, join: &str) -> Strin
         );
     };
     let s = &view.service;
-    let command = install_command(&s.id, &s.raft_addr, join, o.raft_tls, m.auth);
-    let files = render_files(&s.id, &s.fqdn, o.raft_tls, m);
+    let command = install_command(&s.id, &s.raft_addr, join, o.raft_tls, m.auth, &o.install);
+    let files = render_files(&s.id, &s.fqdn, o.raft_tls, m, &o.install.root);
     format!(
         "<section id=\"install\" class=\"install\">\n<h2>Install {name}</h2>\n\
          <p>Core service <strong>{name}</strong> was created with id <code>{id}</code>.</p>\n{files}\
@@ -402,9 +402,9 @@ fn render_install(o: &Overview, m: &PageMessages, id: &str, join: &str) -> Strin
 
 /// What must be on the new service's host before its install command runs: its
 /// certificate (issued here, shown once) and the users file.
-fn render_files(id: &str, fqdn: &str, tls: bool, m: &PageMessages) -> String {
+fn render_files(id: &str, fqdn: &str, tls: bool, m: &PageMessages, root: &str) -> String {
     let mut out = String::new();
-    let dir = "/opt/sqlraft/tls";
+    let dir = format!("{root}/tls");
     if tls {
         match &m.certificate {
             Some(issued) => {
@@ -435,12 +435,14 @@ fn render_files(id: &str, fqdn: &str, tls: bool, m: &PageMessages) -> String {
                  and copy <code>ca.crt</code>, <code>{id}.crt</code> and <code>{id}.key</code> to {dir} on <strong>{fqdn}</strong>.</p>\n",
                 id = escape(id),
                 fqdn = escape(fqdn),
+                dir = escape(&dir),
             )),
         }
     }
     if m.auth {
         out.push_str(&format!(
-            "<p>Copy the users file <code>/opt/sqlraft/auth.json</code> from this host to <strong>{}</strong> (mode 0600): every core service checks the same users.</p>\n",
+            "<p>Copy the users file <code>{}/auth.json</code> from this host to <strong>{}</strong> (mode 0600): every core service checks the same users.</p>\n",
+            escape(root),
             escape(fqdn)
         ));
     }
@@ -910,6 +912,7 @@ mod tests {
             log_bytes: 0,
             transfers: Vec::new(),
             raft_tls: false,
+            install: Default::default(),
         }
     }
 

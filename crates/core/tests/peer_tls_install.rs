@@ -30,7 +30,10 @@ fn a_created_service_joins_with_the_certificate_the_api_issued() {
     let id = created["id"].as_str().expect("id").to_string();
     let command = created["install_command"].as_str().expect("command");
     assert!(
-        command.contains(&format!("--raft.tls.cert /opt/sqlraft/tls/{id}.crt")),
+        command.contains(&format!(
+            "--raft.tls.cert {}/tls/{id}.crt",
+            cluster.nodes[0].root.display()
+        )),
         "{command}"
     );
     let certificate = &created["certificate"];

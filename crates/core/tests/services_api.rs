@@ -9,6 +9,21 @@ use common::{Harness, TIMEOUT};
 use serde_json::{Value as Json, json};
 use sqlraft_core::client;
 
+/// The root the node lives under (`<root>/core/<id>`): install commands name it.
+fn root_of(h: &Harness) -> String {
+    let dir = &h.node.config().dir;
+    dir.parent()
+        .and_then(std::path::Path::parent)
+        .expect("root")
+        .display()
+        .to_string()
+}
+
+/// The port of an `ip:port` address.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').expect("port").1
+}
+
 async fn create(h: &Harness, fqdn: &str, raft_addr: &str) -> client::Response {
     let body = json!({"fqdn": fqdn, "raft_addr": raft_addr}).to_string();
     h.post("/api/v1/services", &body).await
@@ -82,9 +97,11 @@ async fn services_are_validated_created_listed_and_removed() {
     assert_eq!(
         created["install_command"],
         format!(
-            "sqlraft-core run --id {id} --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 \
-             --raft.node.listen 0.0.0.0:7300 --raft.join {} --http 0.0.0.0:7220 --raft.insecure --install",
-            h.node.raft_addr()
+            "sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7300 \
+             --raft.node.listen 0.0.0.0:7300 --raft.join {} --http 0.0.0.0:{} --raft.insecure --install",
+            root_of(&h),
+            h.node.raft_addr(),
+            port_of(&h.http)
         )
     );
 
@@ -354,8 +371,10 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
         .to_string();
     let page = h.get(&format!("/?created={id}")).await.text();
     let command = format!(
-        "sqlraft-core run --id {id} --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:7220 --raft.insecure --install",
-        h.node.raft_addr()
+        "sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:{} --raft.insecure --install",
+        root_of(&h),
+        h.node.raft_addr(),
+        port_of(&h.http)
     );
     assert!(page.contains(&command), "{page}");
     assert!(page.contains("has not joined yet"), "{page}");

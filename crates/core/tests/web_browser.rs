@@ -433,7 +433,7 @@ fn flag<'a>(command: &'a str, flag: &str) -> &'a str {
 }
 
 /// Fills in the form, submits it, and returns the install command the page shows.
-fn create_in_browser(browser: &Browser, base: &str, host: &str) -> String {
+fn create_in_browser(browser: &Browser, base: &str, host: &str, root: &Path) -> String {
     browser.goto(&format!("{base}/"));
     let raft = format!("{host}:{}", free_port_on(host));
     browser.type_into("#fqdn", host);
@@ -444,11 +444,14 @@ fn create_in_browser(browser: &Browser, base: &str, host: &str) -> String {
     assert_eq!(flag(&command, "--raft.node.addr"), raft, "{command}");
     assert!(command.starts_with("sqlraft-core run --id "), "{command}");
     let id = flag(&command, "--id");
+    // The cluster's own root and HTTP port, not the defaults.
+    let (root, port) = (root.display(), base.rsplit_once(':').expect("port").1);
+    assert!(command.contains(&format!("--root {root} ")), "{command}");
     assert!(
         command.ends_with(&format!(
-            "--http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt \
-             --raft.tls.cert /opt/sqlraft/tls/{id}.crt --raft.tls.key /opt/sqlraft/tls/{id}.key \
-             --auth /opt/sqlraft/auth.json --install"
+            "--http 0.0.0.0:{port} --raft.tls.ca {root}/tls/ca.crt \
+             --raft.tls.cert {root}/tls/{id}.crt --raft.tls.key {root}/tls/{id}.key \
+             --auth {root}/auth.json --install"
         )),
         "{command}"
     );
@@ -563,7 +566,7 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
     });
 
     // The second service: created in the form, started with the command shown.
-    let command = create_in_browser(&browser, &base, "127.0.0.2");
+    let command = create_in_browser(&browser, &base, "127.0.0.2", &root);
     assert_eq!(flag(&command, "--raft.join"), first_raft);
     browser.wait_for("the created service", |t| t.contains("has not joined yet"));
     let (second_id, second) = start_from_command(&browser, &root, "127.0.0.2", &command, &auth);
@@ -572,7 +575,7 @@ fn a_cluster_grows_and_shrinks_through_the_web_interface() {
     });
 
     // The third: both learners become voters together.
-    let command = create_in_browser(&browser, &base, "127.0.0.3");
+    let command = create_in_browser(&browser, &base, "127.0.0.3", &root);
     let (third_id, third) = start_from_command(&browser, &root, "127.0.0.3", &command, &auth);
     browser.goto(&format!("{base}/"));
     let text = browser.wait_for("three voters", |t| {
