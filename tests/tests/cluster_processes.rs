@@ -329,3 +329,78 @@ fn metric(addr: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The runbook for a lost majority (docs/OPERATIONS.md, "Recovering from a lost
+/// majority"), step by step on real processes: every service stopped, the lost ones
+/// wiped, `.reset` on the survivor, the survivor started alone (it leads and takes
+/// writes with its data), then new services created for the wiped hosts and started
+/// joining it, until three voters hold the same content.
+#[test]
+fn a_lost_majority_is_recovered_as_the_runbook_says() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(None);
+    let written = cluster.execute(
+        leader,
+        &json!([
+            "CREATE TABLE kept (v TEXT)",
+            "INSERT INTO kept VALUES ('before')"
+        ]),
+    );
+    let index = raft_index(&written);
+    let survivor = (0..3).find(|&i| i != leader).expect("a follower");
+    cluster.wait_until("the survivor has the write", |c| {
+        c.nodes[survivor]
+            .status()
+            .and_then(|s| s["applied_index"].as_u64())
+            .is_some_and(|a| a >= index)
+    });
+    let lost: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
+
+    // 1. Stop every core service (the lost ones die with their hosts).
+    for &i in &lost {
+        cluster.nodes[i].kill9();
+    }
+    let stopped = cluster.nodes[survivor].sigterm();
+    assert!(stopped.success(), "the survivor exited with {stopped}");
+    // 2. Wipe the lost ones.
+    for &i in &lost {
+        std::fs::remove_dir_all(cluster.nodes[i].dir()).expect("wipe a lost service");
+    }
+    // 3. Mark the survivor for reset. 4. Start it: it leads alone, with its data.
+    std::fs::write(cluster.nodes[survivor].dir().join("raft/.reset"), b"").expect("touch .reset");
+    cluster.nodes[survivor].restart();
+    cluster.wait_voters(1);
+    assert!(
+        !cluster.nodes[survivor].dir().join("raft/.reset").exists(),
+        ".reset is consumed"
+    );
+    cluster.execute(survivor, &json!(["INSERT INTO kept VALUES ('after')"]));
+
+    // 5. New services for the wiped hosts, created on the survivor and started
+    // joining it, one after the other.
+    let (root, http, raft) = (
+        cluster.root().to_path_buf(),
+        cluster.nodes[survivor].http.clone(),
+        cluster.nodes[survivor].raft.clone(),
+    );
+    for (n, &i) in lost.iter().enumerate() {
+        let host = sqlraft_harness::processes::cluster::loopback_host(i);
+        let node = sqlraft_harness::processes::process::CoreProcess::start_new(
+            &root,
+            &format!("node-new-{n}"),
+            &host,
+            |raft_addr| sqlraft_harness::processes::cluster::create_service(&http, raft_addr),
+            Some(&raft),
+        );
+        cluster.nodes.push(node);
+    }
+    cluster.wait_voters(3);
+    let count = json!(["SELECT group_concat(v) FROM (SELECT v FROM kept ORDER BY rowid)"]);
+    cluster.wait_until("every node has the data from before and after", |c| {
+        c.running().iter().all(|&i| {
+            c.query(i, "level=none", &count)
+                .is_ok_and(|r| r.json()["results"][0]["values"] == json!([["before,after"]]))
+        })
+    });
+}
