@@ -134,10 +134,7 @@ struct StatusQuery {
 
 async fn status(State(state): State<AppState>, Query(query): Query<StatusQuery>) -> Response {
     let status = status_json(&state);
-    let pretty = query
-        .pretty
-        .as_deref()
-        .is_some_and(|v| !matches!(v, "false" | "0"));
+    let pretty = query.pretty.as_deref().is_some_and(crate::state::flag_on);
     let Some(key) = query.key.filter(|k| !k.is_empty()) else {
         return json_response(StatusCode::OK, &status, pretty);
     };
@@ -206,7 +203,7 @@ async fn leader(State(state): State<AppState>) -> Response {
 
 /// A member as `/nodes` and `/leader` show it: rqlite's keys, then sqlraft's.
 fn node_entry(state: &AppState, m: &crate::cluster_view::LiveMember, leader_id: u64) -> Json {
-    let scheme = if state.options.https { "https" } else { "http" };
+    let scheme = state.options.scheme();
     let mut entry = json!({
         "id": m.service_id,
         "api_addr": if m.http_addr.is_empty() {
@@ -249,7 +246,7 @@ async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -
     let nonvoters = query
         .nonvoters
         .as_deref()
-        .is_some_and(|v| !matches!(v, "false" | "0"));
+        .is_some_and(crate::state::flag_on);
     let timeout = match query.timeout.as_deref().map(crate::duration::parse) {
         None => Duration::from_millis(state.options.probe_timeout_ms),
         Some(Ok(t)) => t.min(Duration::from_secs(60)),
@@ -273,9 +270,6 @@ async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -
     } else {
         Json::Object(entries.into_iter().collect())
     };
-    let pretty = query
-        .pretty
-        .as_deref()
-        .is_some_and(|v| !matches!(v, "false" | "0"));
+    let pretty = query.pretty.as_deref().is_some_and(crate::state::flag_on);
     json_response(StatusCode::OK, &body, pretty)
 }

@@ -90,7 +90,7 @@ impl Flags {
     fn parse(pairs: &[(String, String)]) -> Result<Flags, ApiError> {
         let mut flags = Flags::default();
         for (key, value) in pairs {
-            let on = !matches!(value.as_str(), "false" | "0");
+            let on = crate::state::flag_on(value);
             match key.as_str() {
                 "transaction" => flags.transaction = on,
                 "timings" => flags.timings = on,
@@ -183,7 +183,7 @@ fn redirect_to_leader(state: &Shared, flags: &Flags, uri: &Uri) -> Option<Respon
             .into_response(),
         );
     };
-    let scheme = if state.options.https { "https" } else { "http" };
+    let scheme = state.options.scheme();
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let location = format!("{scheme}://{}{target}", leader.http_addr);
     let Ok(value) = header::HeaderValue::from_str(&location) else {

@@ -27,6 +27,18 @@ pub struct ApiOptions {
     pub allowed_hosts: Vec<String>,
 }
 
+impl ApiOptions {
+    /// The scheme of this API's URLs (`api_addr`, redirects).
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+}
+
+/// An rqlite flag given a value: on unless `false` or `0`.
+pub(crate) fn flag_on(value: &str) -> bool {
+    !matches!(value, "false" | "0")
+}
+
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {

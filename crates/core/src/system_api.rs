@@ -106,7 +106,7 @@ async fn db_backup(
     if params
         .compress
         .as_deref()
-        .is_some_and(|v| !matches!(v, "false" | "0"))
+        .is_some_and(crate::state::flag_on)
     {
         return Err(ApiError::bad_request(
             "compress is not supported: ask without it (and compress on the client)",
@@ -213,10 +213,7 @@ async fn restore(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Ok(_slot) = state.restore_slot.try_lock() else {
-        return Err(restore_running());
-    };
-    let (dir, path) = receive_upload(&state, &headers, body).await?;
+    let (_slot, dir, path) = take_upload(&state, &headers, body).await?;
     let answer = restore_file(&state, dir, &path).await?;
     Ok(json_response(StatusCode::OK, &answer, false))
 }
@@ -226,6 +223,27 @@ fn restore_running() -> ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: "a restore is already running on this node".into(),
     }
+}
+
+/// The restore slot (one restore or load per node at a time, from the first byte of
+/// its upload to its answer) and the stored upload.
+async fn take_upload<'a>(
+    state: &'a AppState,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<
+    (
+        tokio::sync::MutexGuard<'a, ()>,
+        tempfile::TempDir,
+        std::path::PathBuf,
+    ),
+    ApiError,
+> {
+    let Ok(slot) = state.restore_slot.try_lock() else {
+        return Err(restore_running());
+    };
+    let (dir, path) = receive_upload(state, headers, body).await?;
+    Ok((slot, dir, path))
 }
 
 /// Stores the request body in a temporary directory beside the node's database, up
@@ -367,10 +385,7 @@ async fn db_load(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Ok(_slot) = state.restore_slot.try_lock() else {
-        return Err(restore_running());
-    };
-    let (dir, path) = receive_upload(&state, &headers, body).await?;
+    let (_slot, dir, path) = take_upload(&state, &headers, body).await?;
     let mut head = [0u8; SQLITE_HEADER.len()];
     let head_len = {
         use tokio::io::AsyncReadExt;
@@ -482,7 +497,7 @@ async fn db_load(
 /// (`BEGIN`, `COMMIT`, `PRAGMA foreign_keys`), and AUTOINCREMENT counters cannot be set
 /// (`sqlite_sequence`; loaded rows move them as far as their own rowids).
 fn is_dump_framing(sql: &str) -> bool {
-    let sql = without_leading_comments(sql);
+    let sql = sqlraft::sql_text::skip_leading_comments(sql);
     let lower = sql.to_ascii_lowercase();
     let sequence = ["insert into sqlite_sequence", "delete from sqlite_sequence"]
         .iter()
@@ -515,20 +530,6 @@ fn is_dump_framing(sql: &str) -> bool {
             | ["end", "transaction"]
             | ["pragma", "foreign_keys", _]
     )
-}
-
-/// `sql` after the comments and white space it starts with.
-fn without_leading_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim_start();
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
-        } else if let Some(rest) = sql.strip_prefix("/*") {
-            sql = rest.find("*/").map_or("", |i| &rest[i + 2..]);
-        } else {
-            return sql;
-        }
-    }
 }
 
 #[derive(Debug, serde::Deserialize)]

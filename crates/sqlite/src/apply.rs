@@ -690,21 +690,16 @@ fn collect_returning(
         .chain(&out.types)
         .map(|name| name.len() + 8)
         .sum();
-    let Some(mut budget) = left.get().checked_sub(header) else {
-        let mut omitted = 0u64;
-        let mut rows = stmt.raw_query();
-        while rows.next()?.is_some() {
-            omitted += 1;
-        }
-        return Ok((false, omitted));
-    };
+    // `None`: not even the names and types fit; the rows are only counted.
+    let mut budget = left.get().checked_sub(header);
+    let kept = budget.is_some();
     let mut omitted = 0u64;
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
-        if omitted > 0 {
+        let Some(room) = budget.filter(|_| omitted == 0) else {
             omitted += 1;
             continue;
-        }
+        };
         let mut values = Vec::with_capacity(width);
         let mut cost = 8;
         for i in 0..width {
@@ -716,16 +711,18 @@ fn collect_returning(
             };
             values.push(value);
         }
-        match budget.checked_sub(cost) {
+        match room.checked_sub(cost) {
             Some(rest) => {
-                budget = rest;
+                budget = Some(rest);
                 out.values.push(values);
             }
             None => omitted = 1,
         }
     }
-    left.set(budget);
-    Ok((true, omitted))
+    if let Some(rest) = budget {
+        left.set(rest);
+    }
+    Ok((kept, omitted))
 }
 
 fn last_rowid_refusal(what: &str) -> String {

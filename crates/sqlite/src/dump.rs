@@ -311,15 +311,20 @@ impl Shape {
 
 /// Whether the text between two pieces of code holds a literal or quoted name, not
 /// only comments.
-fn holds_literal(mut gap: &str) -> bool {
+fn holds_literal(gap: &str) -> bool {
+    !skip_leading_comments(gap).is_empty()
+}
+
+/// `sql` after the white space and comments (`-- …`, `/* … */`) it starts with.
+pub fn skip_leading_comments(mut sql: &str) -> &str {
     loop {
-        gap = gap.trim_start();
-        if let Some(rest) = gap.strip_prefix("--") {
-            gap = rest.find('\n').map_or("", |i| &rest[i + 1..]);
-        } else if let Some(rest) = gap.strip_prefix("/*") {
-            gap = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = sql.strip_prefix("/*") {
+            sql = rest.find("*/").map_or("", |i| &rest[i + 2..]);
         } else {
-            return !gap.is_empty();
+            return sql;
         }
     }
 }

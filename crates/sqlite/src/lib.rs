@@ -52,7 +52,7 @@ mod types;
 pub use apply::{ApplyTxn, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, WriteApplied};
 pub use backup::backup;
 pub use clock::UtcTime;
-pub use dump::{dump_sql, split_statements};
+pub use dump::{dump_sql, skip_leading_comments, split_statements};
 pub use error::{Result, SqliteError};
 pub use guard::INTERNAL_PREFIX;
 pub use hash::{ContentHash, content_hash};
