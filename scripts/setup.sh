@@ -10,6 +10,8 @@ need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 if ! $only_build; then
+  # The module-cycle check and the client tests run Python.
+  command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
   # deploy/install.sh puts ansible-core into a virtualenv (the deploy end-to-end test runs it).
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
   # The rqlite client libraries test runs rqlite-js (npm) and Python clients (a venv).
