@@ -311,6 +311,17 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         {
             Some("sqlite_sequence can only be cleared (DELETE), not set".into())
         }
+        // Names of sqlraft's own objects: a user's view, index or trigger named so
+        // could not be dropped, and a backup holding it would not restore.
+        CreateView { view_name: name }
+        | CreateIndex {
+            index_name: name, ..
+        }
+        | CreateTrigger {
+            trigger_name: name, ..
+        } if internal(name) => Some(format!(
+            "the name {name} is reserved: names starting with _sqlraft_ are sqlraft's own"
+        )),
         CreateTable { table_name }
         | CreateIndex { table_name, .. }
         | CreateTrigger { table_name, .. }
