@@ -39,6 +39,32 @@ pub enum Command {
     /// Measure a cluster: named workloads at given client counts, a table of ops/s and
     /// latency percentiles, JSON and CSV results and SVG plots.
     Bench(BenchArgs),
+    /// Take an installed core service off this host: stop it, delete its systemd unit
+    /// (or stop its supervisor) and, when no other service is installed here, the binary
+    /// <root>/bin/sqlraft-core. Its data <root>/core/<id> is kept unless --purge.
+    Uninstall(UninstallArgs),
+}
+
+/// `sqlraft-core uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The service id.
+    #[arg(long = "id", value_name = "SERVICE-ID")]
+    pub id: String,
+    /// The root directory it was installed under.
+    #[arg(long = "root", value_name = "DIR", default_value = "/opt/sqlraft")]
+    pub root: PathBuf,
+    /// Also delete the service's data, <root>/core/<id>.
+    #[arg(long = "purge")]
+    pub purge: bool,
+    /// Uninstall a service that is still a member of the cluster (remove it in the web
+    /// interface first, so the cluster does not count it as down).
+    #[arg(long = "force")]
+    pub force: bool,
+    /// Only when the cluster removed the service: disable its unit (what the unit runs
+    /// when the service stops).
+    #[arg(long = "if-removed", conflicts_with_all = ["purge", "force"])]
+    pub if_removed: bool,
 }
 
 /// `sqlraft-core auth`.
@@ -241,6 +267,13 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+    /// The service log `<root>/core/<id>/log/core` is rotated when it would grow past
+    /// this many bytes (at least 4096).
+    #[arg(long = "log.max-bytes", value_name = "BYTES", default_value_t = crate::logfile::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
+    /// Log files kept, the current one included: `core`, `core.1` … `core.<N-1>` (1-100).
+    #[arg(long = "log.files", value_name = "N", default_value_t = crate::logfile::DEFAULT_KEEP_FILES)]
+    pub log_files: usize,
     /// Run the raft transport in plaintext, without TLS: anyone who can reach the raft
     /// port can then join, vote and replicate. For tests and isolated networks only.
     #[arg(long = "raft.insecure")]
@@ -324,6 +357,26 @@ pub struct RunConfig {
     pub allowed_hosts: Vec<String>,
     /// `--http.max-connections`, if given.
     pub http_max_connections: Option<usize>,
+    /// How the service log is rotated.
+    pub log: LogOptions,
+}
+
+/// Rotation of the service log (`--log.max-bytes`, `--log.files`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Size of one log file.
+    pub max_bytes: u64,
+    /// Files kept, the current one included.
+    pub files: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_bytes: crate::logfile::DEFAULT_MAX_BYTES,
+            files: crate::logfile::DEFAULT_KEEP_FILES,
+        }
+    }
 }
 
 /// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
@@ -425,6 +478,16 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
             "--restore.max-bytes must be at least 1".into(),
         ));
     }
+    if args.log_max_bytes < 4096 {
+        return Err(CoreError::Usage(
+            "--log.max-bytes must be at least 4096".into(),
+        ));
+    }
+    if !(1..=100).contains(&args.log_files) {
+        return Err(CoreError::Usage(
+            "--log.files must be between 1 and 100".into(),
+        ));
+    }
     let raft_tls = raft_tls(args)?;
     let auth = args.auth.as_deref().map(absolute).transpose()?;
     let http_tls = match (&args.http_tls_cert, &args.http_tls_key) {
@@ -464,6 +527,10 @@ pub fn validate_run(args: &RunArgs) -> Result<RunConfig, CoreError> {
         auth,
         http_tls,
         allowed_hosts,
+        log: LogOptions {
+            max_bytes: args.log_max_bytes,
+            files: args.log_files,
+        },
         http_max_connections: match args.http_max_connections {
             Some(0) => {
                 return Err(CoreError::Usage(
@@ -672,6 +739,13 @@ pub fn service_args(config: &RunConfig) -> Vec<String> {
         if value != default {
             args.extend([flag.to_string(), value.to_string()]);
         }
+    }
+    let log = LogOptions::default();
+    if config.log.max_bytes != log.max_bytes {
+        args.extend(["--log.max-bytes".into(), config.log.max_bytes.to_string()]);
+    }
+    if config.log.files != log.files {
+        args.extend(["--log.files".into(), config.log.files.to_string()]);
     }
     args
 }

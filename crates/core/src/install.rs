@@ -59,6 +59,8 @@ pub struct UnitSpec {
     pub args: Vec<String>,
     /// The service directory, `<root>/core/<id>` (working directory, writable).
     pub dir: PathBuf,
+    /// The root directory (`--root`), for the uninstall step of a removed service.
+    pub root: PathBuf,
     /// The user it runs as; `None`: root.
     pub user: Option<String>,
 }
@@ -72,6 +74,21 @@ pub fn render_unit(spec: &UnitSpec) -> Result<String, CoreError> {
         exec.push_str(&systemd_word(arg)?);
     }
     let dir = systemd_path(&spec.dir)?;
+    // When the service stops, a removed one's unit is disabled; `+`: as root, whatever
+    // `User=` says (systemctl needs it).
+    let stop_post = [
+        spec.exe.display().to_string(),
+        "uninstall".into(),
+        "--id".into(),
+        spec.id.clone(),
+        "--root".into(),
+        spec.root.display().to_string(),
+        "--if-removed".into(),
+    ]
+    .iter()
+    .map(|w| systemd_word(w))
+    .collect::<Result<Vec<_>, _>>()?
+    .join(" ");
     let mut unit = String::new();
     // Infallible: writing to a String.
     let _ = write!(
@@ -95,6 +112,7 @@ pub fn render_unit(spec: &UnitSpec) -> Result<String, CoreError> {
         unit,
         "WorkingDirectory={dir}\n\
          ExecStart={exec}\n\
+         ExecStopPost=+{stop_post}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
          RestartPreventExitStatus={USAGE_EXIT_STATUS}\n\
@@ -186,6 +204,7 @@ impl Installation {
             exe: exe.clone(),
             args: args.clone(),
             dir: dir.clone(),
+            root: config.root.clone(),
             user: user.as_ref().map(|u| u.name.clone()),
         })?;
         Ok(Self {
@@ -251,6 +270,15 @@ impl Installation {
 /// `sqlraft-core run ... --install [--dry-run]`.
 pub fn install(args: &RunArgs, config: &RunConfig) -> Result<(), CoreError> {
     crate::run::check_first_start(config)?;
+    if let Some(removed) = crate::removal::removed_note(&config.dir()) {
+        return Err(CoreError::Usage(format!(
+            "service {} {removed}: its id can never join again; create a new service for \
+             this host, and take this one away with `sqlraft-core uninstall --id {} --root {}`",
+            config.id,
+            config.id,
+            config.root.display()
+        )));
+    }
     let installation = Installation::new(args, config)?;
     let systemd = Path::new(SYSTEMD_MARKER).is_dir();
     if args.dry_run {
@@ -334,7 +362,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), CoreError> {
     std::fs::rename(&tmp, path).map_err(|e| io_err("write", path, e))
 }
 
-fn systemctl_ok(args: &[&str]) -> bool {
+pub(crate) fn systemctl_ok(args: &[&str]) -> bool {
     Command::new("systemctl")
         .args(args)
         .stdin(Stdio::null())
@@ -344,7 +372,7 @@ fn systemctl_ok(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn systemctl(args: &[&str]) -> Result<(), CoreError> {
+pub(crate) fn systemctl(args: &[&str]) -> Result<(), CoreError> {
     let out = Command::new("systemctl")
         .args(args)
         .stdin(Stdio::null())
@@ -479,6 +507,7 @@ mod tests {
                 "core-1.example.com:7209".into(),
             ],
             dir: "/opt/sqlraft/core/00000000-0000-0000-0000-000000000000".into(),
+            root: "/opt/sqlraft".into(),
             user: user.map(str::to_string),
         }
     }
@@ -500,6 +529,12 @@ mod tests {
         assert_eq!(
             line("WorkingDirectory"),
             "WorkingDirectory=/opt/sqlraft/core/00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(
+            line("ExecStopPost"),
+            "ExecStopPost=+/opt/sqlraft/bin/sqlraft-core uninstall --id \
+             00000000-0000-0000-0000-000000000000 --root /opt/sqlraft --if-removed",
+            "a removed service's unit disables itself, as root"
         );
         assert_eq!(line("User"), "User=sqlraft");
         assert_eq!(line("Restart"), "Restart=on-failure");
@@ -560,6 +595,7 @@ mod tests {
             http_tls: None,
             allowed_hosts: Vec::new(),
             http_max_connections: None,
+            log: crate::cli::LogOptions::default(),
         };
         assert_eq!(
             service_args(&config).join(" "),
@@ -589,6 +625,19 @@ mod tests {
                 .join(" ")
                 .ends_with("--raft.join.timeout-ms 5 --raft.snapshot.entries 500"),
             "a changed snapshot interval stays on the installed command line"
+        );
+        let logs = RunConfig {
+            log: crate::cli::LogOptions {
+                max_bytes: 1 << 20,
+                files: 3,
+            },
+            ..snapshots
+        };
+        assert!(
+            service_args(&logs)
+                .join(" ")
+                .ends_with("--raft.snapshot.entries 500 --log.max-bytes 1048576 --log.files 3"),
+            "the log rotation settings stay on the installed command line"
         );
     }
 

@@ -62,6 +62,7 @@ pub mod inventory;
 pub mod logfile;
 mod metrics;
 mod queue;
+pub mod removal;
 pub mod results;
 mod routes;
 pub mod run;
@@ -73,6 +74,7 @@ mod state;
 pub mod statements;
 pub mod supervisor;
 mod system_api;
+pub mod uninstall;
 mod value_form;
 pub mod web;
 

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs, auth or bench (see --help)"
+                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs, auth, bench or uninstall (see --help)"
             );
             return ExitCode::from(2);
         }
@@ -109,6 +109,17 @@ fn execute(command: Command) -> Result<(), CoreError> {
         }
         Command::Inventory(InventoryCommand::Plan { file, expand }) => {
             sqlraft_core::inventory::plan(&file, expand)
+        }
+        Command::Uninstall(args) => {
+            let root = std::path::absolute(&args.root)
+                .map_err(|e| CoreError::Usage(format!("--root {}: {e}", args.root.display())))?;
+            sqlraft_core::uninstall::uninstall(&sqlraft_core::uninstall::Uninstall {
+                id: sqlraft_core::cli::parse_service_id(&args.id)?,
+                root,
+                purge: args.purge,
+                force: args.force,
+                if_removed: args.if_removed,
+            })
         }
     }
 }

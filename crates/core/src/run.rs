@@ -14,27 +14,31 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 use crate::app::{self, ApiOptions};
 use crate::cli::RunConfig;
 use crate::error::CoreError;
-use crate::logfile::{DEFAULT_KEEP_FILES, DEFAULT_MAX_BYTES, RotatingFile};
+use crate::logfile::RotatingFile;
 
 /// How often the node's health is checked.
 const FAILURE_POLL_MS: u64 = 500;
 /// How long open HTTP requests get to finish at shutdown.
 const HTTP_DRAIN_MS: u64 = 5_000;
 
-/// Creates `<root>/core/<id>/log` and sends the log to `log/core` (and to stderr when
-/// it is a terminal). Call once per process.
+/// Creates `<root>/core/<id>/log` and sends the log to `log/core`, rotated as
+/// `--log.max-bytes` and `--log.files` say, and also to stderr when that is a terminal
+/// or systemd's journal (`journalctl -u sqlraft-core-<id>`). Call once per process.
 pub fn init_logging(config: &RunConfig) -> Result<(), CoreError> {
     let log_dir = config.dir().join("log");
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| CoreError::Io(format!("cannot create {}: {e}", log_dir.display())))?;
     let path = log_dir.join("core");
-    let file = RotatingFile::open(&path, DEFAULT_MAX_BYTES, DEFAULT_KEEP_FILES)
+    let file = RotatingFile::open(&path, config.log.max_bytes, config.log.files)
         .map_err(|e| CoreError::Io(format!("cannot open log file {}: {e}", path.display())))?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
-    let installed = if std::io::stderr().is_terminal() {
+    // systemd sets JOURNAL_STREAM when stderr is connected to the journal. The
+    // supervised mode's stderr is a file of its own (log/supervisor): not a copy there.
+    let to_stderr = std::io::stderr().is_terminal() || std::env::var_os("JOURNAL_STREAM").is_some();
+    let installed = if to_stderr {
         builder.with_writer(file.and(std::io::stderr)).try_init()
     } else {
         builder.with_writer(file).try_init()
@@ -168,6 +172,18 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
     let dir = config.dir();
     init_logging(&config)?;
+    if let Some(removed) = crate::removal::removed_note(&dir) {
+        // A clean exit: neither systemd nor the supervisor starts it again.
+        tracing::warn!(service_id = %config.id, "this service {removed}; not starting");
+        eprintln!(
+            "sqlraft-core: service {} {removed}; not starting. Take it off this host with \
+             `sqlraft-core uninstall --id {} --root {}`",
+            config.id,
+            config.id,
+            config.root.display()
+        );
+        return Ok(());
+    }
     let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
     let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
@@ -261,9 +277,16 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     match stop {
         Stop::Signal(_) => Ok(()),
         Stop::Removed => {
+            // Written after the node stopped, before the exit: the unit's stop step
+            // disables a removed service, and it never starts again.
+            crate::removal::mark_removed(&dir)?;
             eprintln!(
-                "sqlraft-core: service {} was removed from the cluster; it stopped and its id can never join again. Remove its unit and delete {}",
+                "sqlraft-core: service {} was removed from the cluster; it stopped and its id \
+                 can never join again. Take it off this host with `sqlraft-core uninstall --id {} \
+                 --root {}` (add --purge to delete {})",
                 config.id,
+                config.id,
+                config.root.display(),
                 dir.display()
             );
             Ok(())

@@ -37,6 +37,8 @@ pub struct InstallTarget {
     pub root: String,
     /// The port of `--http 0.0.0.0:<port>`.
     pub http_port: u16,
+    /// `--user`: the user this service runs as; `None`: root (no `--user`).
+    pub user: Option<String>,
 }
 
 impl Default for InstallTarget {
@@ -44,13 +46,14 @@ impl Default for InstallTarget {
         InstallTarget {
             root: INSTALL_ROOT.to_string(),
             http_port: DEFAULT_HTTP_PORT,
+            user: None,
         }
     }
 }
 
-/// This node's root (its directory is `<root>/core/<id>`) and HTTP port, for the
+/// This node's root (its directory is `<root>/core/<id>`), HTTP port and user, for the
 /// install commands of new services: the cluster's, not the defaults (a cluster
-/// installed under another root or port prints commands for it).
+/// installed under another root, port or user prints commands for it).
 pub(crate) fn install_target(node: &Node) -> InstallTarget {
     let dir = &node.config().dir;
     let root = (dir.file_name().and_then(|n| n.to_str()) == Some(node.service_id())
@@ -67,10 +70,22 @@ pub(crate) fn install_target(node: &Node) -> InstallTarget {
         .find(|m| m.raft_id == status.raft_id)
         .and_then(|m| m.http_addr.rsplit_once(':'))
         .and_then(|(_, port)| port.parse().ok());
+    let uid = nix::unistd::geteuid();
+    let user = (!uid.is_root())
+        .then(|| nix::unistd::User::from_uid(uid).ok().flatten())
+        .flatten()
+        .map(|u| u.name)
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
     let default = InstallTarget::default();
     InstallTarget {
         root: root.unwrap_or(default.root),
         http_port: http_port.unwrap_or(default.http_port),
+        user,
     }
 }
 
@@ -131,7 +146,8 @@ pub fn install_command(
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .unwrap_or(DEFAULT_RAFT_PORT);
     let root = &target.root;
-    let mut cmd = format!("sqlraft-core run --id {id} --root {root} --raft.node.addr {raft_addr}");
+    let mut cmd =
+        format!("{root}/bin/sqlraft-core run --id {id} --root {root} --raft.node.addr {raft_addr}");
     if port != DEFAULT_RAFT_PORT {
         cmd.push_str(&format!(" --raft.node.listen 0.0.0.0:{port}"));
     }
@@ -149,6 +165,9 @@ pub fn install_command(
     }
     if auth {
         cmd.push_str(&format!(" --auth {root}/auth.json"));
+    }
+    if let Some(user) = &target.user {
+        cmd.push_str(&format!(" --user {user}"));
     }
     cmd.push_str(" --install");
     cmd
@@ -379,7 +398,7 @@ mod tests {
                 false,
                 &InstallTarget::default(),
             ),
-            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.insecure --install"
+            "/opt/sqlraft/bin/sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.insecure --install"
         );
         assert_eq!(
             install_command(
@@ -390,12 +409,13 @@ mod tests {
                 true,
                 &InstallTarget::default(),
             ),
-            "sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --auth /opt/sqlraft/auth.json --install"
+            "/opt/sqlraft/bin/sqlraft-core run --id abc --root /opt/sqlraft --raft.node.addr core-2.example.com:7300 --raft.node.listen 0.0.0.0:7300 --raft.join core-1.example.com:7209 --http 0.0.0.0:7220 --raft.tls.ca /opt/sqlraft/tls/ca.crt --raft.tls.cert /opt/sqlraft/tls/abc.crt --raft.tls.key /opt/sqlraft/tls/abc.key --auth /opt/sqlraft/auth.json --install"
         );
-        // A cluster installed elsewhere prints its own root and HTTP port.
+        // A cluster installed elsewhere prints its own root, HTTP port and user.
         let elsewhere = InstallTarget {
             root: "/srv/sqlraft".into(),
             http_port: 8220,
+            user: Some("sqlraft".into()),
         };
         assert_eq!(
             install_command(
@@ -406,7 +426,7 @@ mod tests {
                 true,
                 &elsewhere
             ),
-            "sqlraft-core run --id abc --root /srv/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:8220 --raft.tls.ca /srv/sqlraft/tls/ca.crt --raft.tls.cert /srv/sqlraft/tls/abc.crt --raft.tls.key /srv/sqlraft/tls/abc.key --auth /srv/sqlraft/auth.json --install"
+            "/srv/sqlraft/bin/sqlraft-core run --id abc --root /srv/sqlraft --raft.node.addr core-2.example.com:7209 --raft.join core-1.example.com:7209 --http 0.0.0.0:8220 --raft.tls.ca /srv/sqlraft/tls/ca.crt --raft.tls.cert /srv/sqlraft/tls/abc.crt --raft.tls.key /srv/sqlraft/tls/abc.key --auth /srv/sqlraft/auth.json --user sqlraft --install"
         );
     }
 

@@ -123,6 +123,63 @@ fn bad_flags_fail_with_one_line() {
         "earlier demo",
     );
     assert_one_line_failure(&["demo", "--nodes", "0"], "odd");
+    for (flag, value, says) in [
+        ("--log.max-bytes", "100", "at least 4096"),
+        ("--log.files", "0", "between 1 and 100"),
+        ("--log.files", "101", "between 1 and 100"),
+    ] {
+        assert_one_line_failure(
+            &[
+                "run",
+                "--id",
+                FIRST_SERVICE_ID,
+                "--root",
+                root,
+                "--raft.insecure",
+                flag,
+                value,
+            ],
+            says,
+        );
+    }
+}
+
+#[test]
+fn the_service_log_is_rotated_as_the_log_flags_say() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let log_dir = root.path().join("core").join(FIRST_SERVICE_ID).join("log");
+    // Each start and stop logs a few KiB: five of them fill more than 3 files of 4 KiB,
+    // and each start appends to the file the one before left.
+    for i in 0..5 {
+        let mut service = spawn(
+            FIRST_SERVICE_ID,
+            root.path(),
+            None,
+            &["--log.max-bytes", "4096", "--log.files", "3"],
+        );
+        service.wait_ready();
+        service.post("/db/execute", &format!(r#"["CREATE TABLE t{i} (x)"]"#));
+        service.guard.sigterm();
+        let (ok, stderr) = service.finish(TIMEOUT);
+        assert!(ok, "{stderr}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&log_dir)
+        .expect("log dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["core", "core.1", "core.2"], "three files kept");
+    for name in &names {
+        let text = std::fs::read_to_string(log_dir.join(name)).expect("log file");
+        assert!(
+            text.len() <= 4096 || text.lines().count() == 1,
+            "{name} is {} bytes",
+            text.len()
+        );
+        assert!(!text.is_empty(), "{name} is empty");
+    }
+    let newest = std::fs::read_to_string(log_dir.join("core")).expect("log");
+    assert!(newest.contains("core service stopped"), "{newest}");
 }
 
 /// A `run` child with free ports in `root`.

@@ -245,3 +245,183 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
     assert!(log.contains("restarting"), "{log}");
     assert!(log.contains("supervisor stopped"), "{log}");
 }
+
+/// One request to a service, in a runtime of its own.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let r = rt
+        .block_on(sqlraft_core::client::request(
+            addr,
+            method,
+            path,
+            body.map(str::as_bytes),
+            Duration::from_secs(20),
+        ))
+        .expect("an answer");
+    (r.status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
+    if systemd_running() {
+        eprintln!("systemd runs here: --install would write a real unit; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("root");
+    let root_s = root.to_str().expect("utf-8").to_string();
+    let install_args = |id: &str, raft: &str, http: &str, join: Option<&str>| {
+        let mut args: Vec<String> = [
+            "run",
+            "--id",
+            id,
+            "--root",
+            &root_s,
+            "--raft.node.listen",
+            raft,
+            "--raft.node.addr",
+            raft,
+            "--http",
+            http,
+            "--raft.insecure",
+            "--install",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(join) = join {
+            args.extend(["--raft.join".to_string(), join.to_string()]);
+        }
+        args
+    };
+    let (raft1, http1) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let first_guard = SupervisedGuard::new(&root.join("core").join(FIRST_ID));
+    let args1 = install_args(FIRST_ID, &raft1, &http1, None);
+    let args1: Vec<&str> = args1.iter().map(String::as_str).collect();
+    let out = sqlraft_core(&args1, tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_ready(&http1, Duration::from_secs(30)),
+        "first not ready"
+    );
+
+    // A second service, created in the registry, installed, then removed.
+    // One service per host: the second is 127.0.0.2.
+    let raft2 = format!("127.0.0.2:{}", free_port());
+    let http2 = format!("127.0.0.2:{}", free_port());
+    let (status, created) = http(
+        &http1,
+        "POST",
+        "/api/v1/services",
+        Some(&format!(
+            r#"{{"fqdn": "127.0.0.2", "raft_addr": "{raft2}"}}"#
+        )),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id2 = created["id"].as_str().expect("id").to_string();
+    let dir2 = root.join("core").join(&id2);
+    let second_guard = SupervisedGuard::new(&dir2);
+    let args2 = install_args(&id2, &raft2, &http2, Some(&raft1));
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let out = sqlraft_core(&args2, tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_ready(&http2, Duration::from_secs(30)),
+        "second not ready"
+    );
+    let (status, removed) = http(&http1, "DELETE", &format!("/api/v1/services/{id2}"), None);
+    assert_eq!(status, 200, "{removed}");
+    assert!(
+        wait_for(Duration::from_secs(30), || second_guard
+            .supervisor_pid()
+            .is_none()
+            && second_guard.core_pid().is_none()),
+        "the removed service and its supervisor did not stop"
+    );
+    assert!(dir2.join("removed").is_file(), "no removal note");
+    let log = std::fs::read_to_string(second_guard.paths().log).expect("supervisor log");
+    assert!(
+        log.contains("stopped cleanly; not restarting")
+            && !log
+                .lines()
+                .any(|l| l.contains("restarting") && !l.contains("not restarting")),
+        "a removed service is not restarted: {log}"
+    );
+
+    // It never comes back: --install and a plain run refuse, without changing anything.
+    let again = sqlraft_core(&args2, tmp.path());
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("was removed from the cluster"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(second_guard.supervisor_pid().is_none());
+    let run_args: Vec<&str> = args2
+        .iter()
+        .copied()
+        .filter(|a| *a != "--install")
+        .collect();
+    let plain = sqlraft_core(&run_args, tmp.path());
+    assert!(
+        plain.status.success(),
+        "a clean exit: {}",
+        text(&plain.stderr)
+    );
+    assert!(
+        text(&plain.stderr).contains("not starting"),
+        "{}",
+        text(&plain.stderr)
+    );
+
+    // uninstall keeps the data; --purge deletes it.
+    let out = sqlraft_core(&["uninstall", "--id", &id2, "--root", &root_s], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("data kept"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(dir2.join("raft").is_dir());
+    let out = sqlraft_core(
+        &["uninstall", "--id", &id2, "--root", &root_s, "--purge"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir2.exists(), "--purge deletes the data");
+
+    // A member is not uninstalled without --force; with it, its supervisor is stopped.
+    let supervisor = first_guard.supervisor_pid().expect("first supervisor");
+    let refused = sqlraft_core(
+        &["uninstall", "--id", FIRST_ID, "--root", &root_s],
+        tmp.path(),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--force"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(
+        first_guard.supervisor_pid(),
+        Some(supervisor),
+        "left running"
+    );
+    let forced = sqlraft_core(
+        &["uninstall", "--id", FIRST_ID, "--root", &root_s, "--force"],
+        tmp.path(),
+    );
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(!process_alive(supervisor), "the supervisor was stopped");
+    assert!(first_guard.core_pid().is_none());
+    assert!(
+        root.join("core").join(FIRST_ID).join("raft").is_dir(),
+        "data kept"
+    );
+}

@@ -97,8 +97,9 @@ async fn services_are_validated_created_listed_and_removed() {
     assert_eq!(
         created["install_command"],
         format!(
-            "sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7300 \
+            "{}/bin/sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7300 \
              --raft.node.listen 0.0.0.0:7300 --raft.join {} --http 0.0.0.0:{} --raft.insecure --install",
+            root_of(&h),
             root_of(&h),
             h.node.raft_addr(),
             port_of(&h.http)
@@ -371,7 +372,8 @@ async fn the_web_interface_creates_and_removes_services_and_escapes_what_it_show
         .to_string();
     let page = h.get(&format!("/?created={id}")).await.text();
     let command = format!(
-        "sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:{} --raft.insecure --install",
+        "{}/bin/sqlraft-core run --id {id} --root {} --raft.node.addr core-2.example.com:7209 --raft.join {} --http 0.0.0.0:{} --raft.insecure --install",
+        root_of(&h),
         root_of(&h),
         h.node.raft_addr(),
         port_of(&h.http)

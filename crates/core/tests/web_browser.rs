@@ -442,7 +442,10 @@ fn create_in_browser(browser: &Browser, base: &str, host: &str, root: &Path) -> 
     let element = browser.find("#install-command");
     let command = browser.text_of(&element);
     assert_eq!(flag(&command, "--raft.node.addr"), raft, "{command}");
-    assert!(command.starts_with("sqlraft-core run --id "), "{command}");
+    assert!(
+        command.contains("/bin/sqlraft-core run --id ") && command.ends_with(" --install"),
+        "{command}"
+    );
     let id = flag(&command, "--id");
     // The cluster's own root and HTTP port, not the defaults.
     let (root, port) = (root.display(), base.rsplit_once(':').expect("port").1);
