@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The installer against real systemd and real firewalls (tests/e2e/systemd_hosts.py):
+# three Debian hosts booted with systemd-nspawn, each in its own network namespace,
+# installed with deploy/install.sh over SSH. As root. Takes a few minutes; the first run
+# also builds the hosts' root file system with mmdebstrap (cached in target/e2e).
+#
+#   scripts/e2e-systemd.sh [--keep]     --keep: leave the work directory for a look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "e2e-systemd: must run as root (network namespaces, containers)" >&2
+  exit 1
+fi
+
+need_apt=()
+command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+  echo "e2e-systemd: installing ${need_apt[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+cargo build --locked -p sqlraft-core --bin sqlraft-core
+binary=$repo/target/debug/sqlraft-core
+
+# The installer's Ansible, made here where PyPI is reachable (the hosts' lab network
+# reaches nothing outside): the kit's own function, into the kit's default virtualenv.
+venv=${SQLRAFT_VENV:-$repo/deploy/.venv}
+SQLRAFT_VENV=$venv bash -c '. deploy/lib/kit.sh && kit_init e2e-systemd && kit_ensure_ansible'
+
+work=$repo/target/e2e/run.$$
+exec python3 tests/e2e/systemd_hosts.py --binary "$binary" --cache "$repo/target/e2e" \
+  --work "$work" --venv "$venv" "$@"
