@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -442,16 +443,16 @@ def recap(output, host):
     return ""
 
 
-def install_sh(lab, inv_path, venv, binary):
+def install_sh(lab, script, inv_path, venv, binary):
     env = dict(os.environ, SQLRAFT_BIN=binary, SQLRAFT_VENV=venv, ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=os.path.join(lab.work, "ansible-tmp"))
-    argv = ["ip", "netns", "exec", LAB, "bash", os.path.join(REPO, "deploy/install.sh"), inv_path]
+    argv = ["ip", "netns", "exec", LAB, "bash", os.path.join(REPO, "deploy", script), inv_path]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     output = done.stdout + done.stderr
     with open(os.path.join(lab.work, "install.log"), "a") as f:
         f.write(output)
     if done.returncode != 0:
-        raise Failed(f"install.sh failed (exit {done.returncode}):\n{output[-6000:]}")
+        raise Failed(f"{script} failed (exit {done.returncode}):\n{output[-6000:]}")
     return output
 
 
@@ -475,7 +476,9 @@ def port_open(src, dst, port):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--binary", required=True, help="the sqlraft-core binary to install")
+    parser.add_argument("--binary", required=True, help="the sqlraft-core binary to upgrade to")
+    parser.add_argument("--old-binary", required=True,
+                        help="the previous release's binary, installed first")
     parser.add_argument("--cache", required=True, help="where the root file system is cached")
     parser.add_argument("--work", required=True, help="a new directory for the hosts")
     parser.add_argument("--venv", required=True, help="the installer's virtualenv (made)")
@@ -495,7 +498,7 @@ def main():
     ok = False
     try:
         lab.setup(tarball)
-        scenario(lab, binary, args.venv)
+        scenario(lab, binary, os.path.abspath(args.old_binary), args.venv)
         ok = True
     except Failed as e:
         say(f"FAILED: {e}")
@@ -509,9 +512,91 @@ def main():
     sys.exit(0 if ok else 1)
 
 
-def scenario(lab, binary, venv):
+class Load:
+    """Writes one row at a time through the three hosts in turn, from a thread, and
+    keeps the ids the cluster acknowledged (HTTP 200 without an error)."""
+
+    def __init__(self, api, hosts):
+        self.api = api
+        self.hosts = hosts
+        self.acked = []
+        self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        n = 1_000_000
+        while not self.stop.is_set() and n < 1_000_000 + 20_000:
+            host = self.hosts[n % len(self.hosts)]
+            try:
+                code, body = self.api.request(
+                    "POST", f"{host.url}/db/execute",
+                    [["INSERT INTO e2e(n, host) VALUES(?, ?)", n, host.name]], timeout=10)
+                if code == 200 and not any("error" in r for r in body["results"]):
+                    self.acked.append(n)
+                else:
+                    self.failed += 1
+            except Failed:
+                self.failed += 1
+            n += 1
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
+
+
+def all_ns(api, host):
+    url = f"{host.url}/db/query?level=none&q=" + urllib.parse.quote(
+        "SELECT n FROM e2e WHERE n >= 1000000")
+    code, body = api.get(url)
+    if code != 200:
+        raise Failed(f"{host.name}: HTTP {code}: {body}")
+    return {row[0] for row in body["results"][0].get("values", [])}
+
+
+def versions(api, host):
+    nodes = api.ok("GET", f"{host.url}/nodes")
+    return sorted(n.get("version", "?") for n in nodes.values())
+
+
+def join_service(lab, api, host, expect_new_command):
+    """Creates a service for host over REST on core-1, gives the host its certificate
+    and runs the printed install command there. Returns the service id."""
+    core1 = lab.host(1)
+    created = api.ok("POST", f"{core1.url}/api/v1/services",
+                     {"fqdn": host.fqdn, "raft_addr": host.raft_addr}, want=(201,))
+    sid = created["id"]
+    cert = created["certificate"]
+    for name, text, mode in [("ca.crt", cert["ca"], "0644"), (f"{sid}.crt", cert["cert"], "0644"),
+                             (f"{sid}.key", cert["key"], "0600")]:
+        host.ssh(f"install -m {mode} /dev/stdin {ROOT}/tls/{name}", input=text)
+    command = created["install_command"]
+    say(f"{host.name}: {command}")
+    if expect_new_command:
+        check(command.startswith(f"{ROOT}/bin/sqlraft-core run ") and "--user sqlraft" in command,
+              f"{host.name}: the printed command runs the installed binary as the service user")
+        host.ssh(f"chown sqlraft {ROOT}/tls/{sid}.key")
+    elif command.startswith("sqlraft-core "):
+        # 0.1.0 printed the bare name; the binary is where the installer put it.
+        command = f"{ROOT}/bin/{command}"
+    out = host.ssh(command, timeout=180).stdout
+    say(f"{host.name}: {out.strip()}")
+    eventually(f"{host.name} ready", lambda: api.get(f"{host.url}/readyz")[0] == 200, timeout=90)
+    check(host.unit_state(sid) == ("active", "enabled"), f"{host.name}: unit enabled and active")
+    return sid
+
+
+def scenario(lab, binary, old_binary, venv):
     core1, core2, core3 = lab.hosts
     api = Api(lab)
+    new_version = run([binary, "--version"]).stdout.split()[-1]
+    old_version = run([old_binary, "--version"]).stdout.split()[-1]
+    say(f"installing sqlraft {old_version}, then upgrading to {new_version}")
 
     # Before: each host lets in ssh only.
     check(not port_open(core2, core1, HTTP_PORT) and not port_open(core1, core3, RAFT_PORT),
@@ -519,8 +604,8 @@ def scenario(lab, binary, venv):
 
     inv_path = os.path.join(lab.work, "distributed.inventory.yml")
     write(inv_path, inventory(lab))
-    say("install.sh (first run)")
-    out = install_sh(lab, inv_path, venv, binary)
+    say(f"install.sh with sqlraft {old_version} (first run)")
+    out = install_sh(lab, "install.sh", inv_path, venv, old_binary)
     for host in lab.hosts:
         check("failed=0" in recap(out, host), f"{host.name}: install.sh: {recap(out, host)}")
     check(lab.host(1).unit_state(FIRST_ID) == ("active", "enabled"),
@@ -544,11 +629,9 @@ def scenario(lab, binary, venv):
 
     api.password = core1.ssh(f"cat {ROOT}/admin.password").stdout.strip()
     check(api.get(f"{core1.url}/readyz")[0] == 200, "core-1 ready")
-    journal = core1.ssh(f"journalctl -u {core1.unit(FIRST_ID)} --no-pager").stdout
-    check("starting core service" in journal, "journalctl -u shows core-1's service log")
 
     say("install.sh (second run: changes nothing)")
-    out = install_sh(lab, inv_path, venv, binary)
+    out = install_sh(lab, "install.sh", inv_path, venv, old_binary)
     for host in lab.hosts:
         check("changed=0" in recap(out, host) and "failed=0" in recap(out, host),
               f"{host.name}: second run: {recap(out, host)}")
@@ -560,44 +643,77 @@ def scenario(lab, binary, venv):
     insert(api, core1, 0, 50)
 
     # Further services: created over REST, installed with the printed command.
-    ids = {}
-    for host in (core2, core3):
-        created = api.ok("POST", f"{core1.url}/api/v1/services",
-                         {"fqdn": host.fqdn, "raft_addr": host.raft_addr}, want=(201,))
-        sid = created["id"]
-        ids[host.name] = sid
-        cert = created["certificate"]
-        for name, text, mode in [("ca.crt", cert["ca"], "0644"), (f"{sid}.crt", cert["cert"], "0644"),
-                                 (f"{sid}.key", cert["key"], "0600")]:
-            host.ssh(f"install -m {mode} /dev/stdin {ROOT}/tls/{name}", input=text)
-        command = created["install_command"]
-        say(f"{host.name}: {command}")
-        check(command.startswith(f"{ROOT}/bin/sqlraft-core run ") and "--user sqlraft" in command,
-              f"{host.name}: the printed command runs the installed binary as the service user")
-        host.ssh(f"chown sqlraft {ROOT}/tls/{sid}.key")
-        out = host.ssh(command, timeout=180).stdout
-        say(f"{host.name}: {out.strip()}")
-        eventually(f"{host.name} ready", lambda h=host: api.get(f"{h.url}/readyz")[0] == 200,
-                   timeout=90)
-        check(host.unit_state(sid) == ("active", "enabled"), f"{host.name}: unit enabled and active")
-        check(host.ssh(f"ps -o user= -C sqlraft-core | sort -u").stdout.split() == ["sqlraft"],
-              f"{host.name}: the service runs as the user sqlraft")
+    ids = {"core-2": join_service(lab, api, core2, False),
+           "core-3": join_service(lab, api, core3, False)}
     three = eventually("3 voters", lambda: (v := voters(api, core1)) and len(v) == 3 and v,
                        timeout=90)
     check(len(three) == 3, f"a cluster of 3 voters: {three}")
-    nodes = api.ok("GET", f"{core2.url}/nodes")
-    check(len(nodes) == 3 and all(n.get("reachable") for n in nodes.values()),
-          "/nodes on core-2: three reachable members")
-
+    check(versions(api, core1) == [old_version] * 3, f"every member runs {old_version}")
     insert(api, core2, 50, 50)  # through a follower
     eventually("100 rows on core-3", lambda: count_rows(api, core3) == 100)
 
+    # The rolling upgrade, under load.
+    leader_before = api.ok("GET", f"{core1.url}/status")["leader_raft_id"]
+    say(f"upgrade.sh to sqlraft {new_version} while a client writes (leader: raft id "
+        f"{leader_before})")
+    with Load(api, lab.hosts) as load:
+        time.sleep(2)
+        out = install_sh(lab, "upgrade.sh", inv_path, venv, binary)
+        time.sleep(2)
+    say(f"upgrade.sh: {len(load.acked)} writes acknowledged during it, {load.failed} not")
+    check(len(load.acked) > 0, "writes were acknowledged during the upgrade")
+    leader_host = next(h for h in lab.hosts
+                       if api.ok("GET", f"{h.url}/status")["raft_id"] == leader_before)
+    upgraded = [line for line in out.splitlines() if "upgraded from sqlraft" in line]
+    say("upgraded: " + "; ".join(u.strip().strip('",') for u in upgraded))
+    followers_turn = out.split("PLAY [Upgrade the followers", 1)[-1].split("PLAY [Upgrade the leader", 1)[0]
+    leader_turn = out.split("PLAY [Upgrade the leader last]", 1)[-1]
+    followers = [h for h in lab.hosts if h is not leader_host]
+    check(len(upgraded) == 3
+          and all(f"changed: [{h.fqdn}]" in followers_turn for h in followers)
+          and f"changed: [{leader_host.fqdn}]" in leader_turn
+          and f"[{leader_host.fqdn}]" not in followers_turn,
+          f"three services upgraded one by one, the leader ({leader_host.name}) last")
+    for host in lab.hosts:
+        eventually(f"{host.name} ready after the upgrade",
+                   lambda h=host: api.get(f"{h.url}/readyz")[0] == 200, timeout=60)
+    check(eventually("every member reports the new version",
+                     lambda: versions(api, core1) == [new_version] * 3, timeout=30),
+          f"every member runs {new_version}")
+    final = count_rows(api, core1, "linearizable")
+    for host in lab.hosts:
+        eventually(f"{host.name} applied everything",
+                   lambda h=host: count_rows(api, h) == final, timeout=60)
+        present = all_ns(api, host)
+        lost = [n for n in load.acked if n not in present]
+        check(not lost, f"{host.name}: every acknowledged write is there "
+                        f"({len(load.acked)} acknowledged, {len(lost)} missing)")
+    unit_text = core2.ssh(f"cat /etc/systemd/system/{core2.unit(ids['core-2'])}").stdout
+    check("ExecStopPost=+" in unit_text, "core-2's unit was written again by the new version")
+    check(core2.ssh(f"test -x {ROOT}/bin/sqlraft-core.previous && "
+                    f"{ROOT}/bin/sqlraft-core.previous --version").stdout.split()[-1]
+          == old_version, "core-2 keeps the old binary as sqlraft-core.previous")
+    fmt = core2.ssh(f"cat {ROOT}/core/{ids['core-2']}/format").stdout
+    check(f"written_by={new_version}" in fmt, f"core-2's data directory records {new_version}")
+
+    # Again: nothing restarts.
+    pids = {h.name: h.ssh("pgrep -x sqlraft-core").stdout.split() for h in lab.hosts}
+    out = install_sh(lab, "upgrade.sh", inv_path, venv, binary)
+    check(out.count("nothing changed") >= 3 and
+          {h.name: h.ssh("pgrep -x sqlraft-core").stdout.split() for h in lab.hosts} == pids,
+          "a second upgrade.sh restarts nothing")
+
+    # journald has the service's log.
+    journal = core1.ssh(f"journalctl -u {core1.unit(FIRST_ID)} --no-pager").stdout
+    check("starting core service" in journal, "journalctl -u shows core-1's service log")
+
     # systemctl restart keeps the data.
+    rows = count_rows(api, core1, "linearizable")
     sid2 = ids["core-2"]
     core2.ssh(f"systemctl restart {core2.unit(sid2)}")
     eventually("core-2 ready after restart", lambda: api.get(f"{core2.url}/readyz")[0] == 200,
                timeout=90)
-    check(count_rows(api, core2) == 100, "core-2: systemctl restart kept its 100 rows")
+    check(count_rows(api, core2) == rows, f"core-2: systemctl restart kept its {rows} rows")
     insert(api, core1, 100, 20)
 
     # A host reboot: its container powered off and booted again.
@@ -608,8 +724,8 @@ def scenario(lab, binary, venv):
     core3.wait_booted()
     sid3 = ids["core-3"]
     check(core3.unit_state(sid3) == ("active", "enabled"), "core-3: after reboot its unit is active")
-    eventually("core-3 caught up after reboot", lambda: count_rows(api, core3) == 150, timeout=90)
-    say("core-3: 150 rows after the reboot")
+    rows = count_rows(api, core1, "linearizable")
+    eventually("core-3 caught up after reboot", lambda: count_rows(api, core3) == rows, timeout=90)
     check(set(voters(api, core1) or []) == set(three), "still the same 3 voters")
 
     # Removal: the unit stops and is disabled; nothing of it runs.
@@ -622,8 +738,6 @@ def scenario(lab, binary, venv):
     check(core3.ssh(f"systemctl show -p Result --value {core3.unit(sid3)}").stdout.strip()
           == "success", "core-3: the unit ended cleanly (not failed)")
     insert(api, core1, 150, 10)
-    check(count_rows(api, core1, "linearizable") == 160, "the cluster writes without core-3")
-
     # Started by hand, a removed service says so and exits cleanly.
     core3.ssh(f"systemctl start {core3.unit(sid3)}")
     eventually("core-3's removed service ends again",
@@ -644,6 +758,22 @@ def scenario(lab, binary, venv):
     left = core3.ssh(f"ls {ROOT}/core/{sid3}").stdout.split()
     check("removed" in left and "db" in left and "raft" in left,
           f"core-3: the data directory is kept with its removal note: {left}")
+
+    # The server comes back as a new service: the installer puts the binary back, the
+    # new version's printed command installs it.
+    say("core-3 back as a new service (install.sh with the new binary, then the web's command)")
+    out = install_sh(lab, "install.sh", inv_path, venv, binary)
+    for host in lab.hosts:
+        check("failed=0" in recap(out, host), f"{host.name}: install.sh: {recap(out, host)}")
+    core3.ssh(f"rm -rf {ROOT}/core/{sid3}")
+    ids["core-3 again"] = join_service(lab, api, core3, True)
+    check(core3.ssh("ps -o user= -C sqlraft-core | sort -u").stdout.split() == ["sqlraft"],
+          "core-3: the new service runs as the user sqlraft")
+    back = eventually("3 voters again", lambda: (v := voters(api, core1)) and len(v) == 3 and v,
+                      timeout=90)
+    rows = count_rows(api, core1, "linearizable")
+    eventually("core-3 has every row", lambda: count_rows(api, core3) == rows, timeout=60)
+    check(len(back) == 3, f"3 voters again: {back}, {rows} rows on core-3")
 
 
 if __name__ == "__main__":

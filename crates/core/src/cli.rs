@@ -43,6 +43,24 @@ pub enum Command {
     /// (or stop its supervisor) and, when no other service is installed here, the binary
     /// <root>/bin/sqlraft-core. Its data <root>/core/<id> is kept unless --purge.
     Uninstall(UninstallArgs),
+    /// Put this binary in place of <root>/bin/sqlraft-core and restart this host's core
+    /// service with it (run as the new binary; deploy/upgrade.sh runs it host by host,
+    /// the leader last). Refuses a downgrade across a data format change.
+    Upgrade(UpgradeArgs),
+}
+
+/// `sqlraft-core upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The root directory the service is installed under.
+    #[arg(long = "root", value_name = "DIR", default_value = "/opt/sqlraft")]
+    pub root: PathBuf,
+    /// The service, when several are installed under the root.
+    #[arg(long = "id", value_name = "SERVICE-ID")]
+    pub id: Option<String>,
+    /// Check and say what would be done; change nothing.
+    #[arg(long = "check")]
+    pub check: bool,
 }
 
 /// `sqlraft-core uninstall`.

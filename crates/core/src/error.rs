@@ -23,7 +23,8 @@ impl CoreError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CoreError::Usage(_) => 2,
+            // Restarting cannot help either: the data needs another version.
+            CoreError::Usage(_) | CoreError::Node(sqlraft::NodeError::Incompatible(_)) => 2,
             _ => 1,
         }
     }

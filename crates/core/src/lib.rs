@@ -75,6 +75,7 @@ pub mod statements;
 pub mod supervisor;
 mod system_api;
 pub mod uninstall;
+pub mod upgrade;
 mod value_form;
 pub mod web;
 

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs, auth, bench or uninstall (see --help)"
+                "sqlraft-core: error: missing subcommand: run, demo, inventory, certs, auth, bench, uninstall or upgrade (see --help)"
             );
             return ExitCode::from(2);
         }
@@ -109,6 +109,19 @@ fn execute(command: Command) -> Result<(), CoreError> {
         }
         Command::Inventory(InventoryCommand::Plan { file, expand }) => {
             sqlraft_core::inventory::plan(&file, expand)
+        }
+        Command::Upgrade(args) => {
+            let root = std::path::absolute(&args.root)
+                .map_err(|e| CoreError::Usage(format!("--root {}: {e}", args.root.display())))?;
+            sqlraft_core::upgrade::upgrade(&sqlraft_core::upgrade::Upgrade {
+                root,
+                id: args
+                    .id
+                    .as_deref()
+                    .map(sqlraft_core::cli::parse_service_id)
+                    .transpose()?,
+                check: args.check,
+            })
         }
         Command::Uninstall(args) => {
             let root = std::path::absolute(&args.root)

@@ -18,6 +18,8 @@ use crate::logfile::RotatingFile;
 
 /// How often the node's health is checked.
 const FAILURE_POLL_MS: u64 = 500;
+/// How long a stopping leader waits for another voter to take over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
 /// How long open HTTP requests get to finish at shutdown.
 const HTTP_DRAIN_MS: u64 = 5_000;
 
@@ -267,6 +269,15 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
             "this service was removed from the cluster; stopping"
         ),
         Stop::Failed(reason) => tracing::error!(%reason, "stopping"),
+    }
+    if matches!(stop, Stop::Signal(_)) {
+        // A leader that is told to stop hands over first, so that a restart (an
+        // upgrade, a reboot) costs no election timeout; the API serves meanwhile.
+        match node.hand_over_leadership(HAND_OVER_WAIT).await {
+            Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
+        }
     }
     let _ = stop_http.send(());
     if !server_done {

@@ -119,7 +119,7 @@ pub fn uninstall(req: &Uninstall) -> Result<(), CoreError> {
 }
 
 /// Stops the supervised mode's supervisor (and with it the service); true when one ran.
-fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
+pub(crate) fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
     let paths = SupervisedPaths::new(dir);
     if !supervisor_running(&paths)? {
         return Ok(false);

@@ -420,3 +420,74 @@ fn inventory_check_and_plan() {
     let out = run_to_end(&["inventory", "check", "/nonexistent/inventory.yml"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_directory_in_a_newer_data_format_is_refused_untouched() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("core").join(FIRST_SERVICE_ID);
+    let mut first = spawn(FIRST_SERVICE_ID, root.path(), None, &[]);
+    first.wait_ready();
+    first.guard.sigterm();
+    let (ok, stderr) = first.finish(TIMEOUT);
+    assert!(ok, "{stderr}");
+    let recorded = std::fs::read_to_string(dir.join("format")).expect("format file");
+    assert!(
+        recorded.contains(&format!("format={}\n", sqlraft::format::DATA_FORMAT))
+            && recorded.contains(&format!("written_by={}\n", env!("CARGO_PKG_VERSION"))),
+        "{recorded}"
+    );
+
+    // As if a newer version had opened it: this one must not.
+    let newer = format!(
+        "format={}\nwritten_by=99.0.0\n",
+        sqlraft::format::DATA_FORMAT + 1
+    );
+    std::fs::write(dir.join("format"), &newer).expect("write");
+    let wal_before: Vec<_> = std::fs::read_dir(dir.join("raft"))
+        .expect("raft dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (e.file_name(), e.metadata().expect("metadata").len())
+        })
+        .collect();
+    let refused = spawn(FIRST_SERVICE_ID, root.path(), None, &[]);
+    let (ok, stderr) = refused.finish(TIMEOUT);
+    assert!(!ok);
+    assert!(
+        stderr.contains("a downgrade across a data format change is refused")
+            && stderr.contains("99.0.0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("format")).expect("format"),
+        newer
+    );
+    let wal_after: Vec<_> = std::fs::read_dir(dir.join("raft"))
+        .expect("raft dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (e.file_name(), e.metadata().expect("metadata").len())
+        })
+        .collect();
+    assert_eq!(wal_before, wal_after, "the raft directory is untouched");
+    let status = Command::new(BIN)
+        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
+        .arg(root.path())
+        .args([
+            "--raft.insecure",
+            "--raft.node.listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("runs");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "not restarted by systemd or the supervisor"
+    );
+}

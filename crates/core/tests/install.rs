@@ -247,7 +247,7 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
 }
 
 /// One request to a service, in a runtime of its own.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+fn http_req(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -315,7 +315,7 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
     // One service per host: the second is 127.0.0.2.
     let raft2 = format!("127.0.0.2:{}", free_port());
     let http2 = format!("127.0.0.2:{}", free_port());
-    let (status, created) = http(
+    let (status, created) = http_req(
         &http1,
         "POST",
         "/api/v1/services",
@@ -335,7 +335,7 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
         wait_ready(&http2, Duration::from_secs(30)),
         "second not ready"
     );
-    let (status, removed) = http(&http1, "DELETE", &format!("/api/v1/services/{id2}"), None);
+    let (status, removed) = http_req(&http1, "DELETE", &format!("/api/v1/services/{id2}"), None);
     assert_eq!(status, 200, "{removed}");
     assert!(
         wait_for(Duration::from_secs(30), || second_guard
@@ -424,4 +424,108 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
         root.join("core").join(FIRST_ID).join("raft").is_dir(),
         "data kept"
     );
+}
+
+#[test]
+fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
+    if systemd_running() {
+        eprintln!("systemd runs here: --install would write a real unit; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("root");
+    let root_s = root.to_str().expect("utf-8").to_string();
+    // The "old" installed binary: this one with a byte more (it runs the same; the
+    // upgrade sees another file).
+    let bin_dir = root.join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let installed = bin_dir.join("sqlraft-core");
+    let mut old = std::fs::read(BIN).expect("read the binary");
+    old.push(0);
+    std::fs::write(&installed, &old).expect("write");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let raft = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let dir = root.join("core").join(FIRST_ID);
+    let guard = SupervisedGuard::new(&dir);
+    let out = Command::new(&installed)
+        .args(["run", "--id", FIRST_ID, "--root", &root_s])
+        .args([
+            "--raft.node.listen",
+            &raft,
+            "--raft.node.addr",
+            &raft,
+            "--http",
+            &http,
+        ])
+        .args(["--raft.insecure", "--install"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wait_ready(&http, Duration::from_secs(30)), "not ready");
+    let (status, _) = http_req(
+        &http,
+        "POST",
+        "/db/execute",
+        Some(r#"["CREATE TABLE t (x)", "INSERT INTO t VALUES (7)"]"#),
+    );
+    assert_eq!(status, 200);
+    let supervisor = guard.supervisor_pid().expect("supervisor");
+
+    let check = sqlraft_core(&["upgrade", "--root", &root_s, "--check"], tmp.path());
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("would replace"),
+        "{}",
+        text(&check.stdout)
+    );
+    assert_eq!(
+        guard.supervisor_pid(),
+        Some(supervisor),
+        "--check changes nothing"
+    );
+    assert_eq!(std::fs::read(&installed).expect("read"), old);
+
+    let up = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stdout).contains("upgraded from sqlraft"),
+        "{}",
+        text(&up.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&installed).expect("read"),
+        std::fs::read(BIN).expect("read"),
+        "the installed binary is this one now"
+    );
+    assert_eq!(
+        std::fs::read(bin_dir.join("sqlraft-core.previous")).expect("previous"),
+        old
+    );
+    let new_supervisor = guard.supervisor_pid().expect("a new supervisor");
+    assert_ne!(new_supervisor, supervisor);
+    assert!(!process_alive(supervisor));
+    let (status, body) = http_req(
+        &http,
+        "GET",
+        "/db/query?level=none&q=SELECT%20x%20FROM%20t",
+        None,
+    );
+    assert_eq!(
+        (status, body["results"][0]["values"].clone()),
+        (200, serde_json::json!([[7]]))
+    );
+
+    // Again: the same binary, nothing restarts.
+    let again = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains(NOTHING_CHANGED),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(guard.supervisor_pid(), Some(new_supervisor));
 }

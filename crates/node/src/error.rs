@@ -24,6 +24,10 @@ pub enum NodeError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The node directory's data is in a format this version cannot open (a newer
+    /// one: a downgrade; or one too old); nothing in it was changed.
+    #[error("{0}")]
+    Incompatible(String),
     /// No leader is known right now; retry later.
     #[error("no leader: the cluster is electing one or this node is cut off")]
     NoLeader,
@@ -154,7 +158,9 @@ impl NodeError {
     /// What this error means for the request that got it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            NodeError::Config(_) | NodeError::Invalid(_) => ErrorKind::Invalid,
+            NodeError::Config(_) | NodeError::Incompatible(_) | NodeError::Invalid(_) => {
+                ErrorKind::Invalid
+            }
             NodeError::Query(SqliteError::PoolUnavailable(_) | SqliteError::Backup(_)) => {
                 ErrorKind::Unavailable
             }

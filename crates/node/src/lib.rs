@@ -4,6 +4,7 @@
 mod config;
 mod consistency;
 mod error;
+pub mod format;
 mod forward;
 mod handle;
 mod identity;

@@ -18,7 +18,7 @@ use crate::membership::check_service_address;
 use crate::peer::{PeerHandler, serve_peers};
 use crate::raft_loop::{Request, Stop};
 use crate::startup::{Launched, launch};
-use crate::status::{Leadership, Status};
+use crate::status::{Leadership, Role, Status};
 use crate::watchdog::removal_watchdog;
 use crate::write::{self, WriteOutcome};
 
@@ -350,6 +350,42 @@ impl Node {
                 "applied by the leader at index {index}, but not on this node within {ms} ms"
             ))),
             other => other,
+        }
+    }
+
+    /// On the leader: hands leadership to the reachable voter that holds the most of
+    /// the log and waits up to `wait` for it to lead; what a graceful stop does first,
+    /// so a restart (an upgrade) costs the cluster no election timeout. `Ok(None)` when
+    /// this node does not lead or has no voter to hand over to; `Ok(Some(raft id))` of
+    /// the new leader; an error when the hand-over did not happen within `wait` (this
+    /// node may still lead).
+    pub async fn hand_over_leadership(&self, wait: Duration) -> Result<Option<u64>> {
+        let me = self.handle.raft_id;
+        let status = self.status();
+        if status.role != Role::Leader || status.voters.len() < 2 {
+            return Ok(None);
+        }
+        let request = pb::AdminRequest {
+            kind: Some(pb::admin_request::Kind::TransferLeader(0)),
+        };
+        match self.handle.admin_local(request).await {
+            Ok(_) => {}
+            Err(NodeError::Invalid(reason)) => {
+                tracing::info!(%reason, "leadership not handed over");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let status = self.status();
+            if status.leader_id != 0 && status.leader_id != me {
+                return Ok(Some(status.leader_id));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Timeout(wait.as_millis() as u64));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -456,3 +456,45 @@ async fn a_write_whose_outcome_became_unknown_never_ends_as_not_applied() {
     cluster.heal();
     cluster.shutdown().await;
 }
+
+/// What a graceful stop of the leader does first: leadership goes to another voter, the
+/// cluster takes writes through it, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_leadership_over_to_a_voter() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    let old = cluster.node(leader);
+    write_ok(old, "CREATE TABLE t (v INTEGER)").await;
+    write_ok(old, "INSERT INTO t VALUES (1)").await;
+    let follower = cluster.followers(leader)[0];
+    assert_eq!(
+        cluster
+            .node(follower)
+            .hand_over_leadership(std::time::Duration::from_secs(3))
+            .await
+            .expect("a follower has nothing to hand over"),
+        None
+    );
+    let to = old
+        .hand_over_leadership(std::time::Duration::from_secs(5))
+        .await
+        .expect("handed over")
+        .expect("a new leader");
+    assert_ne!(to, old.status().raft_id);
+    let new = cluster.node(cluster.index_of(to));
+    cluster
+        .wait("the new leader knows it leads", |c| {
+            c.node(c.index_of(to)).status().role == Role::Leader
+        })
+        .await;
+    assert_ne!(old.status().role, Role::Leader);
+    write_ok(new, "INSERT INTO t VALUES (2)").await;
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT v FROM t ORDER BY v").await,
+            vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
+        );
+    }
+    cluster.shutdown().await;
+}

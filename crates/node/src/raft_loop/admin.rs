@@ -134,13 +134,39 @@ impl RaftLoop {
                 }
             }
             Some(Kind::TransferLeader(to)) => {
-                self.raw.transfer_leader(to);
-                let _ = reply.send(Ok(AdminOutcome { index: 0 }));
+                let to = if to == 0 { self.successor() } else { Some(to) };
+                match to {
+                    Some(to) => {
+                        tracing::info!(to, "handing leadership over");
+                        self.raw.transfer_leader(to);
+                        let _ = reply.send(Ok(AdminOutcome { index: 0 }));
+                    }
+                    None => {
+                        let _ = reply.send(Err(NodeError::Invalid(
+                            "no other voter is reachable to take over leadership".into(),
+                        )));
+                    }
+                }
             }
             None => {
                 let _ = reply.send(Err(NodeError::Invalid("empty admin request".into())));
             }
         }
+    }
+
+    /// The voter best placed to take over leadership: another voter that answered within
+    /// the last election timeout (check-quorum keeps that up to date), the one holding
+    /// the most of the log. `None` when there is none.
+    fn successor(&self) -> Option<u64> {
+        let me = self.raw.raft.id;
+        let voters = self.conf_state().voters;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id != me && voters.contains(id) && p.recent_active)
+            .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
     }
 
     /// Removes a service: a created one is marked removed; a member leaves the

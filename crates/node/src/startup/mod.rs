@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::error::{Fatal, NodeError, Result};
+use crate::format;
 use crate::handle::Handle;
 use crate::identity::{self, Identity};
 use crate::known_peers;
@@ -42,6 +43,11 @@ pub(crate) struct Launched {
 /// otherwise joins the cluster at `config.join`, or bootstraps a one-node cluster.
 pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
     validate(&config)?;
+    // Before anything in the directory is opened or created: a format this version
+    // cannot read is refused untouched.
+    std::fs::create_dir_all(&config.dir)
+        .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", config.dir.display())))?;
+    format::check(&config.dir)?;
     let raft_dir = config.dir.join("raft");
     let db_dir = config.dir.join("db");
     for dir in [&raft_dir, &db_dir] {
@@ -66,6 +72,7 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
     let latest_snapshot = snapshots::recover(&snapshot_dir, &mut log, &mut sm)?;
     let (transport, peer_events) = Transport::new(config.transport.clone());
     let identity = identify(&config, &raft_addr, &transport, &mut log, &sm).await?;
+    format::record(&config.dir)?;
 
     let reset_file = raft_dir.join(reset::RESET_FILE);
     if reset_file.exists() {
