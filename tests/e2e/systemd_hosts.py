@@ -13,15 +13,21 @@ builds the binary. What it does, in order (docs/OPERATIONS.md describes the same
     --boot. Every host filters its input: core-1 with nftables (`inet filter input`,
     policy drop), core-2 with ufw (default deny), core-3 with firewalld (zone public);
     only ssh is open.
- 3. deploy/install.sh over SSH against the three hosts: the first core service is a
-    systemd unit on core-1, the peers are prepared; a second run changes nothing.
+ 3. deploy/install.sh over SSH against the three hosts with the previous release's
+    binary (--old-binary): the first core service is a systemd unit on core-1, the
+    peers are prepared; a second run changes nothing.
  4. Two services created over REST (POST /api/v1/services on core-1), each host given
     its certificate and running the printed install command: a cluster of 3 voters,
-    every unit enabled and active, `journalctl -u` shows the service.
- 5. Writes; `systemctl restart` of a follower keeps its data; a host reboot (its
+    every unit enabled and active.
+ 5. deploy/upgrade.sh to --binary while a client writes through all three: the leader
+    last, every acknowledged write on every host, a second run restarts nothing.
+ 6. `journalctl -u` shows the service; writes; `systemctl restart` of a follower keeps its data; a host reboot (its
     container powered off and booted again) brings its service back with the data.
- 6. A service removed over REST: its unit stops and is disabled, nothing of it runs;
-    `sqlraft-core uninstall` takes the unit and the binary away and keeps the data.
+ 7. A service removed over REST: its unit stops and is disabled, nothing of it runs;
+    `sqlraft-core uninstall` takes the unit and the binary away and keeps the data; the
+    server comes back as a new service.
+ 8. A lost majority (two hosts powered off) recovered with `.reset` on the survivor,
+    the lost services wiped, new ones joined: docs/OPERATIONS.md's runbook.
 
 Everything it starts is stopped at the end, whatever happens: containers powered off
 (killed after a timeout), namespaces deleted, the work directory removed (unless
@@ -774,6 +780,48 @@ def scenario(lab, binary, old_binary, venv):
     rows = count_rows(api, core1, "linearizable")
     eventually("core-3 has every row", lambda: count_rows(api, core3) == rows, timeout=60)
     check(len(back) == 3, f"3 voters again: {back}, {rows} rows on core-3")
+
+    # A lost majority, recovered as docs/OPERATIONS.md says.
+    say("core-2 and core-3 lost (their hosts powered off); recovering from core-1")
+    lost = {core2.name: ids["core-2"], core3.name: ids["core-3 again"]}
+    insert(api, core1, 200, 10)
+    survivor_rows = count_rows(api, core1, "linearizable")
+    core2.poweroff()
+    core3.poweroff()
+    code, body = api.request("POST", f"{core1.url}/db/execute",
+                             ["INSERT INTO e2e(n, host) VALUES(-1, 'lost')"], timeout=15)
+    check(code != 200, f"without a majority core-1 takes no write (HTTP {code})")
+    # 1. Stop the survivor. 3. Mark it for reset. 4. Start it.
+    core1.ssh(f"systemctl stop {core1.unit(FIRST_ID)}")
+    core1.ssh(f"touch {ROOT}/core/{FIRST_ID}/raft/.reset")
+    core1.ssh(f"systemctl start {core1.unit(FIRST_ID)}")
+    eventually("core-1 leads alone", lambda: voters(api, core1) == [1], timeout=60)
+    check(count_rows(api, core1, "linearizable") == survivor_rows,
+          f"core-1 leads alone with its {survivor_rows} rows")
+    insert(api, core1, 300, 5)
+    check(core1.ssh(f"test ! -e {ROOT}/core/{FIRST_ID}/raft/.reset", ok=False).returncode == 0,
+          "core-1: .reset was consumed")
+    # 2. Wipe the lost ones when their hosts come back (keep the binary for step 5).
+    for host in (core2, core3):
+        host.boot()
+    for host in (core2, core3):
+        host.wait_booted()
+        out = host.ssh(f"{ROOT}/bin/sqlraft-core uninstall --id {lost[host.name]} --root {ROOT} "
+                       f"--force --purge --keep-binary").stdout
+        say(f"{host.name}: {out.strip()}")
+        check(host.ssh(f"test ! -e {ROOT}/core/{lost[host.name]} && test -x {ROOT}/bin/sqlraft-core"
+                       " && ! pgrep -x sqlraft-core", ok=False).returncode == 0,
+              f"{host.name}: the lost service is wiped, nothing runs, the binary stays")
+    # 5. Fresh services for the wiped servers.
+    join_service(lab, api, core2, True)
+    join_service(lab, api, core3, True)
+    final = eventually("3 voters after the recovery",
+                       lambda: (v := voters(api, core1)) and len(v) == 3 and v, timeout=90)
+    rows = count_rows(api, core1, "linearizable")
+    for host in (core2, core3):
+        eventually(f"{host.name} has every row", lambda h=host: count_rows(api, h) == rows,
+                   timeout=60)
+    check(rows == survivor_rows + 5, f"recovered: voters {final}, {rows} rows on every host")
 
 
 if __name__ == "__main__":

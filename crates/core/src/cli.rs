@@ -41,9 +41,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Take an installed core service off this host: stop it, delete its systemd unit
     /// (or stop its supervisor) and, when no other service is installed here, the binary
-    /// <root>/bin/sqlraft-core. Its data <root>/core/<id> is kept unless --purge.
+    /// `<root>/bin/sqlraft-core`. Its data `<root>/core/<id>` is kept unless --purge.
     Uninstall(UninstallArgs),
-    /// Put this binary in place of <root>/bin/sqlraft-core and restart this host's core
+    /// Put this binary in place of `<root>/bin/sqlraft-core` and restart this host's core
     /// service with it (run as the new binary; deploy/upgrade.sh runs it host by host,
     /// the leader last). Refuses a downgrade across a data format change.
     Upgrade(UpgradeArgs),
@@ -58,9 +58,16 @@ pub struct UpgradeArgs {
     /// The service, when several are installed under the root.
     #[arg(long = "id", value_name = "SERVICE-ID")]
     pub id: Option<String>,
+    /// The binary to put in place [default: this one]; to go back, the one the last
+    /// upgrade kept: `<root>/bin/sqlraft-core.previous`.
+    #[arg(long = "binary", value_name = "FILE")]
+    pub binary: Option<PathBuf>,
     /// Check and say what would be done; change nothing.
     #[arg(long = "check")]
     pub check: bool,
+    /// Print the oldest and the newest data format this binary opens, and exit.
+    #[arg(long = "formats", hide = true)]
+    pub formats: bool,
 }
 
 /// `sqlraft-core uninstall`.
@@ -72,16 +79,19 @@ pub struct UninstallArgs {
     /// The root directory it was installed under.
     #[arg(long = "root", value_name = "DIR", default_value = "/opt/sqlraft")]
     pub root: PathBuf,
-    /// Also delete the service's data, <root>/core/<id>.
+    /// Also delete the service's data, `<root>/core/<id>`.
     #[arg(long = "purge")]
     pub purge: bool,
+    /// Keep `<root>/bin/sqlraft-core` (a new service will be installed on this host).
+    #[arg(long = "keep-binary")]
+    pub keep_binary: bool,
     /// Uninstall a service that is still a member of the cluster (remove it in the web
     /// interface first, so the cluster does not count it as down).
     #[arg(long = "force")]
     pub force: bool,
     /// Only when the cluster removed the service: disable its unit (what the unit runs
     /// when the service stops).
-    #[arg(long = "if-removed", conflicts_with_all = ["purge", "force"])]
+    #[arg(long = "if-removed", conflicts_with_all = ["purge", "force", "keep_binary"])]
     pub if_removed: bool,
 }
 

@@ -135,6 +135,48 @@ pub fn render_unit(spec: &UnitSpec) -> Result<String, CoreError> {
     Ok(unit)
 }
 
+/// Splits an `ExecStart=` line as [`crate::install`] writes it: bare words, or double
+/// quoted with `\\` and `\"` escapes; `%%` and `$$` stand for `%` and `$`.
+pub(crate) fn unit_words(line: &str) -> Result<Vec<String>, CoreError> {
+    let mut words = Vec::new();
+    let mut chars = line.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut word = String::new();
+        if c == '"' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(escaped) => word.push(escaped),
+                        None => break,
+                    },
+                    Some(other) => word.push(other),
+                    None => {
+                        return Err(CoreError::Failed(format!(
+                            "ExecStart= has an unterminated quote: {line}"
+                        )));
+                    }
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        words.push(word.replace("%%", "%").replace("$$", "$"));
+    }
+    Ok(words)
+}
+
 /// One word of a unit's command line: bare when it is plain, else double-quoted;
 /// `%` and `$` are escaped so systemd takes them literally.
 fn systemd_word(text: &str) -> Result<String, CoreError> {
@@ -423,6 +465,8 @@ fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
 
     let mut command = Command::new(&inst.exe);
     command
+        // Its stdout and stderr are log/supervisor, not this command's journal stream.
+        .env_remove("JOURNAL_STREAM")
         .args(&inst.args)
         .arg("--supervise")
         .current_dir(&inst.dir)

@@ -61,6 +61,7 @@ pub mod install;
 pub mod inventory;
 pub mod logfile;
 mod metrics;
+pub mod probe;
 mod queue;
 pub mod removal;
 pub mod results;

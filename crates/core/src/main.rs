@@ -110,6 +110,14 @@ fn execute(command: Command) -> Result<(), CoreError> {
         Command::Inventory(InventoryCommand::Plan { file, expand }) => {
             sqlraft_core::inventory::plan(&file, expand)
         }
+        Command::Upgrade(args) if args.formats => {
+            println!(
+                "{} {}",
+                sqlraft::format::OLDEST_READABLE_FORMAT,
+                sqlraft::format::DATA_FORMAT
+            );
+            Ok(())
+        }
         Command::Upgrade(args) => {
             let root = std::path::absolute(&args.root)
                 .map_err(|e| CoreError::Usage(format!("--root {}: {e}", args.root.display())))?;
@@ -120,6 +128,7 @@ fn execute(command: Command) -> Result<(), CoreError> {
                     .as_deref()
                     .map(sqlraft_core::cli::parse_service_id)
                     .transpose()?,
+                binary: args.binary,
                 check: args.check,
             })
         }
@@ -130,6 +139,7 @@ fn execute(command: Command) -> Result<(), CoreError> {
                 id: sqlraft_core::cli::parse_service_id(&args.id)?,
                 root,
                 purge: args.purge,
+                keep_binary: args.keep_binary,
                 force: args.force,
                 if_removed: args.if_removed,
             })

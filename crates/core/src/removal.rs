@@ -13,7 +13,14 @@ pub const REMOVED_FILE: &str = "removed";
 /// `Some(note)` when the service directory `dir` holds a removed service; the note says
 /// when (`was removed from the cluster at …`).
 pub fn removed_note(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(REMOVED_FILE)).ok()?;
+    let path = dir.join(REMOVED_FILE);
+    // Its presence is what counts; only a small regular file is read (the unit's stop
+    // step reads it as root).
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > 4096 {
+        return Some("was removed from the cluster".to_string());
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
     let when = text.lines().next().unwrap_or("").trim();
     Some(if when.is_empty() {
         "was removed from the cluster".to_string()

@@ -37,9 +37,8 @@ pub fn init_logging(config: &RunConfig) -> Result<(), CoreError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
-    // systemd sets JOURNAL_STREAM when stderr is connected to the journal. The
-    // supervised mode's stderr is a file of its own (log/supervisor): not a copy there.
-    let to_stderr = std::io::stderr().is_terminal() || std::env::var_os("JOURNAL_STREAM").is_some();
+    // The supervised mode's stderr is a file of its own (log/supervisor): no copy there.
+    let to_stderr = std::io::stderr().is_terminal() || stderr_is_the_journal();
     let installed = if to_stderr {
         builder.with_writer(file.and(std::io::stderr)).try_init()
     } else {
@@ -48,6 +47,22 @@ pub fn init_logging(config: &RunConfig) -> Result<(), CoreError> {
     // Already installed (a test harness): keep the existing subscriber.
     let _ = installed;
     Ok(())
+}
+
+/// Whether stderr is systemd's journal: systemd sets `JOURNAL_STREAM=<dev>:<inode>` of
+/// the stream it connects, and a variable inherited by a process whose stderr went
+/// elsewhere names another file (as sd_journal_stream's documentation says to check).
+fn stderr_is_the_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// Why the service stopped.

@@ -184,6 +184,8 @@ async fn supervise_locked(config: &RunConfig, paths: &SupervisedPaths) -> Result
     loop {
         let started = Instant::now();
         let mut child = Command::new(&exe)
+            // Its stderr is log/supervisor, not a journal stream, whatever started us.
+            .env_remove("JOURNAL_STREAM")
             .args(&args)
             .stdin(Stdio::null())
             .spawn()

@@ -34,6 +34,8 @@ pub struct Uninstall {
     pub root: PathBuf,
     /// Also delete `<root>/core/<id>`.
     pub purge: bool,
+    /// Keep `<root>/bin/sqlraft-core` whatever else is installed.
+    pub keep_binary: bool,
     /// Uninstall a service that has not been removed from the cluster.
     pub force: bool,
     /// Only disable the unit, and only when the service was removed (the unit's
@@ -88,11 +90,21 @@ pub fn uninstall(req: &Uninstall) -> Result<(), CoreError> {
     }
 
     let binary = req.root.join("bin").join("sqlraft-core");
-    if binary.exists() {
+    if req.keep_binary {
+        if binary.exists() {
+            println!("{}: kept (--keep-binary)", binary.display());
+        }
+    } else if binary.exists() {
         let others = other_services(&req.root, &req.id);
         if others.is_empty() {
             std::fs::remove_file(&binary).map_err(|e| io_err("delete", &binary, e))?;
             println!("{}: deleted", binary.display());
+            // The binary of the last upgrade goes with it.
+            let previous = req.root.join("bin").join("sqlraft-core.previous");
+            if previous.exists() {
+                std::fs::remove_file(&previous).map_err(|e| io_err("delete", &previous, e))?;
+                println!("{}: deleted", previous.display());
+            }
             did_something = true;
         } else {
             println!(
@@ -147,16 +159,34 @@ pub(crate) fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
     Ok(true)
 }
 
-/// The other services installed on this host: their units, or their running
-/// supervisors under `root`.
+/// The other services of this host that run `<root>/bin/sqlraft-core`: units whose
+/// `ExecStart=` runs it, and service directories under `<root>/core` that hold a service
+/// not removed from the cluster (running or not: after a reboot a supervised service is
+/// started again with that binary).
 fn other_services(root: &Path, id: &str) -> Vec<String> {
     let mut others = Vec::new();
+    let binary = root.join("bin").join("sqlraft-core");
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let this_unit = unit_name(id);
     if let Ok(entries) = std::fs::read_dir(UNIT_DIR) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("sqlraft-core-") && name.ends_with(".service") && name != this_unit
+            if !name.starts_with("sqlraft-core-")
+                || !name.ends_with(".service")
+                || name == this_unit
             {
+                continue;
+            }
+            let runs = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("ExecStart="))
+                        .and_then(|exec| crate::install::unit_words(exec).ok())
+                        .and_then(|words| words.into_iter().next())
+                })
+                .is_some_and(|exe| canonical(Path::new(&exe)) == canonical(&binary));
+            if runs {
                 others.push(name);
             }
         }
@@ -164,10 +194,15 @@ fn other_services(root: &Path, id: &str) -> Vec<String> {
     if let Ok(entries) = std::fs::read_dir(root.join("core")) {
         for entry in entries.flatten() {
             let other = entry.file_name().to_string_lossy().into_owned();
-            if other != id
-                && supervisor_running(&SupervisedPaths::new(&entry.path())).unwrap_or(false)
-            {
-                others.push(format!("the supervised service {other}"));
+            let dir = entry.path();
+            if other == id || others.iter().any(|u| *u == unit_name(&other)) {
+                continue;
+            }
+            let holds_service = dir.join("raft").join("identity").exists()
+                && crate::removal::removed_note(&dir).is_none();
+            let running = supervisor_running(&SupervisedPaths::new(&dir)).unwrap_or(false);
+            if holds_service || running {
+                others.push(format!("the service {other} in {}", dir.display()));
             }
         }
     }
@@ -194,6 +229,7 @@ mod tests {
             id: id.into(),
             root: root.path().to_path_buf(),
             purge: true,
+            keep_binary: false,
             force: false,
             if_removed: false,
         };
@@ -226,6 +262,7 @@ mod tests {
             id: id.into(),
             root: root.path().to_path_buf(),
             purge: false,
+            keep_binary: false,
             force: false,
             if_removed: false,
         };
@@ -251,9 +288,26 @@ mod tests {
         let lock = std::fs::File::create(&paths.lock).expect("lock file");
         lock.lock().expect("locked");
         let found = other_services(root.path(), "6f1c0a3e-0000-4000-8000-000000000003");
-        assert!(
-            found.contains(&"the supervised service other".to_string()),
-            "{found:?}"
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("the service other "), "{found:?}");
+    }
+
+    #[test]
+    fn the_binary_stays_while_another_service_is_installed_here_even_stopped() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let stopped = root.path().join("core").join("stopped");
+        std::fs::create_dir_all(stopped.join("raft")).expect("mkdir");
+        std::fs::write(stopped.join("raft").join("identity"), "x").expect("identity");
+        let gone = root.path().join("core").join("gone");
+        std::fs::create_dir_all(gone.join("raft")).expect("mkdir");
+        std::fs::write(gone.join("raft").join("identity"), "x").expect("identity");
+        crate::removal::mark_removed(&gone).expect("mark");
+        let found = other_services(root.path(), "6f1c0a3e-0000-4000-8000-000000000004");
+        assert_eq!(
+            found.len(),
+            1,
+            "a removed service does not count: {found:?}"
         );
+        assert!(found[0].starts_with("the service stopped "), "{found:?}");
     }
 }

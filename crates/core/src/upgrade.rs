@@ -27,7 +27,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{CoreError, io_err};
-use crate::install::{NOTHING_CHANGED, SYSTEMD_MARKER, UNIT_DIR, systemctl, unit_name};
+use crate::install::{
+    NOTHING_CHANGED, SYSTEMD_MARKER, UNIT_DIR, systemctl, systemctl_ok, unit_name,
+};
 use crate::supervisor::{SupervisedPaths, read_live_pid, supervisor_running};
 
 /// How long the restarted service may take to be ready.
@@ -40,6 +42,8 @@ pub struct Upgrade {
     pub root: PathBuf,
     /// The service, when several are installed under the root.
     pub id: Option<String>,
+    /// The binary to put in place; `None`: this one.
+    pub binary: Option<PathBuf>,
     /// Only check and say what would be done.
     pub check: bool,
 }
@@ -47,27 +51,92 @@ pub struct Upgrade {
 /// How the service runs now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Runner {
-    /// Its systemd unit, with the unit's command line and `User=`.
+    /// Its systemd unit: the unit's command line and `User=`, and its main process
+    /// when it is active.
     Unit {
         argv: Vec<String>,
         user: Option<String>,
+        pid: Option<i32>,
     },
-    /// A supervised process, with the supervisor's command line and user id.
-    Supervised { argv: Vec<String>, uid: u32 },
-    /// Installed but not running: only the binary is replaced.
-    Stopped,
+    /// A supervised process: the supervisor's command line and user id, and the
+    /// service's process.
+    Supervised {
+        argv: Vec<String>,
+        uid: u32,
+        pid: Option<i32>,
+    },
+    /// Installed but not running (a stopped unit, no supervisor): only the binary is
+    /// replaced; nothing is started.
+    Stopped { argv: Vec<String> },
+}
+
+impl Runner {
+    fn argv(&self) -> &[String] {
+        match self {
+            Runner::Unit { argv, .. }
+            | Runner::Supervised { argv, .. }
+            | Runner::Stopped { argv } => argv,
+        }
+    }
+
+    /// The service's running process.
+    fn pid(&self) -> Option<i32> {
+        match self {
+            Runner::Unit { pid, .. } | Runner::Supervised { pid, .. } => *pid,
+            Runner::Stopped { .. } => None,
+        }
+    }
+}
+
+/// The data formats a binary opens: its own answer to `upgrade --formats`, or format 1
+/// only for a binary from before formats were recorded (0.1.0).
+fn formats_of(binary: &Path, this: &Path) -> (u32, u32) {
+    if same_content(binary, this).unwrap_or(false) {
+        return (
+            sqlraft::format::OLDEST_READABLE_FORMAT,
+            sqlraft::format::DATA_FORMAT,
+        );
+    }
+    let out = Command::new(binary)
+        .args(["upgrade", "--formats"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut words = text.split_whitespace().map(str::parse::<u32>);
+        match (words.next(), words.next()) {
+            (Some(Ok(oldest)), Some(Ok(newest))) => Some((oldest, newest)),
+            _ => None,
+        }
+    });
+    parsed.unwrap_or((1, 1))
 }
 
 /// Runs `sqlraft-core upgrade`.
 pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
     let this = std::env::current_exe()
         .map_err(|e| CoreError::Io(format!("cannot find this program's path: {e}")))?;
+    let target = match &req.binary {
+        Some(path) => std::path::absolute(path)
+            .map_err(|e| CoreError::Usage(format!("--binary {}: {e}", path.display())))?,
+        None => this.clone(),
+    };
+    let version = if target == this {
+        env!("CARGO_PKG_VERSION").to_string()
+    } else {
+        binary_version(&target).ok_or_else(|| {
+            CoreError::Usage(format!(
+                "--binary {}: not an sqlraft-core binary (`--version` failed)",
+                target.display()
+            ))
+        })?
+    };
     let installed = req.root.join("bin").join("sqlraft-core");
     let id = match &req.id {
         Some(id) => Some(id.clone()),
         None => find_service(&req.root)?,
     };
-    let version = env!("CARGO_PKG_VERSION");
     let Some(id) = id else {
         // A prepared host without a service yet: only the binary.
         if req.check {
@@ -78,7 +147,7 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
             );
             return Ok(());
         }
-        replace_binary(&this, &installed)?;
+        replace_binary(&target, &installed, &version)?;
         return Ok(());
     };
     let dir = req.root.join("core").join(&id);
@@ -88,27 +157,62 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
             dir.display()
         )));
     }
-    let format = sqlraft::format::read(&dir)?;
+    // The target must open the data: a downgrade across a format change is refused
+    // here, on every host, before anything changes.
     sqlraft::format::check(&dir)?;
-    let runner = runner(&id, &dir)?;
-    if let Some(exe) = runner_exe(&runner)
-        && Path::new(exe) != installed
+    let (oldest, newest) = formats_of(&target, &this);
+    if let Some(found) = sqlraft::format::read(&dir)?
+        && !(oldest..=newest).contains(&found.format)
     {
         return Err(CoreError::Usage(format!(
-            "service {id} runs {exe}, not {}: install it from there first \
-             (`{} run ... --install`)",
+            "{} holds data format {} (written by sqlraft {}); sqlraft {version} reads formats              {oldest} to {newest}: {} refused",
+            dir.display(),
+            found.format,
+            found.written_by,
+            if found.format > newest {
+                "a downgrade across a data format change is"
+            } else {
+                "a format this old is"
+            }
+        )));
+    }
+    let runner = runner(&id, &dir)?;
+    let exe = runner.argv().first().map(String::as_str).unwrap_or("");
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canonical(Path::new(exe)) != canonical(&installed) {
+        return Err(CoreError::Usage(format!(
+            "service {id} runs {exe}, not {} (the binary the installer puts there and \
+             this command replaces): take it off with `uninstall` and install it with \
+             `{} run ... --install`",
             installed.display(),
             installed.display()
         )));
     }
-    // The version that runs now: the installed binary's, else what the data says.
-    let from = binary_version(&installed)
-        .or_else(|| format.map(|f| f.written_by))
+    // What runs now, read from the running process (its binary may have been replaced
+    // on disk already, by an interrupted upgrade).
+    let running = runner
+        .pid()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}/exe")));
+    let from = running
+        .as_deref()
+        .and_then(binary_version)
+        .or_else(|| binary_version(&installed))
         .unwrap_or_else(|| "unknown".into());
+    let stale = match &running {
+        Some(exe) => !same_content(exe, &target)?,
+        None => false,
+    };
     let how = match &runner {
-        Runner::Unit { .. } => format!("install {} again from it and restart it", unit_name(&id)),
-        Runner::Supervised { .. } => "stop its supervisor and install it again".to_string(),
-        Runner::Stopped => "nothing to restart (the service is not running)".to_string(),
+        Runner::Unit { .. } if stale => {
+            format!("install {} again from it and restart it", unit_name(&id))
+        }
+        Runner::Supervised { .. } if stale => {
+            "stop its supervisor and install it again".to_string()
+        }
+        Runner::Unit { .. } | Runner::Supervised { .. } => {
+            format!("leave it running: it runs sqlraft {version} already")
+        }
+        Runner::Stopped { .. } => "start nothing: the service is not running".to_string(),
     };
     if req.check {
         println!(
@@ -118,42 +222,41 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
         );
         return Ok(());
     }
-    let replaced = replace_binary(&this, &installed)?;
-    let http = http_probe_address(runner_args(&runner));
-    let unchanged = || {
-        println!("service {id}: already sqlraft {version}; {NOTHING_CHANGED}");
-    };
+    let replaced = replace_binary(&target, &installed, &version)?;
     match &runner {
-        Runner::Unit { argv, user } => {
+        Runner::Unit { argv, user, .. } if stale => {
             let said = install_again(&id, argv, user.as_deref())?;
             if said.contains(NOTHING_CHANGED) {
-                if !replaced {
-                    unchanged();
-                    return Ok(());
-                }
                 // The same unit: only the binary behind it changed.
                 systemctl(&["restart", &unit_name(&id)])?;
             }
         }
-        Runner::Supervised { argv, uid } => {
-            if !replaced {
-                unchanged();
-                return Ok(());
-            }
+        Runner::Supervised { argv, uid, .. } if stale => {
             crate::uninstall::stop_supervisor(&id, &dir)?;
             let user = user_name(*uid)?;
             install_again(&id, argv, user.as_deref())?;
         }
-        Runner::Stopped => {
-            println!("service {id}: not running; start it when you want");
+        Runner::Unit { .. } | Runner::Supervised { .. } => {
+            println!(
+                "service {id}: runs sqlraft {version} already; {}",
+                if replaced {
+                    "binary replaced, not restarted"
+                } else {
+                    NOTHING_CHANGED
+                }
+            );
+            return Ok(());
+        }
+        Runner::Stopped { .. } => {
+            println!(
+                "service {id}: not running; not started (start it when you want; it runs \
+                 sqlraft {version} then)"
+            );
             return Ok(());
         }
     }
-    match http {
-        Some((addr, false)) => wait_ready(&id, &addr)?,
-        Some((addr, true)) => wait_listening(&id, &addr)?,
-        None => {}
-    }
+    let (addr, https_cert) = http_probe_address(runner.argv().get(1..).unwrap_or(&[]));
+    wait_ready(&id, &addr, https_cert.as_deref())?;
     println!("service {id}: upgraded from sqlraft {from} to {version}, ready");
     Ok(())
 }
@@ -185,7 +288,8 @@ fn find_service(root: &Path) -> Result<Option<String>, CoreError> {
 }
 
 fn runner(id: &str, dir: &Path) -> Result<Runner, CoreError> {
-    let unit_path = Path::new(UNIT_DIR).join(unit_name(id));
+    let unit = unit_name(id);
+    let unit_path = Path::new(UNIT_DIR).join(&unit);
     if Path::new(SYSTEMD_MARKER).is_dir() && unit_path.exists() {
         let text =
             std::fs::read_to_string(&unit_path).map_err(|e| io_err("read", &unit_path, e))?;
@@ -195,25 +299,38 @@ fn runner(id: &str, dir: &Path) -> Result<Runner, CoreError> {
             .ok_or_else(|| {
                 CoreError::Failed(format!("{} has no ExecStart=", unit_path.display()))
             })?;
+        let argv = crate::install::unit_words(exec)?;
+        if !systemctl_ok(&["is-active", "--quiet", &unit]) {
+            return Ok(Runner::Stopped { argv });
+        }
         let user = text
             .lines()
             .find_map(|l| l.strip_prefix("User="))
             .map(|u| u.trim().to_string());
-        return Ok(Runner::Unit {
-            argv: unit_words(exec)?,
-            user,
-        });
+        let pid = Command::new("systemctl")
+            .args(["show", "--property=MainPID", "--value", &unit])
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+            })
+            .filter(|pid| *pid > 0);
+        return Ok(Runner::Unit { argv, user, pid });
     }
     let paths = SupervisedPaths::new(dir);
     if supervisor_running(&paths)? {
-        let pid = read_live_pid(&paths.supervisor_pid).ok_or_else(|| {
+        let sup = read_live_pid(&paths.supervisor_pid).ok_or_else(|| {
             CoreError::Failed(format!(
                 "service {id}: its supervisor holds {} but {} names no living process",
                 paths.lock.display(),
                 paths.supervisor_pid.display()
             ))
         })?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| {
+        let cmdline = std::fs::read(format!("/proc/{sup}/cmdline")).map_err(|e| {
             CoreError::Io(format!("cannot read the supervisor's command line: {e}"))
         })?;
         let argv: Vec<String> = cmdline
@@ -221,75 +338,19 @@ fn runner(id: &str, dir: &Path) -> Result<Runner, CoreError> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let uid = std::fs::metadata(format!("/proc/{pid}"))
+        let uid = std::fs::metadata(format!("/proc/{sup}"))
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .map_err(|e| CoreError::Io(format!("cannot read the supervisor's user: {e}")))?;
-        return Ok(Runner::Supervised { argv, uid });
+        let pid = read_live_pid(&paths.core_pid);
+        return Ok(Runner::Supervised { argv, uid, pid });
     }
-    Ok(Runner::Stopped)
+    // Not running, and no unit: the binary it would start is the installed one.
+    Ok(Runner::Stopped { argv: Vec::new() })
 }
 
-fn runner_exe(runner: &Runner) -> Option<&str> {
-    match runner {
-        Runner::Unit { argv, .. } | Runner::Supervised { argv, .. } => {
-            argv.first().map(String::as_str)
-        }
-        Runner::Stopped => None,
-    }
-}
-
-fn runner_args(runner: &Runner) -> &[String] {
-    match runner {
-        Runner::Unit { argv, .. } | Runner::Supervised { argv, .. } => argv.get(1..).unwrap_or(&[]),
-        Runner::Stopped => &[],
-    }
-}
-
-/// Splits an `ExecStart=` line as [`crate::install`] writes it: bare words, or double
-/// quoted with `\\` and `\"` escapes; `%%` and `$$` stand for `%` and `$`.
-fn unit_words(line: &str) -> Result<Vec<String>, CoreError> {
-    let mut words = Vec::new();
-    let mut chars = line.trim().chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-            continue;
-        }
-        let mut word = String::new();
-        if c == '"' {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some(escaped) => word.push(escaped),
-                        None => break,
-                    },
-                    Some(other) => word.push(other),
-                    None => {
-                        return Err(CoreError::Failed(format!(
-                            "ExecStart= has an unterminated quote: {line}"
-                        )));
-                    }
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                word.push(c);
-                chars.next();
-            }
-        }
-        words.push(word.replace("%%", "%").replace("$$", "$"));
-    }
-    Ok(words)
-}
-
-/// Copies `this` over `installed` atomically, the old one kept as `.previous`; false
-/// when `installed` is this binary already.
-fn replace_binary(this: &Path, installed: &Path) -> Result<bool, CoreError> {
+/// Copies `this` (sqlraft `version`) over `installed` atomically, the old one kept as
+/// `.previous`; false when `installed` is that binary already.
+fn replace_binary(this: &Path, installed: &Path, version: &str) -> Result<bool, CoreError> {
     if same_content(this, installed)? {
         println!("{}: already this binary", installed.display());
         return Ok(false);
@@ -318,11 +379,7 @@ fn replace_binary(this: &Path, installed: &Path) -> Result<bool, CoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err("sync", dir, e))?;
-    println!(
-        "{}: now sqlraft {}",
-        installed.display(),
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("{}: now sqlraft {version}", installed.display());
     Ok(true)
 }
 
@@ -407,24 +464,28 @@ fn install_again(id: &str, argv: &[String], user: Option<&str>) -> Result<String
 }
 
 /// Where to ask the service for readiness: its `--http` address (a wildcard becomes
-/// loopback), and whether it serves HTTPS.
-fn http_probe_address(args: &[String]) -> Option<(String, bool)> {
-    let http = args
-        .iter()
-        .position(|a| a == "--http")
-        .and_then(|i| args.get(i + 1))
-        .map_or("0.0.0.0:7220", String::as_str);
-    let https = args.iter().any(|a| a == "--http.tls.cert");
-    let (host, port) = crate::cli::split_host_port(http)?;
+/// loopback), and its HTTPS certificate file when it serves HTTPS.
+fn http_probe_address(args: &[String]) -> (String, Option<PathBuf>) {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let http = value("--http").unwrap_or("0.0.0.0:7220");
+    let cert = value("--http.tls.cert").map(PathBuf::from);
+    let (host, port) = crate::cli::split_host_port(http).unwrap_or(("0.0.0.0", 7220));
     let host = match host {
         "0.0.0.0" => "127.0.0.1",
         "[::]" | "::" => "[::1]",
         other => other,
     };
-    Some((format!("{host}:{port}"), https))
+    (format!("{host}:{port}"), cert)
 }
 
-fn wait_ready(id: &str, addr: &str) -> Result<(), CoreError> {
+/// Waits until `GET /readyz` answers 200 (over HTTPS with the service's own
+/// certificate pinned).
+fn wait_ready(id: &str, addr: &str, https_cert: Option<&Path>) -> Result<(), CoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -432,37 +493,19 @@ fn wait_ready(id: &str, addr: &str) -> Result<(), CoreError> {
     let deadline = Instant::now() + READY_WAIT;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match rt.block_on(crate::client::get(addr, "/readyz", Duration::from_secs(2))) {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => last = r.text().trim().to_string(),
-            Err(e) => last = e.to_string(),
+        match rt.block_on(crate::probe::readyz(
+            addr,
+            https_cert,
+            Duration::from_secs(2),
+        )) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     Err(CoreError::Failed(format!(
         "service {id}: not ready within {}s after the restart (last: {last}); the next host \
          must wait: look at its log",
-        READY_WAIT.as_secs()
-    )))
-}
-
-/// For an HTTPS service: waits until its port takes connections again.
-fn wait_listening(id: &str, addr: &str) -> Result<(), CoreError> {
-    let deadline = Instant::now() + READY_WAIT;
-    while Instant::now() < deadline {
-        if let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr)
-            && let Some(sock) = addrs.next()
-            && std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1)).is_ok()
-        {
-            println!(
-                "service {id}: HTTPS: listening again (check GET /readyz before the next host)"
-            );
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Err(CoreError::Failed(format!(
-        "service {id}: not listening on {addr} within {}s after the restart",
         READY_WAIT.as_secs()
     )))
 }
@@ -494,26 +537,26 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
             .expect("ExecStart");
-        let words = unit_words(exec).expect("parses");
+        let words = crate::install::unit_words(exec).expect("parses");
         assert_eq!(words[0], "/opt/sqlraft/bin/sqlraft-core");
         assert_eq!(&words[1..], &spec.args[..]);
         assert_eq!(
             http_probe_address(&words[1..]),
-            Some(("127.0.0.1:7220".to_string(), false))
+            ("127.0.0.1:7220".to_string(), None)
         );
     }
 
     #[test]
     fn the_probe_address_defaults_and_maps_wildcards() {
-        assert_eq!(
-            http_probe_address(&[]),
-            Some(("127.0.0.1:7220".into(), false))
-        );
+        assert_eq!(http_probe_address(&[]), ("127.0.0.1:7220".into(), None));
         let args: Vec<String> = ["--http", "[::]:8000", "--http.tls.cert", "c"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(http_probe_address(&args), Some(("[::1]:8000".into(), true)));
+        assert_eq!(
+            http_probe_address(&args),
+            ("[::1]:8000".into(), Some(PathBuf::from("c")))
+        );
     }
 
     #[test]
@@ -541,6 +584,7 @@ mod tests {
         let err = upgrade(&Upgrade {
             root: root.path().to_path_buf(),
             id: None,
+            binary: None,
             check: false,
         })
         .expect_err("refused");

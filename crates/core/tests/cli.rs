@@ -491,3 +491,67 @@ fn a_directory_in_a_newer_data_format_is_refused_untouched() {
         "not restarted by systemd or the supervisor"
     );
 }
+
+/// Runs the first service until it is ready, then stops it, with `JOURNAL_STREAM` set
+/// to `journal` and stderr going to `stderr_file`; returns what went to stderr.
+fn stderr_with_journal_stream(root: &Path, journal: &str, stderr_file: &Path) -> String {
+    let http = format!("127.0.0.1:{}", free_port());
+    let raft = format!("127.0.0.1:{}", free_port());
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(stderr_file)
+        .expect("stderr file");
+    let child = Command::new(BIN)
+        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
+        .arg(root)
+        .args([
+            "--raft.insecure",
+            "--raft.node.listen",
+            &raft,
+            "--raft.node.addr",
+            &raft,
+        ])
+        .args(["--http", &http])
+        .env("JOURNAL_STREAM", journal)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn");
+    let mut guard = ChildGuard(Some(child));
+    let rt = runtime();
+    let deadline = Instant::now() + TIMEOUT;
+    while !rt
+        .block_on(client::get(&http, "/readyz", Duration::from_secs(1)))
+        .is_ok_and(|r| r.status == 200)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    guard.sigterm();
+    let status = guard.child().wait().expect("wait");
+    guard.0 = None;
+    assert!(status.success());
+    std::fs::read_to_string(stderr_file).expect("stderr")
+}
+
+#[test]
+fn the_log_goes_to_stderr_only_when_stderr_is_the_journal_stream_systemd_names() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = tempfile::tempdir().expect("temp dir");
+    // Inherited from some other process: names another file; nothing is copied.
+    let other = root.path().join("other.stderr");
+    std::fs::write(&other, "").expect("create");
+    let said = stderr_with_journal_stream(root.path(), "1:1", &other);
+    assert!(!said.contains("starting core service"), "{said}");
+    // The stream systemd connected: the log is copied there.
+    let journal = root.path().join("journal.stderr");
+    std::fs::write(&journal, "").expect("create");
+    let meta = std::fs::metadata(&journal).expect("metadata");
+    let said = stderr_with_journal_stream(
+        root.path(),
+        &format!("{}:{}", meta.dev(), meta.ino()),
+        &journal,
+    );
+    assert!(said.contains("starting core service"), "{said}");
+}

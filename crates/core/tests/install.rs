@@ -489,24 +489,24 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
     );
     assert_eq!(std::fs::read(&installed).expect("read"), old);
 
+    // As if an upgrade had stopped after replacing the file: the service still runs the
+    // old binary, which `upgrade` sees from the running process.
+    let staged = bin_dir.join("staged");
+    std::fs::copy(BIN, &staged).expect("copy");
+    std::fs::rename(&staged, &installed).expect("rename");
     let up = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
     assert!(up.status.success(), "{}", text(&up.stderr));
     assert!(
-        text(&up.stdout).contains("upgraded from sqlraft"),
+        text(&up.stdout).contains("already this binary")
+            && text(&up.stdout).contains("upgraded from sqlraft"),
         "{}",
         text(&up.stdout)
     );
-    assert_eq!(
-        std::fs::read(&installed).expect("read"),
-        std::fs::read(BIN).expect("read"),
-        "the installed binary is this one now"
-    );
-    assert_eq!(
-        std::fs::read(bin_dir.join("sqlraft-core.previous")).expect("previous"),
-        old
-    );
     let new_supervisor = guard.supervisor_pid().expect("a new supervisor");
-    assert_ne!(new_supervisor, supervisor);
+    assert_ne!(
+        new_supervisor, supervisor,
+        "the stale service was restarted"
+    );
     assert!(!process_alive(supervisor));
     let (status, body) = http_req(
         &http,
@@ -528,4 +528,34 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
         text(&again.stdout)
     );
     assert_eq!(guard.supervisor_pid(), Some(new_supervisor));
+
+    // Back to the old binary with --binary: it replaces the installed one, which is kept
+    // as .previous, and the service runs the old one again.
+    let old_file = tmp.path().join("old-sqlraft-core");
+    std::fs::write(&old_file, &old).expect("write");
+    std::fs::set_permissions(&old_file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let back = sqlraft_core(
+        &[
+            "upgrade",
+            "--root",
+            &root_s,
+            "--binary",
+            old_file.to_str().expect("utf-8"),
+        ],
+        tmp.path(),
+    );
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert_eq!(std::fs::read(&installed).expect("read"), old);
+    assert_eq!(
+        std::fs::read(bin_dir.join("sqlraft-core.previous")).expect("previous"),
+        std::fs::read(BIN).expect("read")
+    );
+    let third = guard.supervisor_pid().expect("a supervisor");
+    assert_ne!(third, new_supervisor, "restarted on the old binary");
+    let core = guard.core_pid().expect("service pid");
+    assert_eq!(
+        std::fs::read(format!("/proc/{core}/exe")).expect("running binary"),
+        old
+    );
+    assert!(wait_ready(&http, Duration::from_secs(30)), "ready again");
 }

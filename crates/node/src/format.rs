@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use crate::error::{Fatal, NodeError, Result};
+use crate::error::{NodeError, Result};
 use crate::identity::write_atomically;
 
 /// The data format this version writes.
@@ -23,6 +23,9 @@ pub const DATA_FORMAT: u32 = 1;
 pub const OLDEST_READABLE_FORMAT: u32 = 1;
 /// The file, in the node directory.
 pub const FORMAT_FILE: &str = "format";
+
+/// The format file is a few dozen bytes; anything larger is not one.
+const MAX_FILE_BYTES: u64 = 4096;
 
 /// This build's version, as it is recorded.
 const THIS_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,8 +44,16 @@ pub struct DataFormat {
 /// one written before the file existed.
 pub fn read(dir: &Path) -> Result<Option<DataFormat>> {
     let path = dir.join(FORMAT_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let damaged = |why: String| {
+        NodeError::Incompatible(format!(
+            "{} {why}; sqlraft writes it at start (format=<n> and written_by=<version> \
+             lines): restore it from a copy of the directory, or write format=1 if this \
+             directory was last opened by sqlraft 0.2",
+            path.display()
+        ))
+    };
+    // Read only a small regular file: this also runs as root (`upgrade`).
+    match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let holds_a_node = dir
                 .join("raft")
@@ -53,27 +64,37 @@ pub fn read(dir: &Path) -> Result<Option<DataFormat>> {
                 written_by: "unknown".into(),
             }));
         }
-        Err(e) => return Err(Fatal::io(format!("cannot read {}", path.display()), e)),
-    };
+        Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
+        Ok(meta) if !meta.is_file() => return Err(damaged("is not a regular file".into())),
+        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+            return Err(damaged(format!("is over {MAX_FILE_BYTES} bytes")));
+        }
+        Ok(_) => {}
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
     let mut format = None;
     let mut written_by = None;
     for line in text.lines() {
-        match line.split_once('=') {
-            Some(("format", v)) => format = v.trim().parse::<u32>().ok(),
-            Some(("written_by", v)) => written_by = Some(v.trim().to_string()),
+        match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("format", v)) => {
+                let n = v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    damaged(format!(
+                        "says format={v}, which is not a data format (1, 2, …)"
+                    ))
+                })?;
+                format = Some(n);
+            }
+            Some(("written_by", v)) => written_by = Some(v.to_string()),
             _ => {}
         }
     }
     match format {
-        Some(format) if format > 0 => Ok(Some(DataFormat {
+        Some(format) => Ok(Some(DataFormat {
             format,
             written_by: written_by.unwrap_or_else(|| "unknown".into()),
         })),
-        _ => Err(NodeError::Incompatible(format!(
-            "{} is damaged (no format=<number> line); it says: {:?}",
-            path.display(),
-            text.chars().take(200).collect::<String>()
-        ))),
+        None => Err(damaged("has no format=<number> line".into())),
     }
 }
 
@@ -183,7 +204,32 @@ mod tests {
     #[test]
     fn a_damaged_format_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(FORMAT_FILE), "format=two\n").expect("write");
-        assert!(matches!(check(dir.path()), Err(NodeError::Incompatible(_))));
+        let file = dir.path().join(FORMAT_FILE);
+        for (text, says) in [
+            ("format=two\n", "not a data format"),
+            ("format=0\n", "format=0, which is not a data format"),
+            ("written_by=1\n", "no format=<number> line"),
+            ("", "no format=<number> line"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            match check(dir.path()) {
+                Err(NodeError::Incompatible(e)) => assert!(e.contains(says), "{text:?}: {e}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        // Spaces around `=` are fine.
+        std::fs::write(&file, "format = 1\nwritten_by = 0.2.0\n").expect("write");
+        assert_eq!(read(dir.path()).expect("read").map(|f| f.format), Some(1));
+        // Not a regular file, or too large: refused without reading it.
+        std::fs::remove_file(&file).expect("rm");
+        std::fs::create_dir(&file).expect("mkdir");
+        assert!(
+            matches!(check(dir.path()), Err(NodeError::Incompatible(e)) if e.contains("not a regular file"))
+        );
+        std::fs::remove_dir(&file).expect("rmdir");
+        std::fs::write(&file, vec![b'x'; 5000]).expect("write");
+        assert!(
+            matches!(check(dir.path()), Err(NodeError::Incompatible(e)) if e.contains("over 4096 bytes"))
+        );
     }
 }
