@@ -35,8 +35,9 @@ Steps:
   1. sqlraft-core inventory check <inventory>: stops on any error.
   2. Ansible: ansible-core is installed from PyPI into a virtualenv when missing
      (\$SQLRAFT_VENV, default $KIT_VENV; needs python3 with venv).
-  3. The playbook prepares the hosts (see docs/OPERATIONS.md).
-  4. Prints the steps left to the operator (sqlraft-core inventory plan).
+  3. The playbook does what is said above (see docs/OPERATIONS.md).
+  4. install.sh and expand.sh print the steps left to the operator
+     (sqlraft-core inventory plan).
 
 The sqlraft-core binary deployed to the hosts, first found of:
   \$SQLRAFT_BIN                      an executable file

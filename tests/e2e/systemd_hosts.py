@@ -671,7 +671,8 @@ def scenario(lab, binary, old_binary, venv):
     check(len(load.acked) > 0, "writes were acknowledged during the upgrade")
     leader_host = next(h for h in lab.hosts
                        if api.ok("GET", f"{h.url}/status")["raft_id"] == leader_before)
-    upgraded = [line for line in out.splitlines() if "upgraded from sqlraft" in line]
+    upgraded = [line for line in out.splitlines()
+                if f"now sqlraft {new_version} (was {old_version})" in line]
     say("upgraded: " + "; ".join(u.strip().strip('",') for u in upgraded))
     followers_turn = out.split("PLAY [Upgrade the followers", 1)[-1].split("PLAY [Upgrade the leader", 1)[0]
     leader_turn = out.split("PLAY [Upgrade the leader last]", 1)[-1]

@@ -437,10 +437,18 @@ fn install_supervised(inst: &Installation) -> Result<(), CoreError> {
     if supervisor_running(&paths)? {
         let sup = read_live_pid(&paths.supervisor_pid).map_or("?".into(), |p| p.to_string());
         let core = read_live_pid(&paths.core_pid).map_or("none".into(), |p| p.to_string());
+        let running = crate::supervisor::supervisor_flags(&paths);
+        if running.as_deref() == Some(&inst.args[..]) {
+            println!(
+                "{name}: already running under its supervisor (pid {sup}, service pid {core}); {NOTHING_CHANGED}"
+            );
+            return Ok(());
+        }
+        // Other flags: restarted with these, as a changed unit is.
         println!(
-            "{name}: already running under its supervisor (pid {sup}, service pid {core}); {NOTHING_CHANGED}"
+            "{name}: running with other flags (supervisor pid {sup}); restarting it with these"
         );
-        return Ok(());
+        crate::supervisor::stop_supervisor(&inst.id, &inst.dir)?;
     }
     // A stale pid file may name a recycled pid: only a process serving this id counts.
     if let Some(pid) = read_live_pid(&paths.core_pid).filter(|pid| cmdline_mentions(*pid, &inst.id))

@@ -89,6 +89,54 @@ pub fn read_live_pid(path: &Path) -> Option<i32> {
     process_alive(pid).then_some(pid)
 }
 
+/// How long the supervised service gets to stop (its own stop timeout is 30 s).
+const SUPERVISOR_STOP_WAIT: Duration = Duration::from_secs(40);
+
+/// Stops the supervised mode's supervisor (and with it the service); true when one ran.
+pub(crate) fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
+    let paths = SupervisedPaths::new(dir);
+    if !supervisor_running(&paths)? {
+        return Ok(false);
+    }
+    let Some(pid) = read_live_pid(&paths.supervisor_pid) else {
+        return Err(CoreError::Failed(format!(
+            "service {id}: a supervisor holds {} but {} names no living process",
+            paths.lock.display(),
+            paths.supervisor_pid.display()
+        )));
+    };
+    kill(Pid::from_raw(pid), Signal::SIGTERM)
+        .map_err(|e| CoreError::Io(format!("cannot stop the supervisor (pid {pid}): {e}")))?;
+    let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
+    while supervisor_running(&paths)? {
+        if Instant::now() >= deadline {
+            return Err(CoreError::Failed(format!(
+                "service {id}: its supervisor (pid {pid}) did not stop within {}s",
+                SUPERVISOR_STOP_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("service {id}: supervisor (pid {pid}) and service stopped");
+    Ok(true)
+}
+
+/// The command line of the running supervisor of `paths`, without the program and
+/// `--supervise`: the flags its service runs with.
+pub(crate) fn supervisor_flags(paths: &SupervisedPaths) -> Option<Vec<String>> {
+    let pid = read_live_pid(&paths.supervisor_pid)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .skip(1)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .filter(|a| a != "--supervise")
+            .collect(),
+    )
+}
+
 /// Whether a supervisor holds the lock. The probe takes the lock and releases it.
 pub(crate) fn supervisor_running(paths: &SupervisedPaths) -> Result<bool, CoreError> {
     let file = match File::open(&paths.lock) {

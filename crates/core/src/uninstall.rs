@@ -11,19 +11,11 @@
 //! unless `--purge`. A service this host still counts as a member is refused without
 //! `--force`: remove it from the cluster first.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
 use crate::error::{CoreError, io_err};
 use crate::install::{SYSTEMD_MARKER, UNIT_DIR, systemctl, systemctl_ok, unit_name};
 use crate::removal::removed_note;
-use crate::supervisor::{SupervisedPaths, read_live_pid, supervisor_running};
-
-/// How long the supervised service gets to stop (its own stop timeout is 30 s).
-const SUPERVISOR_STOP_WAIT: Duration = Duration::from_secs(40);
+use crate::supervisor::{SupervisedPaths, supervisor_running};
+use std::path::{Path, PathBuf};
 
 /// What `sqlraft-core uninstall` was asked.
 #[derive(Clone, Debug)]
@@ -60,6 +52,18 @@ pub fn uninstall(req: &Uninstall) -> Result<(), CoreError> {
         return Ok(());
     }
 
+    // Nothing of this id here (a typo, another root): change nothing, the binary
+    // included.
+    let supervised = supervisor_running(&SupervisedPaths::new(&dir))?;
+    if !dir.exists() && !unit_path.exists() && !supervised {
+        println!(
+            "service {}: nothing installed under {} (no {}, no unit {unit}); nothing changed",
+            req.id,
+            req.root.display(),
+            dir.display()
+        );
+        return Ok(());
+    }
     let member = dir.join("raft").join("identity").exists() && removed.is_none();
     if member && !req.force {
         return Err(CoreError::Usage(format!(
@@ -85,7 +89,7 @@ pub fn uninstall(req: &Uninstall) -> Result<(), CoreError> {
             unit_path.display()
         );
     }
-    if stop_supervisor(&req.id, &dir)? {
+    if crate::supervisor::stop_supervisor(&req.id, &dir)? {
         did_something = true;
     }
 
@@ -128,35 +132,6 @@ pub fn uninstall(req: &Uninstall) -> Result<(), CoreError> {
         println!("service {}: nothing installed here to take away", req.id);
     }
     Ok(())
-}
-
-/// Stops the supervised mode's supervisor (and with it the service); true when one ran.
-pub(crate) fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
-    let paths = SupervisedPaths::new(dir);
-    if !supervisor_running(&paths)? {
-        return Ok(false);
-    }
-    let Some(pid) = read_live_pid(&paths.supervisor_pid) else {
-        return Err(CoreError::Failed(format!(
-            "service {id}: a supervisor holds {} but {} names no living process",
-            paths.lock.display(),
-            paths.supervisor_pid.display()
-        )));
-    };
-    kill(Pid::from_raw(pid), Signal::SIGTERM)
-        .map_err(|e| CoreError::Io(format!("cannot stop the supervisor (pid {pid}): {e}")))?;
-    let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
-    while supervisor_running(&paths)? {
-        if Instant::now() >= deadline {
-            return Err(CoreError::Failed(format!(
-                "service {id}: its supervisor (pid {pid}) did not stop within {}s",
-                SUPERVISOR_STOP_WAIT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!("service {id}: supervisor (pid {pid}) and service stopped");
-    Ok(true)
 }
 
 /// The other services of this host that run `<root>/bin/sqlraft-core`: units whose
@@ -215,24 +190,32 @@ mod tests {
     use super::*;
     use crate::removal::mark_removed;
 
-    #[test]
-    fn a_member_is_not_uninstalled_without_force() {
+    /// A root with service `id` (its identity) and the binary; the request to
+    /// uninstall it, without --purge.
+    fn installed(id: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Uninstall) {
         let root = tempfile::tempdir().expect("tempdir");
-        let id = "6f1c0a3e-0000-4000-8000-000000000001";
-        let raft = root.path().join("core").join(id).join("raft");
-        std::fs::create_dir_all(&raft).expect("mkdir");
-        std::fs::write(raft.join("identity"), "x").expect("identity");
+        let dir = root.path().join("core").join(id);
+        std::fs::create_dir_all(dir.join("raft")).expect("mkdir");
+        std::fs::write(dir.join("raft").join("identity"), "x").expect("identity");
         let bin = root.path().join("bin");
         std::fs::create_dir_all(&bin).expect("mkdir");
         std::fs::write(bin.join("sqlraft-core"), "binary").expect("binary");
         let req = Uninstall {
             id: id.into(),
             root: root.path().to_path_buf(),
-            purge: true,
+            purge: false,
             keep_binary: false,
             force: false,
             if_removed: false,
         };
+        (root, dir, bin, req)
+    }
+
+    #[test]
+    fn a_member_is_not_uninstalled_without_force() {
+        let (_root, dir, bin, req) = installed("6f1c0a3e-0000-4000-8000-000000000001");
+        let raft = dir.join("raft");
+        let req = Uninstall { purge: true, ..req };
         let err = uninstall(&req).expect_err("refused");
         assert!(err.to_string().contains("--force"), "{err}");
         assert!(raft.join("identity").exists(), "nothing deleted");
@@ -249,23 +232,8 @@ mod tests {
 
     #[test]
     fn a_removed_service_is_uninstalled_and_its_data_kept_unless_purged() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let id = "6f1c0a3e-0000-4000-8000-000000000002";
-        let dir = root.path().join("core").join(id);
-        std::fs::create_dir_all(dir.join("raft")).expect("mkdir");
-        std::fs::write(dir.join("raft").join("identity"), "x").expect("identity");
+        let (_root, dir, bin, req) = installed("6f1c0a3e-0000-4000-8000-000000000002");
         mark_removed(&dir).expect("mark");
-        let bin = root.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::write(bin.join("sqlraft-core"), "binary").expect("binary");
-        let req = Uninstall {
-            id: id.into(),
-            root: root.path().to_path_buf(),
-            purge: false,
-            keep_binary: false,
-            force: false,
-            if_removed: false,
-        };
         uninstall(&req).expect("uninstalled");
         assert!(!bin.join("sqlraft-core").exists(), "binary deleted");
         assert!(dir.join("raft").join("identity").exists(), "data kept");

@@ -79,6 +79,15 @@ impl Runner {
         }
     }
 
+    /// The user it runs as, when not the one running this command.
+    fn user(&self) -> Option<String> {
+        match self {
+            Runner::Unit { user, .. } => user.clone(),
+            Runner::Supervised { uid, .. } => user_name(*uid).ok().flatten(),
+            Runner::Stopped { .. } => None,
+        }
+    }
+
     /// The service's running process.
     fn pid(&self) -> Option<i32> {
         match self {
@@ -159,7 +168,9 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
     }
     // The target must open the data: a downgrade across a format change is refused
     // here, on every host, before anything changes.
-    sqlraft::format::check(&dir)?;
+    if target == this {
+        sqlraft::format::check(&dir)?;
+    }
     let (oldest, newest) = formats_of(&target, &this);
     if let Some(found) = sqlraft::format::read(&dir)?
         && !(oldest..=newest).contains(&found.format)
@@ -177,9 +188,12 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
         )));
     }
     let runner = runner(&id, &dir)?;
-    let exe = runner.argv().first().map(String::as_str).unwrap_or("");
+    let exe = runner.argv().first().map(String::as_str);
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    if canonical(Path::new(exe)) != canonical(&installed) {
+    // (Nothing runs and no unit names a binary: only the binary is replaced.)
+    if let Some(exe) = exe
+        && canonical(Path::new(exe)) != canonical(&installed)
+    {
         return Err(CoreError::Usage(format!(
             "service {id} runs {exe}, not {} (the binary the installer puts there and \
              this command replaces): take it off with `uninstall` and install it with \
@@ -214,10 +228,15 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
         }
         Runner::Stopped { .. } => "start nothing: the service is not running".to_string(),
     };
+    // The target must take the service's flags (an older one may not know a newer
+    // flag): asked with a dry run, which changes nothing.
+    if let Some((_, args)) = runner.argv().split_first() {
+        accepts_flags(&target, &version, args, runner.user().as_deref())?;
+    }
     if req.check {
         println!(
-            "service {id}: runs sqlraft {from}; sqlraft {version} opens its data; would \
-             replace {} and {how}",
+            "service {id}: runs sqlraft {from}; sqlraft {version} opens its data and takes \
+             its flags; would replace {} and {how}",
             installed.display()
         );
         return Ok(());
@@ -232,7 +251,7 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
             }
         }
         Runner::Supervised { argv, uid, .. } if stale => {
-            crate::uninstall::stop_supervisor(&id, &dir)?;
+            crate::supervisor::stop_supervisor(&id, &dir)?;
             let user = user_name(*uid)?;
             install_again(&id, argv, user.as_deref())?;
         }
@@ -257,7 +276,7 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
     }
     let (addr, https_cert) = http_probe_address(runner.argv().get(1..).unwrap_or(&[]));
     wait_ready(&id, &addr, https_cert.as_deref())?;
-    println!("service {id}: upgraded from sqlraft {from} to {version}, ready");
+    println!("service {id}: now sqlraft {version} (was {from}), ready");
     Ok(())
 }
 
@@ -421,6 +440,35 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, CoreError> {
             return Ok(false);
         }
     }
+}
+
+/// Refuses when `binary` does not take the service's flags (`run <args> --install
+/// --dry-run`, which changes nothing), with what it said.
+fn accepts_flags(
+    binary: &Path,
+    version: &str,
+    args: &[String],
+    user: Option<&str>,
+) -> Result<(), CoreError> {
+    let mut command = Command::new(binary);
+    command
+        .args(args.iter().filter(|a| *a != "--supervise"))
+        .args(["--install", "--dry-run"]);
+    if let Some(user) = user {
+        command.args(["--user", user]);
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io_err("run", binary, e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(CoreError::Usage(format!(
+        "sqlraft {version} ({}) does not take this service's flags: {}; nothing changed",
+        binary.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// The name of user `uid`, `None` when it is this process's own.

@@ -246,6 +246,20 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
     assert!(log.contains("supervisor stopped"), "{log}");
 }
 
+/// A temporary directory with a root in it for supervised installs (its path also as
+/// text); `None`, said on stderr, where systemd runs (`--install` would write a real
+/// unit).
+fn supervised_root() -> Option<(tempfile::TempDir, std::path::PathBuf, String)> {
+    if systemd_running() {
+        eprintln!("systemd runs here: --install would write a real unit; skipped");
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("root");
+    let root_s = root.to_str().expect("utf-8").to_string();
+    Some((tmp, root, root_s))
+}
+
 /// One request to a service, in a runtime of its own.
 fn http_req(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -266,13 +280,9 @@ fn http_req(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, s
 
 #[test]
 fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
-    if systemd_running() {
-        eprintln!("systemd runs here: --install would write a real unit; skipped");
+    let Some((tmp, root, root_s)) = supervised_root() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let root = tmp.path().join("root");
-    let root_s = root.to_str().expect("utf-8").to_string();
+    };
     let install_args = |id: &str, raft: &str, http: &str, join: Option<&str>| {
         let mut args: Vec<String> = [
             "run",
@@ -428,13 +438,9 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
 
 #[test]
 fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
-    if systemd_running() {
-        eprintln!("systemd runs here: --install would write a real unit; skipped");
+    let Some((tmp, root, root_s)) = supervised_root() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let root = tmp.path().join("root");
-    let root_s = root.to_str().expect("utf-8").to_string();
+    };
     // The "old" installed binary: this one with a byte more (it runs the same; the
     // upgrade sees another file).
     let bin_dir = root.join("bin");
@@ -497,8 +503,7 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
     let up = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
     assert!(up.status.success(), "{}", text(&up.stderr));
     assert!(
-        text(&up.stdout).contains("already this binary")
-            && text(&up.stdout).contains("upgraded from sqlraft"),
+        text(&up.stdout).contains("already this binary") && text(&up.stdout).contains(" (was "),
         "{}",
         text(&up.stdout)
     );
@@ -558,4 +563,171 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
         old
     );
     assert!(wait_ready(&http, Duration::from_secs(30)), "ready again");
+}
+
+/// A stand-in for an older release: says its version, knows no `upgrade --formats`, and
+/// refuses `--log.max-bytes` as 0.1.0 does; otherwise runs this binary.
+fn older_release(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("older-sqlraft-core");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n\
+             [ \"$1\" = --version ] && {{ echo 'sqlraft-core 0.0.9'; exit 0; }}\n\
+             [ \"$1\" = upgrade ] && {{ echo 'unrecognized subcommand' >&2; exit 2; }}\n\
+             for a in \"$@\"; do [ \"$a\" = --log.max-bytes ] && {{ echo \"error: unexpected argument '--log.max-bytes' found\" >&2; exit 2; }}; done\n\
+             exec {BIN} \"$@\"\n"
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[test]
+fn upgrade_refuses_a_binary_that_cannot_take_the_flags_and_replaces_only_the_binary_of_a_stopped_service()
+ {
+    let Some((tmp, root, root_s)) = supervised_root() else {
+        return;
+    };
+    let bin_dir = root.join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let installed = bin_dir.join("sqlraft-core");
+    std::fs::copy(BIN, &installed).expect("copy");
+    let raft = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let dir = root.join("core").join(FIRST_ID);
+    let guard = SupervisedGuard::new(&dir);
+    let out = Command::new(&installed)
+        .args(["run", "--id", FIRST_ID, "--root", &root_s])
+        .args(["--raft.node.listen", &raft, "--raft.node.addr", &raft])
+        .args([
+            "--http",
+            &http,
+            "--raft.insecure",
+            "--log.max-bytes",
+            "1048576",
+        ])
+        .arg("--install")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wait_ready(&http, Duration::from_secs(30)), "not ready");
+    let supervisor = guard.supervisor_pid().expect("supervisor");
+
+    // Going back to a release that does not know --log.max-bytes: refused before
+    // anything changes, --check included.
+    let older = older_release(tmp.path());
+    let older_s = older.to_str().expect("utf-8");
+    for extra in [&["--check"][..], &[][..]] {
+        let mut args = vec!["upgrade", "--root", &root_s, "--binary", older_s];
+        args.extend(extra);
+        let refused = sqlraft_core(&args, tmp.path());
+        assert!(!refused.status.success(), "{}", text(&refused.stdout));
+        assert!(
+            text(&refused.stderr).contains("does not take this service's flags")
+                && text(&refused.stderr).contains("--log.max-bytes"),
+            "{}",
+            text(&refused.stderr)
+        );
+        assert_eq!(guard.supervisor_pid(), Some(supervisor), "still running");
+        assert_eq!(
+            std::fs::read(&installed).expect("read"),
+            std::fs::read(BIN).expect("read"),
+            "the binary is untouched"
+        );
+    }
+
+    // Stopped (its supervisor ended): upgrade replaces only the binary.
+    assert!(guard.stop(), "stopped");
+    let up = sqlraft_core(
+        &["upgrade", "--root", &root_s, "--binary", older_s],
+        tmp.path(),
+    );
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stdout).contains("not running; not started"),
+        "{}",
+        text(&up.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&installed).expect("read"),
+        std::fs::read(&older).expect("read")
+    );
+    assert!(guard.supervisor_pid().is_none(), "nothing started");
+
+    // An id that is not installed here: nothing changes, the binary stays.
+    let typo = sqlraft_core(
+        &[
+            "uninstall",
+            "--id",
+            "11111111-1111-4111-8111-111111111111",
+            "--root",
+            &root_s,
+        ],
+        tmp.path(),
+    );
+    assert!(typo.status.success(), "{}", text(&typo.stderr));
+    assert!(
+        text(&typo.stdout).contains("nothing installed under"),
+        "{}",
+        text(&typo.stdout)
+    );
+    assert!(installed.exists() && bin_dir.join("sqlraft-core.previous").exists());
+}
+
+#[test]
+fn install_again_with_other_flags_restarts_the_supervised_service_with_them() {
+    let Some((tmp, root, root_s)) = supervised_root() else {
+        return;
+    };
+    let raft = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let dir = root.join("core").join(FIRST_ID);
+    let guard = SupervisedGuard::new(&dir);
+    let base = [
+        "run",
+        "--id",
+        FIRST_ID,
+        "--root",
+        &root_s,
+        "--raft.node.listen",
+        &raft,
+        "--raft.node.addr",
+        &raft,
+        "--http",
+        &http,
+        "--raft.insecure",
+        "--install",
+    ];
+    let first = sqlraft_core(&base, tmp.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let supervisor = guard.supervisor_pid().expect("supervisor");
+    let mut changed = base.to_vec();
+    changed.extend(["--log.files", "2"]);
+    let again = sqlraft_core(&changed, tmp.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("running with other flags"),
+        "{}",
+        text(&again.stdout)
+    );
+    let new = guard.supervisor_pid().expect("a new supervisor");
+    assert_ne!(new, supervisor);
+    let cmdline = std::fs::read(format!("/proc/{new}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--log.files\u{0}2"),
+        "the new flags are in use"
+    );
+    assert!(wait_ready(&http, Duration::from_secs(30)), "ready");
+    // The same flags again: nothing changes.
+    let same = sqlraft_core(&changed, tmp.path());
+    assert!(
+        text(&same.stdout).contains(NOTHING_CHANGED),
+        "{}",
+        text(&same.stdout)
+    );
+    assert_eq!(guard.supervisor_pid(), Some(new));
 }
