@@ -176,7 +176,8 @@ pub fn upgrade(req: &Upgrade) -> Result<(), CoreError> {
         && !(oldest..=newest).contains(&found.format)
     {
         return Err(CoreError::Usage(format!(
-            "{} holds data format {} (written by sqlraft {}); sqlraft {version} reads formats              {oldest} to {newest}: {} refused",
+            "{} holds data format {} (written by sqlraft {}); sqlraft {version} reads formats \
+             {oldest} to {newest}: {} refused",
             dir.display(),
             found.format,
             found.written_by,
