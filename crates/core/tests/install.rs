@@ -28,6 +28,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that a command's output (stdout or stderr) says `needle`.
+fn assert_says(output: &[u8], needle: &str) {
+    let said = text(output);
+    assert!(said.contains(needle), "expected {needle:?} in:\n{said}");
+}
+
 fn is_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
@@ -199,11 +205,7 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
 
     let first = sqlraft_core(&args, tmp.path());
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(
-        text(&first.stdout).contains("started as a supervised background process"),
-        "{}",
-        text(&first.stdout)
-    );
+    assert_says(&first.stdout, "started as a supervised background process");
     assert!(wait_ready(&http, Duration::from_secs(30)), "not ready");
     let supervisor = guard.supervisor_pid().expect("supervisor pid file");
     let core = guard.core_pid().expect("core pid file");
@@ -213,11 +215,7 @@ fn supervised_install_starts_once_restarts_on_failure_and_stops_on_sigterm() {
     // Again: nothing changes.
     let again = sqlraft_core(&args, tmp.path());
     assert!(again.status.success(), "{}", text(&again.stderr));
-    assert!(
-        text(&again.stdout).contains(NOTHING_CHANGED),
-        "{}",
-        text(&again.stdout)
-    );
+    assert_says(&again.stdout, NOTHING_CHANGED);
     assert_eq!(guard.supervisor_pid(), Some(supervisor));
     assert_eq!(guard.core_pid(), Some(core));
 
@@ -367,11 +365,7 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
     // It never comes back: --install and a plain run refuse, without changing anything.
     let again = sqlraft_core(&args2, tmp.path());
     assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("was removed from the cluster"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_says(&again.stderr, "was removed from the cluster");
     assert!(second_guard.supervisor_pid().is_none());
     let run_args: Vec<&str> = args2
         .iter()
@@ -384,20 +378,12 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
         "a clean exit: {}",
         text(&plain.stderr)
     );
-    assert!(
-        text(&plain.stderr).contains("not starting"),
-        "{}",
-        text(&plain.stderr)
-    );
+    assert_says(&plain.stderr, "not starting");
 
     // uninstall keeps the data; --purge deletes it.
     let out = sqlraft_core(&["uninstall", "--id", &id2, "--root", &root_s], tmp.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("data kept"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_says(&out.stdout, "data kept");
     assert!(dir2.join("raft").is_dir());
     let out = sqlraft_core(
         &["uninstall", "--id", &id2, "--root", &root_s, "--purge"],
@@ -413,11 +399,7 @@ fn a_removed_supervised_service_stops_for_good_and_is_uninstalled() {
         tmp.path(),
     );
     assert!(!refused.status.success());
-    assert!(
-        text(&refused.stderr).contains("--force"),
-        "{}",
-        text(&refused.stderr)
-    );
+    assert_says(&refused.stderr, "--force");
     assert_eq!(
         first_guard.supervisor_pid(),
         Some(supervisor),
@@ -483,11 +465,7 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
 
     let check = sqlraft_core(&["upgrade", "--root", &root_s, "--check"], tmp.path());
     assert!(check.status.success(), "{}", text(&check.stderr));
-    assert!(
-        text(&check.stdout).contains("would replace"),
-        "{}",
-        text(&check.stdout)
-    );
+    assert_says(&check.stdout, "would replace");
     assert_eq!(
         guard.supervisor_pid(),
         Some(supervisor),
@@ -502,11 +480,8 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
     std::fs::rename(&staged, &installed).expect("rename");
     let up = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
     assert!(up.status.success(), "{}", text(&up.stderr));
-    assert!(
-        text(&up.stdout).contains("already this binary") && text(&up.stdout).contains(" (was "),
-        "{}",
-        text(&up.stdout)
-    );
+    assert_says(&up.stdout, "already this binary");
+    assert_says(&up.stdout, " (was ");
     let new_supervisor = guard.supervisor_pid().expect("a new supervisor");
     assert_ne!(
         new_supervisor, supervisor,
@@ -527,11 +502,7 @@ fn upgrade_replaces_the_binary_and_restarts_a_supervised_service() {
     // Again: the same binary, nothing restarts.
     let again = sqlraft_core(&["upgrade", "--root", &root_s], tmp.path());
     assert!(again.status.success(), "{}", text(&again.stderr));
-    assert!(
-        text(&again.stdout).contains(NOTHING_CHANGED),
-        "{}",
-        text(&again.stdout)
-    );
+    assert_says(&again.stdout, NOTHING_CHANGED);
     assert_eq!(guard.supervisor_pid(), Some(new_supervisor));
 
     // Back to the old binary with --binary: it replaces the installed one, which is kept
@@ -647,11 +618,7 @@ fn upgrade_refuses_a_binary_that_cannot_take_the_flags_and_replaces_only_the_bin
         tmp.path(),
     );
     assert!(up.status.success(), "{}", text(&up.stderr));
-    assert!(
-        text(&up.stdout).contains("not running; not started"),
-        "{}",
-        text(&up.stdout)
-    );
+    assert_says(&up.stdout, "not running; not started");
     assert_eq!(
         std::fs::read(&installed).expect("read"),
         std::fs::read(&older).expect("read")
@@ -670,11 +637,7 @@ fn upgrade_refuses_a_binary_that_cannot_take_the_flags_and_replaces_only_the_bin
         tmp.path(),
     );
     assert!(typo.status.success(), "{}", text(&typo.stderr));
-    assert!(
-        text(&typo.stdout).contains("nothing installed under"),
-        "{}",
-        text(&typo.stdout)
-    );
+    assert_says(&typo.stdout, "nothing installed under");
     assert!(installed.exists() && bin_dir.join("sqlraft-core.previous").exists());
 }
 
@@ -709,11 +672,7 @@ fn install_again_with_other_flags_restarts_the_supervised_service_with_them() {
     changed.extend(["--log.files", "2"]);
     let again = sqlraft_core(&changed, tmp.path());
     assert!(again.status.success(), "{}", text(&again.stderr));
-    assert!(
-        text(&again.stdout).contains("running with other flags"),
-        "{}",
-        text(&again.stdout)
-    );
+    assert_says(&again.stdout, "running with other flags");
     let new = guard.supervisor_pid().expect("a new supervisor");
     assert_ne!(new, supervisor);
     let cmdline = std::fs::read(format!("/proc/{new}/cmdline")).expect("cmdline");
@@ -724,10 +683,6 @@ fn install_again_with_other_flags_restarts_the_supervised_service_with_them() {
     assert!(wait_ready(&http, Duration::from_secs(30)), "ready");
     // The same flags again: nothing changes.
     let same = sqlraft_core(&changed, tmp.path());
-    assert!(
-        text(&same.stdout).contains(NOTHING_CHANGED),
-        "{}",
-        text(&same.stdout)
-    );
+    assert_says(&same.stdout, NOTHING_CHANGED);
     assert_eq!(guard.supervisor_pid(), Some(new));
 }
