@@ -236,6 +236,13 @@ fn demo_survives_a_killed_leader_and_a_removed_service() {
         line.contains(&format!("restart {}", leader.number)),
         "{line}"
     );
+    // The command for a person's shell has only the flags `run --help` lists.
+    assert!(
+        line.contains("or by hand: ")
+            && line.contains(" run --id ")
+            && !line.contains("--exit-with-parent"),
+        "{line}"
+    );
     demo.expect_line("the count", |l| {
         l.contains("2 of 3 core service(s) still running")
     });

@@ -116,10 +116,16 @@ impl DemoNode {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The command line that starts this service again by hand.
+    /// The command line that starts this service again by hand (without the demo's
+    /// own `--exit-with-parent`: a person's shell is not the demo).
     pub fn command_line(&self) -> String {
         std::iter::once(self.exe.display().to_string())
-            .chain(self.command.iter().cloned())
+            .chain(
+                self.command
+                    .iter()
+                    .filter(|a| *a != "--exit-with-parent")
+                    .cloned(),
+            )
             .collect::<Vec<_>>()
             .join(" ")
     }
