@@ -135,6 +135,15 @@ pub fn render_unit(spec: &UnitSpec) -> Result<String, CoreError> {
     Ok(unit)
 }
 
+/// The command line of a unit's text (its `ExecStart=`), split by [`unit_words`];
+/// `None` when it has none.
+pub(crate) fn unit_command(unit_text: &str) -> Option<Result<Vec<String>, CoreError>> {
+    unit_text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .map(unit_words)
+}
+
 /// Splits an `ExecStart=` line as [`crate::install`] writes it: bare words, or double
 /// quoted with `\\` and `\"` escapes; `%%` and `$$` stand for `%` and `$`.
 pub(crate) fn unit_words(line: &str) -> Result<Vec<String>, CoreError> {

@@ -79,8 +79,7 @@ pub fn process_alive(pid: i32) -> bool {
 
 /// Whether the command line of `pid` contains `word`.
 pub(crate) fn cmdline_mentions(pid: i32, word: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == word.as_bytes()))
+    process_argv(pid).is_some_and(|argv| argv.iter().any(|arg| arg == word))
 }
 
 /// The pid in a pid file, if it names a living process.
@@ -121,17 +120,25 @@ pub(crate) fn stop_supervisor(id: &str, dir: &Path) -> Result<bool, CoreError> {
     Ok(true)
 }
 
-/// The command line of the running supervisor of `paths`, without the program and
-/// `--supervise`: the flags its service runs with.
-pub(crate) fn supervisor_flags(paths: &SupervisedPaths) -> Option<Vec<String>> {
-    let pid = read_live_pid(&paths.supervisor_pid)?;
+/// The command line of process `pid`, the program first.
+pub(crate) fn process_argv(pid: i32) -> Option<Vec<String>> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
         cmdline
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
-            .skip(1)
             .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// The command line of the running supervisor of `paths`, without the program and
+/// `--supervise`: the flags its service runs with.
+pub(crate) fn supervisor_flags(paths: &SupervisedPaths) -> Option<Vec<String>> {
+    let argv = process_argv(read_live_pid(&paths.supervisor_pid)?)?;
+    Some(
+        argv.into_iter()
+            .skip(1)
             .filter(|a| a != "--supervise")
             .collect(),
     )

@@ -154,12 +154,8 @@ fn other_services(root: &Path, id: &str) -> Vec<String> {
             }
             let runs = std::fs::read_to_string(entry.path())
                 .ok()
-                .and_then(|text| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix("ExecStart="))
-                        .and_then(|exec| crate::install::unit_words(exec).ok())
-                        .and_then(|words| words.into_iter().next())
-                })
+                .and_then(|text| crate::install::unit_command(&text)?.ok())
+                .and_then(|words| words.into_iter().next())
                 .is_some_and(|exe| canonical(Path::new(&exe)) == canonical(&binary));
             if runs {
                 others.push(name);

@@ -313,13 +313,9 @@ fn runner(id: &str, dir: &Path) -> Result<Runner, CoreError> {
     if Path::new(SYSTEMD_MARKER).is_dir() && unit_path.exists() {
         let text =
             std::fs::read_to_string(&unit_path).map_err(|e| io_err("read", &unit_path, e))?;
-        let exec = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ExecStart="))
-            .ok_or_else(|| {
-                CoreError::Failed(format!("{} has no ExecStart=", unit_path.display()))
-            })?;
-        let argv = crate::install::unit_words(exec)?;
+        let argv = crate::install::unit_command(&text).ok_or_else(|| {
+            CoreError::Failed(format!("{} has no ExecStart=", unit_path.display()))
+        })??;
         if !systemctl_ok(&["is-active", "--quiet", &unit]) {
             return Ok(Runner::Stopped { argv });
         }
@@ -350,14 +346,11 @@ fn runner(id: &str, dir: &Path) -> Result<Runner, CoreError> {
                 paths.supervisor_pid.display()
             ))
         })?;
-        let cmdline = std::fs::read(format!("/proc/{sup}/cmdline")).map_err(|e| {
-            CoreError::Io(format!("cannot read the supervisor's command line: {e}"))
+        let argv = crate::supervisor::process_argv(sup).ok_or_else(|| {
+            CoreError::Io(format!(
+                "cannot read the command line of the supervisor (pid {sup})"
+            ))
         })?;
-        let argv: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
         let uid = std::fs::metadata(format!("/proc/{sup}"))
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .map_err(|e| CoreError::Io(format!("cannot read the supervisor's user: {e}")))?;
