@@ -394,8 +394,9 @@ impl ApplyTxn<'_> {
     fn control(&self, sql: &str) -> Result<()> {
         if crate::lex::has_keyword(sql, "ROLLBACK") {
             self.guard.forget_shadow();
+            return self.tx.execute_batch(sql).map_err(SqliteError::Apply);
         }
-        self.tx.execute_batch(sql).map_err(SqliteError::Apply)
+        own_statement(&self.tx, sql).map_err(SqliteError::Apply)
     }
 
     /// After a client statement that changed the schema, resets SQLite's in-memory
@@ -407,9 +408,7 @@ impl ApplyTxn<'_> {
     /// review. An empty savepoint rolled back does it: SQLite resets the schema on a
     /// rollback in a transaction that changed it.
     fn settle_schema(&self) -> rusqlite::Result<()> {
-        let version: i64 = self
-            .tx
-            .query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let version = schema_version(&self.tx)?;
         if self.guard.shadow_version() == Some(version) {
             return Ok(());
         }
@@ -430,9 +429,7 @@ impl ApplyTxn<'_> {
     /// (its content table dropped) keeps no other from connecting; its failure is
     /// the same on every node.
     fn know_shadow_tables(&self) -> rusqlite::Result<()> {
-        let version: i64 = self
-            .tx
-            .query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let version = schema_version(&self.tx)?;
         if self.guard.shadow_version() == Some(version) {
             return Ok(());
         }
@@ -567,28 +564,21 @@ impl ApplyTxn<'_> {
         let Some(last) = self.last_index else {
             return Ok(*self.applied);
         };
+        let mut meta = self
+            .tx
+            .prepare_cached("INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES (?1, ?2)")
+            .map_err(SqliteError::Apply)?;
         if let Some(term) = self.last_term {
-            self.tx
-                .execute(
-                    "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_term', ?1)",
-                    [term as i64],
-                )
+            meta.execute(rusqlite::params!["applied_term", term as i64])
                 .map_err(SqliteError::Apply)?;
         }
-        self.tx
-            .execute(
-                "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('applied_index', ?1)",
-                [last as i64],
-            )
+        meta.execute(rusqlite::params!["applied_index", last as i64])
             .map_err(SqliteError::Apply)?;
         if let Some(time_ms) = self.new_time_ms {
-            self.tx
-                .execute(
-                    "INSERT OR REPLACE INTO _sqlraft_meta (key, value) VALUES ('entry_time_ms', ?1)",
-                    [time_ms],
-                )
+            meta.execute(rusqlite::params!["entry_time_ms", time_ms])
                 .map_err(SqliteError::Apply)?;
         }
+        drop(meta);
         self.tx.commit().map_err(SqliteError::Apply)?;
         *self.applied = last;
         if let Some(time_ms) = self.new_time_ms {
@@ -596,6 +586,19 @@ impl ApplyTxn<'_> {
         }
         Ok(last)
     }
+}
+
+/// Runs one of sqlraft's own statements (no parameters, no rows) from the connection's
+/// statement cache: a write pays for parsing its own SQL only, not for the savepoints
+/// and bookkeeping around it (those were most of the apply thread's parsing, by perf).
+fn own_statement(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// The schema's version number (`PRAGMA schema_version`), from the statement cache.
+fn schema_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA schema_version")?
+        .query_row([], |r| r.get(0))
 }
 
 pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {

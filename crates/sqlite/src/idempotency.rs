@@ -28,22 +28,17 @@ pub(crate) enum Earlier {
 /// Forgets the ids first seen more than the window before entry `index`.
 pub(crate) fn forget_expired(tx: &Transaction<'_>, index: u64) -> Result<()> {
     let oldest_kept = index.saturating_sub(IDEMPOTENCY_WINDOW_ENTRIES) as i64;
-    tx.execute(
-        "DELETE FROM _sqlraft_requests WHERE entry_index <= ?1",
-        [oldest_kept],
-    )
-    .map(|_| ())
-    .map_err(SqliteError::Apply)
+    tx.prepare_cached("DELETE FROM _sqlraft_requests WHERE entry_index <= ?1")
+        .and_then(|mut stmt| stmt.execute([oldest_kept]))
+        .map(|_| ())
+        .map_err(SqliteError::Apply)
 }
 
 /// What request id `id` was used for, if it was within the window.
 pub(crate) fn earlier(tx: &Transaction<'_>, id: &str, digest: &[u8]) -> Result<Option<Earlier>> {
     let seen: Option<(i64, Vec<u8>, Vec<u8>)> = tx
-        .query_row(
-            "SELECT entry_index, digest, results FROM _sqlraft_requests WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT entry_index, digest, results FROM _sqlraft_requests WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .optional()
         .map_err(SqliteError::Apply)?;
     let Some((first, first_digest, results)) = seen else {
@@ -91,11 +86,11 @@ pub(crate) fn remember(
             ..Default::default()
         }]);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO _sqlraft_requests (id, entry_index, digest, results) \
          VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![id, index as i64, digest, encoded],
     )
+    .and_then(|mut stmt| stmt.execute(rusqlite::params![id, index as i64, digest, encoded]))
     .map(|_| ())
     .map_err(SqliteError::Apply)
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, StatementStatus};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -237,6 +237,13 @@ impl RunLimits {
 /// again from the start on a blocking thread.
 const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
+/// Statements each read connection keeps prepared, by their SQL text (most reads are
+/// a few statements with parameters, whose parsing cost more than running them).
+const STATEMENT_CACHE: usize = 64;
+
+/// Times a read is run again because the schema changed while it ran.
+const READ_ATTEMPTS: usize = 4;
+
 /// Reads that may run on async threads at once; more go to blocking threads.
 const INLINE_READS: usize = 2;
 
@@ -436,6 +443,7 @@ impl ReadConnection {
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // No single string or blob larger than a whole result, or than any value a
         // write may store, is built.
         let longest =
@@ -490,11 +498,35 @@ impl ReadConnection {
         if statement.sql.trim().is_empty() {
             return Err(SqliteError::Query("empty statement".into()));
         }
+        for _ in 0..READ_ATTEMPTS {
+            let mut stmt = self.prepare(statement)?;
+            let reprepared = stmt.get_status(StatementStatus::RePrepare);
+            let rows = collect_rows(&mut stmt, options);
+            if stmt.get_status(StatementStatus::RePrepare) == reprepared {
+                return rows;
+            }
+            // The schema changed since the statement was prepared (kept from an
+            // earlier read, or a write came in between), and SQLite prepared it again
+            // by itself while it ran: unjudged by the authorizer, and perhaps with
+            // other columns than those taken before it ran. Its result is dropped (a
+            // read changes nothing) and the read runs again on a statement prepared
+            // and judged here.
+            stmt.discard();
+        }
+        Err(SqliteError::Query(format!(
+            "the schema changed under the read {READ_ATTEMPTS} times in a row; try again"
+        )))
+    }
+
+    /// Prepares a client read (judged by the authorizer), or takes it from the
+    /// connection's statement cache, where it was judged when first prepared; checks
+    /// that it only reads and binds its parameters.
+    fn prepare(&self, statement: &Statement) -> Result<rusqlite::CachedStatement<'_>> {
         *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let explain = crate::lex::starts_with_keyword(&statement.sql, "EXPLAIN");
         self.judging.explain.store(explain, Ordering::Relaxed);
         self.judging.preparing.store(true, Ordering::Relaxed);
-        let prepared = self.conn.prepare(&statement.sql);
+        let prepared = self.conn.prepare_cached(&statement.sql);
         self.judging.preparing.store(false, Ordering::Relaxed);
         let mut stmt = prepared.map_err(|e| {
             let refused = self
@@ -516,48 +548,81 @@ impl ReadConnection {
             ));
         }
         bind(&mut stmt, &statement.params)?;
+        Ok(stmt)
+    }
+}
+
+/// Runs a prepared read and collects its rows, within the options' bounds. Its columns
+/// are those the statement had before it ran: the caller checks that SQLite did not
+/// prepare it again meanwhile.
+fn collect_rows(stmt: &mut rusqlite::Statement<'_>, options: &ReadOptions) -> Result<Rows> {
+    let mut shape = Shape::of(stmt, options)?;
+    let mut rows = stmt.raw_query();
+    let mut values = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        if values.len() == options.max_rows {
+            return Err(SqliteError::TooManyRows {
+                limit: options.max_rows,
+            });
+        }
+        shape.spend(shape.row_cost, options)?;
+        let mut out = Vec::with_capacity(shape.columns.len());
+        for i in 0..shape.columns.len() {
+            let value = row.get_ref(i).map_err(read_error)?;
+            shape.spend(
+                crate::types::value_ref_cost(value, Default::default()),
+                options,
+            )?;
+            out.push(Value::from_ref(value));
+        }
+        values.push(out);
+    }
+    let mut rows = Rows {
+        columns: shape.columns,
+        types: shape.types,
+        values,
+    };
+    rows.fill_expression_types();
+    Ok(rows)
+}
+
+/// A read's columns, and what its result may still cost.
+struct Shape {
+    columns: Vec<String>,
+    types: Vec<String>,
+    /// What each row costs besides its values: written as objects, every row repeats
+    /// the column names.
+    row_cost: usize,
+    budget: usize,
+}
+
+impl Shape {
+    fn of(stmt: &rusqlite::Statement<'_>, options: &ReadOptions) -> Result<Shape> {
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
         let types = stmt
             .columns()
             .iter()
             .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
             .collect();
-        let over = || SqliteError::TooManyBytes {
-            limit: options.max_result_bytes,
-        };
-        // Each row pays for its column names too: written as objects, every row
-        // repeats them.
         let names = crate::types::names_cost(&columns);
-        let row_cost = crate::types::ROW_COST + names;
-        let mut budget = options
-            .max_result_bytes
-            .checked_sub(names)
-            .ok_or_else(over)?;
-        let mut values = Vec::new();
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next().map_err(read_error)? {
-            if values.len() == options.max_rows {
-                return Err(SqliteError::TooManyRows {
-                    limit: options.max_rows,
-                });
-            }
-            budget = budget.checked_sub(row_cost).ok_or_else(over)?;
-            let mut out = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
-                let value = row.get_ref(i).map_err(read_error)?;
-                let cost = crate::types::value_ref_cost(value, Default::default());
-                budget = budget.checked_sub(cost).ok_or_else(over)?;
-                out.push(Value::from_ref(value));
-            }
-            values.push(out);
-        }
-        let mut rows = Rows {
+        let mut shape = Shape {
             columns,
             types,
-            values,
+            row_cost: crate::types::ROW_COST + names,
+            budget: options.max_result_bytes,
         };
-        rows.fill_expression_types();
-        Ok(rows)
+        shape.spend(names, options)?;
+        Ok(shape)
+    }
+
+    fn spend(&mut self, cost: usize, options: &ReadOptions) -> Result<()> {
+        self.budget = self
+            .budget
+            .checked_sub(cost)
+            .ok_or(SqliteError::TooManyBytes {
+                limit: options.max_result_bytes,
+            })?;
+        Ok(())
     }
 }
 

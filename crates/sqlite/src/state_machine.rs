@@ -91,6 +91,9 @@ impl StateMachine {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(open_err)?;
+        // The apply path's own statements (savepoints, bookkeeping) and the clock's
+        // function calls are prepared once and kept.
+        conn.set_prepared_statement_cache_capacity(64);
         // The same on every node: a larger value is refused alike everywhere.
         conn.set_limit(
             rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,

@@ -354,3 +354,65 @@ async fn a_read_longer_than_the_inline_budget_is_answered_whole() {
         assert_eq!(count(&pool).await, 1);
     }
 }
+
+/// Read connections keep statements prepared by their text: a kept statement gets its
+/// new parameters each time, and follows the schema as it changes (new columns, a
+/// table dropped, a view in its place), as a freshly prepared one would.
+#[tokio::test]
+async fn kept_statements_follow_parameters_and_schema_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(
+        &mut sm,
+        &[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
+        ],
+    );
+    // One connection, so every read below runs on the same one and its cache.
+    let options = ReadOptions {
+        max_connections: 1,
+        ..ReadOptions::default()
+    };
+    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
+        .await
+        .expect("pool");
+    let by_id = |id: i64| {
+        let mut statement = Statement::new("SELECT v FROM t WHERE id = ?");
+        statement.params = sqlraft_sqlite::Params::Positional(vec![id.into()]);
+        statement
+    };
+    let text = |rows: &sqlraft_sqlite::Rows| format!("{:?}", rows.values);
+    for (id, want) in [(1, "one"), (2, "two"), (1, "one"), (3, "")] {
+        let rows = pool.query(&by_id(id)).await.expect("read by id");
+        assert_eq!(
+            text(&rows),
+            if want.is_empty() {
+                "[]".to_string()
+            } else {
+                format!("[[Text({want:?})]]")
+            },
+            "id {id}"
+        );
+    }
+    let all = Statement::new("SELECT * FROM t ORDER BY id");
+    let rows = pool.query(&all).await.expect("all");
+    assert_eq!(rows.columns, ["id", "v"]);
+
+    write(&mut sm, &["ALTER TABLE t ADD COLUMN w TEXT DEFAULT 'x'"]);
+    let rows = pool.query(&all).await.expect("all, a column added");
+    assert_eq!(rows.columns, ["id", "v", "w"]);
+
+    write(&mut sm, &["DROP TABLE t"]);
+    let err = pool.query(&all).await.expect_err("the table is gone");
+    assert!(err.to_string().contains("no such table"), "{err}");
+
+    write(
+        &mut sm,
+        &["CREATE VIEW t AS SELECT 7 AS id, 'seven' AS v, 'y' AS w"],
+    );
+    let rows = pool.query(&all).await.expect("all, from a view");
+    assert_eq!(text(&rows), "[[Integer(7), Text(\"seven\"), Text(\"y\")]]");
+    let rows = pool.query(&by_id(7)).await.expect("by id, from a view");
+    assert_eq!(text(&rows), "[[Text(\"seven\")]]");
+}
