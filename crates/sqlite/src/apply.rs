@@ -40,12 +40,15 @@ pub struct ApplyTxn<'a> {
     new_time_ms: Option<i64>,
     at_last_rowid: &'a Mutex<HashSet<String>>,
     applied: &'a mut u64,
+    changes: &'a crate::Changes,
     pub(crate) last_index: Option<u64>,
     /// Term of the last entry of the batch, stored with the applied index.
     last_term: Option<u64>,
 }
 
 impl<'a> ApplyTxn<'a> {
+    // The state machine's parts, borrowed for one batch: one argument each.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         tx: rusqlite::Transaction<'a>,
         guard: &'a Guard,
@@ -54,6 +57,7 @@ impl<'a> ApplyTxn<'a> {
         time_ms: &'a mut i64,
         at_last_rowid: &'a Mutex<HashSet<String>>,
         applied: &'a mut u64,
+        changes: &'a crate::Changes,
     ) -> Self {
         ApplyTxn {
             tx,
@@ -64,6 +68,7 @@ impl<'a> ApplyTxn<'a> {
             new_time_ms: None,
             at_last_rowid,
             applied,
+            changes,
             last_index: None,
             last_term: None,
         }
@@ -579,7 +584,11 @@ impl ApplyTxn<'_> {
                 .map_err(SqliteError::Apply)?;
         }
         drop(meta);
-        self.tx.commit().map_err(SqliteError::Apply)?;
+        let changes = self.changes;
+        let committed = self.tx.commit();
+        // Counted even if the commit failed: what it did is unknown.
+        changes.count();
+        committed.map_err(SqliteError::Apply)?;
         *self.applied = last;
         if let Some(time_ms) = self.new_time_ms {
             *self.time_ms = time_ms;

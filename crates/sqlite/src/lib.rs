@@ -59,7 +59,7 @@ pub use hash::{ContentHash, content_hash};
 pub use idempotency::IDEMPOTENCY_WINDOW_ENTRIES;
 pub use read::{ReadOptions, ReadPool};
 pub use registry::{FIRST_SERVICE_ID, RegistryError, Service, ServiceState, host_of, service_name};
-pub use state_machine::StateMachine;
+pub use state_machine::{Changes, StateMachine};
 pub use types::{
     JsonShape, MAX_REQUEST_ID_BYTES, MAX_VALUE_BYTES, Member, Params, Rows, Statement,
     StatementResult, Value, WriteRequest,

@@ -22,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Result, SqliteError};
+use crate::state_machine::Changes;
 use crate::types::{Params, Rows, Statement, Value};
 
 /// How long a read on the blocking path waits for a lock.
@@ -74,7 +75,22 @@ struct PoolShared {
     /// whose caller left still counts until it has stopped.
     running: Arc<Semaphore>,
     idle: Mutex<Vec<ReadConnection>>,
+    /// The state machine's commit count, when the pool follows one: a connection that
+    /// reads on an async thread then keeps its read transaction from one read to the
+    /// next while nothing was committed (see [`ReadConnection::snapshot_began`]).
+    changes: Option<Changes>,
+    /// The last commit count a read saw, and when it first saw it: snapshots are kept
+    /// only once the database has been still for [`SETTLE`].
+    settled: Mutex<(u64, Instant)>,
 }
+
+/// How long nothing must have been committed before read connections keep their
+/// snapshots. A kept snapshot holds a WAL read mark, and the writer can only start the
+/// WAL over when no reader holds one: under a steady stream of writes, kept snapshots
+/// (each renewed after every commit) would always hold one and the WAL would grow
+/// without end. Kept only while the database is still, they cost at most one missed
+/// restart when writing starts again, and save the locking of every read meanwhile.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// Watches the one read that may run on an async thread: a thread of its own stops it
 /// through SQLite's interrupt once it passed its budget. The progress handler alone
@@ -100,37 +116,24 @@ struct InlineWatch {
 }
 
 impl InlineWatch {
-    fn start() -> Arc<InlineWatch> {
-        let watch = Arc::new(InlineWatch {
+    fn new() -> Arc<InlineWatch> {
+        Arc::new(InlineWatch {
             busy: std::sync::atomic::AtomicUsize::new(0),
             slots: Mutex::new((0..INLINE_READS).map(|_| None).collect()),
             last: Mutex::new(Instant::now()),
             asleep: AtomicBool::new(false),
             wake: std::sync::Condvar::new(),
             stop: AtomicBool::new(false),
-        });
-        // The watcher holds no strong reference: it ends once the pool is gone.
-        let watcher = Arc::downgrade(&watch);
-        let spawned = std::thread::Builder::new()
-            .name("read-watch".into())
-            .spawn(move || {
-                while let Some(watch) = watcher.upgrade() {
-                    if !watch.watch_once() {
-                        break;
-                    }
-                }
-            });
-        if spawned.is_err() {
-            // No watcher: no read runs inline.
-            watch.busy.store(usize::MAX / 2, Ordering::Relaxed);
-        }
-        watch
+        })
     }
 
     /// One look at the running reads, then a nap: a millisecond while reads come in,
     /// up to a second (or until woken) when none came for a while. `false` once the
     /// pool is closed.
-    fn watch_once(&self) -> bool {
+    /// `tidy` is called on every look with `false` (snapshots older than the last
+    /// commit go), and with `true` before a long nap (every snapshot goes: nothing
+    /// would let them go while the watcher sleeps).
+    fn watch_once(&self, tidy: &dyn Fn(bool)) -> bool {
         const QUIET: Duration = Duration::from_millis(200);
         {
             let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,15 +144,21 @@ impl InlineWatch {
                 }
             }
         }
+        tidy(false);
         let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
         if last.elapsed() < QUIET || self.busy.load(Ordering::Relaxed) > 0 {
             std::thread::sleep(Duration::from_millis(1));
         } else {
             let guard = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            self.asleep.store(true, Ordering::SeqCst);
-            // Woken by the next inline read or by close; a spurious wake just loops.
-            let _ = self.wake.wait_timeout(guard, Duration::from_secs(1));
-            self.asleep.store(false, Ordering::SeqCst);
+            // Checked again under the lock an inline read takes to start: one that
+            // started since sees the watcher asleep and wakes it.
+            if guard.elapsed() >= QUIET && self.busy.load(Ordering::Relaxed) == 0 {
+                tidy(true);
+                self.asleep.store(true, Ordering::SeqCst);
+                // Woken by the next inline read or by close; a spurious wake just loops.
+                let _ = self.wake.wait_timeout(guard, Duration::from_secs(1));
+                self.asleep.store(false, Ordering::SeqCst);
+            }
         }
         !self.stop.load(Ordering::Relaxed)
     }
@@ -198,6 +207,11 @@ impl InlineWatch {
 /// One client read connection and the state its hooks look at.
 struct ReadConnection {
     conn: Connection,
+    /// The commit count when this connection's open read transaction began; `None`
+    /// in autocommit. Starting a read transaction costs SQLite file locks (a few
+    /// system calls and a shared mutex); a connection that keeps one while nothing
+    /// was committed reads exactly what a new one would, without them.
+    snapshot_began: Option<u64>,
     limits: Arc<Mutex<RunLimits>>,
     refusal: Arc<Mutex<Option<SqliteError>>>,
     judging: Arc<Judging>,
@@ -251,6 +265,26 @@ impl ReadPool {
     /// Opens a pool on the state database at `path`, which must exist (the
     /// [`crate::StateMachine`] creates it).
     pub async fn open(path: &Path, options: &ReadOptions) -> Result<Self> {
+        Self::open_with(path, options, None).await
+    }
+
+    /// Like [`ReadPool::open`], following the state machine that writes the database
+    /// ([`crate::StateMachine::changes`]): while it commits nothing, a connection keeps
+    /// its read transaction between reads that overlap, which saves SQLite's file
+    /// locking per read. Every read still sees every commit counted before it began.
+    pub async fn open_following(
+        path: &Path,
+        options: &ReadOptions,
+        changes: Changes,
+    ) -> Result<Self> {
+        Self::open_with(path, options, Some(changes)).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        options: &ReadOptions,
+        changes: Option<Changes>,
+    ) -> Result<Self> {
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
@@ -272,8 +306,11 @@ impl ReadPool {
             options: options.clone(),
             running: Arc::new(Semaphore::new(options.max_connections.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
-            inline: InlineWatch::start(),
+            inline: InlineWatch::new(),
+            changes,
+            settled: Mutex::new((0, Instant::now())),
         });
+        PoolShared::watch(&shared);
         // Fail now, not on the first read, if the file cannot be read.
         let first = ReadConnection::open(&shared.path, &shared.options)?;
         shared.give_back(first);
@@ -342,6 +379,33 @@ impl Drop for CancelOnDrop {
 }
 
 impl PoolShared {
+    /// Starts the thread that watches the inline reads and lets old snapshots go. It
+    /// holds no strong reference: it ends once the pool is gone. Without it, no read
+    /// runs inline (and so none keeps a snapshot).
+    fn watch(shared: &Arc<PoolShared>) {
+        let pool = Arc::downgrade(shared);
+        let spawned = std::thread::Builder::new()
+            .name("read-watch".into())
+            .spawn(move || {
+                while let Some(pool) = pool.upgrade() {
+                    let tidy = |all: bool| match (&pool.changes, all) {
+                        (_, true) => pool.end_idle_snapshots(|_| true),
+                        (Some(changes), false) => {
+                            let now = changes.current();
+                            pool.end_idle_snapshots(|began| began != now);
+                        }
+                        (None, false) => {}
+                    };
+                    if !pool.inline.watch_once(&tidy) {
+                        break;
+                    }
+                }
+            });
+        if spawned.is_err() {
+            shared.inline.busy.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+    }
+
     /// Runs `statement` on this thread if it finishes within [`INLINE_BUDGET`]; `None`
     /// when it must run on a blocking thread instead: no idle connection, the read was
     /// stopped at the budget, or it found the database busy (it does not wait here).
@@ -352,11 +416,13 @@ impl PoolShared {
     /// here has changed nothing (reads only read), so running it again from the start is
     /// safe; its partial result is dropped.
     fn run_inline(&self, statement: &Statement) -> Option<Result<Rows>> {
-        let read = self
+        let mut read = self
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()?;
+        // A connection whose transaction cannot be ended or begun is not kept.
+        read.snapshot(self.changes.as_ref(), &self.settled).ok()?;
         let deadline = Instant::now() + INLINE_BUDGET;
         let Some(slot) = self.inline.claim(&read.conn, deadline) else {
             self.give_back(read);
@@ -379,7 +445,7 @@ impl PoolShared {
             || Instant::now() >= deadline;
         // Back to waiting for locks, as the blocking path expects; a connection that
         // cannot be restored, or is outside autocommit, is not pooled again.
-        if read.conn.busy_timeout(BUSY_TIMEOUT).is_ok() && read.conn.is_autocommit() {
+        if read.conn.busy_timeout(BUSY_TIMEOUT).is_ok() && read.unchanged() {
             self.give_back(read);
         }
         match outcome {
@@ -401,16 +467,20 @@ impl PoolShared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let read = match idle {
+        let mut read = match idle {
             Some(read) => read,
             None => ReadConnection::open(&self.path, &self.options)?,
         };
+        // A long read keeps no snapshot: it is its own transaction, whose locking
+        // costs nothing next to it, and no snapshot outlives the watcher's checks.
+        read.end_snapshot()?;
         *read.limits.lock().unwrap_or_else(PoisonError::into_inner) =
             RunLimits::new(Duration::from_millis(self.options.max_query_ms), cancelled);
         let outcome = read.query(statement, &self.options);
-        // Never pooled outside autocommit: it would pin an old snapshot for every
-        // later read on it. (The authorizer makes that impossible; this makes sure.)
-        if read.conn.is_autocommit() {
+        // Never pooled in a transaction it did not begin itself: that would pin an old
+        // snapshot for every later read on it. (The authorizer makes that impossible;
+        // this makes sure.)
+        if read.unchanged() {
             self.give_back(read);
         } else {
             tracing::error!(sql = %statement.sql, "a read left its connection in a transaction; closing it");
@@ -425,10 +495,28 @@ impl PoolShared {
     }
 
     fn give_back(&self, read: ReadConnection) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.options.max_connections as usize {
-            idle.push(read);
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < self.options.max_connections as usize {
+                idle.push(read);
+            }
         }
+        // Idle snapshots older than the last commit go now, not at their next read:
+        // an old snapshot keeps a checkpoint from copying the newer pages.
+        if let Some(changes) = &self.changes {
+            let now = changes.current();
+            self.end_idle_snapshots(|began| began != now);
+        }
+    }
+
+    /// Ends the read transaction of each idle connection whose transaction began at a
+    /// commit count `which` picks; one that cannot end it is closed.
+    fn end_idle_snapshots(&self, which: impl Fn(u64) -> bool) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain_mut(|read| match read.snapshot_began {
+            Some(began) if which(began) => read.end_snapshot().is_ok(),
+            _ => true,
+        });
     }
 }
 
@@ -488,10 +576,68 @@ impl ReadConnection {
         .map_err(open_err)?;
         Ok(ReadConnection {
             conn,
+            snapshot_began: None,
             limits,
             refusal,
             judging,
         })
+    }
+
+    /// Makes the connection read the database as it is now. Following a state machine,
+    /// it keeps its read transaction if nothing was committed since it began, and
+    /// otherwise ends it, and begins another if nothing was committed for [`SETTLE`]:
+    /// deferred, its snapshot is taken by the read that follows, after the commit
+    /// count was read, so the read sees every commit counted by then. Otherwise each
+    /// read is its own transaction.
+    ///
+    /// Its own `BEGIN` and `COMMIT` are prepared afresh each time, never from the
+    /// statement cache: client statements are cached by their text, and a client's
+    /// `COMMIT` must still be judged (and refused).
+    fn snapshot(
+        &mut self,
+        changes: Option<&Changes>,
+        settled: &Mutex<(u64, Instant)>,
+    ) -> Result<()> {
+        let Some(changes) = changes else {
+            return Ok(());
+        };
+        let now = changes.current();
+        if self.snapshot_began == Some(now) && !self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.end_snapshot()?;
+        let still = {
+            let mut settled = settled.lock().unwrap_or_else(PoisonError::into_inner);
+            if settled.0 != now {
+                *settled = (now, Instant::now());
+            }
+            settled.1.elapsed() >= SETTLE
+        };
+        if still {
+            self.conn
+                .execute_batch("BEGIN DEFERRED")
+                .map_err(read_error)?;
+            self.snapshot_began = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Ends the read transaction the connection holds, if any.
+    fn end_snapshot(&mut self) -> Result<()> {
+        if self.snapshot_began.take().is_some() && !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT").map_err(read_error)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the connection's transaction is still the one it began itself (or
+    /// none): a read may not begin or end one.
+    fn unchanged(&mut self) -> bool {
+        if self.snapshot_began.is_some() && self.conn.is_autocommit() {
+            // SQLite ended it (an error can roll a transaction back): none is held.
+            self.snapshot_began = None;
+        }
+        self.conn.is_autocommit() == self.snapshot_began.is_none()
     }
 
     fn query(&self, statement: &Statement, options: &ReadOptions) -> Result<Rows> {

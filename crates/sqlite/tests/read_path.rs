@@ -416,3 +416,162 @@ async fn kept_statements_follow_parameters_and_schema_changes() {
     let rows = pool.query(&by_id(7)).await.expect("by id, from a view");
     assert_eq!(text(&rows), "[[Text(\"seven\")]]");
 }
+
+/// A pool that follows its state machine, with the database still for long enough
+/// that read connections keep their snapshots between reads.
+async fn following_pool(dir: &tempfile::TempDir, sm: &StateMachine) -> ReadPool {
+    let options = ReadOptions {
+        max_connections: 4,
+        ..ReadOptions::default()
+    };
+    let pool = ReadPool::open_following(&dir.path().join("state.db"), &options, sm.changes())
+        .await
+        .expect("pool");
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    pool
+}
+
+/// Reads that overlap (so their connections keep snapshots) once the database has
+/// been still for long enough; every one must count `want` rows.
+async fn overlapping_counts(pool: &ReadPool, want: i64) {
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    for _ in 0..5 {
+        let reads = (0..8).map(|_| count(pool));
+        for n in futures::future::join_all(reads).await {
+            assert_eq!(n, want);
+        }
+    }
+}
+
+/// Kept snapshots never hide a commit: each kind of commit of the state machine (an
+/// applied batch, an installed snapshot, a restore) is seen by the very next read.
+#[tokio::test]
+async fn kept_snapshots_see_every_commit_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
+    let pool = following_pool(&dir, &sm).await;
+    for n in 2..6 {
+        overlapping_counts(&pool, n - 1).await;
+        write(&mut sm, &["INSERT INTO t VALUES (1)"]);
+        assert_eq!(count(&pool).await, n, "the read right after commit {n}");
+    }
+    overlapping_counts(&pool, 5).await;
+
+    // A snapshot of another database with 2 rows, installed.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut source = StateMachine::open(&other.path().join("state.db")).expect("open");
+    write(&mut source, &["CREATE TABLE t (v)"]);
+    for _ in 0..sm.applied_index() - 3 {
+        write(&mut source, &["SELECT 1"]);
+    }
+    write(&mut source, &["INSERT INTO t VALUES (1), (2)"]);
+    // A snapshot records the cluster's configuration (opaque bytes here).
+    let mut txn = source.begin().expect("begin");
+    let index = txn.next_index();
+    txn.skip(index).expect("skip");
+    txn.set_conf_state(&[8, 1]).expect("configuration");
+    txn.commit().expect("commit");
+    let snapshot = sqlraft_sqlite::snapshot::take_snapshot(
+        &other.path().join("state.db"),
+        &other.path().join("snapshots"),
+        |_| Some(1),
+    )
+    .expect("snapshot");
+    let index = source.applied_index();
+    sm.install_snapshot(&snapshot.path, index).expect("install");
+    assert_eq!(count(&pool).await, 2, "the read right after installing");
+    overlapping_counts(&pool, 2).await;
+    write(&mut sm, &["DELETE FROM t"]);
+    assert_eq!(count(&pool).await, 0, "the read right after a commit");
+}
+
+/// Kept snapshots are let go: soon after a commit (the writer's next checkpoint can
+/// copy every page and start the WAL over), and when reads stop.
+#[tokio::test]
+async fn kept_snapshots_do_not_hold_the_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
+    let pool = following_pool(&dir, &sm).await;
+    let truncate = || {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).expect("open");
+        let (busy, _, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("checkpoint");
+        busy == 0
+    };
+    // A commit: the snapshots taken before it go within a few watcher turns.
+    overlapping_counts(&pool, 1).await;
+    write(&mut sm, &["INSERT INTO t VALUES (1)"]);
+    let started = std::time::Instant::now();
+    while !truncate() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "old snapshots still held {:?} after a commit",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Reads stop with the database still: their snapshots go before the watcher naps.
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    overlapping_counts(&pool, 2).await;
+    let started = std::time::Instant::now();
+    while !truncate() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "snapshots still held {:?} after the reads stopped",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Under writes and reads that never pause, the WAL still starts over: kept snapshots
+/// would hold a read mark at every commit and let it grow without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    write(&mut sm, &["CREATE TABLE t (v)"]);
+    let pool = following_pool(&dir, &sm).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    count(&pool).await;
+                    reads += 1;
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        })
+        .collect();
+    let wal = dir.path().join("state.db-wal");
+    let mut largest = 0;
+    let writer = tokio::task::spawn_blocking(move || {
+        // A few pages per commit: 3000 commits leave a WAL of about 50 MB if it never
+        // starts over (measured); the writer truncates one past 16 MB.
+        for _ in 0..3000 {
+            write(&mut sm, &["INSERT INTO t VALUES (randomblob(3000))"]);
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        largest
+    });
+    let largest = writer.await.expect("writer");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.expect("reader");
+    }
+    assert!(reads > 100, "the readers hardly ran: {reads} reads");
+    assert!(
+        largest < 24 << 20,
+        "the WAL grew to {largest} bytes under steady reads and writes"
+    );
+}

@@ -108,7 +108,8 @@ pub(crate) async fn launch(config: NodeConfig) -> Result<Launched> {
         raft_addr: raft_addr.clone(),
         http_addr: config.http_addr.clone().unwrap_or_default(),
     });
-    let reads = ReadPool::open(&db_dir.join("state.db"), &config.read).await?;
+    let reads =
+        ReadPool::open_following(&db_dir.join("state.db"), &config.read, sm.changes()).await?;
 
     let (applied_tx, applied) = watch::channel(sm.applied_index());
     let (status_tx, status) = watch::channel(initial_status(&identity, sm.applied_index()));
