@@ -604,9 +604,11 @@ fn own_statement(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()>
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// The schema's version number (`PRAGMA schema_version`), from the statement cache.
+/// The schema's version number, from the statement cache: as a table-valued pragma,
+/// since a `PRAGMA` statement expires itself after each run and would be prepared
+/// again every time.
 fn schema_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA schema_version")?
+    conn.prepare_cached("SELECT schema_version FROM pragma_schema_version")?
         .query_row([], |r| r.get(0))
 }
 

@@ -2,19 +2,22 @@
 //! an authorizer that lets through nothing but reading; and a read-only sqlx pool for
 //! an embedding service's own typed queries.
 //!
-//! A read connection must come back to the pool exactly as it left: in autocommit,
-//! with no settings changed. So a client read may only read: the authorizer allows
-//! `SELECT`, reading columns, functions and a few introspection pragmas, and refuses
-//! everything else (transaction control above all: a `BEGIN` left open on a pooled
-//! connection would pin its snapshot for every later read). A statement SQLite itself
-//! reports as not read-only (`VACUUM INTO`, which the authorizer never sees) is refused
-//! too, and a connection that is somehow outside autocommit after a read is closed.
+//! A read connection must come back to the pool exactly as it left: in the
+//! transaction state the pool gave it (autocommit, or the snapshot it keeps while the
+//! database is still: see [`ReadConnection::snapshot`]), with no settings changed. So
+//! a client read may only read: the authorizer allows `SELECT`, reading columns,
+//! functions and a few introspection pragmas, and refuses everything else (transaction
+//! control above all: a `BEGIN` left open on a pooled connection would pin its
+//! snapshot for every later read). A statement SQLite itself reports as not read-only
+//! (`VACUUM INTO`, which the authorizer never sees) is refused too, and a connection
+//! whose transaction state a read changed anyway is closed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags, StatementStatus};
@@ -100,7 +103,9 @@ const SETTLE: Duration = Duration::from_millis(50);
 ///
 /// The watcher checks every millisecond while reads come in and sleeps once none came
 /// for a while, so a read costs no thread wake-up (that was what running in place
-/// saves), except the first after a quiet spell.
+/// saves), except the first after a quiet spell. On each check it also ends the kept
+/// snapshots of idle connections that are older than the last commit, and every kept
+/// snapshot before it sleeps ([`PoolShared::watch`]).
 struct InlineWatch {
     /// Reads running inline; one that finds [`INLINE_READS`] running goes to a
     /// blocking thread.
@@ -189,8 +194,11 @@ impl InlineWatch {
         slot
     }
 
-    /// Ends a read's claim; after this the watcher no longer touches its connection
-    /// (a late interrupt is cleared by SQLite when the next statement is prepared).
+    /// Ends a read's claim on its connection; after this the watcher no longer
+    /// touches it (a late interrupt is cleared by SQLite when the next statement is
+    /// prepared or stepped). The read still counts as running until [`InlineWatch::done`]:
+    /// the watcher does not nap (and so does not miss a snapshot to end) before its
+    /// connection is back in the pool.
     fn release(&self, slot: usize) {
         if let Some(s) = self
             .slots
@@ -200,6 +208,10 @@ impl InlineWatch {
         {
             *s = None;
         }
+    }
+
+    /// Ends a read's claim.
+    fn done(&self) {
         self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -253,7 +265,10 @@ const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
 /// Statements each read connection keeps prepared, by their SQL text (most reads are
 /// a few statements with parameters, whose parsing cost more than running them).
-const STATEMENT_CACHE: usize = 64;
+const STATEMENT_CACHE: usize = 32;
+
+/// Longest SQL text a read connection keeps prepared (see [`keeps`]).
+const MAX_KEPT_SQL_BYTES: usize = 2048;
 
 /// Times a read is run again because the schema changed while it ran.
 const READ_ATTEMPTS: usize = 4;
@@ -432,6 +447,7 @@ impl PoolShared {
             RunLimits::new(INLINE_BUDGET, Arc::new(AtomicBool::new(false)));
         if read.conn.busy_timeout(Duration::ZERO).is_err() {
             self.inline.release(slot);
+            self.inline.done();
             return None;
         }
         let outcome = read.query(statement, &self.options);
@@ -448,6 +464,7 @@ impl PoolShared {
         if read.conn.busy_timeout(BUSY_TIMEOUT).is_ok() && read.unchanged() {
             self.give_back(read);
         }
+        self.inline.done();
         match outcome {
             Err(_) if interrupted => None,
             Err(SqliteError::Query(m)) if m.contains("locked") || m.contains("busy") => None,
@@ -532,6 +549,12 @@ impl ReadConnection {
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Bound parameters never change the plan (the query planner stability
+        // guarantee): otherwise SQLite prepares a statement again whenever a value
+        // bound to `LIMIT ?`, `LIKE ?` or an indexed column after `ANALYZE` might
+        // change its plan, which would look like a schema change to the read below.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(open_err)?;
         // No single string or blob larger than a whole result, or than any value a
         // write may store, is built.
         let longest =
@@ -649,6 +672,9 @@ impl ReadConnection {
             let reprepared = stmt.get_status(StatementStatus::RePrepare);
             let rows = collect_rows(&mut stmt, options);
             if stmt.get_status(StatementStatus::RePrepare) == reprepared {
+                if !keeps(statement, &stmt) {
+                    stmt.discard();
+                }
                 return rows;
             }
             // The schema changed since the statement was prepared (kept from an
@@ -685,17 +711,34 @@ impl ReadConnection {
         // EXPLAIN describes its statement and runs none of it; anything else must be
         // read-only by SQLite's own account.
         let explained = stmt.is_explain() > 0;
-        if explain && !explained {
-            return Err(SqliteError::WriteInRead("a read may only read".into()));
-        }
-        if !explained && !stmt.readonly() {
-            return Err(SqliteError::WriteInRead(
+        let checked = if explain && !explained {
+            Err(SqliteError::WriteInRead("a read may only read".into()))
+        } else if !explained && !stmt.readonly() {
+            Err(SqliteError::WriteInRead(
                 "the statement writes to a file".into(),
-            ));
+            ))
+        } else {
+            bind(&mut stmt, &statement.params)
+        };
+        match checked {
+            Ok(()) => Ok(stmt),
+            Err(e) => {
+                if !keeps(statement, &stmt) {
+                    stmt.discard();
+                }
+                Err(e)
+            }
         }
-        bind(&mut stmt, &statement.params)?;
-        Ok(stmt)
     }
+}
+
+/// Whether a prepared client read stays in its connection's statement cache: not a
+/// long one (a prepared statement takes many times its text's size: a 1.3 MB `IN`
+/// list took 23 MB, and a client could fill every cache slot of every connection with
+/// them), and not an `EXPLAIN`, whose program never checks the schema and so would
+/// go on describing a plan, or a table, that is gone.
+fn keeps(statement: &Statement, stmt: &rusqlite::Statement<'_>) -> bool {
+    statement.sql.len() <= MAX_KEPT_SQL_BYTES && stmt.is_explain() == 0
 }
 
 /// Runs a prepared read and collects its rows, within the options' bounds. Its columns
@@ -937,5 +980,35 @@ fn read_error(e: rusqlite::Error) -> SqliteError {
             "one statement per query: split the SQL into several statements".into(),
         ),
         other => SqliteError::Query(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long texts and `EXPLAIN` are never kept prepared (found by a review: a client
+    /// could fill every cache slot with 23 MB statements, and a kept `EXPLAIN` went on
+    /// describing a table that was gone).
+    #[test]
+    fn only_short_reads_that_check_the_schema_are_kept() {
+        let conn = Connection::open_in_memory().expect("open");
+        let long = format!(
+            "SELECT 1 WHERE -1 IN ({})",
+            (0..1000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(long.len() > MAX_KEPT_SQL_BYTES);
+        for (sql, kept) in [
+            ("SELECT 1", true),
+            (long.as_str(), false),
+            ("EXPLAIN SELECT 1", false),
+            ("EXPLAIN QUERY PLAN SELECT 1", false),
+        ] {
+            let stmt = conn.prepare(sql).expect("prepare");
+            assert_eq!(keeps(&Statement::new(sql), &stmt), kept, "{sql}");
+        }
     }
 }

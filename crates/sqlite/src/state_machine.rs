@@ -72,6 +72,8 @@ pub struct StateMachine {
     changes: Changes,
     /// Batches begun since the WAL's size was last looked at.
     batches: u32,
+    /// Batches between two looks, and the size past which it is truncated.
+    wal_bounds: (u32, u64),
 }
 
 /// How long the apply connection waits for a lock.
@@ -85,6 +87,9 @@ const WAL_LOOK_EVERY: u32 = 64;
 /// start over, and it grows as long as the writes go on (a test measured 50 MB after
 /// 3,000 small commits under four steady readers).
 const WAL_STARVED_BYTES: u64 = 16 << 20;
+
+/// Batches until the next try after a truncation the readers kept from finishing.
+const WAL_RETRY_AFTER: u32 = 4;
 
 /// How long the writer waits for the readers of the old WAL to finish when it starts
 /// the WAL over (readers that begin meanwhile read the database file).
@@ -182,6 +187,7 @@ impl StateMachine {
             applied,
             changes: Changes::default(),
             batches: 0,
+            wal_bounds: (WAL_LOOK_EVERY, WAL_STARVED_BYTES),
         })
     }
 
@@ -271,6 +277,7 @@ impl StateMachine {
         // Everything cached about the old content goes with the old connection.
         let mut fresh = StateMachine::open(&self.path)?;
         fresh.changes = self.changes.clone();
+        fresh.wal_bounds = self.wal_bounds;
         if fresh.applied != index {
             return Err(SqliteError::Inconsistent(format!(
                 "after installing the snapshot at {index} the database is at {}",
@@ -366,9 +373,18 @@ impl StateMachine {
         }
         changes.count();
         // Everything cached about the old content goes with the old connection.
+        let wal_bounds = self.wal_bounds;
         *self = StateMachine::open(&self.path)?;
         self.changes = changes;
+        self.wal_bounds = wal_bounds;
         Ok(outcome)
+    }
+
+    /// For tests: looks at the WAL's size every `batches` batches, and truncates it
+    /// past `bytes` (by default every 64 batches, past 16 MiB).
+    #[doc(hidden)]
+    pub fn set_wal_bounds(&mut self, batches: u32, bytes: u64) {
+        self.wal_bounds = (batches.max(1), bytes);
     }
 
     /// Every [`WAL_LOOK_EVERY`] batches, looks at the WAL's size; one past
@@ -376,17 +392,23 @@ impl StateMachine {
     /// most [`WAL_RESTART_WAIT`] for the readers of the old WAL (a checkpoint that
     /// cannot finish is tried again at the next look).
     fn keep_the_wal_bounded(&mut self) -> Result<()> {
+        let (every, limit) = self.wal_bounds;
         self.batches += 1;
-        if self.batches < WAL_LOOK_EVERY {
+        if self.batches < every {
             return Ok(());
         }
         self.batches = 0;
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if size <= WAL_STARVED_BYTES {
+        if size <= limit {
             return Ok(());
         }
+        // Read connections keep their snapshots while the count of commits stays the
+        // same, and a kept snapshot holds the old WAL: counting now lets them go
+        // (their readers' next read, or the read pool's watcher within a millisecond,
+        // ends them) while the checkpoint waits.
+        self.changes.count();
         self.conn
             .busy_timeout(WAL_RESTART_WAIT)
             .map_err(SqliteError::Apply)?;
@@ -400,10 +422,16 @@ impl StateMachine {
             .map_err(SqliteError::Apply)?;
         match checkpoint {
             Ok((0, _, _)) => tracing::debug!(bytes = size, "the WAL was truncated"),
-            Ok(_) => tracing::debug!(
-                bytes = size,
-                "readers kept the WAL from being truncated; trying again later"
-            ),
+            Ok(_) => {
+                // Readers of the old WAL still read: tried again a few batches later,
+                // not a full period later (each try holds the writer at most
+                // WAL_RESTART_WAIT, which also gives the readers time to finish).
+                self.batches = every.saturating_sub(WAL_RETRY_AFTER);
+                tracing::debug!(
+                    bytes = size,
+                    "readers kept the WAL from being truncated; trying again soon"
+                )
+            }
             Err(e) if crate::apply::is_environmental(&e) => return Err(SqliteError::Apply(e)),
             Err(e) => tracing::warn!(error = %e, bytes = size, "cannot truncate the WAL"),
         }
