@@ -5,6 +5,16 @@ mod common;
 
 use sqlraft_sqlite::{ReadOptions, ReadPool, SqliteError, StateMachine, Statement};
 
+fn open_state(dir: &tempfile::TempDir) -> StateMachine {
+    StateMachine::open(&dir.path().join("state.db")).expect("open")
+}
+
+async fn read_pool(dir: &tempfile::TempDir, options: &ReadOptions) -> ReadPool {
+    ReadPool::open(&dir.path().join("state.db"), options)
+        .await
+        .expect("pool")
+}
+
 fn write(sm: &mut StateMachine, sqls: &[&str]) {
     common::write_ok(sm, sqls);
 }
@@ -25,15 +35,13 @@ async fn count(pool: &ReadPool) -> i64 {
 #[tokio::test]
 async fn reads_cannot_pin_a_snapshot_or_change_their_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
     let options = ReadOptions {
         max_connections: 3,
         ..ReadOptions::default()
     };
-    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &options).await;
     let copy = dir.path().join("copy.db");
     let hostile = [
         "BEGIN".to_string(),
@@ -98,7 +106,7 @@ async fn reads_cannot_pin_a_snapshot_or_change_their_connection() {
 #[tokio::test]
 async fn reads_may_inspect_the_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(
         &mut sm,
         &[
@@ -106,9 +114,7 @@ async fn reads_may_inspect_the_schema() {
             "CREATE INDEX t_name ON t (name)",
         ],
     );
-    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &ReadOptions::default()).await;
     for sql in [
         "PRAGMA table_info(t)",
         "SELECT name FROM pragma_table_info('t') ORDER BY cid",
@@ -149,15 +155,13 @@ async fn reads_may_inspect_the_schema() {
 #[tokio::test]
 async fn reads_are_bounded_in_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)"]);
     let options = ReadOptions {
         max_result_bytes: 1 << 20,
         ..ReadOptions::default()
     };
-    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &options).await;
     // One value larger than the whole budget is never built.
     let err = pool
         .query(&Statement::new("SELECT zeroblob(999999999)"))
@@ -196,7 +200,7 @@ async fn reads_are_bounded_in_bytes() {
 #[tokio::test]
 async fn full_text_tables_can_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(
         &mut sm,
         &[
@@ -204,9 +208,7 @@ async fn full_text_tables_can_be_read() {
             "INSERT INTO docs VALUES ('alert', 'ssh brute force from 10.0.0.1')",
         ],
     );
-    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &ReadOptions::default()).await;
     for sql in [
         "SELECT title FROM docs WHERE docs MATCH 'brute'",
         "SELECT highlight(docs, 1, '[', ']') FROM docs WHERE docs MATCH 'ssh'",
@@ -241,7 +243,7 @@ async fn full_text_tables_can_be_read() {
 #[tokio::test]
 async fn r_tree_tables_can_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(
         &mut sm,
         &[
@@ -249,9 +251,7 @@ async fn r_tree_tables_can_be_read() {
             "INSERT INTO boxes VALUES (1, 0, 10, 0, 10), (2, 20, 30, 20, 30)",
         ],
     );
-    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &ReadOptions::default()).await;
     for (sql, count) in [
         ("SELECT id FROM boxes WHERE x0 >= 5", 1),
         ("SELECT * FROM boxes", 2),
@@ -277,10 +277,8 @@ async fn r_tree_tables_can_be_read() {
 #[tokio::test]
 async fn reads_build_no_value_larger_than_a_stored_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let _sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
-    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
-        .await
-        .expect("pool");
+    let _sm = open_state(&dir);
+    let pool = read_pool(&dir, &ReadOptions::default()).await;
     let too_big = format!(
         "SELECT length(randomblob({}))",
         sqlraft_sqlite::MAX_VALUE_BYTES + 1
@@ -307,11 +305,9 @@ async fn reads_build_no_value_larger_than_a_stored_one() {
 #[tokio::test]
 async fn a_read_longer_than_the_inline_budget_is_answered_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
-    let pool = ReadPool::open(&dir.path().join("state.db"), &ReadOptions::default())
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &ReadOptions::default()).await;
     let long = Statement::new(
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) \
          SELECT sum(x), count(*) FROM c",
@@ -361,7 +357,7 @@ async fn a_read_longer_than_the_inline_budget_is_answered_whole() {
 #[tokio::test]
 async fn kept_statements_follow_parameters_and_schema_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(
         &mut sm,
         &[
@@ -374,9 +370,7 @@ async fn kept_statements_follow_parameters_and_schema_changes() {
         max_connections: 1,
         ..ReadOptions::default()
     };
-    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &options).await;
     let by_id = |id: i64| {
         let mut statement = Statement::new("SELECT v FROM t WHERE id = ?");
         statement.params = sqlraft_sqlite::Params::Positional(vec![id.into()]);
@@ -443,12 +437,49 @@ async fn overlapping_counts(pool: &ReadPool, want: i64) {
     }
 }
 
+/// Tasks that read without a pause until stopped.
+struct SteadyReaders {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl SteadyReaders {
+    fn start(pool: &ReadPool, readers: usize) -> SteadyReaders {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..readers)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut reads = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        count(&pool).await;
+                        reads += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        SteadyReaders { stop, tasks }
+    }
+
+    /// Stops them; the reads they made.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut reads = 0;
+        for task in self.tasks {
+            reads += task.await.expect("reader");
+        }
+        reads
+    }
+}
+
 /// Kept snapshots never hide a commit: each kind of commit of the state machine (an
 /// applied batch, an installed snapshot, a restore) is seen by the very next read.
 #[tokio::test]
 async fn kept_snapshots_see_every_commit_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
     let pool = following_pool(&dir, &sm).await;
     for n in 2..6 {
@@ -491,7 +522,7 @@ async fn kept_snapshots_see_every_commit_at_once() {
 #[tokio::test]
 async fn kept_snapshots_do_not_hold_the_wal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]);
     let pool = following_pool(&dir, &sm).await;
     let truncate = || {
@@ -534,24 +565,10 @@ async fn kept_snapshots_do_not_hold_the_wal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)"]);
     let pool = following_pool(&dir, &sm).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut reads = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    count(&pool).await;
-                    reads += 1;
-                    tokio::task::yield_now().await;
-                }
-                reads
-            })
-        })
-        .collect();
+    let readers = SteadyReaders::start(&pool, 4);
     let wal = dir.path().join("state.db-wal");
     let mut largest = 0;
     let writer = tokio::task::spawn_blocking(move || {
@@ -564,11 +581,7 @@ async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
         largest
     });
     let largest = writer.await.expect("writer");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut reads = 0;
-    for reader in readers {
-        reads += reader.await.expect("reader");
-    }
+    let reads = readers.stop().await;
     assert!(reads > 100, "the readers hardly ran: {reads} reads");
     assert!(
         largest < 24 << 20,
@@ -583,7 +596,7 @@ async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
 #[tokio::test]
 async fn reads_with_plan_changing_parameters_are_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(
         &mut sm,
         &[
@@ -626,15 +639,13 @@ async fn reads_with_plan_changing_parameters_are_answered() {
 #[tokio::test]
 async fn explain_describes_the_schema_as_it_is() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE e (a, b)"]);
     let options = ReadOptions {
         max_connections: 1,
         ..ReadOptions::default()
     };
-    let pool = ReadPool::open(&dir.path().join("state.db"), &options)
-        .await
-        .expect("pool");
+    let pool = read_pool(&dir, &options).await;
     let plan = Statement::new("EXPLAIN QUERY PLAN SELECT * FROM e WHERE b = 1");
     let rows = pool.query(&plan).await.expect("plan");
     assert!(format!("{:?}", rows.values).contains("SCAN e"), "{rows:?}");
@@ -662,24 +673,13 @@ async fn explain_describes_the_schema_as_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_when_writes_pause_between_steady_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(&dir.path().join("state.db")).expect("open");
+    let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE t (v)"]);
     // A small limit, looked at often, so that a short test crosses it many times.
     const LIMIT: u64 = 128 << 10;
     sm.set_wal_bounds(4, LIMIT);
     let pool = following_pool(&dir, &sm).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    count(&pool).await;
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
+    let readers = SteadyReaders::start(&pool, 2);
     let wal = dir.path().join("state.db-wal");
     let writer = tokio::task::spawn_blocking(move || {
         let mut largest = 0;
@@ -694,10 +694,8 @@ async fn the_wal_stays_bounded_when_writes_pause_between_steady_reads() {
         largest
     });
     let largest = writer.await.expect("writer");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for reader in readers {
-        reader.await.expect("reader");
-    }
+    let reads = readers.stop().await;
+    assert!(reads > 10, "the readers hardly ran: {reads} reads");
     // The limit, plus what the batches between two looks add, and a few tries the
     // readers kept from finishing.
     assert!(
