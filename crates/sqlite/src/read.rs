@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
-use rusqlite::{Connection, OpenFlags, StatementStatus};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, StatementStatus};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -269,6 +269,10 @@ const STATEMENT_CACHE: usize = 32;
 
 /// Longest SQL text a read connection keeps prepared (see [`keeps`]).
 const MAX_KEPT_SQL_BYTES: usize = 2048;
+
+/// Largest prepared statement (SQLite's own account of its memory) a read connection
+/// keeps: with [`STATEMENT_CACHE`] of them per connection, at most 8 MiB a connection.
+const MAX_KEPT_STATEMENT_BYTES: usize = 256 << 10;
 
 /// Times a read is run again because the schema changed while it ran.
 const READ_ATTEMPTS: usize = 4;
@@ -690,24 +694,58 @@ impl ReadConnection {
         )))
     }
 
-    /// Prepares a client read (judged by the authorizer), or takes it from the
-    /// connection's statement cache, where it was judged when first prepared; checks
-    /// that it only reads and binds its parameters.
-    fn prepare(&self, statement: &Statement) -> Result<rusqlite::CachedStatement<'_>> {
+    /// Prepares `statement` under the authorizer's judgement, or takes it from the
+    /// statement cache.
+    fn judged_prepare(
+        &self,
+        statement: &Statement,
+        explain: bool,
+    ) -> Result<rusqlite::CachedStatement<'_>> {
         *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        let explain = crate::lex::starts_with_keyword(&statement.sql, "EXPLAIN");
         self.judging.explain.store(explain, Ordering::Relaxed);
         self.judging.preparing.store(true, Ordering::Relaxed);
         let prepared = self.conn.prepare_cached(&statement.sql);
         self.judging.preparing.store(false, Ordering::Relaxed);
-        let mut stmt = prepared.map_err(|e| {
+        prepared.map_err(|e| {
             let refused = self
                 .refusal
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             refused.unwrap_or_else(|| read_error(e))
-        })?;
+        })
+    }
+
+    /// Makes the connection load the schema as it is now (in its snapshot, if it
+    /// keeps one): a statement that begins a read checks the schema's version.
+    fn load_schema(&self) -> Result<()> {
+        self.conn
+            .query_row("SELECT 1 FROM sqlite_schema LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .map_err(read_error)?;
+        Ok(())
+    }
+
+    /// Prepares a client read (judged by the authorizer), or takes it from the
+    /// connection's statement cache, where it was judged when first prepared; checks
+    /// that it only reads and binds its parameters.
+    fn prepare(&self, statement: &Statement) -> Result<rusqlite::CachedStatement<'_>> {
+        let explain = crate::lex::starts_with_keyword(&statement.sql, "EXPLAIN");
+        if explain {
+            // EXPLAIN begins no read, so nothing makes the connection notice a schema
+            // change before it describes a statement.
+            self.load_schema()?;
+        }
+        let mut stmt = match self.judged_prepare(statement, explain) {
+            Ok(stmt) => stmt,
+            // The connection learns of a schema change only when a statement begins a
+            // read: a statement that fails to prepare (or is refused) against the
+            // schema it knew is prepared again against the schema as it is.
+            Err(_) => {
+                self.load_schema()?;
+                self.judged_prepare(statement, explain)?
+            }
+        };
         // EXPLAIN describes its statement and runs none of it; anything else must be
         // read-only by SQLite's own account.
         let explained = stmt.is_explain() > 0;
@@ -733,12 +771,16 @@ impl ReadConnection {
 }
 
 /// Whether a prepared client read stays in its connection's statement cache: not a
-/// long one (a prepared statement takes many times its text's size: a 1.3 MB `IN`
-/// list took 23 MB, and a client could fill every cache slot of every connection with
-/// them), and not an `EXPLAIN`, whose program never checks the schema and so would
-/// go on describing a plan, or a table, that is gone.
+/// long one nor a large one (a prepared statement takes many times its text's size: a
+/// 1.3 MB `IN` list took 23 MB, and a short text can name a view that holds one; a
+/// client could fill every cache slot of every connection with them), and not an
+/// `EXPLAIN`, whose program never checks the schema and so would go on describing a
+/// plan, or a table, that is gone.
 fn keeps(statement: &Statement, stmt: &rusqlite::Statement<'_>) -> bool {
-    statement.sql.len() <= MAX_KEPT_SQL_BYTES && stmt.is_explain() == 0
+    statement.sql.len() <= MAX_KEPT_SQL_BYTES
+        && stmt.is_explain() == 0
+        && usize::try_from(stmt.get_status(StatementStatus::MemUsed))
+            .is_ok_and(|bytes| bytes <= MAX_KEPT_STATEMENT_BYTES)
 }
 
 /// Runs a prepared read and collects its rows, within the options' bounds. Its columns
@@ -1010,5 +1052,19 @@ mod tests {
             let stmt = conn.prepare(sql).expect("prepare");
             assert_eq!(keeps(&Statement::new(sql), &stmt), kept, "{sql}");
         }
+        // A short text naming a view that holds a large statement (found by the second
+        // review: 20-byte reads of such a view kept 22 MB each).
+        let huge = format!(
+            "SELECT 1 WHERE -1 IN ({})",
+            (0..20_000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        conn.execute_batch(&format!("CREATE VIEW big AS {huge}"))
+            .expect("view");
+        let sql = "SELECT * FROM big";
+        let stmt = conn.prepare(sql).expect("prepare");
+        assert!(!keeps(&Statement::new(sql), &stmt), "{sql}");
     }
 }

@@ -74,6 +74,8 @@ pub struct StateMachine {
     batches: u32,
     /// Batches between two looks, and the size past which it is truncated.
     wal_bounds: (u32, u64),
+    /// Truncations in a row that readers kept from finishing.
+    wal_failures: u32,
 }
 
 /// How long the apply connection waits for a lock.
@@ -91,8 +93,9 @@ const WAL_STARVED_BYTES: u64 = 16 << 20;
 /// Batches until the next try after a truncation the readers kept from finishing.
 const WAL_RETRY_AFTER: u32 = 4;
 
-/// How long the writer waits for the readers of the old WAL to finish when it starts
-/// the WAL over (readers that begin meanwhile read the database file).
+/// How long the writer first waits for the readers of the old WAL to finish when it
+/// starts the WAL over (readers that begin meanwhile read the database file); longer
+/// after each try they kept from finishing.
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
 
 /// Counts the commits a [`StateMachine`] made to its database, counted once each is
@@ -188,6 +191,7 @@ impl StateMachine {
             changes: Changes::default(),
             batches: 0,
             wal_bounds: (WAL_LOOK_EVERY, WAL_STARVED_BYTES),
+            wal_failures: 0,
         })
     }
 
@@ -409,9 +413,11 @@ impl StateMachine {
         // (their readers' next read, or the read pool's watcher within a millisecond,
         // ends them) while the checkpoint waits.
         self.changes.count();
-        self.conn
-            .busy_timeout(WAL_RESTART_WAIT)
-            .map_err(SqliteError::Apply)?;
+        // Readers that began before the checkpoint must finish first; each try that
+        // they keep from finishing waits twice as long as the last, up to 16 times
+        // the first (320 ms, well within an election timeout).
+        let wait = WAL_RESTART_WAIT * (1 << self.wal_failures.min(4));
+        self.conn.busy_timeout(wait).map_err(SqliteError::Apply)?;
         let checkpoint: rusqlite::Result<(i64, i64, i64)> =
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -421,8 +427,12 @@ impl StateMachine {
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(SqliteError::Apply)?;
         match checkpoint {
-            Ok((0, _, _)) => tracing::debug!(bytes = size, "the WAL was truncated"),
+            Ok((0, _, _)) => {
+                self.wal_failures = 0;
+                tracing::debug!(bytes = size, "the WAL was truncated")
+            }
             Ok(_) => {
+                self.wal_failures += 1;
                 // Readers of the old WAL still read: tried again a few batches later,
                 // not a full period later (each try holds the writer at most
                 // WAL_RESTART_WAIT, which also gives the readers time to finish).
