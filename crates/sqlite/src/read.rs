@@ -779,8 +779,11 @@ impl ReadConnection {
 fn keeps(statement: &Statement, stmt: &rusqlite::Statement<'_>) -> bool {
     statement.sql.len() <= MAX_KEPT_SQL_BYTES
         && stmt.is_explain() == 0
-        && usize::try_from(stmt.get_status(StatementStatus::MemUsed))
-            .is_ok_and(|bytes| bytes <= MAX_KEPT_STATEMENT_BYTES)
+        // SQLite measures a statement's memory by walking all of it: only once, after
+        // its first run (a kept statement's size does not change).
+        && (stmt.get_status(StatementStatus::Run) > 1
+            || usize::try_from(stmt.get_status(StatementStatus::MemUsed))
+                .is_ok_and(|bytes| bytes <= MAX_KEPT_STATEMENT_BYTES))
 }
 
 /// Runs a prepared read and collects its rows, within the options' bounds. Its columns
