@@ -288,9 +288,10 @@ impl ReadPool {
     }
 
     /// Like [`ReadPool::open`], following the state machine that writes the database
-    /// ([`crate::StateMachine::changes`]): while it commits nothing, a connection keeps
-    /// its read transaction between reads that overlap, which saves SQLite's file
-    /// locking per read. Every read still sees every commit counted before it began.
+    /// ([`crate::StateMachine::changes`]): once it has committed nothing for a while,
+    /// a connection keeps its read transaction from one read to the next, which saves
+    /// SQLite's file locking per read. Every read still sees every commit counted
+    /// before it began.
     pub async fn open_following(
         path: &Path,
         options: &ReadOptions,
