@@ -517,29 +517,35 @@ impl PoolShared {
     }
 
     fn give_back(&self, read: ReadConnection) {
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < self.options.max_connections as usize {
-                idle.push(read);
-            }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.options.max_connections as usize {
+            idle.push(read);
         }
         // Idle snapshots older than the last commit go now, not at their next read:
         // an old snapshot keeps a checkpoint from copying the newer pages.
         if let Some(changes) = &self.changes {
             let now = changes.current();
-            self.end_idle_snapshots(|began| began != now);
+            end_snapshots(&mut idle, |began| began != now);
         }
     }
 
     /// Ends the read transaction of each idle connection whose transaction began at a
-    /// commit count `which` picks; one that cannot end it is closed.
+    /// commit count `which` picks.
     fn end_idle_snapshots(&self, which: impl Fn(u64) -> bool) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain_mut(|read| match read.snapshot_began {
-            Some(began) if which(began) => read.end_snapshot().is_ok(),
-            _ => true,
-        });
+        end_snapshots(
+            &mut self.idle.lock().unwrap_or_else(PoisonError::into_inner),
+            which,
+        );
     }
+}
+
+/// Ends the read transaction of each connection in `idle` whose transaction began at a
+/// commit count `which` picks; one that cannot end it is closed.
+fn end_snapshots(idle: &mut Vec<ReadConnection>, which: impl Fn(u64) -> bool) {
+    idle.retain_mut(|read| match read.snapshot_began {
+        Some(began) if which(began) => read.end_snapshot().is_ok(),
+        _ => true,
+    });
 }
 
 impl ReadConnection {
@@ -1039,13 +1045,13 @@ mod tests {
     #[test]
     fn only_short_reads_that_check_the_schema_are_kept() {
         let conn = Connection::open_in_memory().expect("open");
-        let long = format!(
-            "SELECT 1 WHERE -1 IN ({})",
-            (0..1000)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let in_list = |n: usize| {
+            format!(
+                "SELECT 1 WHERE -1 IN ({})",
+                (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+            )
+        };
+        let long = in_list(1000);
         assert!(long.len() > MAX_KEPT_SQL_BYTES);
         for (sql, kept) in [
             ("SELECT 1", true),
@@ -1058,13 +1064,7 @@ mod tests {
         }
         // A short text naming a view that holds a large statement (found by the second
         // review: 20-byte reads of such a view kept 22 MB each).
-        let huge = format!(
-            "SELECT 1 WHERE -1 IN ({})",
-            (0..20_000)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let huge = in_list(20_000);
         conn.execute_batch(&format!("CREATE VIEW big AS {huge}"))
             .expect("view");
         let sql = "SELECT * FROM big";

@@ -437,6 +437,30 @@ async fn overlapping_counts(pool: &ReadPool, want: i64) {
     }
 }
 
+/// Commits `commits` rows of `bytes` random bytes into `t`, `pause_ms` apart, on a
+/// blocking thread; the largest the WAL was after a commit.
+async fn write_blobs(
+    dir: &tempfile::TempDir,
+    mut sm: StateMachine,
+    commits: usize,
+    bytes: usize,
+    pause_ms: u64,
+) -> u64 {
+    let wal = dir.path().join("state.db-wal");
+    let insert = format!("INSERT INTO t VALUES (randomblob({bytes}))");
+    tokio::task::spawn_blocking(move || {
+        let mut largest = 0;
+        for _ in 0..commits {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            write(&mut sm, &[insert.as_str()]);
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        largest
+    })
+    .await
+    .expect("writer")
+}
+
 /// Tasks that read without a pause until stopped.
 struct SteadyReaders {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -573,18 +597,9 @@ async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
     write(&mut sm, &["CREATE TABLE t (v)"]);
     let pool = following_pool(&dir, &sm).await;
     let readers = SteadyReaders::start(&pool, 4);
-    let wal = dir.path().join("state.db-wal");
-    let mut largest = 0;
-    let writer = tokio::task::spawn_blocking(move || {
-        // A few pages per commit: 3000 commits leave a WAL of about 50 MB if it never
-        // starts over (measured); the writer truncates one past 16 MB.
-        for _ in 0..3000 {
-            write(&mut sm, &["INSERT INTO t VALUES (randomblob(3000))"]);
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
-        }
-        largest
-    });
-    let largest = writer.await.expect("writer");
+    // A few pages per commit: 3000 commits leave a WAL of about 50 MB if it never
+    // starts over (measured); the writer truncates one past 16 MB.
+    let largest = write_blobs(&dir, sm, 3000, 3000, 0).await;
     let reads = readers.stop().await;
     assert!(reads > 100, "the readers hardly ran: {reads} reads");
     assert!(
@@ -679,20 +694,10 @@ async fn the_wal_stays_bounded_when_writes_pause_between_steady_reads() {
     sm.set_wal_bounds(4, LIMIT);
     let pool = following_pool(&dir, &sm).await;
     let readers = SteadyReaders::start(&pool, 2);
-    let wal = dir.path().join("state.db-wal");
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut largest = 0;
-        // Each commit adds about 20 KB: 80 of them leave 1.6 MB if the WAL is never
-        // truncated (measured: 0.8 MB after 60).
-        for _ in 0..80 {
-            // Longer than the read pool waits before it keeps snapshots.
-            std::thread::sleep(std::time::Duration::from_millis(70));
-            write(&mut sm, &["INSERT INTO t VALUES (randomblob(16000))"]);
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
-        }
-        largest
-    });
-    let largest = writer.await.expect("writer");
+    // Each commit adds about 20 KB: 80 of them leave 1.6 MB if the WAL is never
+    // truncated (measured: 0.8 MB after 60). 70 ms apart: longer than the read pool
+    // waits before it keeps snapshots.
+    let largest = write_blobs(&dir, sm, 80, 16000, 70).await;
     let reads = readers.stop().await;
     assert!(reads > 10, "the readers hardly ran: {reads} reads");
     // The limit, plus what the batches between two looks add, and a few tries the
@@ -770,18 +775,8 @@ async fn the_wal_stays_bounded_under_slow_steady_reads() {
          (WITH RECURSIVE x(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM x WHERE i < 300000) \
           SELECT i FROM x)",
     );
-    let wal = dir.path().join("state.db-wal");
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut largest = 0;
-        // About 20 KB a commit: 150 of them left 4.4 MB with a fixed 20 ms wait.
-        for _ in 0..150 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            write(&mut sm, &["INSERT INTO t VALUES (randomblob(16000))"]);
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
-        }
-        largest
-    });
-    let largest = writer.await.expect("writer");
+    // About 20 KB a commit: 150 of them left 4.4 MB with a fixed 20 ms wait.
+    let largest = write_blobs(&dir, sm, 150, 16000, 10).await;
     let reads = readers.stop().await;
     assert!(reads > 10, "the readers hardly ran: {reads} reads");
     assert!(
