@@ -33,6 +33,9 @@ pub trait DurableLog: Storage + Sized {
     ) -> Result<(), Self::Error>;
     /// The file a crash in the middle of a write can leave with a torn end.
     fn tail_file(dir: &Path) -> PathBuf;
+    /// Where the written part of the tail file ends: the next write goes there. The
+    /// file may be longer (space allocated ahead, zeros).
+    fn tail_end(&self) -> u64;
     /// Opens the storage with files of a few KiB, so that a few hundred entries spread
     /// over many of them.
     fn open_small(dir: &Path) -> Result<Self, Self::Error>;
@@ -60,6 +63,9 @@ impl DurableLog for crate::LogStore {
             .ok()
             .and_then(|files| files.last().cloned())
             .unwrap_or_else(|| dir.join("missing-segment"))
+    }
+    fn tail_end(&self) -> u64 {
+        crate::LogStore::tail_end(self)
     }
     fn open_small(dir: &Path) -> Result<Self, Self::Error> {
         let options = crate::LogOptions {
@@ -229,8 +235,10 @@ pub fn state_survives_reopen<L: DurableLog>(dir: &Path) {
     assert_eq!(read(&log, 1, 6), entries(1..=5, 3));
 }
 
-/// A crash in the middle of the last write (the file cut anywhere inside it) loads to
-/// the log as it was before that write, and the log takes writes again.
+/// A crash in the middle of the last write loads to the log as it was before that
+/// write, and the log takes writes again. The write may stop anywhere: the file then
+/// ends there, or (written into space allocated ahead) keeps its length with zeros
+/// after that point.
 pub fn torn_final_write_loads_prefix<L: DurableLog>(dir: &Path) {
     drop(open::<L>(dir));
     let file = L::tail_file(dir);
@@ -239,20 +247,44 @@ pub fn torn_final_write_loads_prefix<L: DurableLog>(dir: &Path) {
     {
         let mut log: L = open(dir);
         append(&mut log, &entries(1..=3, 1), None);
-        before_last = std::fs::metadata(&file).expect("stat").len();
+        before_last = log.tail_end();
         append(&mut log, &entries(4..=6, 1), None);
-        full = std::fs::metadata(&file).expect("stat").len();
+        full = log.tail_end();
     }
+    assert!(full > before_last);
     let pristine = std::fs::read(&file).expect("read log");
+    let file_len = pristine.len() as u64;
     for cut in before_last..full {
-        std::fs::write(&file, &pristine[..cut as usize]).expect("write cut log");
-        let mut log: L = open(dir);
-        assert_eq!(bounds(&log), (1, 3), "file cut at byte {cut} of {full}");
-        append(&mut log, &entries(4..=4, 2), None);
-        drop(log);
-        let log: L = open(dir);
-        assert_eq!(bounds(&log), (1, 4), "rewrite after cut at {cut}");
-        assert_eq!(log.term(4).expect("term"), 2);
+        for zeros_after in [false, true] {
+            let shape = if zeros_after {
+                "zeros after it"
+            } else {
+                "the file cut there"
+            };
+            std::fs::write(&file, &pristine[..cut as usize]).expect("write cut log");
+            if zeros_after {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .expect("open log");
+                f.set_len(file_len).expect("zeros to the allocated length");
+            }
+            let mut log: L = open(dir);
+            assert_eq!(
+                bounds(&log),
+                (1, 3),
+                "write stopped at byte {cut} of {full}, {shape}"
+            );
+            append(&mut log, &entries(4..=4, 2), None);
+            drop(log);
+            let log: L = open(dir);
+            assert_eq!(
+                bounds(&log),
+                (1, 4),
+                "rewrite after a stop at {cut}, {shape}"
+            );
+            assert_eq!(log.term(4).expect("term"), 2);
+        }
     }
 }
 
@@ -280,7 +312,7 @@ pub fn damage_before_the_tail_is_an_error<L: DurableLog>(dir: &Path) {
     {
         let mut log: L = open(dir);
         append(&mut log, &entries(1..=3, 1), None);
-        first_end = std::fs::metadata(&file).expect("stat").len();
+        first_end = log.tail_end();
         append(&mut log, &entries(4..=6, 1), None);
     }
     let mut bytes = std::fs::read(&file).expect("read log");
@@ -371,7 +403,7 @@ pub fn unwritten_header_of_the_last_write_is_torn<L: DurableLog>(dir: &Path) {
     {
         let mut log: L = open(dir);
         append(&mut log, &entries(1..=3, 1), None);
-        before_last = std::fs::metadata(&file).expect("stat").len() as usize;
+        before_last = log.tail_end() as usize;
         append(&mut log, &entries(4..=6, 1), None);
     }
     let mut bytes = std::fs::read(&file).expect("read log");
@@ -392,9 +424,9 @@ pub fn damaged_header_before_an_intact_record_is_an_error<L: DurableLog>(dir: &P
     {
         let mut log: L = open(dir);
         append(&mut log, &entries(1..=3, 1), None);
-        first_end = std::fs::metadata(&file).expect("stat").len() as usize;
+        first_end = log.tail_end() as usize;
         append(&mut log, &entries(4..=6, 1), None);
-        second_end = std::fs::metadata(&file).expect("stat").len() as usize;
+        second_end = log.tail_end() as usize;
         append(&mut log, &entries(7..=9, 1), None);
     }
     let mut bytes = std::fs::read(&file).expect("read log");
@@ -583,11 +615,12 @@ pub fn torn_write_after_a_new_segment_loads_prefix<L: DurableLog>(dir: &Path) {
         append(&mut log, &entries(index..=index, 1), None);
     }
     // The last write went into a new segment.
+    let end = log.tail_end() as usize;
     drop(log);
     drop(open::<L>(dir));
     let file = L::tail_file(dir);
     let bytes = std::fs::read(&file).expect("read");
-    std::fs::write(&file, &bytes[..bytes.len() - 3]).expect("tear");
+    std::fs::write(&file, &bytes[..end - 3]).expect("tear");
     let log = L::open_small(dir).expect("reopen");
     assert_eq!(bounds(&log), (1, index - 1));
     assert_eq!(read(&log, 1, index), entries(1..=index - 1, 1));

@@ -1,0 +1,246 @@
+//! Segments are allocated ahead of their records (zeros), so that a write and its sync
+//! do not change the file's size. Replay must read those zeros as the end of the
+//! records, and still tell damage from them.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use raft::Storage;
+use raft::eraftpb::Entry;
+use sqlraft_log::{LogError, LogOptions, LogStore, segment_files};
+
+fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range
+        .map(|index| Entry {
+            index,
+            term: 1,
+            data: format!("entry {index}").into_bytes(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn options(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        max_write_bytes: 1024,
+        ..Default::default()
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment_files(dir)
+        .expect("list segments")
+        .pop()
+        .expect("a segment")
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+fn bounds(log: &LogStore) -> (u64, u64) {
+    (
+        log.first_index().expect("first"),
+        log.last_index().expect("last"),
+    )
+}
+
+fn read_all(log: &LogStore) -> Vec<Entry> {
+    let (first, last) = bounds(log);
+    log.entries(first, last + 1, None, raft::GetEntriesContext::empty(false))
+        .expect("entries")
+}
+
+#[test]
+fn writes_land_in_space_allocated_ahead_and_survive_reopens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 1 << 20;
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    let file = last_segment(dir.path());
+    assert_eq!(
+        file_len(&file),
+        segment_bytes,
+        "allocated ahead at creation"
+    );
+    for k in 0..20 {
+        log.write(&entries(k * 5 + 1..=k * 5 + 5), None, None)
+            .expect("write");
+    }
+    let end = log.tail_end();
+    assert!(end > 16 && end < segment_bytes, "records end at {end}");
+    assert_eq!(
+        file_len(&file),
+        segment_bytes,
+        "writes did not grow the file"
+    );
+    drop(log);
+
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    assert_eq!(bounds(&log), (1, 100));
+    assert_eq!(
+        log.tail_end(),
+        end,
+        "the zeros after the records are not records"
+    );
+    assert_eq!(
+        log.load_report().torn_bytes,
+        0,
+        "the zeros are not a torn write"
+    );
+    log.write(&entries(101..=101), None, None)
+        .expect("write after reopen");
+    drop(log);
+    let log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    assert_eq!(read_all(&log), entries(1..=101));
+    assert_eq!(file_len(&file), segment_bytes);
+}
+
+#[test]
+fn a_segment_closed_before_it_filled_keeps_its_zeros_and_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = LogStore::open(dir.path(), options(64 << 10)).expect("open");
+    log.write(&entries(1..=20), None, None).expect("write");
+    let first = last_segment(dir.path());
+    drop(log);
+    // Smaller segments from now on: the next write closes the first segment with its
+    // allocated space unwritten.
+    let mut log = LogStore::open(dir.path(), options(256)).expect("reopen");
+    log.write(&entries(21..=30), None, None).expect("write");
+    assert_ne!(last_segment(dir.path()), first, "a new segment was started");
+    assert_eq!(
+        file_len(&first),
+        64 << 10,
+        "the closed segment kept its zeros"
+    );
+    drop(log);
+    let log = LogStore::open(dir.path(), options(256)).expect("reopen");
+    assert_eq!(read_all(&log), entries(1..=30));
+}
+
+#[test]
+fn a_torn_write_inside_the_allocated_space_is_cut_and_zeroed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 64 << 10;
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    log.write(&entries(1..=10), None, None).expect("write");
+    let end = log.tail_end();
+    drop(log);
+    let file = last_segment(dir.path());
+    // Part of a write that never finished: bytes, a gap of zeros, more bytes.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(b"half a record", end).expect("tear");
+    f.write_all_at(b"and a later block", end + 300)
+        .expect("tear");
+    drop(f);
+
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    assert_eq!(bounds(&log), (1, 10));
+    assert_eq!(log.tail_end(), end);
+    assert!(
+        log.load_report().torn_bytes > 0,
+        "the torn write was reported"
+    );
+    let bytes = std::fs::read(&file).expect("read");
+    assert_eq!(
+        bytes.len() as u64,
+        segment_bytes,
+        "allocated again after the cut"
+    );
+    assert!(
+        bytes[end as usize..].iter().all(|&b| b == 0),
+        "nothing of the torn write is left after the records"
+    );
+    log.write(&entries(11..=12), None, None)
+        .expect("write after the cut");
+    drop(log);
+    let log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    assert_eq!(read_all(&log), entries(1..=12));
+}
+
+/// Opening `dir` fails as corrupt, and changes nothing in `file`.
+fn assert_corrupt_and_untouched(dir: &Path, file: &Path, segment_bytes: u64) {
+    let before = std::fs::read(file).expect("read");
+    match LogStore::open(dir, options(segment_bytes)) {
+        Ok(log) => panic!("opened a damaged log as [{:?}]", bounds(&log)),
+        Err(e) => assert!(matches!(e, LogError::Corrupt { .. }), "{e}"),
+    }
+    assert_eq!(
+        std::fs::read(file).expect("read"),
+        before,
+        "the file was changed"
+    );
+}
+
+#[test]
+fn bytes_far_beyond_the_records_are_damage_not_a_torn_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 64 << 10;
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    log.write(&entries(1..=10), None, None).expect("write");
+    let end = log.tail_end();
+    drop(log);
+    let file = last_segment(dir.path());
+    // Further from the records' end than one write (1 KiB here) can reach.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(&[0x5a], end + 8192).expect("damage");
+    drop(f);
+    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+}
+
+#[test]
+fn zeros_over_a_record_with_an_intact_record_after_them_are_damage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 64 << 10;
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    log.write(&entries(1..=3), None, None).expect("write");
+    let first_end = log.tail_end();
+    log.write(&entries(4..=6), None, None).expect("write");
+    let second_end = log.tail_end();
+    log.write(&entries(7..=9), None, None).expect("write");
+    drop(log);
+    let file = last_segment(dir.path());
+    // The middle record reads as never written; the one after it is intact: that is
+    // a lost acknowledged write, not the end of the log.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    let zeros = vec![0u8; (second_end - first_end) as usize];
+    f.write_all_at(&zeros, first_end).expect("zero a record");
+    drop(f);
+    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+}
+
+#[test]
+fn bytes_after_a_record_whose_payload_is_damaged_are_damage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 64 << 10;
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    log.write(&entries(1..=3), None, None).expect("write");
+    let first_end = log.tail_end();
+    log.write(&entries(4..=6), None, None).expect("write");
+    let second_end = log.tail_end();
+    drop(log);
+    let file = last_segment(dir.path());
+    // The last record's header is intact, so the write that left it ended at its
+    // end: a byte written after that is not part of it, however close.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .expect("open");
+    let mut victim = [0u8];
+    f.read_exact_at(&mut victim, first_end + 20).expect("read");
+    f.write_all_at(&[victim[0] ^ 0x5a], first_end + 20)
+        .expect("damage the payload");
+    f.write_all_at(&[0x5a], second_end + 100)
+        .expect("a byte after the record");
+    drop(f);
+    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+
+    // Without that byte, the damaged payload is the torn end of the last write.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(&[0], second_end + 100).expect("clear");
+    drop(f);
+    let log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    assert_eq!(bounds(&log), (1, 3));
+}
