@@ -1,5 +1,8 @@
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -316,14 +319,20 @@ impl Transport {
         let channel = self.channel(addr)?;
         let lane = || {
             let (queue, rx) = mpsc::channel(self.inner.options.queue_len);
+            let lane_queue = Arc::new(LaneQueue {
+                rx: Mutex::new(rx),
+                generation: AtomicU64::new(0),
+                taken: AtomicU64::new(0),
+                max_batch_bytes: self.inner.options.max_batch_bytes,
+                local: Arc::clone(&self.inner.local),
+            });
             let task = self.inner.runtime.spawn(send_loop(
                 id,
                 addr.to_string(),
                 channel.clone(),
-                rx,
+                lane_queue,
                 self.inner.options.clone(),
                 self.inner.events.clone(),
-                Arc::clone(&self.inner.local),
             ));
             Lane { queue, task }
         };
@@ -624,7 +633,6 @@ impl Transport {
     /// A number in [0, 1) from a shared xorshift generator (test faults only).
     #[cfg(feature = "testing")]
     fn roll(&self) -> f64 {
-        use std::sync::atomic::Ordering;
         let mut x = self.inner.dice.load(Ordering::Relaxed);
         x ^= x << 13;
         x ^= x >> 7;
@@ -733,36 +741,33 @@ fn connection_never_opened(status: &tonic::Status) -> bool {
     false
 }
 
-/// Drains one lane's queue: everything queued goes out as one batch, up to
-/// `max_batch_bytes`, on a long-lived `Stream` call (one per lane, reopened when it
-/// ends). A peer that does not know `Stream` (an older version) gets one `Send` call
-/// per batch instead. A failure drops the batch, reports the peer unreachable and backs
-/// off before the next attempt; raft resends what matters.
-async fn send_loop(
-    id: u64,
-    addr: String,
-    channel: Channel,
-    mut queue: mpsc::Receiver<Bytes>,
-    options: TransportOptions,
-    events: mpsc::Sender<PeerEvent>,
+/// A lane's queue, taken from by the body of the lane's open `Stream` call itself: a
+/// message the raft thread queues wakes the task that writes it to the connection,
+/// with no task in between. The send loop takes from it only to open a call, or for
+/// a peer that gets one `Send` call per batch.
+struct LaneQueue {
+    rx: Mutex<mpsc::Receiver<Bytes>>,
+    /// Raised when a call ends: the body of an older call ends when next polled, so
+    /// that only the current call takes from the queue.
+    generation: AtomicU64,
+    /// Batches taken so far, for telling a stream that takes nothing.
+    taken: AtomicU64,
+    max_batch_bytes: usize,
     local: Arc<RwLock<Option<pb::Member>>>,
-) {
-    let client = RaftTransportClient::new(channel)
-        .max_encoding_message_size(options.max_message_bytes)
-        .max_decoding_message_size(options.max_message_bytes);
-    let mut link = Link {
-        client,
-        stream: None,
-        streaming: true,
-        send_timeout: Duration::from_millis(options.send_timeout_ms),
-    };
-    let mut backoff = Duration::from_millis(options.backoff_min_ms);
-    let max_backoff = Duration::from_millis(options.backoff_max_ms);
-    while let Some(first) = queue.recv().await {
+}
+
+impl LaneQueue {
+    /// The next batch: everything queued, up to `max_batch_bytes`; `None` once the
+    /// transport is gone.
+    fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Option<pb::RaftBatch>> {
+        let mut rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(first) = std::task::ready!(rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
         let mut size = first.len();
         let mut messages = vec![first];
-        while size < options.max_batch_bytes {
-            match queue.try_recv() {
+        while size < self.max_batch_bytes {
+            match rx.try_recv() {
                 Ok(bytes) => {
                     size += bytes.len();
                     messages.push(bytes);
@@ -770,111 +775,159 @@ async fn send_loop(
                 Err(_) => break,
             }
         }
-        let sender = local.read().unwrap_or_else(PoisonError::into_inner).clone();
-        match link.send(pb::RaftBatch { messages, sender }).await {
+        drop(rx);
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        let sender = self
+            .local
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Poll::Ready(Some(pb::RaftBatch { messages, sender }))
+    }
+
+    async fn next_batch(&self) -> Option<pb::RaftBatch> {
+        std::future::poll_fn(|cx| self.poll_batch(cx)).await
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Drops what is queued: after a failure it is stale, and raft resends what
+    /// matters.
+    fn clear(&self) {
+        let mut rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// The request body of a `Stream` call: the batch that opened it, then batches taken
+/// straight from the lane's queue, until the transport is gone or the call is over.
+struct LaneBody {
+    queue: Arc<LaneQueue>,
+    generation: u64,
+    first: Option<pb::RaftBatch>,
+}
+
+impl tokio_stream::Stream for LaneBody {
+    type Item = pb::RaftBatch;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.queue.generation.load(Ordering::Acquire) != self.generation {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        self.queue.poll_batch(cx)
+    }
+}
+
+/// Sends one lane's batches: everything queued goes out as one batch, up to
+/// `max_batch_bytes`, on a long-lived `Stream` call (one per lane, opened by the first
+/// batch after it ended). A peer that does not know `Stream` (an older version) gets
+/// one `Send` call per batch instead. A failure drops what is queued, reports the peer
+/// unreachable and backs off before the next attempt; raft resends what matters.
+async fn send_loop(
+    id: u64,
+    addr: String,
+    channel: Channel,
+    queue: Arc<LaneQueue>,
+    options: TransportOptions,
+    events: mpsc::Sender<PeerEvent>,
+) {
+    let client = RaftTransportClient::new(channel)
+        .max_encoding_message_size(options.max_message_bytes)
+        .max_decoding_message_size(options.max_message_bytes);
+    let send_timeout = Duration::from_millis(options.send_timeout_ms);
+    let mut streaming = true;
+    let mut backoff = Duration::from_millis(options.backoff_min_ms);
+    let max_backoff = Duration::from_millis(options.backoff_max_ms);
+    while let Some(batch) = queue.next_batch().await {
+        let sent = if streaming {
+            stream_batches(client.clone(), &queue, batch, send_timeout).await
+        } else {
+            let mut rpc = tonic::Request::new(batch);
+            rpc.set_timeout(send_timeout);
+            let sent = client.clone().send(rpc).await.map(drop);
+            // The peer may come back upgraded: try a stream again after a failure.
+            streaming = sent.is_err();
+            sent
+        };
+        match sent {
             Ok(()) => backoff = Duration::from_millis(options.backoff_min_ms),
+            Err(status) if streaming && status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(peer = id, %addr,
+                    "peer does not know streamed raft batches; sending one batch per call");
+                streaming = false;
+            }
             Err(status)
                 if status.code() == tonic::Code::PermissionDenied
                     && status.message().starts_with(crate::server::REMOVED) =>
             {
                 tracing::warn!(peer = id, %addr, "peer says this node was removed from the cluster");
                 let _ = events.try_send(PeerEvent::Removed { by: id });
-                while queue.try_recv().is_ok() {}
+                queue.clear();
             }
             Err(status) => {
                 tracing::debug!(peer = id, %addr, error = %status.message(), "raft send failed");
                 let _ = events.try_send(PeerEvent::Unreachable(id));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
-                // What queued up meanwhile is stale; raft will resend what matters.
-                while queue.try_recv().is_ok() {}
+                queue.clear();
             }
         }
     }
 }
 
-/// Batches handed to the open `Stream` call ahead of what the connection has taken.
-const STREAM_DEPTH: usize = 4;
-
-/// One lane's connection to its peer: a `Stream` call, or one `Send` call per batch.
-struct Link {
-    client: RaftTransportClient<Channel>,
-    stream: Option<OpenStream>,
-    /// False once the peer answered that it does not know `Stream`.
-    streaming: bool,
-    /// How long a batch may wait to be taken (by the stream or by a `Send` call).
+/// Runs one `Stream` call, opened with `first`, until it ends, and says why it ended
+/// (a stream ends only on a failure, or when the peer stops). A stream that takes no
+/// batch for `send_timeout` while batches wait (the connection is stuck) is dropped.
+async fn stream_batches(
+    mut client: RaftTransportClient<Channel>,
+    queue: &Arc<LaneQueue>,
+    first: pb::RaftBatch,
     send_timeout: Duration,
-}
-
-struct OpenStream {
-    batches: mpsc::Sender<pb::RaftBatch>,
-    /// The call; it ends (with the peer's reason when that is an error) when the
-    /// connection breaks or the peer refuses a batch.
-    call: JoinHandle<Result<tonic::Response<pb::RaftAck>, tonic::Status>>,
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.call.abort();
-    }
-}
-
-impl Link {
-    async fn send(&mut self, batch: pb::RaftBatch) -> Result<(), tonic::Status> {
-        if !self.streaming {
-            let mut rpc = tonic::Request::new(batch);
-            rpc.set_timeout(self.send_timeout);
-            let sent = self.client.send(rpc).await.map(drop);
-            // The peer may come back upgraded: try a stream again after a failure.
-            self.streaming = sent.is_err();
-            return sent;
-        }
-        if self.stream.as_ref().is_some_and(|s| s.call.is_finished()) {
-            // It ended since the last batch: say why, and open another for the next.
-            return Err(self.end_stream().await);
-        }
-        let stream = self.stream.get_or_insert_with(|| {
-            let (batches, rx) = mpsc::channel(STREAM_DEPTH);
-            let mut client = self.client.clone();
-            let call = tokio::spawn(async move {
-                client
-                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-            });
-            OpenStream { batches, call }
-        });
-        match tokio::time::timeout(self.send_timeout, stream.batches.send(batch)).await {
-            Ok(Ok(())) => Ok(()),
-            // The call ended and dropped its receiver.
-            Ok(Err(_)) => Err(self.end_stream().await),
-            Err(_) => {
-                self.stream = None;
-                Err(tonic::Status::deadline_exceeded(format!(
-                    "the peer took no batch for {} ms",
-                    self.send_timeout.as_millis()
-                )))
+) -> Result<(), tonic::Status> {
+    let generation = queue.generation.load(Ordering::Acquire);
+    let body = LaneBody {
+        queue: Arc::clone(queue),
+        generation,
+        first: Some(first),
+    };
+    let call = client.stream(body);
+    tokio::pin!(call);
+    let mut check = tokio::time::interval(send_timeout);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Batches taken when the queue was last seen waiting.
+    let mut waiting_since: Option<u64> = None;
+    let ended = loop {
+        tokio::select! {
+            ended = &mut call => break match ended {
+                Ok(_) => tonic::Status::unavailable("the peer ended the stream"),
+                Err(status) => status,
+            },
+            _ = check.tick() => {
+                let taken = queue.taken.load(Ordering::Relaxed);
+                if queue.is_empty() {
+                    waiting_since = None;
+                } else if waiting_since == Some(taken) {
+                    break tonic::Status::deadline_exceeded(format!(
+                        "the peer took no batch for {} ms",
+                        send_timeout.as_millis()
+                    ));
+                } else {
+                    waiting_since = Some(taken);
+                }
             }
         }
-    }
-
-    /// Closes the stream, whose call ended or is ending, and returns why it ended.
-    async fn end_stream(&mut self) -> tonic::Status {
-        let Some(mut stream) = self.stream.take() else {
-            return tonic::Status::unavailable("no stream");
-        };
-        let ended = tokio::time::timeout(self.send_timeout, &mut stream.call).await;
-        let status = match ended {
-            Ok(Ok(Ok(_))) => tonic::Status::unavailable("the peer ended the stream"),
-            Ok(Ok(Err(status))) => status,
-            Ok(Err(join)) => tonic::Status::internal(format!("stream task failed: {join}")),
-            Err(_) => tonic::Status::deadline_exceeded("the stream did not end"),
-        };
-        if status.code() == tonic::Code::Unimplemented {
-            tracing::info!("peer does not know streamed raft batches; sending one batch per call");
-            self.streaming = false;
-        }
-        status
-    }
+    };
+    // A body the ended call still holds takes nothing more.
+    queue.generation.fetch_add(1, Ordering::AcqRel);
+    Err(ended)
 }
 
 /// An append with entries (read-index messages carry their context as an entry too, but

@@ -1,6 +1,6 @@
 //! Raft messages between two transports: streamed batches, a peer that restarts, a peer
-//! that says this node was removed, a peer of a version without streamed batches, and a
-//! server that stops while peers hold streams open.
+//! that says this node was removed, a peer of a version without streamed batches, a
+//! server that stops while peers hold streams open, and a stream that stops taking.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -342,6 +342,150 @@ async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
     let got = got.lock().unwrap().clone();
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     drop(transport);
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
+/// A peer whose first `Stream` call stops taking batches (its connection stuck, flow
+/// control closed): once nothing is taken for the send timeout while batches wait, the
+/// peer is reported unreachable and the next batch opens a new call, which delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_takes_nothing_is_replaced() {
+    use sqlraft_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
+    use tonic::{Request, Response, Status, Streaming};
+
+    struct Stuck {
+        calls: std::sync::atomic::AtomicU64,
+        got: Arc<Mutex<Vec<u64>>>,
+        release: tokio::sync::watch::Receiver<bool>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for Stuck {
+        async fn send(&self, _: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn stream(
+            &self,
+            request: Request<Streaming<pb::RaftBatch>>,
+        ) -> Result<Response<pb::RaftAck>, Status> {
+            use prost_011::Message as _;
+            let mut batches = request.into_inner();
+            if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                // Hold the stream without reading it until the test ends.
+                let mut release = self.release.clone();
+                let _ = release.wait_for(|r| *r).await;
+                return Ok(Response::new(pb::RaftAck {}));
+            }
+            while let Some(batch) = batches.message().await? {
+                for bytes in batch.messages {
+                    let message = Message::decode(bytes)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    self.got.lock().unwrap().push(message.commit);
+                }
+            }
+            Ok(Response::new(pb::RaftAck {}))
+        }
+        async fn snapshot_offset(
+            &self,
+            _: Request<pb::SnapshotOffer>,
+        ) -> Result<Response<pb::SnapshotResume>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<pb::SnapshotChunk>>,
+        ) -> Result<Response<pb::SnapshotAck>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn forward(
+            &self,
+            _: Request<pb::ForwardRequest>,
+        ) -> Result<Response<pb::ForwardResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn join(
+            &self,
+            _: Request<pb::JoinRequest>,
+        ) -> Result<Response<pb::JoinResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn identify(
+            &self,
+            _: Request<pb::IdentifyRequest>,
+        ) -> Result<Response<pb::IdentifyResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn node_status(
+            &self,
+            _: Request<pb::NodeStatusRequest>,
+        ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RaftTransportServer::new(Stuck {
+                calls: Default::default(),
+                got: Arc::clone(&got),
+                release: released,
+            }))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let (transport, mut events) = Transport::new(TransportOptions {
+        send_timeout_ms: 300,
+        backoff_min_ms: 10,
+        backoff_max_ms: 50,
+        ..TransportOptions::default()
+    });
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    // Appends of 16 KiB each: more than the stuck stream's flow-control window.
+    let append = |commit: u64| Message {
+        msg_type: MessageType::MsgAppend as i32,
+        from: 1,
+        to: 2,
+        term: 1,
+        commit,
+        entries: vec![raft::eraftpb::Entry {
+            index: commit,
+            term: 1,
+            data: vec![7; 16 << 10],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut commit = 0;
+    let mut unreachable = false;
+    while !unreachable || got.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no new stream delivered (unreachable reported: {unreachable})"
+        );
+        commit += 1;
+        transport.send(vec![append(commit)]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        while let Ok(event) = events.try_recv() {
+            unreachable |= event == PeerEvent::Unreachable(2);
+        }
+    }
+    let got = got.lock().unwrap().clone();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    drop(transport);
+    let _ = release.send(true);
     let _ = stop.send(());
     let _ = server.await;
 }
