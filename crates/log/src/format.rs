@@ -166,22 +166,6 @@ pub(crate) fn parse_record_header(bytes: &[u8; RECORD_HEADER_LEN]) -> Option<Rec
     })
 }
 
-/// Whether `bytes` starts with a whole record whose header and payload checksums match.
-pub(crate) fn intact_record_at(bytes: &[u8]) -> bool {
-    let Some(head) = bytes.get(..RECORD_HEADER_LEN) else {
-        return false;
-    };
-    let Ok(head) = <&[u8; RECORD_HEADER_LEN]>::try_from(head) else {
-        return false;
-    };
-    let Some(record) = parse_record_header(head) else {
-        return false;
-    };
-    bytes
-        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + record.len as usize)
-        .is_some_and(|payload| crc32fast::hash(payload) == record.payload_crc)
-}
-
 /// Decodes the items of a payload whose checksum was verified. `payload_pos` is the
 /// file offset of the payload's first byte.
 pub(crate) fn decode_items(payload: &[u8], payload_pos: u64) -> Result<Vec<Item>, String> {

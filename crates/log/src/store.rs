@@ -351,7 +351,8 @@ impl LogStore {
         let one_write = (self.options.max_write_bytes + RECORD_HEADER_LEN) as u64;
         let mut first_item = true;
         let mut records = 0u64;
-        // Where the records end, and whether a torn write follows them.
+        // Where the records end, and the torn write that follows them (to where its
+        // bytes end), if any.
         let torn_at = loop {
             if offset == len {
                 break None;
@@ -359,13 +360,14 @@ impl LogStore {
             // What follows a record that does not read back: the space allocated ahead
             // (zeros), or what a crash left of the last write, or damage.
             // `reach`: how far the write that began here could have gone.
-            let tail = move |store: &Self, reach: u64, damage: &str| -> Result<Option<u64>> {
-                match store.tail_after(path, offset, len, reach)? {
-                    Tail::Unwritten => Ok(None),
-                    Tail::Torn => Ok(Some(offset)),
-                    Tail::Damaged => Err(store.corrupt(path, offset, damage)),
-                }
-            };
+            let tail =
+                move |store: &Self, reach: u64, damage: &str| -> Result<Option<(u64, u64)>> {
+                    match store.tail_after(path, offset, len, reach)? {
+                        Tail::Unwritten => Ok(None),
+                        Tail::Torn { written_end } => Ok(Some((offset, written_end))),
+                        Tail::Damaged => Err(store.corrupt(path, offset, damage)),
+                    }
+                };
             if len - offset < RECORD_HEADER_LEN as u64 {
                 break tail(self, offset + one_write, "damaged record header")?;
             }
@@ -381,7 +383,7 @@ impl LogStore {
             }
             let record_end = offset + RECORD_HEADER_LEN as u64 + u64::from(record.len);
             if record_end > len {
-                break Some(offset);
+                break Some((offset, len));
             }
             payload.resize(record.len as usize, 0);
             reader
@@ -413,7 +415,7 @@ impl LogStore {
         };
         drop(reader);
 
-        if let Some(at) = torn_at {
+        if let Some((at, torn_end)) = torn_at {
             if !last_segment {
                 return Err(self.corrupt(
                     path,
@@ -421,13 +423,13 @@ impl LogStore {
                     "damaged record at the end of a closed segment",
                 ));
             }
-            tracing::warn!(path = %path.display(), offset = at, bytes = len - at,
+            tracing::warn!(path = %path.display(), offset = at, bytes = torn_end - at,
                 "cutting off a torn final record left by a crash");
             // Cut to the last record (the space ahead is allocated again once open).
             file.set_len(at)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| LogError::io(path, e))?;
-            self.report.torn_bytes = len - at;
+            self.report.torn_bytes = torn_end - at;
             offset = at;
         }
         Ok((offset, records))
@@ -465,13 +467,18 @@ impl LogStore {
         if written_end == offset {
             return Ok(Tail::Unwritten);
         }
-        let mut bytes = vec![0u8; (written_end - offset) as usize];
+        // Any record starting before `written_end` may end in zero bytes after it (a
+        // compaction mark ends with a term's high zero bytes): look at it whole.
+        let seen_end = len.min(written_end + RECORD_HEADER_LEN as u64);
+        let mut bytes = vec![0u8; (seen_end - offset) as usize];
         scan.read_exact_at(&mut bytes, offset)
             .map_err(|e| LogError::io(path, e))?;
-        if (1..bytes.len()).any(|at| format::intact_record_at(&bytes[at..])) {
-            return Ok(Tail::Damaged);
+        for at in 1..written_end - offset {
+            if intact_record_in(&scan, path, &bytes, offset, at, len)? {
+                return Ok(Tail::Damaged);
+            }
         }
-        Ok(Tail::Torn)
+        Ok(Tail::Torn { written_end })
     }
 
     fn replay_item(
@@ -695,8 +702,33 @@ impl LogStore {
     /// Closes the active segment and starts the next one.
     fn roll(&mut self, base: Base) -> Result<()> {
         let seq = self.segments.back().map_or(1, |s| s.seq + 1);
-        self.create_segment(seq, base)
+        self.trim_active()
+            .and_then(|()| self.create_segment(seq, base))
             .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// Gives back the space allocated ahead and never written when the active segment
+    /// is closed before it filled (a snapshot installed): a closed segment then ends
+    /// with its last record, as versions before allocation ahead expect.
+    fn trim_active(&mut self) -> Result<()> {
+        let Some(segment) = self.segments.back() else {
+            return Ok(());
+        };
+        let size = segment
+            .file
+            .metadata()
+            .map_err(|e| LogError::io(&segment.path, e))?
+            .len();
+        if size <= segment.len {
+            return Ok(());
+        }
+        self.file_op()?;
+        let segment = self.segments.back().ok_or(LogError::Poisoned)?;
+        segment
+            .file
+            .set_len(segment.len)
+            .and_then(|()| segment.file.sync_all())
+            .map_err(|e| LogError::io(&segment.path, e))
     }
 
     /// Deletes the segments before the one holding the oldest entry not compacted (all
@@ -1099,8 +1131,8 @@ impl LogStore {
 enum Tail {
     /// Zeros only: allocated, never written.
     Unwritten,
-    /// What a crash left of the last write.
-    Torn,
+    /// What a crash left of the last write, which ends at `written_end` (zeros after).
+    Torn { written_end: u64 },
     /// Damage: more than one write, or an intact record after a damaged one.
     Damaged,
 }
@@ -1128,6 +1160,41 @@ fn next_data(file: &File, at: u64, len: u64) -> u64 {
         let _ = (file, len);
         at
     }
+}
+
+/// Whether an intact record starts `at` bytes into `bytes` (which hold the file from
+/// `start`; the file is `len` long): its header from `bytes`, its payload from `bytes`
+/// or, where it runs past them, from the file.
+fn intact_record_in(
+    file: &File,
+    path: &Path,
+    bytes: &[u8],
+    start: u64,
+    at: u64,
+    len: u64,
+) -> Result<bool> {
+    let at = at as usize;
+    let Some(head) = bytes
+        .get(at..at + RECORD_HEADER_LEN)
+        .and_then(|h| <&[u8; RECORD_HEADER_LEN]>::try_from(h).ok())
+    else {
+        return Ok(false);
+    };
+    let Some(record) = format::parse_record_header(head) else {
+        return Ok(false);
+    };
+    let payload_at = at + RECORD_HEADER_LEN;
+    let payload_end = payload_at as u64 + u64::from(record.len);
+    if start + payload_end > len {
+        return Ok(false);
+    }
+    if let Some(payload) = bytes.get(payload_at..payload_end as usize) {
+        return Ok(crc32fast::hash(payload) == record.payload_crc);
+    }
+    let mut payload = vec![0u8; record.len as usize];
+    file.read_exact_at(&mut payload, start + payload_at as u64)
+        .map_err(|e| LogError::io(path, e))?;
+    Ok(crc32fast::hash(&payload) == record.payload_crc)
 }
 
 /// The position of the last byte of `bytes` that is not zero.

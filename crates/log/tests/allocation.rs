@@ -98,7 +98,7 @@ fn writes_land_in_space_allocated_ahead_and_survive_reopens() {
 }
 
 #[test]
-fn a_segment_closed_before_it_filled_keeps_its_zeros_and_opens() {
+fn a_segment_closed_before_it_filled_gives_its_zeros_back_and_opens_with_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut log = LogStore::open(dir.path(), options(64 << 10)).expect("open");
     log.write(&entries(1..=20), None, None).expect("write");
@@ -107,14 +107,22 @@ fn a_segment_closed_before_it_filled_keeps_its_zeros_and_opens() {
     // Smaller segments from now on: the next write closes the first segment with its
     // allocated space unwritten.
     let mut log = LogStore::open(dir.path(), options(256)).expect("reopen");
+    let first_end = log.tail_end();
     log.write(&entries(21..=30), None, None).expect("write");
     assert_ne!(last_segment(dir.path()), first, "a new segment was started");
     assert_eq!(
         file_len(&first),
-        64 << 10,
-        "the closed segment kept its zeros"
+        first_end,
+        "the closed segment ends with its last record, as older versions expect"
     );
     drop(log);
+    let log = LogStore::open(dir.path(), options(256)).expect("reopen");
+    assert_eq!(read_all(&log), entries(1..=30));
+    drop(log);
+    // A crash before that was durable leaves the zeros: they are still its end.
+    let f = OpenOptions::new().write(true).open(&first).expect("open");
+    f.set_len(64 << 10).expect("zeros back");
+    drop(f);
     let log = LogStore::open(dir.path(), options(256)).expect("reopen");
     assert_eq!(read_all(&log), entries(1..=30));
 }
@@ -138,9 +146,10 @@ fn a_torn_write_inside_the_allocated_space_is_cut_and_zeroed() {
     let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
     assert_eq!(bounds(&log), (1, 10));
     assert_eq!(log.tail_end(), end);
-    assert!(
-        log.load_report().torn_bytes > 0,
-        "the torn write was reported"
+    assert_eq!(
+        log.load_report().torn_bytes,
+        300 + b"and a later block".len() as u64,
+        "the torn write's bytes, not the zeros after them"
     );
     let bytes = std::fs::read(&file).expect("read");
     assert_eq!(
@@ -243,4 +252,38 @@ fn bytes_after_a_record_whose_payload_is_damaged_are_damage() {
     drop(f);
     let log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
     assert_eq!(bounds(&log), (1, 3));
+}
+
+#[test]
+fn a_damaged_record_before_an_intact_one_ending_in_zero_bytes_is_damage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment_bytes = 64 << 10;
+    let hs = |commit| raft::eraftpb::HardState {
+        term: 1,
+        vote: 1,
+        commit,
+    };
+    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
+    log.write(&entries(1..=3), Some(&hs(3)), None)
+        .expect("write");
+    let first_end = log.tail_end();
+    log.write(&entries(4..=6), Some(&hs(6)), None)
+        .expect("write");
+    // A compaction mark alone: its record ends with the term's high bytes, zeros.
+    log.compact(2).expect("compact");
+    let end = log.tail_end();
+    drop(log);
+    let file = last_segment(dir.path());
+    let bytes = std::fs::read(&file).expect("read");
+    assert_eq!(
+        bytes[end as usize - 1],
+        0,
+        "the last record ends in a zero byte"
+    );
+    // The middle record's header never reached the disk, the record after it did.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(&[0u8; 12], first_end)
+        .expect("zero a header");
+    drop(f);
+    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
 }

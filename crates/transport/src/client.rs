@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost_011::Message as _;
@@ -758,9 +758,19 @@ struct LaneQueue {
 
 impl LaneQueue {
     /// The next batch: everything queued, up to `max_batch_bytes`; `None` once the
-    /// transport is gone.
-    fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Option<pb::RaftBatch>> {
+    /// transport is gone, or (for the body of a call, `generation` given) once that
+    /// call is over. The generation is checked under the lock it is raised under: the
+    /// body of a call that is over never polls the queue again, so it cannot take the
+    /// queue's one wake-up from whoever polls it next.
+    fn poll_batch(
+        &self,
+        generation: Option<u64>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<pb::RaftBatch>> {
         let mut rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        if generation.is_some_and(|g| g != self.generation.load(Ordering::Acquire)) {
+            return Poll::Ready(None);
+        }
         let Some(first) = std::task::ready!(rx.poll_recv(cx)) else {
             return Poll::Ready(None);
         };
@@ -786,7 +796,13 @@ impl LaneQueue {
     }
 
     async fn next_batch(&self) -> Option<pb::RaftBatch> {
-        std::future::poll_fn(|cx| self.poll_batch(cx)).await
+        std::future::poll_fn(|cx| self.poll_batch(None, cx)).await
+    }
+
+    /// Ends the bodies of the calls so far.
+    fn end_calls(&self) {
+        let _rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn is_empty(&self) -> bool {
@@ -816,13 +832,10 @@ impl tokio_stream::Stream for LaneBody {
     type Item = pb::RaftBatch;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.queue.generation.load(Ordering::Acquire) != self.generation {
-            return Poll::Ready(None);
-        }
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
-        self.queue.poll_batch(cx)
+        self.queue.poll_batch(Some(self.generation), cx)
     }
 }
 
@@ -848,7 +861,16 @@ async fn send_loop(
     let max_backoff = Duration::from_millis(options.backoff_max_ms);
     while let Some(batch) = queue.next_batch().await {
         let sent = if streaming {
-            stream_batches(client.clone(), &queue, batch, send_timeout).await
+            let opened = Instant::now();
+            stream_batches(client.clone(), &queue, batch, send_timeout)
+                .await
+                .map_err(|ended| {
+                    // The link worked until now: back off from the start again.
+                    if ended.delivered || opened.elapsed() >= max_backoff {
+                        backoff = Duration::from_millis(options.backoff_min_ms);
+                    }
+                    ended.status
+                })
         } else {
             let mut rpc = tonic::Request::new(batch);
             rpc.set_timeout(send_timeout);
@@ -891,8 +913,9 @@ async fn stream_batches(
     queue: &Arc<LaneQueue>,
     first: pb::RaftBatch,
     send_timeout: Duration,
-) -> Result<(), tonic::Status> {
+) -> Result<(), Ended> {
     let generation = queue.generation.load(Ordering::Acquire);
+    let taken_first = queue.taken.load(Ordering::Relaxed);
     let body = LaneBody {
         queue: Arc::clone(queue),
         generation,
@@ -926,8 +949,18 @@ async fn stream_batches(
         }
     };
     // A body the ended call still holds takes nothing more.
-    queue.generation.fetch_add(1, Ordering::AcqRel);
-    Err(ended)
+    queue.end_calls();
+    Err(Ended {
+        status: ended,
+        delivered: queue.taken.load(Ordering::Relaxed) > taken_first,
+    })
+}
+
+/// Why a `Stream` call ended, and whether it delivered: it took batches after the one
+/// that opened it, so the link worked until then.
+struct Ended {
+    status: tonic::Status,
+    delivered: bool,
 }
 
 /// An append with entries (read-index messages carry their context as an entry too, but

@@ -489,3 +489,67 @@ async fn a_stream_that_takes_nothing_is_replaced() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// Sends heartbeats every 10 ms until `collector` has one, for at most `limit`;
+/// returns how long that took.
+async fn time_to_deliver(
+    transport: &Transport,
+    collector: &Collector,
+    sent: &mut u64,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    while collector.commits().is_empty() {
+        assert!(
+            started.elapsed() < limit,
+            "nothing arrived within {limit:?}"
+        );
+        *sent += 1;
+        transport.send(vec![heartbeat(*sent)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+/// After a long outage the backoff has grown; once the peer is back and batches flow,
+/// the next failure starts backing off from the shortest wait again, not from the
+/// longest (which would hold a lane's heartbeats past an election timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_worked_backs_off_from_the_start_after_its_next_failure() {
+    let addr = free_addr();
+    let (transport, _events) = Transport::new(TransportOptions {
+        backoff_min_ms: 10,
+        backoff_max_ms: 4_000,
+        ..TransportOptions::default()
+    });
+    transport.set_peer(2, &addr.to_string()).expect("peer");
+    let mut sent = 0;
+    // Nobody listens for 3 s: the waits between attempts grow past 2.5 s.
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(3) {
+        sent += 1;
+        transport.send(vec![heartbeat(sent)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let collector = Arc::new(Collector::default());
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    time_to_deliver(&transport, &collector, &mut sent, Duration::from_secs(10)).await;
+    // Batches flow for a while on the stream.
+    for _ in 0..20 {
+        sent += 1;
+        transport.send(vec![heartbeat(sent)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The peer restarts at once: the stream ends, and the next one opens after the
+    // shortest wait.
+    server.stop().await;
+    let collector = Arc::new(Collector::default());
+    let server = Server::start(addr, Arc::clone(&collector)).await;
+    let again = time_to_deliver(&transport, &collector, &mut sent, Duration::from_secs(10)).await;
+    assert!(
+        again < Duration::from_millis(2_000),
+        "the first batch after a restart took {again:?}: the backoff kept its old length"
+    );
+    drop(transport);
+    server.stop().await;
+}
