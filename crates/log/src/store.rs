@@ -359,9 +359,10 @@ impl LogStore {
             }
             // What follows a record that does not read back: the space allocated ahead
             // (zeros), or what a crash left of the last write, or damage.
-            // `reach`: how far the write that began here could have gone.
+            // `reach`: how far the write that began here could have gone, and whether
+            // all of that is one record's own (its header is intact).
             let tail =
-                move |store: &Self, reach: u64, damage: &str| -> Result<Option<(u64, u64)>> {
+                move |store: &Self, reach: Reach, damage: &str| -> Result<Option<(u64, u64)>> {
                     match store.tail_after(path, offset, len, reach)? {
                         Tail::Unwritten => Ok(None),
                         Tail::Torn { written_end } => Ok(Some((offset, written_end))),
@@ -369,14 +370,22 @@ impl LogStore {
                     }
                 };
             if len - offset < RECORD_HEADER_LEN as u64 {
-                break tail(self, offset + one_write, "damaged record header")?;
+                break tail(
+                    self,
+                    Reach::OneWrite(offset + one_write),
+                    "damaged record header",
+                )?;
             }
             let mut head = [0u8; RECORD_HEADER_LEN];
             reader
                 .read_exact(&mut head)
                 .map_err(|e| LogError::io(path, e))?;
             let Some(record) = format::parse_record_header(&head) else {
-                break tail(self, offset + one_write, "record header checksum mismatch")?;
+                break tail(
+                    self,
+                    Reach::OneWrite(offset + one_write),
+                    "record header checksum mismatch",
+                )?;
             };
             if record.len > format::MAX_RECORD_BYTES {
                 return Err(self.corrupt(path, offset, "record length out of range"));
@@ -390,8 +399,9 @@ impl LogStore {
                 .read_exact(&mut payload)
                 .map_err(|e| LogError::io(path, e))?;
             if crc32fast::hash(&payload) != record.payload_crc {
-                // The header is intact: the write that began here ended at its end.
-                break tail(self, record_end, "record checksum mismatch")?;
+                // The header is intact: the write that began here ended at its end,
+                // and everything up to there is this record's, whatever it holds.
+                break tail(self, Reach::Record(record_end), "record checksum mismatch")?;
             }
             let items = format::decode_items(&payload, offset + RECORD_HEADER_LEN as u64)
                 .map_err(|reason| self.corrupt(path, offset, &reason))?;
@@ -440,9 +450,14 @@ impl LogStore {
     /// Zeros only: space allocated ahead of the records (or by the file system) and
     /// never written, the normal end of a segment. Otherwise the bytes up to the last
     /// one that is not zero must be what is left of one interrupted write: within
-    /// `reach` (as far as that write could have gone) and holding no intact record. A
-    /// crash may leave any of the write's blocks unwritten (zero), its first included.
-    fn tail_after(&self, path: &Path, offset: u64, len: u64, reach: u64) -> Result<Tail> {
+    /// `reach` (as far as that write could have gone) and, unless all of it is one
+    /// record whose header is intact, holding no intact record. A crash may leave any
+    /// of the write's blocks unwritten (zero), its first included.
+    fn tail_after(&self, path: &Path, offset: u64, len: u64, reach: Reach) -> Result<Tail> {
+        let (reach, own_record) = match reach {
+            Reach::Record(end) => (end, true),
+            Reach::OneWrite(end) => (end, false),
+        };
         let mut written_end = offset;
         let mut chunk = vec![0u8; TAIL_SCAN_CHUNK.min((len - offset) as usize)];
         // Its own handle: seeking must not move the replay's reader.
@@ -467,6 +482,12 @@ impl LogStore {
         if written_end == offset {
             return Ok(Tail::Unwritten);
         }
+        if own_record {
+            // What looks like a record inside it is the torn record's own data (a
+            // client's value may hold such bytes): a header that its checksum
+            // vouches for cannot overlap a real record.
+            return Ok(Tail::Torn { written_end });
+        }
         // Any record starting before `written_end` may end in zero bytes after it (a
         // compaction mark ends with a term's high zero bytes): look at it whole.
         let seen_end = len.min(written_end + RECORD_HEADER_LEN as u64);
@@ -474,7 +495,15 @@ impl LogStore {
         scan.read_exact_at(&mut bytes, offset)
             .map_err(|e| LogError::io(path, e))?;
         for at in 1..written_end - offset {
-            if intact_record_in(&scan, path, &bytes, offset, at, len)? {
+            if intact_record_in(
+                &scan,
+                path,
+                &bytes,
+                offset,
+                at,
+                len,
+                self.options.max_write_bytes,
+            )? {
                 return Ok(Tail::Damaged);
             }
         }
@@ -1127,6 +1156,15 @@ impl LogStore {
 }
 
 /// A segment shorter than its header must hold the start of one.
+/// How far a write that began where a record does not read back could have gone.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// To the end of the record its intact header announces: all of it that record's.
+    Record(u64),
+    /// One write's length: the header is damaged or was never written.
+    OneWrite(u64),
+}
+
 /// What replay finds after the last record of a segment that reads back.
 enum Tail {
     /// Zeros only: allocated, never written.
@@ -1162,9 +1200,10 @@ fn next_data(file: &File, at: u64, len: u64) -> u64 {
     }
 }
 
-/// Whether an intact record starts `at` bytes into `bytes` (which hold the file from
-/// `start`; the file is `len` long): its header from `bytes`, its payload from `bytes`
-/// or, where it runs past them, from the file.
+/// Whether a record this store could have written starts `at` bytes into `bytes`
+/// (which hold the file from `start`; the file is `len` long): its checksums match,
+/// it is no longer than one write, and it holds items. Its header comes from `bytes`,
+/// its payload from `bytes` or, where it runs past them, from the file.
 fn intact_record_in(
     file: &File,
     path: &Path,
@@ -1172,6 +1211,7 @@ fn intact_record_in(
     start: u64,
     at: u64,
     len: u64,
+    max_write_bytes: usize,
 ) -> Result<bool> {
     let at = at as usize;
     let Some(head) = bytes
@@ -1183,18 +1223,25 @@ fn intact_record_in(
     let Some(record) = format::parse_record_header(head) else {
         return Ok(false);
     };
+    if record.len == 0 || record.len as usize > max_write_bytes {
+        return Ok(false);
+    }
     let payload_at = at + RECORD_HEADER_LEN;
     let payload_end = payload_at as u64 + u64::from(record.len);
     if start + payload_end > len {
         return Ok(false);
     }
+    let intact = |payload: &[u8]| {
+        crc32fast::hash(payload) == record.payload_crc
+            && format::decode_items(payload, 0).is_ok_and(|items| !items.is_empty())
+    };
     if let Some(payload) = bytes.get(payload_at..payload_end as usize) {
-        return Ok(crc32fast::hash(payload) == record.payload_crc);
+        return Ok(intact(payload));
     }
     let mut payload = vec![0u8; record.len as usize];
     file.read_exact_at(&mut payload, start + payload_at as u64)
         .map_err(|e| LogError::io(path, e))?;
-    Ok(crc32fast::hash(&payload) == record.payload_crc)
+    Ok(intact(&payload))
 }
 
 /// The position of the last byte of `bytes` that is not zero.

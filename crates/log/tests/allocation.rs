@@ -287,3 +287,78 @@ fn a_damaged_record_before_an_intact_one_ending_in_zero_bytes_is_damage() {
     drop(f);
     assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
 }
+
+/// Segments of 64 KiB, writes of up to 64 KiB.
+fn wide_writes() -> LogOptions {
+    LogOptions {
+        segment_bytes: 64 << 10,
+        max_write_bytes: 64 << 10,
+        ..Default::default()
+    }
+}
+
+/// A record as the store writes it: header (length, payload checksum, header
+/// checksum) and `payload`.
+fn record_bytes(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let header_crc = crc32fast::hash(&bytes[..8]);
+    bytes.extend_from_slice(&header_crc.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Entry 4 carries `inside` in its data, between paddings, after entries 1 to 3;
+/// returns where the records end before and after it.
+fn log_with_data_holding(dir: &Path, inside: &[u8]) -> (u64, u64) {
+    let mut log = LogStore::open(dir, wide_writes()).expect("open");
+    log.write(&entries(1..=3), None, None).expect("write");
+    let before = log.tail_end();
+    let mut data = vec![b'p'; 100];
+    data.extend_from_slice(inside);
+    data.extend(std::iter::repeat_n(b'y', 6000));
+    let entry = Entry {
+        index: 4,
+        term: 1,
+        data,
+        ..Default::default()
+    };
+    log.write(&[entry], None, None).expect("write");
+    (before, log.tail_end())
+}
+
+#[test]
+fn a_torn_record_whose_data_holds_a_record_is_cut() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A client's value that happens to be a whole record (a compaction mark).
+    let mut compact = vec![5u8];
+    compact.extend_from_slice(&16u32.to_le_bytes());
+    compact.extend_from_slice(&2u64.to_le_bytes());
+    compact.extend_from_slice(&1u64.to_le_bytes());
+    let (before, end) = log_with_data_holding(dir.path(), &record_bytes(&compact));
+    let file = last_segment(dir.path());
+    // The write's last blocks never reached the disk; its header and the record
+    // inside its data did.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(&vec![0u8; 3000], end - 3000).expect("tear");
+    drop(f);
+    let log = LogStore::open(dir.path(), wide_writes()).expect("reopen");
+    assert_eq!(bounds(&log), (1, 3));
+    assert_eq!(log.load_report().torn_bytes, end - 3000 - before);
+}
+
+#[test]
+fn a_torn_write_without_its_header_whose_data_holds_an_empty_record_is_cut() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Twelve bytes a client may send: a record with nothing in it, which this store
+    // never writes.
+    let (before, _) = log_with_data_holding(dir.path(), &record_bytes(&[]));
+    let file = last_segment(dir.path());
+    // The write's first block (its header) never reached the disk.
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.write_all_at(&[0u8; 12], before).expect("tear");
+    drop(f);
+    let log = LogStore::open(dir.path(), wide_writes()).expect("reopen");
+    assert_eq!(bounds(&log), (1, 3));
+}
