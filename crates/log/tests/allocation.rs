@@ -131,17 +131,11 @@ fn a_segment_closed_before_it_filled_gives_its_zeros_back_and_opens_with_them() 
 fn a_torn_write_inside_the_allocated_space_is_cut_and_zeroed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let segment_bytes = 64 << 10;
-    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
-    log.write(&entries(1..=10), None, None).expect("write");
-    let end = log.tail_end();
-    drop(log);
+    let end = write_records(dir.path(), &[1..=10])[0];
     let file = last_segment(dir.path());
     // Part of a write that never finished: bytes, a gap of zeros, more bytes.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(b"half a record", end).expect("tear");
-    f.write_all_at(b"and a later block", end + 300)
-        .expect("tear");
-    drop(f);
+    put(&file, end, b"half a record");
+    put(&file, end + 300, b"and a later block");
 
     let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
     assert_eq!(bounds(&log), (1, 10));
@@ -168,6 +162,29 @@ fn a_torn_write_inside_the_allocated_space_is_cut_and_zeroed() {
     assert_eq!(read_all(&log), entries(1..=12));
 }
 
+/// Writes each range of entries as one record into a log of 64 KiB segments; returns
+/// where the records end after each write.
+fn write_records(dir: &Path, writes: &[std::ops::RangeInclusive<u64>]) -> Vec<u64> {
+    let mut log = LogStore::open(dir, options(64 << 10)).expect("open");
+    writes
+        .iter()
+        .map(|range| {
+            log.write(&entries(range.clone()), None, None)
+                .expect("write");
+            log.tail_end()
+        })
+        .collect()
+}
+
+/// Puts `bytes` at `at` in `file`, as a crash or a failing disk leaves them.
+fn put(file: &Path, at: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(file)
+        .and_then(|f| f.write_all_at(bytes, at))
+        .expect("write into the log file");
+}
+
 /// Opening `dir` fails as corrupt, and changes nothing in `file`.
 fn assert_corrupt_and_untouched(dir: &Path, file: &Path, segment_bytes: u64) {
     let before = std::fs::read(file).expect("read");
@@ -185,72 +202,39 @@ fn assert_corrupt_and_untouched(dir: &Path, file: &Path, segment_bytes: u64) {
 #[test]
 fn bytes_far_beyond_the_records_are_damage_not_a_torn_write() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let segment_bytes = 64 << 10;
-    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
-    log.write(&entries(1..=10), None, None).expect("write");
-    let end = log.tail_end();
-    drop(log);
+    let ends = write_records(dir.path(), &[1..=10]);
     let file = last_segment(dir.path());
     // Further from the records' end than one write (1 KiB here) can reach.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(&[0x5a], end + 8192).expect("damage");
-    drop(f);
-    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+    put(&file, ends[0] + 8192, &[0x5a]);
+    assert_corrupt_and_untouched(dir.path(), &file, 64 << 10);
 }
 
 #[test]
 fn zeros_over_a_record_with_an_intact_record_after_them_are_damage() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let segment_bytes = 64 << 10;
-    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
-    log.write(&entries(1..=3), None, None).expect("write");
-    let first_end = log.tail_end();
-    log.write(&entries(4..=6), None, None).expect("write");
-    let second_end = log.tail_end();
-    log.write(&entries(7..=9), None, None).expect("write");
-    drop(log);
+    let ends = write_records(dir.path(), &[1..=3, 4..=6, 7..=9]);
     let file = last_segment(dir.path());
     // The middle record reads as never written; the one after it is intact: that is
     // a lost acknowledged write, not the end of the log.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    let zeros = vec![0u8; (second_end - first_end) as usize];
-    f.write_all_at(&zeros, first_end).expect("zero a record");
-    drop(f);
-    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+    put(&file, ends[0], &vec![0u8; (ends[1] - ends[0]) as usize]);
+    assert_corrupt_and_untouched(dir.path(), &file, 64 << 10);
 }
 
 #[test]
 fn bytes_after_a_record_whose_payload_is_damaged_are_damage() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let segment_bytes = 64 << 10;
-    let mut log = LogStore::open(dir.path(), options(segment_bytes)).expect("open");
-    log.write(&entries(1..=3), None, None).expect("write");
-    let first_end = log.tail_end();
-    log.write(&entries(4..=6), None, None).expect("write");
-    let second_end = log.tail_end();
-    drop(log);
+    let ends = write_records(dir.path(), &[1..=3, 4..=6]);
     let file = last_segment(dir.path());
     // The last record's header is intact, so the write that left it ended at its
     // end: a byte written after that is not part of it, however close.
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .expect("open");
-    let mut victim = [0u8];
-    f.read_exact_at(&mut victim, first_end + 20).expect("read");
-    f.write_all_at(&[victim[0] ^ 0x5a], first_end + 20)
-        .expect("damage the payload");
-    f.write_all_at(&[0x5a], second_end + 100)
-        .expect("a byte after the record");
-    drop(f);
-    assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
+    let victim = std::fs::read(&file).expect("read")[ends[0] as usize + 20];
+    put(&file, ends[0] + 20, &[victim ^ 0x5a]);
+    put(&file, ends[1] + 100, &[0x5a]);
+    assert_corrupt_and_untouched(dir.path(), &file, 64 << 10);
 
     // Without that byte, the damaged payload is the torn end of the last write.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(&[0], second_end + 100).expect("clear");
-    drop(f);
-    let log = LogStore::open(dir.path(), options(segment_bytes)).expect("reopen");
+    put(&file, ends[1] + 100, &[0]);
+    let log = LogStore::open(dir.path(), options(64 << 10)).expect("reopen");
     assert_eq!(bounds(&log), (1, 3));
 }
 
@@ -281,10 +265,7 @@ fn a_damaged_record_before_an_intact_one_ending_in_zero_bytes_is_damage() {
         "the last record ends in a zero byte"
     );
     // The middle record's header never reached the disk, the record after it did.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(&[0u8; 12], first_end)
-        .expect("zero a header");
-    drop(f);
+    put(&file, first_end, &[0u8; 12]);
     assert_corrupt_and_untouched(dir.path(), &file, segment_bytes);
 }
 
@@ -340,9 +321,7 @@ fn a_torn_record_whose_data_holds_a_record_is_cut() {
     let file = last_segment(dir.path());
     // The write's last blocks never reached the disk; its header and the record
     // inside its data did.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(&vec![0u8; 3000], end - 3000).expect("tear");
-    drop(f);
+    put(&file, end - 3000, &[0u8; 3000]);
     let log = LogStore::open(dir.path(), wide_writes()).expect("reopen");
     assert_eq!(bounds(&log), (1, 3));
     assert_eq!(log.load_report().torn_bytes, end - 3000 - before);
@@ -356,9 +335,7 @@ fn a_torn_write_without_its_header_whose_data_holds_an_empty_record_is_cut() {
     let (before, _) = log_with_data_holding(dir.path(), &record_bytes(&[]));
     let file = last_segment(dir.path());
     // The write's first block (its header) never reached the disk.
-    let f = OpenOptions::new().write(true).open(&file).expect("open");
-    f.write_all_at(&[0u8; 12], before).expect("tear");
-    drop(f);
+    put(&file, before, &[0u8; 12]);
     let log = LogStore::open(dir.path(), wide_writes()).expect("reopen");
     assert_eq!(bounds(&log), (1, 3));
 }

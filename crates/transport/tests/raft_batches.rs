@@ -2,16 +2,20 @@
 //! that says this node was removed, a peer of a version without streamed batches, a
 //! server that stops while peers hold streams open, and a stream that stops taking.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Message, MessageType};
 use sqlraft_proto::v1 as pb;
+use sqlraft_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use sqlraft_transport::{Handler, PeerEvent, Transport, TransportOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Collects what arrives; refuses every sender once `removed` is set.
 #[derive(Default)]
@@ -110,6 +114,115 @@ impl Server {
             .await
             .expect("the server stops")
             .expect("server task");
+    }
+}
+
+type Handled = Result<(), Status>;
+type HandledLater = Pin<Box<dyn Future<Output = Handled> + Send>>;
+
+/// A peer service for these tests: `Send` and `Stream` as a test makes them, nothing
+/// else served.
+struct FakePeer {
+    send: Box<dyn Fn(pb::RaftBatch) -> Handled + Send + Sync>,
+    stream: Box<dyn Fn(Streaming<pb::RaftBatch>) -> HandledLater + Send + Sync>,
+}
+
+/// A running [`FakePeer`], stopped by `stop`.
+struct FakePeerServer {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl FakePeer {
+    async fn serve(self) -> (SocketAddr, FakePeerServer) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftTransportServer::new(self))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        (addr, FakePeerServer { stop, task })
+    }
+}
+
+impl FakePeerServer {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The commit index of each message in `batch`.
+fn commits_of(batch: pb::RaftBatch) -> Result<Vec<u64>, Status> {
+    use prost_011::Message as _;
+    batch
+        .messages
+        .into_iter()
+        .map(|bytes| {
+            Message::decode(bytes)
+                .map(|m| m.commit)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl RaftTransport for FakePeer {
+    async fn send(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
+        (self.send)(request.into_inner()).map(|()| Response::new(pb::RaftAck {}))
+    }
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<pb::RaftAck>, Status> {
+        (self.stream)(request.into_inner())
+            .await
+            .map(|()| Response::new(pb::RaftAck {}))
+    }
+    async fn snapshot_offset(
+        &self,
+        _: Request<pb::SnapshotOffer>,
+    ) -> Result<Response<pb::SnapshotResume>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn install_snapshot(
+        &self,
+        _: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn forward(
+        &self,
+        _: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn join(
+        &self,
+        _: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn identify(
+        &self,
+        _: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn node_status(
+        &self,
+        _: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
     }
 }
 
@@ -244,87 +357,18 @@ async fn a_stopping_server_ends_the_streams_peers_hold_open() {
 /// to it one `Send` call each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
-    use sqlraft_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
-    use tonic::{Request, Response, Status, Streaming};
-
-    struct Old(Arc<Mutex<Vec<u64>>>);
-
-    #[tonic::async_trait]
-    impl RaftTransport for Old {
-        async fn send(
-            &self,
-            request: Request<pb::RaftBatch>,
-        ) -> Result<Response<pb::RaftAck>, Status> {
-            use prost_011::Message as _;
-            for bytes in request.into_inner().messages {
-                let message =
-                    Message::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                self.0.lock().unwrap().push(message.commit);
-            }
-            Ok(Response::new(pb::RaftAck {}))
-        }
-        async fn stream(
-            &self,
-            _: Request<Streaming<pb::RaftBatch>>,
-        ) -> Result<Response<pb::RaftAck>, Status> {
-            Err(Status::unimplemented("unknown method Stream"))
-        }
-        async fn snapshot_offset(
-            &self,
-            _: Request<pb::SnapshotOffer>,
-        ) -> Result<Response<pb::SnapshotResume>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn install_snapshot(
-            &self,
-            _: Request<Streaming<pb::SnapshotChunk>>,
-        ) -> Result<Response<pb::SnapshotAck>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn forward(
-            &self,
-            _: Request<pb::ForwardRequest>,
-        ) -> Result<Response<pb::ForwardResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn join(
-            &self,
-            _: Request<pb::JoinRequest>,
-        ) -> Result<Response<pb::JoinResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn identify(
-            &self,
-            _: Request<pb::IdentifyRequest>,
-        ) -> Result<Response<pb::IdentifyResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn node_status(
-            &self,
-            _: Request<pb::NodeStatusRequest>,
-        ) -> Result<Response<pb::NodeStatusResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-    }
-
     let got = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RaftTransportServer::new(Old(Arc::clone(&got))))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    let collected = Arc::clone(&got);
+    let (addr, peer) = FakePeer::serve(FakePeer {
+        send: Box::new(move |batch| {
+            collected.lock().unwrap().extend(commits_of(batch)?);
+            Ok(())
+        }),
+        stream: Box::new(|_| {
+            Box::pin(async { Err(Status::unimplemented("unknown method Stream")) })
+        }),
+    })
+    .await;
     let (transport, _events) = sender();
     transport.set_peer(2, &addr.to_string()).expect("peer");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -342,8 +386,7 @@ async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
     let got = got.lock().unwrap().clone();
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     drop(transport);
-    let _ = stop.send(());
-    let _ = server.await;
+    peer.stop().await;
 }
 
 /// A peer whose first `Stream` call stops taking batches (its connection stuck, flow
@@ -351,100 +394,29 @@ async fn a_peer_without_streamed_batches_gets_one_call_per_batch() {
 /// peer is reported unreachable and the next batch opens a new call, which delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_takes_nothing_is_replaced() {
-    use sqlraft_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
-    use tonic::{Request, Response, Status, Streaming};
-
-    struct Stuck {
-        calls: std::sync::atomic::AtomicU64,
-        got: Arc<Mutex<Vec<u64>>>,
-        release: tokio::sync::watch::Receiver<bool>,
-    }
-
-    #[tonic::async_trait]
-    impl RaftTransport for Stuck {
-        async fn send(&self, _: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn stream(
-            &self,
-            request: Request<Streaming<pb::RaftBatch>>,
-        ) -> Result<Response<pb::RaftAck>, Status> {
-            use prost_011::Message as _;
-            let mut batches = request.into_inner();
-            if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                // Hold the stream without reading it until the test ends.
-                let mut release = self.release.clone();
-                let _ = release.wait_for(|r| *r).await;
-                return Ok(Response::new(pb::RaftAck {}));
-            }
-            while let Some(batch) = batches.message().await? {
-                for bytes in batch.messages {
-                    let message = Message::decode(bytes)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                    self.got.lock().unwrap().push(message.commit);
-                }
-            }
-            Ok(Response::new(pb::RaftAck {}))
-        }
-        async fn snapshot_offset(
-            &self,
-            _: Request<pb::SnapshotOffer>,
-        ) -> Result<Response<pb::SnapshotResume>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn install_snapshot(
-            &self,
-            _: Request<Streaming<pb::SnapshotChunk>>,
-        ) -> Result<Response<pb::SnapshotAck>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn forward(
-            &self,
-            _: Request<pb::ForwardRequest>,
-        ) -> Result<Response<pb::ForwardResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn join(
-            &self,
-            _: Request<pb::JoinRequest>,
-        ) -> Result<Response<pb::JoinResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn identify(
-            &self,
-            _: Request<pb::IdentifyRequest>,
-        ) -> Result<Response<pb::IdentifyResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn node_status(
-            &self,
-            _: Request<pb::NodeStatusRequest>,
-        ) -> Result<Response<pb::NodeStatusResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-    }
-
     let got = Arc::new(Mutex::new(Vec::new()));
     let (release, released) = tokio::sync::watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RaftTransportServer::new(Stuck {
-                calls: Default::default(),
-                got: Arc::clone(&got),
-                release: released,
-            }))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let collected = Arc::clone(&got);
+    let (addr, peer) = FakePeer::serve(FakePeer {
+        send: Box::new(|_| Err(Status::unimplemented("not in this test"))),
+        stream: Box::new(move |mut batches| {
+            let first = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let (got, mut release) = (Arc::clone(&collected), released.clone());
+            Box::pin(async move {
+                if first {
+                    // Hold the stream without reading it until the test ends.
+                    let _ = release.wait_for(|r| *r).await;
+                    return Ok(());
+                }
+                while let Some(batch) = batches.message().await? {
+                    got.lock().unwrap().extend(commits_of(batch)?);
+                }
+                Ok(())
+            })
+        }),
+    })
+    .await;
     let (transport, mut events) = Transport::new(TransportOptions {
         send_timeout_ms: 300,
         backoff_min_ms: 10,
@@ -486,8 +458,7 @@ async fn a_stream_that_takes_nothing_is_replaced() {
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     drop(transport);
     let _ = release.send(true);
-    let _ = stop.send(());
-    let _ = server.await;
+    peer.stop().await;
 }
 
 /// Sends heartbeats every 10 ms until `collector` has one, for at most `limit`;
