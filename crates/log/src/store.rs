@@ -1155,7 +1155,6 @@ impl LogStore {
     }
 }
 
-/// A segment shorter than its header must hold the start of one.
 /// How far a write that began where a record does not read back could have gone.
 #[derive(Clone, Copy)]
 enum Reach {
@@ -1277,6 +1276,7 @@ fn allocate(_file: &File, _size: u64) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
+/// A segment shorter than its header must hold the start of one.
 fn check_header_prefix(file: &File, path: &Path, len: u64) -> Result<()> {
     let header = format::file_header();
     let mut start = vec![0u8; len as usize];
