@@ -392,9 +392,10 @@ impl StateMachine {
     }
 
     /// Every [`WAL_LOOK_EVERY`] batches, looks at the WAL's size; one past
-    /// [`WAL_STARVED_BYTES`] is copied into the database and truncated, waiting at
-    /// most [`WAL_RESTART_WAIT`] for the readers of the old WAL (a checkpoint that
-    /// cannot finish is tried again at the next look).
+    /// [`WAL_STARVED_BYTES`] is copied into the database and truncated, waiting for the
+    /// readers of the old WAL at most [`WAL_RESTART_WAIT`], twice as long after each
+    /// try they kept from finishing (a try that cannot finish is made again
+    /// [`WAL_RETRY_AFTER`] batches later).
     fn keep_the_wal_bounded(&mut self) -> Result<()> {
         let (every, limit) = self.wal_bounds;
         self.batches += 1;
@@ -432,10 +433,10 @@ impl StateMachine {
                 tracing::debug!(bytes = size, "the WAL was truncated")
             }
             Ok(_) => {
-                self.wal_failures += 1;
+                self.wal_failures = self.wal_failures.saturating_add(1);
                 // Readers of the old WAL still read: tried again a few batches later,
-                // not a full period later (each try holds the writer at most
-                // WAL_RESTART_WAIT, which also gives the readers time to finish).
+                // not a full period later (the batches between give the readers time
+                // to finish).
                 self.batches = every.saturating_sub(WAL_RETRY_AFTER);
                 tracing::debug!(
                     bytes = size,

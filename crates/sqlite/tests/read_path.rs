@@ -15,6 +15,16 @@ async fn read_pool(dir: &tempfile::TempDir, options: &ReadOptions) -> ReadPool {
         .expect("pool")
 }
 
+/// A pool of one connection, so that every read runs on the same one and its
+/// statement cache.
+async fn one_connection_pool(dir: &tempfile::TempDir) -> ReadPool {
+    let options = ReadOptions {
+        max_connections: 1,
+        ..ReadOptions::default()
+    };
+    read_pool(dir, &options).await
+}
+
 fn write(sm: &mut StateMachine, sqls: &[&str]) {
     common::write_ok(sm, sqls);
 }
@@ -365,12 +375,7 @@ async fn kept_statements_follow_parameters_and_schema_changes() {
             "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
         ],
     );
-    // One connection, so every read below runs on the same one and its cache.
-    let options = ReadOptions {
-        max_connections: 1,
-        ..ReadOptions::default()
-    };
-    let pool = read_pool(&dir, &options).await;
+    let pool = one_connection_pool(&dir).await;
     let by_id = |id: i64| {
         let mut statement = Statement::new("SELECT v FROM t WHERE id = ?");
         statement.params = sqlraft_sqlite::Params::Positional(vec![id.into()]);
@@ -660,11 +665,7 @@ async fn explain_describes_the_schema_as_it_is() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = open_state(&dir);
     write(&mut sm, &["CREATE TABLE e (a, b)"]);
-    let options = ReadOptions {
-        max_connections: 1,
-        ..ReadOptions::default()
-    };
-    let pool = read_pool(&dir, &options).await;
+    let pool = one_connection_pool(&dir).await;
     let plan = Statement::new("EXPLAIN QUERY PLAN SELECT * FROM e WHERE b = 1");
     let rows = pool.query(&plan).await.expect("plan");
     assert!(format!("{:?}", rows.values).contains("SCAN e"), "{rows:?}");
@@ -726,11 +727,7 @@ async fn a_failed_read_is_tried_on_the_schema_as_it_is() {
             "CREATE VIEW sv AS SELECT * FROM pragma_quick_check",
         ],
     );
-    let options = ReadOptions {
-        max_connections: 1,
-        ..ReadOptions::default()
-    };
-    let pool = read_pool(&dir, &options).await;
+    let pool = one_connection_pool(&dir).await;
     let union = Statement::new("SELECT * FROM u1 UNION ALL SELECT * FROM u2");
     let err = pool.query(&union).await.expect_err("columns differ");
     assert!(

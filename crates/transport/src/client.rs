@@ -862,15 +862,12 @@ async fn send_loop(
     while let Some(batch) = queue.next_batch().await {
         let sent = if streaming {
             let opened = Instant::now();
-            stream_batches(client.clone(), &queue, batch, send_timeout)
-                .await
-                .map_err(|ended| {
-                    // The link worked until now: back off from the start again.
-                    if ended.delivered || opened.elapsed() >= max_backoff {
-                        backoff = Duration::from_millis(options.backoff_min_ms);
-                    }
-                    ended.status
-                })
+            let ended = stream_batches(client.clone(), &queue, batch, send_timeout).await;
+            // The link worked until now: back off from the start again.
+            if ended.delivered || opened.elapsed() >= max_backoff {
+                backoff = Duration::from_millis(options.backoff_min_ms);
+            }
+            Err(ended.status)
         } else {
             let mut rpc = tonic::Request::new(batch);
             rpc.set_timeout(send_timeout);
@@ -906,14 +903,14 @@ async fn send_loop(
 }
 
 /// Runs one `Stream` call, opened with `first`, until it ends, and says why it ended
-/// (a stream ends only on a failure, or when the peer stops). A stream that takes no
+/// (a stream ends only on a failure, or when the peer stops: never well). A stream that takes no
 /// batch for `send_timeout` while batches wait (the connection is stuck) is dropped.
 async fn stream_batches(
     mut client: RaftTransportClient<Channel>,
     queue: &Arc<LaneQueue>,
     first: pb::RaftBatch,
     send_timeout: Duration,
-) -> Result<(), Ended> {
+) -> Ended {
     let generation = queue.generation.load(Ordering::Acquire);
     let taken_first = queue.taken.load(Ordering::Relaxed);
     let body = LaneBody {
@@ -950,10 +947,10 @@ async fn stream_batches(
     };
     // A body the ended call still holds takes nothing more.
     queue.end_calls();
-    Err(Ended {
+    Ended {
         status: ended,
         delivered: queue.taken.load(Ordering::Relaxed) > taken_first,
-    })
+    }
 }
 
 /// Why a `Stream` call ended, and whether it delivered: it took batches after the one
