@@ -412,7 +412,13 @@ impl ApplyTxn<'_> {
     /// after its virtual table was dropped) and a restarted node does not: found by a
     /// review. An empty savepoint rolled back does it: SQLite resets the schema on a
     /// rollback in a transaction that changed it.
+    ///
+    /// A statement that asked for no schema action cannot have changed the schema:
+    /// the version (a query of its own) is looked at only after one that did.
     fn settle_schema(&self) -> rusqlite::Result<()> {
+        if !self.guard.schema_action() {
+            return Ok(());
+        }
         let version = schema_version(&self.tx)?;
         if self.guard.shadow_version() == Some(version) {
             return Ok(());
@@ -433,9 +439,18 @@ impl ApplyTxn<'_> {
     /// Each virtual table is connected on its own, so that one that cannot connect
     /// (its content table dropped) keeps no other from connecting; its failure is
     /// the same on every node.
+    ///
+    /// The schema's version is looked at once in a batch, and again only after a
+    /// statement that may have changed the schema ([`ApplyTxn::settle_schema`]) or a
+    /// rollback: looking at it is a query of its own, and listing the shadow tables
+    /// several, which were most of what applying a small write cost (by perf).
     fn know_shadow_tables(&self) -> rusqlite::Result<()> {
+        if self.guard.shadow_current() {
+            return Ok(());
+        }
         let version = schema_version(&self.tx)?;
         if self.guard.shadow_version() == Some(version) {
+            self.guard.confirm_shadow();
             return Ok(());
         }
         let vtabs = {

@@ -42,6 +42,9 @@ struct GuardState {
     inserted: Vec<String>,
     /// It renames a table or adds a column (`ALTER TABLE`).
     altered: bool,
+    /// Its preparation asked for an action other than reading and writing rows (and
+    /// calling functions): only such a statement can change the schema.
+    schema_action: bool,
     /// The client statement running now wrote a row with the largest rowid.
     wrote_last_rowid: bool,
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
@@ -49,10 +52,14 @@ struct GuardState {
     calls: u64,
     /// The statement used up its budget and was interrupted.
     over_budget: bool,
-    /// Shadow tables (lowercase name -> their virtual table) at a schema version, for
-    /// the current batch; forgotten at each batch and rollback, when the schema version
-    /// may come back to a number it had with other content.
+    /// Shadow tables (lowercase name -> their virtual table) at a schema version;
+    /// forgotten at each rollback, when the schema version may come back to a number
+    /// it had with other content.
     shadow: Option<(i64, HashMap<String, String>)>,
+    /// `shadow` was found to belong to the schema as it is, in this batch, and no
+    /// statement since could have changed the schema (none asked for a schema action,
+    /// or the version was looked at after it): the next statement need not look.
+    shadow_current: bool,
 }
 
 /// VM instructions between two calls of the progress handler.
@@ -121,6 +128,7 @@ impl Guard {
             s.last_insert = None;
             s.inserted.clear();
             s.altered = false;
+            s.schema_action = false;
             s.wrote_last_rowid = false;
             s.calls = 0;
             s.over_budget = false;
@@ -166,19 +174,53 @@ impl Guard {
         self.with(|s| s.inserted.clone())
     }
 
+    /// Whether the last client statement asked, while it was prepared, for an action
+    /// that may change the schema (anything but reading and writing rows and calling
+    /// functions). One that did not cannot have changed it: SQLite asks the
+    /// authorizer for every schema change a statement makes (`CREATE`, `DROP`,
+    /// `ALTER`, `ANALYZE`, `REINDEX`, a virtual table's creation), when it is prepared.
+    pub(crate) fn schema_action(&self) -> bool {
+        self.with(|s| s.schema_action)
+    }
+
     /// The schema version the known shadow tables belong to.
     pub(crate) fn shadow_version(&self) -> Option<i64> {
         self.with(|s| s.shadow.as_ref().map(|(version, _)| *version))
     }
 
-    /// The shadow tables at schema version `version`.
-    pub(crate) fn set_shadow(&self, version: i64, tables: HashMap<String, String>) {
-        self.with(|s| s.shadow = Some((version, tables)));
+    /// Whether the known shadow tables are known to belong to the schema as it is
+    /// (see [`Guard::confirm_shadow`]).
+    pub(crate) fn shadow_current(&self) -> bool {
+        self.with(|s| s.shadow.is_some() && s.shadow_current)
     }
 
-    /// Forgets the shadow tables (a new batch, a rollback).
+    /// The shadow tables at schema version `version`, the schema's version now.
+    pub(crate) fn set_shadow(&self, version: i64, tables: HashMap<String, String>) {
+        self.with(|s| {
+            s.shadow = Some((version, tables));
+            s.shadow_current = true;
+        });
+    }
+
+    /// The schema's version was just found to be the known shadow tables' version.
+    /// Until a statement asks for a schema action, a rollback or the next batch, the
+    /// next client statements need not look again.
+    pub(crate) fn confirm_shadow(&self) {
+        self.with(|s| s.shadow_current = s.shadow.is_some());
+    }
+
+    /// A new batch (a transaction) begins: the first client statement looks at the
+    /// schema's version again before it trusts the known shadow tables.
+    pub(crate) fn new_batch(&self) {
+        self.with(|s| s.shadow_current = false);
+    }
+
+    /// Forgets the shadow tables (a rollback).
     pub(crate) fn forget_shadow(&self) {
-        self.with(|s| s.shadow = None);
+        self.with(|s| {
+            s.shadow = None;
+            s.shadow_current = false;
+        });
     }
 
     /// Why the last statement was refused, if it was.
@@ -205,6 +247,16 @@ impl Guard {
                 }
             }
             state.altered |= matches!(ctx.action, AuthAction::AlterTable { .. });
+            state.schema_action |= !matches!(
+                ctx.action,
+                AuthAction::Select
+                    | AuthAction::Read { .. }
+                    | AuthAction::Insert { .. }
+                    | AuthAction::Update { .. }
+                    | AuthAction::Delete { .. }
+                    | AuthAction::Function { .. }
+                    | AuthAction::Recursive
+            );
             state.wrote |= matches!(
                 ctx.action,
                 AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }

@@ -452,8 +452,10 @@ impl StateMachine {
     /// Starts applying a batch of committed entries.
     pub fn begin(&mut self) -> Result<ApplyTxn<'_>> {
         self.keep_the_wal_bounded()?;
-        // The last batch may have been rolled back: what was known of its schema goes.
-        self.guard.forget_shadow();
+        // The last batch may have been rolled back, to a schema version it had with
+        // other content: its first statement looks at the version before it trusts
+        // what is known of the schema.
+        self.guard.new_batch();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -494,3 +494,47 @@ async fn reads_are_bounded_in_time_and_stop_when_abandoned() {
     .expect("embedder query");
     assert_eq!(n.0, 200_000);
 }
+
+/// The shadow tables known in a batch that was rolled back belong to a schema that is
+/// gone; the schema the next batch makes can have the same version number with other
+/// tables. A table named like one of the gone shadow tables is then an ordinary table.
+#[test]
+fn shadow_tables_of_a_rolled_back_batch_are_not_trusted_in_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE n (x)"]));
+    let mut txn = sm.begin().expect("begin");
+    let made = txn
+        .write(2, &tx(&["CREATE VIRTUAL TABLE ft USING fts5 (x)"]))
+        .expect("write");
+    assert!(made[0].error.is_none(), "{made:?}");
+    // Its shadow tables are known now: a client write to one is refused.
+    let refused = txn
+        .write(3, &tx(&["INSERT INTO ft_config VALUES ('k', 1)"]))
+        .expect("write");
+    let error = refused[0].error.clone().unwrap_or_default();
+    assert!(error.contains("keeps its index"), "{refused:?}");
+    let err = txn
+        .write(
+            4,
+            &tx(&["INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"]),
+        )
+        .expect_err("a statement that never ends is stopped");
+    assert!(matches!(err, SqliteError::BatchAborted(_)), "{err}");
+    drop(txn);
+    // The schema is back at the version before the virtual table; one new table takes
+    // it to the version the virtual table had.
+    let mut txn = sm.begin().expect("begin");
+    let results = txn
+        .write(
+            2,
+            &tx(&[
+                "CREATE TABLE ft_config (k PRIMARY KEY, v)",
+                "INSERT INTO ft_config VALUES ('k', 1)",
+            ]),
+        )
+        .expect("write");
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    txn.commit().expect("commit");
+    assert_eq!(count(&dir, "SELECT count(*) FROM ft_config"), 1);
+}
