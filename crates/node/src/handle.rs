@@ -86,6 +86,24 @@ impl Handle {
         write: &mut pb::WriteRequest,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
+        self.propose_as(write, deadline, false).await
+    }
+
+    /// Proposes a write a follower forwarded (see [`Handle::propose`]).
+    pub(crate) async fn propose_forwarded(
+        &self,
+        write: &mut pb::WriteRequest,
+        deadline: Instant,
+    ) -> Result<WriteOutcome> {
+        self.propose_as(write, deadline, true).await
+    }
+
+    async fn propose_as(
+        &self,
+        write: &mut pb::WriteRequest,
+        deadline: Instant,
+        forwarded: bool,
+    ) -> Result<WriteOutcome> {
         // The leader's clock, captured once: every node's SQLite sees this time.
         write.at_unix_ms = crate::raft_loop::now_unix_ms();
         // Encoded where it lies: the request is moved into the command and back, not
@@ -102,6 +120,7 @@ impl Handle {
             command: encoded,
             reply,
             sent: Instant::now(),
+            forwarded,
         })?;
         let wait = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(wait, outcome).await {

@@ -177,7 +177,7 @@ impl Handler for PeerHandler {
             return forward_error(&NodeError::Invalid("empty forward request".into()));
         };
         let deadline = Instant::now() + node.write_timeout();
-        match node.propose(&mut write, deadline).await {
+        match node.propose_forwarded(&mut write, deadline).await {
             Ok(outcome) => pb::ForwardResponse {
                 outcome: Some(pb::forward_response::Outcome::Response(pb::WriteResponse {
                     results: outcome.results.iter().map(Into::into).collect(),

@@ -30,12 +30,12 @@ use waiters::{EntryOutcome, Pending, Waiters};
 
 pub(crate) use admin::now_unix_ms;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, StateRole};
 use sqlraft_log::LogStore;
 use sqlraft_proto::v1 as pb;
@@ -46,6 +46,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::{Admission, Limits, RaftTimings};
 use crate::error::{Fatal, NodeError, Result};
 use crate::status::{Leadership, Status};
+
+/// Forwarded writes whose entries are watched for their commit at most (each one
+/// the log holds uncommitted; beyond, a forwarding follower waits for the commit
+/// index like any other, at most [`RaftTimings::commit_share_ms`] longer).
+const MAX_FORWARDED_TRACKED: usize = 4096;
 
 /// A request to the raft loop.
 pub(crate) enum Request {
@@ -70,6 +75,9 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<Applied>>,
         /// When it was handed to the loop.
         sent: Instant,
+        /// A follower forwarded it, and answers once it applied it itself: its commit
+        /// index goes to the followers at once (see [`RaftLoop::share_commit`]).
+        forwarded: bool,
     },
     ReadIndex {
         reply: oneshot::Sender<Result<u64>>,
@@ -256,6 +264,13 @@ pub(crate) struct RaftLoop {
     read_epoch: (u64, u64),
     /// Peers whose replication lag is in the metrics (this node leads).
     lag_peers: HashSet<u64>,
+    /// The highest commit index sent to each peer (in an append or a heartbeat).
+    commit_sent: HashMap<u64, u64>,
+    /// When the commit index a follower lacks is sent on its own, unless an append
+    /// takes it first (see [`RaftLoop::share_commit`]).
+    commit_share_due: Option<Instant>,
+    /// Entries of writes forwarded by followers, not committed yet, in log order.
+    forwarded: VecDeque<u64>,
     #[cfg(feature = "testing")]
     crash_at: Option<&'static str>,
 }
@@ -288,6 +303,9 @@ impl RaftLoop {
             known_leader: raft::INVALID_ID,
             read_epoch: (0, raft::INVALID_ID),
             lag_peers: HashSet::new(),
+            commit_sent: HashMap::new(),
+            commit_share_due: None,
+            forwarded: VecDeque::new(),
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
         }
@@ -338,7 +356,10 @@ impl RaftLoop {
         let mut next_tick = Instant::now() + tick;
         self.publish();
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wake = self
+                .commit_share_due
+                .map_or(next_tick, |due| due.min(next_tick));
+            let wait = wake.saturating_duration_since(Instant::now());
             let mut turn_bytes = 0;
             match self.requests.recv_timeout(wait) {
                 Ok(Request::Shutdown) => return Ok(()),
@@ -367,7 +388,11 @@ impl RaftLoop {
             }
             while let Ok(event) = self.peer_events.try_recv() {
                 match event {
-                    PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
+                    PeerEvent::Unreachable(peer) => {
+                        self.raw.report_unreachable(peer);
+                        // It may have restarted, with an older commit index.
+                        self.commit_sent.remove(&peer);
+                    }
                     PeerEvent::Removed { by } => {
                         tracing::warn!(by, "a member says this node was removed");
                         self.removed = true;
@@ -390,11 +415,15 @@ impl RaftLoop {
                 }
                 self.on_tick();
             }
+            self.share_forwarded_commit();
             self.ask_reads();
             self.on_ready()?;
             // A round answered in that Ready lets the reads that waited for it ask the
             // next one now, not at the next turn.
             if self.ask_reads() {
+                self.on_ready()?;
+            }
+            if self.share_commit() {
                 self.on_ready()?;
             }
             self.maybe_snapshot()?;
@@ -473,10 +502,11 @@ impl RaftLoop {
                 command,
                 reply,
                 sent,
+                forwarded,
             } => {
                 let queued = sent.elapsed().as_secs_f64();
                 self.metrics.write_queue.observe(queued);
-                self.propose(command, reply)
+                self.propose(command, reply, forwarded)
             }
             Request::ReadIndex { reply } => self.read_index(reply),
             Request::Snapshot { reply, trailing } => self.request_snapshot(reply, trailing),
@@ -543,9 +573,17 @@ impl RaftLoop {
         }
     }
 
-    fn propose(&mut self, command: Vec<u8>, reply: oneshot::Sender<Result<Applied>>) {
+    fn propose(
+        &mut self,
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied>>,
+        forwarded: bool,
+    ) {
         if let Some((index, pending)) = self.propose_entry(command, reply) {
             self.waiters.write(index, pending);
+            if forwarded && self.forwarded.len() < MAX_FORWARDED_TRACKED {
+                self.forwarded.push_back(index);
+            }
         }
     }
 
@@ -621,6 +659,7 @@ impl RaftLoop {
                 self.metrics.leader_changes.inc();
             }
             self.known_leader = leader;
+            self.commit_sent.clear();
         }
     }
 
@@ -630,13 +669,22 @@ impl RaftLoop {
         }
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.install_snapshot(&snapshot)?;
         }
-        self.apply(ready.take_committed_entries())?;
+        // A follower's acknowledgements wait for this Ready's log write, not for the
+        // entries it applies (committed already, on a majority's disks): they go out
+        // first, and the leader commits without waiting for this node's apply. A
+        // leader (no such messages) applies first: its clients wait for the apply, not
+        // for its log write.
+        let acks_wait = !ready.persisted_messages().is_empty();
+        let mut committed = ready.take_committed_entries();
+        if !acks_wait {
+            self.apply(std::mem::take(&mut committed))?;
+        }
         for state in ready.take_read_states() {
             self.waiters.read_ready(&state.request_ctx, state.index);
         }
@@ -656,20 +704,99 @@ impl RaftLoop {
                 .log_write
                 .observe(started.elapsed().as_secs_f64());
         }
-        if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+        if acks_wait {
+            self.send(ready.take_persisted_messages());
+            self.apply(committed)?;
         }
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().note_commit(commit);
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         if !self.is_leader() {
             self.waiters.drop_replaced(&self.raw.raft.raft_log);
         }
         Ok(())
+    }
+
+    /// Sends raft's messages, noting the commit index each append and heartbeat
+    /// carries to its peer.
+    fn send(&mut self, messages: Vec<Message>) {
+        for m in &messages {
+            if matches!(
+                m.get_msg_type(),
+                MessageType::MsgAppend | MessageType::MsgHeartbeat
+            ) {
+                let sent = self.commit_sent.entry(m.to).or_default();
+                *sent = (*sent).max(m.commit);
+            }
+        }
+        self.transport.send(messages);
+    }
+
+    /// A leader's followers learn a new commit index from the next append, which
+    /// carries it (raft's `skip_bcast_commit`): two messages and two answers less per
+    /// write, and a follower's work for them off the next write's way. When no append
+    /// carried it within [`RaftTimings::commit_share_ms`] (the writes paused), it goes
+    /// to every follower on its own then, so that a follower's copy is never older
+    /// than that. True when it went out (a `Ready` waits).
+    fn share_commit(&mut self) -> bool {
+        let share = Duration::from_millis(self.timings.commit_share_ms);
+        if share.is_zero() || !self.is_leader() {
+            self.commit_share_due = None;
+            return false;
+        }
+        if !self.followers_lack_commit() {
+            self.commit_share_due = None;
+            return false;
+        }
+        let now = Instant::now();
+        match self.commit_share_due {
+            Some(due) if due <= now => {
+                self.commit_share_due = None;
+                self.raw.raft.bcast_append();
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.commit_share_due = Some(now + share);
+                false
+            }
+        }
+    }
+
+    /// A write forwarded by a follower that was just committed: the followers get the
+    /// commit index now, in the Ready that applies the write here, as they would
+    /// without [`RaftLoop::share_commit`] (the forwarding follower answers once it
+    /// applied the write itself, and applies it while the leader does).
+    fn share_forwarded_commit(&mut self) {
+        if !self.is_leader() {
+            self.forwarded.clear();
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let mut now_committed = false;
+        while self.forwarded.front().is_some_and(|&i| i <= committed) {
+            self.forwarded.pop_front();
+            now_committed = true;
+        }
+        if now_committed && self.timings.commit_share_ms > 0 && self.followers_lack_commit() {
+            self.raw.raft.bcast_append();
+        }
+    }
+
+    /// Whether a follower that replicates normally has not been sent the commit index
+    /// yet (one probing or taking a snapshot gets it with what it is sent next).
+    fn followers_lack_commit(&self) -> bool {
+        let raft = &self.raw.raft;
+        let committed = raft.raft_log.committed;
+        raft.prs().iter().any(|(id, pr)| {
+            *id != raft.id
+                && pr.state == raft::ProgressState::Replicate
+                && self.commit_sent.get(id).copied().unwrap_or(0) < committed
+        })
     }
 
     /// Answers whoever waits on entry `index` of `term`.

@@ -51,6 +51,8 @@ pub(crate) fn restore_raft(
         read_only_option: ReadOnlyOption::Safe,
         max_committed_size_per_ready: timings.max_apply_batch_bytes,
         max_uncommitted_size: config.limits.max_uncommitted_bytes,
+        // Shared by the loop instead (`RaftLoop::share_commit`).
+        skip_bcast_commit: timings.commit_share_ms > 0,
         ..Default::default()
     };
     raft_config
