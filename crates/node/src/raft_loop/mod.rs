@@ -788,13 +788,16 @@ impl RaftLoop {
     }
 
     /// Whether a follower that replicates normally has not been sent the commit index
-    /// yet (one probing or taking a snapshot gets it with what it is sent next).
+    /// yet. One probing or taking a snapshot gets it with what it is sent next; one
+    /// with its window of appends in flight full (unreachable, say) would not be sent
+    /// it either, and would keep the loop sharing every `commit_share_ms`.
     fn followers_lack_commit(&self) -> bool {
         let raft = &self.raw.raft;
         let committed = raft.raft_log.committed;
         raft.prs().iter().any(|(id, pr)| {
             *id != raft.id
                 && pr.state == raft::ProgressState::Replicate
+                && !pr.is_paused()
                 && self.commit_sent.get(id).copied().unwrap_or(0) < committed
         })
     }
