@@ -461,7 +461,7 @@ impl ApplyTxn<'_> {
             stmt.query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        for vtab in vtabs {
+        for vtab in &vtabs {
             let sql = format!(
                 "SELECT * FROM main.\"{}\" LIMIT 0",
                 vtab.replace('"', "\"\"")
@@ -483,7 +483,7 @@ impl ApplyTxn<'_> {
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
         self.guard
-            .set_shadow(version, crate::guard::shadow_tables(&shadow));
+            .set_shadow(version, crate::guard::shadow_tables(&shadow), vtabs);
         Ok(())
     }
 

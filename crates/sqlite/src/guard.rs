@@ -43,7 +43,9 @@ struct GuardState {
     /// It renames a table or adds a column (`ALTER TABLE`).
     altered: bool,
     /// Its preparation asked for an action other than reading and writing rows (and
-    /// calling functions): only such a statement can change the schema.
+    /// calling functions), or to read or write a virtual table (whose module may
+    /// create tables as it runs: FTS3 makes its `_stat` table at the first
+    /// `automerge`): only such a statement can change the schema.
     schema_action: bool,
     /// The client statement running now wrote a row with the largest rowid.
     wrote_last_rowid: bool,
@@ -56,6 +58,8 @@ struct GuardState {
     /// forgotten at each rollback, when the schema version may come back to a number
     /// it had with other content.
     shadow: Option<(i64, HashMap<String, String>)>,
+    /// The virtual tables at that schema version.
+    virtual_tables: Vec<String>,
     /// `shadow` was found to belong to the schema as it is, in this batch, and no
     /// statement since could have changed the schema (none asked for a schema action,
     /// or the version was looked at after it): the next statement need not look.
@@ -175,10 +179,13 @@ impl Guard {
     }
 
     /// Whether the last client statement asked, while it was prepared, for an action
-    /// that may change the schema (anything but reading and writing rows and calling
-    /// functions). One that did not cannot have changed it: SQLite asks the
-    /// authorizer for every schema change a statement makes (`CREATE`, `DROP`,
-    /// `ALTER`, `ANALYZE`, `REINDEX`, a virtual table's creation), when it is prepared.
+    /// that may change the schema: anything but reading and writing rows of ordinary
+    /// tables and calling functions. One that did not cannot have changed it: SQLite
+    /// asks the authorizer for every schema change a statement makes (`CREATE`,
+    /// `DROP`, `ALTER`, `ANALYZE`, `REINDEX`, a virtual table's creation) when it is
+    /// prepared, except what a virtual table's module does as it runs (found by a
+    /// review: FTS3 creates its `_stat` table at the first `automerge` or `merge`
+    /// command, an insert), hence the virtual tables' rows count too.
     pub(crate) fn schema_action(&self) -> bool {
         self.with(|s| s.schema_action)
     }
@@ -194,10 +201,17 @@ impl Guard {
         self.with(|s| s.shadow.is_some() && s.shadow_current)
     }
 
-    /// The shadow tables at schema version `version`, the schema's version now.
-    pub(crate) fn set_shadow(&self, version: i64, tables: HashMap<String, String>) {
+    /// The shadow tables and the virtual tables at schema version `version`, the
+    /// schema's version now.
+    pub(crate) fn set_shadow(
+        &self,
+        version: i64,
+        tables: HashMap<String, String>,
+        virtual_tables: Vec<String>,
+    ) {
         self.with(|s| {
             s.shadow = Some((version, tables));
+            s.virtual_tables = virtual_tables;
             s.shadow_current = true;
         });
     }
@@ -219,6 +233,7 @@ impl Guard {
     pub(crate) fn forget_shadow(&self) {
         self.with(|s| {
             s.shadow = None;
+            s.virtual_tables.clear();
             s.shadow_current = false;
         });
     }
@@ -247,16 +262,24 @@ impl Guard {
                 }
             }
             state.altered |= matches!(ctx.action, AuthAction::AlterTable { .. });
-            state.schema_action |= !matches!(
-                ctx.action,
-                AuthAction::Select
-                    | AuthAction::Read { .. }
-                    | AuthAction::Insert { .. }
-                    | AuthAction::Update { .. }
-                    | AuthAction::Delete { .. }
-                    | AuthAction::Function { .. }
-                    | AuthAction::Recursive
-            );
+            let rows_of = match ctx.action {
+                AuthAction::Read { table_name, .. }
+                | AuthAction::Insert { table_name }
+                | AuthAction::Update { table_name, .. }
+                | AuthAction::Delete { table_name } => Some(table_name),
+                _ => None,
+            };
+            let data_only = match rows_of {
+                Some(table) => !state
+                    .virtual_tables
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(table)),
+                None => matches!(
+                    ctx.action,
+                    AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive
+                ),
+            };
+            state.schema_action |= !data_only;
             state.wrote |= matches!(
                 ctx.action,
                 AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }

@@ -538,3 +538,47 @@ fn shadow_tables_of_a_rolled_back_batch_are_not_trusted_in_the_next() {
     txn.commit().expect("commit");
     assert_eq!(count(&dir, "SELECT count(*) FROM ft_config"), 1);
 }
+
+/// Found by a review: FTS3 creates its `_stat` shadow table only when it first runs an
+/// `automerge` (or `merge`) command, which is an insert into the virtual table, so the
+/// statement asked the authorizer for no schema action. The schema was not looked at
+/// after it, and a write to the new shadow table in the same batch went through on a
+/// node that applied both in one batch and was refused on one that did not: the nodes
+/// diverged. A statement that reads or writes a virtual table is now followed by a
+/// look at the schema.
+#[test]
+fn a_shadow_table_a_module_makes_as_it_runs_is_protected_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE VIRTUAL TABLE ft USING fts3 (x)"]));
+    // In one request.
+    let results = apply(
+        &mut sm,
+        2,
+        WriteRequest {
+            transaction: false,
+            ..tx(&[
+                "INSERT INTO ft (ft) VALUES ('automerge=2')",
+                "INSERT INTO ft_stat VALUES (7, x'01')",
+            ])
+        },
+    );
+    assert!(results[0].error.is_none(), "{results:?}");
+    let error = results[1].error.clone().unwrap_or_default();
+    assert!(error.contains("keeps its index"), "{results:?}");
+    // In two entries of one batch, for a table whose `_stat` does not exist yet.
+    apply(&mut sm, 3, tx(&["CREATE VIRTUAL TABLE ft2 USING fts3 (x)"]));
+    let mut txn = sm.begin().expect("begin");
+    let made = txn
+        .write(4, &tx(&["INSERT INTO ft2 (ft2) VALUES ('automerge=4')"]))
+        .expect("write");
+    assert!(made[0].error.is_none(), "{made:?}");
+    let refused = txn
+        .write(5, &tx(&["INSERT INTO ft2_stat VALUES (8, x'02')"]))
+        .expect("write");
+    let error = refused[0].error.clone().unwrap_or_default();
+    assert!(error.contains("keeps its index"), "{refused:?}");
+    txn.commit().expect("commit");
+    assert_eq!(count(&dir, "SELECT count(*) FROM ft_stat WHERE id = 7"), 0);
+    assert_eq!(count(&dir, "SELECT count(*) FROM ft2_stat WHERE id = 8"), 0);
+}
