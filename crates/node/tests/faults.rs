@@ -509,3 +509,55 @@ async fn a_partitioned_minority_cannot_write_and_the_majority_can() {
     }
     cluster.shutdown().await;
 }
+
+/// Found by a review: a follower that caught up on several large full-text inserts in
+/// one batch merged its FTS4 index into fewer segments than the nodes that had applied
+/// them one by one (FTS3/FTS4 merge when a transaction commits, by how much the whole
+/// transaction wrote), and its content hash differed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catching_up_on_full_text_writes_keeps_the_same_index() {
+    let mut cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(
+        cluster.node(leader),
+        "CREATE VIRTUAL TABLE fm USING fts4 (x)",
+    )
+    .await;
+    write_ok(
+        cluster.node(leader),
+        "INSERT INTO fm (fm) VALUES ('automerge=2')",
+    )
+    .await;
+    for i in 0..40 {
+        let sql = format!("INSERT INTO fm VALUES ('small{i} words')");
+        write_ok(cluster.node(leader), &sql).await;
+    }
+    cluster.converge().await;
+    let follower = cluster.followers(leader)[0];
+    cluster.stop(follower).await;
+    // Large inserts of words sharing no prefixes (many index leaves each), one entry
+    // each on the leader; the follower gets them all at once when it is back.
+    let mut seed = 7u64;
+    for _ in 0..8 {
+        let words: Vec<String> = (0..3000)
+            .map(|_| {
+                (0..8)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        char::from(b'a' + ((seed >> 33) % 26) as u8)
+                    })
+                    .collect()
+            })
+            .collect();
+        let sql = format!("INSERT INTO fm VALUES ('{}')", words.join(" "));
+        write_ok(cluster.node(leader), &sql).await;
+    }
+    cluster.restart(follower).await;
+    cluster.same_content().await;
+    let segments = "SELECT level, idx, start_block, end_block FROM fm_segdir ORDER BY 1, 2";
+    assert_eq!(
+        dump(cluster.node(follower), segments).await,
+        dump(cluster.node(leader), segments).await
+    );
+    cluster.shutdown().await;
+}

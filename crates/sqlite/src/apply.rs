@@ -44,6 +44,9 @@ pub struct ApplyTxn<'a> {
     pub(crate) last_index: Option<u64>,
     /// Term of the last entry of the batch, stored with the applied index.
     last_term: Option<u64>,
+    /// A client statement of this transaction wrote rows of a virtual table (see
+    /// [`ApplyTxn::must_commit`]).
+    wrote_virtual_table: std::cell::Cell<bool>,
 }
 
 impl<'a> ApplyTxn<'a> {
@@ -71,6 +74,7 @@ impl<'a> ApplyTxn<'a> {
             changes,
             last_index: None,
             last_term: None,
+            wrote_virtual_table: std::cell::Cell::new(false),
         }
     }
 }
@@ -79,6 +83,23 @@ impl ApplyTxn<'_> {
     /// The index the next entry of this batch must have.
     pub fn next_index(&self) -> u64 {
         self.last_index.unwrap_or(*self.applied) + 1
+    }
+
+    /// Whether the transaction must be committed before another entry joins it: an
+    /// entry wrote rows of a virtual table (in a trigger too, and even if the
+    /// statement then failed).
+    ///
+    /// A virtual table's module may do work when the transaction commits whose
+    /// outcome depends on everything the transaction wrote to it: FTS3 and FTS4 run
+    /// their `automerge` then, sized by the leaves the whole transaction added. Which
+    /// entries share a transaction differs between nodes (a node catching up applies
+    /// many at once), so without this boundary their index tables, and `/db/hash`,
+    /// differed (found by a review). With it, every transaction that writes a virtual
+    /// table ends with that entry on every node, and the module's commit-time work
+    /// sees the same writes everywhere: the transaction's other entries wrote no
+    /// virtual table. Writes of ordinary tables keep sharing transactions.
+    pub fn must_commit(&self) -> bool {
+        self.wrote_virtual_table.get()
     }
 
     /// Records that entry `index` is part of this batch; indexes must follow
@@ -239,6 +260,9 @@ impl ApplyTxn<'_> {
         let outcome = self
             .guard
             .client(|| self.run_client(statement, returning_left));
+        if self.guard.wrote_virtual_table() {
+            self.wrote_virtual_table.set(true);
+        }
         // A row at the largest rowid: SQLite would go on with random rowids (different
         // on every node) or fail AUTOINCREMENT with SQLITE_FULL, which looks like a
         // full disk. Whatever happened after it, the statement fails, the same way on

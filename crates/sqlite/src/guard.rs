@@ -47,6 +47,8 @@ struct GuardState {
     /// create tables as it runs: FTS3 makes its `_stat` table at the first
     /// `automerge`): only such a statement can change the schema.
     schema_action: bool,
+    /// Its preparation asked to write rows of a virtual table (triggers included).
+    wrote_virtual_table: bool,
     /// The client statement running now wrote a row with the largest rowid.
     wrote_last_rowid: bool,
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
@@ -133,6 +135,7 @@ impl Guard {
             s.inserted.clear();
             s.altered = false;
             s.schema_action = false;
+            s.wrote_virtual_table = false;
             s.wrote_last_rowid = false;
             s.calls = 0;
             s.over_budget = false;
@@ -188,6 +191,12 @@ impl Guard {
     /// command, an insert), hence the virtual tables' rows count too.
     pub(crate) fn schema_action(&self) -> bool {
         self.with(|s| s.schema_action)
+    }
+
+    /// Whether the last client statement asked, while it was prepared, to insert,
+    /// update or delete rows of a virtual table (in a trigger too).
+    pub(crate) fn wrote_virtual_table(&self) -> bool {
+        self.with(|s| s.wrote_virtual_table)
     }
 
     /// The schema version the known shadow tables belong to.
@@ -269,21 +278,26 @@ impl Guard {
                 | AuthAction::Delete { table_name } => Some(table_name),
                 _ => None,
             };
-            let data_only = match rows_of {
-                Some(table) => !state
+            let of_virtual_table = rows_of.is_some_and(|table| {
+                state
                     .virtual_tables
                     .iter()
-                    .any(|v| v.eq_ignore_ascii_case(table)),
+                    .any(|v| v.eq_ignore_ascii_case(table))
+            });
+            let data_only = match rows_of {
+                Some(_) => !of_virtual_table,
                 None => matches!(
                     ctx.action,
                     AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive
                 ),
             };
             state.schema_action |= !data_only;
-            state.wrote |= matches!(
+            let writes = matches!(
                 ctx.action,
                 AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }
             );
+            state.wrote |= writes;
+            state.wrote_virtual_table |= writes && of_virtual_table;
             let in_temp = ctx
                 .database_name
                 .is_some_and(|db| db.eq_ignore_ascii_case("temp"));

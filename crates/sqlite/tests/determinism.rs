@@ -1035,3 +1035,149 @@ fn schema_changes_leave_running_and_restarted_nodes_alike() {
         2,
     );
 }
+
+/// Applies `requests` as consecutive entries the way a node catching up does: as many
+/// as it may in one transaction. With `honour_boundaries`, a transaction ends where
+/// [`sqlraft_sqlite::ApplyTxn::must_commit`] says, as the node's apply loop does;
+/// without, every request shares one transaction.
+fn apply_batched(sm: &mut StateMachine, requests: &[String], honour_boundaries: bool) {
+    let mut next = 0;
+    while next < requests.len() {
+        let mut txn = sm.begin().expect("begin");
+        while next < requests.len() {
+            let index = txn.next_index();
+            txn.write_at(
+                index,
+                AT,
+                &WriteRequest {
+                    statements: vec![Statement::new(requests[next].as_str())],
+                    transaction: false,
+                    request_id: None,
+                },
+            )
+            .expect("write");
+            next += 1;
+            if honour_boundaries && txn.must_commit() {
+                break;
+            }
+        }
+        txn.commit().expect("commit");
+    }
+}
+
+/// Found by a review: FTS3 and FTS4 run their `automerge` when the transaction
+/// commits, sized by what the whole transaction wrote. A node that caught up on several
+/// large inserts in one transaction merged its index differently from nodes that
+/// applied them one by one: `<table>_segdir` and `/db/hash` differed.
+#[test]
+fn full_text_merges_are_the_same_however_entries_are_batched() {
+    let mut setup = vec![
+        "CREATE VIRTUAL TABLE f3 USING fts3 (x)".to_string(),
+        "INSERT INTO f3 (f3) VALUES ('automerge=2')".to_string(),
+        "CREATE VIRTUAL TABLE f4 USING fts4 (x)".to_string(),
+        "INSERT INTO f4 (f4) VALUES ('automerge=2')".to_string(),
+        "CREATE TABLE docs (body TEXT)".to_string(),
+        // Reaches the full-text table through a trigger on an ordinary table.
+        "CREATE TRIGGER docs_text AFTER INSERT ON docs BEGIN \
+         INSERT INTO f4 (x) VALUES (new.body); END"
+            .to_string(),
+    ];
+    // Enough small segments for a second level, as in the review's reproduction.
+    setup.extend((0..40).map(|i| format!("INSERT INTO f3 VALUES ('small{i} words')")));
+    setup.extend((0..40).map(|i| format!("INSERT INTO docs VALUES ('small{i} words')")));
+    // Then large inserts of words that share no prefixes: many leaves each.
+    let mut seed = 7u64;
+    let mut word = || {
+        (0..8)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                char::from(b'a' + ((seed >> 33) % 26) as u8)
+            })
+            .collect::<String>()
+    };
+    let mut big = Vec::new();
+    for i in 0..8 {
+        let words: Vec<String> = (0..3000).map(|_| word()).collect();
+        big.push(format!("INSERT INTO f3 VALUES ('{}')", words.join(" ")));
+        big.push(format!("CREATE TABLE plain{i} (x)"));
+        big.push(format!("INSERT INTO docs VALUES ('{}')", words.join(" ")));
+        big.push(format!("INSERT INTO plain{i} VALUES ({i})"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut one_by_one = open(&dir, "one_by_one.db");
+    let mut batched = open(&dir, "batched.db");
+    let mut unbounded = open(&dir, "unbounded.db");
+    for sm in [&mut one_by_one, &mut batched, &mut unbounded] {
+        for sql in &setup {
+            let results = apply_at(sm, AT, &[sql]);
+            assert!(results[0].error.is_none(), "{sql}: {results:?}");
+        }
+    }
+    for sql in &big {
+        let results = apply_at(&mut one_by_one, AT, &[sql]);
+        assert!(results[0].error.is_none(), "{results:?}");
+    }
+    apply_batched(&mut batched, &big, true);
+    apply_batched(&mut unbounded, &big, false);
+    drop((one_by_one, batched, unbounded));
+
+    let segments = |name: &str| {
+        let path = dir.path().join(name);
+        [
+            rows(
+                &path,
+                "SELECT level, count(*) FROM f3_segdir GROUP BY level",
+            ),
+            rows(
+                &path,
+                "SELECT level, count(*) FROM f4_segdir GROUP BY level",
+            ),
+        ]
+    };
+    let hash = |name: &str| sqlraft_sqlite::content_hash(&dir.path().join(name)).expect("hash");
+    // The case is one that depends on batching: all in one transaction merges otherwise.
+    assert_ne!(segments("one_by_one.db"), segments("unbounded.db"));
+    assert_eq!(segments("one_by_one.db"), segments("batched.db"));
+    assert_eq!(hash("one_by_one.db"), hash("batched.db"));
+}
+
+/// Only writes of a virtual table's rows end a transaction early: ordinary writes,
+/// and reads of a virtual table, keep sharing one.
+#[test]
+fn only_virtual_table_writes_end_a_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "sm.db");
+    apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE TABLE t (x)",
+            "CREATE VIRTUAL TABLE ft USING fts5 (x)",
+            "CREATE VIRTUAL TABLE rt USING rtree (id, x0, x1)",
+        ],
+    );
+    let cases: [(&str, bool); 6] = [
+        ("INSERT INTO t VALUES (1)", false),
+        ("SELECT count(*) FROM ft WHERE ft MATCH 'a'", false),
+        ("INSERT INTO ft VALUES ('a b')", true),
+        ("UPDATE rt SET x1 = 2 WHERE id = 1", true),
+        ("DELETE FROM ft WHERE rowid = 1", true),
+        ("INSERT INTO nosuch VALUES (1)", false),
+    ];
+    for (sql, ends) in cases {
+        let index = sm.applied_index() + 1;
+        let mut txn = sm.begin().expect("begin");
+        txn.write_at(
+            index,
+            AT,
+            &WriteRequest {
+                statements: vec![Statement::new(sql)],
+                transaction: false,
+                request_id: None,
+            },
+        )
+        .expect("write");
+        assert_eq!(txn.must_commit(), ends, "{sql}");
+        txn.commit().expect("commit");
+    }
+}

@@ -141,15 +141,30 @@ impl RaftLoop {
         Ok(outcomes)
     }
 
-    /// Runs the steps in one SQLite transaction and commits it with the applied index.
-    /// When a statement makes SQLite roll the whole transaction back, its entry is
-    /// recorded as failed and the batch runs again: apply is deterministic, so the
-    /// other entries give the same results the second time.
+    /// Runs the steps in as few SQLite transactions as it may, each committed with its
+    /// applied index: a transaction ends early only after an entry that wrote a
+    /// virtual table ([`sqlraft_sqlite::ApplyTxn::must_commit`]), so that such
+    /// transactions are the same on every node however the entries were batched.
     fn run_batch(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
+        let mut outcomes = Vec::with_capacity(steps.len());
+        while outcomes.len() < steps.len() {
+            let done = outcomes.len();
+            outcomes.extend(self.run_transaction(&mut steps[done..])?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs the first steps in one SQLite transaction and commits it with the applied
+    /// index: all of them, or up to the first that makes the transaction end. Returns
+    /// one outcome per step run. When a statement makes SQLite roll the whole
+    /// transaction back, its entry is recorded as failed and the transaction runs
+    /// again: apply is deterministic, so the other entries give the same results (and
+    /// end it at the same step) the second time.
+    fn run_transaction(&mut self, steps: &mut [(u64, u64, Step)]) -> Result<Vec<EntryOutcome>> {
         'batch: loop {
             let mut txn = self.sm.begin()?;
             let mut outcomes = Vec::with_capacity(steps.len());
-            for (k, (index, _, step)) in steps.iter().enumerate() {
+            for (k, (index, term, step)) in steps.iter().enumerate() {
                 let outcome = match run_step(&mut txn, *index, step) {
                     Err(NodeError::Query(SqliteError::BatchAborted(message))) => {
                         tracing::warn!(index, %message, "entry rolled the batch back; recorded as failed");
@@ -160,9 +175,10 @@ impl RaftLoop {
                     other => other?,
                 };
                 outcomes.push(outcome);
-            }
-            if let Some((_, term, _)) = steps.last() {
                 txn.set_term(*term);
+                if txn.must_commit() {
+                    break;
+                }
             }
             txn.commit()?;
             return Ok(outcomes);
