@@ -207,13 +207,16 @@ impl ApplyTxn<'_> {
         }
         self.clock.set(now);
         self.control("SAVEPOINT sqlraft_request")?;
+        // A request of one statement needs no savepoint of its own for it: undoing the
+        // request's undoes exactly that statement, with the same result.
+        let one_scope = request.transaction || request.statements.len() == 1;
         let mut results = Vec::with_capacity(request.statements.len());
         let mut seconds = Vec::with_capacity(request.statements.len());
         // What the request's RETURNING rows may still cost: results are kept in the
         // replicated state for request ids, as one SQLite value.
         let returning_left = std::cell::Cell::new(MAX_RETURNING_BYTES);
         for statement in &request.statements {
-            if !request.transaction {
+            if !one_scope {
                 self.control("SAVEPOINT sqlraft_statement")?;
             }
             let started = std::time::Instant::now();
@@ -221,23 +224,23 @@ impl ApplyTxn<'_> {
             seconds.push(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(result) => {
-                    if !request.transaction {
+                    if !one_scope {
                         self.control("RELEASE sqlraft_statement")?;
                     }
                     results.push(result);
                 }
                 Err(message) => {
-                    let scope = if request.transaction {
+                    let scope = if one_scope {
                         "sqlraft_request"
                     } else {
                         "sqlraft_statement"
                     };
-                    self.control(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))?;
+                    self.undo(scope)?;
                     results.push(StatementResult {
                         error: Some(clip(&message, MAX_ERROR_BYTES)),
                         ..Default::default()
                     });
-                    if request.transaction {
+                    if one_scope {
                         return Ok((results, seconds));
                     }
                 }
@@ -420,12 +423,19 @@ impl ApplyTxn<'_> {
         Ok(())
     }
 
+    /// Runs a savepoint statement of the apply path (`SAVEPOINT`, `RELEASE`).
     fn control(&self, sql: &str) -> Result<()> {
-        if crate::lex::has_keyword(sql, "ROLLBACK") {
-            self.guard.forget_shadow();
-            return self.tx.execute_batch(sql).map_err(SqliteError::Apply);
-        }
         own_statement(&self.tx, sql).map_err(SqliteError::Apply)
+    }
+
+    /// Undoes what was done since savepoint `scope` and ends it. A rollback may take
+    /// the schema's version back to a number it had with other content, so the known
+    /// shadow tables are forgotten.
+    fn undo(&self, scope: &str) -> Result<()> {
+        self.guard.forget_shadow();
+        self.tx
+            .execute_batch(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))
+            .map_err(SqliteError::Apply)
     }
 
     /// After a client statement that changed the schema, resets SQLite's in-memory

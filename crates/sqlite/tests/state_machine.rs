@@ -84,6 +84,45 @@ fn without_transaction_each_statement_stands_alone() {
     assert_eq!(count(&dir, "SELECT count(*) FROM t"), 1);
 }
 
+/// A failing statement leaves nothing of itself, even where SQLite would keep what it
+/// did before the failure (`OR FAIL`), alone in a request or among others, and the
+/// next request of the same batch sees the table as before it.
+#[test]
+fn a_failing_statement_leaves_nothing_of_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE src (id INTEGER)",
+            "INSERT INTO src VALUES (10), (11), (1)",
+            "INSERT INTO t VALUES (1)",
+        ]),
+    );
+    // Rows 10 and 11 go in before row 1 conflicts; OR FAIL keeps them in SQLite.
+    let failing = "INSERT OR FAIL INTO t SELECT id FROM src ORDER BY rowid";
+    let mut txn = sm.begin().expect("begin");
+    for (index, transaction, sqls) in [
+        (2, false, vec![failing]),
+        (3, true, vec![failing]),
+        (4, false, vec!["INSERT INTO t VALUES (2)", failing]),
+    ] {
+        let mut request = tx(&sqls);
+        request.transaction = transaction;
+        let results = txn.write(index, &request).expect("write");
+        let error = results.last().and_then(|r| r.error.as_deref());
+        assert!(error.is_some_and(|e| e.contains("UNIQUE")), "{results:?}");
+    }
+    txn.commit().expect("commit");
+    assert_eq!(
+        count(&dir, "SELECT sum(id) + 100 * count(*) FROM t"),
+        203,
+        "only row 1 and the other statement's row 2"
+    );
+}
+
 #[test]
 fn applied_index_commits_with_the_effects() {
     let dir = tempfile::tempdir().expect("tempdir");
