@@ -6,12 +6,6 @@ use clap::Parser;
 use sqlraft_core::CoreError;
 use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
-/// mimalloc instead of the C library's allocator: glibc's `malloc` and `free` (its
-/// consolidation of freed chunks above all) took about a tenth of the leader's HTTP
-/// workers at 32 writing clients (by perf).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
