@@ -135,16 +135,13 @@ impl IssuedStore {
     }
 }
 
-/// The data API's latency histogram: 100 µs to 10 s.
+/// The data API's latency histogram, in the node's latency buckets (100 µs to 10 s).
 pub(crate) fn http_seconds() -> prometheus::HistogramVec {
     let opts = prometheus::HistogramOpts::new(
         "sqlraft_http_request_seconds",
         "Seconds from a data API request's arrival to its answer, by path.",
     )
-    .buckets(vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0,
-    ]);
+    .buckets(sqlraft::LATENCY_BUCKETS.to_vec());
     prometheus::HistogramVec::new(opts, &["path"]).expect("metric options are constants")
 }
 

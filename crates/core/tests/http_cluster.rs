@@ -145,6 +145,15 @@ async fn status_nodes_readyz_and_metrics() {
         2.0
     );
     assert!(text.contains("# TYPE sqlraft_write_stage_seconds histogram"));
+    // Latencies are told apart between 1 and 5 ms, where a write's tail lies.
+    for le in ["0.0015", "0.002", "0.003", "0.004"] {
+        for series in [
+            format!("sqlraft_http_request_seconds_bucket{{path=\"/db/execute\",le=\"{le}\"}}"),
+            format!("sqlraft_write_stage_seconds_bucket{{stage=\"commit\",le=\"{le}\"}}"),
+        ] {
+            assert!(text.contains(&series), "no {series}");
+        }
+    }
     // Every request handed to the raft loop was taken: the depth is back to zero (it
     // drifted below zero when requests sent past the counter were counted down).
     assert_eq!(sample("sqlraft_raft_queue_depth"), 0.0);

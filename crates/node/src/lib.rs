@@ -24,7 +24,7 @@ mod write;
 pub use config::{Admission, Limits, NodeConfig, RaftTimings, SnapshotOptions};
 pub use consistency::Consistency;
 pub use error::{ErrorKind, Fatal, NodeError, Result};
-pub use metrics::Metrics;
+pub use metrics::{LATENCY_BUCKETS, Metrics};
 pub use node::{MAX_WHOLE_DATABASE_READS, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
