@@ -2,13 +2,27 @@
 //! comments.
 
 /// Byte ranges of `sql` that are code: outside `'...'`, `"..."`, `` `...` ``, `[...]`,
-/// `-- ...` and `/* ... */`.
+/// `-- ...` and `/* ... */`. A parameter token (`$name`, `@name`, `:name`, `#name`,
+/// with SQLite's `(...)` and `::` forms) is code as a whole, quotes in it included, as
+/// SQLite's tokenizer reads it: a quote inside `$a(')` opens no literal (found by a
+/// review: it hid a `ROLLBACK` that followed).
 pub(crate) fn code_spans(sql: &str) -> Vec<(usize, usize)> {
     let bytes = sql.as_bytes();
     let mut spans = Vec::new();
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // `$` inside a word is part of an identifier; `@`, `:` and `#` always begin a
+        // token of their own.
+        let starts_parameter = match bytes[i] {
+            b'$' => i == 0 || !is_id_char(bytes[i - 1]),
+            b'@' | b':' | b'#' => true,
+            _ => false,
+        };
+        if starts_parameter {
+            i = parameter_end(bytes, i);
+            continue;
+        }
         let skip_to = match bytes[i] {
             b'\'' | b'"' | b'`' => Some(skip_quoted(bytes, i, bytes[i])),
             b'[' => Some(skip_quoted(bytes, i, b']')),
@@ -93,6 +107,69 @@ pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
     })
 }
 
+/// SQLite's identifier characters: ASCII letters and digits, `_`, `$`, and every byte
+/// of a non-ASCII character.
+fn is_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Where the parameter token starting at `start` ends, as SQLite's tokenizer reads it:
+/// identifier characters and `::` pairs, then, after at least one name character,
+/// `(` up to the first white space or `)` (the `)` included).
+fn parameter_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    let mut named = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if is_id_char(c) {
+            named = true;
+            i += 1;
+        } else if c == b'(' && named {
+            i += 1;
+            while i < bytes.len() && !is_sql_space(bytes[i]) && bytes[i] != b')' {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] == b')' {
+                i += 1;
+            }
+            return i;
+        } else if c == b':' && bytes.get(i + 1) == Some(&b':') {
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// SQLite's white space: space, tab, line feed, vertical tab, form feed, return.
+fn is_sql_space(b: u8) -> bool {
+    b == b' ' || (0x09..=0x0d).contains(&b)
+}
+
+/// True when `first` is followed by `second` (ASCII, any case; comments and white
+/// space between them allowed) as whole words in the code of `sql`.
+pub(crate) fn has_keywords_in_a_row(sql: &str, first: &str, second: &str) -> bool {
+    if !has_keyword(sql, second) {
+        return false;
+    }
+    let mut after_first = false;
+    for (start, end) in code_spans(sql) {
+        for word in
+            sql[start..end].split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        {
+            if word.is_empty() {
+                continue;
+            }
+            if after_first && word.eq_ignore_ascii_case(second) {
+                return true;
+            }
+            after_first = word.eq_ignore_ascii_case(first);
+        }
+    }
+    false
+}
+
 fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
     let mut i = start + 1;
     while i < bytes.len() {
@@ -139,6 +216,37 @@ mod tests {
             "ROLLBACK"
         ));
         assert!(has_keyword("SELECT RAISE(rollback, 'x')", "ROLLBACK"));
+    }
+
+    #[test]
+    fn keywords_in_a_row_may_have_comments_between() {
+        let pair = |sql| has_keywords_in_a_row(sql, "INITIALLY", "DEFERRED");
+        assert!(pair("REFERENCES p DEFERRABLE initially deferred"));
+        assert!(pair("REFERENCES p DEFERRABLE INITIALLY/* x */\n DEFERRED)"));
+        assert!(!pair("REFERENCES p DEFERRABLE INITIALLY IMMEDIATE"));
+        assert!(!pair("SELECT 'initially deferred', deferred FROM t"));
+        assert!(!pair("SELECT initially, x.deferred FROM t"));
+    }
+
+    /// Found by a review: SQLite reads `$a(')` as one parameter token, quote included;
+    /// taken for a string, it hid the code up to the next quote.
+    #[test]
+    fn quotes_inside_parameter_tokens_open_no_literal() {
+        for sql in [
+            "WITH c(v) AS (SELECT $a(')) INSERT OR ROLLBACK INTO t SELECT v FROM c --'",
+            "WITH c(v) AS (SELECT @a(')) INSERT OR ROLLBACK INTO t SELECT v FROM c --'",
+            "WITH c(v) AS (SELECT :a(')) INSERT OR ROLLBACK INTO t SELECT v FROM c --'",
+            "WITH c(v) AS (SELECT #a(')) INSERT OR ROLLBACK INTO t SELECT v FROM c --'",
+            "WITH c(v) AS (SELECT $a::b(\"x)) INSERT OR ROLLBACK INTO t SELECT v FROM c --\"",
+            "SELECT $a('\t) ROLLBACK",
+        ] {
+            assert!(has_keyword(sql, "ROLLBACK"), "{sql}");
+        }
+        // What SQLite reads as literals stays literal.
+        assert!(!has_keyword("SELECT $a, 'rollback'", "ROLLBACK"));
+        assert!(!has_keyword("SELECT a$b('rollback')", "ROLLBACK"));
+        assert!(!has_keyword("SELECT $('rollback')", "ROLLBACK"));
+        assert!(!has_keyword("SELECT :x || ' rollback'", "ROLLBACK"));
     }
 
     #[test]
