@@ -561,3 +561,52 @@ async fn a_follower_catching_up_on_full_text_writes_keeps_the_same_index() {
     );
     cluster.shutdown().await;
 }
+
+/// Found by a review: an FTS4 table with automerge on, filled and renamed in one
+/// request, made the batch's commit fail on every node, which stopped them all, again
+/// at each restart. The request now fails as a whole, the same on every node, and the
+/// cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_table_write_that_fails_the_commit_fails_its_request_only() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(
+        cluster.node(leader),
+        "CREATE VIRTUAL TABLE f USING fts4 (x)",
+    )
+    .await;
+    for i in 0..17 {
+        let sql = format!("INSERT INTO f VALUES ('small{i}')");
+        write_ok(cluster.node(leader), &sql).await;
+    }
+    write_ok(
+        cluster.node(leader),
+        "INSERT INTO f (f) VALUES ('automerge=2')",
+    )
+    .await;
+    let mut seed = 11u64;
+    let words: Vec<String> = (0..3000)
+        .map(|_| {
+            (0..8)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    char::from(b'a' + ((seed >> 33) % 26) as u8)
+                })
+                .collect()
+        })
+        .collect();
+    let outcome = cluster
+        .node(leader)
+        .execute(sqlraft::WriteRequest::transaction(vec![
+            Statement::new(format!("INSERT INTO f VALUES ('{}')", words.join(" "))),
+            Statement::new("ALTER TABLE f RENAME TO g"),
+        ]))
+        .await
+        .expect("an answer");
+    let error = outcome.results[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("virtual table"), "{outcome:?}");
+    write_ok(cluster.node(leader), "INSERT INTO f VALUES ('after')").await;
+    cluster.same_content().await;
+    assert!(cluster.live().all(|n| n.failure().is_none()));
+    cluster.shutdown().await;
+}

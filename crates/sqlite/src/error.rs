@@ -21,8 +21,10 @@ pub enum SqliteError {
     #[error("state database failure while applying: {0}")]
     Apply(#[source] rusqlite::Error),
     /// A statement made SQLite roll back the whole batch transaction (an interrupted
-    /// statement does). Nothing of the batch was applied: apply it again with this
-    /// entry recorded as failed with the message.
+    /// statement does), or a failure would have undone a write to a virtual table
+    /// (whose module keeps in memory what a rollback does not undo). Nothing of the
+    /// batch is kept: drop it, [`StateMachine::reopen`](crate::StateMachine::reopen),
+    /// and apply it again with this entry recorded as failed with the message.
     #[error("batch rolled back by a failing statement: {0}")]
     BatchAborted(String),
     /// The state database holds something sqlraft did not write.

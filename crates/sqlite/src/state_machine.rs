@@ -384,6 +384,19 @@ impl StateMachine {
         Ok(outcome)
     }
 
+    /// Closes the apply connection and opens it again: everything it held in memory
+    /// goes, above all what virtual tables' modules keep and a rollback does not undo,
+    /// as on a restart. Called after a batch was rolled back
+    /// ([`SqliteError::BatchAborted`]), before it is applied again.
+    pub fn reopen(&mut self) -> Result<()> {
+        let changes = self.changes.clone();
+        let wal_bounds = self.wal_bounds;
+        *self = StateMachine::open(&self.path)?;
+        self.changes = changes;
+        self.wal_bounds = wal_bounds;
+        Ok(())
+    }
+
     /// For tests: looks at the WAL's size every `batches` batches, and truncates it
     /// past `bytes` (by default every 64 batches, past 16 MiB).
     #[doc(hidden)]

@@ -123,6 +123,65 @@ fn a_failing_statement_leaves_nothing_of_itself() {
     );
 }
 
+/// Found by a review: two ways a single request stopped every node, because what it
+/// asked for fails only when the batch's transaction commits (a failed commit is
+/// fatal). A ROLLBACK conflict clause hidden after a parameter token whose `(...)`
+/// holds a quote, and a deferred foreign key violated. Both are refused as they
+/// come, the same way on every node, and the batch commits.
+#[test]
+fn what_would_fail_the_batch_commit_is_refused_up_front() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+            "CREATE TABLE p (id INTEGER PRIMARY KEY)",
+        ]),
+    );
+    let refused: [(&str, Params, &str); 3] = [
+        (
+            "WITH c(v) AS (SELECT $a(')) INSERT OR ROLLBACK INTO t SELECT v FROM c --'",
+            Params::Positional(vec![Value::Integer(1)]),
+            "ROLLBACK is not allowed",
+        ),
+        (
+            "CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+            Params::None,
+            "deferred foreign keys",
+        ),
+        (
+            "CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY /* */ deferred)",
+            Params::None,
+            "deferred foreign keys",
+        ),
+    ];
+    let mut txn = sm.begin().expect("begin");
+    for (k, (sql, params, expected)) in refused.into_iter().enumerate() {
+        let request = WriteRequest::transaction(vec![Statement {
+            sql: sql.into(),
+            params,
+        }]);
+        let results = txn.write(k as u64 + 2, &request).expect("write");
+        let error = results[0].error.as_deref().unwrap_or("");
+        assert!(error.contains(expected), "{sql}: {results:?}");
+    }
+    txn.commit().expect("the batch commits");
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 1);
+    // Immediate foreign keys (the default) fail their statement alone.
+    let results = apply(
+        &mut sm,
+        5,
+        tx(&["CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY IMMEDIATE)"]),
+    );
+    assert!(results[0].error.is_none(), "{results:?}");
+    let results = apply(&mut sm, 6, tx(&["INSERT INTO c VALUES (5)"]));
+    let error = results[0].error.as_deref().unwrap_or("");
+    assert!(error.contains("FOREIGN KEY"), "{results:?}");
+}
+
 #[test]
 fn applied_index_commits_with_the_effects() {
     let dir = tempfile::tempdir().expect("tempdir");

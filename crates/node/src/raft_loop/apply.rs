@@ -169,6 +169,9 @@ impl RaftLoop {
                     Err(NodeError::Query(SqliteError::BatchAborted(message))) => {
                         tracing::warn!(index, %message, "entry rolled the batch back; recorded as failed");
                         drop(txn);
+                        // What the connection keeps in memory of the rolled-back
+                        // statements goes too, on every node alike.
+                        self.sm.reopen()?;
                         steps[k].2 = Step::Failed(message);
                         continue 'batch;
                     }
@@ -180,7 +183,19 @@ impl RaftLoop {
                     break;
                 }
             }
-            txn.commit()?;
+            match txn.commit() {
+                Err(SqliteError::BatchAborted(message)) if !outcomes.is_empty() => {
+                    // The last entry run made the commit fail (see `ApplyTxn::commit`).
+                    let k = outcomes.len() - 1;
+                    tracing::warn!(index = steps[k].0, %message, "entry failed the batch's commit; recorded as failed");
+                    self.sm.reopen()?;
+                    steps[k].2 = Step::Failed(message);
+                    continue 'batch;
+                }
+                committed => {
+                    committed?;
+                }
+            }
             return Ok(outcomes);
         }
     }
