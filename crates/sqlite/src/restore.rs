@@ -114,6 +114,23 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
              names starting with _sqlraft_ are reserved"
         )));
     }
+    // What a write may not create, a restore may not bring in: a ROLLBACK conflict
+    // clause or trigger, a deferred foreign key, each of which fails a whole batch's
+    // commit and stops every node (found by a review).
+    let objects: Vec<(String, String, String)> = conn
+        .prepare("SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(|e| refuse(format!("cannot read the schema: {e}")))?;
+    for (kind, name, sql) in &objects {
+        if let Some(reason) = crate::guard::static_refusal(sql) {
+            return Err(refuse(format!(
+                "the database holds {kind} {name}, which sqlraft refuses: {reason}"
+            )));
+        }
+    }
     drop(conn);
 
     std::fs::create_dir_all(work_dir)
@@ -637,6 +654,35 @@ mod tests {
             "CREATE TABLE f (x TEXT, y AS (upper(x)));",
         );
         assert!(check_schema(&fine).is_ok());
+    }
+
+    /// Found by a review: a restored schema brought in what writes refuse, and the
+    /// next ordinary insert stopped every node, at every restart.
+    #[test]
+    fn a_schema_writes_would_refuse_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, sql) in [
+            (
+                "deferred.db",
+                "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (pid INTEGER \
+                 REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);",
+            ),
+            (
+                "conflict.db",
+                "CREATE TABLE u (a UNIQUE ON CONFLICT ROLLBACK);",
+            ),
+            (
+                "trigger.db",
+                "CREATE TABLE w (a); CREATE TRIGGER tw BEFORE INSERT ON w BEGIN \
+                 SELECT RAISE(ROLLBACK, 'boom'); END;",
+            ),
+        ] {
+            let upload = db(dir.path(), name, sql);
+            let err = prepare_restore(&upload, &dir.path().join("work"), 1 << 20)
+                .err()
+                .unwrap_or_else(|| panic!("{name} was accepted"));
+            assert!(err.to_string().contains("sqlraft refuses"), "{name}: {err}");
+        }
     }
 
     #[test]
