@@ -377,10 +377,7 @@ impl StateMachine {
         }
         changes.count();
         // Everything cached about the old content goes with the old connection.
-        let wal_bounds = self.wal_bounds;
-        *self = StateMachine::open(&self.path)?;
-        self.changes = changes;
-        self.wal_bounds = wal_bounds;
+        self.reopen()?;
         Ok(outcome)
     }
 
