@@ -539,17 +539,10 @@ async fn a_follower_catching_up_on_full_text_writes_keeps_the_same_index() {
     // each on the leader; the follower gets them all at once when it is back.
     let mut seed = 7u64;
     for _ in 0..8 {
-        let words: Vec<String> = (0..3000)
-            .map(|_| {
-                (0..8)
-                    .map(|_| {
-                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        char::from(b'a' + ((seed >> 33) % 26) as u8)
-                    })
-                    .collect()
-            })
-            .collect();
-        let sql = format!("INSERT INTO fm VALUES ('{}')", words.join(" "));
+        let sql = format!(
+            "INSERT INTO fm VALUES ('{}')",
+            distinct_words(&mut seed, 3000)
+        );
         write_ok(cluster.node(leader), &sql).await;
     }
     cluster.restart(follower).await;
@@ -585,20 +578,13 @@ async fn a_virtual_table_write_that_fails_the_commit_fails_its_request_only() {
     )
     .await;
     let mut seed = 11u64;
-    let words: Vec<String> = (0..3000)
-        .map(|_| {
-            (0..8)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    char::from(b'a' + ((seed >> 33) % 26) as u8)
-                })
-                .collect()
-        })
-        .collect();
     let outcome = cluster
         .node(leader)
         .execute(sqlraft::WriteRequest::transaction(vec![
-            Statement::new(format!("INSERT INTO f VALUES ('{}')", words.join(" "))),
+            Statement::new(format!(
+                "INSERT INTO f VALUES ('{}')",
+                distinct_words(&mut seed, 3000)
+            )),
             Statement::new("ALTER TABLE f RENAME TO g"),
         ]))
         .await
@@ -609,4 +595,20 @@ async fn a_virtual_table_write_that_fails_the_commit_fails_its_request_only() {
     cluster.same_content().await;
     assert!(cluster.live().all(|n| n.failure().is_none()));
     cluster.shutdown().await;
+}
+
+/// `n` words of eight letters from a fixed pseudo-random sequence: words that share no
+/// prefixes, so that a full-text insert of them fills many index leaves.
+fn distinct_words(seed: &mut u64, n: usize) -> String {
+    let words: Vec<String> = (0..n)
+        .map(|_| {
+            (0..8)
+                .map(|_| {
+                    *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    char::from(b'a' + ((*seed >> 33) % 26) as u8)
+                })
+                .collect()
+        })
+        .collect();
+    words.join(" ")
 }
