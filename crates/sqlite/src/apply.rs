@@ -148,8 +148,21 @@ impl ApplyTxn<'_> {
         at_unix_ms: i64,
         request: &WriteRequest,
     ) -> Result<WriteApplied> {
+        self.write_request_failing(index, at_unix_ms, request, &[])
+    }
+
+    /// Like [`ApplyTxn::write_request`], with the statements at the positions in
+    /// `failed` answered by their messages without running: what an entry that gave
+    /// [`SqliteError::StatementAborted`] is applied with again, on every node.
+    pub fn write_request_failing(
+        &mut self,
+        index: u64,
+        at_unix_ms: i64,
+        request: &WriteRequest,
+        failed: &[(usize, String)],
+    ) -> Result<WriteApplied> {
         let Some(id) = request.request_id.as_deref() else {
-            let (results, seconds) = self.run_request(index, at_unix_ms, request)?;
+            let (results, seconds) = self.run_request(index, at_unix_ms, request, failed)?;
             return Ok(WriteApplied {
                 results,
                 raft_index: index,
@@ -185,7 +198,7 @@ impl ApplyTxn<'_> {
                 })
             }
             None => {
-                let (results, seconds) = self.run_request(index, at_unix_ms, request)?;
+                let (results, seconds) = self.run_request(index, at_unix_ms, request, failed)?;
                 idempotency::remember(&self.tx, id, index, &digest, &results)?;
                 Ok(WriteApplied {
                     results,
@@ -201,6 +214,7 @@ impl ApplyTxn<'_> {
         index: u64,
         at_unix_ms: i64,
         request: &WriteRequest,
+        failed: &[(usize, String)],
     ) -> Result<(Vec<StatementResult>, Vec<f64>)> {
         self.entry(index)?;
         *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = index;
@@ -221,13 +235,35 @@ impl ApplyTxn<'_> {
         // A statement of this request so far wrote a virtual table.
         let mut request_wrote_virtual_table = false;
         for (n, statement) in request.statements.iter().enumerate() {
-            if !one_scope {
-                self.control("SAVEPOINT sqlraft_statement")?;
-            }
-            let started = std::time::Instant::now();
-            let outcome = self.run(statement, &returning_left)?;
-            seconds.push(started.elapsed().as_secs_f64());
-            request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
+            // Failed the first time, after writing a virtual table: not run again.
+            let skipped = failed.iter().find(|(at, _)| *at == n).map(|(_, m)| m);
+            let outcome = match skipped {
+                Some(message) => {
+                    seconds.push(0.0);
+                    Err(message.clone())
+                }
+                None => {
+                    if !one_scope {
+                        self.control("SAVEPOINT sqlraft_statement")?;
+                    }
+                    let started = std::time::Instant::now();
+                    let outcome = self.run(statement, &returning_left)?;
+                    seconds.push(started.elapsed().as_secs_f64());
+                    request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
+                    // A statement among others (found by a review): its savepoint
+                    // undoes its rows but not its module's memory (see below).
+                    if let Err(message) = &outcome
+                        && !one_scope
+                        && self.statement_wrote_virtual_table.get()
+                    {
+                        return Err(SqliteError::StatementAborted {
+                            statement: n,
+                            message: clip(message, MAX_ERROR_BYTES),
+                        });
+                    }
+                    outcome
+                }
+            };
             // A virtual table's module keeps in memory what a rollback to a savepoint
             // does not undo (FTS3/FTS4's automerge setting and the leaves the
             // transaction added, FTS5's secure-delete and rank): a node that restarts
@@ -237,9 +273,10 @@ impl ApplyTxn<'_> {
             // table, the entry fails instead: the batch is rolled back, the
             // connection reopened (its modules forget everything, as on a restart),
             // and the batch applied again with this entry failed, the same result.
-            // Not for one statement among others without `?transaction` (a queued
-            // batch of many clients' writes is one): the others stand, as before
-            // (see docs/ARCHITECTURE.md, *Known limitations*).
+            // A statement among others without `?transaction` (a queued batch of
+            // many clients' writes is one) fails alone: the entry is applied again,
+            // on a reopened connection, with that statement answered by its error
+            // without running (`SqliteError::StatementAborted`, above).
             if let Err(message) = &outcome
                 && one_scope
                 && request_wrote_virtual_table
@@ -259,12 +296,11 @@ impl ApplyTxn<'_> {
                     results.push(result);
                 }
                 Err(message) => {
-                    let scope = if one_scope {
-                        "sqlraft_request"
-                    } else {
-                        "sqlraft_statement"
-                    };
-                    self.undo(scope)?;
+                    if one_scope {
+                        self.undo("sqlraft_request")?;
+                    } else if skipped.is_none() {
+                        self.undo("sqlraft_statement")?;
+                    }
                     results.push(StatementResult {
                         error: Some(clip(&message, MAX_ERROR_BYTES)),
                         ..Default::default()

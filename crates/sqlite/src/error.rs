@@ -27,6 +27,19 @@ pub enum SqliteError {
     /// and apply it again with this entry recorded as failed with the message.
     #[error("batch rolled back by a failing statement: {0}")]
     BatchAborted(String),
+    /// Statement `statement` (counted from 0) of a request without `?transaction`
+    /// failed after writing a virtual table. Its savepoint undid its rows, but not
+    /// what the module keeps in memory. Drop the batch,
+    /// [`StateMachine::reopen`](crate::StateMachine::reopen), and apply the entry again
+    /// with this statement answered by `message` without running it
+    /// ([`ApplyTxn::write_request_failing`](crate::ApplyTxn::write_request_failing)).
+    #[error("statement {} rolled back after writing a virtual table: {message}", statement + 1)]
+    StatementAborted {
+        /// The statement's position in its request.
+        statement: usize,
+        /// Its result: the error it failed with.
+        message: String,
+    },
     /// The state database holds something sqlraft did not write.
     #[error("state database is inconsistent: {0}")]
     Inconsistent(String),

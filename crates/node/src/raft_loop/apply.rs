@@ -81,6 +81,7 @@ impl RaftLoop {
             }) => Step::Write {
                 at_unix_ms: write.at_unix_ms,
                 request: write.into(),
+                failed: Vec::new(),
             },
             Ok(pb::Command {
                 kind: Some(Kind::CreateService(c)),
@@ -180,6 +181,27 @@ impl RaftLoop {
                         end = k + 1;
                         continue 'batch;
                     }
+                    Err(NodeError::Query(SqliteError::StatementAborted { statement, message })) => {
+                        let index = *index;
+                        tracing::warn!(index, statement, %message, "a statement that wrote a virtual table failed; its entry is applied again without it");
+                        drop(txn);
+                        self.sm.reopen()?;
+                        let Step::Write { failed, .. } = &mut steps[k].2 else {
+                            return Err(Fatal::Invariant(format!(
+                                "entry {index}: a statement aborted outside a write"
+                            ))
+                            .into());
+                        };
+                        if failed.iter().any(|(at, _)| *at == statement) {
+                            return Err(Fatal::Invariant(format!(
+                                "entry {index}: statement {statement} aborted twice"
+                            ))
+                            .into());
+                        }
+                        failed.push((statement, message));
+                        end = k + 1;
+                        continue 'batch;
+                    }
                     other => other?,
                 };
                 outcomes.push(outcome);
@@ -245,6 +267,9 @@ pub(super) enum Step {
         request: WriteRequest,
         /// The leader's clock when it proposed the entry.
         at_unix_ms: i64,
+        /// Statements answered by their errors without running: they failed after
+        /// writing a virtual table ([`SqliteError::StatementAborted`]).
+        failed: Vec<(usize, String)>,
     },
     CreateService(pb::CreateService),
     RemoveService(String),
@@ -267,8 +292,9 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
         Step::Write {
             request,
             at_unix_ms,
+            failed,
         } => {
-            let applied = txn.write_request(index, *at_unix_ms, request)?;
+            let applied = txn.write_request_failing(index, *at_unix_ms, request, failed)?;
             EntryOutcome::Write(applied)
         }
         Step::CreateService(c) => EntryOutcome::Registry(
