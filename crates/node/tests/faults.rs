@@ -657,6 +657,48 @@ async fn a_virtual_table_statement_that_fails_among_others_fails_alone() {
     cluster.shutdown().await;
 }
 
+/// Found by a review: the id of a request that rolled its batch back was not
+/// remembered, so a retry with it (a client that lost the answer) ran the request
+/// again. It is now remembered with the failure, like any answered request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_id_of_a_request_that_rolled_its_batch_back_is_remembered() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    write_ok(
+        cluster.node(leader),
+        "CREATE VIRTUAL TABLE r5 USING fts5 (a)",
+    )
+    .await;
+    let request = || sqlraft::WriteRequest {
+        statements: vec![Statement::new(
+            "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(10.0)'), ('nonsense', NULL)",
+        )],
+        transaction: false,
+        request_id: Some("aborted-once".into()),
+    };
+    let first = cluster
+        .node(leader)
+        .execute(request())
+        .await
+        .expect("an answer");
+    assert!(
+        first.results[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("virtual table")),
+        "{first:?}"
+    );
+    write_ok(cluster.node(leader), "INSERT INTO r5 VALUES ('between')").await;
+    for node in cluster.live() {
+        let again = node.execute(request()).await.expect("an answer");
+        assert_eq!(again.raft_index, first.raft_index, "not applied again");
+        assert_eq!(again.results, first.results);
+    }
+    cluster.same_content().await;
+    assert!(cluster.live().all(|n| n.failure().is_none()));
+    cluster.shutdown().await;
+}
+
 /// `n` words of eight letters from a fixed pseudo-random sequence: words that share no
 /// prefixes, so that a full-text insert of them fills many index leaves.
 fn distinct_words(seed: &mut u64, n: usize) -> String {

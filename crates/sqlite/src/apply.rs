@@ -606,6 +606,37 @@ impl ApplyTxn<'_> {
         self.entry(index)
     }
 
+    /// Records entry `index`, a write request that rolled its batch back
+    /// ([`SqliteError::BatchAborted`]), as failed with `message`: nothing of it is
+    /// applied. Its request id, if it has one, is remembered with that result, as for
+    /// any other answered request: a retry gets the same answer and is not run again.
+    pub fn fail_request(
+        &mut self,
+        index: u64,
+        request: &WriteRequest,
+        message: &str,
+    ) -> Result<WriteApplied> {
+        self.entry(index)?;
+        let results = vec![StatementResult {
+            error: Some(message.to_string()),
+            ..Default::default()
+        }];
+        if let Some(id) = request.request_id.as_deref() {
+            idempotency::forget_expired(&self.tx, index)?;
+            let digest = idempotency::request_digest(request);
+            // A request whose id was known is answered without running, so it cannot
+            // have aborted; the check keeps a second row for the id out all the same.
+            if idempotency::earlier(&self.tx, id, &digest)?.is_none() {
+                idempotency::remember(&self.tx, id, index, &digest, &results)?;
+            }
+        }
+        Ok(WriteApplied {
+            results,
+            raft_index: index,
+            seconds: Vec::new(),
+        })
+    }
+
     /// Adds or updates a member.
     pub fn put_member(&mut self, member: &Member) -> Result<()> {
         self.tx

@@ -177,7 +177,8 @@ impl RaftLoop {
                         // What the connection keeps in memory of the rolled-back
                         // statements goes too, on every node alike.
                         self.sm.reopen()?;
-                        steps[k].2 = Step::Failed(message);
+                        steps[k].2 =
+                            failed_step(std::mem::replace(&mut steps[k].2, Step::Skip), message);
                         end = k + 1;
                         continue 'batch;
                     }
@@ -216,7 +217,8 @@ impl RaftLoop {
                     let k = outcomes.len() - 1;
                     tracing::warn!(index = steps[k].0, %message, "entry failed the batch's commit; recorded as failed");
                     self.sm.reopen()?;
-                    steps[k].2 = Step::Failed(message);
+                    steps[k].2 =
+                        failed_step(std::mem::replace(&mut steps[k].2, Step::Skip), message);
                     end = k + 1;
                     continue 'batch;
                 }
@@ -285,6 +287,20 @@ pub(super) enum Step {
     Skip,
     /// Changes nothing; the message is its result.
     Failed(String),
+    /// A write that rolled its batch back: changes nothing but its request id, which
+    /// is remembered with the message as its result.
+    FailedWrite {
+        request: WriteRequest,
+        message: String,
+    },
+}
+
+/// What `step` becomes when it rolled its batch back with `message`.
+fn failed_step(step: Step, message: String) -> Step {
+    match step {
+        Step::Write { request, .. } => Step::FailedWrite { request, message },
+        _ => Step::Failed(message),
+    }
 }
 
 fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutcome> {
@@ -329,6 +345,9 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
         Step::Skip => {
             txn.skip(index)?;
             EntryOutcome::Done
+        }
+        Step::FailedWrite { request, message } => {
+            EntryOutcome::Write(txn.fail_request(index, request, message)?)
         }
         Step::Failed(message) => {
             txn.skip(index)?;
