@@ -1278,6 +1278,22 @@ fn running_and_restarted_agree(
     answers
 }
 
+/// Entries that make an FTS5 table of two rows and an ordinary table `picked`, then
+/// `failing` (a request meant to set the table's rank and fail, entry 4), then one
+/// that puts into `picked` the row that ranks first for 'apple': row 2 by the default
+/// rank, row 1 by the rank the failed request set.
+fn ranked_by(failing: (Vec<String>, bool)) -> Vec<(Vec<String>, bool)> {
+    let one = |sql: &str| (vec![sql.to_string()], false);
+    vec![
+        one("CREATE VIRTUAL TABLE r5 USING fts5 (a, b)"),
+        one("CREATE TABLE picked (id)"),
+        one("INSERT INTO r5 (rowid, a, b) VALUES (1, 'apple', 'x y z w v')"),
+        one("INSERT INTO r5 (rowid, a, b) VALUES (2, 'q r s t u', 'apple apple')"),
+        failing,
+        one("INSERT INTO picked SELECT rowid FROM r5 WHERE r5 MATCH 'apple' ORDER BY rank LIMIT 1"),
+    ]
+}
+
 /// Found by a review: a full-text module keeps in memory settings and counters that a
 /// rollback to a savepoint does not undo. A failed request that set FTS4's automerge,
 /// or FTS5's rank, left it active on running nodes and not on one restarted after it
@@ -1338,20 +1354,13 @@ fn failed_virtual_table_writes_leave_running_and_restarted_nodes_alike() {
     assert!(answers[failed + 1].is_ok(), "{:?}", answers[failed + 1]);
 
     // FTS5: rank set by a request that then fails; an ordinary table filled by rank.
-    let entries = vec![
-        one("CREATE VIRTUAL TABLE r5 USING fts5 (a, b)"),
-        one("CREATE TABLE picked (id)"),
-        one("INSERT INTO r5 (rowid, a, b) VALUES (1, 'apple', 'x y z w v')"),
-        one("INSERT INTO r5 (rowid, a, b) VALUES (2, 'q r s t u', 'apple apple')"),
-        (
-            vec![
-                "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(1000.0, 0.001)')".into(),
-                "INSERT INTO nosuch VALUES (1)".into(),
-            ],
-            true,
-        ),
-        one("INSERT INTO picked SELECT rowid FROM r5 WHERE r5 MATCH 'apple' ORDER BY rank LIMIT 1"),
-    ];
+    let entries = ranked_by((
+        vec![
+            "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(1000.0, 0.001)')".into(),
+            "INSERT INTO nosuch VALUES (1)".into(),
+        ],
+        true,
+    ));
     running_and_restarted_agree(&entries, 5, "SELECT id FROM picked");
 
     // FTS4 with automerge on, renamed in the request that filled it: resetting the
@@ -1437,23 +1446,16 @@ fn a_failed_virtual_table_statement_among_others_leaves_nodes_alike() {
 
     // FTS5: rank set by a statement that then fails, between two that succeed; an
     // ordinary table filled by rank.
-    let entries = vec![
-        one("CREATE VIRTUAL TABLE r5 USING fts5 (a, b)"),
-        one("CREATE TABLE picked (id)"),
-        one("INSERT INTO r5 (rowid, a, b) VALUES (1, 'apple', 'x y z w v')"),
-        one("INSERT INTO r5 (rowid, a, b) VALUES (2, 'q r s t u', 'apple apple')"),
-        (
-            vec![
-                "INSERT INTO picked VALUES (0)".into(),
-                "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(1000.0, 0.001)'), \
-                 ('nonsense', NULL)"
-                    .into(),
-                "INSERT INTO picked VALUES (-1)".into(),
-            ],
-            false,
-        ),
-        one("INSERT INTO picked SELECT rowid FROM r5 WHERE r5 MATCH 'apple' ORDER BY rank LIMIT 1"),
-    ];
+    let entries = ranked_by((
+        vec![
+            "INSERT INTO picked VALUES (0)".into(),
+            "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(1000.0, 0.001)'), \
+             ('nonsense', NULL)"
+                .into(),
+            "INSERT INTO picked VALUES (-1)".into(),
+        ],
+        false,
+    ));
     let answers = running_and_restarted_agree(&entries, 5, "SELECT id FROM picked ORDER BY 1");
     let results = answers[4].as_ref().expect("the others stand");
     assert!(results[1].error.is_some(), "{results:?}");
