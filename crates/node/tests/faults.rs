@@ -657,6 +657,77 @@ async fn a_virtual_table_statement_that_fails_among_others_fails_alone() {
     cluster.shutdown().await;
 }
 
+/// A statement that fails only once the failed virtual-table statements before it are
+/// left out fails its request whole, with one error result, on every node alike; and
+/// many failing statements in one request cost one more run, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_statements_fail_only_without_the_failed_ones_fails_whole() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.leader().await;
+    for sql in [
+        "CREATE VIRTUAL TABLE rt USING rtree (id, a, b)",
+        "CREATE VIRTUAL TABLE r5 USING fts5 (a, b)",
+        "CREATE TABLE picked (id)",
+        "INSERT INTO r5 (rowid, a, b) VALUES (1, 'apple', 'x y z w v')",
+        "INSERT INTO r5 (rowid, a, b) VALUES (2, 'q r s t u', 'apple apple')",
+    ] {
+        write_ok(cluster.node(leader), sql).await;
+    }
+    let request = |statements: Vec<Statement>| sqlraft::WriteRequest {
+        statements,
+        transaction: false,
+        request_id: None,
+    };
+    let outcome = cluster
+        .node(leader)
+        .execute(request(vec![
+            Statement::new("INSERT INTO picked VALUES (0)"),
+            Statement::new(
+                "INSERT INTO r5 (r5, rank) VALUES ('rank', 'bm25(1000.0, 0.001)'), \
+                 ('nonsense', NULL)",
+            ),
+            Statement::new(
+                "INSERT INTO rt SELECT 1, 5, CASE WHEN (SELECT rowid FROM r5 WHERE r5 MATCH \
+                 'apple' ORDER BY rank LIMIT 1) = 2 THEN 3 ELSE 6 END",
+            ),
+        ]))
+        .await
+        .expect("an answer");
+    assert_eq!(outcome.results.len(), 1, "{outcome:?}");
+    let error = outcome.results[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("statement 3 failed"), "{error}");
+    // 300 failing R-tree inserts among 300 ordinary ones.
+    let statements = (0..300)
+        .flat_map(|i| {
+            [
+                Statement::new(format!("INSERT INTO picked VALUES ({i})")),
+                Statement::new(format!("INSERT INTO rt VALUES ({}, 5, 3)", i + 10)),
+            ]
+        })
+        .collect();
+    let outcome = cluster
+        .node(leader)
+        .execute(request(statements))
+        .await
+        .expect("an answer");
+    let errors = outcome.results.iter().filter(|r| r.error.is_some()).count();
+    assert_eq!(
+        (outcome.results.len(), errors),
+        (600, 300),
+        "{:?}",
+        outcome.results[..4].to_vec()
+    );
+    cluster.same_content().await;
+    assert!(cluster.live().all(|n| n.failure().is_none()));
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT count(*) FROM picked").await,
+            vec![vec![Value::Integer(300)]]
+        );
+    }
+    cluster.shutdown().await;
+}
+
 /// Found by a review: the id of a request that rolled its batch back was not
 /// remembered, so a retry with it (a client that lost the answer) ran the request
 /// again. It is now remembered with the failure, like any answered request's.

@@ -153,7 +153,7 @@ impl ApplyTxn<'_> {
 
     /// Like [`ApplyTxn::write_request`], with the statements at the positions in
     /// `failed` answered by their messages without running: what an entry that gave
-    /// [`SqliteError::StatementAborted`] is applied with again, on every node.
+    /// [`SqliteError::StatementsAborted`] is applied with again, on every node.
     pub fn write_request_failing(
         &mut self,
         index: u64,
@@ -234,6 +234,9 @@ impl ApplyTxn<'_> {
         let returning_left = std::cell::Cell::new(MAX_RETURNING_BYTES);
         // A statement of this request so far wrote a virtual table.
         let mut request_wrote_virtual_table = false;
+        // Statements among others that failed after writing a virtual table: the
+        // entry is applied again without them (`SqliteError::StatementsAborted`).
+        let mut aborted = Vec::new();
         for (n, statement) in request.statements.iter().enumerate() {
             // Failed the first time, after writing a virtual table: not run again.
             let skipped = failed.iter().find(|(at, _)| *at == n).map(|(_, m)| m);
@@ -251,15 +254,15 @@ impl ApplyTxn<'_> {
                     seconds.push(started.elapsed().as_secs_f64());
                     request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
                     // A statement among others (found by a review): its savepoint
-                    // undoes its rows but not its module's memory (see below).
+                    // undoes its rows but not its module's memory (see below). The
+                    // rest of the request still runs, so that one more run finds
+                    // every such statement, not one run per statement (found by a
+                    // review: time grew with their number times the work before).
                     if let Err(message) = &outcome
                         && !one_scope
                         && self.statement_wrote_virtual_table.get()
                     {
-                        return Err(SqliteError::StatementAborted {
-                            statement: n,
-                            message: clip(message, MAX_ERROR_BYTES),
-                        });
+                        aborted.push((n, clip(message, MAX_ERROR_BYTES)));
                     }
                     outcome
                 }
@@ -276,7 +279,7 @@ impl ApplyTxn<'_> {
             // A statement among others without `?transaction` (a queued batch of
             // many clients' writes is one) fails alone: the entry is applied again,
             // on a reopened connection, with that statement answered by its error
-            // without running (`SqliteError::StatementAborted`, above).
+            // without running (`SqliteError::StatementsAborted`, above).
             if let Err(message) = &outcome
                 && one_scope
                 && request_wrote_virtual_table
@@ -310,6 +313,9 @@ impl ApplyTxn<'_> {
                     }
                 }
             }
+        }
+        if !aborted.is_empty() {
+            return Err(SqliteError::StatementsAborted { failed: aborted });
         }
         self.control("RELEASE sqlraft_request")?;
         Ok((results, seconds))

@@ -27,18 +27,19 @@ pub enum SqliteError {
     /// and apply it again with this entry recorded as failed with the message.
     #[error("batch rolled back by a failing statement: {0}")]
     BatchAborted(String),
-    /// Statement `statement` (counted from 0) of a request without `?transaction`
-    /// failed after writing a virtual table. Its savepoint undid its rows, but not
-    /// what the module keeps in memory. Drop the batch,
-    /// [`StateMachine::reopen`](crate::StateMachine::reopen), and apply the entry again
-    /// with this statement answered by `message` without running it
-    /// ([`ApplyTxn::write_request_failing`](crate::ApplyTxn::write_request_failing)).
-    #[error("statement {} rolled back after writing a virtual table: {message}", statement + 1)]
-    StatementAborted {
-        /// The statement's position in its request.
-        statement: usize,
-        /// Its result: the error it failed with.
-        message: String,
+    /// Statements of a request without `?transaction` failed after they were prepared
+    /// to write a virtual table: their savepoints undid their rows, but not what the
+    /// modules keep in memory. `failed` holds each one's position in the request
+    /// (counted from 0) and its result, the error it failed with; the request's other
+    /// statements ran to the end, so every such statement of the request is there.
+    /// Drop the batch, [`StateMachine::reopen`](crate::StateMachine::reopen), and
+    /// apply the entry again with these statements answered by their errors without
+    /// running ([`ApplyTxn::write_request_failing`](crate::ApplyTxn::write_request_failing)).
+    #[error("{} statement(s) rolled back after writing a virtual table, the first: {}",
+        failed.len(), failed.first().map_or("", |(_, m)| m.as_str()))]
+    StatementsAborted {
+        /// Position and error of each such statement, in request order.
+        failed: Vec<(usize, String)>,
     },
     /// The state database holds something sqlraft did not write.
     #[error("state database is inconsistent: {0}")]

@@ -182,24 +182,50 @@ impl RaftLoop {
                         end = k + 1;
                         continue 'batch;
                     }
-                    Err(NodeError::Query(SqliteError::StatementAborted { statement, message })) => {
+                    Err(NodeError::Query(SqliteError::StatementsAborted { failed: more })) => {
                         let index = *index;
-                        tracing::warn!(index, statement, %message, "a statement that wrote a virtual table failed; its entry is applied again without it");
                         drop(txn);
                         self.sm.reopen()?;
-                        let Step::Write { failed, .. } = &mut steps[k].2 else {
-                            return Err(Fatal::Invariant(format!(
-                                "entry {index}: a statement aborted outside a write"
-                            ))
-                            .into());
+                        let step = std::mem::replace(&mut steps[k].2, Step::Skip);
+                        steps[k].2 = match step {
+                            // The first run found every statement that failed after
+                            // writing a virtual table; the entry runs again without
+                            // them.
+                            Step::Write {
+                                request,
+                                at_unix_ms,
+                                failed,
+                            } if failed.is_empty() => {
+                                let first = more.first().map_or("", |(_, m)| m.as_str());
+                                tracing::warn!(
+                                    index,
+                                    statements = more.len(),
+                                    first,
+                                    "statements that wrote a virtual table failed; their entry is applied again without them"
+                                );
+                                Step::Write {
+                                    request,
+                                    at_unix_ms,
+                                    failed: more,
+                                }
+                            }
+                            // Without them, others failed that had not (they depended on
+                            // what a failed statement left in its module's memory): the
+                            // entry fails whole rather than run a third time, the same
+                            // on every node.
+                            step => {
+                                let (at, error) = more.first().cloned().unwrap_or_default();
+                                let message = format!(
+                                    "statement {} failed: {error}; it wrote a virtual table \
+                                     (full-text, R-tree) and failed only once the failed \
+                                     statements before it were left out: nothing of the \
+                                     request was applied",
+                                    at + 1
+                                );
+                                tracing::warn!(index, %message, "entry failed whole");
+                                failed_step(step, message)
+                            }
                         };
-                        if failed.iter().any(|(at, _)| *at == statement) {
-                            return Err(Fatal::Invariant(format!(
-                                "entry {index}: statement {statement} aborted twice"
-                            ))
-                            .into());
-                        }
-                        failed.push((statement, message));
                         end = k + 1;
                         continue 'batch;
                     }
@@ -270,7 +296,7 @@ pub(super) enum Step {
         /// The leader's clock when it proposed the entry.
         at_unix_ms: i64,
         /// Statements answered by their errors without running: they failed after
-        /// writing a virtual table ([`SqliteError::StatementAborted`]).
+        /// writing a virtual table ([`SqliteError::StatementsAborted`]).
         failed: Vec<(usize, String)>,
     },
     CreateService(pb::CreateService),
