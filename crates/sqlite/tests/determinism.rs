@@ -37,6 +37,7 @@ fn apply_as_a_node_does(
 ) -> Result<Vec<StatementResult>, String> {
     let index = sm.applied_index() + 1;
     let mut failed = Vec::new();
+    let mut runs = 0;
     loop {
         let mut txn = sm.begin().expect("begin");
         match txn
@@ -44,18 +45,18 @@ fn apply_as_a_node_does(
             .and_then(|applied| txn.commit().map(|_| applied.results))
         {
             Ok(results) => return Ok(results),
-            Err(sqlraft_sqlite::SqliteError::StatementsAborted { failed: more })
-                if failed.is_empty() =>
-            {
+            Err(sqlraft_sqlite::SqliteError::StatementsAborted {
+                failed: more,
+                virtual_writes,
+            }) => {
                 sm.reopen().expect("reopen");
-                failed = more;
-            }
-            Err(sqlraft_sqlite::SqliteError::StatementsAborted { failed: more }) => {
-                sm.reopen().expect("reopen");
-                let mut txn = sm.begin().expect("begin");
-                txn.skip(index).expect("skip");
-                txn.commit().expect("commit");
-                return Err(format!("failed only once left out: {more:?}"));
+                if !sqlraft_sqlite::leave_out(&mut failed, runs, more, &virtual_writes) {
+                    let mut txn = sm.begin().expect("begin");
+                    txn.skip(index).expect("skip");
+                    txn.commit().expect("commit");
+                    return Err("failed however the failed ones were left out".into());
+                }
+                runs += 1;
             }
             Err(sqlraft_sqlite::SqliteError::BatchAborted(message)) => {
                 sm.reopen().expect("reopen");
@@ -1503,7 +1504,11 @@ fn every_failed_virtual_table_statement_of_a_request_is_found_in_one_run() {
     let index = sm.applied_index() + 1;
     let mut txn = sm.begin().expect("begin");
     let first = txn.write_request_failing(index, AT, &request, &[]);
-    let Err(sqlraft_sqlite::SqliteError::StatementsAborted { failed }) = first else {
+    let Err(sqlraft_sqlite::SqliteError::StatementsAborted {
+        failed,
+        virtual_writes,
+    }) = first
+    else {
         panic!("expected the failed statements, got {first:?}");
     };
     drop(txn);
@@ -1512,6 +1517,10 @@ fn every_failed_virtual_table_statement_of_a_request_is_found_in_one_run() {
     assert!(
         failed[0].1.contains("rtree constraint failed"),
         "{failed:?}"
+    );
+    assert_eq!(
+        virtual_writes, positions,
+        "the statements that wrote the R-tree"
     );
     sm.reopen().expect("reopen");
     let mut txn = sm.begin().expect("begin");
@@ -1535,10 +1544,12 @@ fn every_failed_virtual_table_statement_of_a_request_is_found_in_one_run() {
 }
 
 /// A statement that fails only once a failed statement before it is left out (it
-/// depends on what that one left in its module's memory) fails the entry whole, on a
-/// running node and a restarted one alike, rather than sending it round a third time.
+/// depends on what that one left in its module's memory) is left out too, with every
+/// statement after it that writes a virtual table; the others stand, on a running
+/// node and a restarted one alike (found by a review: failing such an entry whole
+/// dropped the other clients' writes of a queued batch).
 #[test]
-fn a_statement_failing_only_without_the_failed_ones_fails_its_entry_whole() {
+fn a_statement_failing_only_without_the_failed_ones_is_left_out_too() {
     let failing = (
         vec![
             "INSERT INTO picked VALUES (0)".into(),
@@ -1550,6 +1561,8 @@ fn a_statement_failing_only_without_the_failed_ones_fails_its_entry_whole() {
             "INSERT INTO rt SELECT 1, 5, CASE WHEN (SELECT rowid FROM r5 WHERE r5 MATCH \
              'apple' ORDER BY rank LIMIT 1) = 2 THEN 3 ELSE 6 END"
                 .into(),
+            "INSERT INTO rt VALUES (2, 1, 2)".into(),
+            "INSERT INTO picked VALUES (-1)".into(),
         ],
         false,
     );
@@ -1558,8 +1571,64 @@ fn a_statement_failing_only_without_the_failed_ones_fails_its_entry_whole() {
         false,
     )];
     entries.extend(ranked_by(failing));
-    let answers = running_and_restarted_agree(&entries, 6, "SELECT count(*) FROM picked");
-    let message = answers[5].as_ref().expect_err("the entry fails whole");
-    assert!(message.contains("failed only once left out"), "{message}");
+    let answers = running_and_restarted_agree(&entries, 6, "SELECT id FROM picked ORDER BY 1");
+    let results = answers[5].as_ref().expect("the others stand");
+    let errors: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
+    assert_eq!(errors.len(), 5, "{results:?}");
+    assert!(errors[0].is_none() && errors[4].is_none(), "{results:?}");
+    assert!(
+        errors[2].is_some_and(|e| e.contains("rtree constraint")),
+        "{results:?}"
+    );
+    assert!(
+        errors[3].is_some_and(|e| e.starts_with("not run: statement 3")),
+        "{results:?}"
+    );
     assert!(answers[6].is_ok(), "{:?}", answers[6]);
+}
+
+/// Found by a review: each failed statement made the next one work out the shadow
+/// tables again (every table's name read, every virtual table connected), so a request
+/// of failing statements cost their number times the schema's size. Undoing one
+/// statement brings the schema back to what it was when the statement began, and
+/// what is known of it stays known; results and content are the same as on a node
+/// restarted in between.
+#[test]
+fn failed_statements_keep_what_is_known_of_the_schema() {
+    let one = |sql: &str| (vec![sql.to_string()], false);
+    let mut entries = vec![
+        one("CREATE VIRTUAL TABLE f5 USING fts5 (x)"),
+        one("CREATE TABLE t (x UNIQUE)"),
+    ];
+    // Failing statements of every kind among others, the schema changed and undone
+    // between them: a shadow table written after a failed schema change stays refused.
+    entries.push((
+        vec![
+            "INSERT INTO t VALUES (1)".into(),
+            "INSERT INTO t VALUES (1)".into(),
+            "CREATE TABLE u (x) STRICT, oops".into(),
+            "INSERT INTO f5_data VALUES (99, x'00')".into(),
+            "INSERT INTO f5 VALUES ('kept')".into(),
+            "INSERT INTO nosuch VALUES (1)".into(),
+            "INSERT INTO f5_config VALUES ('k', 1)".into(),
+            "CREATE TABLE v (x)".into(),
+            "INSERT INTO v VALUES (1)".into(),
+        ],
+        false,
+    ));
+    let answers = running_and_restarted_agree(&entries, 3, "SELECT x FROM f5");
+    let results = answers[2].as_ref().expect("answered");
+    let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
+    assert_eq!(
+        failed,
+        [false, true, true, true, false, true, true, false, false],
+        "{results:?}"
+    );
+    assert!(
+        results[3]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("f5_data")),
+        "{results:?}"
+    );
 }

@@ -82,6 +82,7 @@ impl RaftLoop {
                 at_unix_ms: write.at_unix_ms,
                 request: write.into(),
                 failed: Vec::new(),
+                reruns: 0,
             },
             Ok(pb::Command {
                 kind: Some(Kind::CreateService(c)),
@@ -182,50 +183,15 @@ impl RaftLoop {
                         end = k + 1;
                         continue 'batch;
                     }
-                    Err(NodeError::Query(SqliteError::StatementsAborted { failed: more })) => {
+                    Err(NodeError::Query(SqliteError::StatementsAborted {
+                        failed: more,
+                        virtual_writes,
+                    })) => {
                         let index = *index;
                         drop(txn);
                         self.sm.reopen()?;
                         let step = std::mem::replace(&mut steps[k].2, Step::Skip);
-                        steps[k].2 = match step {
-                            // The first run found every statement that failed after
-                            // writing a virtual table; the entry runs again without
-                            // them.
-                            Step::Write {
-                                request,
-                                at_unix_ms,
-                                failed,
-                            } if failed.is_empty() => {
-                                let first = more.first().map_or("", |(_, m)| m.as_str());
-                                tracing::warn!(
-                                    index,
-                                    statements = more.len(),
-                                    first,
-                                    "statements that wrote a virtual table failed; their entry is applied again without them"
-                                );
-                                Step::Write {
-                                    request,
-                                    at_unix_ms,
-                                    failed: more,
-                                }
-                            }
-                            // Without them, others failed that had not (they depended on
-                            // what a failed statement left in its module's memory): the
-                            // entry fails whole rather than run a third time, the same
-                            // on every node.
-                            step => {
-                                let (at, error) = more.first().cloned().unwrap_or_default();
-                                let message = format!(
-                                    "statement {} failed: {error}; it wrote a virtual table \
-                                     (full-text, R-tree) and failed only once the failed \
-                                     statements before it were left out: nothing of the \
-                                     request was applied",
-                                    at + 1
-                                );
-                                tracing::warn!(index, %message, "entry failed whole");
-                                failed_step(step, message)
-                            }
-                        };
+                        steps[k].2 = rerun_without(index, step, more, &virtual_writes);
                         end = k + 1;
                         continue 'batch;
                     }
@@ -298,6 +264,9 @@ pub(super) enum Step {
         /// Statements answered by their errors without running: they failed after
         /// writing a virtual table ([`SqliteError::StatementsAborted`]).
         failed: Vec<(usize, String)>,
+        /// Runs of the entry that ended in `StatementsAborted` so far (see
+        /// [`rerun_without`]).
+        reruns: u8,
     },
     CreateService(pb::CreateService),
     RemoveService(String),
@@ -321,6 +290,58 @@ pub(super) enum Step {
     },
 }
 
+/// What write `step` is run with next after its run found the statements `more`,
+/// which failed after writing a virtual table (`virtual_writes`: the statements of that
+/// run prepared to write one): see [`sqlraft_sqlite::leave_out`]; past its runs, the
+/// entry fails whole.
+fn rerun_without(
+    index: u64,
+    step: Step,
+    more: Vec<(usize, String)>,
+    virtual_writes: &[usize],
+) -> Step {
+    let first = more.first().cloned().unwrap_or_default();
+    let step = match step {
+        Step::Write {
+            request,
+            at_unix_ms,
+            mut failed,
+            reruns,
+        } => {
+            if sqlraft_sqlite::leave_out(&mut failed, reruns, more, virtual_writes) {
+                tracing::warn!(
+                    index,
+                    run = reruns + 1,
+                    first = %first.1,
+                    "statements that wrote a virtual table failed; their entry is applied again without them"
+                );
+                return Step::Write {
+                    request,
+                    at_unix_ms,
+                    failed,
+                    reruns: reruns + 1,
+                };
+            }
+            Step::Write {
+                request,
+                at_unix_ms,
+                failed,
+                reruns,
+            }
+        }
+        step => step,
+    };
+    let message = format!(
+        "statement {} failed: {}; it wrote a virtual table (full-text, R-tree) and failed \
+         however the statements that failed before it were left out: nothing of the \
+         request was applied",
+        first.0 + 1,
+        first.1
+    );
+    tracing::warn!(index, %message, "entry failed whole");
+    failed_step(step, message)
+}
+
 /// What `step` becomes when it rolled its batch back with `message`.
 fn failed_step(step: Step, message: String) -> Step {
     match step {
@@ -335,6 +356,7 @@ fn run_step(txn: &mut ApplyTxn<'_>, index: u64, step: &Step) -> Result<EntryOutc
             request,
             at_unix_ms,
             failed,
+            ..
         } => {
             let applied = txn.write_request_failing(index, *at_unix_ms, request, failed)?;
             EntryOutcome::Write(applied)
