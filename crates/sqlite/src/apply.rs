@@ -247,8 +247,6 @@ impl ApplyTxn<'_> {
         // Statements among others that failed after writing a virtual table: the
         // entry is applied again without them (`SqliteError::StatementsAborted`).
         let mut aborted = Vec::new();
-        // Statements run that were prepared to write a virtual table.
-        let mut virtual_writes = Vec::new();
         for (n, statement) in request.statements.iter().enumerate() {
             // Failed the first time, after writing a virtual table: not run again.
             let skipped = failed.iter().find(|(at, _)| *at == n).map(|(_, m)| m);
@@ -265,9 +263,6 @@ impl ApplyTxn<'_> {
                     let outcome = self.run(statement, &returning_left)?;
                     seconds.push(started.elapsed().as_secs_f64());
                     request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
-                    if self.statement_wrote_virtual_table.get() {
-                        virtual_writes.push(n);
-                    }
                     // A statement among others (found by a review): its savepoint
                     // undoes its rows but not its module's memory (see below). The
                     // rest of the request still runs, so that one more run finds
@@ -332,10 +327,7 @@ impl ApplyTxn<'_> {
             }
         }
         if !aborted.is_empty() {
-            return Err(SqliteError::StatementsAborted {
-                failed: aborted,
-                virtual_writes,
-            });
+            return Err(SqliteError::StatementsAborted { failed: aborted });
         }
         self.control("RELEASE sqlraft_request")?;
         Ok((results, seconds))
@@ -928,48 +920,27 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// Runs of an entry that may end in [`SqliteError::StatementsAborted`] before it fails
+/// whole: see [`leave_out`].
+pub const MAX_ABORTED_RUNS: u8 = 4;
+
 /// Which statements an entry that ended in [`SqliteError::StatementsAborted`] leaves
-/// out on its next run. `failed` holds those it left out so far, after `runs` runs that
-/// ended so; `more` and `virtual_writes` are what the last one reported. False when
-/// the entry must not run again: it then fails whole. At most three runs, the same on
-/// every node:
+/// out on its next run: `failed`, those it left out so far after `runs` runs that ended
+/// so, and `more`, what the last one reported. False when the entry must not run again
+/// and fails whole. The same on every node:
 ///
-/// 1. The first run finds every such statement of the request; the second leaves them
-///    out.
-/// 2. If the second finds others (statements that fail only without what a failed one
-///    left in its module's memory), the third leaves those out too, and of the
-///    statements after the first of them, every one that wrote a virtual table in the
-///    second run (answered `not run: …`). The statements before that first one run as
-///    in the second run, which found none there, and after it none writes a virtual
-///    table, so none can fail after writing one. The request's other statements stand:
-///    a queued batch holds many clients' writes (found by a review).
-/// 3. Should the third find one all the same, the entry fails whole.
-pub fn leave_out(
-    failed: &mut Vec<(usize, String)>,
-    runs: u8,
-    more: Vec<(usize, String)>,
-    virtual_writes: &[usize],
-) -> bool {
-    match runs {
-        0 => {}
-        1 => {
-            let Some(&(first, _)) = more.first() else {
-                return false;
-            };
-            let not_run = format!(
-                "not run: statement {} of this request wrote a virtual table and failed \
-                 only once the failed statements before it were left out; the statements \
-                 after it that write virtual tables are not run",
-                first + 1
-            );
-            failed.extend(
-                virtual_writes
-                    .iter()
-                    .filter(|&&n| n > first && more.iter().all(|(m, _)| *m != n))
-                    .map(|&n| (n, not_run.clone())),
-            );
-        }
-        _ => return false,
+/// * The first run finds every such statement of the request; the second leaves them
+///   out, and usually ends the matter.
+/// * A later run finds more only where a statement fails without what a failed one
+///   left in its module's memory (an FTS5 rank it set); each run leaves out what the
+///   last one found, the request's other statements standing (a queued batch holds
+///   many clients' writes: found by a review).
+/// * After [`MAX_ABORTED_RUNS`] such runs (a chain of statements each failing only
+///   without the one before, built on purpose), the entry fails whole: a request costs
+///   at most that many runs.
+pub fn leave_out(failed: &mut Vec<(usize, String)>, runs: u8, more: Vec<(usize, String)>) -> bool {
+    if runs + 1 >= MAX_ABORTED_RUNS || more.is_empty() {
+        return false;
     }
     failed.extend(more);
     true

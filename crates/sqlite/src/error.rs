@@ -40,9 +40,6 @@ pub enum SqliteError {
     StatementsAborted {
         /// Position and error of each such statement, in request order.
         failed: Vec<(usize, String)>,
-        /// Positions of the statements run that were prepared to write a virtual
-        /// table, failed or not.
-        virtual_writes: Vec<usize>,
     },
     /// The state database holds something sqlraft did not write.
     #[error("state database is inconsistent: {0}")]

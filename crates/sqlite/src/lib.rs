@@ -49,7 +49,9 @@ pub mod snapshot;
 mod state_machine;
 mod types;
 
-pub use apply::{ApplyTxn, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, WriteApplied, leave_out};
+pub use apply::{
+    ApplyTxn, MAX_ABORTED_RUNS, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, WriteApplied, leave_out,
+};
 pub use backup::backup;
 pub use clock::UtcTime;
 pub use dump::{dump_sql, skip_leading_comments, split_statements};

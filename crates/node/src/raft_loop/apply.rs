@@ -183,15 +183,12 @@ impl RaftLoop {
                         end = k + 1;
                         continue 'batch;
                     }
-                    Err(NodeError::Query(SqliteError::StatementsAborted {
-                        failed: more,
-                        virtual_writes,
-                    })) => {
+                    Err(NodeError::Query(SqliteError::StatementsAborted { failed: more })) => {
                         let index = *index;
                         drop(txn);
                         self.sm.reopen()?;
                         let step = std::mem::replace(&mut steps[k].2, Step::Skip);
-                        steps[k].2 = rerun_without(index, step, more, &virtual_writes);
+                        steps[k].2 = rerun_without(index, step, more);
                         end = k + 1;
                         continue 'batch;
                     }
@@ -291,15 +288,9 @@ pub(super) enum Step {
 }
 
 /// What write `step` is run with next after its run found the statements `more`,
-/// which failed after writing a virtual table (`virtual_writes`: the statements of that
-/// run prepared to write one): see [`sqlraft_sqlite::leave_out`]; past its runs, the
-/// entry fails whole.
-fn rerun_without(
-    index: u64,
-    step: Step,
-    more: Vec<(usize, String)>,
-    virtual_writes: &[usize],
-) -> Step {
+/// which failed after writing a virtual table: see [`sqlraft_sqlite::leave_out`]; past
+/// its runs, the entry fails whole.
+fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
     let first = more.first().cloned().unwrap_or_default();
     let step = match step {
         Step::Write {
@@ -308,7 +299,7 @@ fn rerun_without(
             mut failed,
             reruns,
         } => {
-            if sqlraft_sqlite::leave_out(&mut failed, reruns, more, virtual_writes) {
+            if sqlraft_sqlite::leave_out(&mut failed, reruns, more) {
                 tracing::warn!(
                     index,
                     run = reruns + 1,
