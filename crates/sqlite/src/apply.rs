@@ -341,12 +341,8 @@ impl ApplyTxn<'_> {
         returning_left: &std::cell::Cell<usize>,
     ) -> Result<Result<StatementResult, String>> {
         self.statement_wrote_virtual_table.set(false);
-        self.shadow_at_start.set(
-            self.guard
-                .shadow_current()
-                .then(|| self.guard.shadow_version())
-                .flatten(),
-        );
+        self.shadow_at_start
+            .set(self.guard.current_shadow_version());
         if let Some(refusal) = crate::guard::static_refusal(&statement.sql) {
             return Ok(Err(refusal));
         }

@@ -210,6 +210,17 @@ impl Guard {
         self.with(|s| s.shadow.is_some() && s.shadow_current)
     }
 
+    /// The schema version the known shadow tables are known to belong to as the
+    /// schema is now ([`Guard::shadow_current`]), if they are.
+    pub(crate) fn current_shadow_version(&self) -> Option<i64> {
+        self.with(|s| {
+            s.shadow
+                .as_ref()
+                .filter(|_| s.shadow_current)
+                .map(|(version, _)| *version)
+        })
+    }
+
     /// The shadow tables and the virtual tables at schema version `version`, the
     /// schema's version now.
     pub(crate) fn set_shadow(

@@ -89,21 +89,27 @@ pub(crate) fn starts_with_keyword(sql: &str, word: &str) -> bool {
 
 /// True when `word` (ASCII, any case) appears as a whole word in the code of `sql`.
 pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
-    // Most SQL does not hold the word at all, anywhere: no need to lex it (a look for
-    // ROLLBACK in every statement applied was a few percent of the raft thread).
-    let word_bytes = word.as_bytes();
-    if word_bytes.is_empty()
-        || !sql
+    mentions(sql, word) && code_words(sql).any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// Whether `word` (ASCII, any case) occurs anywhere in `sql`, literals and comments
+/// included. Most SQL does not hold the word at all: no need to lex it (a look for
+/// ROLLBACK in every statement applied was a few percent of the raft thread).
+fn mentions(sql: &str, word: &str) -> bool {
+    let word = word.as_bytes();
+    !word.is_empty()
+        && sql
             .as_bytes()
-            .windows(word_bytes.len())
-            .any(|w| w.eq_ignore_ascii_case(word_bytes))
-    {
-        return false;
-    }
-    code_spans(sql).into_iter().any(|(start, end)| {
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// The words of the code of `sql`, in order, literals and comments left out.
+fn code_words(sql: &str) -> impl Iterator<Item = &str> {
+    code_spans(sql).into_iter().flat_map(move |(start, end)| {
         sql[start..end]
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-            .any(|w| w.eq_ignore_ascii_case(word))
+            .filter(|w| !w.is_empty())
     })
 }
 
@@ -150,24 +156,15 @@ fn is_sql_space(b: u8) -> bool {
 /// True when `first` is followed by `second` (ASCII, any case; comments and white
 /// space between them allowed) as whole words in the code of `sql`.
 pub(crate) fn has_keywords_in_a_row(sql: &str, first: &str, second: &str) -> bool {
-    if !has_keyword(sql, second) {
+    if !mentions(sql, first) || !mentions(sql, second) {
         return false;
     }
     let mut after_first = false;
-    for (start, end) in code_spans(sql) {
-        for word in
-            sql[start..end].split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-        {
-            if word.is_empty() {
-                continue;
-            }
-            if after_first && word.eq_ignore_ascii_case(second) {
-                return true;
-            }
-            after_first = word.eq_ignore_ascii_case(first);
-        }
-    }
-    false
+    code_words(sql).any(|word| {
+        let found = after_first && word.eq_ignore_ascii_case(second);
+        after_first = word.eq_ignore_ascii_case(first);
+        found
+    })
 }
 
 fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
