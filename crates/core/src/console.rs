@@ -228,6 +228,7 @@ async fn run_execute(
             statements: statements.iter().cloned().map(Statement::new).collect(),
             transaction,
             request_id: None,
+            parts: Vec::new(),
         };
         match state.node.execute(request).await {
             Ok(outcome) => {

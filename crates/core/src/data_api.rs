@@ -452,6 +452,7 @@ impl Shared {
                 statements,
                 transaction: flags.transaction,
                 request_id,
+                parts: Vec::new(),
             })
             .await?;
         let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();

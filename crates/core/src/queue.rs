@@ -158,6 +158,7 @@ impl WriteQueue {
             statements,
             transaction: false,
             request_id: Some(batch_id(self.node.service_id(), u64::MAX, u64::MAX)),
+            parts: Vec::new(),
         };
         let bytes = self
             .node
@@ -297,6 +298,12 @@ async fn write_batch(
     nonce: u64,
 ) -> Result<u64, QueueError> {
     let first = batch.first().map_or(0, |q| q.sequence_number);
+    // Each queued request keeps a step budget of its own (`WriteRequest::parts`).
+    let parts = batch
+        .iter()
+        .map(|q| u32::try_from(q.statements.len()).unwrap_or(u32::MAX))
+        .filter(|&n| n > 0)
+        .collect();
     let statements: Vec<Statement> = batch
         .iter_mut()
         .flat_map(|q| std::mem::take(&mut q.statements))
@@ -308,6 +315,7 @@ async fn write_batch(
         statements,
         transaction: false,
         request_id: Some(batch_id(node.service_id(), nonce, first)),
+        parts,
     };
     counters.batches.fetch_add(1, Ordering::Relaxed);
     let mut attempt = 0u64;

@@ -471,6 +471,79 @@ async fn queued_batches_stay_within_the_nodes_limits() {
     h.stop().await;
 }
 
+/// Each queued request keeps its own step budget in the batch that carries it: five
+/// statements that together run past one request's budget (300 million VM
+/// instructions), each within it, queued by five clients, all apply.
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_requests_keep_their_own_step_budget() {
+    // About 68 million VM instructions (a recursive count of 4 million rows).
+    const HEAVY: &str = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+        (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
+        .await;
+    let body = json!([HEAVY]).to_string();
+    let (a, b, c, d, e) = tokio::join!(
+        h.post("/db/execute?queue", &body),
+        h.post("/db/execute?queue", &body),
+        h.post("/db/execute?queue", &body),
+        h.post("/db/execute?queue", &body),
+        h.post("/db/execute?queue", &body),
+    );
+    for r in [a, b, c, d, e] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let waited = h
+        .post_json("/db/execute?queue&wait&timeout=60s", "[]")
+        .await;
+    assert!(waited["sequence_number"].as_u64().is_some(), "{waited}");
+    let status = h.get_json("/status").await;
+    let queue = &status["http"]["queue"]["_default"];
+    // Sent together, they were written in one batch (one entry): the case this is for.
+    assert_eq!(queue["batches"], json!(1), "{queue}");
+    assert_eq!(queue["failed_statements"], json!(0), "{queue}");
+    let count = h
+        .post_json("/db/query", r#"["SELECT count(*) FROM n"]"#)
+        .await;
+    assert_eq!(count["results"][0]["values"], json!([[5]]), "{count}");
+    h.stop().await;
+}
+
+/// A queued request that runs past its step budget fails alone: the other requests of
+/// its batch are applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_request_past_its_step_budget_fails_alone() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
+        .await;
+    let runaway = json!([
+        "INSERT INTO n VALUES (2)",
+        "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+    ])
+    .to_string();
+    let (a, b, c) = tokio::join!(
+        h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (1)"]"#),
+        h.post("/db/execute?queue", &runaway),
+        h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (3)"]"#),
+    );
+    for r in [a, b, c] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    h.post_json("/db/execute?queue&wait&timeout=60s", "[]")
+        .await;
+    let status = h.get_json("/status").await;
+    let queue = &status["http"]["queue"]["_default"];
+    // Sent together, they were written in one batch (one entry): the case this is for.
+    assert_eq!(queue["batches"], json!(1), "{queue}");
+    // Both statements of the runaway request failed, none of the others.
+    assert_eq!(queue["failed_statements"], json!(2), "{queue}");
+    let rows = h
+        .post_json("/db/query", r#"["SELECT x FROM n ORDER BY x"]"#)
+        .await;
+    assert_eq!(rows["results"][0]["values"], json!([[1], [3]]), "{rows}");
+    h.stop().await;
+}
+
 /// A dump as `sqlite3 .dump` writes it: comments, the framing, an AUTOINCREMENT
 /// counter, a trigger with CASE ... END in its body. (Foreign keys are enforced as
 /// the statements run: a dump that inserts a child row before its parent fails with

@@ -33,6 +33,21 @@ pub(crate) fn checked(request: WriteRequest, limits: &Limits) -> Result<pb::Writ
             limits.max_statements
         )));
     }
+    if !request.parts.is_empty() {
+        let statements: u64 = request.parts.iter().map(|&n| u64::from(n)).sum();
+        if request.transaction
+            || request.parts.contains(&0)
+            || statements != request.statements.len() as u64
+        {
+            return Err(NodeError::Invalid(format!(
+                "the parts of a batch of requests ({} numbers adding up to {statements}) \
+                 must each be at least 1 and add up to its {} statements, without \
+                 `transaction`",
+                request.parts.len(),
+                request.statements.len()
+            )));
+        }
+    }
     if let Some(id) = &request.request_id
         && (id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES)
     {
@@ -49,4 +64,41 @@ pub(crate) fn checked(request: WriteRequest, limits: &Limits) -> Result<pb::Writ
         )));
     }
     Ok(wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlraft_sqlite::Statement;
+
+    use super::*;
+
+    fn batch(n: usize, parts: Vec<u32>, transaction: bool) -> WriteRequest {
+        WriteRequest {
+            statements: vec![Statement::new("INSERT INTO t VALUES (1)"); n],
+            transaction,
+            request_id: None,
+            parts,
+        }
+    }
+
+    #[test]
+    fn the_parts_of_a_batch_must_add_up_to_its_statements() {
+        let limits = Limits::default();
+        let wire = checked(batch(3, vec![1, 2], false), &limits).expect("parts adding up");
+        assert_eq!(wire.parts, vec![1, 2]);
+        assert!(checked(batch(3, Vec::new(), true), &limits).is_ok());
+        for (parts, transaction) in [
+            (vec![1, 1], false),
+            (vec![1, 3], false),
+            (vec![0, 3], false),
+            (vec![3], true),
+            (vec![u32::MAX, u32::MAX, 5], false),
+        ] {
+            let refused = checked(batch(3, parts.clone(), transaction), &limits);
+            assert!(
+                matches!(&refused, Err(NodeError::Invalid(m)) if m.contains("parts")),
+                "{parts:?} {transaction}: {refused:?}"
+            );
+        }
+    }
 }

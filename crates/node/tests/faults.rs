@@ -354,6 +354,7 @@ async fn a_node_whose_disk_fills_stops_and_the_others_go_on() {
                 )],
                 transaction: true,
                 request_id: Some(format!("blob-{i}")),
+                parts: Vec::new(),
             };
             async move { node.execute(request).await }
         })
@@ -627,6 +628,7 @@ async fn a_virtual_table_statement_that_fails_among_others_fails_alone() {
             ],
             transaction: false,
             request_id: None,
+            parts: Vec::new(),
         })
         .await
         .expect("an answer");
@@ -678,6 +680,7 @@ async fn a_statement_that_fails_only_without_the_failed_ones_is_left_out_too() {
         statements,
         transaction: false,
         request_id: None,
+        parts: Vec::new(),
     };
     let outcome = cluster
         .node(leader)
@@ -753,6 +756,7 @@ async fn the_id_of_a_request_that_rolled_its_batch_back_is_remembered() {
         )],
         transaction: false,
         request_id: Some("aborted-once".into()),
+        parts: Vec::new(),
     };
     let first = cluster
         .node(leader)

@@ -288,6 +288,7 @@ async fn a_burst_of_large_writes_is_spread_over_log_writes_within_their_limit() 
         )],
         transaction: true,
         request_id: Some(format!("burst-{n}")),
+        parts: Vec::new(),
     };
     let writes = (0..40).map(|n| {
         let (node, request) = (leader.clone(), request(n));
@@ -344,6 +345,7 @@ async fn a_write_retried_with_its_request_id_is_applied_once() {
         statements: vec![Statement::new("INSERT INTO t VALUES (1)")],
         transaction: true,
         request_id: Some("client-42".into()),
+        parts: Vec::new(),
     };
     let first = cluster
         .node(follower)

@@ -9,7 +9,7 @@ use rusqlite::{ErrorCode, ToSql};
 
 use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
-use crate::guard::Guard;
+use crate::guard::{Budget, Guard};
 use crate::idempotency::{self, Earlier};
 use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
@@ -247,7 +247,20 @@ impl ApplyTxn<'_> {
         // Statements among others that failed after writing a virtual table: the
         // entry is applied again without them (`SqliteError::StatementsAborted`).
         let mut aborted = Vec::new();
+        // Where each batched request ends (`WriteRequest::parts`): the step budget of
+        // a request starts again at the next.
+        let mut part_ends = request.parts.iter().scan(0usize, |end, &len| {
+            *end = end.saturating_add(len as usize);
+            Some(*end)
+        });
+        let (mut part_start, mut part_end) = (0, 0);
         for (n, statement) in request.statements.iter().enumerate() {
+            if n >= part_end {
+                self.guard.start_request();
+                part_start = n;
+                // Statements past the last part are one part more.
+                part_end = part_ends.find(|&end| end > n).unwrap_or(usize::MAX);
+            }
             // Failed the first time, after writing a virtual table: not run again.
             let skipped = failed.iter().find(|(at, _)| *at == n).map(|(_, m)| m);
             let outcome = match skipped {
@@ -260,7 +273,28 @@ impl ApplyTxn<'_> {
                         self.control("SAVEPOINT sqlraft_statement")?;
                     }
                     let started = std::time::Instant::now();
-                    let outcome = self.run(statement, &returning_left)?;
+                    let outcome = match self.run(statement, &returning_left) {
+                        // A statement ran past its budget or its request's, and SQLite
+                        // rolled back the batch: of a batch of requests, that request
+                        // fails alone (every statement of it, none run), the others
+                        // run again.
+                        Err(SqliteError::BatchAborted(message))
+                            if !request.parts.is_empty() && self.guard.over_budget().is_some() =>
+                        {
+                            let message = clip(&message, MAX_ERROR_BYTES);
+                            let end = part_end.min(request.statements.len());
+                            aborted.extend(
+                                (part_start..end)
+                                    .filter(|at| !failed.iter().any(|(f, _)| f == at))
+                                    .filter(|at| !aborted.iter().any(|(a, _)| a == at))
+                                    .map(|at| (at, message.clone()))
+                                    .collect::<Vec<_>>(),
+                            );
+                            aborted.sort_by_key(|(at, _)| *at);
+                            return Err(SqliteError::StatementsAborted { failed: aborted });
+                        }
+                        other => other?,
+                    };
                     seconds.push(started.elapsed().as_secs_f64());
                     request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
                     // A statement among others (found by a review): its savepoint
@@ -393,12 +427,23 @@ impl ApplyTxn<'_> {
             // step budget does that the same way on every node: the caller applies
             // the batch again with this entry failed. Any other cause is not known to
             // be deterministic, so it stops the node.
-            if self.guard.over_budget() {
-                return Err(SqliteError::BatchAborted(format!(
-                    "statement stopped after {} million steps: it runs too long to be \
-                     applied on every node",
-                    crate::guard::MAX_STATEMENT_CALLS / 1000
-                )));
+            match self.guard.over_budget() {
+                Some(Budget::Statement) => {
+                    return Err(SqliteError::BatchAborted(format!(
+                        "statement stopped after {} million steps: it runs too long to be \
+                         applied on every node",
+                        crate::guard::MAX_STATEMENT_CALLS / 1000
+                    )));
+                }
+                Some(Budget::Request) => {
+                    return Err(SqliteError::BatchAborted(format!(
+                        "request stopped after {} million steps of its statements in all: \
+                         it runs too long to be applied on every node; split it into \
+                         smaller requests",
+                        crate::guard::MAX_REQUEST_CALLS / 1000
+                    )));
+                }
+                None => {}
             }
             return Err(SqliteError::Apply(e));
         }
@@ -1093,6 +1138,7 @@ mod tests {
                     ],
                     transaction,
                     request_id: None,
+                    parts: Vec::new(),
                 },
             );
             match outcome {

@@ -82,6 +82,7 @@ impl From<WriteRequest> for pb::WriteRequest {
             transaction: r.transaction,
             at_unix_ms: 0,
             request_id: r.request_id.unwrap_or_default(),
+            parts: r.parts,
         }
     }
 }
@@ -92,6 +93,7 @@ impl From<pb::WriteRequest> for WriteRequest {
             statements: r.statements.into_iter().map(Into::into).collect(),
             transaction: r.transaction,
             request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+            parts: r.parts,
         }
     }
 }

@@ -27,15 +27,22 @@ pub enum SqliteError {
     /// and apply it again with this entry recorded as failed with the message.
     #[error("batch rolled back by a failing statement: {0}")]
     BatchAborted(String),
-    /// Statements of a request without `?transaction` failed after they were prepared
-    /// to write a virtual table: their savepoints undid their rows, but not what the
-    /// modules keep in memory. `failed` holds each one's position in the request
-    /// (counted from 0) and its result, the error it failed with; the request's other
-    /// statements ran to the end, so every such statement of the request is there.
-    /// Drop the batch, [`StateMachine::reopen`](crate::StateMachine::reopen), and
-    /// apply the entry again with these statements answered by their errors without
-    /// running ([`ApplyTxn::write_request_failing`](crate::ApplyTxn::write_request_failing)).
-    #[error("{} statement(s) rolled back after writing a virtual table, the first: {}",
+    /// Statements of a request without `?transaction` must fail without running:
+    ///
+    /// * statements that failed after they were prepared to write a virtual table:
+    ///   their savepoints undid their rows, but not what the modules keep in memory.
+    ///   The request's other statements ran to the end, so every such statement of
+    ///   the request is there;
+    /// * every statement of one of the requests batched in the entry
+    ///   ([`WriteRequest::parts`](crate::WriteRequest::parts)) that ran past a step
+    ///   budget, which rolled back the whole batch: that request fails alone.
+    ///
+    /// `failed` holds each one's position in the entry's statements (counted from 0)
+    /// and its result, the error it fails with. Drop the batch,
+    /// [`StateMachine::reopen`](crate::StateMachine::reopen), and apply the entry
+    /// again with these statements answered by their errors without running
+    /// ([`ApplyTxn::write_request_failing`](crate::ApplyTxn::write_request_failing)).
+    #[error("{} statement(s) must fail without running, the first: {}",
         failed.len(), failed.first().map_or("", |(_, m)| m.as_str()))]
     StatementsAborted {
         /// Position and error of each such statement, in request order.

@@ -54,8 +54,10 @@ struct GuardState {
     /// Progress-handler calls (one per `STEPS_PER_CALL` VM instructions) of the client
     /// statement running now.
     calls: u64,
-    /// The statement used up its budget and was interrupted.
-    over_budget: bool,
+    /// Progress-handler calls of the client statements of the request running now.
+    request_calls: u64,
+    /// The statement used up its budget, or the request its own, and was interrupted.
+    over_budget: Option<Budget>,
     /// Shadow tables (lowercase name -> their virtual table) at a schema version;
     /// forgotten at each rollback, when the schema version may come back to a number
     /// it had with other content.
@@ -73,6 +75,21 @@ const STEPS_PER_CALL: i32 = 1000;
 /// Progress-handler calls one client statement may take: 100 million VM instructions.
 /// Counting instructions, not time, gives every node the same outcome.
 pub const MAX_STATEMENT_CALLS: u64 = 100_000;
+/// Progress-handler calls the client statements of one request may take together:
+/// 300 million VM instructions. Every node applies a request on its raft thread, which
+/// sends no heartbeat meanwhile: without a total, a request of many statements each
+/// under [`MAX_STATEMENT_CALLS`] would hold every node for as long as its sender likes
+/// (10,000 statements near their budget: hours).
+pub const MAX_REQUEST_CALLS: u64 = 300_000;
+
+/// Which budget a client statement ran past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// Its own, [`MAX_STATEMENT_CALLS`].
+    Statement,
+    /// Its request's, [`MAX_REQUEST_CALLS`].
+    Request,
+}
 
 impl Guard {
     pub(crate) fn install(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -114,14 +131,26 @@ impl Guard {
                 return false;
             }
             s.calls += 1;
-            s.over_budget |= s.calls > MAX_STATEMENT_CALLS;
-            s.over_budget
+            s.request_calls += 1;
+            if s.over_budget.is_none() {
+                if s.calls > MAX_STATEMENT_CALLS {
+                    s.over_budget = Some(Budget::Statement);
+                } else if s.request_calls > MAX_REQUEST_CALLS {
+                    s.over_budget = Some(Budget::Request);
+                }
+            }
+            s.over_budget.is_some()
         })
     }
 
-    /// Whether the last client statement was stopped for running too long.
-    pub(crate) fn over_budget(&self) -> bool {
+    /// Which budget the last client statement ran past, if it was stopped for that.
+    pub(crate) fn over_budget(&self) -> Option<Budget> {
         self.with(|s| s.over_budget)
+    }
+
+    /// A request starts: its statements' steps are counted from zero.
+    pub(crate) fn start_request(&self) {
+        self.with(|s| s.request_calls = 0);
     }
 
     /// Runs `f` with client SQL restrictions on.
@@ -138,7 +167,7 @@ impl Guard {
             s.wrote_virtual_table = false;
             s.wrote_last_rowid = false;
             s.calls = 0;
-            s.over_budget = false;
+            s.over_budget = None;
         });
         let out = f();
         self.with(|s| s.client_sql = false);

@@ -101,6 +101,15 @@ pub(crate) fn request_digest(request: &WriteRequest) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update([u8::from(request.transaction)]);
+    // (Only when there are parts: ids remembered before parts existed keep their
+    // digests.)
+    if !request.parts.is_empty() {
+        hasher.update(b"parts");
+        hasher.update((request.parts.len() as u64).to_le_bytes());
+        for part in &request.parts {
+            hasher.update(part.to_le_bytes());
+        }
+    }
     for statement in &request.statements {
         crate::hash::feed(&mut hasher, ValueRef::Text(statement.sql.as_bytes()));
         match &statement.params {

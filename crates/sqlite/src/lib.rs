@@ -56,7 +56,7 @@ pub use backup::backup;
 pub use clock::UtcTime;
 pub use dump::{dump_sql, skip_leading_comments, split_statements};
 pub use error::{Result, SqliteError};
-pub use guard::INTERNAL_PREFIX;
+pub use guard::{INTERNAL_PREFIX, MAX_REQUEST_CALLS, MAX_STATEMENT_CALLS};
 pub use hash::{ContentHash, content_hash};
 pub use idempotency::IDEMPOTENCY_WINDOW_ENTRIES;
 pub use read::{ReadOptions, ReadPool};

@@ -167,6 +167,12 @@ pub struct WriteRequest {
     /// one's results and raft index. At most [`MAX_REQUEST_ID_BYTES`] bytes.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Requests batched into this one (a queue's batch: rqlite's `?queue`), by their
+    /// number of statements, in order; empty for one request. Each is its own request
+    /// for the step budget ([`crate::MAX_REQUEST_CALLS`]). Only without `transaction`;
+    /// the numbers add up to the statements'.
+    #[serde(default)]
+    pub parts: Vec<u32>,
 }
 
 /// Longest request id ([`WriteRequest::request_id`]).
@@ -179,6 +185,7 @@ impl WriteRequest {
             statements,
             transaction: true,
             request_id: None,
+            parts: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn apply_at(sm: &mut StateMachine, at_ms: i64, sqls: &[&str]) -> Vec<StatementRe
         statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
         transaction: false,
         request_id: None,
+        parts: Vec::new(),
     };
     apply_as_a_node_does(sm, at_ms, &request).unwrap_or_else(|message| {
         vec![StatementResult {
@@ -420,6 +421,7 @@ fn keyed(id: &str, sql: &str) -> WriteRequest {
         statements: vec![Statement::new(sql)],
         transaction: true,
         request_id: Some(id.into()),
+        parts: Vec::new(),
     }
 }
 
@@ -498,6 +500,7 @@ fn returning_rows_and_errors_of_a_request_are_bounded() {
         statements,
         transaction: false,
         request_id: Some("big".into()),
+        parts: Vec::new(),
     };
     let index = sm.applied_index() + 1;
     let mut txn = sm.begin().expect("begin");
@@ -568,6 +571,7 @@ fn results_too_large_to_keep_are_kept_as_a_notice() {
         statements: vec![Statement::new("INSERT INTO loud VALUES (1)"); 40_000],
         transaction: false,
         request_id: Some("many".into()),
+        parts: Vec::new(),
     };
     let index = sm.applied_index() + 1;
     let mut txn = sm.begin().expect("begin");
@@ -1093,6 +1097,7 @@ fn apply_batched(sm: &mut StateMachine, requests: &[String], honour_boundaries: 
                     statements: vec![Statement::new(requests[next].as_str())],
                     transaction: false,
                     request_id: None,
+                    parts: Vec::new(),
                 },
             )
             .expect("write");
@@ -1214,6 +1219,7 @@ fn only_virtual_table_writes_end_a_transaction() {
                 statements: vec![Statement::new(sql)],
                 transaction: false,
                 request_id: None,
+                parts: Vec::new(),
             },
         )
         .expect("write");
@@ -1233,6 +1239,7 @@ fn apply_entry(
         statements: sqls.iter().map(|s| Statement::new(s.as_str())).collect(),
         transaction,
         request_id: None,
+        parts: Vec::new(),
     };
     apply_as_a_node_does(sm, AT, &request)
 }
@@ -1398,6 +1405,46 @@ fn failed_virtual_table_writes_leave_running_and_restarted_nodes_alike() {
 /// set by it, ordered later reads on running nodes only. Now the entry is applied
 /// again on a reopened connection with that statement answered by its error without
 /// running; the others stand.
+/// A request of a batch of requests (a queue's) that runs past a step budget fails
+/// alone, every statement of it: the batch's other requests are applied.
+#[test]
+fn a_batched_request_past_its_step_budget_fails_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "state.db");
+    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
+    let runaway = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 \
+                   FROM c) SELECT x FROM c";
+    let statements = [
+        "INSERT INTO n VALUES (1)",
+        "INSERT INTO n VALUES (2)",
+        runaway,
+        "INSERT INTO n VALUES (3)",
+        runaway,
+        "INSERT INTO n VALUES (4)",
+    ];
+    let request = WriteRequest {
+        statements: statements.iter().map(|s| Statement::new(*s)).collect(),
+        transaction: false,
+        request_id: None,
+        parts: vec![1, 2, 2, 1],
+    };
+    let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
+    let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
+    assert_eq!(
+        failed,
+        [false, true, true, true, true, false],
+        "{results:?}"
+    );
+    for r in &results[1..5] {
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("runs too long"), "{error}");
+    }
+    assert_eq!(
+        rows(&dir.path().join("state.db"), "SELECT x FROM n ORDER BY x"),
+        vec![vec![Value::Integer(1)], vec![Value::Integer(4)]]
+    );
+}
+
 #[test]
 fn a_failed_virtual_table_statement_among_others_leaves_nodes_alike() {
     let one = |sql: &str| (vec![sql.to_string()], false);
@@ -1497,6 +1544,7 @@ fn every_failed_virtual_table_statement_of_a_request_is_found_in_one_run() {
         statements,
         transaction: false,
         request_id: None,
+        parts: Vec::new(),
     };
     let index = sm.applied_index() + 1;
     let mut txn = sm.begin().expect("begin");

@@ -131,6 +131,7 @@ fn workload(seed: u64, entries: usize) -> Vec<(i64, WriteRequest)> {
                 statements: (0..count).map(|_| statement(&mut g)).collect(),
                 transaction: g.below(2) == 0,
                 request_id: None,
+                parts: Vec::new(),
             },
         ));
     }

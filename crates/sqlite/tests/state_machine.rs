@@ -525,6 +525,81 @@ fn a_runaway_statement_is_stopped_and_reported_as_a_rolled_back_batch() {
     assert_eq!(count(&dir, "SELECT count(*) FROM n"), 1);
 }
 
+/// A statement of about 68 million VM instructions (a recursive count of 4 million
+/// rows, about 17 instructions each): within one statement's budget (100 million),
+/// five of them past one request's (300 million).
+const HEAVY: &str = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+    (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
+
+#[test]
+fn a_request_is_stopped_past_its_statements_budget_in_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE n (x)"]));
+    // Each is within its own budget, and each request has a budget of its own: five
+    // requests of one such statement in one batch all apply.
+    let mut txn = sm.begin().expect("begin");
+    for index in 2..=6 {
+        let results = txn.write(index, &tx(&[HEAVY])).expect("write");
+        assert!(results[0].error.is_none(), "{results:?}");
+    }
+    txn.commit().expect("commit");
+    assert_eq!(count(&dir, "SELECT count(*) FROM n"), 5);
+    for transaction in [true, false] {
+        let mut txn = sm.begin().expect("begin");
+        txn.write(7, &tx(&["INSERT INTO n VALUES (0)"]))
+            .expect("write");
+        let request = WriteRequest {
+            statements: vec![Statement::new(HEAVY); 5],
+            transaction,
+            request_id: None,
+            parts: Vec::new(),
+        };
+        let err = txn
+            .write(8, &request)
+            .expect_err("five of them in one request are stopped");
+        match err {
+            SqliteError::BatchAborted(message) => assert!(
+                message.contains("request stopped after 300 million steps"),
+                "{message}"
+            ),
+            other => panic!("unexpected error {other}"),
+        }
+        drop(txn);
+        assert_eq!(sm.applied_index(), 6, "nothing of the batch was applied");
+        assert_eq!(count(&dir, "SELECT count(*) FROM n"), 5);
+    }
+}
+
+#[test]
+fn each_request_of_a_batch_has_a_budget_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE n (x)"]));
+    let batch = |parts: Vec<u32>| WriteRequest {
+        statements: vec![Statement::new(HEAVY); 5],
+        transaction: false,
+        request_id: None,
+        parts,
+    };
+    // Five requests of one statement each, as a queue batches them.
+    let results = apply(&mut sm, 2, batch(vec![1; 5]));
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    assert_eq!(count(&dir, "SELECT count(*) FROM n"), 5);
+    // Statements past the parts given are one request more, on every node alike: here
+    // all five.
+    let mut txn = sm.begin().expect("begin");
+    let err = txn
+        .write(3, &batch(vec![0, 0]))
+        .expect_err("five statements past the parts are one request");
+    assert!(
+        matches!(&err, SqliteError::BatchAborted(m) if m.contains("request stopped")),
+        "{err}"
+    );
+    drop(txn);
+    assert_eq!(sm.applied_index(), 2);
+}
+
 const RUNAWAY_READ: &str =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
 

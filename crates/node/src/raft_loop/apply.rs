@@ -287,9 +287,9 @@ pub(super) enum Step {
     },
 }
 
-/// What write `step` is run with next after its run found the statements `more`,
-/// which failed after writing a virtual table: see [`sqlraft_sqlite::leave_out`]; past
-/// its runs, the entry fails whole.
+/// What write `step` is run with next after its run found the statements `more`, which
+/// must fail without running ([`SqliteError::StatementsAborted`]): see
+/// [`sqlraft_sqlite::leave_out`]; past its runs, the entry fails whole.
 fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
     let first = more.first().cloned().unwrap_or_default();
     let step = match step {
@@ -304,7 +304,7 @@ fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
                     index,
                     run = reruns + 1,
                     first = %first.1,
-                    "statements that wrote a virtual table failed; their entry is applied again without them"
+                    "statements failed in a way a savepoint cannot undo (a virtual table written, a batched request past its step budget); their entry is applied again without them"
                 );
                 return Step::Write {
                     request,
@@ -323,11 +323,13 @@ fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
         step => step,
     };
     let message = format!(
-        "statement {} failed: {}; it wrote a virtual table (full-text, R-tree) and failed \
-         however the statements that failed before it were left out: nothing of the \
-         request was applied",
+        "statement {} failed: {}; the entry was applied {} times, each time without \
+         the statements that failed in a way a savepoint cannot undo (a write to a \
+         virtual table, a batched request past its step budget), and such failures \
+         went on: nothing of the request was applied",
         first.0 + 1,
-        first.1
+        first.1,
+        sqlraft_sqlite::MAX_ABORTED_RUNS
     );
     tracing::warn!(index, %message, "entry failed whole");
     failed_step(step, message)
