@@ -329,13 +329,20 @@ async fn write_batch(
                     .filter_map(|r| r.error.as_deref())
                     .collect();
                 if !failed.is_empty() {
+                    // A batch that failed whole answers one error result for all its
+                    // statements (found by a review: counted as one).
+                    let count = if outcome.results.len() < request.statements.len() {
+                        request.statements.len()
+                    } else {
+                        failed.len()
+                    };
                     counters
                         .failed_statements
-                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                        .fetch_add(count as u64, Ordering::Relaxed);
                     tracing::warn!(
                         first_sequence_number = first,
                         raft_index = outcome.raft_index,
-                        errors = failed.len(),
+                        errors = count,
                         first_error = failed[0],
                         "queued statements failed"
                     );

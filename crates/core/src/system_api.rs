@@ -429,29 +429,7 @@ async fn db_load(
         .min(limits.max_statements)
         .max(1);
     let max_bytes = limits.max_request_bytes / 2;
-    let mut chunks: Vec<Vec<sqlraft::Statement>> = Vec::new();
-    let mut chunk_bytes = 0;
-    for (i, statement) in statements.into_iter().enumerate() {
-        let bytes = statement.sql.len();
-        // Checked before anything is written: a statement no request can carry.
-        if bytes > max_bytes {
-            return Err(ApiError::bad_request(format!(
-                "statement {} of the load has {bytes} bytes, more than one write may carry \
-                 ({max_bytes}); nothing was loaded (load large values as a database file)",
-                i + 1
-            )));
-        }
-        match chunks.last_mut() {
-            Some(chunk) if chunk.len() < max_statements && chunk_bytes + bytes <= max_bytes => {
-                chunk_bytes += bytes;
-                chunk.push(statement);
-            }
-            _ => {
-                chunk_bytes = bytes;
-                chunks.push(vec![statement]);
-            }
-        }
-    }
+    let chunks = load_chunks(statements, max_statements, max_bytes)?;
     let mut results = Vec::new();
     let mut raft_index = None;
     for chunk in chunks {
@@ -491,6 +469,65 @@ async fn db_load(
         &json!({ "results": results, "raft_index": raft_index }),
         false,
     ))
+}
+
+/// A load's statements in transactions, each within a request's limits: at most
+/// `max_statements` statements and `max_bytes` bytes. Each `CREATE INDEX` is a request
+/// of its own: a dump creates its indexes after its rows, and building them is where a
+/// load's work is; one request's statements share a step budget
+/// (`sqlraft::MAX_REQUEST_CALLS`), each statement keeps its own.
+fn load_chunks(
+    statements: Vec<sqlraft::Statement>,
+    max_statements: usize,
+    max_bytes: usize,
+) -> Result<Vec<Vec<sqlraft::Statement>>, ApiError> {
+    let mut chunks: Vec<Vec<sqlraft::Statement>> = Vec::new();
+    let mut chunk_bytes = 0;
+    // The last chunk takes no more statements.
+    let mut closed = false;
+    for (i, statement) in statements.into_iter().enumerate() {
+        let bytes = statement.sql.len();
+        // Checked before anything is written: a statement no request can carry.
+        if bytes > max_bytes {
+            return Err(ApiError::bad_request(format!(
+                "statement {} of the load has {bytes} bytes, more than one write may carry \
+                 ({max_bytes}); nothing was loaded (load large values as a database file)",
+                i + 1
+            )));
+        }
+        let alone = creates_an_index(&statement.sql);
+        match chunks.last_mut() {
+            Some(chunk)
+                if !closed
+                    && !alone
+                    && chunk.len() < max_statements
+                    && chunk_bytes + bytes <= max_bytes =>
+            {
+                chunk_bytes += bytes;
+                chunk.push(statement);
+            }
+            _ => {
+                chunk_bytes = bytes;
+                chunks.push(vec![statement]);
+            }
+        }
+        closed = alone;
+    }
+    Ok(chunks)
+}
+
+/// `CREATE [UNIQUE] INDEX`, behind comments.
+fn creates_an_index(sql: &str) -> bool {
+    let mut words = sqlraft::sql_text::skip_leading_comments(sql)
+        .split_whitespace()
+        .map(str::to_ascii_uppercase);
+    match (words.next(), words.next(), words.next()) {
+        (Some(create), Some(index), _) if create == "CREATE" && index == "INDEX" => true,
+        (Some(create), Some(unique), Some(index)) => {
+            create == "CREATE" && unique == "UNIQUE" && index == "INDEX"
+        }
+        _ => false,
+    }
 }
 
 /// A dump's own framing, which a load leaves out: it runs in transactions of its own
@@ -590,5 +627,34 @@ mod tests {
         ] {
             assert!(!is_dump_framing(statement), "{statement}");
         }
+    }
+
+    #[test]
+    fn a_load_builds_each_index_in_a_request_of_its_own() {
+        let statements = [
+            "CREATE TABLE t (x, y)",
+            "INSERT INTO t VALUES (1, 2)",
+            "INSERT INTO t VALUES (3, 4)",
+            "CREATE INDEX tx ON t (x)",
+            "-- the second\ncreate unique index ty ON t (y)",
+            "CREATE INDEX IF NOT EXISTS txy ON t (x, y)",
+            "CREATE TABLE indexed (v)",
+            "INSERT INTO indexed VALUES (5)",
+        ]
+        .map(sqlraft::Statement::new)
+        .to_vec();
+        let chunks = load_chunks(statements, 100, 1 << 20).expect("chunks");
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 1, 1, 1, 2], "{chunks:?}");
+        // The limits still cut chunks.
+        let inserts = vec![sqlraft::Statement::new("INSERT INTO t VALUES (1, 2)"); 5];
+        let sizes: Vec<usize> = load_chunks(inserts, 2, 1 << 20)
+            .expect("chunks")
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(!creates_an_index("CREATE TABLE index_of (v)"));
+        assert!(!creates_an_index("CREATE UNIQUE"));
     }
 }

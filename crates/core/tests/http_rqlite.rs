@@ -544,6 +544,40 @@ async fn a_queued_request_past_its_step_budget_fails_alone() {
     h.stop().await;
 }
 
+/// A queued batch that fails whole (here: more requests past their step budgets than
+/// an entry has runs) counts every statement of it as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_batch_that_fails_whole_counts_each_statement() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
+        .await;
+    let runaway = json!([
+        "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+    ])
+    .to_string();
+    let (a, b, c, d, e) = tokio::join!(
+        h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (1)"]"#),
+        h.post("/db/execute?queue", &runaway),
+        h.post("/db/execute?queue", &runaway),
+        h.post("/db/execute?queue", &runaway),
+        h.post("/db/execute?queue", &runaway),
+    );
+    for r in [a, b, c, d, e] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    h.post_json("/db/execute?queue&wait&timeout=60s", "[]")
+        .await;
+    let status = h.get_json("/status").await;
+    let queue = &status["http"]["queue"]["_default"];
+    assert_eq!(queue["batches"], json!(1), "{queue}");
+    assert_eq!(queue["failed_statements"], json!(5), "{queue}");
+    let rows = h
+        .post_json("/db/query", r#"["SELECT count(*) FROM n"]"#)
+        .await;
+    assert_eq!(rows["results"][0]["values"], json!([[0]]), "{rows}");
+    h.stop().await;
+}
+
 /// A dump as `sqlite3 .dump` writes it: comments, the framing, an AUTOINCREMENT
 /// counter, a trigger with CASE ... END in its body. (Foreign keys are enforced as
 /// the statements run: a dump that inserts a child row before its parent fails with

@@ -28,9 +28,9 @@ pub use metrics::{LATENCY_BUCKETS, Metrics};
 pub use node::{MAX_WHOLE_DATABASE_READS, Node};
 pub use sqlraft_log::LogOptions;
 pub use sqlraft_sqlite::{
-    ContentHash, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_ID_BYTES, Member, Params,
-    ReadOptions, Rows, Service, ServiceState, SqliteError, Statement, StatementResult, UtcTime,
-    Value, WriteRequest,
+    ContentHash, IDEMPOTENCY_WINDOW_ENTRIES, JsonShape, MAX_REQUEST_CALLS, MAX_REQUEST_ID_BYTES,
+    MAX_STATEMENT_CALLS, Member, Params, ReadOptions, Rows, Service, ServiceState, SqliteError,
+    Statement, StatementResult, UtcTime, Value, WriteRequest,
 };
 pub use sqlraft_transport::{PeerTls, TlsError, TlsFiles, TransportOptions};
 

@@ -9,7 +9,7 @@ use rusqlite::{ErrorCode, ToSql};
 
 use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
-use crate::guard::{Budget, Guard};
+use crate::guard::Guard;
 use crate::idempotency::{self, Earlier};
 use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
@@ -422,29 +422,18 @@ impl ApplyTxn<'_> {
         if is_environmental(&e) {
             return Err(SqliteError::Apply(e));
         }
+        // A statement stopped past its step budget or its request's: SQLite
+        // interrupted it and, for a write, rolled back the whole batch. Either way its
+        // request fails whole, the same way on every node (a read-only statement, not
+        // rolled back, would otherwise leave the rest of the request running: found
+        // by a review): the caller applies the batch again with this entry (of a
+        // batch of requests, this request) failed.
+        if let Some(budget) = self.guard.over_budget() {
+            return Err(SqliteError::BatchAborted(budget.message()));
+        }
         if self.tx.is_autocommit() {
-            // SQLite rolled back the whole batch. An interrupt for running past the
-            // step budget does that the same way on every node: the caller applies
-            // the batch again with this entry failed. Any other cause is not known to
-            // be deterministic, so it stops the node.
-            match self.guard.over_budget() {
-                Some(Budget::Statement) => {
-                    return Err(SqliteError::BatchAborted(format!(
-                        "statement stopped after {} million steps: it runs too long to be \
-                         applied on every node",
-                        crate::guard::MAX_STATEMENT_CALLS / 1000
-                    )));
-                }
-                Some(Budget::Request) => {
-                    return Err(SqliteError::BatchAborted(format!(
-                        "request stopped after {} million steps of its statements in all: \
-                         it runs too long to be applied on every node; split it into \
-                         smaller requests",
-                        crate::guard::MAX_REQUEST_CALLS / 1000
-                    )));
-                }
-                None => {}
-            }
+            // SQLite rolled back the whole batch for another cause, not known to be
+            // deterministic: it stops the node.
             return Err(SqliteError::Apply(e));
         }
         // The guard's reason only for its own refusal: a refusal it gave a module's

@@ -91,6 +91,25 @@ pub(crate) enum Budget {
     Request,
 }
 
+impl Budget {
+    /// The result of a request stopped for it.
+    pub(crate) fn message(self) -> String {
+        match self {
+            Budget::Statement => format!(
+                "statement stopped after {} million steps: it runs too long to be applied \
+                 on every node; nothing of the request was applied",
+                MAX_STATEMENT_CALLS / 1000
+            ),
+            Budget::Request => format!(
+                "request stopped after {} million steps of its statements in all: it runs \
+                 too long to be applied on every node; nothing of it was applied: split it \
+                 into smaller requests",
+                MAX_REQUEST_CALLS / 1000
+            ),
+        }
+    }
+}
+
 impl Guard {
     pub(crate) fn install(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         let guard = self.clone();

@@ -571,6 +571,49 @@ fn a_request_is_stopped_past_its_statements_budget_in_all() {
     }
 }
 
+/// A read-only statement past a budget is interrupted without SQLite rolling anything
+/// back: its request fails whole all the same, not only that statement (found by a
+/// review: the rest of the request was applied).
+#[test]
+fn a_read_only_statement_past_a_budget_fails_its_request_whole() {
+    let heavy_read = "SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+        (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
+    let runaway_read = "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+         SELECT x FROM c)";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(&mut sm, 1, tx(&["CREATE TABLE n (x)"]));
+    let mut heavy = vec!["INSERT INTO n VALUES (1)"];
+    heavy.extend([heavy_read; 5]);
+    heavy.push("INSERT INTO n VALUES (2)");
+    for (statements, expected) in [
+        (
+            vec![
+                "INSERT INTO n VALUES (1)",
+                runaway_read,
+                "INSERT INTO n VALUES (2)",
+            ],
+            "statement stopped after 100 million steps",
+        ),
+        (heavy, "request stopped after 300 million steps"),
+    ] {
+        let request = WriteRequest {
+            statements: statements.iter().map(|s| Statement::new(*s)).collect(),
+            transaction: false,
+            request_id: None,
+            parts: Vec::new(),
+        };
+        let mut txn = sm.begin().expect("begin");
+        let err = txn.write(2, &request).expect_err("the request is stopped");
+        assert!(
+            matches!(&err, SqliteError::BatchAborted(m) if m.contains(expected)),
+            "{err}"
+        );
+        drop(txn);
+        assert_eq!(count(&dir, "SELECT count(*) FROM n"), 0);
+    }
+}
+
 #[test]
 fn each_request_of_a_batch_has_a_budget_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -587,15 +630,22 @@ fn each_request_of_a_batch_has_a_budget_of_its_own() {
     assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
     assert_eq!(count(&dir, "SELECT count(*) FROM n"), 5);
     // Statements past the parts given are one request more, on every node alike: here
-    // all five.
+    // all five, which fail together (to be answered by the error without running).
     let mut txn = sm.begin().expect("begin");
     let err = txn
         .write(3, &batch(vec![0, 0]))
         .expect_err("five statements past the parts are one request");
-    assert!(
-        matches!(&err, SqliteError::BatchAborted(m) if m.contains("request stopped")),
-        "{err}"
-    );
+    match &err {
+        SqliteError::StatementsAborted { failed } => {
+            let at: Vec<usize> = failed.iter().map(|(at, _)| *at).collect();
+            assert_eq!(at, [0, 1, 2, 3, 4]);
+            assert!(
+                failed.iter().all(|(_, m)| m.contains("request stopped")),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    }
     drop(txn);
     assert_eq!(sm.applied_index(), 2);
 }
