@@ -232,6 +232,16 @@ async fn run_execute(
         };
         match state.node.execute(request).await {
             Ok(outcome) => {
+                let failed = outcome.results.iter().any(|r| r.error.is_some());
+                // Without `transaction`, every statement has a result unless the
+                // request failed whole (its one result is for all of them: found by a
+                // review, shown under the first statement and summed up as written).
+                let failed_whole = !transaction && outcome.results.len() < statements.len();
+                let statements = if failed_whole {
+                    vec![format!("(all {} statements)", statements.len())]
+                } else {
+                    statements
+                };
                 let results: Vec<(String, Outcome)> = statements
                     .into_iter()
                     .zip(outcome.results)
@@ -247,7 +257,17 @@ async fn run_execute(
                         (sql, outcome)
                     })
                     .collect();
-                (
+                let summary = if failed && (transaction || failed_whole) {
+                    format!(
+                        "Nothing written: the {} failed (raft index {}).",
+                        if transaction {
+                            "transaction"
+                        } else {
+                            "request"
+                        },
+                        outcome.raft_index
+                    )
+                } else {
                     format!(
                         "Written through the leader at raft index {}{}.",
                         outcome.raft_index,
@@ -256,9 +276,9 @@ async fn run_execute(
                         } else {
                             ""
                         }
-                    ),
-                    results,
-                )
+                    )
+                };
+                (summary, results)
             }
             Err(e) => (format!("Not written: {e}"), Vec::new()),
         }

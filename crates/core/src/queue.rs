@@ -329,13 +329,7 @@ async fn write_batch(
                     .filter_map(|r| r.error.as_deref())
                     .collect();
                 if !failed.is_empty() {
-                    // A batch that failed whole answers one error result for all its
-                    // statements (found by a review: counted as one).
-                    let count = if outcome.results.len() < request.statements.len() {
-                        request.statements.len()
-                    } else {
-                        failed.len()
-                    };
+                    let count = failed_statements(&outcome.results, request.statements.len());
                     counters
                         .failed_statements
                         .fetch_add(count as u64, Ordering::Relaxed);
@@ -364,5 +358,41 @@ async fn write_batch(
                 return Err(QueueError::Failed(e.to_string()));
             }
         }
+    }
+}
+
+/// How many of a batch's `statements` failed, by its results: every one when the batch
+/// failed whole, which answers one error result for all of them (found by a review:
+/// counted as one).
+fn failed_statements(results: &[sqlraft::StatementResult], statements: usize) -> usize {
+    let errors = results.iter().filter(|r| r.error.is_some()).count();
+    if errors > 0 && results.len() < statements {
+        statements
+    } else {
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlraft::StatementResult;
+
+    use super::failed_statements;
+
+    #[test]
+    fn a_batch_that_failed_whole_counts_every_statement() {
+        let ok = StatementResult::default();
+        let error = StatementResult {
+            error: Some("failed".into()),
+            ..Default::default()
+        };
+        assert_eq!(failed_statements(&[ok.clone(), ok.clone()], 2), 0);
+        assert_eq!(
+            failed_statements(&[ok.clone(), error.clone(), error.clone()], 3),
+            2
+        );
+        let one = [error];
+        assert_eq!(failed_statements(&one, 5), 5);
+        assert_eq!(failed_statements(&one, 1), 1);
     }
 }

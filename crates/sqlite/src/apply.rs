@@ -9,7 +9,7 @@ use rusqlite::{ErrorCode, ToSql};
 
 use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
-use crate::guard::Guard;
+use crate::guard::{Budget, Guard};
 use crate::idempotency::{self, Earlier};
 use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
@@ -249,17 +249,12 @@ impl ApplyTxn<'_> {
         let mut aborted = Vec::new();
         // Where each batched request ends (`WriteRequest::parts`): the step budget of
         // a request starts again at the next.
-        let mut part_ends = request.parts.iter().scan(0usize, |end, &len| {
-            *end = end.saturating_add(len as usize);
-            Some(*end)
-        });
+        self.guard.start_entry();
         let (mut part_start, mut part_end) = (0, 0);
         for (n, statement) in request.statements.iter().enumerate() {
             if n >= part_end {
                 self.guard.start_request();
-                part_start = n;
-                // Statements past the last part are one part more.
-                part_end = part_ends.find(|&end| end > n).unwrap_or(usize::MAX);
+                (part_start, part_end) = part_bounds(&request.parts, n);
             }
             // Failed the first time, after writing a virtual table: not run again.
             let skipped = failed.iter().find(|(at, _)| *at == n).map(|(_, m)| m);
@@ -282,7 +277,13 @@ impl ApplyTxn<'_> {
                             if !request.parts.is_empty() && self.guard.over_budget().is_some() =>
                         {
                             let message = clip(&message, MAX_ERROR_BYTES);
-                            let end = part_end.min(request.statements.len());
+                            // Past the batch's own budget, the requests after it are
+                            // not run either.
+                            let end = if self.guard.over_budget() == Some(Budget::Entry) {
+                                request.statements.len()
+                            } else {
+                                part_end.min(request.statements.len())
+                            };
                             aborted.extend(
                                 (part_start..end)
                                     .filter(|at| !failed.iter().any(|(f, _)| f == at))
@@ -968,12 +969,64 @@ pub const MAX_ABORTED_RUNS: u8 = 4;
 /// * After [`MAX_ABORTED_RUNS`] such runs (a chain of statements each failing only
 ///   without the one before, built on purpose), the entry fails whole: a request costs
 ///   at most that many runs.
-pub fn leave_out(failed: &mut Vec<(usize, String)>, runs: u8, more: Vec<(usize, String)>) -> bool {
-    if runs + 1 >= MAX_ABORTED_RUNS || more.is_empty() {
+///
+/// A batch of requests ([`WriteRequest::parts`]) gets one run more at the bound: the
+/// request holding the first statement the last run found and every request after it
+/// fail without running, the requests before it stand. They found nothing new in that
+/// run, so they find nothing in the next, which ends the matter (found by a review: four
+/// clients' runaway requests in one queued batch made every other client's write in it
+/// fail).
+pub fn leave_out(
+    failed: &mut Vec<(usize, String)>,
+    runs: u8,
+    more: Vec<(usize, String)>,
+    request: &WriteRequest,
+) -> bool {
+    let Some((first, message)) = more.iter().min_by_key(|(at, _)| *at).cloned() else {
+        return false;
+    };
+    if runs + 1 < MAX_ABORTED_RUNS {
+        failed.extend(more);
+        return true;
+    }
+    if runs + 1 > MAX_ABORTED_RUNS || request.parts.is_empty() {
         return false;
     }
     failed.extend(more);
+    let tail = clip(
+        &format!(
+            "not applied: the queued batch this request was in was applied {MAX_ABORTED_RUNS} \
+             times, each time without statements that failed in a way a savepoint cannot \
+             undo, the last found at statement {} ({message}); it and the requests after \
+             it in the batch were not applied: send them again",
+            first + 1
+        ),
+        MAX_ERROR_BYTES,
+    );
+    let (from, _) = part_bounds(&request.parts, first);
+    for at in from..request.statements.len() {
+        if !failed.iter().any(|(f, _)| *f == at) {
+            failed.push((at, tail.clone()));
+        }
+    }
     true
+}
+
+/// Where the request of a batch ([`WriteRequest::parts`]) that holds statement `at`
+/// begins and ends (its first statement, and one past its last): every part as far as
+/// it goes, parts of no statements skipped, and the statements after the last part one
+/// part more, which ends at `usize::MAX`. Any list of parts reads the same on every
+/// node.
+pub fn part_bounds(parts: &[u32], at: usize) -> (usize, usize) {
+    let mut start = 0usize;
+    for &len in parts {
+        let end = start.saturating_add(len as usize);
+        if end > at {
+            return (start, end);
+        }
+        start = end;
+    }
+    (start, usize::MAX)
 }
 
 /// Runs a statement with a `RETURNING` clause to its end, keeping its rows while the

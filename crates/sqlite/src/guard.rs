@@ -56,6 +56,9 @@ struct GuardState {
     calls: u64,
     /// Progress-handler calls of the client statements of the request running now.
     request_calls: u64,
+    /// Progress-handler calls of the client statements of the entry running now (a
+    /// batch of requests: see [`MAX_ENTRY_CALLS`]).
+    entry_calls: u64,
     /// The statement used up its budget, or the request its own, and was interrupted.
     over_budget: Option<Budget>,
     /// Shadow tables (lowercase name -> their virtual table) at a schema version;
@@ -81,6 +84,13 @@ pub const MAX_STATEMENT_CALLS: u64 = 100_000;
 /// under [`MAX_STATEMENT_CALLS`] would hold every node for as long as its sender likes
 /// (10,000 statements near their budget: hours).
 pub const MAX_REQUEST_CALLS: u64 = 300_000;
+/// Progress-handler calls the client statements of one entry may take together: 600
+/// million VM instructions. An entry carries one request, within
+/// [`MAX_REQUEST_CALLS`], or a queue's batch of many
+/// ([`WriteRequest::parts`](crate::WriteRequest::parts)), each with a request's
+/// budget: without a total, one batch of 128 requests could hold every node's raft
+/// thread for 128 requests' worth (found by a review).
+pub const MAX_ENTRY_CALLS: u64 = 600_000;
 
 /// Which budget a client statement ran past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +99,8 @@ pub(crate) enum Budget {
     Statement,
     /// Its request's, [`MAX_REQUEST_CALLS`].
     Request,
+    /// Its entry's, [`MAX_ENTRY_CALLS`] (a batch of requests).
+    Entry,
 }
 
 impl Budget {
@@ -105,6 +117,12 @@ impl Budget {
                  too long to be applied on every node; nothing of it was applied: split it \
                  into smaller requests",
                 MAX_REQUEST_CALLS / 1000
+            ),
+            Budget::Entry => format!(
+                "not applied: the queued batch this request was in ran past its step \
+                 budget ({} million steps in all) before this request ended; it and the \
+                 requests after it in the batch were not applied: send them again",
+                MAX_ENTRY_CALLS / 1000
             ),
         }
     }
@@ -151,11 +169,14 @@ impl Guard {
             }
             s.calls += 1;
             s.request_calls += 1;
+            s.entry_calls += 1;
             if s.over_budget.is_none() {
                 if s.calls > MAX_STATEMENT_CALLS {
                     s.over_budget = Some(Budget::Statement);
                 } else if s.request_calls > MAX_REQUEST_CALLS {
                     s.over_budget = Some(Budget::Request);
+                } else if s.entry_calls > MAX_ENTRY_CALLS {
+                    s.over_budget = Some(Budget::Entry);
                 }
             }
             s.over_budget.is_some()
@@ -170,6 +191,14 @@ impl Guard {
     /// A request starts: its statements' steps are counted from zero.
     pub(crate) fn start_request(&self) {
         self.with(|s| s.request_calls = 0);
+    }
+
+    /// An entry starts: its statements' steps are counted from zero.
+    pub(crate) fn start_entry(&self) {
+        self.with(|s| {
+            s.entry_calls = 0;
+            s.request_calls = 0;
+        });
     }
 
     /// Runs `f` with client SQL restrictions on.

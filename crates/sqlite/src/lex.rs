@@ -87,6 +87,14 @@ pub(crate) fn starts_with_keyword(sql: &str, word: &str) -> bool {
     false
 }
 
+/// Whether `sql` is `CREATE [UNIQUE] INDEX …` (comments and white space anywhere
+/// between its words).
+pub fn creates_an_index(sql: &str) -> bool {
+    let words: Vec<&str> = code_words(sql).take(3).collect();
+    let is = |i: usize, word: &str| words.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    is(0, "CREATE") && (is(1, "INDEX") || (is(1, "UNIQUE") && is(2, "INDEX")))
+}
+
 /// True when `word` (ASCII, any case) appears as a whole word in the code of `sql`.
 pub(crate) fn has_keyword(sql: &str, word: &str) -> bool {
     mentions(sql, word) && code_words(sql).any(|w| w.eq_ignore_ascii_case(word))

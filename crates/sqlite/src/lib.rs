@@ -40,6 +40,7 @@ mod guard;
 mod hash;
 mod idempotency;
 mod lex;
+pub use lex::creates_an_index;
 mod random;
 mod read;
 mod registry;
@@ -51,12 +52,13 @@ mod types;
 
 pub use apply::{
     ApplyTxn, MAX_ABORTED_RUNS, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, WriteApplied, leave_out,
+    part_bounds,
 };
 pub use backup::backup;
 pub use clock::UtcTime;
 pub use dump::{dump_sql, skip_leading_comments, split_statements};
 pub use error::{Result, SqliteError};
-pub use guard::{INTERNAL_PREFIX, MAX_REQUEST_CALLS, MAX_STATEMENT_CALLS};
+pub use guard::{INTERNAL_PREFIX, MAX_ENTRY_CALLS, MAX_REQUEST_CALLS, MAX_STATEMENT_CALLS};
 pub use hash::{ContentHash, content_hash};
 pub use idempotency::IDEMPOTENCY_WINDOW_ENTRIES;
 pub use read::{ReadOptions, ReadPool};

@@ -36,6 +36,15 @@ fn apply_as_a_node_does(
     at_ms: i64,
     request: &WriteRequest,
 ) -> Result<Vec<StatementResult>, String> {
+    apply_counting_runs(sm, at_ms, request).map(|(results, _)| results)
+}
+
+/// [`apply_as_a_node_does`], with the number of runs the entry took.
+fn apply_counting_runs(
+    sm: &mut StateMachine,
+    at_ms: i64,
+    request: &WriteRequest,
+) -> Result<(Vec<StatementResult>, u8), String> {
     let index = sm.applied_index() + 1;
     let mut failed = Vec::new();
     let mut runs = 0;
@@ -45,10 +54,10 @@ fn apply_as_a_node_does(
             .write_request_failing(index, at_ms, request, &failed)
             .and_then(|applied| txn.commit().map(|_| applied.results))
         {
-            Ok(results) => return Ok(results),
+            Ok(results) => return Ok((results, runs + 1)),
             Err(sqlraft_sqlite::SqliteError::StatementsAborted { failed: more }) => {
                 sm.reopen().expect("reopen");
-                if !sqlraft_sqlite::leave_out(&mut failed, runs, more) {
+                if !sqlraft_sqlite::leave_out(&mut failed, runs, more, request) {
                     let mut txn = sm.begin().expect("begin");
                     txn.skip(index).expect("skip");
                     txn.commit().expect("commit");
@@ -1445,6 +1454,88 @@ fn a_batched_request_past_its_step_budget_fails_alone() {
     );
 }
 
+/// More requests of a batch past their budgets than an entry has runs: those before the
+/// last one found stand, it and the ones after it fail; and a batch past its own budget
+/// stops at the request that took it past, the ones before standing.
+#[test]
+fn a_batch_of_requests_keeps_what_it_can_past_its_runs_and_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "state.db");
+    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
+    let runaway = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 \
+                   FROM c) SELECT x FROM c";
+    let statements = [
+        "INSERT INTO n VALUES (1)",
+        runaway,
+        "INSERT INTO n VALUES (2)",
+        runaway,
+        runaway,
+        "INSERT INTO n VALUES (3)",
+        runaway,
+        "INSERT INTO n VALUES (4)",
+    ];
+    let request = WriteRequest {
+        statements: statements.iter().map(|s| Statement::new(*s)).collect(),
+        transaction: false,
+        request_id: None,
+        parts: vec![1; 8],
+    };
+    let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
+    let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
+    assert_eq!(
+        failed,
+        [false, true, false, true, true, false, true, true],
+        "{results:?}"
+    );
+    assert!(
+        results[7]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("send them again")),
+        "{results:?}"
+    );
+    assert_eq!(
+        rows(&dir.path().join("state.db"), "SELECT x FROM n ORDER BY x"),
+        vec![
+            vec![Value::Integer(1)],
+            vec![Value::Integer(2)],
+            vec![Value::Integer(3)]
+        ]
+    );
+
+    // About 68 million instructions each: the ninth takes the batch past its 600
+    // million.
+    let heavy = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+        (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
+    let request = WriteRequest {
+        statements: vec![Statement::new(heavy); 10],
+        transaction: false,
+        request_id: None,
+        parts: vec![1; 10],
+    };
+    let (results, runs) = apply_counting_runs(&mut sm, 0, &request).expect("the batch is applied");
+    // The ninth takes it past, and the tenth is not run: one run more, not two.
+    assert_eq!(runs, 2);
+    let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
+    let mut expected = vec![false; 8];
+    expected.extend([true, true]);
+    assert_eq!(failed, expected, "{results:?}");
+    assert!(
+        results[8]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("600 million steps")),
+        "{results:?}"
+    );
+    assert_eq!(
+        rows(
+            &dir.path().join("state.db"),
+            "SELECT count(*) FROM n WHERE x > 4"
+        ),
+        vec![vec![Value::Integer(8)]]
+    );
+}
+
 #[test]
 fn a_failed_virtual_table_statement_among_others_leaves_nodes_alike() {
     let one = |sql: &str| (vec![sql.to_string()], false);
@@ -1675,25 +1766,61 @@ fn failed_statements_keep_what_is_known_of_the_schema() {
 /// `MAX_ABORTED_RUNS` runs that ended so, the entry fails whole.
 #[test]
 fn an_entry_runs_at_most_max_aborted_runs_times() {
+    use sqlraft_sqlite::{MAX_ABORTED_RUNS, leave_out};
+    let request = |parts: Vec<u32>| WriteRequest {
+        statements: vec![Statement::new("INSERT INTO t VALUES (1)"); 12],
+        transaction: false,
+        request_id: None,
+        parts,
+    };
+    let one = request(Vec::new());
     let mut failed = Vec::new();
     let found = |n: usize| vec![(n, format!("error {n}"))];
-    for runs in 0..sqlraft_sqlite::MAX_ABORTED_RUNS - 1 {
-        assert!(sqlraft_sqlite::leave_out(
-            &mut failed,
-            runs,
-            found(runs as usize)
-        ));
+    for runs in 0..MAX_ABORTED_RUNS - 1 {
+        assert!(leave_out(&mut failed, runs, found(runs as usize), &one));
     }
     let left_out: Vec<usize> = failed.iter().map(|(n, _)| *n).collect();
-    let expected: Vec<usize> = (0..sqlraft_sqlite::MAX_ABORTED_RUNS as usize - 1).collect();
+    let expected: Vec<usize> = (0..MAX_ABORTED_RUNS as usize - 1).collect();
     assert_eq!(left_out, expected);
-    assert!(!sqlraft_sqlite::leave_out(
+    assert!(!leave_out(
         &mut failed,
-        sqlraft_sqlite::MAX_ABORTED_RUNS - 1,
-        found(9)
+        MAX_ABORTED_RUNS - 1,
+        found(9),
+        &one
     ));
     assert!(
-        !sqlraft_sqlite::leave_out(&mut Vec::new(), 0, Vec::new()),
+        !leave_out(&mut Vec::new(), 0, Vec::new(), &one),
         "a run that found nothing is not a reason to run again"
+    );
+    // A batch of requests runs once more: the request of the first statement found
+    // and the ones after it fail, the others stand.
+    let batch = request(vec![2, 3, 3, 4]);
+    let mut failed = Vec::new();
+    for runs in 0..MAX_ABORTED_RUNS - 1 {
+        assert!(leave_out(&mut failed, runs, found(runs as usize), &batch));
+    }
+    assert!(leave_out(
+        &mut failed,
+        MAX_ABORTED_RUNS - 1,
+        vec![(9, "e".into()), (6, "e".into())],
+        &batch
+    ));
+    let mut left_out: Vec<usize> = failed.iter().map(|(n, _)| *n).collect();
+    left_out.sort_unstable();
+    assert_eq!(left_out, [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]);
+    assert!(!leave_out(&mut failed, MAX_ABORTED_RUNS, found(3), &batch));
+}
+
+#[test]
+fn parts_read_alike_whatever_they_say() {
+    use sqlraft_sqlite::part_bounds;
+    assert_eq!(part_bounds(&[2, 3], 0), (0, 2));
+    assert_eq!(part_bounds(&[2, 3], 4), (2, 5));
+    assert_eq!(part_bounds(&[2, 3], 5), (5, usize::MAX));
+    assert_eq!(part_bounds(&[0, 2, 0, 1], 2), (2, 3));
+    assert_eq!(part_bounds(&[], 7), (0, usize::MAX));
+    assert_eq!(
+        part_bounds(&[u32::MAX, u32::MAX], 3),
+        (0, u32::MAX as usize)
     );
 }

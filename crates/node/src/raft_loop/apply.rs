@@ -299,7 +299,7 @@ fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
             mut failed,
             reruns,
         } => {
-            if sqlraft_sqlite::leave_out(&mut failed, reruns, more) {
+            if sqlraft_sqlite::leave_out(&mut failed, reruns, more, &request) {
                 tracing::warn!(
                     index,
                     run = reruns + 1,
