@@ -233,6 +233,7 @@ async fn run_execute(
         match state.node.execute(request).await {
             Ok(outcome) => {
                 let failed = outcome.results.iter().any(|r| r.error.is_some());
+                let nothing = outcome.results.iter().all(|r| r.error.is_some());
                 // Without `transaction`, every statement has a result unless the
                 // request failed whole (its one result is for all of them: found by a
                 // review, shown under the first statement and summed up as written).
@@ -257,7 +258,7 @@ async fn run_execute(
                         (sql, outcome)
                     })
                     .collect();
-                let summary = if failed && (transaction || failed_whole) {
+                let summary = if failed && (transaction || failed_whole || nothing) {
                     format!(
                         "Nothing written: the {} failed (raft index {}).",
                         if transaction {

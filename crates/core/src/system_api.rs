@@ -487,14 +487,30 @@ async fn db_load(
 }
 
 /// A load's statements in transactions, each within a request's limits: at most
-/// `max_statements` statements and `max_bytes` bytes. Each `CREATE INDEX` is a request
-/// of its own: a dump creates its indexes after its rows, and building them is where a
-/// load's work is; one request's statements share a step budget
+/// `max_statements` statements and `max_bytes` bytes. A load that fits one transaction
+/// is one (it loads whole or not at all). A larger one builds each index in a
+/// transaction of its own: a dump creates its indexes after its rows, and building
+/// them is where a load's work is; one request's statements share a step budget
 /// (`sqlraft::MAX_REQUEST_CALLS`), each statement keeps its own.
 fn load_chunks(
     statements: Vec<sqlraft::Statement>,
     max_statements: usize,
     max_bytes: usize,
+) -> Result<Vec<Vec<sqlraft::Statement>>, ApiError> {
+    let chunks = chunked(statements, max_statements, max_bytes, false)?;
+    if chunks.len() <= 1 {
+        return Ok(chunks);
+    }
+    chunked(chunks.concat(), max_statements, max_bytes, true)
+}
+
+/// `statements` in transactions within the limits; with `split_indexes`, each `CREATE
+/// INDEX` alone.
+fn chunked(
+    statements: Vec<sqlraft::Statement>,
+    max_statements: usize,
+    max_bytes: usize,
+    split_indexes: bool,
 ) -> Result<Vec<Vec<sqlraft::Statement>>, ApiError> {
     let mut chunks: Vec<Vec<sqlraft::Statement>> = Vec::new();
     let mut chunk_bytes = 0;
@@ -510,7 +526,7 @@ fn load_chunks(
                 i + 1
             )));
         }
-        let alone = sqlraft::sql_text::creates_an_index(&statement.sql);
+        let alone = split_indexes && sqlraft::sql_text::creates_an_index(&statement.sql);
         match chunks.last_mut() {
             Some(chunk)
                 if !closed
@@ -631,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn a_load_builds_each_index_in_a_request_of_its_own() {
+    fn a_large_load_builds_each_index_in_a_request_of_its_own() {
         let statements = [
             "CREATE TABLE t (x, y)",
             "INSERT INTO t VALUES (1, 2)",
@@ -644,7 +660,10 @@ mod tests {
         ]
         .map(sqlraft::Statement::new)
         .to_vec();
-        let chunks = load_chunks(statements, 100, 1 << 20).expect("chunks");
+        // A load that fits one transaction stays one: it loads whole or not at all.
+        let one = load_chunks(statements.clone(), 100, 1 << 20).expect("chunks");
+        assert_eq!(one.len(), 1, "{one:?}");
+        let chunks = load_chunks(statements, 4, 1 << 20).expect("chunks");
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         assert_eq!(sizes, [3, 1, 1, 1, 2], "{chunks:?}");
         // The limits still cut chunks.

@@ -57,6 +57,10 @@ pub struct ApplyTxn<'a> {
     /// SQLite then resets its schema at every rollback to a savepoint until the
     /// transaction ends, and the virtual tables must be connected again.
     schema_changed: std::cell::Cell<bool>,
+    /// Of the last entry, a batch of requests ([`WriteRequest::parts`]): the
+    /// statements of each request that wrote a virtual table. A failed commit fails
+    /// those requests, not the batch ([`ApplyTxn::commit`]).
+    virtual_table_parts: Vec<usize>,
 }
 
 impl<'a> ApplyTxn<'a> {
@@ -88,6 +92,7 @@ impl<'a> ApplyTxn<'a> {
             statement_wrote_virtual_table: std::cell::Cell::new(false),
             shadow_at_start: std::cell::Cell::new(None),
             schema_changed: std::cell::Cell::new(false),
+            virtual_table_parts: Vec::new(),
         }
     }
 }
@@ -250,6 +255,7 @@ impl ApplyTxn<'_> {
         // Where each batched request ends (`WriteRequest::parts`): the step budget of
         // a request starts again at the next.
         self.guard.start_entry();
+        self.virtual_table_parts.clear();
         let (mut part_start, mut part_end) = (0, 0);
         for (n, statement) in request.statements.iter().enumerate() {
             if n >= part_end {
@@ -273,9 +279,11 @@ impl ApplyTxn<'_> {
                         // rolled back the batch: of a batch of requests, that request
                         // fails alone (every statement of it, none run), the others
                         // run again.
-                        Err(SqliteError::BatchAborted(message))
-                            if !request.parts.is_empty() && self.guard.over_budget().is_some() =>
-                        {
+                        // Of a batch of requests, any failure that rolls the batch back
+                        // (a budget; a schema reset a virtual table's module failed)
+                        // fails that request alone (found by a review: one client's
+                        // request failed every other client's in the batch).
+                        Err(SqliteError::BatchAborted(message)) if !request.parts.is_empty() => {
                             let message = clip(&message, MAX_ERROR_BYTES);
                             // Past the batch's own budget, the requests after it are
                             // not run either.
@@ -298,6 +306,13 @@ impl ApplyTxn<'_> {
                     };
                     seconds.push(started.elapsed().as_secs_f64());
                     request_wrote_virtual_table |= self.statement_wrote_virtual_table.get();
+                    if self.statement_wrote_virtual_table.get()
+                        && !request.parts.is_empty()
+                        && !self.virtual_table_parts.contains(&part_start)
+                    {
+                        let end = part_end.min(request.statements.len());
+                        self.virtual_table_parts.extend(part_start..end);
+                    }
                     // A statement among others (found by a review): its savepoint
                     // undoes its rows but not its module's memory (see below). The
                     // rest of the request still runs, so that one more run finds
@@ -845,10 +860,23 @@ impl ApplyTxn<'_> {
             // transaction wrote one (an entry that does ends it): it fails, the same
             // way on every node, and the others are applied again without it.
             Err(e) if !is_environmental(&e) && self.wrote_virtual_table.get() => {
-                return Err(SqliteError::BatchAborted(format!(
+                let message = format!(
                     "committing the request's write to a virtual table failed: {e}; \
                      nothing of the request was applied"
-                )));
+                );
+                // Of a batch of requests, those that wrote a virtual table fail: the
+                // others, which wrote none, cannot fail the commit this way.
+                if !self.virtual_table_parts.is_empty() {
+                    let message = clip(&message, MAX_ERROR_BYTES);
+                    return Err(SqliteError::StatementsAborted {
+                        failed: self
+                            .virtual_table_parts
+                            .iter()
+                            .map(|&at| (at, message.clone()))
+                            .collect(),
+                    });
+                }
+                return Err(SqliteError::BatchAborted(message));
             }
             Err(e) => return Err(SqliteError::Apply(e)),
         }

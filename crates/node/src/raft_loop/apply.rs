@@ -211,6 +211,20 @@ impl RaftLoop {
                     end = k + 1;
                     continue 'batch;
                 }
+                // Of a batch of requests, those that wrote a virtual table made it fail.
+                Err(SqliteError::StatementsAborted { failed: more }) if !outcomes.is_empty() => {
+                    let k = outcomes.len() - 1;
+                    let index = steps[k].0;
+                    tracing::warn!(
+                        index,
+                        "requests of a batch failed the commit; applied again without them"
+                    );
+                    self.sm.reopen()?;
+                    let step = std::mem::replace(&mut steps[k].2, Step::Skip);
+                    steps[k].2 = rerun_without(index, step, more);
+                    end = k + 1;
+                    continue 'batch;
+                }
                 committed => {
                     committed?;
                 }
@@ -292,6 +306,7 @@ pub(super) enum Step {
 /// [`sqlraft_sqlite::leave_out`]; past its runs, the entry fails whole.
 fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
     let first = more.first().cloned().unwrap_or_default();
+    let mut runs = 1;
     let step = match step {
         Step::Write {
             request,
@@ -313,6 +328,7 @@ fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
                     reruns: reruns + 1,
                 };
             }
+            runs = reruns + 1;
             Step::Write {
                 request,
                 at_unix_ms,
@@ -329,7 +345,7 @@ fn rerun_without(index: u64, step: Step, more: Vec<(usize, String)>) -> Step {
          went on: nothing of the request was applied",
         first.0 + 1,
         first.1,
-        sqlraft_sqlite::MAX_ABORTED_RUNS
+        runs
     );
     tracing::warn!(index, %message, "entry failed whole");
     failed_step(step, message)
