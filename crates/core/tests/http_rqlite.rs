@@ -471,6 +471,42 @@ async fn queued_batches_stay_within_the_nodes_limits() {
     h.stop().await;
 }
 
+/// A node with a table `n (x)`.
+async fn with_table_n() -> Harness {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
+        .await;
+    h
+}
+
+/// Checks that every queued request was taken, waits for their batch, and returns the
+/// queue's counters. Sent together, the requests were written in one batch (one entry):
+/// the case the queue's budget tests are for.
+async fn written_in_one_batch(h: &Harness, answers: &[client::Response]) -> Json {
+    for r in answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Runaway statements take seconds each in a debug build, and a batch may run
+    // five times: longer than the harness's usual wait.
+    let waited = client::post(
+        &h.http,
+        "/db/execute?queue&wait&timeout=120s",
+        b"[]",
+        Duration::from_secs(130),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(waited.status, 200, "{}", waited.text());
+    let status = h.get_json("/status").await;
+    let queue = status["http"]["queue"]["_default"].clone();
+    assert_eq!(queue["batches"], json!(1), "{queue}");
+    queue
+}
+
+/// A statement past its budget of 100 million VM instructions.
+const RUNAWAY_INSERT: &str =
+    "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c";
+
 /// Each queued request keeps its own step budget in the batch that carries it: five
 /// statements that together run past one request's budget (300 million VM
 /// instructions), each within it, queued by five clients, all apply.
@@ -479,9 +515,7 @@ async fn queued_requests_keep_their_own_step_budget() {
     // About 68 million VM instructions (a recursive count of 4 million rows).
     const HEAVY: &str = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
         (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
-    let h = Harness::start().await;
-    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
-        .await;
+    let h = with_table_n().await;
     let body = json!([HEAVY]).to_string();
     let (a, b, c, d, e) = tokio::join!(
         h.post("/db/execute?queue", &body),
@@ -490,17 +524,7 @@ async fn queued_requests_keep_their_own_step_budget() {
         h.post("/db/execute?queue", &body),
         h.post("/db/execute?queue", &body),
     );
-    for r in [a, b, c, d, e] {
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let waited = h
-        .post_json("/db/execute?queue&wait&timeout=60s", "[]")
-        .await;
-    assert!(waited["sequence_number"].as_u64().is_some(), "{waited}");
-    let status = h.get_json("/status").await;
-    let queue = &status["http"]["queue"]["_default"];
-    // Sent together, they were written in one batch (one entry): the case this is for.
-    assert_eq!(queue["batches"], json!(1), "{queue}");
+    let queue = &written_in_one_batch(&h, &[a, b, c, d, e]).await;
     assert_eq!(queue["failed_statements"], json!(0), "{queue}");
     let count = h
         .post_json("/db/query", r#"["SELECT count(*) FROM n"]"#)
@@ -513,28 +537,14 @@ async fn queued_requests_keep_their_own_step_budget() {
 /// its batch are applied.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queued_request_past_its_step_budget_fails_alone() {
-    let h = Harness::start().await;
-    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
-        .await;
-    let runaway = json!([
-        "INSERT INTO n VALUES (2)",
-        "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
-    ])
-    .to_string();
+    let h = with_table_n().await;
+    let runaway = json!(["INSERT INTO n VALUES (2)", RUNAWAY_INSERT]).to_string();
     let (a, b, c) = tokio::join!(
         h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (1)"]"#),
         h.post("/db/execute?queue", &runaway),
         h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (3)"]"#),
     );
-    for r in [a, b, c] {
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    h.post_json("/db/execute?queue&wait&timeout=60s", "[]")
-        .await;
-    let status = h.get_json("/status").await;
-    let queue = &status["http"]["queue"]["_default"];
-    // Sent together, they were written in one batch (one entry): the case this is for.
-    assert_eq!(queue["batches"], json!(1), "{queue}");
+    let queue = &written_in_one_batch(&h, &[a, b, c]).await;
     // Both statements of the runaway request failed, none of the others.
     assert_eq!(queue["failed_statements"], json!(2), "{queue}");
     let rows = h
@@ -549,13 +559,8 @@ async fn a_queued_request_past_its_step_budget_fails_alone() {
 /// the whole batch failed).
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_requests_past_their_budgets_cost_only_the_tail_of_their_batch() {
-    let h = Harness::start().await;
-    h.post_json("/db/execute", r#"["CREATE TABLE n (x)"]"#)
-        .await;
-    let runaway = json!([
-        "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
-    ])
-    .to_string();
+    let h = with_table_n().await;
+    let runaway = json!([RUNAWAY_INSERT]).to_string();
     let (a, b, c, d, e, f, g) = tokio::join!(
         h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (1)"]"#),
         h.post("/db/execute?queue", &runaway),
@@ -566,14 +571,7 @@ async fn queued_requests_past_their_budgets_cost_only_the_tail_of_their_batch() 
         h.post("/db/execute?queue", r#"["INSERT INTO n VALUES (3)"]"#),
     );
     let answers = [a, b, c, d, e, f, g];
-    for r in &answers {
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    h.post_json("/db/execute?queue&wait&timeout=60s", "[]")
-        .await;
-    let status = h.get_json("/status").await;
-    let queue = &status["http"]["queue"]["_default"];
-    assert_eq!(queue["batches"], json!(1), "{queue}");
+    let queue = &written_in_one_batch(&h, &answers).await;
     // The requests' order in the batch is the order of their sequence numbers.
     let mut order: Vec<(u64, usize)> = answers
         .iter()

@@ -1407,29 +1407,47 @@ fn failed_virtual_table_writes_leave_running_and_restarted_nodes_alike() {
     );
 }
 
+/// A statement past its budget of 100 million VM instructions.
+const RUNAWAY_INSERT: &str = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+                              SELECT x + 1 FROM c) SELECT x FROM c";
+/// A statement of about 68 million VM instructions (a recursive count of 4 million
+/// rows): nine of them pass a batch's 600 million.
+const HEAVY_INSERT: &str = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+                            (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) \
+                            SELECT x FROM c)";
+
+/// A fresh state machine with a table `n (x)`.
+fn with_table_n() -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "state.db");
+    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
+    (dir, sm)
+}
+
+/// A queue's batch of requests: `statements`, `parts` giving each request's number.
+fn batch(statements: &[&str], parts: Vec<u32>) -> WriteRequest {
+    WriteRequest {
+        statements: statements.iter().map(|s| Statement::new(*s)).collect(),
+        transaction: false,
+        request_id: None,
+        parts,
+    }
+}
+
 /// A request of a batch of requests (a queue's) that runs past a step budget fails
 /// alone, every statement of it: the batch's other requests are applied.
 #[test]
 fn a_batched_request_past_its_step_budget_fails_alone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = open(&dir, "state.db");
-    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
-    let runaway = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 \
-                   FROM c) SELECT x FROM c";
+    let (dir, mut sm) = with_table_n();
     let statements = [
         "INSERT INTO n VALUES (1)",
         "INSERT INTO n VALUES (2)",
-        runaway,
+        RUNAWAY_INSERT,
         "INSERT INTO n VALUES (3)",
-        runaway,
+        RUNAWAY_INSERT,
         "INSERT INTO n VALUES (4)",
     ];
-    let request = WriteRequest {
-        statements: statements.iter().map(|s| Statement::new(*s)).collect(),
-        transaction: false,
-        request_id: None,
-        parts: vec![1, 2, 2, 1],
-    };
+    let request = batch(&statements, vec![1, 2, 2, 1]);
     let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
     let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
     assert_eq!(
@@ -1452,9 +1470,7 @@ fn a_batched_request_past_its_step_budget_fails_alone() {
 /// batch's other requests stand (found by a review: the whole batch failed).
 #[test]
 fn a_batched_request_that_fails_the_commit_fails_alone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = open(&dir, "state.db");
-    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
+    let (dir, mut sm) = with_table_n();
     apply_at(&mut sm, 0, &["CREATE VIRTUAL TABLE f USING fts4 (x)"]);
     for i in 0..17 {
         apply_at(&mut sm, 0, &[&format!("INSERT INTO f VALUES ('small{i}')")]);
@@ -1467,15 +1483,8 @@ fn a_batched_request_that_fails_the_commit_fails_alone() {
         "ALTER TABLE f RENAME TO g".to_string(),
         "INSERT INTO n VALUES (2)".to_string(),
     ];
-    let request = WriteRequest {
-        statements: statements
-            .iter()
-            .map(|s| Statement::new(s.as_str()))
-            .collect(),
-        transaction: false,
-        request_id: None,
-        parts: vec![1, 2, 1],
-    };
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let request = batch(&statements, vec![1, 2, 1]);
     let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
     let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
     assert_eq!(failed, [false, true, true, false], "{results:?}");
@@ -1495,27 +1504,18 @@ fn a_batched_request_that_fails_the_commit_fails_alone() {
 /// stops at the request that took it past, the ones before standing.
 #[test]
 fn a_batch_of_requests_keeps_what_it_can_past_its_runs_and_its_budget() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = open(&dir, "state.db");
-    apply_at(&mut sm, 0, &["CREATE TABLE n (x)"]);
-    let runaway = "INSERT INTO n WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 \
-                   FROM c) SELECT x FROM c";
+    let (dir, mut sm) = with_table_n();
     let statements = [
         "INSERT INTO n VALUES (1)",
-        runaway,
+        RUNAWAY_INSERT,
         "INSERT INTO n VALUES (2)",
-        runaway,
-        runaway,
+        RUNAWAY_INSERT,
+        RUNAWAY_INSERT,
         "INSERT INTO n VALUES (3)",
-        runaway,
+        RUNAWAY_INSERT,
         "INSERT INTO n VALUES (4)",
     ];
-    let request = WriteRequest {
-        statements: statements.iter().map(|s| Statement::new(*s)).collect(),
-        transaction: false,
-        request_id: None,
-        parts: vec![1; 8],
-    };
+    let request = batch(&statements, vec![1; 8]);
     let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
     let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
     assert_eq!(
@@ -1541,14 +1541,8 @@ fn a_batch_of_requests_keeps_what_it_can_past_its_runs_and_its_budget() {
 
     // About 68 million instructions each: the ninth takes the batch past its 600
     // million.
-    let heavy = "INSERT INTO n SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
-        (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) SELECT x FROM c)";
-    let request = WriteRequest {
-        statements: vec![Statement::new(heavy); 10],
-        transaction: false,
-        request_id: None,
-        parts: vec![1; 10],
-    };
+    let heavy = HEAVY_INSERT;
+    let request = batch(&[heavy; 10], vec![1; 10]);
     let (results, runs) = apply_counting_runs(&mut sm, 0, &request).expect("the batch is applied");
     // The ninth takes it past, and the tenth is not run: one run more, not two.
     assert_eq!(runs, 2);
