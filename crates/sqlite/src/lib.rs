@@ -51,8 +51,8 @@ mod state_machine;
 mod types;
 
 pub use apply::{
-    ApplyTxn, MAX_ABORTED_RUNS, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, WriteApplied, leave_out,
-    part_bounds,
+    ApplyTxn, MAX_ABORTED_RUNS, MAX_ERROR_BYTES, MAX_RETURNING_BYTES, MAX_TAIL_RUNS, WriteApplied,
+    leave_out, part_bounds,
 };
 pub use backup::backup;
 pub use clock::UtcTime;

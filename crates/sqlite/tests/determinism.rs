@@ -1470,33 +1470,49 @@ fn a_batched_request_past_its_step_budget_fails_alone() {
 /// batch's other requests stand (found by a review: the whole batch failed).
 #[test]
 fn a_batched_request_that_fails_the_commit_fails_alone() {
-    let (dir, mut sm) = with_table_n();
-    apply_at(&mut sm, 0, &["CREATE VIRTUAL TABLE f USING fts4 (x)"]);
-    for i in 0..17 {
-        apply_at(&mut sm, 0, &[&format!("INSERT INTO f VALUES ('small{i}')")]);
+    // Alone among others, and again behind four requests past their budgets: the run
+    // that leaves those out is the first to reach the commit (found by a review: the
+    // whole batch failed then).
+    for runaways in [0, 4] {
+        let (dir, mut sm) = with_table_n();
+        apply_at(&mut sm, 0, &["CREATE VIRTUAL TABLE f USING fts4 (x)"]);
+        for i in 0..17 {
+            apply_at(&mut sm, 0, &[&format!("INSERT INTO f VALUES ('small{i}')")]);
+        }
+        apply_at(&mut sm, 0, &["INSERT INTO f (f) VALUES ('automerge=2')"]);
+        let many: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+        let fill = format!("INSERT INTO f VALUES ('{}')", many.join(" "));
+        let mut statements = vec![
+            "INSERT INTO n VALUES (1)",
+            fill.as_str(),
+            "ALTER TABLE f RENAME TO g",
+            "INSERT INTO n VALUES (2)",
+        ];
+        statements.extend([RUNAWAY_INSERT; 4].iter().take(runaways));
+        statements.push("INSERT INTO n VALUES (3)");
+        let mut parts = vec![1, 2, 1];
+        parts.extend(vec![1; runaways + 1]);
+        let request = batch(&statements, parts);
+        let (results, runs) =
+            apply_counting_runs(&mut sm, 0, &request).expect("the batch is applied");
+        let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
+        let mut expected = vec![false, true, true, false];
+        // The fourth runaway's request and the one after it fail with it.
+        expected.extend(vec![true; runaways]);
+        expected.push(runaways == 4);
+        assert_eq!(failed, expected, "{runaways}: {results:?}");
+        assert_eq!(runs as usize, if runaways == 4 { 6 } else { 2 });
+        let path = dir.path().join("state.db");
+        let mut standing = vec![vec![Value::Integer(1)], vec![Value::Integer(2)]];
+        if runaways == 0 {
+            standing.push(vec![Value::Integer(3)]);
+        }
+        assert_eq!(rows(&path, "SELECT x FROM n ORDER BY x"), standing);
+        assert_eq!(
+            rows(&path, "SELECT count(*) FROM sqlite_schema WHERE name = 'f'"),
+            vec![vec![Value::Integer(1)]]
+        );
     }
-    apply_at(&mut sm, 0, &["INSERT INTO f (f) VALUES ('automerge=2')"]);
-    let many: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
-    let statements = [
-        "INSERT INTO n VALUES (1)".to_string(),
-        format!("INSERT INTO f VALUES ('{}')", many.join(" ")),
-        "ALTER TABLE f RENAME TO g".to_string(),
-        "INSERT INTO n VALUES (2)".to_string(),
-    ];
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-    let request = batch(&statements, vec![1, 2, 1]);
-    let results = apply_as_a_node_does(&mut sm, 0, &request).expect("the batch is applied");
-    let failed: Vec<bool> = results.iter().map(|r| r.error.is_some()).collect();
-    assert_eq!(failed, [false, true, true, false], "{results:?}");
-    let path = dir.path().join("state.db");
-    assert_eq!(
-        rows(&path, "SELECT x FROM n ORDER BY x"),
-        vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
-    );
-    assert_eq!(
-        rows(&path, "SELECT count(*) FROM sqlite_schema WHERE name = 'f'"),
-        vec![vec![Value::Integer(1)]]
-    );
 }
 
 /// More requests of a batch past their budgets than an entry has runs: those before the
@@ -1845,7 +1861,16 @@ fn an_entry_runs_at_most_max_aborted_runs_times() {
     let mut left_out: Vec<usize> = failed.iter().map(|(n, _)| *n).collect();
     left_out.sort_unstable();
     assert_eq!(left_out, [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]);
-    assert!(!leave_out(&mut failed, MAX_ABORTED_RUNS, found(3), &batch));
+    // And one more, without only what that run found (its commit failed).
+    assert!(leave_out(&mut failed, MAX_ABORTED_RUNS, found(3), &batch));
+    assert!(failed.iter().any(|(n, _)| *n == 3));
+    assert!(!failed.iter().any(|(n, _)| *n == 4));
+    assert!(!leave_out(
+        &mut failed,
+        MAX_ABORTED_RUNS + 1,
+        found(4),
+        &batch
+    ));
 }
 
 #[test]
