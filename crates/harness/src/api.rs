@@ -226,10 +226,22 @@ pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
-/// A port of loopback address `host` that was free a moment ago.
+/// A port of loopback address `host` that was free a moment ago, and that this process
+/// was not given before: the OS may give a port it just released again at once, and
+/// a test that asked for two (raft and HTTP) got the same one twice (seen in CI).
 pub fn free_port_on(host: &str) -> u16 {
-    std::net::TcpListener::bind((host, 0))
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind((host, 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }

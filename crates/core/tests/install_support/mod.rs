@@ -14,12 +14,9 @@ use sqlraft_core::supervisor::{SupervisedPaths, process_alive, read_live_pid};
 pub const BIN: &str = env!("CARGO_BIN_EXE_sqlraft-core");
 pub const FIRST_ID: &str = "00000000-0000-0000-0000-000000000000";
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never the same twice in this test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    sqlraft_harness::api::free_port()
 }
 
 /// `GET path` on `addr`: the status code and the body, or `None` when nothing answers.

@@ -436,10 +436,8 @@ impl Drop for Paused {
     }
 }
 
-/// A port of `ip` that was free a moment ago (bound on port 0, then released).
+/// A port of `ip` that was free a moment ago (bound on port 0, then released), never
+/// the same twice in this process ([`crate::api::free_port_on`]).
 pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    crate::api::free_port_on(ip)
 }
