@@ -275,14 +275,12 @@ impl ApplyTxn<'_> {
                     }
                     let started = std::time::Instant::now();
                     let outcome = match self.run(statement, &returning_left) {
-                        // A statement ran past its budget or its request's, and SQLite
-                        // rolled back the batch: of a batch of requests, that request
-                        // fails alone (every statement of it, none run), the others
-                        // run again.
-                        // Of a batch of requests, any failure that rolls the batch back
+                        // Of a batch of requests, a failure that rolls the batch back
                         // (a budget; a schema reset a virtual table's module failed)
-                        // fails that request alone (found by a review: one client's
-                        // request failed every other client's in the batch).
+                        // fails that request alone, every statement of it answered by
+                        // the error without running, and the others run again (found
+                        // by a review: one client's request failed every other
+                        // client's in the batch).
                         Err(SqliteError::BatchAborted(message)) if !request.parts.is_empty() => {
                             let message = clip(&message, MAX_ERROR_BYTES);
                             // Past the batch's own budget, the requests after it are
