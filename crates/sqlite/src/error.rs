@@ -34,8 +34,11 @@ pub enum SqliteError {
     ///   The request's other statements ran to the end, so every such statement of
     ///   the request is there;
     /// * every statement of one of the requests batched in the entry
-    ///   ([`WriteRequest::parts`](crate::WriteRequest::parts)) that ran past a step
-    ///   budget, which rolled back the whole batch: that request fails alone.
+    ///   ([`WriteRequest::parts`](crate::WriteRequest::parts)) that rolled back the
+    ///   whole batch (a step budget, a schema reset a module failed): that request
+    ///   fails alone; and, from [`ApplyTxn::commit`](crate::ApplyTxn::commit), every
+    ///   statement of the batched requests that wrote a virtual table, when the
+    ///   commit failed for one of them.
     ///
     /// `failed` holds each one's position in the entry's statements (counted from 0)
     /// and its result, the error it fails with. Drop the batch,

@@ -172,23 +172,13 @@ impl RaftLoop {
             let mut outcomes = Vec::with_capacity(end);
             for (k, (index, term, step)) in steps[..end].iter().enumerate() {
                 let outcome = match run_step(&mut txn, *index, step) {
-                    Err(NodeError::Query(SqliteError::BatchAborted(message))) => {
-                        tracing::warn!(index, %message, "entry rolled the batch back; recorded as failed");
-                        drop(txn);
-                        // What the connection keeps in memory of the rolled-back
-                        // statements goes too, on every node alike.
-                        self.sm.reopen()?;
-                        steps[k].2 =
-                            failed_step(std::mem::replace(&mut steps[k].2, Step::Skip), message);
-                        end = k + 1;
-                        continue 'batch;
-                    }
-                    Err(NodeError::Query(SqliteError::StatementsAborted { failed: more })) => {
+                    Err(NodeError::Query(
+                        aborted @ (SqliteError::BatchAborted(_)
+                        | SqliteError::StatementsAborted { .. }),
+                    )) => {
                         let index = *index;
                         drop(txn);
-                        self.sm.reopen()?;
-                        let step = std::mem::replace(&mut steps[k].2, Step::Skip);
-                        steps[k].2 = rerun_without(index, step, more);
+                        self.run_again(index, &mut steps[k].2, aborted, false)?;
                         end = k + 1;
                         continue 'batch;
                     }
@@ -201,27 +191,13 @@ impl RaftLoop {
                 }
             }
             match txn.commit() {
-                Err(SqliteError::BatchAborted(message)) if !outcomes.is_empty() => {
-                    // The last entry run made the commit fail (see `ApplyTxn::commit`).
+                // The last entry run made the commit fail (see `ApplyTxn::commit`).
+                Err(
+                    aborted
+                    @ (SqliteError::BatchAborted(_) | SqliteError::StatementsAborted { .. }),
+                ) if !outcomes.is_empty() => {
                     let k = outcomes.len() - 1;
-                    tracing::warn!(index = steps[k].0, %message, "entry failed the batch's commit; recorded as failed");
-                    self.sm.reopen()?;
-                    steps[k].2 =
-                        failed_step(std::mem::replace(&mut steps[k].2, Step::Skip), message);
-                    end = k + 1;
-                    continue 'batch;
-                }
-                // Of a batch of requests, those that wrote a virtual table made it fail.
-                Err(SqliteError::StatementsAborted { failed: more }) if !outcomes.is_empty() => {
-                    let k = outcomes.len() - 1;
-                    let index = steps[k].0;
-                    tracing::warn!(
-                        index,
-                        "requests of a batch failed the commit; applied again without them"
-                    );
-                    self.sm.reopen()?;
-                    let step = std::mem::replace(&mut steps[k].2, Step::Skip);
-                    steps[k].2 = rerun_without(index, step, more);
+                    self.run_again(steps[k].0, &mut steps[k].2, aborted, true)?;
                     end = k + 1;
                     continue 'batch;
                 }
@@ -232,6 +208,31 @@ impl RaftLoop {
             return Ok(outcomes);
         }
     }
+    /// Entry `index` rolled its batch back (`aborted`, while it ran or `at_commit`): the
+    /// connection is reopened, so that what it keeps in memory of the rolled-back
+    /// statements goes too, on every node alike, and `step` becomes what the entry is
+    /// applied as next: without the statements `StatementsAborted` names (see
+    /// [`rerun_without`]), or failed whole.
+    fn run_again(
+        &mut self,
+        index: u64,
+        step: &mut Step,
+        aborted: SqliteError,
+        at_commit: bool,
+    ) -> Result<()> {
+        self.sm.reopen()?;
+        let taken = std::mem::replace(step, Step::Skip);
+        *step = match aborted {
+            SqliteError::StatementsAborted { failed } => rerun_without(index, taken, failed),
+            SqliteError::BatchAborted(message) => {
+                tracing::warn!(index, at_commit, %message, "entry rolled the batch back; recorded as failed");
+                failed_step(taken, message)
+            }
+            other => return Err(other.into()),
+        };
+        Ok(())
+    }
+
     /// Re-reads the members after a configuration change and updates the transport
     /// and the set of removed ids.
     pub(super) fn reload_members(&mut self) -> Result<()> {
