@@ -9,6 +9,8 @@ only_build=false
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# jemalloc (the binary's allocator) is built with make.
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 if ! $only_build; then
   # The module-cycle check and the client tests run Python.
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
