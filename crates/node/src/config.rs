@@ -83,12 +83,10 @@ impl NodeConfig {
 /// it: a follower that lags by less catches up from the log, one that lags by more is
 /// sent the snapshot.
 ///
-/// The defaults follow etcd 3.2 and later (a snapshot every 100,000 entries, 5,000
-/// entries kept for followers that lag): the log's memory (about 32 bytes per entry
-/// held, besides the log's cache) and disk stay bounded by 105,000 entries or
-/// `log_bytes` plus one segment, whatever the history. A snapshot copies the whole
-/// database; at 10,000 entries (the default before) 32 writers made every node copy it
-/// more than once a second. `log_bytes` (64 MiB)
+/// The defaults are etcd's before 3.2 (a snapshot every 10,000 entries, 5,000 kept for
+/// followers that lag): the log's memory (about 32 bytes per entry held) and disk stay
+/// bounded by 15,000 entries or `log_bytes` plus one segment, whatever the history, and
+/// a snapshot of a small database costs milliseconds at that rate. `log_bytes` (64 MiB)
 /// bounds the log when entries are large, so that a node restarting replays at most
 /// that much.
 #[derive(Debug, Clone)]
@@ -104,7 +102,7 @@ pub struct SnapshotOptions {
 impl Default for SnapshotOptions {
     fn default() -> Self {
         SnapshotOptions {
-            entries: 100_000,
+            entries: 10_000,
             log_bytes: 64 << 20,
             trailing_entries: 5_000,
         }
