@@ -6,9 +6,10 @@ use clap::Parser;
 use sqlraft_core::CoreError;
 use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
-/// jemalloc rather than glibc's allocator: 5-7% less CPU per write under 32 writers,
-/// at the same resident memory (docs/PERFORMANCE.md). mimalloc was as fast but doubled
-/// an idle node's memory. A service that links the library chooses its own allocator.
+/// jemalloc rather than glibc's allocator: 5-7% less CPU per write under 32 writers, at
+/// about the same resident memory under steady load; after a burst it keeps more than
+/// glibc for a while (docs/PERFORMANCE.md). mimalloc was as fast but doubled an idle
+/// node's memory. A service that links the library chooses its own allocator.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
