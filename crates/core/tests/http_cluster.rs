@@ -126,7 +126,7 @@ async fn status_nodes_readyz_and_metrics() {
             .parse()
             .expect("a number")
     };
-    for stage in ["queue", "commit", "apply"] {
+    for stage in ["queue", "commit", "apply", "reply"] {
         let count = sample(&format!(
             "sqlraft_write_stage_seconds_count{{stage=\"{stage}\"}}"
         ));

@@ -128,12 +128,17 @@ impl Handle {
                 index,
                 results,
                 seconds,
-            }))) => Ok(WriteOutcome {
-                results,
-                raft_index: index,
-                applied_here: true,
-                seconds,
-            }),
+                answered,
+            }))) => {
+                let reply = answered.elapsed().as_secs_f64();
+                self.metrics.write_reply.observe(reply);
+                Ok(WriteOutcome {
+                    results,
+                    raft_index: index,
+                    applied_here: true,
+                    seconds,
+                })
+            }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.stopped()),
             Err(_) => Err(self.not_applied_in_time()),

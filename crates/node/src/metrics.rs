@@ -26,11 +26,13 @@ pub struct Metrics {
     registry: Registry,
     /// Seconds a write spent in each stage on the leader (`sqlraft_write_stage_seconds`):
     /// `queue` (handed to the loop until the loop took it), `commit` (proposed until
-    /// committed and persisted here), `apply` (its apply transaction). Each series is
-    /// looked up once, here: every write observes them on the raft thread.
+    /// committed and persisted here), `apply` (its apply transaction), `reply` (the
+    /// loop answered until the waiting request took the answer: waking its task).
+    /// Each series is looked up once, here: every write observes them.
     pub(crate) write_queue: Histogram,
     pub(crate) write_commit: Histogram,
     pub(crate) write_apply: Histogram,
+    pub(crate) write_reply: Histogram,
     /// Seconds of one log write, `fdatasync` included.
     pub(crate) log_write: Histogram,
     /// Seconds of one apply transaction.
@@ -86,7 +88,7 @@ impl Metrics {
         };
         let write_stage = histogram_vec(
             "sqlraft_write_stage_seconds",
-            "Seconds a write spent in each stage on the leader: queue (waiting for the raft loop), commit (proposed until committed and persisted here), apply (its apply transaction).",
+            "Seconds a write spent in each stage on the leader: queue (waiting for the raft loop), commit (proposed until committed and persisted here), apply (its apply transaction), reply (the raft loop answered until the request took the answer).",
             "stage",
         );
         let read = histogram_vec(
@@ -98,6 +100,7 @@ impl Metrics {
             write_queue: write_stage.with_label_values(&["queue"]),
             write_commit: write_stage.with_label_values(&["commit"]),
             write_apply: write_stage.with_label_values(&["apply"]),
+            write_reply: write_stage.with_label_values(&["reply"]),
             read_levels: ["local", "linearizable", "strong"].map(|l| read.with_label_values(&[l])),
             log_write: histogram(
                 "sqlraft_log_write_seconds",

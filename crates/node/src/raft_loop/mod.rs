@@ -124,6 +124,8 @@ pub(crate) struct Applied {
     pub results: Vec<StatementResult>,
     /// Seconds each statement took on this node.
     pub seconds: Vec<f64>,
+    /// When the raft loop answered, for the `reply` stage of the write metrics.
+    pub answered: Instant,
 }
 
 /// The outcome of an applied administrative change.

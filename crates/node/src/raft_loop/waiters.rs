@@ -259,6 +259,7 @@ impl Waiters {
                 index,
                 results,
                 seconds,
+                answered: Instant::now(),
             }));
         } else if let Some(p) = admin {
             let result = match outcome {
