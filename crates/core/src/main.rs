@@ -7,9 +7,11 @@ use sqlraft_core::CoreError;
 use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
 /// jemalloc rather than glibc's allocator: 5-7% less CPU per write under 32 writers, at
-/// about the same resident memory under steady load; after a burst it keeps more than
-/// glibc for a while (docs/PERFORMANCE.md). mimalloc was as fast but doubled an idle
-/// node's memory. A service that links the library chooses its own allocator.
+/// about the same resident memory under steady load. It is built with one background
+/// thread (`.cargo/config.toml`) that gives memory freed after a burst back within
+/// seconds; without it jemalloc kept more than glibc after a burst (docs/PERFORMANCE.md).
+/// mimalloc was as fast but doubled an idle node's memory. A service that links the
+/// library chooses its own allocator.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -346,6 +346,41 @@ fn run_lays_out_its_directory_stops_on_sigterm_and_restarts() {
     assert!(stderr.contains("belongs to service"), "{stderr}");
 }
 
+/// The binary's allocator is built to give memory back after a burst: jemalloc's
+/// background thread runs in a started service (`.cargo/config.toml`).
+#[test]
+fn the_allocator_gives_memory_back_from_a_background_thread() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut service = spawn(FIRST_SERVICE_ID, root.path(), None, &[]);
+    service.wait_ready();
+    service.post("/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#);
+    let tasks = PathBuf::from(format!("/proc/{}/task", service.guard.child().id()));
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&tasks)
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .map(|name| name.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = names();
+    while !seen.iter().any(|n| n == "jemalloc_bg_thd") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = names();
+    }
+    assert_eq!(
+        seen.iter().filter(|n| *n == "jemalloc_bg_thd").count(),
+        1,
+        "threads: {seen:?}"
+    );
+    service.guard.sigterm();
+    let (ok, stderr) = service.finish(TIMEOUT);
+    assert!(ok, "{stderr}");
+}
+
 #[test]
 fn joining_fails_cleanly_when_unreachable_or_the_id_is_taken() {
     let root = tempfile::tempdir().expect("temp dir");
