@@ -7,9 +7,10 @@ use sqlraft_core::CoreError;
 use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryCommand, validate_run};
 
 /// jemalloc rather than glibc's allocator: 5-7% less CPU per write under 32 writers, at
-/// about the same resident memory under steady load. It is built with one background
-/// thread (`.cargo/config.toml`) that gives memory freed after a burst back within
-/// seconds; without it jemalloc kept more than glibc after a burst (docs/PERFORMANCE.md).
+/// about the same resident memory under steady load. It runs one background thread
+/// (crates/core/Cargo.toml, `.cargo/config.toml`) that gives memory freed after a burst
+/// back over the next 10-20 s; without it jemalloc kept its peak after a burst
+/// (docs/PERFORMANCE.md).
 /// mimalloc was as fast but doubled an idle node's memory. A service that links the
 /// library chooses its own allocator.
 #[global_allocator]
