@@ -10,9 +10,8 @@ use sqlraft_core::cli::{AuthCommand, CertsCommand, Cli, Command, InventoryComman
 /// about the same resident memory under steady load. It runs one background thread
 /// (crates/core/Cargo.toml, `.cargo/config.toml`) that gives memory freed after a burst
 /// back over the next 10-20 s; without it jemalloc kept its peak after a burst
-/// (docs/PERFORMANCE.md).
-/// mimalloc was as fast but doubled an idle node's memory. A service that links the
-/// library chooses its own allocator.
+/// (docs/PERFORMANCE.md). mimalloc was as fast but doubled an idle node's memory. A
+/// service that links the library chooses its own allocator.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

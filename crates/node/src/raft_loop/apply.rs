@@ -208,6 +208,7 @@ impl RaftLoop {
             return Ok(outcomes);
         }
     }
+
     /// Entry `index` rolled its batch back (`aborted`, while it ran or `at_commit`): the
     /// connection is reopened, so that what it keeps in memory of the rolled-back
     /// statements goes too, on every node alike, and `step` becomes what the entry is
