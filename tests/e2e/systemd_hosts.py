@@ -384,8 +384,9 @@ class Api:
 
 
 def voters(api, host):
+    """The voters `host` knows of, None while a change of voters is under way."""
     code, status = api.get(f"{host.url}/status")
-    if code != 200 or not isinstance(status, dict):
+    if code != 200 or not isinstance(status, dict) or status.get("voters_outgoing"):
         return None
     return status.get("voters")
 

@@ -57,6 +57,7 @@ fn status_json(state: &AppState) -> Json {
         "raft_addr": node.raft_addr(),
         "http_addr": http_addr,
         "voters": s.voters,
+        "voters_outgoing": s.voters_outgoing,
         "learners": s.learners,
         "ready": ready,
         "log": {

@@ -195,6 +195,7 @@ mod tests {
             snapshot: None,
             snapshots_installed: 0,
             voters: vec![1, 2, 3],
+            voters_outgoing: Vec::new(),
             learners: Vec::new(),
             members: Vec::new(),
         }

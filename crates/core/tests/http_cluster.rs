@@ -20,6 +20,7 @@ async fn status_nodes_readyz_and_metrics() {
         "raft_addr": h.node.raft_addr(),
         "http_addr": h.http,
         "voters": [1],
+        "voters_outgoing": [],
         "learners": [],
         "ready": true,
     });

@@ -57,7 +57,8 @@ pub fn fast_config(service_id: &str, dir: PathBuf, listen: &str) -> NodeConfig {
 
 impl Cluster {
     /// Bootstraps one node, then joins `size - 1` more one by one and waits for the
-    /// voters to settle.
+    /// voters to settle: every node sees them all, outside a joint configuration (in
+    /// which an election would still need the first node).
     pub async fn new(size: usize) -> Cluster {
         Cluster::with_config(size, |_| {}).await
     }
@@ -94,7 +95,9 @@ impl Cluster {
             .wait("voters settle", |c| {
                 c.live().all(|n| {
                     let s = n.status();
-                    s.voters.len() == expected_voters && s.leader_id != 0
+                    s.voters.len() == expected_voters
+                        && s.voters_outgoing.is_empty()
+                        && s.leader_id != 0
                 })
             })
             .await;

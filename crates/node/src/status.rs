@@ -80,6 +80,10 @@ pub struct Status {
     pub snapshots_installed: u64,
     /// Voting members.
     pub voters: Vec<u64>,
+    /// While a change of voters is under way (raft's joint configuration), the voters
+    /// being left; empty otherwise. Until it is empty, an election or a commit needs a
+    /// majority of these as well as of [`Status::voters`].
+    pub voters_outgoing: Vec<u64>,
     /// Learners.
     pub learners: Vec<u64>,
     /// Every member with its address.

@@ -441,7 +441,10 @@ async fn a_node_restarted_behind_membership_changes_joins_the_new_majority() {
     cluster.add_node().await;
     cluster
         .wait("five voters", |c| {
-            c.live().all(|n| n.status().voters.len() == 5)
+            c.live().all(|n| {
+                let s = n.status();
+                s.voters.len() == 5 && s.voters_outgoing.is_empty()
+            })
         })
         .await;
     write_ok(cluster.node(3), "INSERT INTO t VALUES (1)").await;

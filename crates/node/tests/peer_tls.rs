@@ -510,7 +510,10 @@ async fn a_node_that_was_down_while_a_member_joined_follows_it_as_leader() {
     cluster.add_node().await;
     cluster
         .wait("five voters", |c| {
-            c.live().all(|n| n.status().voters.len() == 5)
+            c.live().all(|n| {
+                let s = n.status();
+                s.voters.len() == 5 && s.voters_outgoing.is_empty()
+            })
         })
         .await;
     // Leadership to a member that joined while node 2 was down.

@@ -111,6 +111,43 @@ async fn joining_one_by_one_keeps_the_voter_count_odd() {
     cluster.shutdown().await;
 }
 
+/// While a change of voters is under way (raft's joint configuration) the status names
+/// the voters being left, and an election still needs them: a cluster has not settled
+/// before the change ends. The first node's messages to the members that join are held
+/// back, so the change lasts at least two of those delays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_voters_names_the_voters_it_leaves_until_it_ends() {
+    init_logging();
+    let mut cluster = Cluster::new(1).await;
+    let first = cluster.node(0).clone();
+    // Raft ids are given out in order: the members that join are 2 and 3.
+    for joining in [2, 3] {
+        first
+            .transport()
+            .set_link_fault(joining, LinkFault::delayed(150));
+    }
+    let mut status = first.watch_status();
+    cluster.add_node().await;
+    cluster.add_node().await;
+    let joint = tokio::time::timeout(WAIT, status.wait_for(|s| !s.voters_outgoing.is_empty()))
+        .await
+        .expect("a joint configuration in time")
+        .expect("the node runs")
+        .clone();
+    assert_eq!(joint.voters, vec![1, 2, 3], "{joint:?}");
+    assert_eq!(joint.voters_outgoing, vec![first.raft_id()], "{joint:?}");
+    // The change ends on its own, on every node.
+    cluster
+        .wait("the change of voters ends", |c| {
+            c.live().all(|n| {
+                let s = n.status();
+                s.voters.len() == 3 && s.voters_outgoing.is_empty()
+            })
+        })
+        .await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_serves_local_reads() {
     let mut cluster = Cluster::new(1).await;

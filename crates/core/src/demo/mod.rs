@@ -198,14 +198,17 @@ impl Demo {
         for _ in 0..count {
             self.add().await?;
         }
-        // Joined learners are promoted in pairs; wait until every node sees all voters.
+        // Joined learners are promoted in pairs; wait until every node sees all voters,
+        // the change of voters finished.
         for node in &mut self.children.0 {
             node.wait_until("settled", "/status", |status, body| {
                 status == 200
                     && serde_json::from_slice::<serde_json::Value>(body)
                         .ok()
-                        .and_then(|s| s["voters"].as_array().map(Vec::len))
-                        == Some(count)
+                        .is_some_and(|s| {
+                            s["voters"].as_array().map(Vec::len) == Some(count)
+                                && s["voters_outgoing"].as_array().is_some_and(Vec::is_empty)
+                        })
             })
             .await?;
         }

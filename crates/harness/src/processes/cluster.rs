@@ -73,7 +73,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every running node reports `voters` voters and the same leader.
+    /// Waits until every running node reports `voters` voters, outside a joint
+    /// configuration, and the same leader.
     pub fn wait_voters(&self, voters: usize) {
         self.wait_until(
             &format!("{voters} voters and one leader on every node"),
@@ -87,6 +88,7 @@ impl Cluster {
                 !leader.is_empty()
                     && statuses.iter().all(|s| {
                         s["voters"].as_array().map(Vec::len) == Some(voters)
+                            && s["voters_outgoing"].as_array().is_some_and(Vec::is_empty)
                             && s["leader_id"].as_str() == Some(leader)
                     })
             },

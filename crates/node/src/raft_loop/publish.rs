@@ -100,6 +100,7 @@ impl RaftLoop {
             snapshot: self.snapshots.latest.clone(),
             snapshots_installed: self.snapshots.installed,
             voters: conf.voters,
+            voters_outgoing: conf.voters_outgoing,
             learners: conf.learners,
             members,
         };

@@ -84,6 +84,7 @@ pub(crate) fn initial_status(identity: &Identity, applied: u64) -> Status {
         snapshot: None,
         snapshots_installed: 0,
         voters: Vec::new(),
+        voters_outgoing: Vec::new(),
         learners: Vec::new(),
         members: Vec::new(),
     }
