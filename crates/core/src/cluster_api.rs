@@ -7,8 +7,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
-use sqlraft::Role;
 use sqlraft::naming::{host_of, service_name};
+use sqlraft::{Role, Status};
 
 use crate::auth::Perm;
 use crate::cluster_view::{live_members, readiness, role_name};
@@ -35,6 +35,15 @@ fn rqlite_state(role: Role) -> &'static str {
     }
 }
 
+/// The raft ids with a vote: a voter being left in a joint configuration still votes
+/// (as `/nodes` counts it).
+fn voting(s: &Status) -> Vec<u64> {
+    let mut voting: Vec<u64> = s.voters.iter().chain(&s.voters_outgoing).copied().collect();
+    voting.sort_unstable();
+    voting.dedup();
+    voting
+}
+
 fn status_json(state: &AppState) -> Json {
     let node = &state.node;
     let s = node.status();
@@ -42,7 +51,8 @@ fn status_json(state: &AppState) -> Json {
     let own = s.members.iter().find(|m| m.raft_id == s.raft_id);
     let http_addr = own.map_or("", |m| m.http_addr.as_str());
     let ready = readiness(&s).is_ok();
-    let voter = s.voters.contains(&s.raft_id);
+    let voting = voting(&s);
+    let voter = voting.contains(&s.raft_id);
     json!({
         "id": s.service_id,
         "raft_id": s.raft_id,
@@ -86,7 +96,7 @@ fn status_json(state: &AppState) -> Json {
                 "applied_index": s.applied_index,
                 "last_log_index": s.last_index,
                 "voter": voter,
-                "num_peers": s.voters.len().saturating_sub(usize::from(voter)),
+                "num_peers": voting.len().saturating_sub(usize::from(voter)),
             },
             "nodes": s.members.iter().map(|m| json!({
                 "id": m.service_id,
@@ -273,4 +283,19 @@ async fn nodes(State(state): State<AppState>, Query(query): Query<NodesQuery>) -
     };
     let pretty = query.pretty.as_deref().is_some_and(crate::state::flag_on);
     json_response(StatusCode::OK, &body, pretty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_voter_being_left_still_votes() {
+        let mut s = crate::cluster_view::tests::status(5, 5, 5, 1);
+        assert_eq!(voting(&s), vec![1, 2, 3]);
+        // 2 is being removed: {1, 3} joint with {1, 2, 3}.
+        s.voters = vec![1, 3];
+        s.voters_outgoing = vec![1, 2, 3];
+        assert_eq!(voting(&s), vec![1, 2, 3]);
+    }
 }

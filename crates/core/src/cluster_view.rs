@@ -176,10 +176,10 @@ pub(crate) async fn live_members(node: &Node, timeout: Duration) -> (Status, Vec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn status(applied: u64, commit: u64, leader_commit: u64, leader_id: u64) -> Status {
+    pub(crate) fn status(applied: u64, commit: u64, leader_commit: u64, leader_id: u64) -> Status {
         Status {
             raft_id: 2,
             service_id: "s".into(),
