@@ -383,12 +383,16 @@ class Api:
         return parsed
 
 
-def voters(api, host):
-    """The voters `host` knows of, None while a change of voters is under way."""
-    code, status = api.get(f"{host.url}/status")
-    if code != 200 or not isinstance(status, dict) or status.get("voters_outgoing"):
-        return None
-    return status.get("voters")
+def voters(api, host, *others):
+    """The voters `host` knows of; None while `host` or one of `others` is in a change
+    of voters (a binary without `voters_outgoing` cannot tell, and counts as settled)."""
+    statuses = []
+    for h in (host, *others):
+        code, status = api.get(f"{h.url}/status")
+        if code != 200 or not isinstance(status, dict) or status.get("voters_outgoing"):
+            return None
+        statuses.append(status)
+    return statuses[0].get("voters")
 
 
 def count_rows(api, host, level="none", where="1"):
@@ -653,7 +657,8 @@ def scenario(lab, binary, old_binary, venv):
     # Further services: created over REST, installed with the printed command.
     ids = {"core-2": join_service(lab, api, core2, False),
            "core-3": join_service(lab, api, core3, False)}
-    three = eventually("3 voters", lambda: (v := voters(api, core1)) and len(v) == 3 and v,
+    three = eventually("3 voters",
+                       lambda: (v := voters(api, core1, core2, core3)) and len(v) == 3 and v,
                        timeout=90)
     check(len(three) == 3, f"a cluster of 3 voters: {three}")
     check(versions(api, core1) == [old_version] * 3, f"every member runs {old_version}")
@@ -780,7 +785,8 @@ def scenario(lab, binary, old_binary, venv):
     ids["core-3 again"] = join_service(lab, api, core3, True)
     check(core3.ssh("ps -o user= -C sqlraft-core | sort -u").stdout.split() == ["sqlraft"],
           "core-3: the new service runs as the user sqlraft")
-    back = eventually("3 voters again", lambda: (v := voters(api, core1)) and len(v) == 3 and v,
+    back = eventually("3 voters again",
+                      lambda: (v := voters(api, core1, core2, core3)) and len(v) == 3 and v,
                       timeout=90)
     rows = count_rows(api, core1, "linearizable")
     eventually("core-3 has every row", lambda: count_rows(api, core3) == rows, timeout=60)
@@ -826,7 +832,8 @@ def scenario(lab, binary, old_binary, venv):
     join_service(lab, api, core2, True)
     join_service(lab, api, core3, True)
     final = eventually("3 voters after the recovery",
-                       lambda: (v := voters(api, core1)) and len(v) == 3 and v, timeout=90)
+                       lambda: (v := voters(api, core1, core2, core3)) and len(v) == 3 and v,
+                       timeout=90)
     rows = count_rows(api, core1, "linearizable")
     for host in (core2, core3):
         eventually(f"{host.name} has every row", lambda h=host: count_rows(api, h) == rows,

@@ -80,13 +80,14 @@ pub fn start_cluster(root: &Path, size: usize, flags: &[&str]) -> Result<Vec<Cor
         nodes.push(start_node(root, i, Some((&admin, &join)), flags)?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Outside a joint configuration: until it is left, an election still needs the
-    // first node, and the faults start now.
+    // On every node, outside a joint configuration: until a node has left it, its
+    // elections still need the first node, and the faults start now. (A binary
+    // without `voters_outgoing` cannot tell, and counts as settled.)
     let settled = |s: Json| {
         s["voters"].as_array().map(Vec::len) == Some(size)
-            && s["voters_outgoing"].as_array().is_some_and(Vec::is_empty)
+            && s["voters_outgoing"].as_array().is_none_or(Vec::is_empty)
     };
-    while !settled(status(&nodes[0])) {
+    while !nodes.iter().all(|n| settled(status(n))) {
         if Instant::now() > deadline {
             return Err(format!("no {size} voters within 60 s"));
         }

@@ -78,13 +78,14 @@ pub struct Status {
     pub snapshot: Option<SnapshotInfo>,
     /// Snapshots installed from the leader since this node started.
     pub snapshots_installed: u64,
-    /// Voting members.
+    /// Voting members, in raft id order.
     pub voters: Vec<u64>,
     /// While a change of voters is under way (raft's joint configuration), the voters
-    /// being left; empty otherwise. Until it is empty, an election or a commit needs a
-    /// majority of these as well as of [`Status::voters`].
+    /// of the configuration before it, those that stay included; empty otherwise.
+    /// Until it is empty, an election or a commit needs a majority of these as well as
+    /// of [`Status::voters`].
     pub voters_outgoing: Vec<u64>,
-    /// Learners.
+    /// Learners, in raft id order.
     pub learners: Vec<u64>,
     /// Every member with its address.
     pub members: Vec<MemberStatus>,

@@ -49,7 +49,11 @@ impl Outbox {
 impl RaftLoop {
     pub(super) fn publish(&self) {
         let raft = &self.raw.raft;
-        let conf: ConfState = raft.prs().conf().to_conf_state();
+        let mut conf: ConfState = raft.prs().conf().to_conf_state();
+        // raft-rs gives them in its sets' order.
+        conf.voters.sort_unstable();
+        conf.voters_outgoing.sort_unstable();
+        conf.learners.sort_unstable();
         let me = raft.id;
         let role = match raft.state {
             StateRole::Leader => Role::Leader,
