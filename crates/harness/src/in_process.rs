@@ -57,8 +57,7 @@ pub fn fast_config(service_id: &str, dir: PathBuf, listen: &str) -> NodeConfig {
 
 impl Cluster {
     /// Bootstraps one node, then joins `size - 1` more one by one and waits for the
-    /// voters to settle: every node sees them all, outside a joint configuration (in
-    /// which an election would still need the first node).
+    /// voters to settle ([`Cluster::wait_voters`]).
     pub async fn new(size: usize) -> Cluster {
         Cluster::with_config(size, |_| {}).await
     }
@@ -91,17 +90,21 @@ impl Cluster {
         } else {
             size
         };
+        cluster.wait_voters(expected_voters).await;
         cluster
-            .wait("voters settle", |c| {
-                c.live().all(|n| {
-                    let s = n.status();
-                    s.voters.len() == expected_voters
-                        && s.voters_outgoing.is_empty()
-                        && s.leader_id != 0
-                })
+    }
+
+    /// Waits until every live node knows a leader and `voters` voters, outside a joint
+    /// configuration: until a node has left it, its elections still need the voters
+    /// before the change (growing from one voter, the first node).
+    pub async fn wait_voters(&self, voters: usize) {
+        self.wait(&format!("{voters} voters settle"), |c| {
+            c.live().all(|n| {
+                let s = n.status();
+                s.voters.len() == voters && s.voters_outgoing.is_empty() && s.leader_id != 0
             })
-            .await;
-        cluster
+        })
+        .await;
     }
 
     /// Starts a new node: the first one bootstraps, the others join node 0 (or any

@@ -439,14 +439,7 @@ async fn a_node_restarted_behind_membership_changes_joins_the_new_majority() {
     cluster.stop(behind).await;
     cluster.add_node().await;
     cluster.add_node().await;
-    cluster
-        .wait("five voters", |c| {
-            c.live().all(|n| {
-                let s = n.status();
-                s.voters.len() == 5 && s.voters_outgoing.is_empty()
-            })
-        })
-        .await;
+    cluster.wait_voters(5).await;
     write_ok(cluster.node(3), "INSERT INTO t VALUES (1)").await;
     for i in 0..3 {
         if i != behind {

@@ -508,14 +508,7 @@ async fn a_node_that_was_down_while_a_member_joined_follows_it_as_leader() {
     cluster.stop(2).await;
     cluster.add_node().await;
     cluster.add_node().await;
-    cluster
-        .wait("five voters", |c| {
-            c.live().all(|n| {
-                let s = n.status();
-                s.voters.len() == 5 && s.voters_outgoing.is_empty()
-            })
-        })
-        .await;
+    cluster.wait_voters(5).await;
     // Leadership to a member that joined while node 2 was down.
     let newcomer = cluster.node(3).raft_id();
     let deadline = Instant::now() + Duration::from_secs(20);

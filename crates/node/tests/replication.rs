@@ -114,8 +114,8 @@ async fn joining_one_by_one_keeps_the_voter_count_odd() {
 }
 
 /// While a change of voters is under way (raft's joint configuration) the status names
-/// the voters being left, and an election still needs them: a cluster has not settled
-/// before the change ends. The first node's messages to the members that join are held
+/// the voters of the configuration before it, and an election still needs a majority of
+/// them: a cluster has not settled before the change ends. The first node's messages to the members that join are held
 /// back, so the change lasts at least two of those delays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_of_voters_names_the_voters_it_leaves_until_it_ends() {
@@ -139,14 +139,7 @@ async fn a_change_of_voters_names_the_voters_it_leaves_until_it_ends() {
     assert_eq!(joint.voters, vec![1, 2, 3], "{joint:?}");
     assert_eq!(joint.voters_outgoing, vec![first.raft_id()], "{joint:?}");
     // The change ends on its own, on every node.
-    cluster
-        .wait("the change of voters ends", |c| {
-            c.live().all(|n| {
-                let s = n.status();
-                s.voters.len() == 3 && s.voters_outgoing.is_empty()
-            })
-        })
-        .await;
+    cluster.wait_voters(3).await;
     cluster.shutdown().await;
 }
 
