@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 use sqlraft_harness::http;
 use sqlraft_harness::processes::FIRST_SERVICE_ID;
-use sqlraft_harness::processes::cluster::{create_service, loopback_host};
+use sqlraft_harness::processes::cluster::{create_service, loopback_host, settled_voters};
 use sqlraft_harness::processes::process::{CoreProcess, free_port};
 
 /// Bytes of the files under `dir`, recursively.
@@ -80,14 +80,8 @@ pub fn start_cluster(root: &Path, size: usize, flags: &[&str]) -> Result<Vec<Cor
         nodes.push(start_node(root, i, Some((&admin, &join)), flags)?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    // On every node, outside a joint configuration: until a node has left it, its
-    // elections still need the first node, and the faults start now. (A binary
-    // without `voters_outgoing` cannot tell, and counts as settled.)
-    let settled = |s: Json| {
-        s["voters"].as_array().map(Vec::len) == Some(size)
-            && s["voters_outgoing"].as_array().is_none_or(Vec::is_empty)
-    };
-    while !nodes.iter().all(|n| settled(status(n))) {
+    // On every node: the faults start now.
+    while !nodes.iter().all(|n| settled_voters(&status(n), size)) {
         if Instant::now() > deadline {
             return Err(format!("no {size} voters within 60 s"));
         }

@@ -88,10 +88,7 @@ impl Cluster {
                 let leader = statuses[0]["leader_id"].as_str().unwrap_or_default();
                 !leader.is_empty()
                     && statuses.iter().all(|s| {
-                        s["voters"].as_array().map(Vec::len) == Some(voters)
-                            // A binary from before the field cannot tell: settled.
-                            && s["voters_outgoing"].as_array().is_none_or(Vec::is_empty)
-                            && s["leader_id"].as_str() == Some(leader)
+                        settled_voters(s, voters) && s["leader_id"].as_str() == Some(leader)
                     })
             },
         );
@@ -263,6 +260,16 @@ impl Drop for Cluster {
 /// The host of node `i`: `127.0.0.<i + 1>`. Every node is on the loopback interface,
 /// each with an address of its own, because the services registry admits one service
 /// per host name (a second service on 127.0.0.1 would be refused).
+/// True when a node's `/status` names `voters` voters outside a joint configuration
+/// (`voters_outgoing` empty: until then its elections still need the voters before the
+/// change). A binary from before the field cannot tell, and counts as settled.
+pub fn settled_voters(status: &Json, voters: usize) -> bool {
+    status["voters"].as_array().map(Vec::len) == Some(voters)
+        && status["voters_outgoing"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+}
+
 pub fn loopback_host(i: usize) -> String {
     assert!(i < 254, "at most 254 nodes on 127.0.0.0/24");
     format!("127.0.0.{}", i + 1)
