@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # sqlraft and etcd side by side: a 3-node cluster of each on loopback, one after the
 # other, under the same wrk load (small writes acknowledged after a majority's fsync,
-# point reads on a follower), then a table of the ratios (docs/PERFORMANCE.md).
+# point reads on a follower), then a table of the ratios (docs/PERFORMANCE.md), and
+# one of the CPU each cluster's three processes used per operation (both clusters and
+# wrk share this machine's CPUs, so where those are the limit, throughput follows it).
 #
 #   scripts/bench-vs-etcd.sh [--duration SECONDS] [--clients N] [--rounds N] [--out DIR]
 #
@@ -55,6 +57,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /var/tmp/bench-vs-etcd.XXXXXX)
 PIDS=()
+# The processes of the cluster under test, whose CPU each run counts.
+CLUSTER=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -102,13 +106,32 @@ request = function()
 end
 EOF
 
+# cpu_ticks PID...: the clock ticks of CPU (user and system) the processes have used.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# machine_ticks: the machine's busy and idle clock ticks (idle counts waiting for I/O).
+machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
+
 # run_wrk NAME URL SCRIPT THREADS CONNECTIONS [LEVEL]: warm up, then measure; the
-# output is kept in $OUT/NAME.txt.
+# output is kept in $OUT/NAME.txt, and the CPU the cluster ($CLUSTER) and the machine
+# used meanwhile in $OUT/NAME.cpu.
 run_wrk() {
   local name=$1 url=$2 script=$3 threads=$4 conns=$5 level=${6:-none}
   LEVEL=$level wrk -t"$threads" -c"$conns" -d"${WARMUP}s" -s "$script" "$url" >/dev/null
+  local cluster0 busy0 idle0 cluster1 busy1 idle1
+  cluster0=$(cpu_ticks "${CLUSTER[@]}")
+  read -r busy0 idle0 < <(machine_ticks)
   LEVEL=$level wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s --latency \
     -s "$script" "$url" >"$OUT/$name.txt"
+  cluster1=$(cpu_ticks "${CLUSTER[@]}")
+  read -r busy1 idle1 < <(machine_ticks)
+  echo "$((cluster1 - cluster0)) $((busy1 - busy0)) $((idle1 - idle0)) $(getconf CLK_TCK)" >"$OUT/$name.cpu"
   echo "  $name: $(grep 'Requests/sec' "$OUT/$name.txt" | awk '{print $2}') req/s" >&2
 }
 
@@ -131,6 +154,7 @@ run_etcd() {
       >"$WORK/etcd-$round-$i.log" 2>&1 &
     PIDS+=($!)
   done
+  CLUSTER=("${PIDS[@]}")
   local leader="" follower="" url
   for _ in $(seq 1 150); do
     leader="" follower=""
@@ -177,6 +201,9 @@ run_sqlraft() {
     sleep 0.2
   done
   ((${#urls[@]} == 3)) || { echo "bench-vs-etcd: the sqlraft demo did not start:" >&2; cat "$WORK/sqlraft-$round.out" >&2; exit 1; }
+  # The demo runs each node as a process of its own.
+  mapfile -t CLUSTER < <(pgrep -P "${PIDS[-1]}")
+  ((${#CLUSTER[@]} == 3)) || { echo "bench-vs-etcd: the demo runs ${#CLUSTER[@]} processes, not 3" >&2; exit 1; }
   local leader="" follower="" url role
   for url in "${urls[@]}"; do
     role=$(curl -s -m 2 "$url/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])')
@@ -231,6 +258,7 @@ stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
+  CLUSTER=()
   # What the last cluster left for the kernel to write back must not slow the next.
   sync
   sleep 2
@@ -261,6 +289,12 @@ def parse(name):
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
     return rate, p99, errors
 
+def cpu(name):
+    """The cluster's CPU per operation in microseconds, and the machine's idle share."""
+    requests = int(re.search(r"(\d+) requests in", open(f"{out}/{name}.txt").read()).group(1))
+    cluster, busy, idle, hz = (int(x) for x in open(f"{out}/{name}.cpu").read().split())
+    return cluster * 1e6 / hz / max(requests, 1), idle / max(busy + idle, 1)
+
 rows = [
     (f"writes, {clients} clients", f"write-{clients}", 3.0),
     ("writes, 1 sequential client", "write-1", 1.2),
@@ -269,6 +303,7 @@ rows = [
 ]
 summary = []
 lines = ["| measure | sqlraft ops/s (p99 ms) | etcd ops/s (p99 ms) | ratio | goal |", "|---|---|---|---|---|"]
+cpu_lines = ["| measure | sqlraft CPU us/op (idle) | etcd CPU us/op (idle) | etcd / sqlraft |", "|---|---|---|---|"]
 for label, key, goal in rows:
     s = [parse(f"sqlraft-{r}-{key}") for r in range(1, rounds + 1)]
     e = [parse(f"etcd-{r}-{key}") for r in range(1, rounds + 1)]
@@ -276,11 +311,17 @@ for label, key, goal in rows:
     er, ep = statistics.median(x[0] for x in e), statistics.median(x[1] for x in e)
     ratio = sr / er if er else float("nan")
     errors = sum(x[2] for x in s) + sum(x[2] for x in e)
+    sc = [cpu(f"sqlraft-{r}-{key}") for r in range(1, rounds + 1)]
+    ec = [cpu(f"etcd-{r}-{key}") for r in range(1, rounds + 1)]
+    scu, sci = statistics.median(x[0] for x in sc), statistics.median(x[1] for x in sc)
+    ecu, eci = statistics.median(x[0] for x in ec), statistics.median(x[1] for x in ec)
     summary.append({"measure": label, "sqlraft_ops_per_s": sr, "sqlraft_p99_ms": sp,
                     "etcd_ops_per_s": er, "etcd_p99_ms": ep, "ratio": ratio, "goal": goal,
-                    "errors": errors})
+                    "errors": errors, "sqlraft_cpu_us_per_op": scu, "sqlraft_idle": sci,
+                    "etcd_cpu_us_per_op": ecu, "etcd_idle": eci})
     lines.append(f"| {label} | {sr:.0f} ({sp:.1f}) | {er:.0f} ({ep:.1f}) | {ratio:.2f}x | >= {goal}x |")
-table = "\n".join(lines)
+    cpu_lines.append(f"| {label} | {scu:.0f} ({sci:.0%}) | {ecu:.0f} ({eci:.0%}) | {ecu / scu if scu else float('nan'):.2f}x |")
+table = "\n".join(lines) + "\n\nCPU of the three nodes per operation, medians (the machine's idle share, I/O waits included):\n\n" + "\n".join(cpu_lines)
 print(table)
 open(f"{out}/summary.md", "w").write(table + "\n")
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
