@@ -409,6 +409,15 @@ impl ApplyTxn<'_> {
         let e = match outcome {
             Ok(_) if exhausted => return Ok(Err(last_rowid_refusal("a table"))),
             Ok(result) => {
+                // A name the authorizer could not judge (a rename's new name): the
+                // statement fails, the same way on every node (its savepoint undoes it).
+                if self.guard.schema_action() {
+                    match self.guard.own(|| crate::guard::unknown_internal(&self.tx)) {
+                        Ok(Some(name)) => return Ok(Err(crate::guard::reserved_name(&name))),
+                        Ok(None) => {}
+                        Err(e) => return Err(SqliteError::Apply(e)),
+                    }
+                }
                 match self.guard.own(|| self.settle_schema()) {
                     Ok(()) => return Ok(Ok(result)),
                     // A virtual table's module, written in this entry (an earlier

@@ -24,16 +24,6 @@ use sha2::{Digest, Sha256};
 use crate::error::{Result, SqliteError};
 use crate::schema::quote_ident;
 
-/// sqlraft's own objects a backup may hold; any other `_sqlraft_*` object is refused.
-const KNOWN_INTERNAL: &[&str] = &[
-    "_sqlraft_meta",
-    "_sqlraft_members",
-    "_sqlraft_services",
-    "_sqlraft_requests",
-    "_sqlraft_requests_by_index",
-    "_sqlraft_restore",
-];
-
 /// A file checked and made ready to be proposed.
 #[derive(Debug, Clone)]
 pub struct PreparedRestore {
@@ -98,16 +88,8 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
             "the database fails its integrity check: {check}"
         )));
     }
-    let internal: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\' \
-             ORDER BY name",
-        )
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| refuse(format!("cannot read the schema: {e}")))?;
-    if let Some(unknown) = internal
-        .iter()
-        .find(|n| !KNOWN_INTERNAL.contains(&n.as_str()))
+    if let Some(unknown) = crate::guard::unknown_internal(&conn)
+        .map_err(|e| refuse(format!("cannot read the schema: {e}")))?
     {
         return Err(refuse(format!(
             "the database holds {unknown}, which is not one of sqlraft's tables: \
