@@ -87,7 +87,19 @@ struct Flags {
 impl Flags {
     /// rqlite's flags are switched on by their presence (`?pretty`); `=false` or `=0`
     /// switches them off.
-    fn parse(pairs: &[(String, String)]) -> Result<Flags, ApiError> {
+    fn parse(pairs: &[(String, String)], uri: &Uri) -> Result<Flags, ApiError> {
+        // The query's parser replaces escapes that are not UTF-8 (`q=%ff`): a
+        // statement's text would change behind its sender's back, where a JSON body
+        // holding them is refused.
+        if let Some(raw) = uri.query()
+            && percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .is_err()
+        {
+            return Err(ApiError::bad_request(
+                "the query string's escapes do not decode to UTF-8",
+            ));
+        }
         let mut flags = Flags::default();
         for (key, value) in pairs {
             let on = crate::state::flag_on(value);
@@ -286,7 +298,7 @@ async fn execute(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let flags = Flags::parse(&pairs)?;
+    let flags = Flags::parse(&pairs, &uri)?;
     // A queued write is taken by any node (rqlite ignores `redirect` for it).
     if !flags.queue
         && let Some(redirect) = redirect_to_leader(&state, &flags, &uri)
@@ -375,7 +387,7 @@ async fn query_get(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let flags = Flags::parse(&pairs)?;
+    let flags = Flags::parse(&pairs, &uri)?;
     if let Some(redirect) = query_redirect(&state, &flags, &uri) {
         return Ok(redirect);
     }
@@ -397,7 +409,7 @@ async fn query_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let flags = Flags::parse(&pairs)?;
+    let flags = Flags::parse(&pairs, &uri)?;
     if let Some(redirect) = query_redirect(&state, &flags, &uri) {
         return Ok(redirect);
     }
@@ -418,7 +430,7 @@ async fn request(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let flags = Flags::parse(&pairs)?;
+    let flags = Flags::parse(&pairs, &uri)?;
     let key = idempotency_key(&headers, sqlraft::MAX_REQUEST_ID_BYTES - RUN_SUFFIX_BYTES)?;
     let statements = statements::parse_body(&body?, state.options.max_statements)?;
     // Writes need the leader; so do reads at the levels rqlite serves there.

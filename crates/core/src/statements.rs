@@ -38,6 +38,11 @@ pub fn parse_body(body: &[u8], max_statements: usize) -> Result<Vec<Statement>, 
             max: max_statements,
         });
     }
+    if let Some(integer) = wide_integer(body) {
+        return Err(BodyError::Shape(format!(
+            "integer {integer} does not fit in 64 signed bits"
+        )));
+    }
     items
         .into_iter()
         .enumerate()
@@ -45,6 +50,47 @@ pub fn parse_body(body: &[u8], max_statements: usize) -> Result<Vec<Statement>, 
             statement(item).map_err(|m| BodyError::Shape(format!("statement {i}: {m}")))
         })
         .collect()
+}
+
+/// The first integer written in a JSON text (no fraction, no exponent) that does not
+/// fit in 64 signed bits. serde_json reads one beyond 64 unsigned bits as a real, which
+/// would bind a rounded number where the client wrote an integer; only the text tells
+/// it from a real written as one (`1e20`). `body` is JSON already parsed.
+fn wide_integer(body: &[u8]) -> Option<&str> {
+    let mut i = 0;
+    let mut in_string = false;
+    while let Some(&b) = body.get(i) {
+        i += 1;
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let start = i - 1;
+                while body
+                    .get(i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                {
+                    i += 1;
+                }
+                let token = &body[start..i];
+                if !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                    let text = std::str::from_utf8(token).ok()?;
+                    if text.parse::<i64>().is_err() {
+                        return Some(text);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn statement(item: Json) -> Result<Statement, String> {
@@ -233,5 +279,49 @@ mod tests {
             parse_body(b"[[\"a\", [300]]]", 10),
             Err(BodyError::Shape(_))
         ));
+    }
+
+    /// serde_json reads an integer beyond 64 unsigned bits as a real: only the text
+    /// tells it from a real (found by a review: such integers were stored rounded).
+    #[test]
+    fn integers_beyond_64_bits_are_refused_and_reals_are_not() {
+        for wide in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "-9223372036854775809",
+            "-100000000000000000000000",
+        ] {
+            let positional = format!(r#"[["SELECT ?", {wide}]]"#);
+            let named = format!(r#"[["SELECT :a", {{"a": {wide}}}]]"#);
+            for body in [positional, named] {
+                match parse_body(body.as_bytes(), 10) {
+                    Err(BodyError::Shape(m)) => {
+                        assert!(m.contains("does not fit in 64 signed bits"), "{body}: {m}")
+                    }
+                    other => panic!("{body}: {other:?}"),
+                }
+            }
+        }
+        let s = parse_body(
+            br#"[["SELECT ?, ?, ?, ?, ?", 9223372036854775807, -9223372036854775808, 1e20, 1.5E+300, -7], ["SELECT '99999999999999999999', ?", "\"99999999999999999999"]]"#,
+            10,
+        )
+        .expect("valid");
+        assert_eq!(
+            s[0].params,
+            Params::Positional(vec![
+                Value::Integer(i64::MAX),
+                Value::Integer(i64::MIN),
+                Value::Real(1e20),
+                Value::Real(1.5e300),
+                Value::Integer(-7),
+            ])
+        );
+        assert_eq!(
+            s[1].params,
+            Params::Positional(vec![Value::Text("\"99999999999999999999".into())])
+        );
     }
 }

@@ -176,6 +176,43 @@ async fn typed_values_take_rqlite_forms_and_hex_strings_are_blobs() {
     h.stop().await;
 }
 
+/// What the parsers would change behind the client's back is refused, and nothing is
+/// written (found by a review): an integer beyond 64 bits, which serde_json reads as a
+/// real, and a query string whose escapes are not UTF-8, which the query's parser
+/// replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_integer_beyond_64_bits_or_a_query_that_is_not_utf8_is_refused() {
+    let h = Harness::start().await;
+    h.post_json("/db/execute", r#"["CREATE TABLE n (v)"]"#)
+        .await;
+    for body in [
+        r#"[["INSERT INTO n VALUES (?)", 18446744073709551616]]"#,
+        r#"[["INSERT INTO n VALUES (:v)", {"v": -9223372036854775809}]]"#,
+    ] {
+        let r = h.post("/db/execute", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.text().contains("does not fit in 64 signed bits"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = h
+        .post("/db/execute", r#"[["INSERT INTO n VALUES (?)", 1e20]]"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.get("/db/query?q=SELECT%20%27%ff%27").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("UTF-8"), "{}", r.text());
+    let r = h
+        .get("/db/query?q=SELECT%20%27%C3%A9%27%2C%20count(*)%2C%20max(v)%20FROM%20n")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let values = r.json().expect("json")["results"][0]["values"].clone();
+    assert_eq!(values, json!([["\u{e9}", 1, 1e20]]), "{}", r.text());
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_redirects_when_asked_and_lists_learners_only_when_asked() {
     let leader = Harness::start().await;
