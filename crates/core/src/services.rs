@@ -236,6 +236,13 @@ pub(crate) async fn create(
     })
 }
 
+/// A service id as it is kept: UUID text in lower case, as `run --id` takes it (found
+/// by a review: an id in upper case was not found). Anything else is left as it is,
+/// to be reported unknown.
+pub(crate) fn stored_id(id: &str) -> String {
+    crate::cli::parse_service_id(id).unwrap_or_else(|_| id.to_string())
+}
+
 /// Removes a service; removing this very node succeeds once it learns of it.
 pub(crate) async fn remove(node: &Node, id: &str) -> Result<Option<u64>, NodeError> {
     match node.remove_service(id).await {

@@ -127,6 +127,7 @@ async fn delete_handler(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = crate::services::stored_id(&id);
     let index = remove(&state.node, &id).await?;
     Ok(json_response(
         StatusCode::OK,

@@ -301,6 +301,7 @@ async fn confirm_removal(
 }
 
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = services::stored_id(&id);
     match services::remove(&state.node, &id).await {
         Ok(_) => redirect(format!("/?removed={}", encode_component(&id))),
         Err(e) => redirect(format!(
