@@ -96,19 +96,38 @@ pub(crate) fn watch_signal(kind: SignalKind, name: &str) -> Result<Signal, CoreE
 /// How often the TLS files are checked for a change.
 const TLS_WATCH: Duration = Duration::from_secs(5);
 
+/// Says in the log (and, for the loud one, on stderr) how the service is secured.
+fn announce(config: &RunConfig, peer_tls: Option<&sqlraft::PeerTls>) {
+    match (&config.raft_tls, peer_tls) {
+        (Some(files), Some(tls)) => {
+            tracing::info!(cert = %files.cert.display(), not_after_unix = tls.not_after_unix(),
+                "mutual TLS with the other services");
+        }
+        _ => {
+            let warning = format!(
+                "--raft.insecure: the raft transport on {} runs WITHOUT TLS; anyone who can \
+                 reach it can join, vote, replicate and write. Use it only on a network you \
+                 trust completely.",
+                config.listen
+            );
+            tracing::warn!("{warning}");
+            eprintln!("sqlraft-core: WARNING: {warning}");
+        }
+    }
+    match &config.auth {
+        Some(path) => tracing::info!(file = %path.display(),
+            "HTTP API: users and permissions from the auth file"),
+        None => tracing::warn!(
+            "HTTP API without --auth: anyone who reaches it may read, write and administer"
+        ),
+    }
+}
+
 /// The peer TLS material, checked against this service: its certificate must name this
 /// service id and the host its peers reach it at. Watched for changes from now on.
-/// `None` with `--raft.insecure`, said loudly.
+/// `None` with `--raft.insecure` ([`announce`] says so loudly).
 fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
     let Some(files) = &config.raft_tls else {
-        let warning = format!(
-            "--raft.insecure: the raft transport on {} runs WITHOUT TLS; anyone who can reach \
-             it can join, vote, replicate and write. Use it only on a network you trust \
-             completely.",
-            config.listen
-        );
-        tracing::warn!("{warning}");
-        eprintln!("sqlraft-core: WARNING: {warning}");
         return Ok(None);
     };
     let tls = sqlraft::PeerTls::load(files.clone())
@@ -135,8 +154,6 @@ fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
     }
     tls.pin_host(host);
     tls.watch(TLS_WATCH);
-    tracing::info!(cert = %files.cert.display(), not_after_unix = tls.not_after_unix(),
-        "mutual TLS with the other services");
     Ok(Some(tls))
 }
 
@@ -149,15 +166,9 @@ fn api_options(
         Some(path) => {
             let users = crate::auth::Users::load(path)
                 .map_err(|e| CoreError::Usage(format!("--auth: {e}")))?;
-            tracing::info!(file = %path.display(), "HTTP API: users and permissions from the auth file");
             Some(std::sync::Arc::new(users))
         }
-        None => {
-            tracing::warn!(
-                "HTTP API without --auth: anyone who reaches it may read, write and administer"
-            );
-            None
-        }
+        None => None,
     };
     let http_tls = match &config.http_tls {
         Some((cert, key)) => {
@@ -188,9 +199,9 @@ fn http_limits(config: &RunConfig) -> crate::server::HttpLimits {
 pub async fn run(config: RunConfig) -> Result<(), CoreError> {
     check_first_start(&config)?;
     let dir = config.dir();
-    init_logging(&config)?;
     if let Some(removed) = crate::removal::removed_note(&dir) {
         // A clean exit: neither systemd nor the supervisor starts it again.
+        init_logging(&config)?;
         tracing::warn!(service_id = %config.id, "this service {removed}; not starting");
         eprintln!(
             "sqlraft-core: service {} {removed}; not starting. Take it off this host with \
@@ -201,11 +212,15 @@ pub async fn run(config: RunConfig) -> Result<(), CoreError> {
         );
         return Ok(());
     }
+    // The flags' files are checked before anything is made on disk: a start refused
+    // for them leaves no service directory behind (found by a review).
+    let peer_tls = peer_tls(&config)?;
+    let (api_options, http_tls) = api_options(&config)?;
+    init_logging(&config)?;
+    announce(&config, peer_tls.as_ref());
     let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
     let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
-    let peer_tls = peer_tls(&config)?;
-    let (api_options, http_tls) = api_options(&config)?;
 
     let http = TcpListener::bind(config.http)
         .await

@@ -592,3 +592,46 @@ fn the_log_goes_to_stderr_only_when_stderr_is_the_journal_stream_systemd_names()
     );
     assert!(said.contains("starting core service"), "{said}");
 }
+
+/// A start refused for its flags' files (here an auth file naming a permission that
+/// does not exist) exits 2 and makes nothing on disk: no service directory, no log
+/// (found by a review: the log directory was made first).
+#[test]
+fn a_start_refused_for_its_auth_file_leaves_nothing_on_disk() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let auth = root.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        r#"[{"username": "admin", "password": "secret", "perms": ["fly"]}]"#,
+    )
+    .expect("auth file");
+    let out = Command::new(BIN)
+        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
+        .arg(root.path())
+        .args([
+            "--raft.insecure",
+            "--raft.node.listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--auth",
+        ])
+        .arg(&auth)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--auth") && stderr.contains("fly"),
+        "{stderr}"
+    );
+    assert!(
+        !root.path().join("core").exists(),
+        "{:?}",
+        std::fs::read_dir(root.path())
+            .expect("root")
+            .map(|e| e.expect("entry").file_name())
+            .collect::<Vec<_>>()
+    );
+}
