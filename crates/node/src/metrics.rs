@@ -5,8 +5,22 @@
 //! gathers ([`crate::Node::metrics`]) and may add its own metrics to.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
+use raft::eraftpb::{Message, MessageType};
+
+/// The kinds of raft message counted apart in `sqlraft_raft_messages_sent_total`.
+const MESSAGE_KINDS: [&str; 8] = [
+    "append",
+    "append_commit",
+    "append_response",
+    "heartbeat",
+    "heartbeat_response",
+    "vote",
+    "snapshot",
+    "other",
+];
 
 /// Latency buckets in seconds: 100 µs to 10 s, finer from 0.5 to 5 ms, where a
 /// write's tail lies on a quiet cluster (its p99 against etcd's is one of the
@@ -54,6 +68,8 @@ pub struct Metrics {
     pub(crate) loop_queue: IntGauge,
     /// Snapshots that could not be taken.
     pub(crate) snapshot_failures: IntCounter,
+    /// Raft messages handed to the transport, by kind ([`MESSAGE_KINDS`]).
+    messages_sent: [IntCounter; MESSAGE_KINDS.len()],
 }
 
 impl Metrics {
@@ -96,7 +112,19 @@ impl Metrics {
             "Seconds a read took on this node (waiting for its level, then running), by level.",
             "level",
         );
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "sqlraft_raft_messages_sent_total",
+                "Raft messages sent to peers, by kind: append (with log entries), append_commit (none: a commit index or a probe), append_response, heartbeat, heartbeat_response, vote (votes, pre-votes and their answers), snapshot, other.",
+            ),
+            &["kind"],
+        )
+        .expect("metric options are constants");
+        registry
+            .register(Box::new(messages.clone()))
+            .expect("metric names are unique");
         let metrics = Metrics {
+            messages_sent: MESSAGE_KINDS.map(|k| messages.with_label_values(&[k])),
             write_queue: write_stage.with_label_values(&["queue"]),
             write_commit: write_stage.with_label_values(&["commit"]),
             write_apply: write_stage.with_label_values(&["apply"]),
@@ -158,6 +186,25 @@ impl Metrics {
         metrics
     }
 
+    /// Counts a raft message sent.
+    pub(crate) fn message_sent(&self, m: &Message) {
+        use MessageType::*;
+        let kind = match m.get_msg_type() {
+            MsgAppend if !m.entries.is_empty() => 0,
+            MsgAppend => 1,
+            MsgAppendResponse => 2,
+            MsgHeartbeat => 3,
+            MsgHeartbeatResponse => 4,
+            MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse => 5,
+            MsgSnapshot => 6,
+            _ => 7,
+        };
+        self.messages_sent[kind].inc();
+    }
+
     /// The read histogram's series for `level`.
     pub(crate) fn read_at(&self, level: &crate::Consistency) -> &Histogram {
         let i = match level {
@@ -198,6 +245,7 @@ mod tests {
         m.read_at(&crate::Consistency::LOCAL).observe(0.0002);
         m.replication_lag.with_label_values(&["2"]).set(3);
         m.log_write.observe(0.002);
+        m.message_sent(&Message::default());
         let names: Vec<String> = m
             .registry()
             .gather()
@@ -216,6 +264,7 @@ mod tests {
             "sqlraft_replication_lag_entries",
             "sqlraft_raft_queue_depth",
             "sqlraft_snapshot_failures_total",
+            "sqlraft_raft_messages_sent_total",
         ] {
             assert!(
                 names.iter().any(|n| n == name),

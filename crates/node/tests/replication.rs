@@ -293,6 +293,81 @@ async fn a_write_acknowledged_by_a_node_is_visible_to_its_next_local_read() {
     cluster.shutdown().await;
 }
 
+/// Appends carrying log entries that `node` has sent, from its metrics.
+fn appends_sent(node: &sqlraft::Node) -> u64 {
+    node.metrics()
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "sqlraft_raft_messages_sent_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "kind" && l.value() == "append")
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Writes the raft loop takes in one turn are proposed together: each follower gets
+/// them in one append and answers once, where a proposal per write cost an append and
+/// an answer per write and follower. Each write still gets its own entry and answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_taken_together_share_their_appends() {
+    const WRITES: i64 = 64;
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.node(cluster.leader().await).clone();
+    write_ok(&leader, "CREATE TABLE t (n INTEGER)").await;
+    let before = appends_sent(&leader);
+    let writes = (0..WRITES).map(|n| {
+        let node = leader.clone();
+        async move {
+            node.execute(WriteRequest::transaction(vec![Statement::with_params(
+                "INSERT INTO t VALUES (?)",
+                vec![n.into()],
+            )]))
+            .await
+        }
+    });
+    let outcomes = futures::future::join_all(writes).await;
+    let mut indices = Vec::new();
+    for (n, outcome) in outcomes.into_iter().enumerate() {
+        let outcome = outcome.unwrap_or_else(|e| panic!("write {n}: {e}"));
+        assert_eq!(outcome.results[0].rows_affected, 1, "write {n}");
+        assert_eq!(outcome.results[0].last_insert_id, {
+            // Each write answers with its own row, the one its entry inserted.
+            let rows = dump(&leader, &format!("SELECT rowid FROM t WHERE n = {n}")).await;
+            match rows.as_slice() {
+                [row] => match row.as_slice() {
+                    [Value::Integer(id)] => *id,
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        });
+        indices.push(outcome.raft_index);
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), WRITES as usize, "one entry per write");
+    let sent = appends_sent(&leader) - before;
+    // A proposal per write: at least one append per write to each of the two
+    // followers (128).
+    assert!(
+        sent < WRITES as u64,
+        "{sent} appends with entries for {WRITES} writes to two followers"
+    );
+    cluster.converge().await;
+    for node in cluster.live() {
+        assert_eq!(
+            dump(node, "SELECT count(*), count(DISTINCT n) FROM t").await,
+            vec![vec![Value::Integer(WRITES), Value::Integer(WRITES)]]
+        );
+    }
+    cluster.shutdown().await;
+}
+
 /// Many large writes at once: the raft loop takes them over several turns (each one
 /// log write under the log's limit) on the leader and on the followers, and the
 /// uncommitted backlog is bounded; no node stops. The burst may cost an election on a

@@ -273,8 +273,18 @@ pub(crate) struct RaftLoop {
     commit_share_due: Option<Instant>,
     /// Entries of writes forwarded by followers, not committed yet, in log order.
     forwarded: VecDeque<u64>,
+    /// Writes taken this turn, proposed together when the turn has taken its requests
+    /// (see [`RaftLoop::propose_taken`]).
+    taken: Vec<Taken>,
     #[cfg(feature = "testing")]
     crash_at: Option<&'static str>,
+}
+
+/// A write taken from the queue, not proposed yet.
+struct Taken {
+    command: Vec<u8>,
+    reply: oneshot::Sender<Result<Applied>>,
+    forwarded: bool,
 }
 
 impl RaftLoop {
@@ -308,6 +318,7 @@ impl RaftLoop {
             commit_sent: HashMap::new(),
             commit_share_due: None,
             forwarded: VecDeque::new(),
+            taken: Vec::new(),
             #[cfg(feature = "testing")]
             crash_at: parts.crash_at,
         }
@@ -388,6 +399,7 @@ impl RaftLoop {
                     Err(_) => break,
                 }
             }
+            self.propose_taken();
             while let Ok(event) = self.peer_events.try_recv() {
                 match event {
                     PeerEvent::Unreachable(peer) => {
@@ -508,7 +520,11 @@ impl RaftLoop {
             } => {
                 let queued = sent.elapsed().as_secs_f64();
                 self.metrics.write_queue.observe(queued);
-                self.propose(command, reply, forwarded)
+                self.taken.push(Taken {
+                    command,
+                    reply,
+                    forwarded,
+                });
             }
             Request::ReadIndex { reply } => self.read_index(reply),
             Request::Snapshot { reply, trailing } => self.request_snapshot(reply, trailing),
@@ -575,16 +591,82 @@ impl RaftLoop {
         }
     }
 
-    fn propose(
+    /// Proposes the writes taken this turn, as few proposals of up to an append's
+    /// bytes each as they fit in. raft-rs sends each proposal to every follower in a
+    /// message of its own, which each follower answers: one proposal per write cost a
+    /// message and an answer per write and follower, where now a turn's writes share
+    /// them. A proposal raft-rs refuses fails all of its writes, none of which is in
+    /// the log then.
+    fn propose_taken(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let mut taken = std::mem::take(&mut self.taken).into_iter().peekable();
+        let limit = usize::try_from(self.timings.max_append_bytes).unwrap_or(usize::MAX);
+        while taken.peek().is_some() {
+            let mut entries = Vec::new();
+            let mut waiting = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) =
+                taken.next_if(|t| entries.is_empty() || bytes + t.command.len() <= limit)
+            {
+                bytes += next.command.len();
+                entries.push(raft::eraftpb::Entry {
+                    data: next.command,
+                    ..Default::default()
+                });
+                waiting.push((next.reply, next.forwarded));
+            }
+            self.propose_writes(entries, waiting);
+        }
+    }
+
+    /// Proposes `entries` in one proposal; `waiting` has each one's proposer.
+    fn propose_writes(
         &mut self,
-        command: Vec<u8>,
-        reply: oneshot::Sender<Result<Applied>>,
-        forwarded: bool,
+        entries: Vec<raft::eraftpb::Entry>,
+        waiting: Vec<(oneshot::Sender<Result<Applied>>, bool)>,
     ) {
-        if let Some((index, pending)) = self.propose_entry(command, reply) {
-            self.waiters.write(index, pending);
-            if forwarded && self.forwarded.len() < MAX_FORWARDED_TRACKED {
-                self.forwarded.push_back(index);
+        let refuse = |waiting: Vec<(oneshot::Sender<Result<Applied>>, bool)>,
+                      e: fn() -> NodeError| {
+            for (reply, _) in waiting {
+                let _ = reply.send(Err(e()));
+            }
+        };
+        if !self.is_leader() {
+            return refuse(waiting, || NodeError::NoLeader);
+        }
+        let count = entries.len() as u64;
+        let mut proposal = Message::default();
+        proposal.set_msg_type(MessageType::MsgPropose);
+        proposal.from = self.raw.raft.id;
+        proposal.set_entries(entries);
+        match self.raw.raft.step(proposal) {
+            Ok(()) => {
+                // raft-rs gave the entries the indices after the log's last, in order.
+                let first = self.raw.raft.raft_log.last_index() + 1 - count;
+                let term = self.raw.raft.term;
+                for (index, (reply, forwarded)) in (first..).zip(waiting) {
+                    self.waiters.write(
+                        index,
+                        Pending {
+                            term,
+                            reply,
+                            proposed: Instant::now(),
+                        },
+                    );
+                    if forwarded && self.forwarded.len() < MAX_FORWARDED_TRACKED {
+                        self.forwarded.push_back(index);
+                    }
+                }
+            }
+            // Still the leader: raft-rs drops a proposal over max_uncommitted_size.
+            Err(raft::Error::ProposalDropped) if self.is_leader() => refuse(waiting, || {
+                NodeError::Busy("too many writes not yet committed; try again")
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal refused");
+                refuse(waiting, || NodeError::NoLeader)
             }
         }
     }
@@ -727,6 +809,7 @@ impl RaftLoop {
     /// carries to its peer.
     fn send(&mut self, messages: Vec<Message>) {
         for m in &messages {
+            self.metrics.message_sent(m);
             if matches!(
                 m.get_msg_type(),
                 MessageType::MsgAppend | MessageType::MsgHeartbeat
