@@ -233,10 +233,21 @@ impl Node {
             Consistency::Strong => {
                 match self.execute(WriteRequest::transaction(Vec::new())).await {
                     Ok(outcome) => outcome.raft_index,
-                    // A read applies nothing: an empty entry whose fate is unknown only means
-                    // the read could not reach its level in time (safe to retry).
-                    Err(NodeError::UnknownOutcome(_) | NodeError::Dropped) => {
-                        return Err(NodeError::Timeout(handle.config.limits.write_timeout_ms));
+                    // A read applies nothing: an empty entry whose fate is unknown, or that a
+                    // leadership change dropped, only means the read could not reach its
+                    // level (safe to retry). Said as it is: "timed out" was said of a
+                    // barrier dropped at once (found by a review).
+                    Err(NodeError::UnknownOutcome(why)) => {
+                        return Err(NodeError::Unavailable(format!(
+                            "the strong read could not confirm it is up to date ({why}); \
+                             retry"
+                        )));
+                    }
+                    Err(NodeError::Dropped) => {
+                        return Err(NodeError::Unavailable(
+                            "a leadership change dropped the strong read's barrier entry; retry"
+                                .into(),
+                        ));
                     }
                     Err(e) => return Err(e),
                 }

@@ -152,6 +152,13 @@ impl Handler for PeerHandler {
         let Some(node) = self.node() else {
             return forward_error(&NodeError::Stopped);
         };
+        // Only a leader judges: a node that has not published its state yet (just
+        // restarted) knows no members, and one behind may not know a new member yet;
+        // either would refuse a member's write as a bad request, which a client does
+        // not retry (found by a review). Not leading, it says so, which is retried.
+        if node.shared.status().role != Role::Leader {
+            return forward_error(&NodeError::NoLeader);
+        }
         // With TLS, only a member forwards: a removed service keeps a valid certificate.
         if let Some(caller) = &caller
             && !node.shared.is_member(caller)
@@ -159,9 +166,6 @@ impl Handler for PeerHandler {
             return forward_error(&NodeError::Invalid(format!(
                 "service {caller} is not a member of this cluster; it may not forward requests"
             )));
-        }
-        if node.shared.status().role != Role::Leader {
-            return forward_error(&NodeError::NoLeader);
         }
         if let Some(admin) = request.admin {
             return match node.admin_local(admin).await {

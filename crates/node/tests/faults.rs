@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use sqlraft::{Consistency, NodeError, Role, Statement, Value};
+use sqlraft::{Consistency, ErrorKind, NodeError, Role, Statement, Value};
 
 const COUNTER: &str = "CREATE TABLE entries (n INTEGER PRIMARY KEY)";
 
@@ -246,6 +246,35 @@ async fn isolated_node_refuses_linearizable_reads_but_serves_local_ones() {
     // Its own file is still there for `none` reads (possibly stale: that is the level).
     let local = dump(cluster.node(follower), "SELECT count(*) FROM t").await;
     assert_eq!(local, vec![vec![Value::Integer(0)]]);
+    cluster.heal();
+    cluster.shutdown().await;
+}
+
+/// A strong read on a leader cut off from its followers cannot commit its barrier
+/// entry: it fails as unavailable (retry), saying why, and applies nothing. It said
+/// "timed out after 10000 ms" even for a barrier a leadership change dropped at once
+/// (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_that_cannot_reach_its_level_says_why() {
+    let cluster = Cluster::with_config(3, |config| config.limits.write_timeout_ms = 1500).await;
+    let leader = cluster.leader().await;
+    write_ok(cluster.node(leader), "CREATE TABLE t (v)").await;
+    cluster.converge().await;
+    cluster.isolate(leader);
+    let err = cluster
+        .node(leader)
+        .query(
+            &Statement::new("SELECT count(*) FROM t"),
+            Consistency::Strong,
+        )
+        .await
+        .expect_err("a cut-off leader cannot prove a strong read");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        matches!(&err, NodeError::Unavailable(m) if m.contains("strong read"))
+            || matches!(err, NodeError::NoLeader),
+        "{err}"
+    );
     cluster.heal();
     cluster.shutdown().await;
 }

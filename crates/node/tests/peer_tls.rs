@@ -195,6 +195,22 @@ async fn only_a_member_with_its_own_cluster_certificate_is_heard() {
         matches!(&answer.outcome, Some(pb::forward_response::Outcome::Error(e)) if e.message.contains("not a member")),
         "{answer:?}"
     );
+    // A node that does not lead does not judge who may forward: it says it does not
+    // lead, which the forwarding node retries elsewhere. (One just restarted knew no
+    // members yet, and refused a member's write as a bad request: found by a review.)
+    let follower = cluster
+        .live()
+        .find(|n| n.raft_id() != target.raft_id())
+        .expect("a follower");
+    let answer = stranger
+        .forward(follower.raft_addr(), follower.raft_id(), forged.clone())
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&answer.outcome, Some(pb::forward_response::Outcome::Error(e))
+            if e.kind == pb::forward_error::Kind::NotLeader as i32),
+        "{answer:?}"
+    );
 
     for node in cluster.live() {
         assert!(node.failure().is_none(), "node {}", node.raft_id());
