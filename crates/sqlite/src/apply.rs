@@ -53,6 +53,10 @@ pub struct ApplyTxn<'a> {
     /// client statement began, if they were: undoing that statement alone brings the
     /// schema back to it, and the shadow tables stay known (see [`ApplyTxn::undo`]).
     shadow_at_start: std::cell::Cell<Option<i64>>,
+    /// Objects named as sqlraft's own that are not (strays an older version let a
+    /// rename make) before the last client statement ran, if it asked for a schema
+    /// action: what it may keep (see [`crate::guard::unknown_internal`]).
+    strays_before: std::cell::RefCell<Vec<String>>,
     /// A client statement of this transaction changed the schema (undone or not):
     /// SQLite then resets its schema at every rollback to a savepoint until the
     /// transaction ends, and the virtual tables must be connected again.
@@ -91,6 +95,7 @@ impl<'a> ApplyTxn<'a> {
             wrote_virtual_table: std::cell::Cell::new(false),
             statement_wrote_virtual_table: std::cell::Cell::new(false),
             shadow_at_start: std::cell::Cell::new(None),
+            strays_before: std::cell::RefCell::new(Vec::new()),
             schema_changed: std::cell::Cell::new(false),
             virtual_table_parts: Vec::new(),
         }
@@ -412,10 +417,13 @@ impl ApplyTxn<'_> {
                 // A name the authorizer could not judge (a rename's new name): the
                 // statement fails, the same way on every node (its savepoint undoes it).
                 if self.guard.schema_action() {
-                    match self.guard.own(|| crate::guard::unknown_internal(&self.tx)) {
-                        Ok(Some(name)) => return Ok(Err(crate::guard::reserved_name(&name))),
-                        Ok(None) => {}
-                        Err(e) => return Err(SqliteError::Apply(e)),
+                    let now = self
+                        .guard
+                        .own(|| crate::guard::unknown_internal(&self.tx))
+                        .map_err(SqliteError::Apply)?;
+                    let before = self.strays_before.borrow();
+                    if let Some(name) = now.iter().find(|n| !before.contains(n)) {
+                        return Ok(Err(crate::guard::reserved_name(name)));
                     }
                 }
                 match self.guard.own(|| self.settle_schema()) {
@@ -485,6 +493,13 @@ impl ApplyTxn<'_> {
         self.guard.own(|| self.know_shadow_tables())?;
         self.shadow_at_start.set(self.guard.shadow_version());
         let mut stmt = self.guard.preparing(|| self.tx.prepare(&statement.sql))?;
+        // The authorizer judged it as it was prepared: a schema action is known now.
+        *self.strays_before.borrow_mut() = if self.guard.schema_action() {
+            self.guard
+                .own(|| crate::guard::unknown_internal(&self.tx))?
+        } else {
+            Vec::new()
+        };
         bind(&mut stmt, &statement.params)?;
         self.guard.own(|| self.check_last_rowid_before())?;
         let before = self.tx.total_changes();

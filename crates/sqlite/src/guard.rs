@@ -26,25 +26,34 @@ const INTERNAL_OBJECTS: &[&str] = &[
     "_sqlraft_restore",
 ];
 
-/// The first object of `conn`'s main schema named as sqlraft's own that is not one of
-/// them. The authorizer cannot see every name a statement gives: `ALTER TABLE ...
+/// The objects of `conn`'s main schema named as sqlraft's own that are not, in name
+/// order. The authorizer cannot see every name a statement gives: `ALTER TABLE ...
 /// RENAME TO` shows only the old one (found by a review: a table renamed so could no
 /// longer be changed or dropped, was left out of dumps, and made every backup
 /// unrestorable), so a statement that asked for a schema action is checked after it
-/// ran.
-pub(crate) fn unknown_internal(conn: &rusqlite::Connection) -> rusqlite::Result<Option<String>> {
+/// ran for names it added. One made so by an older version (a stray) can be changed,
+/// renamed and dropped like any table of the user's.
+pub(crate) fn unknown_internal(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT name FROM main.sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\' \
          ORDER BY name",
     )?;
     let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut unknown = Vec::new();
     for name in names {
         let name = name?;
-        if !INTERNAL_OBJECTS.contains(&name.as_str()) {
-            return Ok(Some(name));
+        if !own(&name) {
+            unknown.push(name);
         }
     }
-    Ok(None)
+    Ok(unknown)
+}
+
+/// One of sqlraft's own objects (SQLite's names are case-insensitive).
+fn own(name: &str) -> bool {
+    INTERNAL_OBJECTS
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(name))
 }
 
 /// The refusal of an object named as sqlraft's own.
@@ -550,8 +559,12 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         {
             Some(reserved_name(table_name))
         }
-        CreateTable { table_name }
-        | CreateIndex { table_name, .. }
+        CreateTable { table_name } if internal(table_name) => Some(format!(
+            "table {table_name} belongs to sqlraft and cannot be changed"
+        )),
+        // sqlraft's own tables. A stray an older version let a rename make
+        // (`_sqlraft_x`) is the user's: it can be renamed out or dropped.
+        CreateIndex { table_name, .. }
         | CreateTrigger { table_name, .. }
         | Insert { table_name }
         | Update { table_name, .. }
@@ -560,7 +573,7 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | DropIndex { table_name, .. }
         | DropTrigger { table_name, .. }
         | AlterTable { table_name, .. }
-            if internal(table_name) =>
+            if own(table_name) =>
         {
             Some(format!(
                 "table {table_name} belongs to sqlraft and cannot be changed"

@@ -90,6 +90,7 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
     }
     if let Some(unknown) = crate::guard::unknown_internal(&conn)
         .map_err(|e| refuse(format!("cannot read the schema: {e}")))?
+        .first()
     {
         return Err(refuse(format!(
             "the database holds {unknown}, which is not one of sqlraft's tables: \

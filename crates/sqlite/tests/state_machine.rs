@@ -329,6 +329,67 @@ fn a_rename_or_a_virtual_table_cannot_take_sqlrafts_names() {
     assert_eq!(count(&dir, internal), 6);
 }
 
+/// A database that holds a table an older version let a rename give one of sqlraft's
+/// names (a stray) keeps working: schema changes go on, the stray can be written,
+/// renamed out or dropped, and only a name a statement adds is refused (found by a
+/// review: the check of the whole schema refused every schema change, and the stray
+/// could not be dropped).
+#[test]
+fn a_table_an_older_version_let_take_sqlrafts_name_can_be_renamed_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut sm = sm(&dir);
+        apply(
+            &mut sm,
+            1,
+            tx(&["CREATE TABLE a (v)", "INSERT INTO a VALUES (1)"]),
+        );
+    }
+    // What the older version applied.
+    rusqlite::Connection::open(dir.path().join("state.db"))
+        .expect("open")
+        .execute_batch("ALTER TABLE a RENAME TO _sqlraft_a")
+        .expect("rename");
+    let mut sm = sm(&dir);
+    let allowed = [
+        "CREATE TABLE other (v)",
+        "INSERT INTO _sqlraft_a VALUES (2)",
+        "CREATE INDEX ia ON _sqlraft_a (v)",
+    ];
+    for (index, sql) in allowed.iter().enumerate() {
+        let results = apply(&mut sm, index as u64 + 2, tx(&[sql]));
+        assert!(results[0].error.is_none(), "{sql}: {results:?}");
+    }
+    let next = allowed.len() as u64 + 2;
+    let results = apply(
+        &mut sm,
+        next,
+        tx(&["ALTER TABLE other RENAME TO _sqlraft_b"]),
+    );
+    let error = results[0]
+        .error
+        .as_deref()
+        .expect("a new reserved name is refused");
+    assert!(
+        error.contains("_sqlraft_b") && error.contains("is reserved"),
+        "{error}"
+    );
+    let results = apply(
+        &mut sm,
+        next + 1,
+        tx(&["ALTER TABLE _sqlraft_a RENAME TO a"]),
+    );
+    assert!(results[0].error.is_none(), "{results:?}");
+    assert_eq!(count(&dir, "SELECT count(*) FROM a"), 2);
+    let internal =
+        "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
+    assert_eq!(count(&dir, internal), 6, "sqlraft's own six, no more");
+    // sqlraft's own stay out of reach.
+    let results = apply(&mut sm, next + 2, tx(&["DROP TABLE _SQLRAFT_Members"]));
+    let error = results[0].error.as_deref().expect("refused");
+    assert!(error.contains("belongs to sqlraft"), "{error}");
+}
+
 #[test]
 fn parameters_bind_by_position_and_name() {
     let dir = tempfile::tempdir().expect("tempdir");
