@@ -507,17 +507,7 @@ fn a_directory_in_a_newer_data_format_is_refused_untouched() {
         })
         .collect();
     assert_eq!(wal_before, wal_after, "the raft directory is untouched");
-    let status = Command::new(BIN)
-        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
-        .arg(root.path())
-        .args([
-            "--raft.insecure",
-            "--raft.node.listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
+    let status = first_service(root.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -605,19 +595,9 @@ fn a_start_refused_for_its_auth_file_leaves_nothing_on_disk() {
         r#"[{"username": "admin", "password": "secret", "perms": ["fly"]}]"#,
     )
     .expect("auth file");
-    let out = Command::new(BIN)
-        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
-        .arg(root.path())
-        .args([
-            "--raft.insecure",
-            "--raft.node.listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--auth",
-        ])
+    let out = first_service(root.path())
+        .arg("--auth")
         .arg(&auth)
-        .stdin(Stdio::null())
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -634,4 +614,21 @@ fn a_start_refused_for_its_auth_file_leaves_nothing_on_disk() {
             .map(|e| e.expect("entry").file_name())
             .collect::<Vec<_>>()
     );
+}
+
+/// `run` of the first service in `root`, on ports the OS picks, without TLS.
+fn first_service(root: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["run", "--id", FIRST_SERVICE_ID, "--root"])
+        .arg(root)
+        .args([
+            "--raft.insecure",
+            "--raft.node.listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null());
+    command
 }

@@ -115,7 +115,7 @@ impl Metrics {
         let messages = IntCounterVec::new(
             Opts::new(
                 "sqlraft_raft_messages_sent_total",
-                "Raft messages sent to peers, by kind: append (with log entries), append_commit (none: a commit index or a probe), append_response, heartbeat, heartbeat_response, vote (votes, pre-votes and their answers), snapshot, other.",
+                "Raft messages handed to the transport for peers (one that cannot be reached included), by kind: append (with log entries), append_commit (none: a commit index or a probe), append_response, heartbeat, heartbeat_response, vote (votes, pre-votes and their answers), snapshot, other.",
             ),
             &["kind"],
         )

@@ -279,6 +279,56 @@ async fn a_strong_read_that_cannot_reach_its_level_says_why() {
     cluster.shutdown().await;
 }
 
+/// A write the leader refuses while it hands leadership over is refused as such
+/// (retried with the next leader), not as a backlog of writes not yet committed (found
+/// by a review: writes taken in the turn of a hand-over are proposed after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_during_a_hand_over_says_so() {
+    let cluster = Cluster::new(3).await;
+    let leader = cluster.node(cluster.leader().await).clone();
+    write_ok(&leader, "CREATE TABLE t (v)").await;
+    cluster.converge().await;
+    // The leader's messages are held back: the hand-over stays in progress.
+    for node in cluster.live() {
+        if node.raft_id() != leader.raft_id() {
+            leader
+                .transport()
+                .set_link_fault(node.raft_id(), sqlraft_transport::LinkFault::delayed(1500));
+        }
+    }
+    let handing = {
+        let leader = leader.clone();
+        tokio::spawn(async move { leader.hand_over_leadership(Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (client, _) = sqlraft_transport::Transport::new(sqlraft_transport::TransportOptions {
+        backoff_max_ms: 100,
+        ..Default::default()
+    });
+    let write = sqlraft_proto::v1::ForwardRequest {
+        request: Some(sqlraft_proto::v1::WriteRequest {
+            statements: vec![sqlraft_proto::v1::Statement {
+                sql: "INSERT INTO t VALUES (1)".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        admin: None,
+    };
+    let answer = client
+        .forward(leader.raft_addr(), leader.raft_id(), write)
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&answer.outcome, Some(sqlraft_proto::v1::forward_response::Outcome::Error(e))
+            if e.kind == sqlraft_proto::v1::forward_error::Kind::NotLeader as i32),
+        "{answer:?}"
+    );
+    cluster.heal();
+    let _ = handing.await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_one_leader_per_term_through_elections() {
     let mut cluster = Cluster::new(3).await;

@@ -557,6 +557,21 @@ impl RaftLoop {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// Why raft-rs dropped a proposal while this node leads: a leadership transfer in
+    /// progress (a removal of this node hands it over), this node no longer in the
+    /// configuration, or more bytes of entries not yet committed than
+    /// `max_uncommitted_bytes`. Each is safe to retry: nothing was proposed.
+    fn dropped(&self) -> fn() -> NodeError {
+        let raft = &self.raw.raft;
+        if raft.lead_transferee.is_some() {
+            || NodeError::LeaderChanging
+        } else if raft.prs().get(raft.id).is_none() {
+            || NodeError::NoLeader
+        } else {
+            || NodeError::Busy("too many writes not yet committed; try again")
+        }
+    }
+
     /// Proposes a normal entry; `Some(pending)` to wait on it, `None` if raft refused.
     fn propose_entry<T>(
         &mut self,
@@ -576,11 +591,8 @@ impl RaftLoop {
                     proposed: Instant::now(),
                 },
             )),
-            // Still the leader: raft-rs drops a proposal over max_uncommitted_size.
             Err(raft::Error::ProposalDropped) if self.is_leader() => {
-                let _ = reply.send(Err(NodeError::Busy(
-                    "too many writes not yet committed; try again",
-                )));
+                let _ = reply.send(Err(self.dropped()()));
                 None
             }
             Err(e) => {
@@ -592,7 +604,8 @@ impl RaftLoop {
     }
 
     /// Proposes the writes taken this turn, as few proposals of up to an append's
-    /// bytes each as they fit in. raft-rs sends each proposal to every follower in a
+    /// bytes of commands each as they fit in (raft-rs counts an entry's encoded size,
+    /// a little more: a proposal near the limit may still go out as two appends). raft-rs sends each proposal to every follower in a
     /// message of its own, which each follower answers: one proposal per write cost a
     /// message and an answer per write and follower, where now a turn's writes share
     /// them. A proposal raft-rs refuses fails all of its writes, none of which is in
@@ -660,10 +673,9 @@ impl RaftLoop {
                     }
                 }
             }
-            // Still the leader: raft-rs drops a proposal over max_uncommitted_size.
-            Err(raft::Error::ProposalDropped) if self.is_leader() => refuse(waiting, || {
-                NodeError::Busy("too many writes not yet committed; try again")
-            }),
+            Err(raft::Error::ProposalDropped) if self.is_leader() => {
+                refuse(waiting, self.dropped())
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "proposal refused");
                 refuse(waiting, || NodeError::NoLeader)
