@@ -20,6 +20,10 @@ fn tx(sqls: &[&str]) -> WriteRequest {
     WriteRequest::transaction(sqls.iter().map(|s| Statement::new(*s)).collect())
 }
 
+/// Counts the objects named as sqlraft's own.
+const RESERVED_NAMES: &str =
+    "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
+
 fn count(sm_dir: &tempfile::TempDir, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(sm_dir.path().join("state.db")).expect("open");
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
@@ -307,8 +311,6 @@ fn a_rename_or_a_virtual_table_cannot_take_sqlrafts_names() {
         assert!(error.contains("is reserved"), "{sql}: {error}");
     }
     let next = refused.len() as u64 + 2;
-    let internal =
-        "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
     let results = apply(
         &mut sm,
         next,
@@ -326,7 +328,7 @@ fn a_rename_or_a_virtual_table_cannot_take_sqlrafts_names() {
         1
     );
     // sqlraft's own six, no more.
-    assert_eq!(count(&dir, internal), 6);
+    assert_eq!(count(&dir, RESERVED_NAMES), 6);
 }
 
 /// A database that holds a table an older version let a rename give one of sqlraft's
@@ -381,9 +383,7 @@ fn a_table_an_older_version_let_take_sqlrafts_name_can_be_renamed_out() {
     );
     assert!(results[0].error.is_none(), "{results:?}");
     assert_eq!(count(&dir, "SELECT count(*) FROM a"), 2);
-    let internal =
-        "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_sqlraft\\_%' ESCAPE '\\'";
-    assert_eq!(count(&dir, internal), 6, "sqlraft's own six, no more");
+    assert_eq!(count(&dir, RESERVED_NAMES), 6, "sqlraft's own six, no more");
     // sqlraft's own stay out of reach.
     let results = apply(&mut sm, next + 2, tx(&["DROP TABLE _SQLRAFT_Members"]));
     let error = results[0].error.as_deref().expect("refused");

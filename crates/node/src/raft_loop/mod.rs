@@ -605,11 +605,11 @@ impl RaftLoop {
 
     /// Proposes the writes taken this turn, as few proposals of up to an append's
     /// bytes of commands each as they fit in (raft-rs counts an entry's encoded size,
-    /// a little more: a proposal near the limit may still go out as two appends). raft-rs sends each proposal to every follower in a
-    /// message of its own, which each follower answers: one proposal per write cost a
-    /// message and an answer per write and follower, where now a turn's writes share
-    /// them. A proposal raft-rs refuses fails all of its writes, none of which is in
-    /// the log then.
+    /// a little more: a proposal near the limit may still go out as two appends).
+    /// raft-rs sends each proposal to every follower in a message of its own, which
+    /// each follower answers: one proposal per write cost a message and an answer per
+    /// write and follower, where now a turn's writes share them. A proposal raft-rs
+    /// refuses fails all of its writes, none of which is in the log then.
     fn propose_taken(&mut self) {
         if self.taken.is_empty() {
             return;
