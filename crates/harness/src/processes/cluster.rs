@@ -257,9 +257,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The host of node `i`: `127.0.0.<i + 1>`. Every node is on the loopback interface,
-/// each with an address of its own, because the services registry admits one service
-/// per host name (a second service on 127.0.0.1 would be refused).
 /// True when a node's `/status` names `voters` voters outside a joint configuration
 /// (`voters_outgoing` empty: until then its elections still need the voters before the
 /// change). A binary from before the field cannot tell, and counts as settled.
@@ -270,6 +267,9 @@ pub fn settled_voters(status: &Json, voters: usize) -> bool {
             .is_none_or(Vec::is_empty)
 }
 
+/// The host of node `i`: `127.0.0.<i + 1>`. Every node is on the loopback interface,
+/// each with an address of its own, because the services registry admits one service
+/// per host name (a second service on 127.0.0.1 would be refused).
 pub fn loopback_host(i: usize) -> String {
     assert!(i < 254, "at most 254 nodes on 127.0.0.0/24");
     format!("127.0.0.{}", i + 1)

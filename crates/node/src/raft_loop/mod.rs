@@ -572,32 +572,52 @@ impl RaftLoop {
         }
     }
 
+    /// Proposes `entries` (normal ones) in one proposal: the index raft-rs gave the
+    /// first, the others following in order; or why it refused them all, none of which
+    /// is in the log then.
+    fn propose(
+        &mut self,
+        entries: Vec<raft::eraftpb::Entry>,
+    ) -> std::result::Result<u64, fn() -> NodeError> {
+        if !self.is_leader() {
+            return Err(|| NodeError::NoLeader);
+        }
+        let count = entries.len() as u64;
+        let mut proposal = Message::default();
+        proposal.set_msg_type(MessageType::MsgPropose);
+        proposal.from = self.raw.raft.id;
+        proposal.set_entries(entries);
+        match self.raw.raft.step(proposal) {
+            Ok(()) => Ok(self.raw.raft.raft_log.last_index() + 1 - count),
+            Err(raft::Error::ProposalDropped) if self.is_leader() => Err(self.dropped()),
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal refused");
+                Err(|| NodeError::NoLeader)
+            }
+        }
+    }
+
     /// Proposes a normal entry; `Some(pending)` to wait on it, `None` if raft refused.
     fn propose_entry<T>(
         &mut self,
         command: Vec<u8>,
         reply: oneshot::Sender<Result<T>>,
     ) -> Option<(u64, Pending<T>)> {
-        if !self.is_leader() {
-            let _ = reply.send(Err(NodeError::NoLeader));
-            return None;
-        }
-        match self.raw.propose(Vec::new(), command) {
-            Ok(()) => Some((
-                self.raw.raft.raft_log.last_index(),
+        let entry = raft::eraftpb::Entry {
+            data: command,
+            ..Default::default()
+        };
+        match self.propose(vec![entry]) {
+            Ok(index) => Some((
+                index,
                 Pending {
                     term: self.raw.raft.term,
                     reply,
                     proposed: Instant::now(),
                 },
             )),
-            Err(raft::Error::ProposalDropped) if self.is_leader() => {
-                let _ = reply.send(Err(self.dropped()()));
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "proposal refused");
-                let _ = reply.send(Err(NodeError::NoLeader));
+            Err(refused) => {
+                let _ = reply.send(Err(refused()));
                 None
             }
         }
@@ -640,24 +660,8 @@ impl RaftLoop {
         entries: Vec<raft::eraftpb::Entry>,
         waiting: Vec<(oneshot::Sender<Result<Applied>>, bool)>,
     ) {
-        let refuse = |waiting: Vec<(oneshot::Sender<Result<Applied>>, bool)>,
-                      e: fn() -> NodeError| {
-            for (reply, _) in waiting {
-                let _ = reply.send(Err(e()));
-            }
-        };
-        if !self.is_leader() {
-            return refuse(waiting, || NodeError::NoLeader);
-        }
-        let count = entries.len() as u64;
-        let mut proposal = Message::default();
-        proposal.set_msg_type(MessageType::MsgPropose);
-        proposal.from = self.raw.raft.id;
-        proposal.set_entries(entries);
-        match self.raw.raft.step(proposal) {
-            Ok(()) => {
-                // raft-rs gave the entries the indices after the log's last, in order.
-                let first = self.raw.raft.raft_log.last_index() + 1 - count;
+        match self.propose(entries) {
+            Ok(first) => {
                 let term = self.raw.raft.term;
                 for (index, (reply, forwarded)) in (first..).zip(waiting) {
                     self.waiters.write(
@@ -673,12 +677,10 @@ impl RaftLoop {
                     }
                 }
             }
-            Err(raft::Error::ProposalDropped) if self.is_leader() => {
-                refuse(waiting, self.dropped())
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "proposal refused");
-                refuse(waiting, || NodeError::NoLeader)
+            Err(refused) => {
+                for (reply, _) in waiting {
+                    let _ = reply.send(Err(refused()));
+                }
             }
         }
     }
