@@ -6,6 +6,12 @@
 # wrk share this machine's CPUs, so where those are the limit, throughput follows it).
 #
 #   scripts/bench-vs-etcd.sh [--duration SECONDS] [--clients N] [--rounds N] [--out DIR]
+#                            [--peer-tls on|off]
+#
+# --peer-tls: whether the nodes of both clusters talk to each other over mutual TLS
+# (on, the default: sqlraft's default, and etcd given peer certificates made with
+# openssl) or in plaintext (off: `demo --raft.insecure`, etcd's default). Clients talk
+# plaintext HTTP to both either way.
 #
 # Installs Debian's etcd-server and wrk when missing. Every process it starts is
 # stopped, and its data removed, when it ends (Ctrl-C included).
@@ -17,6 +23,7 @@ WARMUP=3
 CLIENTS=32
 ROUNDS=1
 OUT=target/bench-vs-etcd
+PEER_TLS=on
 while (($#)); do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
@@ -24,16 +31,23 @@ while (($#)); do
     --clients) CLIENTS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --peer-tls) PEER_TLS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench-vs-etcd: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+
+case "$PEER_TLS" in
+  on|off) ;;
+  *) echo "bench-vs-etcd: --peer-tls takes on or off, not $PEER_TLS" >&2; exit 2 ;;
+esac
 
 bash scripts/setup.sh
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   echo "bench-vs-etcd: installing ${need[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -138,19 +152,42 @@ run_wrk() {
 threads_for() { if (($1 >= 2)); then echo 2; else echo 1; fi; }
 
 # --- etcd ----------------------------------------------------------------------------
-run_etcd() {
-  local round=$1 cluster="" i
-  local -a client peer
-  for i in 1 2 3; do client[i]=$(free_port); peer[i]=$(free_port); done
-  for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.$i:${peer[i]}"; done
+# etcd_certs: a CA and a certificate for each etcd member (127.0.0.1-3, for serving
+# and for its client side), as sqlraft's certs make them: ECDSA P-256.
+etcd_certs() {
+  local dir=$WORK/etcd-tls i
+  [ -e "$dir/ca.crt" ] && return
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=bench-vs-etcd CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
   for i in 1 2 3; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=e$i" -keyout "$dir/e$i.key" -out "$dir/e$i.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' "$i" >"$dir/e$i.ext"
+    openssl x509 -req -in "$dir/e$i.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 2 -extfile "$dir/e$i.ext" -out "$dir/e$i.crt" 2>/dev/null
+  done
+}
+
+run_etcd() {
+  local round=$1 cluster="" i scheme=http
+  local -a client peer tls
+  if [ "$PEER_TLS" = on ]; then etcd_certs; scheme=https; fi
+  for i in 1 2 3; do client[i]=$(free_port); peer[i]=$(free_port); done
+  for i in 1 2 3; do cluster+="${cluster:+,}e$i=$scheme://127.0.0.$i:${peer[i]}"; done
+  for i in 1 2 3; do
+    tls=()
+    if [ "$PEER_TLS" = on ]; then
+      tls=(--peer-client-cert-auth --peer-trusted-ca-file "$WORK/etcd-tls/ca.crt"
+        --peer-cert-file "$WORK/etcd-tls/e$i.crt" --peer-key-file "$WORK/etcd-tls/e$i.key")
+    fi
     etcd --name "e$i" --data-dir "$WORK/etcd-$round-$i" \
       --listen-client-urls "http://127.0.0.$i:${client[i]}" \
       --advertise-client-urls "http://127.0.0.$i:${client[i]}" \
-      --listen-peer-urls "http://127.0.0.$i:${peer[i]}" \
-      --initial-advertise-peer-urls "http://127.0.0.$i:${peer[i]}" \
+      --listen-peer-urls "$scheme://127.0.0.$i:${peer[i]}" \
+      --initial-advertise-peer-urls "$scheme://127.0.0.$i:${peer[i]}" \
       --initial-cluster "$cluster" --initial-cluster-state new \
-      --initial-cluster-token "bench-$round" --log-level error \
+      --initial-cluster-token "bench-$round" --log-level error "${tls[@]}" \
       >"$WORK/etcd-$round-$i.log" 2>&1 &
     PIDS+=($!)
   done
@@ -191,8 +228,10 @@ for line in data:
 # --- sqlraft -------------------------------------------------------------------------
 run_sqlraft() {
   local round=$1
+  local transport=()
+  [ "$PEER_TLS" = on ] || transport=(--raft.insecure)
   mkdir -p "$WORK/sqlraft-$round"
-  "$CORE" demo --nodes 3 --root "$WORK/sqlraft-$round" </dev/null >"$WORK/sqlraft-$round.out" 2>&1 &
+  "$CORE" demo --nodes 3 --root "$WORK/sqlraft-$round" "${transport[@]}" </dev/null >"$WORK/sqlraft-$round.out" 2>&1 &
   PIDS+=($!)
   local urls=()
   for _ in $(seq 1 300); do
@@ -264,7 +303,7 @@ stop_all() {
   sleep 2
 }
 
-echo "bench-vs-etcd: $ROUNDS round(s), ${DURATION}s per run after ${WARMUP}s warm-up, $CLIENTS clients; results in $OUT" >&2
+echo "bench-vs-etcd: $ROUNDS round(s), ${DURATION}s per run after ${WARMUP}s warm-up, $CLIENTS clients, peer TLS $PEER_TLS; results in $OUT" >&2
 # Odd rounds start with etcd, even rounds with sqlraft, so that neither always runs on
 # a machine the other just warmed (or left busy).
 for round in $(seq 1 "$ROUNDS"); do
@@ -277,9 +316,9 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 
-python3 - "$OUT" "$ROUNDS" "$CLIENTS" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "$CLIENTS" "$PEER_TLS" <<'EOF'
 import json, re, statistics, sys
-out, rounds, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, rounds, clients, peer_tls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
 def parse(name):
     text = open(f"{out}/{name}.txt").read()
@@ -318,10 +357,10 @@ for label, key, goal in rows:
     summary.append({"measure": label, "sqlraft_ops_per_s": sr, "sqlraft_p99_ms": sp,
                     "etcd_ops_per_s": er, "etcd_p99_ms": ep, "ratio": ratio, "goal": goal,
                     "errors": errors, "sqlraft_cpu_us_per_op": scu, "sqlraft_idle": sci,
-                    "etcd_cpu_us_per_op": ecu, "etcd_idle": eci})
+                    "etcd_cpu_us_per_op": ecu, "etcd_idle": eci, "peer_tls": peer_tls})
     lines.append(f"| {label} | {sr:.0f} ({sp:.1f}) | {er:.0f} ({ep:.1f}) | {ratio:.2f}x | >= {goal}x |")
     cpu_lines.append(f"| {label} | {scu:.0f} ({sci:.0%}) | {ecu:.0f} ({eci:.0%}) | {ecu / scu if scu else float('nan'):.2f}x |")
-table = "\n".join(lines) + "\n\nCPU of the three nodes per operation, medians (the machine's idle share, I/O waits included):\n\n" + "\n".join(cpu_lines)
+table = f"Peer TLS {peer_tls} (both clusters), medians of {rounds} round(s):\n\n" + "\n".join(lines) + "\n\nCPU of the three nodes per operation, medians (the machine's idle share, I/O waits included):\n\n" + "\n".join(cpu_lines)
 print(table)
 open(f"{out}/summary.md", "w").write(table + "\n")
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)

@@ -334,6 +334,10 @@ pub struct DemoArgs {
     /// Root directory for the services [default: a temporary directory, removed at exit].
     #[arg(long = "root", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Plaintext raft transport between the services, no TLS (each is started with
+    /// `--raft.insecure`): to measure against a system whose nodes talk in plaintext.
+    #[arg(long = "raft.insecure")]
+    pub raft_insecure: bool,
 }
 
 /// `sqlraft-core inventory`.

@@ -95,12 +95,18 @@ struct DemoService {
 
 impl Demo {
     fn start(nodes: usize) -> (Demo, Vec<DemoService>) {
+        Demo::start_with(nodes, &[])
+    }
+
+    /// [`Demo::start`] with more of the demo's flags.
+    fn start_with(nodes: usize, flags: &[&str]) -> (Demo, Vec<DemoService>) {
         use std::io::{BufRead, BufReader};
         let root = tempfile::tempdir().expect("demo root");
         let mut child = Command::new(BIN)
             .args(["demo", "--nodes", &nodes.to_string()])
             .arg("--root")
             .arg(root.path())
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -317,6 +323,51 @@ fn demo_survives_a_killed_leader_and_a_removed_service() {
         .expect("survivor");
     insert_through(&survivor.http, "after removal");
 
+    demo.type_line("quit");
+    let exit = demo.guard.wait_exit(Duration::from_secs(30));
+    assert!(exit.success());
+}
+
+/// `demo --raft.insecure` runs its services with a plaintext raft transport (what
+/// `scripts/bench-vs-etcd.sh --peer-tls off` compares with a plaintext etcd), and they
+/// replicate as the TLS demo's do.
+#[test]
+fn demo_with_raft_insecure_runs_plaintext_services() {
+    let (mut demo, services) = Demo::start_with(3, &["--raft.insecure"]);
+    for service in &services {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", service.pid)).expect("cmdline");
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(args.iter().any(|a| a == "--raft.insecure"), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--raft.tls")), "{args:?}");
+    }
+    assert!(
+        !demo._root.path().join("tls").exists(),
+        "no CA is made for a plaintext demo"
+    );
+    let body = br#"["CREATE TABLE t (v TEXT)"]"#;
+    let created = runtime()
+        .block_on(client::post(&services[0].http, "/db/execute", body, TIMEOUT))
+        .expect("create table");
+    assert_eq!(created.status, 200, "{}", created.text());
+    insert_through(&services[0].http, "plaintext");
+    for service in &services {
+        let rows = runtime()
+            .block_on(client::get(
+                &service.http,
+                "/db/query?level=linearizable&q=SELECT%20count(*)%20FROM%20t",
+                TIMEOUT,
+            ))
+            .expect("query");
+        assert_eq!(
+            rows.json().expect("JSON")["results"][0]["values"][0][0],
+            1,
+            "node {}",
+            service.number
+        );
+    }
     demo.type_line("quit");
     let exit = demo.guard.wait_exit(Duration::from_secs(30));
     assert!(exit.success());

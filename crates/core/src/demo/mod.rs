@@ -81,7 +81,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), CoreError> {
             temp.path().to_path_buf()
         }
     };
-    let mut demo = Demo::new(&root)?;
+    let mut demo = Demo::new(&root, !args.raft_insecure)?;
     let started = tokio::select! {
         started = demo.start_all(args.nodes) => started,
         _ = sigterm.recv() => Err(CoreError::Failed("interrupted while starting".into())),
@@ -135,8 +135,9 @@ struct Demo {
     exe: PathBuf,
     root: PathBuf,
     children: Children,
-    /// The cluster's CA: every service gets a certificate from it, in `<root>/tls/`.
-    ca: crate::certs::Ca,
+    /// The cluster's CA: every service gets a certificate from it, in `<root>/tls/`;
+    /// `None` when the services talk in plaintext (`demo --raft.insecure`).
+    ca: Option<crate::certs::Ca>,
 }
 
 /// A local cluster of child `sqlraft-core run` processes started as the demo starts
@@ -149,7 +150,7 @@ impl LocalCluster {
     /// Starts `count` services under `root` and waits until every one sees them all
     /// as voters.
     pub(crate) async fn start(root: &Path, count: usize) -> Result<Self, CoreError> {
-        let mut demo = Demo::new(root)?;
+        let mut demo = Demo::new(root, true)?;
         if let Err(e) = demo.start_all(count).await {
             demo.children.stop().await;
             return Err(e);
@@ -180,12 +181,18 @@ enum Flow {
 }
 
 impl Demo {
-    /// A demo of no services yet under `root`, with a new cluster CA in `<root>/tls/`.
-    fn new(root: &Path) -> Result<Demo, CoreError> {
+    /// A demo of no services yet under `root`; with `tls`, a new cluster CA in
+    /// `<root>/tls/` and mutual TLS between the services.
+    fn new(root: &Path, tls: bool) -> Result<Demo, CoreError> {
         let exe = std::env::current_exe()
             .map_err(|e| CoreError::Io(format!("cannot find this program: {e}")))?;
-        let ca = crate::certs::Ca::new(crate::certs::CA_DAYS)?;
-        ca.write(&root.join("tls"))?;
+        let ca = if tls {
+            let ca = crate::certs::Ca::new(crate::certs::CA_DAYS)?;
+            ca.write(&root.join("tls"))?;
+            Some(ca)
+        } else {
+            None
+        };
         Ok(Demo {
             exe,
             root: root.to_path_buf(),
@@ -242,13 +249,16 @@ impl Demo {
             }
             Some((http, raft)) => (create_service(&http, &host, &addrs.0).await?, Some(raft)),
         };
-        let tls = crate::certs::write_service_files(
-            &self.ca,
-            &id,
-            &host,
-            crate::certs::SERVICE_DAYS,
-            &self.root.join("tls"),
-        )?;
+        let transport_flags = match &self.ca {
+            Some(ca) => crate::certs::run_flags(&crate::certs::write_service_files(
+                ca,
+                &id,
+                &host,
+                crate::certs::SERVICE_DAYS,
+                &self.root.join("tls"),
+            )?),
+            None => vec!["--raft.insecure".to_string()],
+        };
         let node = DemoNode::spawn(
             &self.exe,
             &self.root,
@@ -256,7 +266,7 @@ impl Demo {
             id,
             addrs,
             join.as_deref(),
-            crate::certs::run_flags(&tls),
+            transport_flags,
         )?;
         self.children.0.push(node);
         let node = self

@@ -46,7 +46,8 @@ pub(super) struct DemoNode {
 
 impl DemoNode {
     /// Starts service `id` as node `number`; `join` is a member's raft address, for
-    /// every service but the first; `tls_flags` name its certificate files.
+    /// every service but the first; `transport_flags` name its certificate files (or
+    /// ask for plaintext).
     pub fn spawn(
         exe: &Path,
         root: &Path,
@@ -54,7 +55,7 @@ impl DemoNode {
         id: String,
         (raft, http): (String, String),
         join: Option<&str>,
-        tls_flags: Vec<String>,
+        transport_flags: Vec<String>,
     ) -> Result<Self, CoreError> {
         let mut command = vec![
             "run".to_string(),
@@ -70,7 +71,7 @@ impl DemoNode {
             "--http".into(),
             http.clone(),
         ];
-        command.extend(tls_flags);
+        command.extend(transport_flags);
         if let Some(join) = join {
             command.extend(["--raft.join".to_string(), join.to_string()]);
         }
