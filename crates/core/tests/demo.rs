@@ -341,7 +341,10 @@ fn demo_with_raft_insecure_runs_plaintext_services() {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         assert!(args.iter().any(|a| a == "--raft.insecure"), "{args:?}");
-        assert!(!args.iter().any(|a| a.starts_with("--raft.tls")), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a.starts_with("--raft.tls")),
+            "{args:?}"
+        );
     }
     assert!(
         !demo._root.path().join("tls").exists(),
@@ -349,7 +352,12 @@ fn demo_with_raft_insecure_runs_plaintext_services() {
     );
     let body = br#"["CREATE TABLE t (v TEXT)"]"#;
     let created = runtime()
-        .block_on(client::post(&services[0].http, "/db/execute", body, TIMEOUT))
+        .block_on(client::post(
+            &services[0].http,
+            "/db/execute",
+            body,
+            TIMEOUT,
+        ))
         .expect("create table");
     assert_eq!(created.status, 200, "{}", created.text());
     insert_through(&services[0].http, "plaintext");
