@@ -693,13 +693,19 @@ impl ApplyTxn<'_> {
         }
         let vtabs = {
             let mut stmt = self.tx.prepare_cached(
-                "SELECT name FROM sqlite_schema \
+                "SELECT name, sql FROM sqlite_schema \
                  WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
             )?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
+            stmt.query_map([], |r| {
+                let sql: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::lex::virtual_table_module(&sql),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        for vtab in &vtabs {
+        for (vtab, _) in &vtabs {
             let sql = format!(
                 "SELECT * FROM main.\"{}\" LIMIT 0",
                 vtab.replace('"', "\"\"")

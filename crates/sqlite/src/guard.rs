@@ -113,6 +113,9 @@ struct GuardState {
     shadow: Option<(i64, HashMap<String, String>)>,
     /// The virtual tables at that schema version.
     virtual_tables: Vec<String>,
+    /// Those of them whose module describes this node rather than the replicated
+    /// content (`dbstat`; made by a build before such modules were refused).
+    node_local_tables: Vec<String>,
     /// `shadow` was found to belong to the schema as it is, in this batch, and no
     /// statement since could have changed the schema (none asked for a schema action,
     /// or the version was looked at after it): the next statement need not look.
@@ -344,17 +347,23 @@ impl Guard {
         })
     }
 
-    /// The shadow tables and the virtual tables at schema version `version`, the
-    /// schema's version now.
+    /// The shadow tables and the virtual tables (each with its module's name, when it
+    /// could be read from its SQL) at schema version `version`, the schema's version
+    /// now.
     pub(crate) fn set_shadow(
         &self,
         version: i64,
         tables: HashMap<String, String>,
-        virtual_tables: Vec<String>,
+        virtual_tables: Vec<(String, Option<String>)>,
     ) {
         self.with(|s| {
             s.shadow = Some((version, tables));
-            s.virtual_tables = virtual_tables;
+            s.node_local_tables = virtual_tables
+                .iter()
+                .filter(|(_, module)| !module.as_deref().is_some_and(replicated_module))
+                .map(|(name, _)| name.clone())
+                .collect();
+            s.virtual_tables = virtual_tables.into_iter().map(|(name, _)| name).collect();
             s.shadow_current = true;
         });
     }
@@ -377,6 +386,7 @@ impl Guard {
         self.with(|s| {
             s.shadow = None;
             s.virtual_tables.clear();
+            s.node_local_tables.clear();
             s.shadow_current = false;
         });
     }
@@ -436,8 +446,19 @@ impl Guard {
                 .database_name
                 .is_some_and(|db| db.eq_ignore_ascii_case("temp"));
             let shadow = state.shadow.as_ref().map(|(_, tables)| tables);
+            // Not its deletes: dropping the table asks for one (SQLite refuses deleting
+            // rows of such a table itself, alike everywhere).
+            let node_local = rows_of
+                .filter(|_| !matches!(ctx.action, AuthAction::Delete { .. }))
+                .filter(|table| {
+                    state
+                        .node_local_tables
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(table))
+                });
             let refused = temp_refusal(&ctx.action, in_temp)
                 .or_else(|| refusal(&ctx.action))
+                .or_else(|| node_local.map(node_local_refusal))
                 .or_else(|| shadow.and_then(|tables| shadow_refusal(&ctx.action, tables)));
             match refused {
                 None => Authorization::Allow,
@@ -482,6 +503,40 @@ fn internal(name: &str) -> bool {
 /// Virtual tables that describe this node's file or connection, not the replicated
 /// content: page layout, free space, prepared statements. They differ between nodes.
 const NODE_LOCAL_TABLES: &[&str] = &["dbstat", "sqlite_dbpage", "sqlite_stmt"];
+
+/// The virtual table modules a client may create tables of: those whose rows come
+/// from the replicated content alone (full-text and R-tree indexes, and their
+/// vocabulary and tokenizer tables). Any other module built into SQLite describes
+/// this node (`dbstat`: its file's pages, which differ between nodes: a write reading
+/// such a table would apply differently on each; found by a review), and one added
+/// later is refused until it is known not to.
+const REPLICATED_MODULES: &[&str] = &[
+    "fts3",
+    "fts4",
+    "fts4aux",
+    "fts3tokenize",
+    "fts5",
+    "fts5vocab",
+    "rtree",
+    "rtree_i32",
+];
+
+/// Whether virtual tables of `module` hold only what the replicated content makes.
+fn replicated_module(module: &str) -> bool {
+    REPLICATED_MODULES
+        .iter()
+        .any(|m| module.eq_ignore_ascii_case(m))
+}
+
+/// Why a write may not use `table`, a virtual table of a module that describes this
+/// node.
+fn node_local_refusal(table: &str) -> String {
+    format!(
+        "{table} is a virtual table that describes this node, not the replicated data \
+         (its rows differ between nodes): it cannot be used in writes (read it with a \
+         query, or drop it)"
+    )
+}
 
 fn refusal(action: &AuthAction<'_>) -> Option<String> {
     use AuthAction::*;
@@ -552,6 +607,11 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | CreateTrigger {
             trigger_name: name, ..
         } if internal(name) => Some(reserved_name(name)),
+        CreateVtable { module_name, .. } if !replicated_module(module_name) => Some(format!(
+            "virtual tables of module {module_name} are not allowed: it would describe \
+             this node, not the replicated data; allowed modules: {}",
+            REPLICATED_MODULES.join(", ")
+        )),
         // A virtual table's module names its shadow tables `<table>_<suffix>`: a table
         // named `_sqlraft` would make `_sqlraft_data` and the like.
         CreateVtable { table_name, .. }
@@ -618,6 +678,27 @@ fn shadow_refusal(action: &AuthAction<'_>, shadow: &HashMap<String, String>) -> 
         "table {table} is where the virtual table {vtab} keeps its index: it can be read, \
          but only {vtab} itself can change it"
     ))
+}
+
+/// Why a schema object `sql` (a row of `sqlite_schema`, as a restore brings in) is
+/// refused when it is a virtual table whose module is not one of
+/// [`REPLICATED_MODULES`]: the authorizer refuses creating one, and a restore must not
+/// bring one in.
+pub(crate) fn node_local_virtual_table(sql: &str) -> Option<String> {
+    if !(crate::lex::has_keywords_in_a_row(sql, "VIRTUAL", "TABLE")
+        && crate::lex::starts_with_keyword(sql, "CREATE"))
+    {
+        return None;
+    }
+    let module = crate::lex::virtual_table_module(sql);
+    (!module.as_deref().is_some_and(replicated_module)).then(|| {
+        format!(
+            "virtual tables of module {} are not allowed: it would describe this node, \
+             not the replicated data; allowed modules: {}",
+            module.as_deref().unwrap_or("(unknown)"),
+            REPLICATED_MODULES.join(", ")
+        )
+    })
 }
 
 /// Refusals that SQLite's authorizer cannot see.

@@ -121,6 +121,72 @@ fn code_words(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The module of `CREATE VIRTUAL TABLE … USING <module>(…)`: the identifier after the
+/// first `USING` of the code (bare, or quoted in `"…"`, `` `…` ``, `[…]` or `'…'`), or
+/// `None` when there is none.
+pub(crate) fn virtual_table_module(sql: &str) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let after_using = code_spans(sql).into_iter().find_map(|(start, end)| {
+        let mut i = start;
+        while i < end {
+            if is_id_char(bytes[i]) {
+                let word_end = (i..end).find(|&j| !is_id_char(bytes[j])).unwrap_or(end);
+                if sql[i..word_end].eq_ignore_ascii_case("USING") {
+                    return Some(word_end);
+                }
+                i = word_end;
+            } else {
+                i += 1;
+            }
+        }
+        None
+    })?;
+    // White space and comments up to the module's name.
+    let mut i = after_using;
+    loop {
+        match bytes.get(i) {
+            Some(&b) if is_sql_space(b) => i += 1,
+            Some(b'-') if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p);
+            }
+            Some(b'/') if bytes.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |p| i + 2 + p + 2);
+            }
+            _ => break,
+        }
+    }
+    let close = match bytes.get(i)? {
+        b'"' => b'"',
+        b'`' => b'`',
+        b'\'' => b'\'',
+        b'[' => b']',
+        &b if is_id_char(b) => {
+            let end = (i..bytes.len())
+                .find(|&j| !is_id_char(bytes[j]))
+                .unwrap_or(bytes.len());
+            return Some(sql[i..end].to_string());
+        }
+        _ => return None,
+    };
+    let end = skip_quoted(bytes, i, close);
+    // Unterminated (SQLite keeps no such schema; a caller may pass anything).
+    if end < i + 2 || bytes.get(end - 1) != Some(&close) {
+        return None;
+    }
+    let inner = sql.get(i + 1..end - 1)?;
+    Some(if close == b']' {
+        inner.to_string()
+    } else {
+        let quote = char::from(close).to_string();
+        inner.replace(&quote.repeat(2), &quote)
+    })
+}
+
 /// SQLite's identifier characters: ASCII letters and digits, `_`, `$`, and every byte
 /// of a non-ASCII character.
 fn is_id_char(b: u8) -> bool {
@@ -194,6 +260,38 @@ fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_virtual_tables_module_is_read_from_its_sql() {
+        let module = |sql: &str| virtual_table_module(sql);
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE t USING fts5(a)").as_deref(),
+            Some("fts5")
+        );
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE t USING dbstat").as_deref(),
+            Some("dbstat")
+        );
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE \"x USING fts5\" using /* c */ DbStat(main)").as_deref(),
+            Some("DbStat")
+        );
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE [using] USING -- c\n \"db\"\"stat\"").as_deref(),
+            Some("db\"stat")
+        );
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE t USING [rtree](id, a, b)").as_deref(),
+            Some("rtree")
+        );
+        assert_eq!(
+            module("CREATE VIRTUAL TABLE t USING 'fts4'(a)").as_deref(),
+            Some("fts4")
+        );
+        assert_eq!(module("CREATE VIRTUAL TABLE t USING"), None);
+        assert_eq!(module("CREATE VIRTUAL TABLE t USING \"unterminated"), None);
+        assert_eq!(module("CREATE TABLE t (a)"), None);
+    }
 
     #[test]
     fn keywords_in_literals_and_comments_do_not_count() {

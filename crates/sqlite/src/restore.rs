@@ -108,7 +108,9 @@ pub fn prepare_restore(upload: &Path, work_dir: &Path, max_bytes: u64) -> Result
         })
         .map_err(|e| refuse(format!("cannot read the schema: {e}")))?;
     for (kind, name, sql) in &objects {
-        if let Some(reason) = crate::guard::static_refusal(sql) {
+        if let Some(reason) = crate::guard::static_refusal(sql)
+            .or_else(|| crate::guard::node_local_virtual_table(sql))
+        {
             return Err(refuse(format!(
                 "the database holds {kind} {name}, which sqlraft refuses: {reason}"
             )));
@@ -658,6 +660,10 @@ mod tests {
                 "trigger.db",
                 "CREATE TABLE w (a); CREATE TRIGGER tw BEFORE INSERT ON w BEGIN \
                  SELECT RAISE(ROLLBACK, 'boom'); END;",
+            ),
+            (
+                "dbstat.db",
+                "CREATE TABLE w (a); CREATE VIRTUAL TABLE layout USING dbstat(main);",
             ),
         ] {
             let upload = db(dir.path(), name, sql);

@@ -725,6 +725,105 @@ fn writes_cannot_read_the_file_layout() {
     );
 }
 
+/// A virtual table of a module that describes this node (`dbstat`: the file's pages)
+/// cannot be created under another name either: a write reading it would apply
+/// differently on each node (found by a review: `CREATE VIRTUAL TABLE layout USING
+/// dbstat(main)`, then `INSERT … SELECT … FROM layout`, diverged a node that had
+/// installed a snapshot). The modules of replicated data stay allowed.
+#[test]
+fn virtual_tables_of_node_local_modules_cannot_be_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let refused = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE VIRTUAL TABLE layout USING dbstat(main)",
+            "CREATE VIRTUAL TABLE layout2 USING DBSTAT",
+            "CREATE VIRTUAL TABLE \"layout3\" USING \"dbstat\"",
+            "CREATE VIRTUAL TABLE IF NOT EXISTS layout4 USING dbstat(main, 1)",
+        ],
+    );
+    for result in &refused {
+        let error = result.error.clone().unwrap_or_default();
+        assert!(error.contains("are not allowed"), "{result:?}");
+    }
+    let allowed = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE VIRTUAL TABLE f3 USING fts3(a)",
+            "CREATE VIRTUAL TABLE f4 USING fts4(a)",
+            "CREATE VIRTUAL TABLE f4aux USING fts4aux(f4)",
+            "CREATE VIRTUAL TABLE tok USING fts3tokenize(simple)",
+            "CREATE VIRTUAL TABLE f5 USING fts5(a)",
+            "CREATE VIRTUAL TABLE f5v USING fts5vocab(f5, row)",
+            "CREATE VIRTUAL TABLE r USING rtree(id, x0, x1)",
+            "CREATE VIRTUAL TABLE ri USING rtree_i32(id, x0, x1)",
+            "CREATE TABLE terms (term, n)",
+            "INSERT INTO f5 (a) VALUES ('ssh brute force')",
+            "INSERT INTO terms SELECT term, cnt FROM f5v",
+        ],
+    );
+    for result in &allowed {
+        assert!(result.error.is_none(), "{allowed:?}");
+    }
+    assert_eq!(
+        rows(
+            &dir.path().join("a.db"),
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'layout%'"
+        ),
+        vec![vec![Value::Integer(0)]]
+    );
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM terms"),
+        vec![vec![Value::Integer(3)]]
+    );
+}
+
+/// A `dbstat` table an older build let a client create stays the user's to read with
+/// queries and to drop, but writes may not read or write it.
+#[test]
+fn a_node_local_virtual_table_from_before_cannot_be_used_in_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let made = apply_at(&mut sm, AT, &["CREATE TABLE probe (v)"]);
+    assert!(made[0].error.is_none(), "{made:?}");
+    drop(sm);
+    let conn = rusqlite::Connection::open(dir.path().join("a.db")).expect("open");
+    conn.execute_batch("CREATE VIRTUAL TABLE \"my layout\" USING /* old */ dbstat(main)")
+        .expect("legacy dbstat table");
+    drop(conn);
+    let mut sm = open(&dir, "a.db");
+    let results = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "INSERT INTO probe SELECT count(*) FROM \"my layout\"",
+            "CREATE TABLE copy AS SELECT * FROM \"my layout\"",
+            "INSERT INTO probe VALUES (1)",
+            "DROP TABLE \"my layout\"",
+        ],
+    );
+    for result in &results[..2] {
+        let error = result.error.clone().unwrap_or_default();
+        assert!(error.contains("describes this node"), "{results:?}");
+    }
+    assert!(results[2].error.is_none(), "{results:?}");
+    assert!(results[3].error.is_none(), "{results:?}");
+    assert_eq!(
+        rows(&dir.path().join("a.db"), "SELECT count(*) FROM probe"),
+        vec![vec![Value::Integer(1)]]
+    );
+    assert_eq!(
+        rows(
+            &dir.path().join("a.db"),
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('my layout', 'copy')"
+        ),
+        vec![vec![Value::Integer(0)]]
+    );
+}
+
 /// SQLite's own modules prepare statements while a client statement runs (FTS5 reads
 /// `PRAGMA data_version` and writes its shadow tables): the authorizer judges the
 /// client's statement, not theirs, so writes to an FTS5 table work after a restart,
