@@ -896,3 +896,99 @@ async fn the_query_console_runs_reads_and_writes_and_shows_tables() {
     assert_eq!(still["results"][0]["values"], json!([[1]]));
     h.stop().await;
 }
+
+/// `/db/request?transaction` as rqlite's clients expect it (found by a review): the
+/// first failure rolls the transaction back and ends the request, the results being
+/// those of the statements up to it; `WITH … INSERT` is a write, in the same
+/// transaction as the writes around it; writes with a read between them cannot be one
+/// transaction here and are refused before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_in_a_transaction_stops_at_its_first_failure_and_is_one_transaction() {
+    let h = Harness::start().await;
+    h.post_json(
+        "/db/execute",
+        r#"["CREATE TABLE t (a INTEGER UNIQUE)", "INSERT INTO t VALUES (1)"]"#,
+    )
+    .await;
+    let count = |h: &Harness| {
+        let h = h.http.clone();
+        async move {
+            let r = client::get(
+                &h,
+                "/db/query?level=strong&q=SELECT%20count(*)%20FROM%20t",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("count");
+            r.json().expect("JSON")["results"][0]["values"][0][0].clone()
+        }
+    };
+
+    // A failure in the transaction: nothing of it applied, and nothing after it ran.
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["SELECT 0 AS before", "INSERT INTO t VALUES (50)", "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (51)", "SELECT 111 AS after"]"#,
+        )
+        .await;
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "{r}");
+    assert_eq!(results[0]["columns"], json!(["before"]), "{r}");
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UNIQUE")),
+        "{r}"
+    );
+    assert_eq!(count(&h).await, json!(1), "the transaction was rolled back");
+
+    // WITH … INSERT among writes: one transaction, rolled back whole.
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["INSERT INTO t VALUES (2000)", "WITH x AS (SELECT 1 AS v) INSERT INTO t SELECT v FROM x", "INSERT INTO t VALUES (2001)"]"#,
+        )
+        .await;
+    assert!(
+        r["results"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UNIQUE")),
+        "{r}"
+    );
+    assert_eq!(count(&h).await, json!(1), "{r}");
+    // And one that succeeds, then a read that sees it.
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["WITH x AS (SELECT 7 AS v) INSERT INTO t SELECT v FROM x", "INSERT INTO t VALUES (8)", "WITH c AS (SELECT count(*) AS n FROM t) SELECT n FROM c"]"#,
+        )
+        .await;
+    assert_eq!(r["results"][2]["values"], json!([[3]]), "{r}");
+
+    // Writes on both sides of a read: refused, nothing applied.
+    let refused = h
+        .post(
+            "/db/request?transaction",
+            r#"["INSERT INTO t VALUES (60)", "SELECT 1", "INSERT INTO t VALUES (61)"]"#,
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("nothing was done"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(count(&h).await, json!(3));
+
+    // Without ?transaction every statement runs, each answered in its place.
+    let r = h
+        .post_json(
+            "/db/request",
+            r#"["INSERT INTO t VALUES (1)", "SELECT 111 AS marker", "INSERT INTO t VALUES (70)"]"#,
+        )
+        .await;
+    assert!(r["results"][0]["error"].is_string(), "{r}");
+    assert_eq!(r["results"][1]["values"], json!([[111]]), "{r}");
+    assert_eq!(r["results"][2]["rows_affected"], json!(1), "{r}");
+    h.stop().await;
+}
