@@ -543,7 +543,14 @@ impl ApplyTxn<'_> {
         Ok(StatementResult {
             rows_affected: if changed { self.tx.changes() } else { 0 },
             last_insert_id: if changed {
-                self.guard.last_insert().unwrap_or(0)
+                self.guard
+                    .last_insert()
+                    .or_else(|| {
+                        self.guard
+                            .inserts_into_virtual_table()
+                            .then(|| self.tx.last_insert_rowid())
+                    })
+                    .unwrap_or(0)
             } else {
                 0
             },

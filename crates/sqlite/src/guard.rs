@@ -302,6 +302,20 @@ impl Guard {
         self.with(|s| s.altered)
     }
 
+    /// Whether the table the last client statement itself inserts into is a virtual
+    /// table: the update hook sees only its module's own tables, so the row's id is
+    /// SQLite's `last_insert_rowid()`, which SQLite sets from the module's answer for
+    /// each row the statement inserts (the same on every node).
+    pub(crate) fn inserts_into_virtual_table(&self) -> bool {
+        self.with(|s| {
+            s.insert_target.as_deref().is_some_and(|target| {
+                s.virtual_tables
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(target))
+            })
+        })
+    }
+
     /// Tables the last client statement inserts into.
     pub(crate) fn inserted_tables(&self) -> Vec<String> {
         self.with(|s| s.inserted.clone())

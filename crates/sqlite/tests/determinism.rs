@@ -781,6 +781,44 @@ fn virtual_tables_of_node_local_modules_cannot_be_created() {
     );
 }
 
+/// An insert into a full-text or R-tree table reports the row's id, as rqlite does
+/// (SQLite's `last_insert_rowid()`), on a node that restarted as on one that did not
+/// (found by a review: it was 0, the update hook seeing only the module's own tables).
+#[test]
+fn inserts_into_virtual_tables_report_their_row_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let first = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "CREATE VIRTUAL TABLE ft USING fts5(x)",
+            "CREATE VIRTUAL TABLE r USING rtree(id, a, b)",
+            "CREATE TABLE plain (v)",
+            "INSERT INTO ft (rowid, x) VALUES (42, 'hi')",
+            "INSERT INTO r VALUES (7, 1, 2)",
+            "INSERT INTO ft (x) VALUES ('next')",
+            "INSERT INTO plain VALUES (1)",
+        ],
+    );
+    let ids: Vec<i64> = first[3..].iter().map(|r| r.last_insert_id).collect();
+    assert_eq!(ids, vec![42, 7, 43, 1], "{first:?}");
+    drop(sm);
+    let mut sm = open(&dir, "a.db");
+    let after_restart = apply_at(
+        &mut sm,
+        AT,
+        &[
+            "INSERT INTO r VALUES (9, 1, 2)",
+            "INSERT INTO ft (x) SELECT 'a' UNION ALL SELECT 'b'",
+            "INSERT INTO ft (x) SELECT 'c' WHERE 0",
+            "DELETE FROM ft WHERE rowid = 42",
+        ],
+    );
+    let ids: Vec<i64> = after_restart.iter().map(|r| r.last_insert_id).collect();
+    assert_eq!(ids, vec![9, 45, 0, 0], "{after_restart:?}");
+}
+
 /// A `dbstat` table an older build let a client create stays the user's to read with
 /// queries and to drop, but writes may not read or write it.
 #[test]
