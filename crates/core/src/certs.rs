@@ -169,6 +169,15 @@ impl Ca {
         if host.is_empty() {
             return Err(CoreError::Usage("--fqdn must not be empty".into()));
         }
+        if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
+            // Found by a review: `core-1.example.com:7209` (the raft address, port
+            // included) or a URL made a certificate no node could use, and replaced
+            // the working one.
+            return Err(CoreError::Usage(format!(
+                "--fqdn {host:?} is not a host name or an IP address (give the host alone, \
+                 without a port or scheme: core-1.example.com)"
+            )));
+        }
         let key = KeyPair::generate().map_err(failed("cannot make a key"))?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -247,6 +256,20 @@ pub fn run_flags(files: &TlsFiles) -> Vec<String> {
         "--raft.tls.key".into(),
         files.key.display().to_string(),
     ]
+}
+
+/// A DNS host name: labels of 1-63 ASCII letters, digits and `-` (not first or last),
+/// separated by dots, 253 characters at most; a trailing dot is not taken.
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Issues a certificate for service `id` at `host` and writes `<id>.crt`, `<id>.key`
@@ -376,6 +399,46 @@ mod tests {
         let by_ip = ca.issue(id, "127.0.0.7", 30).expect("by ip");
         assert!(by_ip.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(ca.issue(id, "", 30).is_err());
+    }
+
+    /// `--fqdn` is a host alone (found by a review: a port, a URL or a space made a
+    /// certificate no node could load, which replaced the working one).
+    #[test]
+    fn a_host_with_a_port_a_scheme_or_a_space_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new(30).expect("ca");
+        let id = "6f1c0a3e-1234-4abc-9def-0123456789ab";
+        let out = dir.path().join("svc");
+        let good = write_service_files(&ca, id, "core-1.example.com", 30, &out).expect("issue");
+        let before = std::fs::read(&good.cert).expect("cert");
+        for bad in [
+            "core-1.example.com:7209",
+            "http://core-1.example.com",
+            "bad host!",
+            "core-1..example.com",
+            "-core.example.com",
+            "core_1.example.com",
+        ] {
+            let err = write_service_files(&ca, id, bad, 30, &out)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was taken"));
+            assert!(err.to_string().contains("not a host name"), "{bad}: {err}");
+        }
+        assert_eq!(
+            std::fs::read(&good.cert).expect("cert"),
+            before,
+            "left as it was"
+        );
+        for fine in [
+            "core-1",
+            "localhost",
+            "127.0.0.3",
+            "::1",
+            "[::1]",
+            "CORE-1.Example.com",
+        ] {
+            assert!(ca.issue(id, fine, 30).is_ok(), "{fine}");
+        }
     }
 
     /// A reload keeps the service's identity and host: files for another service, or

@@ -62,6 +62,7 @@ fn execute(command: Command) -> Result<(), CoreError> {
                 exit_with_parent()?;
             }
             if args.install {
+                sqlraft_core::run::check_flag_files(&config)?;
                 sqlraft_core::install::install(&args, &config)
             } else if args.supervise {
                 runtime()?.block_on(sqlraft_core::install::supervise(&config))

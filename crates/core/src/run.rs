@@ -127,6 +127,28 @@ fn announce(config: &RunConfig, peer_tls: Option<&sqlraft::PeerTls>) {
 /// service id and the host its peers reach it at. Watched for changes from now on.
 /// `None` with `--raft.insecure` ([`announce`] says so loudly).
 fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
+    let tls = checked_peer_tls(config)?;
+    if let Some(tls) = &tls {
+        tls.watch(TLS_WATCH);
+    }
+    Ok(tls)
+}
+
+/// What `run` checks of its flags' files before it starts (the peer certificate names
+/// this service and its host, the `--auth` file loads, the HTTPS files load), without
+/// starting anything: `run --install` checks them too, so that it does not install a
+/// service that would refuse to start (found by a review).
+pub fn check_flag_files(config: &RunConfig) -> Result<(), CoreError> {
+    checked_peer_tls(config)?;
+    load_auth(config)?;
+    if let Some((cert, key)) = &config.http_tls {
+        crate::https::HttpTls::load(cert, key)?;
+    }
+    Ok(())
+}
+
+/// [`peer_tls`], not yet watched.
+fn checked_peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
     let Some(files) = &config.raft_tls else {
         return Ok(None);
     };
@@ -153,8 +175,20 @@ fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
         )));
     }
     tls.pin_host(host);
-    tls.watch(TLS_WATCH);
     Ok(Some(tls))
+}
+
+/// The users of `--auth`, if given.
+fn load_auth(config: &RunConfig) -> Result<Option<std::sync::Arc<crate::auth::Users>>, CoreError> {
+    config
+        .auth
+        .as_ref()
+        .map(|path| {
+            crate::auth::Users::load(path)
+                .map(std::sync::Arc::new)
+                .map_err(|e| CoreError::Usage(format!("--auth: {e}")))
+        })
+        .transpose()
 }
 
 /// The HTTP API's options: users from `--auth`, HTTPS from `--http.tls.*` (watched for
@@ -162,14 +196,7 @@ fn peer_tls(config: &RunConfig) -> Result<Option<sqlraft::PeerTls>, CoreError> {
 fn api_options(
     config: &RunConfig,
 ) -> Result<(ApiOptions, Option<crate::https::HttpTls>), CoreError> {
-    let auth = match &config.auth {
-        Some(path) => {
-            let users = crate::auth::Users::load(path)
-                .map_err(|e| CoreError::Usage(format!("--auth: {e}")))?;
-            Some(std::sync::Arc::new(users))
-        }
-        None => None,
-    };
+    let auth = load_auth(config)?;
     let http_tls = match &config.http_tls {
         Some((cert, key)) => {
             let tls = crate::https::HttpTls::load(cert, key)?;

@@ -169,6 +169,35 @@ fn install_refusals_change_nothing() {
         "--raft.join",
     );
     assert_refused(&["--id", "core-1", "--install"], "not a service id");
+    // Files `run` would refuse at its start (found by a review: the dry run said
+    // nothing was wrong, and a real install enabled a service that never started).
+    assert_refused(
+        &[
+            "--id",
+            FIRST_ID,
+            "--install",
+            "--dry-run",
+            "--raft.insecure",
+            "--auth",
+            "/nonexistent/auth.json",
+        ],
+        "--auth",
+    );
+    assert_refused(
+        &[
+            "--id",
+            FIRST_ID,
+            "--install",
+            "--dry-run",
+            "--raft.tls.ca",
+            "/nonexistent/ca.crt",
+            "--raft.tls.cert",
+            "/nonexistent/svc.crt",
+            "--raft.tls.key",
+            "/nonexistent/svc.key",
+        ],
+        "--raft.tls",
+    );
 }
 
 #[test]
