@@ -184,9 +184,18 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// 401 for anonymous requests (they may sign in), 403 for a user without `perms`.
+/// 401 for anonymous requests (they may sign in), 403 for a user without `perms`: the
+/// message names the permissions the user lacks (found by a review: a user with
+/// `execute` but not `query` was told it lacked both).
 fn deny(access: Access, principal: &Principal, perms: &[Perm]) -> Response {
+    let missing = principal.missing(perms);
+    let lacked = if missing.is_empty() {
+        perms
+    } else {
+        &missing[..]
+    };
     let needed: Vec<&str> = perms.iter().map(|p| p.name()).collect();
+    let lacked: Vec<&str> = lacked.iter().map(|p| p.name()).collect();
     match &principal.username {
         None => refuse(
             access,
@@ -196,7 +205,7 @@ fn deny(access: Access, principal: &Principal, perms: &[Perm]) -> Response {
         Some(user) => refuse(
             access,
             StatusCode::FORBIDDEN,
-            &format!("user {user} lacks the permission {}", needed.join(" and ")),
+            &format!("user {user} lacks the permission {}", lacked.join(" and ")),
         ),
     }
 }

@@ -149,7 +149,19 @@ pub struct Principal {
 impl Principal {
     /// True when every one of `perms` is granted.
     pub fn may_all(&self, perms: &[Perm]) -> bool {
-        self.perms.contains(&Perm::All) || perms.iter().all(|p| self.perms.contains(p))
+        self.missing(perms).is_empty()
+    }
+
+    /// Those of `perms` not granted.
+    pub fn missing(&self, perms: &[Perm]) -> Vec<Perm> {
+        if self.perms.contains(&Perm::All) {
+            return Vec::new();
+        }
+        perms
+            .iter()
+            .filter(|p| !self.perms.contains(p))
+            .copied()
+            .collect()
     }
 }
 
@@ -298,6 +310,11 @@ impl Users {
     }
 
     async fn check_bcrypt(&self, username: &str, hash: &str, password: &str) -> bool {
+        // bcrypt reads the first 72 bytes only: a longer password would match every
+        // password sharing them (Go's bcrypt, rqlite's, refuses it too).
+        if password.len() > BCRYPT_MAX_BYTES {
+            return false;
+        }
         let seen = digest(&self.salt, password);
         let remembered = self
             .verified
@@ -367,10 +384,20 @@ pub fn init_file(
     Ok(password)
 }
 
+/// The longest password bcrypt reads whole.
+const BCRYPT_MAX_BYTES: usize = 72;
+
 /// `sqlraft-core auth hash`: a bcrypt hash of `password`, for an auth file.
 pub fn hash_password(password: &str) -> Result<String, crate::CoreError> {
     if password.is_empty() {
         return Err(crate::CoreError::Usage("an empty password".into()));
+    }
+    if password.len() > BCRYPT_MAX_BYTES {
+        // Found by a review: bcrypt would keep the first 72 bytes and drop the rest.
+        return Err(crate::CoreError::Usage(format!(
+            "the password is {} bytes long: bcrypt takes at most {BCRYPT_MAX_BYTES}",
+            password.len()
+        )));
     }
     bcrypt::hash(password, 10).map_err(|e| crate::CoreError::Failed(format!("bcrypt: {e}")))
 }
@@ -421,6 +448,23 @@ mod tests {
 
     fn users(json: &str) -> Result<Users, AuthError> {
         Users::parse(Path::new("auth.json"), json)
+    }
+
+    /// bcrypt reads 72 bytes: a longer password is not hashed, and never matches a hash
+    /// (found by a review: it matched every password with the same first 72 bytes).
+    #[tokio::test]
+    async fn passwords_longer_than_bcrypt_reads_are_refused() {
+        let long = "p".repeat(72);
+        let hash = bcrypt::hash(&long, 4).expect("hash");
+        let u = users(&format!(
+            r#"[{{"username": "u", "password": "{hash}", "perms": ["all"]}}]"#
+        ))
+        .expect("valid");
+        assert!(u.authenticate("u", &long).await.is_some());
+        assert!(u.authenticate("u", &format!("{long}x")).await.is_none());
+        assert!(hash_password(&"p".repeat(73)).is_err());
+        let hashed = hash_password(&long).expect("72 bytes are fine");
+        assert!(bcrypt::verify(&long, &hashed).expect("verify"));
     }
 
     #[tokio::test]

@@ -204,6 +204,20 @@ async fn every_api_route_answers_401_without_credentials_and_403_without_its_per
                 .await
                 .expect(&what);
             assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what} as {user}");
+            // The message names what this user lacks, not what it has.
+            let body = r.text().await.expect("body");
+            let named: Vec<&str> = body
+                .split("lacks the permission ")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(|list| list.split(" and ").collect())
+                .unwrap_or_default();
+            let lacked: Vec<&str> = perms
+                .iter()
+                .copied()
+                .filter(|p| *user != format!("user-{p}"))
+                .collect();
+            assert_eq!(named, lacked, "{what} as {user}: {body}");
         }
         for user in [allowed.as_str(), ADMIN.0] {
             let r = request(&client, &h.http, method, path)
