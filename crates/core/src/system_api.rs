@@ -420,6 +420,13 @@ async fn db_load(
         .filter(|sql| !is_dump_framing(sql))
         .map(sqlraft::Statement::new)
         .collect();
+    if statements.is_empty() {
+        // Found by a review: an empty body was answered 200, as if something loaded.
+        return Err(ApiError::bad_request(
+            "nothing to load: the body is empty (or only a dump's framing); send a SQLite \
+             database file or SQL text",
+        ));
+    }
     // Each transaction within the node's limits on a request: statements, and bytes
     // (half of them, for the encoding's own).
     let limits = &state.node.config().limits;

@@ -451,6 +451,12 @@ async fn an_sql_dump_from_backup_loads_back_and_a_database_file_loads_too() {
     assert_eq!(rows["results"][0]["values"], json!([[1]]));
     let r = h.post("/db/load", "\u{1}\u{2}not sql").await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // Nothing to load is said so, not answered as a load (found by a review).
+    for nothing in ["", "  \n", "BEGIN TRANSACTION;\nCOMMIT;\n"] {
+        let r = h.post("/db/load", nothing).await;
+        assert_eq!(r.status, 400, "{nothing:?}: {}", r.text());
+        assert!(r.text().contains("nothing to load"), "{}", r.text());
+    }
     h.stop().await;
 }
 
