@@ -421,17 +421,21 @@ fn write_private(path: &Path, text: &str) -> Result<(), crate::CoreError> {
         .map_err(io)
 }
 
-/// The user name and password of an `Authorization: Basic` header; `None` without
-/// one, `Some(Err)` for one that cannot be read.
+/// The user name and password of an `Authorization: Basic` header; `None` without one
+/// or with another scheme (a proxy's `Bearer` token: the request is anonymous, as in
+/// rqlite; found by a review), `Some(Err)` for a `Basic` one that cannot be read.
 pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Result<(String, String), ()>> {
     use base64::Engine as _;
     let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    if let Ok(text) = value.to_str()
+        && let Some(scheme) = text.split_whitespace().next()
+        && !scheme.eq_ignore_ascii_case("basic")
+    {
+        return None;
+    }
     let parsed = (|| {
         let text = value.to_str().ok()?;
-        let (scheme, encoded) = text.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
+        let (_, encoded) = text.trim().split_once(' ')?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()?;
@@ -575,6 +579,13 @@ mod tests {
             axum::http::header::AUTHORIZATION,
             "Bearer xyz".parse().unwrap(),
         );
-        assert_eq!(basic_credentials(&h), Some(Err(())));
+        assert_eq!(basic_credentials(&h), None, "another scheme: anonymous");
+        for unreadable in ["Basic", "Basic !!!", "basic Ym9i"] {
+            h.insert(
+                axum::http::header::AUTHORIZATION,
+                unreadable.parse().unwrap(),
+            );
+            assert_eq!(basic_credentials(&h), Some(Err(())), "{unreadable}");
+        }
     }
 }
