@@ -677,6 +677,16 @@ impl Shared {
             consistency = Some(Consistency::Local {
                 min_index: *raft_index,
             });
+            if writes && flags.transaction {
+                // Classified as a read but it writes: run on its own it would be a
+                // transaction of its own. The request ends here, this statement not run.
+                results.push(ResultItem::Error(
+                    "this statement writes, but was taken for a read: with ?transaction it is \
+                     not run on its own; send it among the request's writes"
+                        .to_string(),
+                ));
+                return Ok((results, raft_index.map(|index| (index, applied_here))));
+            }
             if writes {
                 // Classified as a read but it writes (e.g. WITH ... INSERT): run it as a write.
                 let written = self.write(vec![statement], flags, run_id()).await?;
@@ -688,7 +698,12 @@ impl Shared {
                     min_index: Some(index),
                 });
             } else {
+                // A failed read ends a transaction's request too (found by a review).
+                let stop = flags.transaction && failed(&result);
                 results.push(result);
+                if stop {
+                    return Ok((results, raft_index.map(|index| (index, applied_here))));
+                }
             }
         }
         if !pending.is_empty() {

@@ -196,79 +196,12 @@ pub fn is_read(sql: &str) -> bool {
     const READS: [&str; 4] = ["SELECT", "EXPLAIN", "PRAGMA", "VALUES"];
     let word = first_keyword(sql);
     if word.eq_ignore_ascii_case("WITH") {
-        return with_main_keyword(sql).is_some_and(|main| {
-            main.eq_ignore_ascii_case("SELECT") || main.eq_ignore_ascii_case("VALUES")
-        });
+        return matches!(
+            sqlraft::sql_text::with_statement_keyword(sql),
+            Some("SELECT" | "VALUES")
+        );
     }
     READS.iter().any(|r| r.eq_ignore_ascii_case(word))
-}
-
-/// The keyword of the statement a `WITH` clause leads to: the first of `SELECT`,
-/// `VALUES`, `INSERT`, `UPDATE`, `DELETE` and `REPLACE` outside parentheses (the
-/// expressions' bodies and column lists are inside them), string literals, quoted
-/// names and comments. `REPLACE` followed by `AS` or `(` is an expression's name.
-fn with_main_keyword(sql: &str) -> Option<&str> {
-    const MAIN: [&str; 6] = ["SELECT", "VALUES", "INSERT", "UPDATE", "DELETE", "REPLACE"];
-    let bytes = sql.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' | b'`' | b'[' => {
-                let close = if bytes[i] == b'[' { b']' } else { bytes[i] };
-                i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == close {
-                        if close != b']' && bytes.get(i + 1) == Some(&close) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = sql[i..].find('\n').map_or(bytes.len(), |p| i + p + 1);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..]
-                    .find("*/")
-                    .map_or(bytes.len(), |p| i + 2 + p + 2);
-            }
-            b'(' => {
-                depth += 1;
-                i += 1;
-            }
-            b')' => {
-                depth = depth.saturating_sub(1);
-                i += 1;
-            }
-            b if b.is_ascii_alphabetic() || b == b'_' => {
-                let end = (i..bytes.len())
-                    .find(|&j| {
-                        !(bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_' || bytes[j] == b'$')
-                    })
-                    .unwrap_or(bytes.len());
-                let word = &sql[i..end];
-                if depth == 0 && MAIN.iter().any(|m| m.eq_ignore_ascii_case(word)) {
-                    let next = sql[end..].trim_start();
-                    let names_an_expression = word.eq_ignore_ascii_case("REPLACE")
-                        && (next.starts_with('(')
-                            || next.get(..2).is_some_and(|w| w.eq_ignore_ascii_case("AS"))
-                                && !next[2..]
-                                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'));
-                    if !names_an_expression {
-                        return Some(word);
-                    }
-                }
-                i = end;
-            }
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 fn first_keyword(sql: &str) -> &str {
@@ -322,6 +255,24 @@ mod tests {
             "WITH replace(a) AS (SELECT 1) REPLACE INTO t SELECT a FROM replace"
         ));
         assert!(!is_read("WITH"));
+        // Names as SQLite reads them (found by a review): one word each.
+        assert!(!is_read(
+            "WITH éselect AS (SELECT 1 AS v) INSERT INTO u SELECT v FROM éselect"
+        ));
+        assert!(is_read(
+            "WITH éinsert AS (SELECT 1 AS v) SELECT v FROM éinsert"
+        ));
+        assert!(is_read(
+            "WITH x1insert AS (SELECT 1) SELECT * FROM x1insert"
+        ));
+        assert!(is_read(
+            "WITH a$insert AS (SELECT 1) SELECT * FROM a$insert"
+        ));
+        // A parameter token is one token, quotes in it included.
+        assert!(!is_read(
+            "WITH x AS (SELECT $a(') AS v) INSERT INTO t SELECT v FROM x --'"
+        ));
+        assert!(is_read("WITH x AS (SELECT :insert AS v) SELECT v FROM x"));
         assert!(is_read("pragma table_info(foo)"));
         assert!(!is_read("INSERT INTO t VALUES (1)"));
         assert!(!is_read("CREATE TABLE selected (x)"));

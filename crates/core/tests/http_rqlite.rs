@@ -986,6 +986,49 @@ async fn a_request_in_a_transaction_stops_at_its_first_failure_and_is_one_transa
     );
     assert_eq!(count(&h).await, json!(3));
 
+    // A failed read ends it too, before the writes after it (found by a review).
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["SELECT * FROM nosuch", "INSERT INTO t VALUES (100)"]"#,
+        )
+        .await;
+    assert_eq!(r["results"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(count(&h).await, json!(3), "{r}");
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["INSERT INTO t VALUES (101)", "SELECT * FROM nosuch", "SELECT 1"]"#,
+        )
+        .await;
+    assert_eq!(r["results"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(
+        count(&h).await,
+        json!(4),
+        "the write before the failed read stands"
+    );
+    // A name SQLite reads as one word (found by a review): `éselect` is not `select`.
+    let r = h
+        .post_json(
+            "/db/request?transaction",
+            r#"["INSERT INTO t VALUES (200)", "WITH éselect AS (SELECT 1 AS v) INSERT INTO t SELECT v FROM éselect"]"#,
+        )
+        .await;
+    assert!(
+        r["results"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UNIQUE")),
+        "{r}"
+    );
+    assert_eq!(count(&h).await, json!(4), "rolled back whole: {r}");
+    let r = h
+        .post_json(
+            "/db/request",
+            r#"["WITH éinsert AS (SELECT 5 AS v) SELECT v FROM éinsert"]"#,
+        )
+        .await;
+    assert_eq!(r["results"][0]["values"], json!([[5]]), "a read: {r}");
+
     // Without ?transaction every statement runs, each answered in its place.
     let r = h
         .post_json(

@@ -54,7 +54,9 @@ pub mod architecture {}
 /// SQL text in and out: dumps (`sqlite3 .dump`'s form) and splitting SQL text into
 /// statements.
 pub mod sql_text {
-    pub use sqlraft_sqlite::{creates_an_index, dump_sql, skip_leading_comments, split_statements};
+    pub use sqlraft_sqlite::{
+        creates_an_index, dump_sql, skip_leading_comments, split_statements, with_statement_keyword,
+    };
 }
 
 /// How the sqlraft core product names its services (`core-1`, `core-<fqdn>`) and the

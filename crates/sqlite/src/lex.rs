@@ -121,6 +121,63 @@ fn code_words(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The statement a `WITH` clause leads to: the first of `SELECT`, `VALUES`, `INSERT`,
+/// `UPDATE`, `DELETE` and `REPLACE` outside parentheses (the expressions' bodies and
+/// column lists are inside them), literals, quoted names, comments and parameter
+/// tokens, read as SQLite's tokenizer reads words (a name may hold letters, digits,
+/// `_`, `$` and any non-ASCII character: `éselect` is one name; found by a review).
+/// `REPLACE` followed by `AS` or `(` names an expression. Upper case; `None` when there
+/// is none.
+pub fn with_statement_keyword(sql: &str) -> Option<&'static str> {
+    const MAIN: [&str; 6] = ["SELECT", "VALUES", "INSERT", "UPDATE", "DELETE", "REPLACE"];
+    let bytes = sql.as_bytes();
+    let mut depth = 0usize;
+    for (start, end) in code_spans(sql) {
+        let mut i = start;
+        while i < end {
+            let b = bytes[i];
+            let starts_parameter = match b {
+                b'$' => i == 0 || !is_id_char(bytes[i - 1]),
+                b'@' | b':' | b'#' => true,
+                _ => false,
+            };
+            if starts_parameter {
+                i = parameter_end(bytes, i).min(end).max(i + 1);
+                continue;
+            }
+            match b {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                _ if is_id_char(b) => {
+                    let word_end = (i..end).find(|&j| !is_id_char(bytes[j])).unwrap_or(end);
+                    let word = &sql[i..word_end];
+                    if depth == 0
+                        && let Some(main) = MAIN.iter().find(|m| m.eq_ignore_ascii_case(word))
+                    {
+                        let next = sql[word_end..end]
+                            .trim_start_matches(|c: char| c.is_ascii() && is_sql_space(c as u8));
+                        let names_an_expression = *main == "REPLACE"
+                            && (next.starts_with('(')
+                                || (next.len() >= 2
+                                    && next[..2].eq_ignore_ascii_case("AS")
+                                    && !next[2..].starts_with(|c: char| {
+                                        c.is_ascii() && is_id_char(c as u8)
+                                    })));
+                        if !names_an_expression {
+                            return Some(main);
+                        }
+                    }
+                    i = word_end;
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
 /// The module of `CREATE VIRTUAL TABLE … USING <module>(…)`: the identifier after the
 /// first `USING` of the code (bare, or quoted in `"…"`, `` `…` ``, `[…]` or `'…'`), or
 /// `None` when there is none.

@@ -40,7 +40,7 @@ mod guard;
 mod hash;
 mod idempotency;
 mod lex;
-pub use lex::creates_an_index;
+pub use lex::{creates_an_index, with_statement_keyword};
 mod random;
 mod read;
 mod registry;
