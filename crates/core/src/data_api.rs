@@ -651,7 +651,7 @@ impl Shared {
                 let written = self
                     .write(std::mem::take(&mut pending), flags, run_id())
                     .await?;
-                let failed = written.results.len() < run || written.results.iter().any(failed);
+                let run_failed = written.results.len() < run || written.results.iter().any(failed);
                 results.extend(written.results);
                 let index = written.index;
                 *raft_index = Some(index);
@@ -659,7 +659,7 @@ impl Shared {
                 // A transaction that failed was rolled back and stopped: so does the
                 // request, its results the statements up to the failure, as in rqlite
                 // (found by a review: the rest ran, their results one place off).
-                if failed && flags.transaction {
+                if run_failed && flags.transaction {
                     return Ok((results, raft_index.map(|index| (index, applied_here))));
                 }
                 consistency = Some(Consistency::Local {

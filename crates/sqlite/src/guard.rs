@@ -542,6 +542,15 @@ fn replicated_module(module: &str) -> bool {
         .any(|m| module.eq_ignore_ascii_case(m))
 }
 
+/// Why virtual tables of `module` may not be created (or restored).
+fn module_refusal(module: &str) -> String {
+    format!(
+        "virtual tables of module {module} are not allowed: it would describe this node, \
+         not the replicated data; allowed modules: {}",
+        REPLICATED_MODULES.join(", ")
+    )
+}
+
 /// Why a write may not use `table`, a virtual table of a module that describes this
 /// node.
 fn node_local_refusal(table: &str) -> String {
@@ -621,11 +630,9 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | CreateTrigger {
             trigger_name: name, ..
         } if internal(name) => Some(reserved_name(name)),
-        CreateVtable { module_name, .. } if !replicated_module(module_name) => Some(format!(
-            "virtual tables of module {module_name} are not allowed: it would describe \
-             this node, not the replicated data; allowed modules: {}",
-            REPLICATED_MODULES.join(", ")
-        )),
+        CreateVtable { module_name, .. } if !replicated_module(module_name) => {
+            Some(module_refusal(module_name))
+        }
         // A virtual table's module names its shadow tables `<table>_<suffix>`: a table
         // named `_sqlraft` would make `_sqlraft_data` and the like.
         CreateVtable { table_name, .. }
@@ -705,14 +712,8 @@ pub(crate) fn node_local_virtual_table(sql: &str) -> Option<String> {
         return None;
     }
     let module = crate::lex::virtual_table_module(sql);
-    (!module.as_deref().is_some_and(replicated_module)).then(|| {
-        format!(
-            "virtual tables of module {} are not allowed: it would describe this node, \
-             not the replicated data; allowed modules: {}",
-            module.as_deref().unwrap_or("(unknown)"),
-            REPLICATED_MODULES.join(", ")
-        )
-    })
+    (!module.as_deref().is_some_and(replicated_module))
+        .then(|| module_refusal(module.as_deref().unwrap_or("(unknown)")))
 }
 
 /// Refusals that SQLite's authorizer cannot see.

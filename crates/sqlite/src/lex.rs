@@ -12,14 +12,7 @@ pub(crate) fn code_spans(sql: &str) -> Vec<(usize, usize)> {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // `$` inside a word is part of an identifier; `@`, `:` and `#` always begin a
-        // token of their own.
-        let starts_parameter = match bytes[i] {
-            b'$' => i == 0 || !is_id_char(bytes[i - 1]),
-            b'@' | b':' | b'#' => true,
-            _ => false,
-        };
-        if starts_parameter {
+        if starts_parameter(bytes, i) {
             i = parameter_end(bytes, i);
             continue;
         }
@@ -136,12 +129,7 @@ pub fn with_statement_keyword(sql: &str) -> Option<&'static str> {
         let mut i = start;
         while i < end {
             let b = bytes[i];
-            let starts_parameter = match b {
-                b'$' => i == 0 || !is_id_char(bytes[i - 1]),
-                b'@' | b':' | b'#' => true,
-                _ => false,
-            };
-            if starts_parameter {
+            if starts_parameter(bytes, i) {
                 i = parameter_end(bytes, i).min(end).max(i + 1);
                 continue;
             }
@@ -149,7 +137,7 @@ pub fn with_statement_keyword(sql: &str) -> Option<&'static str> {
                 b'(' => depth += 1,
                 b')' => depth = depth.saturating_sub(1),
                 _ if is_id_char(b) => {
-                    let word_end = (i..end).find(|&j| !is_id_char(bytes[j])).unwrap_or(end);
+                    let word_end = word_end(bytes, i, end);
                     let word = &sql[i..word_end];
                     if depth == 0
                         && let Some(main) = MAIN.iter().find(|m| m.eq_ignore_ascii_case(word))
@@ -187,7 +175,7 @@ pub(crate) fn virtual_table_module(sql: &str) -> Option<String> {
         let mut i = start;
         while i < end {
             if is_id_char(bytes[i]) {
-                let word_end = (i..end).find(|&j| !is_id_char(bytes[j])).unwrap_or(end);
+                let word_end = word_end(bytes, i, end);
                 if sql[i..word_end].eq_ignore_ascii_case("USING") {
                     return Some(word_end);
                 }
@@ -222,12 +210,7 @@ pub(crate) fn virtual_table_module(sql: &str) -> Option<String> {
         b'`' => b'`',
         b'\'' => b'\'',
         b'[' => b']',
-        &b if is_id_char(b) => {
-            let end = (i..bytes.len())
-                .find(|&j| !is_id_char(bytes[j]))
-                .unwrap_or(bytes.len());
-            return Some(sql[i..end].to_string());
-        }
+        &b if is_id_char(b) => return Some(sql[i..word_end(bytes, i, bytes.len())].to_string()),
         _ => return None,
     };
     let end = skip_quoted(bytes, i, close);
@@ -242,6 +225,21 @@ pub(crate) fn virtual_table_module(sql: &str) -> Option<String> {
         let quote = char::from(close).to_string();
         inner.replace(&quote.repeat(2), &quote)
     })
+}
+
+/// Whether a parameter token starts at `i`: `$` inside a word is part of an
+/// identifier; `@`, `:` and `#` always begin a token of their own.
+fn starts_parameter(bytes: &[u8], i: usize) -> bool {
+    match bytes[i] {
+        b'$' => i == 0 || !is_id_char(bytes[i - 1]),
+        b'@' | b':' | b'#' => true,
+        _ => false,
+    }
+}
+
+/// Where the word of identifier characters starting at `start` ends, at `end` at most.
+fn word_end(bytes: &[u8], start: usize, end: usize) -> usize {
+    (start..end).find(|&j| !is_id_char(bytes[j])).unwrap_or(end)
 }
 
 /// SQLite's identifier characters: ASCII letters and digits, `_`, `$`, and every byte
