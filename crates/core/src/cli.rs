@@ -412,7 +412,7 @@ impl Default for LogOptions {
 }
 
 /// Defaults of the snapshot flags (those of [`sqlraft::SnapshotOptions`]).
-pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 /// See [`DEFAULT_SNAPSHOT_ENTRIES`].
 pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// See [`DEFAULT_SNAPSHOT_ENTRIES`].
