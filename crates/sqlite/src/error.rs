@@ -27,6 +27,13 @@ pub enum SqliteError {
     /// and apply it again with this entry recorded as failed with the message.
     #[error("batch rolled back by a failing statement: {0}")]
     BatchAborted(String),
+    /// A client statement the apply connection kept prepared was compiled again by
+    /// SQLite as it ran, without the authorizer judging it (its schema changed under
+    /// it, which keeping it rules out: a bug if it happens). Nothing of the batch is
+    /// kept: drop it, [`StateMachine::reopen`](crate::StateMachine::reopen) (a new
+    /// connection keeps nothing prepared) and apply it again as it was.
+    #[error("a statement kept prepared was compiled again as it ran; the batch is applied again")]
+    PreparedAgain,
     /// Statements of a request without `?transaction` must fail without running:
     ///
     /// * statements that failed after they were prepared to write a virtual table:

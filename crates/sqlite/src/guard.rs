@@ -120,6 +120,51 @@ struct GuardState {
     /// statement since could have changed the schema (none asked for a schema action,
     /// or the version was looked at after it): the next statement need not look.
     shadow_current: bool,
+    /// The authorizer was asked about the statement being prepared: SQLite compiled
+    /// it now rather than handing out one kept prepared.
+    judged: bool,
+    /// A client statement of the open batch asked for a schema action
+    /// ([`Guard::touch_schema`]).
+    schema_touched: bool,
+    /// What the authorizer found of each client statement kept prepared on the
+    /// connection (by its trimmed SQL), and the schema version it was prepared at.
+    kept: HashMap<String, (i64, Judgement)>,
+}
+
+/// What the authorizer finds of a client statement as it is prepared, and the rest
+/// of the apply acts on: kept with a statement kept prepared, and put back when it is
+/// used again, since SQLite asks the authorizer nothing then.
+#[derive(Clone)]
+struct Judgement {
+    insert_target: Option<String>,
+    wrote: bool,
+    inserted: Vec<String>,
+    altered: bool,
+    schema_action: bool,
+    wrote_virtual_table: bool,
+}
+
+/// Client statements whose judgement is kept at most: past it, every kept statement
+/// is forgotten (and the connection's prepared statements dropped) and the count
+/// starts again. The connection keeps the most recently used of them prepared
+/// ([`KEPT_STATEMENTS`]).
+const MAX_KEPT_JUDGEMENTS: usize = 1024;
+
+/// Prepared statements the apply connection keeps, sqlraft's own and clients'.
+pub(crate) const KEPT_STATEMENTS: usize = 256;
+
+/// Client statements longer than this are prepared for each use, not kept.
+pub(crate) const MAX_KEPT_SQL_BYTES: usize = 4096;
+
+/// Whether [`Guard::keep`] kept a statement's judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keeping {
+    /// Not kept: the statement must not be kept prepared.
+    No,
+    Yes,
+    /// Kept, after every other was forgotten: drop the connection's kept statements
+    /// (this one is not among them yet).
+    AfterForgettingAll,
 }
 
 /// VM instructions between two calls of the progress handler.
@@ -273,10 +318,79 @@ impl Guard {
 
     /// Prepares the client statement: `f` runs with the authorizer judging it.
     pub(crate) fn preparing<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.with(|s| s.preparing = true);
+        self.with(|s| {
+            s.preparing = true;
+            s.judged = false;
+        });
         let out = f();
         self.with(|s| s.preparing = false);
         out
+    }
+
+    /// Whether the authorizer judged the statement last prepared: SQLite compiled it
+    /// then, rather than handing out one kept prepared.
+    pub(crate) fn judged(&self) -> bool {
+        self.with(|s| s.judged)
+    }
+
+    /// Keeps what the authorizer found of the client statement just prepared, `sql`,
+    /// at schema version `version`, for when it is used again without being
+    /// compiled ([`Guard::restore_kept`]). False when it cannot be kept: one that
+    /// asked for a schema action, and beyond [`MAX_KEPT_JUDGEMENTS`] (all are then
+    /// forgotten: the caller must drop the connection's kept statements too).
+    pub(crate) fn keep(&self, sql: &str, version: i64) -> Keeping {
+        self.with(|s| {
+            if s.schema_action || !s.judged || s.refusal.is_some() {
+                return Keeping::No;
+            }
+            let judgement = Judgement {
+                insert_target: s.insert_target.clone(),
+                wrote: s.wrote,
+                inserted: s.inserted.clone(),
+                altered: s.altered,
+                schema_action: s.schema_action,
+                wrote_virtual_table: s.wrote_virtual_table,
+            };
+            let forgot = s.kept.len() >= MAX_KEPT_JUDGEMENTS && !s.kept.contains_key(sql);
+            if forgot {
+                s.kept.clear();
+            }
+            s.kept.insert(sql.to_string(), (version, judgement));
+            if forgot {
+                Keeping::AfterForgettingAll
+            } else {
+                Keeping::Yes
+            }
+        })
+    }
+
+    /// Puts back what the authorizer found of `sql` when it was prepared, for a
+    /// statement SQLite handed out kept prepared: true only when it was judged at
+    /// schema version `version`, the schema's version now (known: see
+    /// [`Guard::current_shadow_version`]).
+    pub(crate) fn restore_kept(&self, sql: &str, version: Option<i64>) -> bool {
+        self.with(|s| {
+            let Some((at, judgement)) = s.kept.get(sql) else {
+                return false;
+            };
+            if Some(*at) != version {
+                return false;
+            }
+            let judgement = judgement.clone();
+            s.insert_target = judgement.insert_target;
+            s.wrote = judgement.wrote;
+            s.inserted = judgement.inserted;
+            s.altered = judgement.altered;
+            s.schema_action = judgement.schema_action;
+            s.wrote_virtual_table = judgement.wrote_virtual_table;
+            true
+        })
+    }
+
+    /// Forgets every kept statement's judgement (the connection's kept statements
+    /// must be dropped with them).
+    pub(crate) fn forget_kept(&self) {
+        self.with(|s| s.kept.clear());
     }
 
     /// Rowid of the last row the last client statement itself inserted (not its
@@ -390,9 +504,39 @@ impl Guard {
     }
 
     /// A new batch (a transaction) begins: the first client statement looks at the
-    /// schema's version again before it trusts the known shadow tables.
-    pub(crate) fn new_batch(&self) {
-        self.with(|s| s.shadow_current = false);
+    /// schema's version again before it trusts the known shadow tables. True when
+    /// the batch before was rolled back after a client statement asked for a schema
+    /// action ([`Guard::touch_schema`]): SQLite expired every prepared statement then,
+    /// so the kept judgements are forgotten, and the caller must drop the
+    /// connection's kept statements.
+    pub(crate) fn new_batch(&self) -> bool {
+        self.with(|s| {
+            s.shadow_current = false;
+            let rolled_back = std::mem::take(&mut s.schema_touched);
+            if rolled_back {
+                s.kept.clear();
+            }
+            rolled_back
+        })
+    }
+
+    /// A client statement of this batch asked for a schema action. While the batch
+    /// lasts, SQLite expires every prepared statement at each rollback, to a
+    /// savepoint or whole (it resets its schema then), and would compile a kept one
+    /// again as it runs, without the authorizer judging it: kept statements are
+    /// dropped at each such rollback ([`Guard::schema_touched`]).
+    pub(crate) fn touch_schema(&self) {
+        self.with(|s| s.schema_touched = true);
+    }
+
+    /// Whether a client statement of this batch asked for a schema action.
+    pub(crate) fn schema_touched(&self) -> bool {
+        self.with(|s| s.schema_touched)
+    }
+
+    /// The batch committed: its schema changes are the schema now.
+    pub(crate) fn batch_committed(&self) {
+        self.with(|s| s.schema_touched = false);
     }
 
     /// Forgets the shadow tables (a rollback).
@@ -420,6 +564,7 @@ impl Guard {
             if !state.client_sql || !state.preparing {
                 return Authorization::Allow;
             }
+            state.judged = true;
             if let AuthAction::Insert { table_name } = ctx.action {
                 if !state.wrote {
                     state.insert_target = Some(table_name.to_string());

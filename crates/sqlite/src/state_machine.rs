@@ -150,9 +150,10 @@ impl StateMachine {
             "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES};"
         ))
         .map_err(open_err)?;
-        // The apply path's own statements (savepoints, bookkeeping) and the clock's
-        // function calls are prepared once and kept.
-        conn.set_prepared_statement_cache_capacity(64);
+        // The apply path's own statements (savepoints, bookkeeping), the clock's
+        // function calls and clients' statements (`ApplyTxn::prepare_client`) are
+        // prepared once and kept.
+        conn.set_prepared_statement_cache_capacity(crate::guard::KEPT_STATEMENTS);
         // The same on every node: a larger value is refused alike everywhere.
         conn.set_limit(
             rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
@@ -476,7 +477,9 @@ impl StateMachine {
         // The last batch may have been rolled back, to a schema version it had with
         // other content: its first statement looks at the version before it trusts
         // what is known of the schema.
-        self.guard.new_batch();
+        if self.guard.new_batch() {
+            self.conn.flush_prepared_statement_cache();
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

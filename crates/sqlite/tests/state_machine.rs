@@ -983,3 +983,81 @@ fn the_wal_is_checkpointed_in_small_steps() {
         "the WAL grew to {largest} bytes between checkpoints"
     );
 }
+
+/// The apply connection keeps client statements prepared between uses, and SQLite asks
+/// the authorizer nothing about a statement it hands out kept. So what a kept statement
+/// does must still be judged for the schema it runs on: a trigger added since that
+/// writes sqlraft's own table is refused, whether it came in the same batch, in a later
+/// one, or after a schema change that was rolled back; and a kept insert still reports
+/// its own row.
+#[test]
+fn statements_kept_prepared_are_judged_for_the_schema_they_run_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    let insert = |v: i64| {
+        WriteRequest::transaction(vec![Statement::with_params(
+            "INSERT INTO t (v) VALUES (?)",
+            vec![Value::Integer(v)],
+        )])
+    };
+    apply(
+        &mut sm,
+        1,
+        tx(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"]),
+    );
+    // The same statement three times in one batch, then in the next: each reports the
+    // row it inserted.
+    let mut txn = sm.begin().expect("begin");
+    for index in 2..=4 {
+        let results = txn.write(index, &insert(index as i64)).expect("write");
+        assert_eq!(results[0].error, None);
+        assert_eq!(results[0].last_insert_id, index as i64 - 1);
+    }
+    txn.commit().expect("commit");
+    assert_eq!(apply(&mut sm, 5, insert(5))[0].last_insert_id, 4);
+
+    let evil = "CREATE TRIGGER t_evil AFTER INSERT ON t \
+                BEGIN INSERT INTO _sqlraft_meta (key, value) VALUES ('evil', 1); END";
+    let refused = |results: &[StatementResult]| {
+        let error = results[0].error.as_deref().unwrap_or("");
+        assert!(error.contains("belongs to sqlraft"), "allowed: {results:?}");
+    };
+    // In the same batch as the kept insert's last use.
+    let mut txn = sm.begin().expect("begin");
+    assert_eq!(txn.write(6, &insert(6)).expect("write")[0].error, None);
+    let made = txn.write(7, &tx(&[evil])).expect("write");
+    assert_eq!(made[0].error, None, "the trigger itself is made");
+    refused(&txn.write(8, &insert(8)).expect("write"));
+    txn.commit().expect("commit");
+    // In a later batch, the kept insert used first.
+    refused(&apply(&mut sm, 9, insert(9)));
+
+    // A schema change rolled back: the trigger dropped and made again in a request
+    // that then fails, with the insert used in between.
+    apply(&mut sm, 10, tx(&["DROP TRIGGER t_evil"]));
+    assert_eq!(apply(&mut sm, 11, insert(11))[0].error, None);
+    let results = apply(
+        &mut sm,
+        12,
+        WriteRequest::transaction(vec![
+            Statement::new("CREATE TABLE u (x)"),
+            Statement::with_params("INSERT INTO t (v) VALUES (?)", vec![Value::Integer(12)]),
+            Statement::new("INSERT INTO nowhere VALUES (1)"),
+        ]),
+    );
+    assert_eq!(results[1].error, None);
+    assert!(results[2].error.is_some());
+    assert_eq!(apply(&mut sm, 13, insert(13))[0].error, None);
+    apply(&mut sm, 14, tx(&[evil]));
+    refused(&apply(&mut sm, 15, insert(15)));
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM _sqlraft_meta WHERE key = 'evil'"
+        ),
+        0
+    );
+    // Rows 2-6, 11 and 13: the refused inserts and the failed request left none.
+    assert_eq!(count(&dir, "SELECT count(*) FROM t"), 7);
+    assert_eq!(count(&dir, "SELECT sum(v) FROM t"), 44);
+}

@@ -167,6 +167,10 @@ impl RaftLoop {
         // the entries before it run again once, not once per later abort (found by a
         // review: a catching-up follower took quadratic time over many aborts).
         let mut end = steps.len();
+        // Runs of the batch again after a statement kept prepared was compiled again
+        // as it ran (`SqliteError::PreparedAgain`): the reopened connection keeps none,
+        // so once is enough; a second would be a bug, and stops the node.
+        let mut prepared_again = false;
         'batch: loop {
             let mut txn = self.sm.begin()?;
             let mut outcomes = Vec::with_capacity(end);
@@ -180,6 +184,17 @@ impl RaftLoop {
                         drop(txn);
                         self.run_again(index, &mut steps[k].2, aborted, false)?;
                         end = k + 1;
+                        continue 'batch;
+                    }
+                    Err(NodeError::Query(SqliteError::PreparedAgain)) if !prepared_again => {
+                        tracing::error!(
+                            index,
+                            "a statement kept prepared was compiled again as it ran; \
+                             the batch is applied again on a new connection"
+                        );
+                        prepared_again = true;
+                        drop(txn);
+                        self.sm.reopen()?;
                         continue 'batch;
                     }
                     other => other?,
