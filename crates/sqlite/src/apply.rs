@@ -9,7 +9,7 @@ use rusqlite::{ErrorCode, StatementStatus, ToSql};
 
 use crate::clock::EntryClock;
 use crate::error::{Result, SqliteError};
-use crate::guard::{Budget, Guard, Keeping, MAX_KEPT_SQL_BYTES};
+use crate::guard::{Budget, Guard, Keeping, MAX_KEPT_SQL_BYTES, MAX_KEPT_STATEMENT_BYTES};
 use crate::idempotency::{self, Earlier};
 use crate::types::{Member, Params, Rows, Statement, StatementResult, Value, WriteRequest};
 
@@ -556,9 +556,26 @@ impl ApplyTxn<'_> {
         // A statement kept prepared that SQLite compiled again as it ran (its schema
         // changed under it, which keeping rules out) was not judged by the authorizer
         // then: whatever it did is thrown away with the batch (`PreparedAgain`).
-        if came_kept && stmt.get_status(StatementStatus::RePrepare) != prepared_again {
+        let compiled_again = stmt.get_status(StatementStatus::RePrepare) != prepared_again;
+        if came_kept && compiled_again {
             self.prepared_again.set(true);
             return Err(rusqlite::Error::InvalidQuery);
+        }
+        // Kept after its first run only if SQLite did not compile it again as it ran
+        // (a plan that depends on a bound value, as `LIKE ?` has: SQLite compiles it
+        // again at every use, for the same schema), it is not large (a prepared
+        // statement takes many times its text's size, and a short text can name a
+        // view that holds a long `IN` list; SQLite measures it by walking all of it,
+        // so only now), and it is not an `EXPLAIN`, whose program never checks the
+        // schema.
+        if let Prepared::Kept(kept) = stmt
+            && !came_kept
+            && (compiled_again
+                || kept.is_explain() != 0
+                || usize::try_from(kept.get_status(StatementStatus::MemUsed))
+                    .map_or(true, |bytes| bytes > MAX_KEPT_STATEMENT_BYTES))
+        {
+            kept.discard();
         }
         let (returning, rows_omitted) = ran?;
         if self.guard.altered() {

@@ -156,6 +156,9 @@ pub(crate) const KEPT_STATEMENTS: usize = 256;
 /// Client statements longer than this are prepared for each use, not kept.
 pub(crate) const MAX_KEPT_SQL_BYTES: usize = 4096;
 
+/// Client statements that take more memory than this, prepared, are not kept.
+pub(crate) const MAX_KEPT_STATEMENT_BYTES: usize = 256 << 10;
+
 /// Whether [`Guard::keep`] kept a statement's judgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keeping {

@@ -1061,3 +1061,42 @@ fn statements_kept_prepared_are_judged_for_the_schema_they_run_on() {
     assert_eq!(count(&dir, "SELECT count(*) FROM t"), 7);
     assert_eq!(count(&dir, "SELECT sum(v) FROM t"), 44);
 }
+
+/// A statement whose plan depends on a value bound to it (`LIKE ?` on a text column)
+/// is compiled again by SQLite at every use, for the same schema: it is not kept
+/// prepared, and running it again and again, in one batch and in the next, is not
+/// taken for a kept statement compiled unjudged.
+#[test]
+fn statements_sqlite_compiles_again_for_their_values_run_again_and_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = sm(&dir);
+    apply(
+        &mut sm,
+        1,
+        tx(&[
+            "CREATE TABLE w (v TEXT)",
+            "CREATE INDEX w_v ON w (v)",
+            "INSERT INTO w VALUES ('apple'), ('apricot'), ('banana')",
+        ]),
+    );
+    let like = |pattern: &str| {
+        WriteRequest::transaction(vec![Statement::with_params(
+            "UPDATE w SET v = v || '!' WHERE v LIKE ?",
+            vec![Value::Text(pattern.into())],
+        )])
+    };
+    let mut txn = sm.begin().expect("begin");
+    for (index, pattern, rows) in [(2, "ap%", 2), (3, "b%", 1), (4, "apr%", 1)] {
+        let results = txn.write(index, &like(pattern)).expect("write");
+        assert_eq!((results[0].error.as_deref(), results[0].rows_affected), (None, rows));
+    }
+    txn.commit().expect("commit");
+    for (index, pattern, rows) in [(5, "ap%", 2), (6, "%!", 3)] {
+        let results = apply(&mut sm, index, like(pattern));
+        assert_eq!((results[0].error.as_deref(), results[0].rows_affected), (None, rows));
+    }
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM w WHERE v IN ('apple!!!', 'apricot!!!!', 'banana!!')"),
+        3
+    );
+}
