@@ -30,8 +30,8 @@ pub enum SqliteError {
     /// A client statement the apply connection kept prepared was compiled again by
     /// SQLite as it ran, without the authorizer judging it (its schema changed under
     /// it, which keeping it rules out: a bug if it happens). Nothing of the batch is
-    /// kept: drop it, [`StateMachine::reopen`](crate::StateMachine::reopen) (a new
-    /// connection keeps nothing prepared) and apply it again as it was.
+    /// kept: drop it, [`StateMachine::reopen_keeping_nothing`](crate::StateMachine::reopen_keeping_nothing)
+    /// and apply it again as it was.
     #[error("a statement kept prepared was compiled again as it ran; the batch is applied again")]
     PreparedAgain,
     /// Statements of a request without `?transaction` must fail without running:

@@ -126,6 +126,9 @@ struct GuardState {
     /// A client statement of the open batch asked for a schema action
     /// ([`Guard::touch_schema`]).
     schema_touched: bool,
+    /// No client statement is kept prepared on this connection
+    /// ([`Guard::keep_nothing`]).
+    keep_nothing: bool,
     /// What the authorizer found of each client statement kept prepared on the
     /// connection (by its trimmed SQL), and the schema version it was prepared at.
     kept: HashMap<String, (i64, Judgement)>,
@@ -343,7 +346,7 @@ impl Guard {
     /// forgotten: the caller must drop the connection's kept statements too).
     pub(crate) fn keep(&self, sql: &str, version: i64) -> Keeping {
         self.with(|s| {
-            if s.schema_action || !s.judged || s.refusal.is_some() {
+            if s.keep_nothing || s.schema_action || !s.judged || s.refusal.is_some() {
                 return Keeping::No;
             }
             let judgement = Judgement {
@@ -388,6 +391,14 @@ impl Guard {
             s.wrote_virtual_table = judgement.wrote_virtual_table;
             true
         })
+    }
+
+    /// Keeps no client statement prepared from now on, on this connection.
+    pub(crate) fn keep_nothing(&self) {
+        self.with(|s| {
+            s.keep_nothing = true;
+            s.kept.clear();
+        });
     }
 
     /// Forgets every kept statement's judgement (the connection's kept statements

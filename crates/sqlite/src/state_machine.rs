@@ -406,6 +406,15 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Like [`StateMachine::reopen`], and the new connection keeps no client statement
+    /// prepared: for applying again a batch that ended in [`SqliteError::PreparedAgain`],
+    /// which then cannot end so again.
+    pub fn reopen_keeping_nothing(&mut self) -> Result<()> {
+        self.reopen()?;
+        self.guard.keep_nothing();
+        Ok(())
+    }
+
     /// For tests: looks at the WAL's size every `batches` batches, and truncates it
     /// past `bytes` (by default every 64 batches, past 16 MiB).
     #[doc(hidden)]

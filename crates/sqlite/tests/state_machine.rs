@@ -1088,15 +1088,24 @@ fn statements_sqlite_compiles_again_for_their_values_run_again_and_again() {
     let mut txn = sm.begin().expect("begin");
     for (index, pattern, rows) in [(2, "ap%", 2), (3, "b%", 1), (4, "apr%", 1)] {
         let results = txn.write(index, &like(pattern)).expect("write");
-        assert_eq!((results[0].error.as_deref(), results[0].rows_affected), (None, rows));
+        assert_eq!(
+            (results[0].error.as_deref(), results[0].rows_affected),
+            (None, rows)
+        );
     }
     txn.commit().expect("commit");
     for (index, pattern, rows) in [(5, "ap%", 2), (6, "%!", 3)] {
         let results = apply(&mut sm, index, like(pattern));
-        assert_eq!((results[0].error.as_deref(), results[0].rows_affected), (None, rows));
+        assert_eq!(
+            (results[0].error.as_deref(), results[0].rows_affected),
+            (None, rows)
+        );
     }
     assert_eq!(
-        count(&dir, "SELECT count(*) FROM w WHERE v IN ('apple!!!', 'apricot!!!!', 'banana!!')"),
+        count(
+            &dir,
+            "SELECT count(*) FROM w WHERE v IN ('apple!!!', 'apricot!!!!', 'banana!!')"
+        ),
         3
     );
 }

@@ -167,9 +167,9 @@ impl RaftLoop {
         // the entries before it run again once, not once per later abort (found by a
         // review: a catching-up follower took quadratic time over many aborts).
         let mut end = steps.len();
-        // Runs of the batch again after a statement kept prepared was compiled again
-        // as it ran (`SqliteError::PreparedAgain`): the reopened connection keeps none,
-        // so once is enough; a second would be a bug, and stops the node.
+        // Whether the batch was applied again after a statement kept prepared was
+        // compiled again as it ran (`SqliteError::PreparedAgain`): the reopened
+        // connection keeps no statement prepared, so it cannot happen twice.
         let mut prepared_again = false;
         'batch: loop {
             let mut txn = self.sm.begin()?;
@@ -190,11 +190,12 @@ impl RaftLoop {
                         tracing::error!(
                             index,
                             "a statement kept prepared was compiled again as it ran; \
-                             the batch is applied again on a new connection"
+                             the batch is applied again on a new connection, which \
+                             keeps no client statement prepared"
                         );
                         prepared_again = true;
                         drop(txn);
-                        self.sm.reopen()?;
+                        self.sm.reopen_keeping_nothing()?;
                         continue 'batch;
                     }
                     other => other?,
