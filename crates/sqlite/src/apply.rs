@@ -1102,7 +1102,6 @@ pub const MAX_ERROR_BYTES: usize = 512;
 /// Bytes of a declared column type kept in a `RETURNING` result.
 const MAX_TYPE_BYTES: usize = 256;
 
-/// `text` cut to at most `max` bytes on a character boundary, `…` marking the cut.
 /// A client statement as [`ApplyTxn::prepare_client`] gives it: one the connection
 /// keeps prepared (it goes back to the connection's cache when dropped), or one
 /// prepared for this use only.
@@ -1131,6 +1130,7 @@ impl std::ops::DerefMut for Prepared<'_> {
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, `…` marking the cut.
 fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();

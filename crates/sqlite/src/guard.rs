@@ -341,9 +341,10 @@ impl Guard {
 
     /// Keeps what the authorizer found of the client statement just prepared, `sql`,
     /// at schema version `version`, for when it is used again without being
-    /// compiled ([`Guard::restore_kept`]). False when it cannot be kept: one that
-    /// asked for a schema action, and beyond [`MAX_KEPT_JUDGEMENTS`] (all are then
-    /// forgotten: the caller must drop the connection's kept statements too).
+    /// compiled ([`Guard::restore_kept`]). [`Keeping::No`] when it cannot be kept:
+    /// one that asked for a schema action or that the authorizer was not asked about,
+    /// and on a connection that keeps nothing; past [`MAX_KEPT_JUDGEMENTS`] all the
+    /// others are forgotten first ([`Keeping::AfterForgettingAll`]).
     pub(crate) fn keep(&self, sql: &str, version: i64) -> Keeping {
         self.with(|s| {
             if s.keep_nothing || s.schema_action || !s.judged || s.refusal.is_some() {
