@@ -504,80 +504,83 @@ impl ApplyTxn<'_> {
         }
         self.guard.own(|| self.know_shadow_tables())?;
         self.shadow_at_start.set(self.guard.shadow_version());
-        let (mut stmt, came_kept) = self.prepare_client(&statement.sql)?;
+        let (mut stmt, origin) = self.prepare_client(&statement.sql)?;
         let prepared_again = stmt.get_status(StatementStatus::RePrepare);
-        // The authorizer judged it as it was prepared (or its judgement was put back):
-        // a schema action is known now.
-        *self.strays_before.borrow_mut() = if self.guard.schema_action() {
-            self.guard
-                .own(|| crate::guard::unknown_internal(&self.tx))?
-        } else {
-            Vec::new()
-        };
-        bind(&mut stmt, &statement.params)?;
-        self.guard.own(|| self.check_last_rowid_before())?;
-        let before = self.tx.total_changes();
-        // A write that returns columns has a RETURNING clause: its rows are the
-        // result, as rqlite gives them. (A read sent as a write returns none, as in
-        // rqlite.)
-        let returning = (stmt.column_count() > 0 && !stmt.readonly()).then(|| Rows {
-            columns: stmt.column_names().iter().map(|c| c.to_string()).collect(),
-            types: stmt
-                .columns()
-                .iter()
-                .map(|c| {
-                    clip(
-                        &c.decl_type().unwrap_or("").to_ascii_lowercase(),
-                        MAX_TYPE_BYTES,
-                    )
-                })
-                .collect(),
-            values: Vec::new(),
-        });
-        let ran = match returning {
-            Some(mut rows) => {
-                collect_returning(&mut stmt, &mut rows, returning_left).map(|(kept, omitted)| {
+        // Everything from here to the end of the run in one place, so that a statement
+        // that fails on the way (a wrong count of parameters) is never kept.
+        let ran = (|| -> rusqlite::Result<(Option<Rows>, u64, u64)> {
+            // The authorizer judged it as it was prepared (or its judgement was put
+            // back): a schema action is known now.
+            *self.strays_before.borrow_mut() = if self.guard.schema_action() {
+                self.guard
+                    .own(|| crate::guard::unknown_internal(&self.tx))?
+            } else {
+                Vec::new()
+            };
+            bind(&mut stmt, &statement.params)?;
+            self.guard.own(|| self.check_last_rowid_before())?;
+            let before = self.tx.total_changes();
+            // A write that returns columns has a RETURNING clause: its rows are the
+            // result, as rqlite gives them. (A read sent as a write returns none, as
+            // in rqlite.)
+            let returning = (stmt.column_count() > 0 && !stmt.readonly()).then(|| Rows {
+                columns: stmt.column_names().iter().map(|c| c.to_string()).collect(),
+                types: stmt
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        clip(
+                            &c.decl_type().unwrap_or("").to_ascii_lowercase(),
+                            MAX_TYPE_BYTES,
+                        )
+                    })
+                    .collect(),
+                values: Vec::new(),
+            });
+            let (returning, rows_omitted) = match returning {
+                Some(mut rows) => {
+                    let (kept, omitted) = collect_returning(&mut stmt, &mut rows, returning_left)?;
                     rows.fill_expression_types();
                     (kept.then_some(rows), omitted)
-                })
-            }
-            None => {
-                let mut rows = stmt.raw_query();
-                let mut stepped = Ok(());
-                while let Some(step) = rows.next().transpose() {
-                    if let Err(e) = step {
-                        stepped = Err(e);
-                        break;
-                    }
                 }
-                stepped.map(|()| (None, 0))
-            }
-        };
+                None => {
+                    let mut rows = stmt.raw_query();
+                    while rows.next()?.is_some() {}
+                    (None, 0)
+                }
+            };
+            Ok((returning, rows_omitted, before))
+        })();
         // A statement kept prepared that SQLite compiled again as it ran (its schema
         // changed under it, which keeping rules out) was not judged by the authorizer
         // then: whatever it did is thrown away with the batch (`PreparedAgain`).
         let compiled_again = stmt.get_status(StatementStatus::RePrepare) != prepared_again;
-        if came_kept && compiled_again {
+        if origin == Origin::Kept && compiled_again {
             self.prepared_again.set(true);
             return Err(rusqlite::Error::InvalidQuery);
         }
-        // Kept after its first run only if SQLite did not compile it again as it ran
-        // (a plan that depends on a bound value, as `LIKE ?` has: SQLite compiles it
+        // A statement new to the cache is kept, with its judgement, only after a first
+        // run that went to its end, if SQLite did not compile it again as it ran (a
+        // plan that depends on a bound value, as `LIKE ?` has: SQLite compiles it
         // again at every use, for the same schema), it is not large (a prepared
         // statement takes many times its text's size, and a short text can name a
         // view that holds a long `IN` list; SQLite measures it by walking all of it,
         // so only now), and it is not an `EXPLAIN`, whose program never checks the
         // schema.
-        if let Prepared::Kept(kept) = stmt
-            && !came_kept
-            && (compiled_again
-                || kept.is_explain() != 0
-                || usize::try_from(kept.get_status(StatementStatus::MemUsed))
-                    .map_or(true, |bytes| bytes > MAX_KEPT_STATEMENT_BYTES))
-        {
-            kept.discard();
+        if let (Prepared::Kept(kept), Origin::New(version)) = (stmt, origin) {
+            let keeps = ran.is_ok()
+                && !compiled_again
+                && kept.is_explain() == 0
+                && usize::try_from(kept.get_status(StatementStatus::MemUsed))
+                    .is_ok_and(|bytes| bytes <= MAX_KEPT_STATEMENT_BYTES);
+            match keeps.then(|| self.guard.keep(statement.sql.trim(), version)) {
+                Some(Keeping::Yes) => {}
+                // This one is out of the cache while it is used: it goes back alone.
+                Some(Keeping::AfterForgettingAll) => self.tx.flush_prepared_statement_cache(),
+                Some(Keeping::No) | None => kept.discard(),
+            }
         }
-        let (returning, rows_omitted) = ran?;
+        let (returning, rows_omitted, before) = ran?;
         if self.guard.altered() {
             self.guard.own(|| self.note_tables_at_last_rowid())?;
         }
@@ -606,45 +609,43 @@ impl ApplyTxn<'_> {
         })
     }
 
-    /// The client statement `sql`, prepared, and whether it came kept prepared from
-    /// an earlier use on this connection, with what the authorizer found of it then
-    /// put back ([`Guard::keep`]). Preparing a small write again for every use was
-    /// about a tenth of what applying it cost (SQLite's parser 8%, by `perf`). A
-    /// statement is kept only when the schema version is known (it is after
-    /// `know_shadow_tables`) and it asked for no schema action, and used again only
-    /// at that same version: every statement that may change the schema drops them
-    /// all ([`ApplyTxn::forget_kept`]), and a reopened connection keeps none. So
-    /// SQLite never compiles a kept statement again as it runs, unjudged (checked:
+    /// The client statement `sql`, prepared, and where it came from: kept prepared
+    /// from an earlier use on this connection, with what the authorizer found of it
+    /// then put back ([`Guard::restore_kept`]); new to the connection's cache, to be
+    /// kept after its first run ([`Guard::keep`], in `run_client`); or prepared for
+    /// this use only. Preparing a small write again for every use was about a tenth
+    /// of what applying it cost (SQLite's parser 8%, by `perf`). A statement is kept
+    /// only when the schema version is known (it is after `know_shadow_tables`) and
+    /// it asked for no schema action, and used again only at that same version:
+    /// every statement that may change the schema drops them all
+    /// ([`ApplyTxn::forget_kept`]), and a reopened connection keeps none. So SQLite
+    /// never compiles a kept statement again as it runs, unjudged (checked:
     /// `SqliteError::PreparedAgain`).
-    fn prepare_client(&self, sql: &str) -> rusqlite::Result<(Prepared<'_>, bool)> {
+    fn prepare_client(&self, sql: &str) -> rusqlite::Result<(Prepared<'_>, Origin)> {
         let key = sql.trim();
         if key.len() > MAX_KEPT_SQL_BYTES {
             let stmt = self.guard.preparing(|| self.tx.prepare(sql))?;
-            return Ok((Prepared::Once(stmt), false));
+            return Ok((Prepared::Once(stmt), Origin::Once));
         }
         let version = self.guard.current_shadow_version();
         let mut stmt = self.guard.preparing(|| self.tx.prepare_cached(key))?;
         if !self.guard.judged() {
             if self.guard.restore_kept(key, version) {
-                return Ok((Prepared::Kept(stmt), true));
+                return Ok((Prepared::Kept(stmt), Origin::Kept));
             }
-            // Kept at another schema version, or one of sqlraft's own statements
-            // with the same text: compiled again, and judged, on an emptied cache.
+            // Kept at another schema version, one of sqlraft's own statements with
+            // the same text, or one that never finished its first run: compiled
+            // again, and judged, on an emptied cache.
             stmt.discard();
             self.forget_kept();
             stmt = self.guard.preparing(|| self.tx.prepare_cached(key))?;
         }
-        match version.map(|v| self.guard.keep(key, v)) {
-            Some(Keeping::Yes) => Ok((Prepared::Kept(stmt), false)),
-            Some(Keeping::AfterForgettingAll) => {
-                // This one is out of the cache while it is used: it goes back alone.
-                self.tx.flush_prepared_statement_cache();
-                Ok((Prepared::Kept(stmt), false))
-            }
-            Some(Keeping::No) | None => {
+        match version.filter(|_| self.guard.may_keep()) {
+            Some(version) => Ok((Prepared::Kept(stmt), Origin::New(version))),
+            None => {
                 stmt.discard();
                 let stmt = self.guard.preparing(|| self.tx.prepare(key))?;
-                Ok((Prepared::Once(stmt), false))
+                Ok((Prepared::Once(stmt), Origin::Once))
             }
         }
     }
@@ -1101,6 +1102,18 @@ pub const MAX_ERROR_BYTES: usize = 512;
 
 /// Bytes of a declared column type kept in a `RETURNING` result.
 const MAX_TYPE_BYTES: usize = 256;
+
+/// Where [`ApplyTxn::prepare_client`] took a client statement from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Kept prepared from an earlier use, its judgement put back.
+    Kept,
+    /// Compiled now into the connection's cache at this schema version: kept after
+    /// its first run, or discarded.
+    New(i64),
+    /// Compiled for this use only.
+    Once,
+}
 
 /// A client statement as [`ApplyTxn::prepare_client`] gives it: one the connection
 /// keeps prepared (it goes back to the connection's cache when dropped), or one

@@ -153,14 +153,16 @@ struct Judgement {
 /// ([`KEPT_STATEMENTS`]).
 const MAX_KEPT_JUDGEMENTS: usize = 1024;
 
-/// Prepared statements the apply connection keeps, sqlraft's own and clients'.
-pub(crate) const KEPT_STATEMENTS: usize = 256;
+/// Prepared statements the apply connection keeps, sqlraft's own and clients'
+/// (about 20 of sqlraft's own): with [`MAX_KEPT_STATEMENT_BYTES`] at most 8 MiB.
+pub(crate) const KEPT_STATEMENTS: usize = 128;
 
 /// Client statements longer than this are prepared for each use, not kept.
 pub(crate) const MAX_KEPT_SQL_BYTES: usize = 4096;
 
-/// Client statements that take more memory than this, prepared, are not kept.
-pub(crate) const MAX_KEPT_STATEMENT_BYTES: usize = 256 << 10;
+/// Client statements that take more memory than this, prepared, are not kept (a
+/// small insert takes a few KiB).
+pub(crate) const MAX_KEPT_STATEMENT_BYTES: usize = 64 << 10;
 
 /// Whether [`Guard::keep`] kept a statement's judgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,8 +341,8 @@ impl Guard {
         self.with(|s| s.judged)
     }
 
-    /// Keeps what the authorizer found of the client statement just prepared, `sql`,
-    /// at schema version `version`, for when it is used again without being
+    /// Keeps what the authorizer found of the client statement just prepared and run,
+    /// `sql`, at schema version `version`, for when it is used again without being
     /// compiled ([`Guard::restore_kept`]). [`Keeping::No`] when it cannot be kept:
     /// one that asked for a schema action or that the authorizer was not asked about,
     /// and on a connection that keeps nothing; past [`MAX_KEPT_JUDGEMENTS`] all the
@@ -369,6 +371,13 @@ impl Guard {
                 Keeping::Yes
             }
         })
+    }
+
+    /// Whether the client statement just prepared may be kept ([`Guard::keep`]): the
+    /// authorizer judged it, it asked for no schema action, and this connection keeps
+    /// statements.
+    pub(crate) fn may_keep(&self) -> bool {
+        self.with(|s| !s.keep_nothing && !s.schema_action && s.judged && s.refusal.is_none())
     }
 
     /// Puts back what the authorizer found of `sql` when it was prepared, for a

@@ -1108,4 +1108,32 @@ fn statements_sqlite_compiles_again_for_their_values_run_again_and_again() {
         ),
         3
     );
+
+    // Its first use failing before it ran (no value for its parameter: found by a
+    // review) does not leave it kept either.
+    let unbound = WriteRequest::transaction(vec![Statement::new(
+        "UPDATE w SET v = v || '?' WHERE v LIKE ?",
+    )]);
+    let results = apply(&mut sm, 7, unbound);
+    assert!(
+        results[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("parameter"),
+        "{results:?}"
+    );
+    let bound = |pattern: &str| {
+        WriteRequest::transaction(vec![Statement::with_params(
+            "UPDATE w SET v = v || '?' WHERE v LIKE ?",
+            vec![Value::Text(pattern.into())],
+        )])
+    };
+    for (index, pattern, rows) in [(8, "b%", 1), (9, "%?", 1)] {
+        let results = apply(&mut sm, index, bound(pattern));
+        assert_eq!(
+            (results[0].error.as_deref(), results[0].rows_affected),
+            (None, rows)
+        );
+    }
 }
