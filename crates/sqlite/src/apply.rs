@@ -504,6 +504,13 @@ impl ApplyTxn<'_> {
         }
         self.guard.own(|| self.know_shadow_tables())?;
         self.shadow_at_start.set(self.guard.shadow_version());
+        // SQLite keeps the statistics tables itself: ANALYZE writes them, dropping or
+        // renaming a table or index updates them.
+        self.guard.preparing_statistics_upkeep(
+            ["ANALYZE", "DROP", "ALTER"]
+                .iter()
+                .any(|word| crate::lex::starts_with_keyword(&statement.sql, word)),
+        );
         let (mut stmt, origin) = self.prepare_client(&statement.sql)?;
         let prepared_again = stmt.get_status(StatementStatus::RePrepare);
         // Everything from here to the end of the run in one place, so that a statement
@@ -730,8 +737,14 @@ impl ApplyTxn<'_> {
             .execute_batch(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))
             .map_err(SqliteError::Apply)?;
         // SQLite expired every prepared statement if this transaction's schema changed.
+        // And an ANALYZE undone left the statistics it loaded in memory, where a node
+        // that restarts reads those on disk: they are read again (`ANALYZE
+        // sqlite_schema` writes nothing), so that both plan alike (found by a review).
         if self.guard.schema_touched() {
             self.forget_kept();
+            self.guard
+                .own(|| own_statement(&self.tx, "ANALYZE sqlite_schema"))
+                .map_err(SqliteError::Apply)?;
         }
         let start = start.filter(|_| !self.schema_changed.get());
         let kept = match start {

@@ -129,6 +129,9 @@ struct GuardState {
     /// No client statement is kept prepared on this connection
     /// ([`Guard::keep_nothing`]).
     keep_nothing: bool,
+    /// The client statement being prepared is one whose upkeep of the statistics
+    /// tables SQLite does itself ([`Guard::preparing_statistics_upkeep`]).
+    statistics_upkeep: bool,
     /// What the authorizer found of each client statement kept prepared on the
     /// connection (by its trimmed SQL), and the schema version it was prepared at.
     kept: HashMap<String, (i64, Judgement)>,
@@ -333,6 +336,13 @@ impl Guard {
         let out = f();
         self.with(|s| s.preparing = false);
         out
+    }
+
+    /// Says whether the client statement about to be prepared is one whose upkeep of
+    /// the statistics tables SQLite does itself (by its first word: ANALYZE, DROP,
+    /// ALTER): only such a statement may write them.
+    pub(crate) fn preparing_statistics_upkeep(&self, upkeep: bool) {
+        self.with(|s| s.statistics_upkeep = upkeep);
     }
 
     /// Whether the authorizer judged the statement last prepared: SQLite compiled it
@@ -641,6 +651,11 @@ impl Guard {
                 });
             let refused = temp_refusal(&ctx.action, in_temp)
                 .or_else(|| refusal(&ctx.action))
+                .or_else(|| {
+                    (!state.statistics_upkeep)
+                        .then(|| statistics_refusal(&ctx.action))
+                        .flatten()
+                })
                 .or_else(|| node_local.map(node_local_refusal))
                 .or_else(|| shadow.and_then(|tables| shadow_refusal(&ctx.action, tables)));
             match refused {
@@ -676,6 +691,37 @@ fn temp_refusal(action: &AuthAction<'_>, in_temp: bool) -> Option<String> {
             || table_name.eq_ignore_ascii_case("sqlite_temp_schema"));
     (temporary || (in_temp && !reads && !rename))
         .then(|| "temporary objects are not allowed: they would exist on one node only".into())
+}
+
+/// Rows of the query planner's statistics written by a statement other than ANALYZE,
+/// DROP or ALTER (SQLite's own upkeep of them).
+/// A node reads them when it loads its schema (at start, after ANALYZE or a schema
+/// change), so rows a client wrote there would plan statements one way on a node that
+/// restarted and another on one that did not, and `INSERT ... SELECT` without ORDER BY
+/// gives rows other rowids by plan: the nodes' content would differ (found by a
+/// review).
+fn statistics_refusal(action: &AuthAction<'_>) -> Option<String> {
+    use AuthAction::*;
+    match *action {
+        Insert { table_name } | Update { table_name, .. } | Delete { table_name }
+            if is_statistics_table(table_name) =>
+        {
+            Some(format!(
+                "{table_name} holds the query planner's statistics: it is written by \
+                 ANALYZE only (rows written otherwise would make nodes plan statements \
+                 differently)"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// SQLite's statistics tables (`sqlite_stat1`, and `sqlite_stat2` to `sqlite_stat4`
+/// as other builds make them).
+fn is_statistics_table(name: &str) -> bool {
+    name.len() == 12
+        && name[..11].eq_ignore_ascii_case("sqlite_stat")
+        && matches!(name.as_bytes()[11], b'1'..=b'4')
 }
 
 fn internal(name: &str) -> bool {

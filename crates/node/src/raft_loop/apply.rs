@@ -169,7 +169,8 @@ impl RaftLoop {
         let mut end = steps.len();
         // Whether the batch was applied again after a statement kept prepared was
         // compiled again as it ran (`SqliteError::PreparedAgain`): the reopened
-        // connection keeps no statement prepared, so it cannot happen twice.
+        // connection keeps no statement prepared, and neither does one reopened after
+        // that for this batch (found by a review), so it cannot happen twice.
         let mut prepared_again = false;
         'batch: loop {
             let mut txn = self.sm.begin()?;
@@ -182,7 +183,7 @@ impl RaftLoop {
                     )) => {
                         let index = *index;
                         drop(txn);
-                        self.run_again(index, &mut steps[k].2, aborted, false)?;
+                        self.run_again(index, &mut steps[k].2, aborted, false, prepared_again)?;
                         end = k + 1;
                         continue 'batch;
                     }
@@ -213,7 +214,7 @@ impl RaftLoop {
                     @ (SqliteError::BatchAborted(_) | SqliteError::StatementsAborted { .. }),
                 ) if !outcomes.is_empty() => {
                     let k = outcomes.len() - 1;
-                    self.run_again(steps[k].0, &mut steps[k].2, aborted, true)?;
+                    self.run_again(steps[k].0, &mut steps[k].2, aborted, true, prepared_again)?;
                     end = k + 1;
                     continue 'batch;
                 }
@@ -229,15 +230,22 @@ impl RaftLoop {
     /// connection is reopened, so that what it keeps in memory of the rolled-back
     /// statements goes too, on every node alike, and `step` becomes what the entry is
     /// applied as next: without the statements `StatementsAborted` names (see
-    /// [`rerun_without`]), or failed whole.
+    /// [`rerun_without`]), or failed whole. `keeping_nothing`: the batch ended in
+    /// `PreparedAgain` before, and the new connection keeps no client statement
+    /// prepared either.
     fn run_again(
         &mut self,
         index: u64,
         step: &mut Step,
         aborted: SqliteError,
         at_commit: bool,
+        keeping_nothing: bool,
     ) -> Result<()> {
-        self.sm.reopen()?;
+        if keeping_nothing {
+            self.sm.reopen_keeping_nothing()?;
+        } else {
+            self.sm.reopen()?;
+        }
         let taken = std::mem::replace(step, Step::Skip);
         *step = match aborted {
             SqliteError::StatementsAborted { failed } => rerun_without(index, taken, failed),
