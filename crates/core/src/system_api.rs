@@ -555,18 +555,32 @@ fn chunked(
 }
 
 /// A dump's own framing, which a load leaves out: it runs in transactions of its own
-/// (`BEGIN`, `COMMIT`, `PRAGMA foreign_keys`), and AUTOINCREMENT counters cannot be set
-/// (`sqlite_sequence`; loaded rows move them as far as their own rowids).
+/// (`BEGIN`, `COMMIT`, `PRAGMA foreign_keys`), AUTOINCREMENT counters cannot be set
+/// (`sqlite_sequence`; loaded rows move them as far as their own rowids), and the query
+/// planner's statistics are written by ANALYZE only (`sqlite_stat1`, `sqlite_stat4`:
+/// run ANALYZE after the load to have them).
 fn is_dump_framing(sql: &str) -> bool {
     let sql = sqlraft::sql_text::skip_leading_comments(sql);
     let lower = sql.to_ascii_lowercase();
-    let sequence = ["insert into sqlite_sequence", "delete from sqlite_sequence"]
-        .iter()
-        .any(|p| {
-            lower.starts_with(p)
-                || lower.starts_with(&p.replace("sqlite_sequence", "\"sqlite_sequence\""))
-        });
-    if sequence {
+    let internal = [
+        ("insert into ", "sqlite_sequence"),
+        ("delete from ", "sqlite_sequence"),
+        ("insert into ", "sqlite_stat1"),
+        ("insert into ", "sqlite_stat4"),
+    ]
+    .iter()
+    .any(|(verb, table)| {
+        lower
+            .strip_prefix(verb)
+            .and_then(|rest| {
+                rest.strip_prefix(table)
+                    .or_else(|| rest.strip_prefix(&format!("\"{table}\"")))
+            })
+            .is_some_and(|after| {
+                !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+    });
+    if internal {
         return true;
     }
     let words: Vec<String> = sql
@@ -640,6 +654,8 @@ mod tests {
             "PRAGMA foreign_keys = off",
             "INSERT INTO sqlite_sequence VALUES('t',5)",
             "DELETE FROM \"sqlite_sequence\"",
+            "INSERT INTO sqlite_stat1 VALUES('p','px','2 1')",
+            "insert into \"sqlite_stat4\" values('p','px','1 1','0 0','0 0',x'0201')",
         ] {
             assert!(is_dump_framing(framing), "{framing}");
         }
@@ -648,6 +664,8 @@ mod tests {
             "INSERT INTO t VALUES (1)",
             "-- BEGIN\nINSERT INTO t VALUES (1)",
             "PRAGMA user_version = 3",
+            "INSERT INTO sqlite_stat1x VALUES (1)",
+            "ANALYZE sqlite_schema",
         ] {
             assert!(!is_dump_framing(statement), "{statement}");
         }
