@@ -59,6 +59,8 @@ pub struct ApplyTxn<'a> {
     strays_before: std::cell::RefCell<Vec<String>>,
     /// A client statement kept prepared was compiled again by SQLite as it ran.
     prepared_again: std::cell::Cell<bool>,
+    /// A client ANALYZE ran in this transaction (see [`ApplyTxn::undo`]).
+    analyzed: std::cell::Cell<bool>,
     /// A client statement of this transaction changed the schema (undone or not):
     /// SQLite then resets its schema at every rollback to a savepoint until the
     /// transaction ends, and the virtual tables must be connected again.
@@ -100,6 +102,7 @@ impl<'a> ApplyTxn<'a> {
             strays_before: std::cell::RefCell::new(Vec::new()),
             schema_changed: std::cell::Cell::new(false),
             prepared_again: std::cell::Cell::new(false),
+            analyzed: std::cell::Cell::new(false),
             virtual_table_parts: Vec::new(),
         }
     }
@@ -506,10 +509,13 @@ impl ApplyTxn<'_> {
         self.shadow_at_start.set(self.guard.shadow_version());
         // SQLite keeps the statistics tables itself: ANALYZE writes them, dropping or
         // renaming a table or index updates them.
+        let analyze = crate::lex::starts_with_keyword(&statement.sql, "ANALYZE");
+        self.analyzed.set(self.analyzed.get() || analyze);
         self.guard.preparing_statistics_upkeep(
-            ["ANALYZE", "DROP", "ALTER"]
-                .iter()
-                .any(|word| crate::lex::starts_with_keyword(&statement.sql, word)),
+            analyze
+                || ["DROP", "ALTER"]
+                    .iter()
+                    .any(|word| crate::lex::starts_with_keyword(&statement.sql, word)),
         );
         let (mut stmt, origin) = self.prepare_client(&statement.sql)?;
         let prepared_again = stmt.get_status(StatementStatus::RePrepare);
@@ -737,14 +743,30 @@ impl ApplyTxn<'_> {
             .execute_batch(&format!("ROLLBACK TO {scope}; RELEASE {scope}"))
             .map_err(SqliteError::Apply)?;
         // SQLite expired every prepared statement if this transaction's schema changed.
-        // And an ANALYZE undone left the statistics it loaded in memory, where a node
-        // that restarts reads those on disk: they are read again (`ANALYZE
-        // sqlite_schema` writes nothing), so that both plan alike (found by a review).
+        // And an ANALYZE undone left what it measured in memory (the statistics, and
+        // each table's row count, which `ANALYZE sqlite_schema` does not reset), where
+        // a node that restarts reads the schema from disk: the plans of the two would
+        // differ, and with them the rowids of an `INSERT ... SELECT` (found by
+        // reviews). So SQLite's schema is reset, to be read again from the database
+        // as it now is: a table made and rolled back marks the schema changed, and
+        // SQLite resets it at the rollback.
         if self.guard.schema_touched() {
             self.forget_kept();
+        }
+        // Only after an ANALYZE of this transaction: reading the schema again is a
+        // price a request of many failing statements would pay at each (and then
+        // every virtual table is connected again).
+        if self.analyzed.get() {
             self.guard
-                .own(|| own_statement(&self.tx, "ANALYZE sqlite_schema"))
+                .own(|| {
+                    self.tx.execute_batch(
+                        "SAVEPOINT sqlraft_reload; CREATE TABLE _sqlraft_reload (x); \
+                         ROLLBACK TO sqlraft_reload; RELEASE sqlraft_reload",
+                    )
+                })
                 .map_err(SqliteError::Apply)?;
+            self.schema_changed.set(true);
+            self.guard.forget_shadow();
         }
         let start = start.filter(|_| !self.schema_changed.get());
         let kept = match start {
